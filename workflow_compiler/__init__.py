@@ -1,0 +1,1 @@
+"""nbscale: notebook inspection, run specs, the Argo compiler, runtime, executors and CLI."""

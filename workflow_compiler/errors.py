@@ -1,0 +1,77 @@
+"""The exceptions nbscale raises. Each message says what went wrong and what to do next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class NbscaleError(Exception):
+    """Base class of every error nbscale raises on purpose.
+
+    ``errors`` holds field-level details as ``{"loc": [...], "msg": str}`` dicts, so the CLI, the
+    REST API and the front end can show each message next to the input it concerns.
+    """
+
+    #: HTTP status the REST API answers with; the CLI exits non-zero for every NbscaleError.
+    http_status: int = 400
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or []
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body the REST API sends for this error."""
+        return {"message": self.message, "errors": self.errors, "type": type(self).__name__}
+
+
+class NotebookError(NbscaleError):
+    """The notebook file is missing, unreadable, not a notebook, or outside the allowed root."""
+
+    def __init__(self, message: str, *, path: str = "", http_status: int = 400, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.path = path
+        self.http_status = http_status
+
+
+class SpecError(NbscaleError):
+    """A run, pipeline or sweep spec is invalid: unknown parameter, wrong type, bad bounds, cycle."""
+
+
+class CompileError(NbscaleError):
+    """The spec is valid but cannot be turned into a manifest (for example an unknown GPU pool)."""
+
+
+class ManifestInvalid(NbscaleError):
+    """A manifest does not validate against the upstream CRD schema."""
+
+    http_status = 500
+
+
+class ExecutionError(NbscaleError):
+    """A run could not be started, or failed in a way the caller must hear about."""
+
+    http_status = 500
+
+
+class RunNotFound(NbscaleError):
+    """No run with that id in the store."""
+
+    http_status = 404
+
+
+class QuotaExceeded(NbscaleError):
+    """The quota service refused a submission. ``reason`` names the limit, usage and what to do."""
+
+    http_status = 409
+
+    def __init__(self, message: str, *, limit: str = "", usage: Any = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.limit = limit
+        self.usage = usage
+
+
+class QuotaUnavailable(NbscaleError):
+    """The quota service could not be reached; submissions are refused (fail closed)."""
+
+    http_status = 503
