@@ -1,0 +1,202 @@
+"""Read a notebook and find what its ``parameters`` cell declares, without running any code.
+
+papermill's own ``inspect_notebook`` returns defaults as source text and infers a type only from
+annotations; we need typed JSON defaults for forms and validation, so the cell is parsed here with
+``ast`` (literals only) and ``tokenize`` (for the trailing help comments).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+import json
+import logging
+import tokenize
+from pathlib import Path
+from typing import Any, Literal
+
+import nbformat
+from pydantic import BaseModel, ConfigDict
+
+from .errors import NotebookError
+
+log = logging.getLogger(__name__)
+
+ParamType = Literal["int", "float", "str", "bool", "list", "dict", "any"]
+
+#: Annotation names understood in ``x: int = 3``; anything else leaves the type to the literal.
+_ANNOTATIONS: dict[str, ParamType] = {
+    "int": "int", "float": "float", "str": "str", "bool": "bool",
+    "list": "list", "List": "list", "dict": "dict", "Dict": "dict", "Any": "any",
+}
+
+
+class ParameterInfo(BaseModel):
+    """One parameter of a notebook: its name, type, default and help text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    type: ParamType
+    #: True when ``None`` is an accepted value (a ``None`` default or an ``Optional`` annotation).
+    nullable: bool = False
+    #: The default as a JSON value; ``None`` also when the default is not a literal.
+    default: Any = None
+    #: The default's source text, exactly as written in the cell.
+    default_source: str = ""
+    help: str = ""
+
+
+class NotebookSignature(BaseModel):
+    """What a notebook takes: its parameters in cell order, and its size in code cells."""
+
+    path: str
+    parameters: list[ParameterInfo]
+    code_cells: int
+    kernel: str = "python3"
+    has_parameters_cell: bool = False
+
+    def parameter(self, name: str) -> ParameterInfo | None:
+        """The parameter called ``name``, or None."""
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+def read_notebook(path: str | Path) -> nbformat.NotebookNode:
+    """Read and validate an nbformat v4 notebook, with an error that says what is wrong."""
+    p = Path(path)
+    if not p.exists():
+        raise NotebookError(f"{p}: no such file. Check the path (it is relative to the working directory).", path=str(p), http_status=404)
+    if p.is_dir():
+        raise NotebookError(f"{p} is a directory, not a notebook.", path=str(p))
+    if p.suffix != ".ipynb":
+        raise NotebookError(f"{p} is not a notebook: nbscale runs .ipynb files.", path=str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotebookError(f"{p} is not a notebook: it is not UTF-8 text ({exc.reason}).", path=str(p)) from None
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise NotebookError(
+            f"{p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). "
+            "Was it saved completely? Try opening it in Jupyter and saving again.", path=str(p)
+        ) from None
+    if not isinstance(raw, dict) or "cells" not in raw:
+        raise NotebookError(f"{p} is JSON but not a notebook: it has no 'cells'.", path=str(p))
+    if raw.get("nbformat") != 4:
+        raise NotebookError(f"{p} is nbformat {raw.get('nbformat')}; nbscale reads nbformat 4. Open and save it in Jupyter to upgrade.", path=str(p))
+    nb = nbformat.reads(text, as_version=4)  # also joins multi-line sources
+    try:
+        nbformat.validate(nb)
+    except nbformat.ValidationError as exc:
+        raise NotebookError(f"{p} is not a valid notebook: {exc.message}", path=str(p)) from None
+    return nb
+
+
+def inspect_notebook(path: str | Path) -> NotebookSignature:
+    """The parameters a notebook declares in its cell tagged ``parameters`` (papermill's convention)."""
+    nb = read_notebook(path)
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
+    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return NotebookSignature(path=str(path), parameters=[], code_cells=len(code_cells), kernel=kernel)
+    return NotebookSignature(
+        path=str(path),
+        parameters=parse_parameters_source(cell.source, where=f"{path}: parameters cell"),
+        code_cells=len(code_cells),
+        kernel=kernel,
+        has_parameters_cell=True,
+    )
+
+
+def parse_parameters_source(source: str, *, where: str = "parameters cell") -> list[ParameterInfo]:
+    """Parse the assignments of a parameters cell into typed parameters."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise NotebookError(f"{where} has a syntax error on line {exc.lineno}: {exc.msg}.") from None
+    comments = _trailing_comments(source)
+    found: dict[str, ParameterInfo] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, value, annotation = node.targets[0].id, node.value, None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            name, value, annotation = node.target.id, node.value, node.annotation
+        else:
+            continue  # imports, tuple unpacking and expressions are not parameters
+        line = node.end_lineno or node.lineno
+        found[name] = _parameter(name, value, annotation, source, help=comments.get(line, ""))
+    return list(found.values())
+
+
+def _parameter(name: str, value: ast.expr | None, annotation: ast.expr | None, source: str, *, help: str) -> ParameterInfo:
+    default_source = ast.get_source_segment(source, value) or "" if value is not None else ""
+    try:
+        default = ast.literal_eval(value) if value is not None else None
+        literal = value is not None
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        default, literal = None, False
+    ptype, nullable = _annotation_type(annotation)
+    if ptype is None:
+        ptype = _literal_type(default) if literal else "any"
+    nullable = nullable or (literal and default is None)
+    if literal and isinstance(default, tuple):
+        default = list(default)
+    if literal and not _json_safe(default):
+        default, ptype = None, "any"
+    return ParameterInfo(name=name, type=ptype, nullable=nullable, default=default, default_source=default_source, help=help)
+
+
+def _literal_type(value: Any) -> ParamType:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    if isinstance(value, dict):
+        return "dict"
+    return "any"
+
+
+def _annotation_type(annotation: ast.expr | None) -> tuple[ParamType | None, bool]:
+    """``int`` -> ("int", False); ``Optional[int]`` / ``int | None`` -> ("int", True)."""
+    if annotation is None:
+        return None, False
+    if isinstance(annotation, ast.Name):
+        return _ANNOTATIONS.get(annotation.id), False
+    if isinstance(annotation, ast.Subscript) and isinstance(annotation.value, ast.Name):
+        if annotation.value.id == "Optional":
+            return _annotation_type(annotation.slice)[0], True
+        return _ANNOTATIONS.get(annotation.value.id), False
+    if isinstance(annotation, ast.BinOp) and isinstance(annotation.op, ast.BitOr):
+        sides = [annotation.left, annotation.right]
+        if any(isinstance(s, ast.Constant) and s.value is None for s in sides):
+            other = next(s for s in sides if not (isinstance(s, ast.Constant) and s.value is None))
+            return _annotation_type(other)[0], True
+    return None, False
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _trailing_comments(source: str) -> dict[int, str]:
+    """Map line number -> the comment that ends that line (the parameter's help text)."""
+    comments: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError):
+        log.debug("could not tokenize parameters cell; help texts skipped")
+    return comments
