@@ -1,0 +1,8 @@
+"""nbscale GPU quota service for JupyterHub: admission, an append-only ledger, the admin page,
+and the client (:mod:`hub_extension.client`) that the Jupyter plugin and the CLI call."""
+
+SERVICE_NAME = "nbscale-quotas"
+USE_SCOPE = "custom:nbscale-quotas:use"
+ADMIN_SCOPE = "custom:nbscale-quotas:admin"
+
+__all__ = ["ADMIN_SCOPE", "SERVICE_NAME", "USE_SCOPE"]
