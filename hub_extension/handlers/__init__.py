@@ -1,0 +1,1 @@
+"""Tornado handlers of the quota service: the REST API and the admin page."""

@@ -1,0 +1,124 @@
+"""REST API of the quota service under ``{service_prefix}api/v1/``."""
+
+from __future__ import annotations
+
+from .. import admin
+from ..schemas import AdmissionBody, PolicyBody, ReleaseBody
+from ..store import AdmissionRequest, Caller
+from .base import APIHandler
+
+
+class LeasesHandler(APIHandler):
+    """POST: ask for admission (201 lease, 200 replay of a known request id, 409 refusal). GET: own leases."""
+
+    def post(self) -> None:
+        caller = self.require_user()
+        body = AdmissionBody.model_validate(self.json_body())
+        result = self.store.admit(caller, AdmissionRequest(**body.model_dump()))
+        if result.refusal is not None:
+            self.write_json(result.refusal.to_dict(), status=409)
+        else:
+            self.write_json({"admitted": True, "replayed": result.replayed, "lease": result.lease},
+                            status=200 if result.replayed else 201)
+
+    def get(self) -> None:
+        caller = self.require_user()
+        quota = self.store.quota_for(caller.name, caller.groups)
+        self.write_json({"leases": quota["leases"]})
+
+
+class HeartbeatHandler(APIHandler):
+    """POST ``leases/{id}/heartbeat``: extend the caller's lease."""
+
+    def post(self, lease_id: str) -> None:
+        self.write_json({"lease": self.store.heartbeat(self.require_user(), lease_id)})
+
+
+class ReleaseHandler(APIHandler):
+    """POST ``leases/{id}/release``: end the caller's lease with the GPU-seconds used."""
+
+    def post(self, lease_id: str) -> None:
+        caller = self.require_user()
+        body = ReleaseBody.model_validate(self.json_body())
+        self.write_json({"lease": self.store.release(caller, lease_id, body.gpu_seconds)})
+
+
+class MyQuotaHandler(APIHandler):
+    """GET ``me``: the caller's limits, usage, remaining budget and live leases."""
+
+    def get(self) -> None:
+        caller = self.require_user()
+        self.write_json(self.store.quota_for(caller.name, caller.groups))
+
+
+class UserQuotaHandler(APIHandler):
+    """GET ``users/{name}``: one user's quota (admins only; groups as last seen on a lease)."""
+
+    def get(self, name: str) -> None:
+        self.require_admin()
+        groups = admin.usage_overview(self.store)["users"].get(name, {}).get("groups", [])
+        self.write_json(self.store.quota_for(name, tuple(groups)))
+
+
+class UsageHandler(APIHandler):
+    """GET ``usage``: live usage of every user and group (admins only)."""
+
+    def get(self) -> None:
+        self.require_admin()
+        window = self.number_argument("window_hours", 168.0, float)
+        self.write_json(admin.usage_overview(self.store, window_hours=window))
+
+
+class PoliciesHandler(APIHandler):
+    """GET ``policies``: every policy (admins only)."""
+
+    def get(self) -> None:
+        self.require_admin()
+        self.write_json({"policies": admin.list_policies(self.store)})
+
+
+class PolicyHandler(APIHandler):
+    """PUT/DELETE ``policies/{kind}/{name}`` (``default`` takes the name ``*``), admins only."""
+
+    def put(self, kind: str, name: str) -> None:
+        self.require_admin()
+        body = PolicyBody.model_validate(self.json_body())
+        self.write_json(admin.set_policy(self.store, self.actor, kind, name, body.model_dump()))
+
+    def delete(self, kind: str, name: str) -> None:
+        self.require_admin()
+        admin.delete_policy(self.store, self.actor, kind, name)
+        self.set_status(204)
+        self.finish()
+
+
+class LedgerHandler(APIHandler):
+    """GET ``ledger?user=&limit=&before=``: audit entries, newest first (admins only)."""
+
+    def get(self) -> None:
+        self.require_admin()
+        entries = admin.ledger_page(
+            self.store, user=self.get_argument("user", None),
+            limit=self.number_argument("limit", 100, int), before_id=self.number_argument("before", None, int),
+        )
+        self.write_json({"entries": entries})
+
+
+def api_routes(prefix: str) -> list[tuple[str, type, dict[str, object]]]:
+    """URL table of the REST API under ``prefix`` (the service prefix)."""
+    api = prefix + "api/v1/"
+    lease = r"([^/]{1,64})"
+    return [
+        (api + "leases", LeasesHandler, {}),
+        (api + f"leases/{lease}/heartbeat", HeartbeatHandler, {}),
+        (api + f"leases/{lease}/release", ReleaseHandler, {}),
+        (api + "me", MyQuotaHandler, {}),
+        (api + r"users/([^/]+)", UserQuotaHandler, {}),
+        (api + "usage", UsageHandler, {}),
+        (api + "policies", PoliciesHandler, {}),
+        (api + r"policies/(default|group|user)/([^/]+)", PolicyHandler, {}),
+        (api + "ledger", LedgerHandler, {}),
+    ]
+
+
+__all__ = ["Caller", "api_routes"]

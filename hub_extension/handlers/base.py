@@ -1,0 +1,143 @@
+"""Authentication, authorisation and error mapping shared by every handler of the quota service."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
+from pydantic import ValidationError
+from tornado.web import HTTPError, RequestHandler
+
+from workflow_compiler.errors import NbscaleError
+
+from .. import ADMIN_SCOPE, USE_SCOPE
+from ..errors import Forbidden
+from ..store import Caller, QuotaStore
+
+log = logging.getLogger(__name__)
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """pydantic errors as nbscale's ``{"loc", "msg"}`` list."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+
+
+class QuotaHandler(HubOAuthenticated, RequestHandler):
+    """Base handler: identity only from the hub's token check, ``?token=`` refused, XSRF on cookie writes."""
+
+    store: QuotaStore
+
+    def initialize(self, store: QuotaStore, **_: Any) -> None:  # type: ignore[override]
+        self.store = store
+
+    @property
+    def hub_auth(self) -> Any:
+        return self.settings["hub_auth"]
+
+    async def prepare(self) -> None:
+        """Refuse URL tokens, resolve the caller with the hub, and XSRF-check cookie writes."""
+        if "token" in self.request.query_arguments:
+            raise HTTPError(403, "Tokens in URLs are refused; send them in an 'Authorization: token ...' header.")
+        model = await self.hub_auth.get_user(self, sync=False)
+        if model:
+            try:
+                model = self.check_hub_user(model)
+            except UserNotAllowed:
+                raise HTTPError(403, "Your token lacks access to the nbscale-quotas service.") from None
+        self._hub_auth_user_cache = model
+        writing = self.request.method not in ("GET", "HEAD", "OPTIONS")
+        if writing and model and not getattr(self, "_token_authenticated", False):
+            self.check_xsrf_cookie()
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The hub's model of the caller (user or service); 403 when there is none."""
+        model = self.current_user
+        if not model:
+            raise HTTPError(403, "Authenticate with a JupyterHub token: 'Authorization: token ...'.")
+        return model
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether the caller's token holds ``scope`` (as the hub expanded it)."""
+        return scope in set(self.model.get("scopes", ()))
+
+    def require_admin(self) -> dict[str, Any]:
+        """The caller, if they hold the quota admin scope; 403 otherwise."""
+        if not self.has_scope(ADMIN_SCOPE):
+            raise Forbidden(f"This needs the '{ADMIN_SCOPE}' scope; ask a hub admin for the quota admin role.")
+        return self.model
+
+    def require_user(self) -> Caller:
+        """The calling *user* with the use scope. A service token is not a user and cannot hold leases."""
+        model = self.model
+        if model.get("kind", "user") != "user":
+            raise Forbidden("Only users can hold GPU leases; a service token cannot act for a user.")
+        if not (self.has_scope(USE_SCOPE) or self.has_scope(ADMIN_SCOPE)):
+            raise Forbidden(f"This needs the '{USE_SCOPE}' scope; ask a hub admin for GPU access.")
+        return Caller(name=model["name"], kind="user", groups=tuple(sorted(model.get("groups") or ())))
+
+    @property
+    def actor(self) -> str:
+        """Name written to the ledger for admin actions (services are prefixed)."""
+        model = self.model
+        return model["name"] if model.get("kind", "user") == "user" else f"service:{model['name']}"
+
+
+class APIHandler(QuotaHandler):
+    """JSON handlers: nbscale errors → their status, pydantic errors → 400 with field messages."""
+
+    def check_xsrf_cookie(self) -> None:
+        return self.hub_auth.check_xsrf_cookie(self)
+
+    def get_login_url(self) -> str:
+        raise HTTPError(403)
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object (400 with a clear message otherwise)."""
+        try:
+            body = json.loads(self.request.body or b"{}")
+        except json.JSONDecodeError as exc:
+            raise NbscaleError(f"The body is not valid JSON: {exc.msg} (line {exc.lineno}).") from None
+        if not isinstance(body, dict):
+            raise NbscaleError("The body must be a JSON object.")
+        return body
+
+    def number_argument(self, name: str, default: Any, kind: type) -> Any:
+        """A numeric query argument, with a 400 naming it when it is not a number."""
+        raw = self.get_argument(name, "")
+        if raw == "":
+            return default
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise NbscaleError(f"Query argument '{name}' must be a number, got '{raw[:40]}'.") from None
+        if value <= 0 or value != value:
+            raise NbscaleError(f"Query argument '{name}' must be positive.")
+        return value
+
+    def write_json(self, body: Any, status: int = 200) -> None:
+        """Send ``body`` as JSON."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (NbscaleError, ValidationError)):
+            return
+        super().log_exception(typ, value, tb)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ValidationError):
+            status_code, body = 400, {"message": "Invalid request.", "errors": validation_errors(exc)}
+        elif isinstance(exc, NbscaleError):
+            status_code, body = exc.http_status, exc.to_dict()
+        elif isinstance(exc, HTTPError) and exc.log_message:
+            body = {"message": exc.log_message % exc.args if exc.args else exc.log_message, "errors": []}
+        else:
+            body = {"message": self._reason, "errors": []}
+        self.set_status(status_code)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(body))
