@@ -1,0 +1,187 @@
+"""The ``nbscale`` command: inspect, run, compile, and follow notebooks at scale."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+
+from . import cli_render as render
+from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
+from .errors import NbscaleError, NotebookError, SpecError
+from .executors import get_executor
+from .inspection import inspect_notebook
+from .paths import resolve_notebook_path
+from .spec import spec_json_schemas
+from .store import RunStore
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+err = Console(stderr=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = ThrowingParser(prog="nbscale", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens underneath")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ThrowingParser)
+
+    p = sub.add_parser("inspect", help="show a notebook's parameters: types, defaults, help")
+    p.add_argument("notebook")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser("run", help="run a notebook or pipeline on the embedded default (or a cluster)")
+    add_spec_arguments(p)
+    p.add_argument("--executor", default="local", help="local (default) or argo")
+    p.add_argument("--detach", action="store_true", help="start the run and return at once")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("compile", help="compile to an Argo Workflow manifest")
+    add_spec_arguments(p)
+    p.add_argument("-o", "--output", help="write the YAML here (default: stdout)")
+    p.add_argument("--validate", action="store_true", help="check it against the Argo CRD schema, unknown fields rejected")
+    p.set_defaults(handler=cmd_compile)
+
+    p = sub.add_parser("runs", help="recent runs and their status")
+    p.add_argument("--status", help="only runs with this status")
+    p.add_argument("--notebook", help="only runs of this notebook")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_runs)
+
+    p = sub.add_parser("status", help="one run's status, progress and links")
+    p.add_argument("run_id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("logs", help="a run's log")
+    p.add_argument("run_id")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
+    p.set_defaults(handler=cmd_logs)
+
+    p = sub.add_parser("cancel", help="stop a run; its partial output is kept")
+    p.add_argument("run_id")
+    p.set_defaults(handler=cmd_cancel)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of the run and pipeline specs")
+    p.set_defaults(handler=lambda args: render.print_json(spec_json_schemas()) or 0)
+    return parser
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    path, relative = resolve_notebook_path(args.notebook, os.getcwd())
+    signature = inspect_notebook(path).model_copy(update={"path": relative})
+    if args.json:
+        render.print_json(signature.model_dump(mode="json"))
+    else:
+        Console().print(render.signature_table(signature))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .submit import submit  # the compiler is imported only for commands that need it
+
+    spec = spec_from_args(args, root=os.getcwd())
+    executor = get_executor(args.executor, root=os.getcwd())
+    record = submit(spec, executor=executor, root=os.getcwd())
+    console = Console(stderr=args.json)
+    if args.detach:
+        if args.json:
+            render.print_json(record.to_api())
+        else:
+            console.print(f"started {record.id}; follow it with `nbscale logs -f {record.id}`")
+        return 0
+    try:
+        record = render.follow(executor, record, console)
+    except KeyboardInterrupt:
+        err.print(f"interrupted: cancelling {record.id} (partial output is kept)")
+        record = executor.cancel(record.id)
+        render.summary(record, err)
+        return EXIT_INTERRUPTED
+    if args.json:
+        render.print_json(record.to_api())
+    else:
+        render.summary(record, console)
+    if record.status != "SUCCEEDED":
+        err.print(f"[red]error:[/] {record.id} {record.status}: {record.error or 'see nbscale logs ' + record.id}", highlight=False)
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .compiler import compile_to_file
+
+    spec = spec_from_args(args, root=os.getcwd())
+    text = compile_to_file(spec, Path(args.output) if args.output else None, validate=args.validate, notebook_root=Path.cwd())
+    if args.output:
+        err.print(f"wrote {args.output}" + (" (valid against the Argo Workflow CRD)" if args.validate else ""))
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    records, total = RunStore().list(status=args.status, notebook=args.notebook, limit=args.limit)
+    if args.json:
+        render.print_json({"runs": [r.to_api() for r in records], "total": total})
+    else:
+        Console().print(render.runs_table(records, total))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    record = get_executor("local").get(args.run_id)
+    if args.json:
+        render.print_json(record.to_api())
+    else:
+        render.summary(record, Console())
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    import time
+
+    executor = get_executor("local")
+    offset = 0
+    while True:
+        text, offset = executor.logs(args.run_id, offset)
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if not args.follow or (not text and executor.get(args.run_id).done):
+            return 0
+        if not text:
+            time.sleep(0.5)
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    record = get_executor("local").cancel(args.run_id)
+    Console().print(f"{record.id}: {record.status}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nbscale`` console script."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except (SpecError, NotebookError) as exc:
+        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        return EXIT_USAGE
+    except NbscaleError as exc:
+        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

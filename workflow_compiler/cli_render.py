@@ -1,0 +1,92 @@
+"""How the CLI shows things: live progress while a run goes, then a summary or a table."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .executors import Executor
+from .inspection import NotebookSignature
+from .store import RunRecord
+
+_STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
+
+
+def follow(executor: Executor, record: RunRecord, console: Console, *, interval: float = 0.3) -> RunRecord:
+    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends."""
+    unit = "steps" if record.kind == "pipeline" else "cells"
+    with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn(unit), TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(f"{record.id} {record.notebook}", total=None)
+        step_tasks: dict[str, Any] = {}
+        while True:
+            record = executor.get(record.id)
+            bar.update(task, completed=record.progress.done, total=record.progress.total or None,
+                       description=f"{record.id} {record.status.lower()}")
+            if record.kind == "pipeline":
+                for step in record.steps:
+                    if step.status == "PENDING":
+                        continue
+                    if step.name not in step_tasks:
+                        step_tasks[step.name] = bar.add_task(f"  {step.name}", total=None)
+                    bar.update(step_tasks[step.name], completed=step.progress.done, total=step.progress.total or None,
+                               description=f"  {step.name} {step.status.lower()}")
+            if record.done:
+                return record
+            time.sleep(interval)
+
+
+def summary(record: RunRecord, console: Console) -> None:
+    """The closing lines of ``nbscale run``: status, duration, MLflow run, outputs."""
+    style = _STYLE.get(record.status, "")
+    duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
+    console.print(f"[bold {style}]{record.status}[/] {record.id} in {duration}")
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="dim")
+    table.add_column()
+    if record.error:
+        table.add_row("error", record.error)
+    if record.mlflow_run_id:
+        table.add_row("mlflow run", f"{record.mlflow_run_id}" + (f"  {record.links['mlflow']}" if "mlflow" in record.links else ""))
+    for name, value in sorted(record.metrics.items()):
+        table.add_row(name, f"{value:.4g}")
+    for key in ("output_notebook", "html"):
+        if key in record.links:
+            table.add_row(key.replace("_", " "), record.links[key])
+    if record.kind == "pipeline":
+        for step in record.steps:
+            table.add_row(f"step {step.name}", f"[{_STYLE.get(step.status, '')}]{step.status}[/]" + (f"  {step.error}" if step.error else ""))
+    console.print(table)
+
+
+def runs_table(records: list[RunRecord], total: int) -> Table:
+    """Recent runs, newest first."""
+    table = Table(title=f"nbscale runs ({len(records)} of {total})")
+    for col in ("id", "kind", "notebook", "status", "progress", "started", "duration"):
+        table.add_column(col)
+    for r in records:
+        progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
+        duration = f"{r.duration:.1f}s" if r.duration is not None else ""
+        table.add_row(r.id, r.kind, r.notebook, f"[{_STYLE.get(r.status, '')}]{r.status}[/]", progress, r.started or "", duration)
+    return table
+
+
+def signature_table(sig: NotebookSignature) -> Table:
+    """The parameters a notebook takes."""
+    table = Table(title=f"{sig.path}: {len(sig.parameters)} parameters, {sig.code_cells} code cells")
+    for col in ("name", "type", "default", "help"):
+        table.add_column(col)
+    for p in sig.parameters:
+        ptype = p.type + (" | None" if p.nullable and p.type != "any" else "")
+        table.add_row(p.name, ptype, p.default_source, p.help)
+    return table
+
+
+def print_json(data: Any) -> None:
+    """One JSON object on stdout, for scripts."""
+    print(json.dumps(data, indent=2, default=str))

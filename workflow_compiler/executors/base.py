@@ -1,0 +1,81 @@
+"""The executor interface and its registry (local now, Argo on a cluster, more through entry points)."""
+
+from __future__ import annotations
+
+import secrets
+from abc import ABC, abstractmethod
+from importlib.metadata import entry_points
+from typing import Any
+
+from ..errors import NbscaleError
+from ..store import RunRecord, RunStore, wait_until
+
+
+class UnknownExecutor(NbscaleError):
+    """No executor is registered under that name."""
+
+
+def new_run_id() -> str:
+    """A fresh run id: ``nbs-`` and 10 hex characters."""
+    return "nbs-" + secrets.token_hex(5)
+
+
+class Executor(ABC):
+    """Runs compiled Workflow manifests and reports on them through a RunStore."""
+
+    name: str = ""
+
+    def __init__(self, *, store: RunStore | None = None, **options: Any) -> None:
+        self.store = store or RunStore()
+        self.options = options
+
+    @abstractmethod
+    def submit(self, manifest: dict[str, Any], *, record: RunRecord) -> RunRecord:
+        """Start running ``manifest``; ``record`` (from ``new_record``) is stored and returned updated."""
+
+    @abstractmethod
+    def cancel(self, run_id: str) -> RunRecord:
+        """Stop a run; its steps end KILLED and keep their partial outputs."""
+
+    @abstractmethod
+    def logs(self, run_id: str, offset: int = 0) -> tuple[str, int]:
+        """The run's log from byte ``offset``, and the offset to ask for next."""
+
+    def get(self, run_id: str) -> RunRecord:
+        """The run's current record."""
+        return self.store.get(run_id)
+
+    def wait(self, run_id: str, *, timeout: float | None = None, interval: float = 0.3) -> RunRecord:
+        """Block until the run reaches a final status (or ``timeout`` seconds pass)."""
+        wait_until(lambda: self.get(run_id).done, timeout=timeout, interval=interval)
+        return self.get(run_id)
+
+
+class ExecutorRegistry:
+    """Executors by name, filled lazily from the ``nbscale.executors`` entry points."""
+
+    def __init__(self) -> None:
+        self._classes: dict[str, type[Executor]] = {}
+
+    def register(self, name: str, cls: type[Executor]) -> None:
+        """Make ``cls`` available as ``name``."""
+        self._classes[name] = cls
+
+    def get(self, name: str) -> type[Executor]:
+        """The executor class called ``name``; UnknownExecutor lists the known ones."""
+        if name not in self._classes:
+            for ep in entry_points(group="nbscale.executors"):
+                if ep.name == name:
+                    self._classes[name] = ep.load()
+        if name not in self._classes:
+            known = sorted({*self._classes, *(ep.name for ep in entry_points(group="nbscale.executors"))})
+            raise UnknownExecutor(f"no executor {name!r}; known executors: {', '.join(known)}.")
+        return self._classes[name]
+
+
+executors = ExecutorRegistry()
+
+
+def get_executor(name: str = "local", **options: Any) -> Executor:
+    """An executor instance by name (``local`` or ``argo``)."""
+    return executors.get(name)(**options)

@@ -1,0 +1,108 @@
+"""The embedded default: run compiled workflows as local processes, detached from the caller."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExecutionError
+from ..store import RunRecord, nbscale_home, pid_alive, utcnow
+from .base import Executor
+
+log = logging.getLogger(__name__)
+
+
+def default_tracking_uri() -> str:
+    """The MLflow store local runs use: ``MLFLOW_TRACKING_URI``, else SQLite under NBSCALE_HOME."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{nbscale_home() / 'mlflow.db'}"
+
+
+class LocalExecutor(Executor):
+    """Runs each workflow in a detached worker process that outlives the caller.
+
+    Options: ``root`` (the folder the workspace volume maps to; default the current directory).
+    """
+
+    name = "local"
+
+    @property
+    def root(self) -> Path:
+        """The workspace root: notebooks' paths in the manifest are relative to it."""
+        return Path(self.options.get("root") or os.getcwd()).resolve()
+
+    def submit(self, manifest: dict[str, Any], *, record: RunRecord) -> RunRecord:
+        """Write the manifest into the run's folder and start a worker for it."""
+        run_dir = nbscale_home() / "runs" / record.id
+        run_dir.mkdir(parents=True, exist_ok=False)
+        prefix = manifest["metadata"].get("generateName") or manifest["metadata"].get("name", "nbscale-")
+        workflow_name = prefix + record.id.removeprefix("nbs-") if prefix.endswith("-") else prefix
+        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        record = record.model_copy(update={"executor": self.name, "run_dir": str(run_dir), "workflow_name": workflow_name})
+        self.store.create(record)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": default_tracking_uri(), "NBSCALE_HOME": str(nbscale_home()),
+               "PYTHONUNBUFFERED": "1"}
+        argv = [sys.executable, "-m", "workflow_compiler.executors.local_worker", "--run-id", record.id,
+                "--store", str(self.store.path), "--root", str(self.root)]
+        with open(run_dir / "log.txt", "ab") as log_file:
+            proc = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        log.info("run %s: worker pid %s in %s", record.id, proc.pid, run_dir)
+        _reap_later(proc)
+        return self.store.update(record.id, pid=proc.pid)
+
+    def get(self, run_id: str) -> RunRecord:
+        """The record; a run whose worker died without a word is marked FAILED (lost)."""
+        record = self.store.get(run_id)
+        if not record.done and record.pid and not pid_alive(record.pid):
+            record = self.store.get(run_id)  # the worker may have just finished
+            if not record.done:
+                record = self.store.update(run_id, status="FAILED", finished=utcnow(),
+                                           error="lost: the worker process ended without recording a result")
+        return record
+
+    def cancel(self, run_id: str) -> RunRecord:
+        """SIGTERM the worker, which stops its steps (they save partial output) and records KILLED."""
+        record = self.store.get(run_id)
+        if record.done:
+            return record
+        if record.pid and pid_alive(record.pid):
+            try:
+                os.kill(record.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            return self.wait(run_id, timeout=60)
+        return self.store.update(run_id, status="KILLED", finished=utcnow(), error="cancelled")
+
+    def logs(self, run_id: str, offset: int = 0) -> tuple[str, int]:
+        """Bytes of the run's log from ``offset``."""
+        record = self.store.get(run_id)
+        path = Path(record.run_dir) / "log.txt"
+        if not path.exists():
+            return "", offset
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+        if not data:
+            return "", offset
+        return data.decode("utf-8", errors="replace"), offset + len(data)
+
+
+def _reap_later(proc: subprocess.Popen[bytes]) -> None:
+    """Collect the worker's exit status in the background, so a long-lived caller leaves no zombie."""
+    import threading
+
+    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+
+
+def check_local_manifest(manifest: dict[str, Any]) -> None:
+    """Refuse a manifest the local executor cannot run, before a worker starts."""
+    kinds = {k for t in manifest.get("spec", {}).get("templates", []) for k in ("container", "dag", "resource", "script", "steps") if k in t}
+    unsupported = kinds - {"container", "dag"}
+    if unsupported:
+        raise ExecutionError(f"the local executor does not run {', '.join(sorted(unsupported))} templates yet.")

@@ -1,0 +1,172 @@
+"""The detached process behind one local run: interprets its manifest and keeps its record current.
+
+Started by ``LocalExecutor.submit`` as ``python -m workflow_compiler.executors.local_worker``;
+SIGTERM (cancel) stops the steps, which save their partial output, and the run ends KILLED.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..store import Progress, RunRecord, RunStore, StepState, utcnow
+from .interpreter import WorkflowInterpreter
+
+log = logging.getLogger(__name__)
+
+_PHASE_TO_STATUS = {"Succeeded": "SUCCEEDED", "Failed": "FAILED", "Stopped": "KILLED", "Skipped": "KILLED", "Running": "RUNNING"}
+#: Tasks the compiler adds around notebooks; they are not counted as steps.
+_HELPER_TASKS = {"mlflow-parent"}
+
+
+def mlflow_ui_base() -> str:
+    """Where ``mlflow ui`` serves the local store (``make mlflow-ui``); links in records point there."""
+    return os.environ.get("NBSCALE_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
+
+
+class RunWorker:
+    """Runs one record's workflow and writes its progress and outcome into the store."""
+
+    def __init__(self, store: RunStore, run_id: str, root: Path) -> None:
+        self.store = store
+        self.record = store.get(run_id)
+        self.run_dir = Path(self.record.run_dir)
+        self.root = root
+        manifest = json.loads((self.run_dir / "manifest.json").read_text(encoding="utf-8"))
+        entry = next(t for t in manifest["spec"]["templates"] if t["name"] == manifest["spec"]["entrypoint"])
+        self.step_names = [t["name"] for t in entry.get("dag", {}).get("tasks", []) if t["name"] not in _HELPER_TASKS]
+        self.steps = {n: StepState(name=n) for n in self.step_names}
+        self.lock = threading.Lock()
+        self.log_file = open(self.run_dir / "log.txt", "ab", buffering=0)  # noqa: SIM115 - lives as long as the worker
+        self.interpreter = WorkflowInterpreter(manifest, workflow_name=self.record.workflow_name, root=root,
+                                               run_dir=self.run_dir, log_file=self.log_file, on_task=self.on_task)
+
+    def on_task(self, name: str, phase: str, info: dict[str, Any]) -> None:
+        """Interpreter hook: a task started or ended."""
+        if name not in self.steps:
+            return
+        with self.lock:
+            step = self.steps[name]
+            step.status = _PHASE_TO_STATUS.get(phase, "FAILED")  # type: ignore[assignment]
+            step.attempts = int(info.get("attempts") or info.get("attempt") or step.attempts)
+            step.output_dir = info.get("output_dir", step.output_dir)
+            if phase in ("Failed", "Stopped"):
+                result = _step_result(step.output_dir)
+                step.error = result.get("error") or info.get("message") or None
+        self.publish()
+
+    def publish(self, **fields: Any) -> RunRecord:
+        """Write the steps and the derived progress into the record."""
+        with self.lock:
+            for step in self.steps.values():
+                progress = _read_json(_find(step.output_dir, "progress.json"))
+                if progress:
+                    step.progress = Progress(done=int(progress.get("cells_done", 0)), total=int(progress.get("cells_total", 0)))
+            steps = [self.steps[n].model_copy() for n in self.step_names]
+        if len(steps) == 1:
+            progress = steps[0].progress
+        else:
+            progress = Progress(done=sum(s.status == "SUCCEEDED" for s in steps), total=len(steps), unit="steps",
+                                running=sum(s.status == "RUNNING" for s in steps), failed=sum(s.status == "FAILED" for s in steps))
+        return self.store.update(self.record.id, steps=steps, progress=progress, **fields)
+
+    def run(self) -> RunRecord:
+        """Interpret the workflow to the end, publishing progress every half second."""
+        self.publish(status="RUNNING", started=utcnow())
+        outcome: dict[str, str] = {}
+        thread = threading.Thread(target=lambda: outcome.update(phase=self.interpreter.run()), name="workflow")
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.5)
+            self.publish()
+        return self.finish(outcome.get("phase", "Failed"))
+
+    def finish(self, phase: str) -> RunRecord:
+        """Gather the steps' results into the final record."""
+        results = {n: _step_result(s.output_dir) for n, s in self.steps.items()}
+        last = next((results[n] for n in reversed(self.step_names) if results[n]), {})
+        status = _PHASE_TO_STATUS.get(phase, "FAILED")
+        failed = next((s for s in self.steps.values() if s.status in ("FAILED", "KILLED") and s.error), None)
+        parent = getattr(self.interpreter, "scope", {}).get("workflow.outputs.parameters.mlflow-parent-run-id")
+        fields: dict[str, Any] = {
+            "status": status,
+            "finished": utcnow(),
+            "metrics": last.get("metrics") or {},
+            "mlflow_run_id": parent or last.get("mlflow_run_id"),
+            "mlflow_experiment_id": last.get("experiment_id"),
+            "links": _links(self.steps[self.step_names[-1]].output_dir if self.step_names else None, last, parent),
+            "error": (f"step {failed.name}: {failed.error}" if failed and len(self.steps) > 1 else failed.error if failed else None)
+            if status != "SUCCEEDED" else None,
+        }
+        if status == "KILLED" and not fields["error"]:
+            fields["error"] = "cancelled"
+        return self.publish(**fields)
+
+
+def _find(folder: str | None, name: str) -> Path | None:
+    if not folder or not Path(folder).exists():
+        return None
+    return next(Path(folder).rglob(name), None)
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # written concurrently by the step; the next poll reads it whole
+    return data if isinstance(data, dict) else {}
+
+
+def _step_result(folder: str | None) -> dict[str, Any]:
+    return _read_json(_find(folder, "result.json"))
+
+
+def _links(folder: str | None, result: dict[str, Any], parent: str | None) -> dict[str, str]:
+    links = {}
+    for key, name in (("output_notebook", "output.ipynb"), ("html", "output.html")):
+        found = _find(folder, name)
+        if found:
+            links[key] = str(found)
+    run_id, experiment = parent or result.get("mlflow_run_id"), result.get("experiment_id")
+    if run_id and experiment:
+        links["mlflow"] = f"{mlflow_ui_base()}/#/experiments/{experiment}/runs/{run_id}"
+    return links
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the worker process."""
+    parser = argparse.ArgumentParser(prog="nbscale-local-worker")
+    parser.add_argument("--run-id", required=True)
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--root", required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    worker = RunWorker(RunStore(args.store), args.run_id, Path(args.root))
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("run %s: signal %s, stopping steps", args.run_id, signum)
+        threading.Thread(target=worker.interpreter.stop, name="stop").start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        record = worker.run()
+    except Exception as exc:  # the record must never stay RUNNING: say why it failed
+        log.exception("run %s failed in the worker", args.run_id)
+        worker.store.update(args.run_id, status="FAILED", finished=utcnow(), error=f"local executor: {exc}")
+        return 1
+    log.info("run %s: %s", args.run_id, record.status)
+    return 0 if record.status == "SUCCEEDED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,225 @@
+"""Run records: what was submitted, where it runs, and how it is doing.
+
+Records live in one SQLite file (``$NBSCALE_HOME/runs.db`` by default; the Jupyter server
+extension keeps its own under the Jupyter data dir), so they survive restarts and are shared by
+the CLI, the magics, the server and the detached local workers that update them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .errors import RunNotFound
+
+RunStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "KILLED"]
+TERMINAL: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "KILLED"})
+
+
+def nbscale_home() -> Path:
+    """Where nbscale keeps local state: ``$NBSCALE_HOME``, default ``~/.nbscale``."""
+    home = Path(os.environ.get("NBSCALE_HOME") or Path.home() / ".nbscale").expanduser()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def utcnow() -> str:
+    """Now, as an ISO-8601 UTC timestamp."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Progress(BaseModel):
+    """How far a run is: cells for a run, steps for a pipeline, trials for a sweep."""
+
+    done: int = 0
+    total: int = 0
+    unit: str = "cells"
+    running: int = 0
+    stopped: int = 0
+    failed: int = 0
+
+
+class StepState(BaseModel):
+    """One step of a run's workflow, as the executor sees it."""
+
+    name: str
+    status: RunStatus = "PENDING"
+    attempts: int = 0
+    mlflow_run_id: str | None = None
+    error: str | None = None
+    output_dir: str | None = None
+    progress: Progress = Field(default_factory=Progress)
+
+
+class RunRecord(BaseModel):
+    """Everything the CLI, the REST API and the UI show about one run."""
+
+    id: str
+    kind: Literal["run", "pipeline", "sweep"] = "run"
+    notebook: str
+    status: RunStatus = "PENDING"
+    user: str = ""
+    executor: str = "local"
+    workflow_name: str = ""
+    progress: Progress = Field(default_factory=Progress)
+    created: str = Field(default_factory=utcnow)
+    started: str | None = None
+    finished: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    best: dict[str, Any] | None = None
+    mlflow_run_id: str | None = None
+    mlflow_experiment_id: str | None = None
+    links: dict[str, str] = Field(default_factory=dict)
+    error: str | None = None
+    pid: int | None = None
+    run_dir: str = ""
+    steps: list[StepState] = Field(default_factory=list)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to finish (or to now while running)."""
+        if not self.started:
+            return None
+        end = datetime.fromisoformat(self.finished) if self.finished else datetime.now(timezone.utc)
+        return max(0.0, (end - datetime.fromisoformat(self.started)).total_seconds())
+
+    @property
+    def done(self) -> bool:
+        """True once the run has reached a final status."""
+        return self.status in TERMINAL
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON form the REST API and ``--json`` print (with the derived duration)."""
+        data = self.model_dump(mode="json", exclude={"pid"})
+        data["duration"] = self.duration
+        return data
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    notebook TEXT NOT NULL,
+    status TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_created ON runs (created);
+"""
+
+
+class RunStore:
+    """Run records in a SQLite file, safe to share between processes (WAL mode, short transactions)."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path else nbscale_home() / "runs.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            yield db
+        finally:
+            db.close()
+
+    def create(self, record: RunRecord) -> RunRecord:
+        """Store a new record."""
+        with self._connect() as db:
+            db.execute("INSERT INTO runs (id, created, notebook, status, record) VALUES (?, ?, ?, ?, ?)",
+                       (record.id, record.created, record.notebook, record.status, record.model_dump_json()))
+        return record
+
+    def get(self, run_id: str) -> RunRecord:
+        """The record of ``run_id``; RunNotFound when there is none."""
+        with self._connect() as db:
+            row = db.execute("SELECT record FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise RunNotFound(f"no run {run_id!r}. List runs with `nbscale runs`.")
+        return RunRecord.model_validate_json(row[0])
+
+    def list(self, *, notebook: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRecord], int]:
+        """Newest first, filtered; returns one page and the total count."""
+        where, args = [], []
+        if notebook:
+            where.append("notebook = ?")
+            args.append(notebook)
+        if status:
+            where.append("status = ?")
+            args.append(status.upper())
+        clause = f"WHERE {' AND '.join(where)}" if where else ""  # only fixed column names are joined
+        with self._connect() as db:
+            total = db.execute(f"SELECT COUNT(*) FROM runs {clause}", args).fetchone()[0]
+            rows = db.execute(f"SELECT record FROM runs {clause} ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
+                              [*args, limit, offset]).fetchall()
+        return [RunRecord.model_validate_json(r[0]) for r in rows], total
+
+    def update(self, run_id: str, **fields: Any) -> RunRecord:
+        """Change some fields of a record atomically and return the new record."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT record FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                db.execute("ROLLBACK")
+                raise RunNotFound(f"no run {run_id!r}. List runs with `nbscale runs`.")
+            data = json.loads(row[0])
+            data.update({k: (v.model_dump(mode="json") if isinstance(v, BaseModel) else v) for k, v in fields.items()})
+            if isinstance(data.get("steps"), list):
+                data["steps"] = [s.model_dump(mode="json") if isinstance(s, BaseModel) else s for s in data["steps"]]
+            record = RunRecord.model_validate(data)
+            db.execute("UPDATE runs SET status = ?, notebook = ?, record = ? WHERE id = ?",
+                       (record.status, record.notebook, record.model_dump_json(), run_id))
+            db.execute("COMMIT")
+        return record
+
+    def reconcile(self) -> list[str]:
+        """Mark runs whose worker process is gone as FAILED (lost). Returns their ids."""
+        lost = []
+        for status in ("PENDING", "RUNNING"):
+            records, _ = self.list(status=status, limit=10_000)
+            for record in records:
+                if record.executor == "local" and not pid_alive(record.pid):
+                    self.update(record.id, status="FAILED", finished=utcnow(),
+                                error="lost: its worker process ended without recording a result (machine or server restart?)")
+                    lost.append(record.id)
+        return lost
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True when a process with this pid exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def wait_until(predicate: Any, *, timeout: float | None, interval: float = 0.2) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not predicate():
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True

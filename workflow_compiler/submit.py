@@ -1,0 +1,36 @@
+"""The one submit path the CLI, the magics and the REST API share: compile, validate, submit."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .compiler import compile_workflow
+from .executors import Executor, get_executor, new_run_id
+from .spec import PipelineSpec, RunSpec
+from .store import RunRecord
+from .validation import validate_workflow
+
+
+def record_for(spec: RunSpec | PipelineSpec, *, run_id: str | None = None) -> RunRecord:
+    """A new PENDING record describing ``spec``."""
+    if isinstance(spec, PipelineSpec):
+        return RunRecord(id=run_id or new_run_id(), kind="pipeline", notebook=spec.steps[-1].notebook, user=spec.user,
+                         parameters={s.name: s.parameters for s in spec.steps})
+    return RunRecord(id=run_id or new_run_id(), kind="run", notebook=spec.notebook, user=spec.user, parameters=spec.parameters)
+
+
+def build_manifest(spec: RunSpec | PipelineSpec, *, root: str | os.PathLike[str] = ".", **compile_options: Any) -> dict[str, Any]:
+    """Compile ``spec`` and check the manifest against the Argo CRD before anything runs."""
+    manifest = compile_workflow(spec, notebook_root=Path(root), **compile_options)
+    validate_workflow(manifest)
+    return manifest
+
+
+def submit(spec: RunSpec | PipelineSpec, *, executor: Executor | None = None, root: str | os.PathLike[str] = ".",
+           run_id: str | None = None, **compile_options: Any) -> RunRecord:
+    """Compile, validate and start ``spec``; returns the new record at once (the run goes on)."""
+    executor = executor or get_executor("local", root=root)
+    manifest = build_manifest(spec, root=root, **compile_options)
+    return executor.submit(manifest, record=record_for(spec, run_id=run_id))
