@@ -21,6 +21,7 @@ from .errors import SpecError
 from .inspection import inspect_notebook
 from .params import check_parameters, parse_cli_parameters
 from .paths import resolve_notebook_path
+from .sweep.spec import SweepSpec, check_sweep
 
 #: The runner image built from images/runner.Dockerfile; clusters override it per run or in config.
 DEFAULT_IMAGE = "nbscale/runner:0.1.0"
@@ -106,6 +107,7 @@ class RunSpec(NotebookStep):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     user: str = Field(default_factory=current_user, min_length=1, max_length=256)
+    sweep: SweepSpec | None = Field(None, description="Sweep these parameters instead of running once (see workflow_compiler/sweep)")
 
     @property
     def experiment(self) -> str:
@@ -196,8 +198,9 @@ def build_run_spec(
 def check_run_spec(spec: RunSpec, *, root: str | os.PathLike[str]) -> RunSpec:
     """Check a RunSpec that arrived whole (REST body, file) against its notebook."""
     absolute, relative = resolve_notebook_path(spec.notebook, root)
-    values = check_parameters(spec.parameters, inspect_notebook(absolute))
-    return spec.model_copy(update={"notebook": relative, "parameters": values})
+    signature = inspect_notebook(absolute)
+    values = check_parameters(spec.parameters, signature)
+    return check_sweep(spec.model_copy(update={"notebook": relative, "parameters": values}), signature)
 
 
 def load_pipeline(path: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".") -> PipelineSpec:

@@ -1,0 +1,158 @@
+"""Search-space parsing, SweepSpec validation and the sweep command line (no Ray needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from workflow_compiler.errors import SpecError
+from workflow_compiler.spec import RunSpec, check_run_spec, parse_model
+from workflow_compiler.sweep.cli_args import add_sweep_arguments, apply_sweep_file, sweep_from_args
+from workflow_compiler.sweep.space import Domain, parse_domain_text, parse_space_item
+from workflow_compiler.sweep.spec import SweepSpec, parse_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("randint(50, 400)", {"kind": "randint", "low": 50, "high": 400}),
+    ("choice(3, 5, 8, None)", {"kind": "choice", "values": [3, 5, 8, None]}),
+    ("choice([3, 5])", {"kind": "choice", "values": [3, 5]}),
+    ("choice(null, true, 'a')", {"kind": "choice", "values": [None, True, "a"]}),
+    ("grid(-1, 0.5)", {"kind": "grid", "values": [-1, 0.5]}),
+    ("loguniform(1e-3, 0.3)", {"kind": "loguniform", "low": 0.001, "high": 0.3}),
+    ("uniform(-1, 1)", {"kind": "uniform", "low": -1, "high": 1}),
+    ("quniform(0, 1, 0.25)", {"kind": "quniform", "low": 0, "high": 1, "q": 0.25}),
+    ("  randint( 1 ,2 ) ", {"kind": "randint", "low": 1, "high": 2}),
+])
+def test_text_form_parses_and_round_trips(text: str, expected: dict) -> None:
+    domain = parse_domain_text(text)
+    assert domain.model_dump(exclude_none=True) == expected
+    assert parse_domain_text(domain.to_text()) == domain
+
+
+@pytest.mark.parametrize("form", [
+    "randint(50, 400)",
+    {"randint": [50, 400]},
+    {"kind": "randint", "low": 50, "high": 400},
+])
+def test_cli_yaml_and_json_forms_agree(form: object) -> None:
+    assert Domain.model_validate(form) == Domain(kind="randint", low=50, high=400)
+    assert Domain.model_validate(json.loads(json.dumps(form))) == Domain(kind="randint", low=50, high=400)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("uniform(5, 1)", "swap them: uniform(1, 5)"),
+    ("uniform(1, 1)", "low (1) must be less than high (1)"),
+    ("loguniform(0, 1)", "a log scale needs 0 < low < high"),
+    ("loguniform(-1, 1)", "no zero or negatives"),
+    ("randint(1.5, 3)", "randint takes whole numbers"),
+    ("quniform(0, 1, 2)", "use a smaller q"),
+    ("quniform(0, 1, -0.1)", "step q must be a positive number"),
+    ("uniform(1)", "takes 2 arguments"),
+    ("uniform('a', 2)", "bounds must be numbers"),
+    ("choice()", "needs at least one value"),
+    ("normal(0, 1)", "unknown search space 'normal'"),
+    ("randint(low=1, high=2)", "pass arguments by position"),
+    ("uniform(float('inf'), 2)", "is not a literal"),
+    ("choice(__import__('os').system('touch /tmp/pwned'))", "is not a literal"),
+    ("randint(1, 2", "not a search space"),
+    ("os.system('x')", "not a search space"),
+])
+def test_bad_spaces_say_how_to_fix(text: str, fragment: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_domain_text(text)
+    assert fragment in info.value.message
+
+
+def test_infinite_bound_in_json_form_is_refused() -> None:
+    with pytest.raises(SpecError, match="finite"):
+        parse_sweep({"space": {"x": {"kind": "uniform", "low": 0, "high": float("inf")}}, "metric": "m"})
+
+
+def test_sweep_spec_rules() -> None:
+    ok = parse_sweep({"space": {"a": "grid(1, 2, 3)", "b": "choice('x', 'y')"}, "metric": "loss", "mode": "min", "search": "grid"})
+    assert ok.total_trials() == 6 and ok.effective_samples == 1
+    assert ok.grid_points()[:2] == [{"a": 1, "b": "x"}, {"a": 1, "b": "y"}]
+    rnd = parse_sweep({"space": {"a": "grid(1, 2)", "b": "uniform(0, 1)"}, "metric": "m", "samples": 3})
+    assert rnd.total_trials() == 6
+    with pytest.raises(SpecError, match="b is continuous"):
+        parse_sweep({"space": {"b": "uniform(0, 1)"}, "metric": "m", "search": "grid"})
+    with pytest.raises(SpecError, match="Optuna cannot take grid"):
+        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "m", "search": "optuna"})
+    with pytest.raises(SpecError, match="use 1 or 2"):
+        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "m", "gpus_per_trial": 1.5})
+    with pytest.raises(SpecError, match="sweep.metric"):
+        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "bad{metric}"})
+    with pytest.raises(SpecError, match="sweep.space"):
+        parse_sweep({"space": {}, "metric": "m"})
+    assert parse_sweep({"space": {"a": "grid(1)"}, "metric": "m", "gpus_per_trial": 0.25}).gpus_per_trial == 0.25
+
+
+def test_runspec_carries_a_sweep_and_checks_it_against_the_notebook() -> None:
+    spec = parse_model(RunSpec, {"notebook": "examples/train.ipynb", "sweep": {
+        "space": {"n_estimators": "randint(50, 400)", "learning_rate": "choice(1, 0.1)"}, "metric": "val_accuracy"}}, what="run")
+    checked = check_run_spec(spec, root=REPO)
+    assert checked.sweep is not None
+    assert checked.sweep.space["learning_rate"].values == [1.0, 0.1]  # ints become the float the notebook declares
+    assert RunSpec.model_validate_json(checked.model_dump_json()) == checked
+    assert "sweep" in RunSpec.model_json_schema()["properties"]
+    bad = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"space": {"n_estimators": parse_domain_text("uniform(1, 5)")}})})
+    with pytest.raises(SpecError, match=r"use randint\(1, 5\)") as info:
+        check_run_spec(bad, root=REPO)
+    assert info.value.errors[0]["loc"] == ["sweep", "space", "n_estimators"]
+
+
+@pytest.mark.parametrize(("param", "fragment"), [
+    ("model=uniform(1, 2)", "is a str in the notebook"),
+    ("nope=choice(1)", "known parameters: model, n_estimators"),
+    ("max_depth=choice(3, 'x')", "expects int or None"),
+    ("learning_rate=choice(true)", "expects float"),
+])
+def test_space_is_checked_against_declared_types(param: str, fragment: str) -> None:
+    with pytest.raises(SpecError) as info:
+        sweep_from_args(_args("examples/train.ipynb", "--metric", "val_accuracy", "--param", param), REPO)
+    assert fragment in info.value.message
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_sweep_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_the_issue_command_line_builds_the_spec() -> None:
+    spec = sweep_from_args(_args(
+        "examples/train.ipynb", "--param", "n_estimators=randint(50, 400)", "--param", "max_depth=choice(3, 5, 8, None)",
+        "--param", "learning_rate=loguniform(1e-3, 0.3)", "--param", "model=boosting", "--samples", "24", "--concurrency", "2",
+        "--metric", "val_accuracy", "--mode", "max", "--search", "optuna", "--early-stop", "asha", "--gpus-per-trial", "0.5"), REPO)
+    assert spec.parameters == {"model": "boosting"}
+    assert spec.sweep is not None and spec.sweep.scheduler == "asha" and spec.sweep.search == "optuna"
+    assert spec.sweep.gpus_per_trial == 0.5 and spec.sweep.total_trials() == 24
+    assert spec.sweep.space["max_depth"].values == [3, 5, 8, None]
+
+
+def test_sweep_file_with_cli_overrides(tmp_path: Path) -> None:
+    file = tmp_path / "sweep.yaml"
+    file.write_text("metric: val_accuracy\nsamples: 4\nparameters: {seed: 1}\nspace:\n"
+                    "  n_estimators: randint(10, 20)\n  max_depth: {choice: [3, null]}\n", encoding="utf-8")
+    spec = sweep_from_args(_args("examples/train.ipynb", "--sweep", str(file), "--samples", "6", "--param", "seed=3"), REPO)
+    assert spec.sweep is not None and spec.sweep.samples == 6 and spec.parameters == {"seed": 3}
+    assert spec.sweep.space["max_depth"].values == [3, None]
+    base = parse_model(RunSpec, {"notebook": "examples/train.ipynb"}, what="run")
+    compiled = apply_sweep_file(base, file, root=REPO)
+    assert compiled.sweep is not None and compiled.sweep.samples == 4 and compiled.parameters == {"seed": 1}
+
+
+def test_cli_needs_something_to_sweep_and_a_metric() -> None:
+    with pytest.raises(SpecError, match="nothing to sweep"):
+        sweep_from_args(_args("examples/train.ipynb", "--metric", "m"), REPO)
+    with pytest.raises(SpecError, match="--metric"):
+        sweep_from_args(_args("examples/train.ipynb", "--param", "seed=randint(1, 3)"), REPO)
+    with pytest.raises(SpecError, match="NAME=SPACE"):
+        parse_space_item("randint(1, 2)")
+    assert parse_space_item("seed=7") == ("seed", "7")
+    assert isinstance(SweepSpec.model_json_schema(), dict)

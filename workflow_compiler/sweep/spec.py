@@ -1,0 +1,131 @@
+"""The sweep spec: what to vary, how to search, and what each trial may use.
+
+It lives in ``RunSpec.sweep`` (``RunSpec`` with a ``sweep`` is a sweep of that notebook, with
+``RunSpec.parameters`` held fixed), and it also loads from a YAML file for
+``nbscale compile --sweep sweep.yaml``. This module must not import ``workflow_compiler.spec``
+(that module imports this one).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import SpecError
+from ..inspection import NotebookSignature
+from .space import Domain, check_space
+
+if TYPE_CHECKING:
+    from ..spec import RunSpec
+
+#: Default number of trials of a random or Optuna search; a grid search runs each point once.
+DEFAULT_SAMPLES = 10
+_METRIC_NAME = r"^[A-Za-z0-9_\-. /]{1,250}$"  # the characters MLflow accepts in a metric name
+
+
+class SweepSpec(BaseModel):
+    """A hyperparameter search over some of a notebook's parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    space: dict[str, Domain] = Field(..., min_length=1, description="Search space per parameter, e.g. {'n_estimators': 'randint(50, 400)'}")
+    metric: str = Field(..., pattern=_METRIC_NAME, description="The objective: a metric the notebook logs with mlflow.log_metric; its last value counts")
+    mode: Literal["max", "min"] = Field("max", description="Maximise or minimise the metric")
+    samples: int | None = Field(None, ge=1, le=100_000, description="Trials to run (random, optuna); repeats of the grid (grid). Default 10 for random/optuna, 1 for grid")
+    concurrency: int = Field(2, ge=1, le=1024, description="Trials running at once, at most")
+    search: Literal["random", "grid", "optuna"] = Field("random", description="random sampling, full grid, or Optuna TPE")
+    scheduler: Literal["fifo", "asha"] = Field("fifo", description="fifo runs every trial to the end; asha stops poor trials early")
+    cpus_per_trial: float = Field(1.0, gt=0, le=512, description="CPU cores reserved per trial (fractions allowed)")
+    gpus_per_trial: float = Field(0.0, ge=0, le=64, description="GPUs per trial: a fraction such as 0.5 shares one GPU, above 1 whole GPUs")
+    time_budget_s: int | None = Field(None, gt=0, le=30 * 24 * 3600, description="Stop starting and running trials after this many seconds")
+    max_failures: int = Field(0, ge=0, le=100, description="Retries of a trial whose notebook raised or whose kernel died")
+    fresh_kernel: bool = Field(False, description="Run every trial in a new process instead of a warm worker")
+    grace_period: int = Field(1, ge=1, le=1_000_000, description="ASHA: reports before a trial may be stopped")
+    reduction_factor: float = Field(2.0, gt=1, le=100, description="ASHA: keep 1/reduction_factor of trials at each rung")
+    max_steps: int = Field(1000, ge=1, le=10_000_000, description="ASHA: the most reports a trial makes")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed of the search algorithm, for a reproducible sequence of trials")
+
+    @field_validator("space")
+    @classmethod
+    def _identifier_names(cls, value: dict[str, Domain]) -> dict[str, Domain]:
+        bad = [name for name in value if not name.isidentifier()]
+        if bad:
+            raise ValueError(f"swept parameter names must be Python identifiers: {', '.join(map(repr, bad))}")
+        return value
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _whole_above_one(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError(f"{value} GPUs: a trial shares one GPU (0 < gpus < 1) or takes whole GPUs (1, 2, ...); use {math.floor(value)} or {math.ceil(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _search_fits_space(self) -> SweepSpec:
+        kinds = {d.kind for d in self.space.values()}
+        if self.search == "grid" and kinds - {"grid", "choice"}:
+            continuous = [n for n, d in self.space.items() if d.kind not in ("grid", "choice")]
+            raise ValueError(f"search 'grid' enumerates values, but {', '.join(continuous)} {'is' if len(continuous) == 1 else 'are'} continuous; "
+                             "use grid(...) values for them or search 'random'/'optuna'")
+        if self.search == "optuna" and "grid" in kinds:
+            gridded = [n for n, d in self.space.items() if d.kind == "grid"]
+            raise ValueError(f"Optuna cannot take grid(...) ({', '.join(gridded)}); use choice(...) with search 'optuna', or search 'grid'")
+        return self
+
+    @property
+    def effective_samples(self) -> int:
+        """``samples`` with its default filled in."""
+        return self.samples or (1 if self.search == "grid" else DEFAULT_SAMPLES)
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        """Every point of a grid search, in order (the last parameter varies fastest)."""
+        points: list[dict[str, Any]] = [{}]
+        for name, domain in self.space.items():
+            points = [{**p, name: v} for p in points for v in domain.grid_values()]
+        return points
+
+    def total_trials(self) -> int:
+        """How many trials this sweep runs (before retries)."""
+        grid = [d for d in self.space.values() if d.kind == "grid" or (self.search == "grid" and d.kind == "choice")]
+        return math.prod(len(d.values or []) for d in grid) * self.effective_samples
+
+
+def check_sweep(spec: RunSpec, signature: NotebookSignature) -> RunSpec:
+    """Check ``spec.sweep`` against the notebook; return the spec with normalised domains."""
+    if spec.sweep is None:
+        return spec
+    space = check_space(spec.sweep.space, signature, fixed=spec.parameters)
+    return spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"space": space})})
+
+
+def parse_sweep(data: Any, *, what: str = "sweep spec") -> SweepSpec:
+    """Validate a mapping as a SweepSpec; errors become one SpecError listing every field."""
+    try:
+        return SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"loc": ["sweep", *map(str, e["loc"])], "msg": e["msg"].removeprefix("Value error, ")} for e in exc.errors()]
+        lines = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        raise SpecError(f"invalid {what}: {lines}", errors=errors) from None
+
+
+def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a sweep YAML/JSON file as a mapping (validated later, once CLI overrides are applied).
+
+    The file may hold the sweep fields directly, or a ``sweep:`` key with them plus optional
+    ``parameters:`` (fixed values) and ``tracking:``.
+    """
+    file = Path(path)
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such sweep file.") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path} must hold a mapping with 'space' and 'metric', not {type(data).__name__}.")
+    return data
