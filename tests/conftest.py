@@ -1,0 +1,23 @@
+"""Session-wide settings: every test writes local state under a temporary NBSCALE_HOME."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nbscale_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private NBSCALE_HOME (runs, MLflow store) for the whole session, and quiet, local tools."""
+    home = tmp_path_factory.mktemp("nbscale-home")
+    os.environ["NBSCALE_HOME"] = str(home)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.setdefault("NO_COLOR", "1")
+    return home
