@@ -2,11 +2,24 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lab bench lint
+.PHONY: demo test lab bench lint mlflow-ui
+
+NBSCALE_HOME ?= $(HOME)/.nbscale
+export NBSCALE_HOME
 
 demo:  ## run the examples on the embedded default (local processes, local MLflow)
 	scripts/bootstrap.sh demo
-	$(PY) -m examples.demo
+	$(VENV)/bin/nbscale inspect examples/train.ipynb
+	$(VENV)/bin/nbscale run examples/train.ipynb -p n_estimators=200 -p model=forest
+	$(VENV)/bin/nbscale run examples/pipeline.yaml
+	$(VENV)/bin/nbscale compile examples/train.ipynb -p n_estimators=200 --gpus 1 --pool a100 -o $(NBSCALE_HOME)/train-workflow.yaml --validate
+	@echo
+	@echo "Runs:           $(VENV)/bin/nbscale runs"
+	@echo "Argo manifest:  $(NBSCALE_HOME)/train-workflow.yaml"
+	@echo "MLflow UI:      make mlflow-ui   (then open http://127.0.0.1:5000)"
+
+mlflow-ui:  ## browse the local MLflow store the runs were logged to
+	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(NBSCALE_HOME)/mlflow.db
 
 test:  ## install everything, then run the whole test suite
 	scripts/bootstrap.sh test
