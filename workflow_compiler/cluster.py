@@ -42,24 +42,24 @@ class ClusterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    namespace: str | None = Field(None, description="Namespace of the Workflow; None: the submitter's current namespace")
-    service_account: str | None = Field(None, description="Service account of the step pods; None: the namespace default")
+    namespace: str | None = Field(default=None, description="Namespace of the Workflow; None: the submitter's current namespace")
+    service_account: str | None = Field(default=None, description="Service account of the step pods; None: the namespace default")
     workspace_claim_template: str = Field(
-        "claim-{username}",
+        default="claim-{username}",
         description="PersistentVolumeClaim holding the user's files; {username} is the user, made DNS-1123 safe",
     )
-    workspace_mount: str = Field("/home/jovyan", description="Where the workspace is mounted; notebook paths are relative to it")
+    workspace_mount: str = Field(default="/home/jovyan", description="Where the workspace is mounted; notebook paths are relative to it")
     mlflow_tracking_uri: str | None = Field(
-        None, description="MLFLOW_TRACKING_URI inside the pods; None: not set (the executor decides)"
+        default=None, description="MLFLOW_TRACKING_URI inside the pods; None: not set (the executor decides)"
     )
-    default_image: str = Field(DEFAULT_IMAGE, min_length=1, description="Runner image for steps that name none")
-    pod_gc_strategy: PodGCStrategy = Field("OnPodCompletion", description="Argo podGC strategy")
-    archive_artifacts: bool = Field(False, description="Tar+gzip output artifacts; False keeps output.ipynb/html viewable as is")
+    default_image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="Runner image for steps that name none")
+    pod_gc_strategy: PodGCStrategy = Field(default="OnPodCompletion", description="Argo podGC strategy")
+    archive_artifacts: bool = Field(default=False, description="Tar+gzip output artifacts; False keeps output.ipynb/html viewable as is")
     artifact_repository_ref: dict[str, str] | None = Field(
-        None, description="Argo artifactRepositoryRef, e.g. {configMap: artifact-repositories, key: default}"
+        default=None, description="Argo artifactRepositoryRef, e.g. {configMap: artifact-repositories, key: default}"
     )
-    limit_cpu: bool = Field(False, description="Also set a CPU limit equal to the request (off: no CPU throttling)")
-    ttl_seconds_after_finished: int | None = Field(None, ge=0, description="Delete finished Workflows after this many seconds")
+    limit_cpu: bool = Field(default=False, description="Also set a CPU limit equal to the request (off: no CPU throttling)")
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete finished Workflows after this many seconds")
 
     @field_validator("namespace")
     @classmethod

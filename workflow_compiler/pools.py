@@ -41,7 +41,7 @@ class Toleration(BaseModel):
     operator: Literal["Exists", "Equal"] = "Equal"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    tolerationSeconds: int | None = Field(None, ge=0)  # noqa: N815 - the Kubernetes field name
+    tolerationSeconds: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _exists_has_no_value(self) -> Toleration:
@@ -61,7 +61,7 @@ class Pool(BaseModel):
 
     node_selector: dict[str, str] = Field(default_factory=dict, description="Node labels the pods must match")
     tolerations: list[Toleration] = Field(default_factory=list, description="Taints of the pool's nodes that the pods tolerate")
-    gpu_resource: str = Field(DEFAULT_GPU_RESOURCE, description="Extended resource the GPUs are counted as, e.g. amd.com/gpu")
+    gpu_resource: str = Field(default=DEFAULT_GPU_RESOURCE, description="Extended resource the GPUs are counted as, e.g. amd.com/gpu")
     description: str = ""
 
     @field_validator("node_selector")
@@ -87,7 +87,7 @@ class PoolConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pools: dict[str, Pool] = Field(default_factory=dict)
-    default_pool: str | None = Field(None, description="Pool for GPU runs that name none; None: GPU limits only")
+    default_pool: str | None = Field(default=None, description="Pool for GPU runs that name none; None: GPU limits only")
 
     @field_validator("pools")
     @classmethod

@@ -1,0 +1,73 @@
+"""Manifests as YAML a reviewer can diff, and the core of ``nbscale compile``."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..cluster import ClusterConfig
+from ..pools import PoolConfig
+from ..validation import validate_workflow
+from .workflow import Spec, compile_workflow
+
+log = logging.getLogger(__name__)
+
+# Keys that read best first; every other key follows in alphabetical order.
+_FIRST_KEYS = ("apiVersion", "kind", "name", "generateName", "namespace", "metadata", "spec")
+
+
+def _ordered(node: Any) -> Any:
+    if isinstance(node, dict):
+        keys = sorted(node, key=lambda k: (_FIRST_KEYS.index(k) if k in _FIRST_KEYS else len(_FIRST_KEYS), k))
+        return {key: _ordered(node[key]) for key in keys}
+    if isinstance(node, list):
+        return [_ordered(item) for item in node]
+    return node
+
+
+def to_yaml(manifest: dict[str, Any]) -> str:
+    """The manifest as block-style YAML with a stable key order and one line per scalar."""
+    return yaml.safe_dump(_ordered(manifest), sort_keys=False, default_flow_style=False,
+                          allow_unicode=True, width=2**31 - 1)
+
+
+def compile_to_file(
+    spec: Spec,
+    out: Path | None,
+    validate: bool,
+    *,
+    cluster: ClusterConfig | None = None,
+    pools: PoolConfig | None = None,
+    notebook_root: Path | None = None,
+) -> str:
+    """Compile ``spec`` to YAML, check it against the Argo CRD if ``validate``, write it to ``out``.
+
+    Returns the YAML text. Raises ``ManifestInvalid`` when validation fails (nothing is written),
+    and whatever ``compile_workflow`` raises.
+    """
+    manifest = compile_workflow(spec, cluster=cluster, pools=pools, notebook_root=notebook_root)
+    if validate:
+        validate_workflow(manifest)
+    text = to_yaml(manifest)
+    if out is not None:
+        _write_atomically(Path(out), text)
+        log.info("wrote %s", out)
+    return text
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so a failed write never leaves half a manifest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,166 @@
+"""One builder per kind of Argo template the compiler emits.
+
+``notebook_template`` runs one notebook through the step entrypoint; ``open_parent_template`` and
+``close_parent_template`` bracket a pipeline with its parent MLflow run. A new kind (a sweep)
+is one more function here and one more case in ``workflow.py``.
+
+Every user-supplied string reaches a template only inside ``StepConfig.to_arg()`` or a parameter
+value from ``argo_safe_json``; the ``{{...}}`` expressions below are the only ones written.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from hera.workflows import Container, Parameter
+from hera.workflows import models as m
+
+from ..cluster import ClusterConfig
+from ..pools import Pool
+from ..spec import Resources
+from ..stepconfig import StepConfig
+
+#: The command every step runs; installed by the runner image (and locally by setup.py).
+STEP_COMMAND = "nbscale-step"
+OUTPUT_DIR = "/nbscale/outputs"
+WORKSPACE_VOLUME = "workspace"
+OUTPUTS_VOLUME = "outputs"
+PARENT_TASK = "mlflow-parent"
+PARENT_RUN_ID = "run-id"
+PARENT_RUN_ID_GLOBAL = "mlflow-parent-run-id"
+PARENT_RUN_INPUT = "parent-run-id"
+OPEN_PARENT_TEMPLATE = "open-parent-run"
+CLOSE_PARENT_TEMPLATE = "close-parent-run"
+#: What the small helper steps (open/close the parent run) ask for: enough to import mlflow.
+HELPER_RESOURCES = Resources(cpu=0.1, memory="512Mi", gpus=0, pool=None)
+
+
+@dataclass(frozen=True)
+class NotebookTemplatePlan:
+    """Everything one notebook container template is made of."""
+
+    name: str
+    config: StepConfig
+    parameters: list[str]
+    resources: Resources
+    image: str
+    pool: Pool | None = None
+    retries: int = 0
+    timeout_seconds: int | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    parent_run: bool = False
+
+
+def cpu_quantity(cores: float) -> str:
+    """CPU cores as a Kubernetes quantity: ``2`` or ``500m`` (rounded up to whole millicores)."""
+    if float(cores).is_integer():
+        return str(int(cores))
+    return f"{max(1, math.ceil(round(cores * 1000, 6)))}m"
+
+
+def resource_requirements(resources: Resources, pool: Pool | None, cluster: ClusterConfig) -> m.ResourceRequirements:
+    """Requests for CPU and memory; limits for memory, GPUs (the pool's resource name) and optionally CPU."""
+    cpu = cpu_quantity(resources.cpu)
+    requests = {"cpu": m.Quantity(cpu), "memory": m.Quantity(resources.memory)}
+    limits = {"memory": m.Quantity(resources.memory)}
+    if cluster.limit_cpu:
+        limits["cpu"] = m.Quantity(cpu)
+    if resources.gpus:
+        resource = pool.gpu_resource if pool is not None else "nvidia.com/gpu"
+        limits[resource] = m.Quantity(str(resources.gpus))
+    return m.ResourceRequirements(requests=requests, limits=limits)
+
+
+def step_env(cluster: ClusterConfig) -> list[m.EnvVar]:
+    """Environment of every step container."""
+    env = [m.EnvVar(name="NBSCALE_WORKFLOW_NAME", value="{{workflow.name}}")]
+    if cluster.mlflow_tracking_uri:
+        env.insert(0, m.EnvVar(name="MLFLOW_TRACKING_URI", value=cluster.mlflow_tracking_uri))
+    return env
+
+
+def _outputs_volume() -> tuple[list[m.Volume], list[m.VolumeMount]]:
+    return ([m.Volume(name=OUTPUTS_VOLUME, empty_dir=m.EmptyDirVolumeSource())],
+            [m.VolumeMount(name=OUTPUTS_VOLUME, mount_path=OUTPUT_DIR)])
+
+
+def _artifact(name: str, filename: str, cluster: ClusterConfig) -> m.Artifact:
+    # optional: a run that fails before writing its outputs should fail for its own reason
+    archive = None if cluster.archive_artifacts else m.ArchiveStrategy(none=m.NoneStrategy())
+    return m.Artifact(name=name, path=f"{OUTPUT_DIR}/{filename}", optional=True, archive=archive)
+
+
+def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig) -> Container:
+    """The container template that executes one notebook with ``nbscale-step run``."""
+    args = ["run", "--config", plan.config.to_arg(), "--output-dir", OUTPUT_DIR]
+    for name in plan.parameters:
+        args += ["--parameter", f"{name}={{{{inputs.parameters.{name}}}}}"]
+    inputs = [Parameter(name=name) for name in plan.parameters]
+    if plan.parent_run:
+        args += ["--parent-run-id", f"{{{{inputs.parameters.{PARENT_RUN_INPUT}}}}}"]
+        inputs.append(Parameter(name=PARENT_RUN_INPUT))
+    artifacts = [_artifact("notebook", "output.ipynb", cluster)]
+    if plan.config.html:
+        artifacts.append(_artifact("html", "output.html", cluster))
+    volumes, mounts = _outputs_volume()
+    pool = plan.pool
+    return Container(
+        name=plan.name,
+        image=plan.image,
+        command=[STEP_COMMAND],
+        args=args,
+        inputs=inputs or None,
+        outputs=artifacts,
+        env=step_env(cluster),
+        working_dir=cluster.workspace_mount,
+        resources=resource_requirements(plan.resources, pool, cluster),
+        volumes=volumes,
+        volume_mounts=[m.VolumeMount(name=WORKSPACE_VOLUME, mount_path=cluster.workspace_mount), *mounts],
+        retry_strategy=m.RetryStrategy(limit=m.IntOrString(plan.retries)) if plan.retries else None,
+        active_deadline_seconds=plan.timeout_seconds,
+        node_selector=dict(pool.node_selector) if pool and pool.node_selector else None,
+        tolerations=[m.Toleration(**t.to_k8s()) for t in pool.tolerations] if pool and pool.tolerations else None,
+        labels=plan.labels or None,
+    )
+
+
+def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig) -> Container:
+    """Opens the pipeline's parent MLflow run; its id becomes the global output ``mlflow-parent-run-id``."""
+    volumes, mounts = _outputs_volume()
+    return Container(
+        name=OPEN_PARENT_TEMPLATE,
+        image=image,
+        command=[STEP_COMMAND],
+        args=["open-parent", "--config", config.to_arg(), "--output-dir", OUTPUT_DIR],
+        outputs=[Parameter(name=PARENT_RUN_ID, value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{PARENT_RUN_ID}"),
+                           global_name=PARENT_RUN_ID_GLOBAL)],
+        env=step_env(cluster),
+        resources=resource_requirements(HELPER_RESOURCES, None, cluster),
+        volumes=volumes,
+        volume_mounts=mounts,
+    )
+
+
+def close_parent_template(image: str, cluster: ClusterConfig) -> Container:
+    """The exit handler: ends the parent MLflow run with the workflow's status."""
+    return Container(
+        name=CLOSE_PARENT_TEMPLATE,
+        image=image,
+        command=[STEP_COMMAND],
+        args=["close-parent", "--run-id", f"{{{{workflow.outputs.parameters.{PARENT_RUN_ID_GLOBAL}}}}}",
+              "--workflow-status", "{{workflow.status}}"],
+        env=step_env(cluster),
+        resources=resource_requirements(HELPER_RESOURCES, None, cluster),
+    )
+
+
+def task_arguments(names: dict[str, str]) -> list[Parameter]:
+    """DAG task arguments: input name → the expression (written by the compiler) that feeds it."""
+    return [Parameter(name=name, value=value) for name, value in names.items()]
+
+
+def workspace_volume(claim: str) -> m.Volume:
+    """The user's workspace, a PersistentVolumeClaim every notebook step mounts."""
+    return m.Volume(name=WORKSPACE_VOLUME, persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(claim_name=claim))
+
