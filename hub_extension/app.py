@@ -94,7 +94,8 @@ class QuotaServiceApp(Application):
         hub_prefix = os.environ.get("JUPYTERHUB_BASE_URL", "/") + "hub/"
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
         secret = os.environ.get("NBSCALE_QUOTA_COOKIE_SECRET")
-        hub_auth = HubOAuth(cache_max_age=60, parent=self)
+        # the singleton: HubOAuthCallbackHandler looks up the same instance (PKCE verifier, OAuth state)
+        hub_auth = HubOAuth.instance(cache_max_age=60, parent=self)
         web = make_web_app(store, service_prefix=prefix, hub_prefix=hub_prefix, hub_auth=hub_auth,
                            cookie_secret=bytes.fromhex(secret) if secret else secrets.token_bytes(32))
         web.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)

@@ -210,15 +210,16 @@ def _gpu_message(limit: int, usage: Usage, request: Request) -> str:
         if request.concurrency > 1
         else _plural(request.gpus, "GPU")
     )
-    if request.gpus_total > limit:
-        fix = f"ask for at most {_plural(limit, 'GPU')} in total"
-    elif request.concurrency > 1 and request.gpus and free >= request.gpus:
-        fix = f"lower the sweep concurrency to {free // request.gpus}, or wait for runs holding {over} GPU(s) to finish"
-    elif free:
-        fix = f"ask for at most {_plural(free, 'GPU')}, or wait for runs holding {over} GPU(s) to finish"
-    else:
-        fix = f"wait for runs holding {over} GPU(s) to finish"
+    fixes = []
+    if request.concurrency > 1 and request.gpus and free >= request.gpus:
+        fixes.append(f"lower the sweep concurrency to {free // request.gpus}")
+    elif free and request.concurrency == 1:
+        fixes.append(f"ask for at most {_plural(free, 'GPU')}")
+    if 0 < over <= usage.gpus_in_use:
+        fixes.append(f"wait for runs holding {over} GPU(s) to finish")
+    if request.gpus_total > limit and not fixes:
+        fixes.append(f"ask for at most {_plural(limit, 'GPU')} in total")
     return (
         f"The limit is {_plural(limit, 'GPU')} in use at once; you have {usage.gpus_in_use} in use "
-        f"and this submission asks for {shape}. To run now, {fix}; or contact a hub admin."
+        f"and this submission asks for {shape}. To run now, {', or '.join(fixes)}; or contact a hub admin."
     )

@@ -1,0 +1,181 @@
+"""The store without a hub: migrations, append-only ledger, atomic admission in threads and processes, expiry."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import exc, text
+
+from hub_extension.admin import ledger_page, set_policy, usage_overview
+from hub_extension.db import make_engine, upgrade_database
+from hub_extension.errors import LeaseGone, LeaseNotFound, RequestIdConflict
+from hub_extension.models import Base
+from hub_extension.store import AdmissionRequest, Caller, QuotaStore
+
+ALICE = Caller(name="alice", groups=("ml",))
+
+
+def request(rid: str, gpus: int = 1, **kw: object) -> AdmissionRequest:
+    return AdmissionRequest(gpus=gpus, pool="default", concurrency=1, estimated_seconds=60, request_id=rid, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'quotas.sqlite'}"
+
+
+@pytest.fixture
+def store(db_url: str) -> QuotaStore:
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    yield QuotaStore(engine)
+    engine.dispose()
+
+
+def test_migrations_create_exactly_the_model_schema_and_rerun_cleanly(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    upgrade_database(engine)  # the service runs this at every start
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+    engine.dispose()
+
+
+def test_ledger_is_append_only_in_the_database(store: QuotaStore) -> None:
+    store.admit(ALICE, request("r1"))
+    with store.engine.begin() as conn:
+        with pytest.raises(exc.DatabaseError, match="append-only"):
+            conn.execute(text("UPDATE quota_ledger SET user = 'mallory'"))
+    with store.engine.begin() as conn:
+        with pytest.raises(exc.DatabaseError, match="append-only"):
+            conn.execute(text("DELETE FROM quota_ledger"))
+    assert [e["event"] for e in ledger_page(store)] == ["admitted"]
+
+
+def test_fifty_threads_against_quota_four_admit_exactly_four_every_time(store: QuotaStore) -> None:
+    set_policy(store, "admin", "user", "alice", {"max_gpus": 4})
+    for round_no in range(10):
+        results = []
+        barrier = threading.Barrier(50)
+
+        def ask(i: int) -> None:
+            barrier.wait()
+            results.append(store.admit(ALICE, request(f"t{round_no}-{i}")))
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        admitted = [r.lease for r in results if r.lease]
+        assert len(admitted) == 4, f"round {round_no}: {len(admitted)} admitted"
+        assert all(r.refusal.limit == "max_gpus" for r in results if r.refusal)
+        for lease in admitted:
+            store.release(ALICE, lease["id"], 1.0)
+
+
+def _admit_in_process(db_url: str, tag: str, n: int, start: multiprocessing.synchronize.Event, out: multiprocessing.Queue) -> None:
+    store = QuotaStore(make_engine(db_url))  # its own process: only BEGIN IMMEDIATE stands between them
+    start.wait()
+    admitted = 0
+    for i in range(n):
+        admitted += store.admit(ALICE, request(f"{tag}-{i}")).lease is not None
+    out.put(admitted)
+
+
+@pytest.mark.slow
+def test_separate_processes_sharing_the_sqlite_file_never_over_admit(store: QuotaStore, db_url: str) -> None:
+    set_policy(store, "admin", "user", "alice", {"max_gpus": 3})
+    ctx = multiprocessing.get_context("spawn")
+    for round_no in range(3):
+        start, out = ctx.Event(), ctx.Queue()
+        procs = [ctx.Process(target=_admit_in_process, args=(db_url, f"p{round_no}-{k}", 10, start, out)) for k in range(4)]
+        for p in procs:
+            p.start()
+        start.set()
+        total = sum(out.get(timeout=120) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        assert total == 3, f"round {round_no}: {total} admitted across processes"
+        for lease in store.quota_for("alice", ("ml",))["leases"]:
+            store.release(ALICE, lease["id"])
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 1, 12, 0, 0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_expired_leases_are_reclaimed_charged_and_cannot_be_revived(db_url: str) -> None:
+    clock = Clock()
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    store = QuotaStore(engine, default_ttl_seconds=60, clock=clock)
+    set_policy(store, "admin", "user", "alice", {"max_gpus": 2})
+    first = store.admit(ALICE, request("a", gpus=2)).lease
+    assert store.admit(ALICE, request("b")).refusal is not None
+    clock.now += timedelta(seconds=30)
+    store.heartbeat(ALICE, first["id"])  # alive: extended to t+90
+    clock.now += timedelta(seconds=50)
+    assert store.admit(ALICE, request("c")).refusal is not None  # still held at t+80
+    clock.now += timedelta(seconds=200)  # the run died: no heartbeat since t+30
+    assert store.reclaim_expired() == 1
+    assert store.admit(ALICE, request("d", gpus=2)).lease is not None
+    with pytest.raises(LeaseGone, match="expired"):
+        store.heartbeat(ALICE, first["id"])
+    events = [e for e in ledger_page(store, user="alice") if e["lease_id"] == first["id"]]
+    assert [e["event"] for e in events] == ["expired", "admitted"]
+    assert events[0]["gpu_seconds"] == pytest.approx(2 * 90)  # held until its last expiry
+    assert usage_overview(store)["users"]["alice"]["gpus_in_use"] == 2
+    engine.dispose()
+
+
+def test_idempotent_request_ids_and_ownership(store: QuotaStore) -> None:
+    one = store.admit(ALICE, request("same"))
+    again = store.admit(ALICE, request("same"))
+    assert again.replayed and again.lease["id"] == one.lease["id"]
+    with pytest.raises(RequestIdConflict, match="already used"):
+        store.admit(ALICE, request("same", gpus=3))
+    bob = Caller(name="bob")
+    assert store.admit(bob, request("same")).lease["id"] != one.lease["id"]  # ids are per user
+    with pytest.raises(LeaseNotFound):
+        store.release(bob, one.lease["id"])
+    released = store.release(ALICE, one.lease["id"], gpu_seconds=10**9)
+    assert released["status"] == "released" and released["gpu_seconds"] < 60  # capped at wall time × GPUs
+    assert store.release(ALICE, one.lease["id"])["gpu_seconds"] == released["gpu_seconds"]
+
+
+@pytest.mark.skipif(not os.environ.get("NBSCALE_TEST_POSTGRES_URL"), reason="set NBSCALE_TEST_POSTGRES_URL to test Postgres")
+def test_postgres_fifty_threads_against_quota_four() -> None:
+    engine = make_engine(os.environ["NBSCALE_TEST_POSTGRES_URL"], pool_size=60)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS quota_ledger, quota_leases, quota_policies, quota_user_locks, alembic_version CASCADE"))
+        conn.execute(text("DROP FUNCTION IF EXISTS quota_ledger_append_only() CASCADE"))
+    upgrade_database(engine)
+    store = QuotaStore(engine)
+    store._write_lock = type("NoLock", (), {"__enter__": lambda s: None, "__exit__": lambda s, *a: None})()  # row locks only
+    set_policy(store, "admin", "user", "alice", {"max_gpus": 4})
+    for round_no in range(10):
+        results = []
+        threads = [threading.Thread(target=lambda i=i: results.append(store.admit(ALICE, request(f"pg{round_no}-{i}"))))
+                   for i in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        admitted = [r.lease for r in results if r.lease]
+        assert len(admitted) == 4
+        for lease in admitted:
+            store.release(ALICE, lease["id"])
+    engine.dispose()
