@@ -25,11 +25,36 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip setuptools wheel
 fi
 stamp="$VENV/.nbscale-installed-$mode"
+
+# The JupyterLab extension is built before `pip install` so setup.py's data_files install it;
+# it is rebuilt (and the package reinstalled) whenever its sources are newer than the build.
+labext=notebook_plugin/labextension
+built=notebook_plugin/labextension_build/package.json
+if [ ! -f "$built" ] || [ -n "$(find "$labext/src" "$labext/style" "$labext/schema" "$labext/package.json" -newer "$built" -print -quit)" ]; then
+  echo "[bootstrap] building the JupyterLab extension ($labext)"
+  [ -x "$VENV/bin/jupyter-builder" ] || "$VENV/bin/pip" install -q "jupyter_builder>=1.2"
+  if [ ! -d "$labext/node_modules" ] || [ "$labext/package.json" -nt "$labext/node_modules" ]; then
+    (cd "$labext" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && touch node_modules)
+  fi
+  venv_bin="$(cd "$VENV/bin" && pwd)"
+  (cd "$labext" && PATH="$venv_bin:$PATH" npm run --silent build >/dev/null)
+  touch "$built"
+fi
+
 if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   echo "[bootstrap] pip install -e .[test] (a few minutes on a fresh machine)"
   "$VENV/bin/pip" install -q -e ".[test]"
   touch "$stamp"
 fi
+# An editable (PEP 660) install leaves setup.py's data_files out; link them where a wheel
+# install puts them, so Lab finds the extension and the server enables notebook_plugin.
+labshare="$VENV/share/jupyter/labextensions"
+serverconf="$VENV/etc/jupyter/jupyter_server_config.d"
+mkdir -p "$labshare" "$serverconf"
+if [ -L "$labshare/nbscale" ] || [ ! -e "$labshare/nbscale" ]; then
+  ln -sfn "$PWD/notebook_plugin/labextension_build" "$labshare/nbscale"
+fi
+[ -e "$serverconf/nbscale.json" ] || ln -s "$PWD/notebook_plugin/etc/nbscale.json" "$serverconf/nbscale.json"
 
 if [ "$mode" = test ] && { [ ! -d node_modules ] || [ package.json -nt node_modules ]; }; then
   echo "[bootstrap] npm install (test tools)"
