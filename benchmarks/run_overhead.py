@@ -1,0 +1,91 @@
+"""Benchmark: `nbscale run` against the plain `papermill` CLI on the same small notebook.
+
+Both run side by side in one session, alternating, and we report the median of each and their
+ratio. `nbscale run` does more (compiles and validates the workflow, logs params, metrics, the
+output notebook and its HTML to MLflow); the target is under 1.5x plain papermill.
+
+    python -m benchmarks.run_overhead [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+
+RESULTS = Path(__file__).parent / "results"
+BIN = Path(sys.executable).parent
+
+
+def small_notebook(path: Path) -> Path:
+    """Three cells, one parameter, one metric: the shape of a quick experiment."""
+    params = new_code_cell("x = 1  # a number")
+    params.metadata["tags"] = ["parameters"]
+    cells = [params, new_code_cell("y = x * 2"), new_code_cell("print(y)")]
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def machine() -> str:
+    """A label for the figures: cores, memory, Python."""
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {mem_gb:.0f} GB, Python {platform.python_version()}, {platform.machine()}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        small_notebook(work / "small.ipynb")
+        env = {**os.environ, "NBSCALE_HOME": str(work / "home")}
+        env.pop("MLFLOW_TRACKING_URI", None)
+        commands = {
+            "papermill": [str(BIN / "papermill"), "small.ipynb", "out.ipynb", "-p", "x", "3"],
+            "nbscale": [str(BIN / "nbscale"), "run", "small.ipynb", "-p", "x=3"],
+        }
+        for argv_ in commands.values():  # warm the OS caches once, untimed
+            timed(argv_, work, env)
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for _ in range(args.repeats):
+            for name, argv_ in commands.items():
+                times[name].append(timed(argv_, work, env))
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    result = {
+        "benchmark": "run_overhead",
+        "machine": machine(),
+        "repeats": args.repeats,
+        "seconds": times,
+        "median_seconds": medians,
+        "ratio_nbscale_over_papermill": medians["nbscale"] / medians["papermill"],
+        "target_ratio": 1.5,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "run_overhead.json").write_text(json.dumps(result, indent=2))
+    print(f"papermill CLI   median {medians['papermill']:.2f}s")
+    print(f"nbscale run     median {medians['nbscale']:.2f}s  (MLflow logging and HTML included)")
+    print(f"ratio           {result['ratio_nbscale_over_papermill']:.2f}x  (target < 1.5x)   [{result['machine']}]")
+    return result
+
+
+if __name__ == "__main__":
+    main()
