@@ -7,6 +7,7 @@ byte through ``json.loads`` after an Argo-style substitution.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -96,7 +97,7 @@ def _parameters_as_the_step_receives_them(manifest: dict[str, Any]) -> dict[str,
     template = next(t for t in spec["templates"] if t["name"] == task["template"])
     args = template["container"]["args"]
     decoded = {}
-    for flag, value in zip(args, args[1:]):
+    for flag, value in itertools.pairwise(args):
         if flag == "--parameter":
             name, _, text = _substitute(value, scope).partition("=")
             decoded[name] = json.loads(text)
