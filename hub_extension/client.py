@@ -31,6 +31,8 @@ import httpx
 
 from workflow_compiler.errors import NbscaleError, QuotaExceeded, QuotaUnavailable
 
+from . import SERVICE_HEADER
+
 log = logging.getLogger(__name__)
 
 URL_ENV = "NBSCALE_QUOTA_URL"
@@ -60,6 +62,7 @@ class Lease:
     request_id: str
     ttl_seconds: float
     status: str
+    gpu_seconds: float | None = None
     replayed: bool = False
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -69,7 +72,8 @@ class Lease:
         return cls(
             id=body["id"], expires_at=datetime.fromisoformat(body["expires_at"].rstrip("Z")),
             gpus_total=body["gpus_total"], pool=body["pool"], request_id=body["request_id"],
-            ttl_seconds=body["ttl_seconds"], status=body["status"], replayed=replayed, raw=body,
+            ttl_seconds=body["ttl_seconds"], status=body["status"], gpu_seconds=body.get("gpu_seconds"),
+            replayed=replayed, raw=body,
         )
 
 
@@ -198,6 +202,11 @@ class QuotaClient:
         except ValueError:
             payload = None
         message = payload.get("message", "") if isinstance(payload, dict) else ""
+        if SERVICE_HEADER not in response.headers:
+            raise QuotaUnavailable(
+                f"{self.base_url} answered {response.status_code} but is not the GPU quota service "
+                f"(check {URL_ENV}). Submissions are refused until it answers; running work is not affected."
+            )
         if response.status_code in expect and isinstance(payload, dict):
             return payload
         if response.status_code in (401, 403):

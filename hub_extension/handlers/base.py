@@ -12,7 +12,7 @@ from tornado.web import HTTPError, RequestHandler
 
 from workflow_compiler.errors import NbscaleError
 
-from .. import ADMIN_SCOPE, USE_SCOPE
+from .. import ADMIN_SCOPE, SERVICE_HEADER, USE_SCOPE
 from ..errors import Forbidden
 from ..store import Caller, QuotaStore
 
@@ -31,6 +31,10 @@ class QuotaHandler(HubOAuthenticated, RequestHandler):
 
     def initialize(self, store: QuotaStore, **_: Any) -> None:  # type: ignore[override]
         self.store = store
+
+    def set_default_headers(self) -> None:
+        # lets the client tell this service's answers from a proxy's or the hub's (fail closed)
+        self.set_header(SERVICE_HEADER, "1")
 
     @property
     def hub_auth(self) -> Any:

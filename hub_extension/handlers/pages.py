@@ -18,6 +18,7 @@ class PageHandler(QuotaHandler):
     """HTML handlers: Jinja2 with autoescape, no inline script, a strict CSP as a second line of defence."""
 
     def set_default_headers(self) -> None:
+        super().set_default_headers()
         self.set_header(
             "Content-Security-Policy",
             "default-src 'self'; script-src 'none'; object-src 'none'; frame-ancestors 'self'; form-action 'self'",
