@@ -1,0 +1,205 @@
+"""Execute a notebook with papermill through our own engine, which reports progress after every cell.
+
+The engine is papermill's nbclient engine with three changes: the output notebook is written
+atomically (a crash never leaves half a file), ``progress.json`` follows every code cell, and the
+kernel is started with the environment the step gives it (the MLflow run to log into) and killed at
+once when the step is interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+from nbclient.exceptions import DeadKernelError
+from nbclient.util import run_sync
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import (
+    NBClientEngine,
+    NotebookExecutionManager,
+    papermill_engines,
+)
+from papermill.exceptions import PapermillExecutionError
+
+from .files import ProgressFile, write_atomic
+from .interrupts import InterruptGuard, StepInterrupted
+from .outcome import StepOutcome, cell_error, failed, killed, outcome_of_notebook
+from .tracker import TrackingError
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "nbscale"
+#: Seconds between saves of the output notebook while one long cell runs.
+AUTOSAVE_SECONDS = 10
+
+
+class StepExecutionManager(NotebookExecutionManager):
+    """papermill's execution bookkeeping, plus atomic saves and ``progress.json``."""
+
+    def __init__(self, nb: Any, *, progress: ProgressFile, **kwargs: Any) -> None:
+        super().__init__(nb, **kwargs)
+        self.progress = progress
+        self.current_cell: int | None = None
+
+    def save(self, **kwargs: Any) -> None:
+        """Write the notebook as it is now, atomically."""
+        if kwargs.get("nb") is not None:
+            self.nb = kwargs["nb"]
+        if self.output_path:
+            write_atomic(Path(self.output_path), nbformat.writes(self.nb).encode("utf-8"))
+        self.last_save_time = self.now()
+
+    def notebook_start(self, **kwargs: Any) -> None:
+        """Reset the notebook's metadata and count the code cells to run."""
+        super().notebook_start(**kwargs)
+        total = sum(1 for c in self.nb.cells if c.cell_type == "code")
+        self.progress.write(status="RUNNING", cells_done=0, cells_total=total)
+
+    def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        """Remember which cell runs (to name it if the kernel dies), then let papermill save."""
+        self.current_cell = cell_index
+        super().cell_start(cell, cell_index, **kwargs)
+
+    def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+        """Save the notebook (papermill) and move the progress on."""
+        super().cell_complete(cell, cell_index, **kwargs)
+        if cell.cell_type == "code":
+            self.progress.write(cells_done=self.progress.cells_done + 1)
+            log.info("cell %s/%s done", self.progress.cells_done, self.progress.cells_total)
+
+
+class StepNotebookClient(PapermillNotebookClient):
+    """papermill's client, giving the kernel the MLflow run to log into.
+
+    ``launch_env`` is known up front; ``run_env()`` blocks until the step's MLflow run exists. A
+    Python kernel is started without waiting for it and receives it in ``os.environ`` before the
+    first cell runs, so the kernel's start-up overlaps the run's creation; other kernels get both
+    in their launch environment.
+    """
+
+    def __init__(self, nb_man: StepExecutionManager, *, launch_env: dict[str, str], run_env: Callable[[], dict[str, str]],
+                 guard: InterruptGuard | None, **kwargs: Any) -> None:
+        super().__init__(nb_man, **kwargs)
+        self._launch_env = launch_env
+        self._run_env = run_env
+        self._guard = guard
+        self._python = False
+
+    async def async_start_new_kernel(self, **kwargs: Any) -> None:
+        """Start the kernel with our environment plus ``launch_env`` (and ``run_env()`` unless Python)."""
+        assert self.km is not None
+        self._python = self.km.kernel_spec is not None and self.km.kernel_spec.language.lower() == "python"
+        env = {**os.environ, **self._launch_env}
+        if not self._python:
+            env.update(self._run_env())
+        kwargs.setdefault("env", env)
+        await super().async_start_new_kernel(**kwargs)
+
+    start_new_kernel = run_sync(async_start_new_kernel)  # nbclient binds its sync wrappers per class
+
+    def papermill_execute_cells(self) -> None:
+        """Export the run's environment into a Python kernel, then run the cells."""
+        if self._python:
+            env = self._run_env()
+            code = f"import os as _nbscale_os\n_nbscale_os.environ.update({env!r})\ndel _nbscale_os"
+            assert self.kc is not None
+            reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False, allow_stdin=False))
+            if not reply or reply["content"]["status"] != "ok":
+                raise RuntimeError(f"could not set the MLflow run in the kernel's environment: {reply and reply['content']}")
+        super().papermill_execute_cells()
+
+    async def _async_cleanup_kernel(self) -> None:
+        if self._guard is not None and self._guard.interrupted is not None:
+            self.shutdown_kernel = "immediate"  # a busy kernel would only be killed after a 5 s wait
+        await super()._async_cleanup_kernel()
+
+    _cleanup_kernel = run_sync(_async_cleanup_kernel)
+
+
+class StepEngine(NBClientEngine):
+    """The papermill engine ``nbscale``: see the module docstring."""
+
+    @classmethod
+    def execute_notebook(cls, nb: Any, kernel_name: str, output_path: str | None = None, progress_bar: bool = False,
+                         log_output: bool = False, autosave_cell_every: int = AUTOSAVE_SECONDS, *,
+                         progress: ProgressFile, manager_box: list[StepExecutionManager], **kwargs: Any) -> Any:
+        """Execute ``nb``, saving it and ``progress`` after every cell."""
+        nb_man = StepExecutionManager(nb, progress=progress, output_path=output_path, progress_bar=False,
+                                      log_output=log_output, autosave_cell_every=autosave_cell_every)
+        manager_box.append(nb_man)
+        nb_man.notebook_start()
+        try:
+            cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+        finally:
+            nb_man.notebook_complete()
+        return nb_man.nb
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False, stdout_file: Any = None,
+                                 stderr_file: Any = None, start_timeout: int = 60, execution_timeout: int | None = None,
+                                 *, launch_env: dict[str, str], run_env: Callable[[], dict[str, str]],
+                                 guard: InterruptGuard | None = None, **kwargs: Any) -> Any:
+        """Run every cell with ``StepNotebookClient``."""
+        for unused in ("input_path", "timeout", "startup_timeout"):
+            kwargs.pop(unused, None)
+        client = StepNotebookClient(nb_man, launch_env=launch_env, run_env=run_env, guard=guard, timeout=execution_timeout,
+                                    startup_timeout=start_timeout, kernel_name=kernel_name, log=log,
+                                    log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
+        return client.execute()
+
+
+def register_engine() -> None:
+    """Make the ``nbscale`` engine known to papermill (idempotent)."""
+    papermill_engines.register(ENGINE_NAME, StepEngine)
+
+
+def _format_safe(path: Path) -> str:
+    # papermill formats paths with the parameters (`str.format`); doubled braces come back unchanged
+    return str(path).replace("{", "{{").replace("}", "}}")
+
+
+def notebook_language(nb_path: Path, kernel_name: str) -> str | None:
+    """The language papermill needs to translate parameters, when the notebook does not say it."""
+    nb = nbformat.read(str(nb_path), as_version=4)
+    if nb.metadata.get("language_info", {}).get("name") or nb.metadata.get("kernelspec", {}).get("language"):
+        return None
+    return "python" if kernel_name.startswith("python") else None
+
+
+def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any], *, kernel_name: str,
+                     launch_env: dict[str, str], run_env: Callable[[], dict[str, str]], progress: ProgressFile,
+                     guard: InterruptGuard | None) -> StepOutcome:
+    """Run ``notebook`` in its own folder with ``parameters`` injected; the executed copy goes to ``output``.
+
+    Never raises for a notebook's own failure: the outcome says what happened. ``StepInterrupted``
+    (cancel, deadline) also becomes an outcome, after the kernel is gone and the notebook saved.
+    Errors of ``run_env()`` (the MLflow run could not be created) propagate.
+    """
+    register_engine()
+    managers: list[StepExecutionManager] = []
+    try:
+        nb = papermill.execute_notebook(
+            _format_safe(notebook), _format_safe(output), parameters=parameters, engine_name=ENGINE_NAME,
+            kernel_name=kernel_name, language=notebook_language(notebook, kernel_name), cwd=str(notebook.parent),
+            progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr, autosave_cell_every=AUTOSAVE_SECONDS,
+            progress=progress, manager_box=managers, launch_env=launch_env, run_env=run_env, guard=guard,
+        )
+    except StepInterrupted as exc:
+        return killed(exc.reason, exc.exit_code)
+    except PapermillExecutionError as exc:
+        return cell_error(exc.cell_index, exc.exec_count, exc.ename, exc.evalue)
+    except DeadKernelError as exc:
+        cell = managers[0].current_cell if managers else None
+        return failed(f"the kernel died while running cell {cell}: {exc}", cell_index=cell, ename="DeadKernelError")
+    except TrackingError:
+        raise
+    except Exception as exc:  # kernel missing, kernel start timeout, unreadable notebook...
+        log.debug("execution failed", exc_info=True)
+        return failed(f"{type(exc).__name__}: {exc}", ename=type(exc).__name__)
+    return outcome_of_notebook(nb)

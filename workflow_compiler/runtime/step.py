@@ -1,0 +1,156 @@
+"""``nbscale-step run``: one notebook execution, from parameters to a closed MLflow run and result.json."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import NbscaleError, NotebookError, SpecError
+from ..paths import resolve_notebook_path
+from ..stepconfig import StepConfig
+from ..tracking_uri import tracking_uri
+from .files import ProgressFile, write_json
+from .interrupts import InterruptGuard, StepInterrupted
+from .outcome import StepOutcome, failed, killed
+from .tracker import TrackerProcess, TrackingError
+
+log = logging.getLogger(__name__)
+
+OUTPUT_NOTEBOOK = "output.ipynb"
+OUTPUT_HTML = "output.html"
+
+
+@dataclass
+class StepRequest:
+    """What ``run`` was asked to do."""
+
+    config: StepConfig
+    output_dir: Path
+    parameters: dict[str, Any]
+    parent_run_id: str | None = None
+
+
+@dataclass
+class StepResult:
+    """What ``run`` did; ``to_json()`` is result.json."""
+
+    outcome: StepOutcome
+    mlflow_run_id: str | None = None
+    experiment_id: str | None = None
+    metrics: dict[str, float] | None = None
+    html: bool = False
+    duration: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """The result.json document the executors read."""
+        return {
+            "status": self.outcome.status, "mlflow_status": self.outcome.mlflow_status,
+            "mlflow_run_id": self.mlflow_run_id, "experiment_id": self.experiment_id,
+            "error": self.outcome.reason if self.outcome.status != "SUCCEEDED" else None,
+            "error_detail": self.outcome.error_detail(), "metrics": self.metrics or {},
+            "outputs": {"notebook": OUTPUT_NOTEBOOK, "html": OUTPUT_HTML if self.html else None},
+            "exit_code": self.outcome.exit_code, "duration_seconds": round(self.duration, 3),
+        }
+
+
+class StepRunner:
+    """Runs one request; ``run()`` never raises for the notebook's own failures."""
+
+    def __init__(self, request: StepRequest, root: Path) -> None:
+        self.request = request
+        self.root = root
+        self.out = request.output_dir
+        self.progress = ProgressFile(self.out / "progress.json")
+        self.tracker: TrackerProcess | None = None
+        self.result = StepResult(outcome=failed("not started"))
+
+    def run(self) -> StepResult:
+        """Execute, track, write result.json; the guard turns signals into a KILLED outcome."""
+        started = time.monotonic()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.progress.write(status="PENDING")
+        guard = InterruptGuard(self.request.config.timeout_seconds)
+        try:
+            with guard:
+                self.result.outcome = self._execute(guard)
+                guard.disarm()
+                self._finish()
+        except StepInterrupted as exc:  # before the kernel ran, or while the run was being opened
+            self.result.outcome = killed(exc.reason, exc.exit_code)
+            self._abort()
+        except NbscaleError as exc:  # bad notebook path or parameters: nothing ran
+            self.result.outcome = failed(exc.message)
+            self.result.outcome.exit_code = 2 if isinstance(exc, (NotebookError, SpecError)) else 1
+            self._abort()
+        except TrackingError as exc:
+            self.result.outcome = failed(f"MLflow: {exc}")
+            self._abort()
+        finally:
+            guard.restore()
+            if self.tracker is not None:
+                self.tracker.close()
+        self.result.duration = time.monotonic() - started
+        self.progress.write(status=self.result.outcome.status)
+        write_json(self.out / "result.json", self.result.to_json())
+        return self.result
+
+    def _execute(self, guard: InterruptGuard) -> StepOutcome:
+        config = self.request.config
+        notebook, relative = resolve_notebook_path(config.notebook, self.root)
+        self.tracker = TrackerProcess(tracking_uri())  # imports mlflow on the other core meanwhile
+        from .execute import (
+            execute_notebook,  # papermill: the heavy import, overlapped with the helper's
+        )
+        from .parameters import check_parameters, params_for_mlflow
+        from .provenance import git_commit, run_tags, sha256_of
+
+        values, effective = check_parameters(self.request.parameters, notebook)
+        tags = run_tags(config, notebook=relative, sha256=sha256_of(notebook), commit=git_commit(notebook.parent))
+        self.tracker.send("open", experiment=config.experiment, run_name=config.step or notebook.stem, tags=tags,
+                          params=params_for_mlflow(effective), html=config.html, parent_run_id=self.request.parent_run_id)
+        outcome = execute_notebook(notebook, self.out / OUTPUT_NOTEBOOK, values, kernel_name=config.kernel,
+                                   launch_env={"MLFLOW_TRACKING_URI": self.tracker.uri}, run_env=self._run_env,
+                                   progress=self.progress, guard=guard)
+        self._run_env()  # the kernel may never have asked (it did not start): the run exists all the same
+        log.info("notebook %s: %s", outcome.status, outcome.reason or "all cells ran")
+        return outcome
+
+    def _run_env(self) -> dict[str, str]:
+        """The MLflow run for the kernel's environment; waits for the helper to have created it."""
+        if self.result.mlflow_run_id is None:
+            assert self.tracker is not None
+            opened = self.tracker.receive()
+            self.result.mlflow_run_id, self.result.experiment_id = opened["run_id"], opened["experiment_id"]
+            log.info("MLflow run %s (experiment %s) in %s", opened["run_id"], opened["experiment_id"], self.tracker.uri)
+        assert self.result.experiment_id is not None
+        return {"MLFLOW_RUN_ID": self.result.mlflow_run_id, "MLFLOW_EXPERIMENT_ID": self.result.experiment_id}
+
+    def _finish(self) -> None:
+        assert self.tracker is not None
+        outcome = self.result.outcome
+        html = self.request.config.html
+        started = time.monotonic()
+        try:
+            answer = self.tracker.request("finish", status=outcome.mlflow_status, tags=outcome.tags(),
+                                          notebook=str(self.out / OUTPUT_NOTEBOOK),
+                                          html=str(self.out / OUTPUT_HTML) if html else None)
+        except TrackingError as exc:
+            if outcome.status == "SUCCEEDED":
+                self.result.outcome = failed(f"the notebook ran, but MLflow logging failed: {exc}")
+            else:
+                log.error("MLflow logging failed: %s", exc)
+            return
+        log.info("outputs logged to MLflow in %.1f s", time.monotonic() - started)
+        self.result.metrics = answer.get("metrics") or {}
+        self.result.html = html and not answer.get("html_error") and (self.out / OUTPUT_HTML).is_file()
+
+    def _abort(self) -> None:
+        if self.tracker is None:
+            return
+        try:
+            self.tracker.request("abort", outcome=self.result.outcome.status, reason=self.result.outcome.reason or "")
+        except TrackingError as exc:
+            log.error("could not close MLflow run %s: %s", self.result.mlflow_run_id, exc)
