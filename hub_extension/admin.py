@@ -76,7 +76,7 @@ def delete_policy(store: QuotaStore, actor: str, kind: str, name: str) -> None:
     """Remove one subject's policy (its users fall back to the next level); written to the ledger."""
     name = _check_subject(kind, name)
     with store._write() as s:
-        gone = s.execute(delete(Policy).where(Policy.kind == kind, Policy.name == name)).rowcount
+        gone = s.execute(delete(Policy).where(Policy.kind == kind, Policy.name == name)).rowcount  # type: ignore[attr-defined]
         if not gone:
             raise PolicyNotFound(f"There is no {kind} policy for '{name}'.")
         s.add(LedgerEntry(at=store.clock(), event="policy", actor=actor, user=f"{kind}:{name}",

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler
+from jupyterhub.services.auth import HubOAuth, HubOAuthCallbackHandler  # type: ignore[import-untyped]
 from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.web import Application as WebApplication
 from traitlets import Float, Unicode
@@ -42,6 +43,13 @@ def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub
     )
 
 
+def _ignore_result(func: Callable[[], object]) -> Callable[[], None]:
+    def call() -> None:
+        func()
+
+    return call
+
+
 class QuotaServiceApp(Application):
     """GPU quota service for JupyterHub: atomic admission, leases, policies, ledger and admin page."""
 
@@ -70,7 +78,7 @@ class QuotaServiceApp(Application):
     ).tag(config=True)
     config_file = Unicode("", help="Python config file to load, e.g. nbscale_quotas_config.py").tag(config=True)
 
-    aliases = {
+    aliases = {  # noqa: RUF012  (traitlets reads this class attribute)
         "db-url": "QuotaServiceApp.db_url",
         "default-ttl": "QuotaServiceApp.default_ttl_seconds",
         "max-ttl": "QuotaServiceApp.max_ttl_seconds",
@@ -99,7 +107,7 @@ class QuotaServiceApp(Application):
         web = make_web_app(store, service_prefix=prefix, hub_prefix=hub_prefix, hub_auth=hub_auth,
                            cookie_secret=bytes.fromhex(secret) if secret else secrets.token_bytes(32))
         web.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
-        reclaim = PeriodicCallback(store.reclaim_expired, self.reclaim_interval_seconds * 1000)
+        reclaim = PeriodicCallback(_ignore_result(store.reclaim_expired), self.reclaim_interval_seconds * 1000)
         reclaim.start()
         loop = IOLoop.current()
         for sig in (signal.SIGTERM, signal.SIGINT):

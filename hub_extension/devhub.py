@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from . import ADMIN_SCOPE, SERVICE_NAME, USE_SCOPE
+from . import SERVICE_NAME
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +99,11 @@ class LocalHub:
             f"c.JupyterHub.cookie_secret_file = {str(self.workdir / 'cookie_secret')!r}",
             f"c.JupyterHub.pid_file = {str(self.workdir / 'jupyterhub.pid')!r}",
             f"c.JupyterHub.services.append({{'name': {ADMIN_SERVICE!r}, 'api_token': {self.admin_token!r}}})",
-            "c.JupyterHub.load_roles.append({'name': 'nbscale-devhub-admin', 'services': "
-            f"[{ADMIN_SERVICE!r}], 'scopes': ['admin:users', 'admin:groups', 'tokens', 'admin:servers', "
-            "'access:servers', 'list:users', 'read:users']})",
+            (
+                "c.JupyterHub.load_roles.append({'name': 'nbscale-devhub-admin', 'services': "
+                f"[{ADMIN_SERVICE!r}], 'scopes': ['admin:users', 'admin:groups', 'tokens', 'admin:servers', "
+                "'access:servers', 'list:users', 'read:users']})"
+            ),
             f"c.JupyterHub.load_groups = {{{USERS_GROUP!r}: {{'users': []}}}}",
             self.extra_config,
         ])
@@ -151,10 +153,10 @@ class LocalHub:
             self.process.kill()
             self.process.wait(timeout=10)
 
-    def __enter__(self) -> LocalHub:
+    def __enter__(self) -> LocalHub:  # noqa: PYI034  (LocalHub is not subclassed)
         return self.start()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # hub administration through the REST API --------------------------------------------------

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -29,7 +29,15 @@ from sqlalchemy.orm import Session
 
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from .models import Lease, LedgerEntry, Policy, UserLock
-from .policy import Limits, PolicyValues, Refusal, Request, Usage, check_request, resolve_limits
+from .policy import (
+    Limits,
+    PolicyValues,
+    Refusal,
+    Request,
+    Usage,
+    check_request,
+    resolve_limits,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +46,7 @@ ACTIVE, RELEASED, EXPIRED = "active", "released", "expired"
 
 def utcnow() -> datetime:
     """Naive UTC now (every timestamp in the quota database is naive UTC)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +166,10 @@ class QuotaStore:
             return Admission(lease=lease_to_dict(lease))
 
     def _lock_user(self, s: Session, user: str) -> None:
-        insert = pg_insert if s.bind.dialect.name == "postgresql" else sqlite_insert  # type: ignore[union-attr]
+        dialect = s.get_bind().dialect.name
+        if dialect == "sqlite":
+            return  # BEGIN IMMEDIATE already holds the database write lock
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
         s.execute(insert(UserLock).values(user=user).on_conflict_do_nothing())
         s.execute(select(UserLock).where(UserLock.user == user).with_for_update())
 

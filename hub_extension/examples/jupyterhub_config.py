@@ -2,7 +2,7 @@
 # Copy the block below into your jupyterhub_config.py; adjust the four settings at the top.
 import sys
 
-c = get_config()  # noqa: F821  (provided by JupyterHub)
+c = get_config()  # type: ignore[name-defined]  # noqa: F821  (provided by JupyterHub)
 
 # --- settings ----------------------------------------------------------------------------
 PYTHON = globals().get("PYTHON", sys.executable)  # the Python that has nbscale installed

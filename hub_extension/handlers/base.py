@@ -6,7 +6,7 @@ import json
 import logging
 from typing import Any
 
-from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed
+from jupyterhub.services.auth import HubOAuthenticated, UserNotAllowed  # type: ignore[import-untyped]
 from pydantic import ValidationError
 from tornado.web import HTTPError, RequestHandler
 
@@ -117,7 +117,7 @@ class APIHandler(QuotaHandler):
             value = kind(raw)
         except ValueError:
             raise NbscaleError(f"Query argument '{name}' must be a number, got '{raw[:40]}'.") from None
-        if value <= 0 or value != value:
+        if not value > 0:  # also refuses NaN
             raise NbscaleError(f"Query argument '{name}' must be positive.")
         return value
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from hub_extension.devhub import LocalHub, QUOTA_ADMIN_USER
+from hub_extension.devhub import QUOTA_ADMIN_USER, LocalHub
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from hub_extension.client import QUOTAS_OFF, QuotaClient, new_request_id, quota_lease, quota_status
+from hub_extension.client import (
+    QUOTAS_OFF,
+    QuotaClient,
+    new_request_id,
+    quota_lease,
+    quota_status,
+)
 from workflow_compiler.errors import QuotaExceeded, QuotaUnavailable
 
 HUB_ENV = {"JUPYTERHUB_API_URL": "http://127.0.0.1:1/hub/api", "JUPYTERHUB_SERVICE_PREFIX": "/user/x/"}
@@ -69,11 +75,13 @@ def test_admit_heartbeat_release_and_my_quota(client_for, set_limits) -> None:
 def test_the_context_manager_heartbeats_and_always_releases(client_for, set_limits) -> None:
     name, client = client_for()
     set_limits(name, max_gpus=1)
-    with pytest.raises(RuntimeError, match="the run failed"):
-        with client.lease(gpus=1, estimated_seconds=60, ttl_seconds=1.5, label="sweep.ipynb") as lease:
-            time.sleep(3.5)  # longer than two TTLs: alive only because the thread heartbeats
-            assert client.my_quota()["usage"]["gpus_in_use"] == 1
-            raise RuntimeError("the run failed")
+    with (
+        pytest.raises(RuntimeError, match="the run failed"),
+        client.lease(gpus=1, estimated_seconds=60, ttl_seconds=1.5, label="sweep.ipynb") as lease,
+    ):
+        time.sleep(3.5)  # longer than two TTLs: alive only because the thread heartbeats
+        assert client.my_quota()["usage"]["gpus_in_use"] == 1
+        raise RuntimeError("the run failed")
     assert client.my_quota()["usage"]["gpus_in_use"] == 0
     released = [x for x in client.my_quota()["leases"] if x["id"] == lease.id]
     assert released == []

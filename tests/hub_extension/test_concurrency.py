@@ -20,12 +20,12 @@ def test_fifty_concurrent_requests_against_quota_four_admit_exactly_four(quota_h
         for round_no in range(ROUNDS):
             barrier, answers = threading.Barrier(50), [None] * 50
 
-            def ask(i: int) -> None:
+            def ask(i: int, barrier: threading.Barrier, answers: list) -> None:
                 barrier.wait()
                 answers[i] = clients[i].post("leases", json={"gpus": 1, "estimated_seconds": 60,
                                                               "request_id": uuid.uuid4().hex})
 
-            threads = [threading.Thread(target=ask, args=(i,)) for i in range(50)]
+            threads = [threading.Thread(target=ask, args=(i, barrier, answers)) for i in range(50)]
             for t in threads:
                 t.start()
             for t in threads:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from hub_extension.policy import Limits, PolicyValues, Request, Usage, check_request, resolve_limits
+from hub_extension.policy import (
+    Limits,
+    PolicyValues,
+    Request,
+    Usage,
+    check_request,
+    resolve_limits,
+)
 
 
 def test_user_override_wins_field_by_field_over_groups_and_default() -> None:

@@ -51,12 +51,9 @@ def test_migrations_create_exactly_the_model_schema_and_rerun_cleanly(db_url: st
 
 def test_ledger_is_append_only_in_the_database(store: QuotaStore) -> None:
     store.admit(ALICE, request("r1"))
-    with store.engine.begin() as conn:
-        with pytest.raises(exc.DatabaseError, match="append-only"):
-            conn.execute(text("UPDATE quota_ledger SET user = 'mallory'"))
-    with store.engine.begin() as conn:
-        with pytest.raises(exc.DatabaseError, match="append-only"):
-            conn.execute(text("DELETE FROM quota_ledger"))
+    for statement in ("UPDATE quota_ledger SET user = 'mallory'", "DELETE FROM quota_ledger"):
+        with store.engine.begin() as conn, pytest.raises(exc.DatabaseError, match="append-only"):
+            conn.execute(text(statement))
     assert [e["event"] for e in ledger_page(store)] == ["admitted"]
 
 
@@ -66,11 +63,11 @@ def test_fifty_threads_against_quota_four_admit_exactly_four_every_time(store: Q
         results = []
         barrier = threading.Barrier(50)
 
-        def ask(i: int) -> None:
+        def ask(rid: str, barrier: threading.Barrier, results: list) -> None:
             barrier.wait()
-            results.append(store.admit(ALICE, request(f"t{round_no}-{i}")))
+            results.append(store.admit(ALICE, request(rid)))
 
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(50)]
+        threads = [threading.Thread(target=ask, args=(f"t{round_no}-{i}", barrier, results)) for i in range(50)]
         for t in threads:
             t.start()
         for t in threads:
@@ -95,7 +92,7 @@ def _admit_in_process(db_url: str, tag: str, n: int, start: multiprocessing.sync
 def test_separate_processes_sharing_the_sqlite_file_never_over_admit(store: QuotaStore, db_url: str) -> None:
     set_policy(store, "admin", "user", "alice", {"max_gpus": 3})
     ctx = multiprocessing.get_context("spawn")
-    for round_no in range(3):
+    for round_no in range(2):
         start, out = ctx.Event(), ctx.Queue()
         procs = [ctx.Process(target=_admit_in_process, args=(db_url, f"p{round_no}-{k}", 10, start, out)) for k in range(4)]
         for p in procs:
@@ -168,8 +165,8 @@ def test_postgres_fifty_threads_against_quota_four() -> None:
     set_policy(store, "admin", "user", "alice", {"max_gpus": 4})
     for round_no in range(10):
         results = []
-        threads = [threading.Thread(target=lambda i=i: results.append(store.admit(ALICE, request(f"pg{round_no}-{i}"))))
-                   for i in range(50)]
+        threads = [threading.Thread(target=lambda rid, out: out.append(store.admit(ALICE, request(rid))),
+                                    args=(f"pg{round_no}-{i}", results)) for i in range(50)]
         for t in threads:
             t.start()
         for t in threads:
