@@ -1,0 +1,70 @@
+"""The jupyter-server extension: configuration traits, the run store, reconciliation, the URL table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import cast
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.utils import url_path_join
+from traitlets import Dict, Type, Unicode
+
+from workflow_compiler.executors.base import Executor
+from workflow_compiler.store import RunStore
+
+from .handlers import ROUTES
+from .service import RunService
+
+API_PREFIX = "nbscale/api"
+
+
+class NbscaleExtension(ExtensionApp):
+    """Run notebooks at scale from Jupyter: REST under ``{base_url}/nbscale/api/``."""
+
+    name = "notebook_plugin"
+    load_other_extensions = True
+
+    executor_class = Type(
+        default_value="workflow_compiler.executors.local.LocalExecutor",
+        klass=Executor,
+        config=True,
+        help="""The executor runs are submitted to: local processes now, Argo on a cluster.
+        Example: c.NbscaleExtension.executor_class = "workflow_compiler.executors.argo.ArgoExecutor" """,
+    )
+    executor_options = Dict(
+        config=True,
+        help="""Keyword options for the executor, e.g. c.NbscaleExtension.executor_options = {"namespace": "ml"}.
+        ``root`` (the server's root dir) and ``store`` are always passed.""",
+    )
+    run_store_path = Unicode(
+        "",
+        config=True,
+        help="""SQLite file of run records. Default: nbscale/runs.db under the Jupyter data dir
+        (jupyter --data-dir). Example: c.NbscaleExtension.run_store_path = "/home/me/.nbscale-runs.db" """,
+    )
+
+    def store_path(self) -> Path:
+        """Where run records live."""
+        return Path(self.run_store_path) if self.run_store_path else Path(jupyter_data_dir()) / "nbscale" / "runs.db"
+
+    def initialize_settings(self) -> None:
+        """Open the run store, reconcile runs lost while the server was down, and build the service."""
+        assert self.serverapp is not None  # set by jupyter-server before initialize_settings
+        root = Path(self.serverapp.root_dir).resolve()
+        store = RunStore(self.store_path())
+        lost = store.reconcile()
+        if lost:
+            self.log.warning("nbscale: %s run(s) lost while the server was down, marked FAILED: %s", len(lost), ", ".join(lost))
+        executor_class = cast("type[Executor]", self.executor_class)
+        executor = executor_class(store=store, root=str(root), **self.executor_options)
+        api_url = url_path_join(self.serverapp.base_url, API_PREFIX)
+        self.settings["nbscale_service"] = RunService(executor, root, api_url)
+        self.log.info("nbscale: %s executor, runs in %s, notebooks under %s", executor.name or type(executor).__name__,
+                      store.path, root)
+
+    def initialize_handlers(self) -> None:
+        """Register the REST routes."""
+        # ExtensionApp prepends the server's base_url to these patterns.
+        self.handlers.extend((url_path_join("/", API_PREFIX, path), handler) for path, handler in ROUTES)
+
