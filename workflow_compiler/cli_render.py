@@ -21,8 +21,8 @@ def follow(executor: Executor, record: RunRecord, console: Console, *, interval:
     """Show a progress bar (cells of a run, steps of a pipeline) until the run ends."""
     unit = "steps" if record.kind == "pipeline" else "cells"
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn(unit), TimeElapsedColumn(), console=console, transient=False) as bar:
-        task = bar.add_task(f"{record.id} {record.notebook}", total=None)
+                  TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task(f"{record.id} {record.notebook}", total=None, unit=unit)
         step_tasks: dict[str, Any] = {}
         while True:
             record = executor.get(record.id)
@@ -33,7 +33,7 @@ def follow(executor: Executor, record: RunRecord, console: Console, *, interval:
                     if step.status == "PENDING":
                         continue
                     if step.name not in step_tasks:
-                        step_tasks[step.name] = bar.add_task(f"  {step.name}", total=None)
+                        step_tasks[step.name] = bar.add_task(f"  {step.name}", total=None, unit="cells")
                     bar.update(step_tasks[step.name], completed=step.progress.done, total=step.progress.total or None,
                                description=f"  {step.name} {step.status.lower()}")
             if record.done:
@@ -68,7 +68,7 @@ def runs_table(records: list[RunRecord], total: int) -> Table:
     """Recent runs, newest first."""
     table = Table(title=f"nbscale runs ({len(records)} of {total})")
     for col in ("id", "kind", "notebook", "status", "progress", "started", "duration"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("id", "status"), overflow="fold")
     for r in records:
         progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
         duration = f"{r.duration:.1f}s" if r.duration is not None else ""

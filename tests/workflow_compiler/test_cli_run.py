@@ -1,0 +1,109 @@
+"""`nbscale run` end to end: CLI -> compiler -> local executor -> nbscale-step -> MLflow (SQLite)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = Path(__file__).parent / "notebooks"
+NBSCALE = str(Path(sys.executable).parent / "nbscale")
+HOSTILE = "\"; rm -rf / $(id) `id` {{workflow.name}} {{inputs.parameters.text}}\nkey: [yaml, !!python/object:os.system]\n'; DROP TABLE runs; --"
+
+
+def nbscale(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([NBSCALE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("runs")
+    for name in ("train.ipynb", "prepare.ipynb", "pipeline.yaml"):
+        shutil.copy(ROOT / "examples" / name, work / name)
+    for name in ("echo.ipynb", "behave.ipynb"):
+        shutil.copy(NOTEBOOKS / name, work / name)
+    return work
+
+
+@pytest.fixture(scope="module")
+def mlflow_client(nbscale_home: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{nbscale_home / 'mlflow.db'}")
+
+
+def test_run_logs_params_metrics_and_both_artifacts(work, mlflow_client):
+    result = nbscale("run", "train.ipynb", "-p", "n_estimators=20", "-p", "model=forest", "--json", cwd=work)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "SUCCEEDED" and summary["kind"] == "run"
+    assert 0.5 < summary["metrics"]["val_accuracy"] <= 1.0
+    assert Path(summary["links"]["output_notebook"]).is_file() and Path(summary["links"]["html"]).is_file()
+    run = mlflow_client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["n_estimators"] == "20" and run.data.params["model"] == "forest"
+    assert len(mlflow_client.get_metric_history(run.info.run_id, "val_accuracy")) == 5  # one per report step
+    assert run.data.tags["nbscale.notebook"] == "train.ipynb"
+    assert len(run.data.tags["nbscale.notebook_sha256"]) == 64
+    artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
+    assert {"output.ipynb", "output.html"} <= artifacts or any("output.ipynb" in a for a in artifacts)
+
+
+def test_pipeline_nests_step_runs_under_one_parent(work, mlflow_client):
+    result = nbscale("run", "pipeline.yaml", "--json", cwd=work)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["kind"] == "pipeline" and summary["status"] == "SUCCEEDED"
+    assert [s["status"] for s in summary["steps"]] == ["SUCCEEDED", "SUCCEEDED"]
+    parent = mlflow_client.get_run(summary["mlflow_run_id"])
+    assert parent.info.status == "FINISHED"
+    children = mlflow_client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert sorted(c.data.tags.get("nbscale.step") for c in children) == ["prepare", "train"]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert (work / "data" / "wine" / "train.csv").is_file(), "steps share the workspace: prepare's output feeds train"
+
+
+def test_hostile_value_reaches_the_notebook_byte_for_byte(work):
+    result = nbscale("run", "echo.ipynb", "-p", f"text={HOSTILE}", "--no-html", "--json", cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert (work / "received-text.bin").read_bytes() == HOSTILE.encode()
+    assert not Path("/tmp/nbscale-pwned").exists()
+
+
+def test_cell_error_fails_with_the_cell_named_and_keeps_partial_output(work, mlflow_client):
+    result = nbscale("run", "behave.ipynb", "-p", "mode=raise", "--json", cwd=work)
+    assert result.returncode == 1
+    summary = json.loads(result.stdout)
+    assert summary["status"] == "FAILED"
+    assert "ValueError" in summary["error"] and "boom 42" in summary["error"]
+    assert "ValueError" in result.stderr.replace("\n", " ")
+    partial = json.loads(Path(summary["links"]["output_notebook"]).read_text())
+    assert any("started" in "".join(o.get("text", "")) for c in partial["cells"] for o in c.get("outputs", []))
+    run = mlflow_client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["nbscale.error.ename"] == "ValueError"
+
+
+def test_detached_run_can_be_followed_listed_and_cancelled(work, mlflow_client):
+    started = nbscale("run", "behave.ipynb", "-p", "mode=sleep", "--detach", "--json", cwd=work)
+    assert started.returncode == 0, started.stderr
+    run_id = json.loads(started.stdout)["id"]
+    deadline = time.monotonic() + 120
+    while "sleeping" not in nbscale("logs", run_id, cwd=work).stdout:
+        assert time.monotonic() < deadline, "the notebook never started"
+        time.sleep(1)
+    listed = json.loads(nbscale("runs", "--json", cwd=work).stdout)
+    assert any(r["id"] == run_id and r["status"] == "RUNNING" for r in listed["runs"])
+    cancelled = nbscale("cancel", run_id, cwd=work)
+    assert cancelled.returncode == 0 and "KILLED" in cancelled.stdout
+    status = json.loads(nbscale("status", run_id, "--json", cwd=work).stdout)
+    assert status["status"] == "KILLED"
+    run = mlflow_client.get_run(status["mlflow_run_id"])
+    assert run.info.status == "KILLED"
+    partial = Path(status["links"]["output_notebook"]).read_text()
+    assert "sleeping" in partial, "the cancelled run keeps its partial output"
