@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-import papermill
+import papermill  # type: ignore[import-untyped]
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import run_sync
-from papermill.clientwrap import PapermillNotebookClient
-from papermill.engines import (
+from papermill.clientwrap import PapermillNotebookClient  # type: ignore[import-untyped]
+from papermill.engines import (  # type: ignore[import-untyped]
     NBClientEngine,
     NotebookExecutionManager,
     papermill_engines,
 )
-from papermill.exceptions import PapermillExecutionError
+from papermill.exceptions import PapermillExecutionError  # type: ignore[import-untyped]
 
 from .files import ProgressFile, write_atomic
 from .interrupts import InterruptGuard, StepInterrupted

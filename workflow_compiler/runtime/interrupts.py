@@ -13,7 +13,7 @@ from types import FrameType, TracebackType
 
 log = logging.getLogger(__name__)
 
-_EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGALRM: 143}
+_EXIT_CODES: dict[int, int] = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGALRM: 143}
 
 
 class StepInterrupted(BaseException):  # BaseException: notebook-side `except Exception` must not swallow it

@@ -42,7 +42,7 @@ class StepOutcome:
 
     def tags(self) -> dict[str, str]:
         """MLflow tags describing the outcome."""
-        tags = {"nbscale.status": self.status}
+        tags: dict[str, str] = {"nbscale.status": self.status}
         if self.reason:
             tags["nbscale.error"] = self.reason[:5000]
         if self.cell_index is not None:

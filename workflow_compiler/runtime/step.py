@@ -148,9 +148,10 @@ class StepRunner:
         self.result.html = html and not answer.get("html_error") and (self.out / OUTPUT_HTML).is_file()
 
     def _abort(self) -> None:
-        if self.tracker is None:
+        if self.tracker is None or not self.tracker.asked_to_open:
             return
         try:
             self.tracker.request("abort", outcome=self.result.outcome.status, reason=self.result.outcome.reason or "")
         except TrackingError as exc:
-            log.error("could not close MLflow run %s: %s", self.result.mlflow_run_id, exc)
+            if self.result.mlflow_run_id is not None:
+                log.error("could not close MLflow run %s: %s", self.result.mlflow_run_id, exc)

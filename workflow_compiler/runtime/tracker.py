@@ -38,6 +38,7 @@ class TrackerProcess:
         env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         self._proc = subprocess.Popen([sys.executable, "-m", "workflow_compiler.runtime.tracker"], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8")
+        self._asked_to_open = False
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send one request and wait for its answer."""
@@ -47,6 +48,7 @@ class TrackerProcess:
     def send(self, op: str, **fields: Any) -> None:
         """Send one request; ``receive()`` reads its answer."""
         assert self._proc.stdin is not None
+        self._asked_to_open = self._asked_to_open or op == "open"
         try:
             self._proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
             self._proc.stdin.flush()
@@ -64,8 +66,15 @@ class TrackerProcess:
             raise TrackingError(answer.get("error") or "unknown error")
         return answer
 
+    @property
+    def asked_to_open(self) -> bool:
+        """Whether an ``open`` request was sent (a run may exist)."""
+        return self._asked_to_open
+
     def close(self, timeout: float = 30) -> None:
-        """Let the helper finish and exit."""
+        """Let the helper finish and exit; one that was never asked to open a run is simply stopped."""
+        if not self._asked_to_open:
+            self._proc.kill()  # it holds nothing yet, and waiting would mean waiting for `import mlflow`
         if self._proc.stdin and not self._proc.stdin.closed:
             try:
                 self._proc.stdin.close()
