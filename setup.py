@@ -60,6 +60,7 @@ setup(
         "alembic>=1.13",
         "jupyterhub>=5.0",
         "httpx>=0.27",
+        "jinja2>=3.1",  # hub_extension admin page (autoescaped templates)
     ],
     extras_require={
         "test": [
