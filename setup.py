@@ -29,7 +29,7 @@ setup(
     package_data={
         "workflow_compiler": ["py.typed", "schemas/*", "schemas/*/*"],
         "notebook_plugin": ["py.typed", "etc/*"],
-        "hub_extension": ["py.typed", "templates/*", "alembic.ini", "migrations/*", "migrations/*/*"],
+        "hub_extension": ["py.typed", "templates/*", "alembic.ini", "migrations/*", "migrations/*/*", "examples/*"],
     },
     data_files=_data_files(),
     install_requires=[
