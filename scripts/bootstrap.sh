@@ -11,6 +11,8 @@ need_apt=()
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ "$mode" = test ]; then
   [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+  # Postgres for the quota service's row-locking test (tests/hub_extension start a throwaway cluster)
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "[bootstrap] apt-get install ${need_apt[*]}"
