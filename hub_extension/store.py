@@ -242,11 +242,14 @@ class QuotaStore:
             return self._reclaim(s, self.clock())
 
     def _reclaim(self, s: Session, now: datetime, user: str | None = None) -> int:
-        query = select(Lease).where(Lease.status == ACTIVE, Lease.expires_at < now)
+        overdue = select(Lease.id).where(Lease.status == ACTIVE, Lease.expires_at < now)
         if user is not None:
-            query = query.where(Lease.user == user)
-        expired = list(s.scalars(query))
-        for lease in expired:
+            overdue = overdue.where(Lease.user == user)
+        # the common case (nothing overdue) stays one cheap Core query, without loading entities
+        ids = list(s.connection().execute(overdue).scalars())
+        if not ids:
+            return 0
+        for lease in s.scalars(select(Lease).where(Lease.id.in_(ids))):
             held = max(0.0, (lease.expires_at - lease.created_at).total_seconds())
             lease.status, lease.ended_at, lease.gpu_seconds = EXPIRED, lease.expires_at, held * lease.gpus_total
             s.add(LedgerEntry(
@@ -254,28 +257,30 @@ class QuotaStore:
                 request_id=lease.request_id, label=lease.label, pool=lease.pool,
                 gpus_total=lease.gpus_total, gpu_seconds=lease.gpu_seconds,
             ))
-        if expired:
-            log.info("reclaimed %s expired lease(s)", len(expired))
-        return len(expired)
+        log.info("reclaimed %s expired lease(s)", len(ids))
+        return len(ids)
 
     # usage and limits ------------------------------------------------------------------------
 
     def _limits(self, s: Session, user: str, groups: tuple[str, ...]) -> Limits:
-        rows = s.scalars(select(Policy).where(
+        columns = [getattr(Policy, name) for name in ("kind", "name", *POLICY_COLUMNS)]
+        rows = s.connection().execute(select(*columns).where(
             ((Policy.kind == "user") & (Policy.name == user))
             | ((Policy.kind == "group") & Policy.name.in_(groups))
             | (Policy.kind == "default")
         ))
-        return resolve_limits(user, groups, [policy_values(p) for p in rows])
+        return resolve_limits(user, groups, [_row_values(row) for row in rows])
 
     def _usage(self, s: Session, user: str, now: datetime, window_hours: float) -> Usage:
-        active = list(s.scalars(select(Lease).where(Lease.user == user, Lease.status == ACTIVE)))
+        conn = s.connection()
+        active = conn.execute(select(Lease.gpus_total, Lease.created_at).where(
+            Lease.user == user, Lease.status == ACTIVE)).all()
         since = now - timedelta(hours=window_hours)
-        ended = s.scalar(select(func.coalesce(func.sum(Lease.gpu_seconds), 0.0)).where(
-            Lease.user == user, Lease.status != ACTIVE, Lease.ended_at >= since))
-        running = sum(lease.gpus_total * max(0.0, (now - lease.created_at).total_seconds()) for lease in active)
+        ended = conn.execute(select(func.coalesce(func.sum(Lease.gpu_seconds), 0.0)).where(
+            Lease.user == user, Lease.status != ACTIVE, Lease.ended_at >= since)).scalar()
+        running = sum(gpus * max(0.0, (now - created).total_seconds()) for gpus, created in active)
         return Usage(
-            gpus_in_use=sum(lease.gpus_total for lease in active),
+            gpus_in_use=sum(gpus for gpus, _ in active),
             runs_active=len(active),
             gpu_seconds_in_window=float(ended or 0.0) + running,
         )
@@ -312,6 +317,15 @@ class QuotaStore:
             runs_active=usage.runs_active - len(overdue),
             gpu_seconds_in_window=usage.gpu_seconds_in_window,
         )
+
+
+POLICY_COLUMNS = ("max_gpus", "max_runs", "max_gpus_per_run", "gpu_hours_budget", "window_hours", "allowed_pools")
+
+
+def _row_values(row: Any) -> PolicyValues:
+    values = dict(row._mapping)
+    pools = values.pop("allowed_pools")
+    return PolicyValues(**values, allowed_pools=tuple(pools) if pools is not None else None)
 
 
 def policy_values(p: Policy) -> PolicyValues:
