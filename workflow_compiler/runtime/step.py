@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from ..tracking_uri import tracking_uri
 from .files import ProgressFile, write_json
 from .interrupts import InterruptGuard, StepInterrupted
 from .outcome import StepOutcome, failed, killed
+from .render import preload, render_html
 from .tracker import TrackerProcess, TrackingError
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class StepRunner:
         self.out = request.output_dir
         self.progress = ProgressFile(self.out / "progress.json")
         self.tracker: TrackerProcess | None = None
+        self._preload: threading.Thread | None = None
         self.result = StepResult(outcome=failed("not started"))
 
     def run(self) -> StepResult:
@@ -110,7 +113,10 @@ class StepRunner:
         values, effective = check_parameters(self.request.parameters, notebook)
         tags = run_tags(config, notebook=relative, sha256=sha256_of(notebook), commit=git_commit(notebook.parent))
         self.tracker.send("open", experiment=config.experiment, run_name=config.step or notebook.stem, tags=tags,
-                          params=params_for_mlflow(effective), html=config.html, parent_run_id=self.request.parent_run_id)
+                          params=params_for_mlflow(effective), parent_run_id=self.request.parent_run_id)
+        if config.html:  # import nbconvert while this process waits for the kernel and the MLflow run
+            self._preload = threading.Thread(target=preload, name="preload-nbconvert", daemon=True)
+            self._preload.start()
         outcome = execute_notebook(notebook, self.out / OUTPUT_NOTEBOOK, values, kernel_name=config.kernel,
                                    launch_env={"MLFLOW_TRACKING_URI": self.tracker.uri}, run_env=self._run_env,
                                    progress=self.progress, guard=guard)
@@ -131,21 +137,29 @@ class StepRunner:
     def _finish(self) -> None:
         assert self.tracker is not None
         outcome = self.result.outcome
-        html = self.request.config.html
+        notebook, html = self.out / OUTPUT_NOTEBOOK, self.out / OUTPUT_HTML
         started = time.monotonic()
+        tags = outcome.tags()
+        if self.request.config.html and notebook.is_file():
+            if self._preload is not None:
+                self._preload.join()
+            try:
+                render_html(notebook, html)
+                self.result.html = True
+            except Exception as exc:  # noqa: BLE001 - a broken HTML copy must not hide the run's own outcome
+                tags["nbscale.html_error"] = f"{type(exc).__name__}: {exc}"[:1000]
+                log.warning("could not render %s as HTML: %s", notebook, tags["nbscale.html_error"])
+        files = [str(p) for p in (notebook, html) if p.is_file() and (p == notebook or self.result.html)]
         try:
-            answer = self.tracker.request("finish", status=outcome.mlflow_status, tags=outcome.tags(),
-                                          notebook=str(self.out / OUTPUT_NOTEBOOK),
-                                          html=str(self.out / OUTPUT_HTML) if html else None)
+            answer = self.tracker.request("finish", status=outcome.mlflow_status, tags=tags, artifacts=files)
         except TrackingError as exc:
             if outcome.status == "SUCCEEDED":
                 self.result.outcome = failed(f"the notebook ran, but MLflow logging failed: {exc}")
             else:
                 log.error("MLflow logging failed: %s", exc)
             return
-        log.info("outputs logged to MLflow in %.1f s", time.monotonic() - started)
+        log.info("HTML and MLflow logging took %.1f s", time.monotonic() - started)
         self.result.metrics = answer.get("metrics") or {}
-        self.result.html = html and not answer.get("html_error") and (self.out / OUTPUT_HTML).is_file()
 
     def _abort(self) -> None:
         if self.tracker is None or not self.tracker.asked_to_open:

@@ -1,8 +1,8 @@
 """A helper process that owns the step's MLflow run while the main process runs the notebook.
 
-Why a process: ``import mlflow`` (2 s), the run's creation and nbconvert's import can then use the
-second core while the main process imports papermill and the kernel starts, instead of adding
-their time to every step. It also ends the run when the main process dies without a word.
+Why a process: ``import mlflow`` (2-4 s here) and the run's creation can then use the second core
+while the main process imports papermill and the kernel starts, instead of adding their time to
+every step. It also ends the run when the main process dies without a word.
 
 Protocol: one JSON object per line. The main process writes requests to the helper's stdin
 (``open``, ``finish``, ``abort``); the helper answers each on its own stdout with ``{"ok": true, ...}``
@@ -100,7 +100,6 @@ class _Helper:
         self.uri = os.environ["MLFLOW_TRACKING_URI"]
         self.client = tracking.make_client(self.uri)
         self.run_id: str | None = None
-        self.html_wanted = False
 
     def warm_up(self) -> None:
         """Open the store now (a fresh SQLite store gets its schema here), before the first request."""
@@ -110,30 +109,17 @@ class _Helper:
         run_id, experiment_id = self.tracking.start_run(
             self.client, uri=self.uri, experiment=request["experiment"], run_name=request["run_name"],
             tags=request["tags"], params=request["params"], parent_run_id=request.get("parent_run_id"))
-        self.run_id, self.html_wanted = run_id, bool(request.get("html"))
+        self.run_id = run_id
         return {"run_id": run_id, "experiment_id": experiment_id}
 
     def finish(self, request: dict[str, Any]) -> dict[str, Any]:
-        from .render import render_html
-
-        notebook = Path(request["notebook"])
-        artifacts = [notebook]
-        html_error = None
-        if request.get("html") and notebook.is_file():
-            html = Path(request["html"])
-            try:
-                render_html(notebook, html)
-                artifacts.append(html)
-            except Exception as exc:  # noqa: BLE001 - a broken output should not hide the run's own outcome
-                html_error = f"{type(exc).__name__}: {exc}"
-                log.warning("could not render %s as HTML: %s", notebook, html_error)
-        tags = dict(request.get("tags") or {})
-        if html_error:
-            tags["nbscale.html_error"] = html_error
+        """Log the output files that exist, the outcome tags and the final status; return the metrics."""
         assert self.run_id is not None
-        metrics = self.tracking.finish_run(self.client, self.run_id, status=request["status"], tags=tags, artifacts=artifacts)
+        artifacts = [Path(p) for p in request.get("artifacts", [])]
+        metrics = self.tracking.finish_run(self.client, self.run_id, status=request["status"],
+                                           tags=dict(request.get("tags") or {}), artifacts=artifacts)
         self.run_id = None
-        return {"metrics": metrics, "html_error": html_error}
+        return {"metrics": metrics}
 
     def abort(self, request: dict[str, Any]) -> dict[str, Any]:
         """End the open run, if any, before the notebook ran: ``{"outcome": "FAILED"|"KILLED", "reason"}``."""
@@ -172,10 +158,6 @@ def serve(requests: IO[str], answers: IO[str]) -> None:
             answer = {"ok": False, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
-        if request["op"] == "open" and answer["ok"] and helper is not None and helper.html_wanted:
-            from .render import preload
-
-            preload()
     if helper is not None and helper.run_id is not None:
         helper.abort({"outcome": "FAILED", "reason": "the step runtime stopped without reporting an outcome"})
 
