@@ -25,7 +25,6 @@ from workflow_compiler.store import TERMINAL, RunRecord
 from workflow_compiler.submit import submit
 
 from .paths import check_api_path, resolve_api_notebook
-from .quota import submit_with_quota
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +86,7 @@ class RunService:
         absolute, relative = resolve_api_notebook(spec.notebook, self.root, field="notebook")
         inspect_relative(absolute, relative, field="notebook")  # a missing or broken notebook names the field
         spec = check_run_spec(spec, root=self.root)
-        record = submit_with_quota(
-            spec,
-            start=lambda: submit(spec, executor=self.executor, root=self.root),
-            wait=lambda run_id: self.executor.wait(run_id),
-        )
+        record = submit(spec, executor=self.executor, root=self.root)  # admits against the GPU quota inside a hub
         log.info("nbscale: %s submitted %s (%s)", user, record.id, spec.notebook)
         return self.to_api(record)
 

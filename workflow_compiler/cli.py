@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.set_defaults(handler=cmd_cancel)
 
+    p = sub.add_parser("quota", help="your GPU quota and what is left (inside JupyterHub)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_quota)
+
     p = sub.add_parser("schema", help="print the JSON Schema of the run and pipeline specs")
     p.set_defaults(handler=lambda args: render.print_json(spec_json_schemas()) or 0)
     return parser
@@ -162,6 +166,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     record = get_executor("local").cancel(args.run_id)
     Console().print(f"{record.id}: {record.status}")
+    return 0
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    from hub_extension.client import quota_status
+
+    status = quota_status()
+    if args.json:
+        render.print_json(status)
+    else:
+        Console().print(render.quota_table(status))
     return 0
 
 

@@ -90,3 +90,22 @@ def signature_table(sig: NotebookSignature) -> Table:
 def print_json(data: Any) -> None:
     """One JSON object on stdout, for scripts."""
     print(json.dumps(data, indent=2, default=str))
+
+
+def quota_table(status: dict[str, Any]) -> Table:
+    """The caller's GPU quota: limits, usage and what is left, or why quotas are off."""
+    if not status.get("enabled"):
+        table = Table.grid()
+        table.add_row(f"GPU quotas are off: {status.get('reason', 'not inside JupyterHub')}")
+        return table
+    table = Table(title=f"GPU quota of {status.get('user', '?')} (groups: {', '.join(status.get('groups', [])) or 'none'})")
+    for col in ("limit", "value", "in use", "left"):
+        table.add_column(col)
+    limits, usage, left = status.get("limits", {}), status.get("usage", {}), status.get("remaining", {})
+    rows = [("max_gpus", "gpus_in_use", "gpus"), ("max_runs", "runs_active", "runs"),
+            ("gpu_hours_budget", "gpu_hours_in_window", "gpu_hours"), ("max_gpus_per_run", None, None), ("allowed_pools", None, None)]
+    for limit, used, remaining in rows:
+        value = limits.get(limit)
+        table.add_row(limit, "unlimited" if value is None else str(value), "" if used is None else str(usage.get(used, "")),
+                      "" if remaining is None else str(left.get(remaining, "")))
+    return table

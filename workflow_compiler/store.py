@@ -84,6 +84,9 @@ class RunRecord(BaseModel):
     run_dir: str = ""
     steps: list[StepState] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=dict)
+    #: The GPU-quota lease the run holds inside JupyterHub (None when quotas are off or no GPU is used).
+    lease_id: str | None = None
+    lease_gpus: int = 0
 
     @property
     def duration(self) -> float | None:

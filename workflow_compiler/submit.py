@@ -1,4 +1,4 @@
-"""The one submit path the CLI, the magics and the REST API share: compile, validate, submit."""
+"""The one submit path the CLI, the magics and the REST API share: compile, validate, admit, submit."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from . import quota
 from .compiler import compile_workflow
 from .executors import Executor, get_executor, new_run_id
 from .spec import PipelineSpec, RunSpec
@@ -33,4 +34,14 @@ def submit(spec: RunSpec | PipelineSpec, *, executor: Executor | None = None, ro
     """Compile, validate and start ``spec``; returns the new record at once (the run goes on)."""
     executor = executor or get_executor("local", root=root)
     manifest = build_manifest(spec, root=root, **compile_options)
-    return executor.submit(manifest, record=record_for(spec, run_id=run_id))
+    record = record_for(spec, run_id=run_id)
+    lease_id = quota.admit(spec, request_id=record.id)  # refused or unreachable: nothing starts
+    if lease_id:
+        request = quota.lease_request(spec) or {}
+        record = record.model_copy(update={"lease_id": lease_id, "lease_gpus": request.get("gpus", 0) * request.get("concurrency", 1)})
+    try:
+        return executor.submit(manifest, record=record)
+    except BaseException:
+        if lease_id:
+            quota.release(lease_id, 0.0)
+        raise

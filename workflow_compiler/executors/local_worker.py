@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..quota import hold_lease
 from ..store import Progress, RunRecord, RunStore, StepState, utcnow
 from .interpreter import WorkflowInterpreter
 
@@ -159,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        record = worker.run()
+        with hold_lease(worker.record.lease_id, gpus=worker.record.lease_gpus):
+            record = worker.run()
     except Exception as exc:  # the record must never stay RUNNING: say why it failed
         log.exception("run %s failed in the worker", args.run_id)
         worker.store.update(args.run_id, status="FAILED", finished=utcnow(), error=f"local executor: {exc}")
