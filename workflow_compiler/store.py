@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from . import tracking_uri
 from .errors import RunNotFound
 
 RunStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "KILLED"]
@@ -26,8 +27,8 @@ TERMINAL: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "KILLED"})
 
 
 def nbscale_home() -> Path:
-    """Where nbscale keeps local state: ``$NBSCALE_HOME``, default ``~/.nbscale``."""
-    home = Path(os.environ.get("NBSCALE_HOME") or Path.home() / ".nbscale").expanduser()
+    """``$NBSCALE_HOME`` (default ``~/.nbscale``), created when missing."""
+    home = tracking_uri.nbscale_home()
     home.mkdir(parents=True, exist_ok=True)
     return home
 

@@ -12,15 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError
+from ..tracking_uri import tracking_uri
 from ..store import RunRecord, nbscale_home, pid_alive, utcnow
 from .base import Executor
 
 log = logging.getLogger(__name__)
-
-
-def default_tracking_uri() -> str:
-    """The MLflow store local runs use: ``MLFLOW_TRACKING_URI``, else SQLite under NBSCALE_HOME."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{nbscale_home() / 'mlflow.db'}"
 
 
 class LocalExecutor(Executor):
@@ -45,7 +41,7 @@ class LocalExecutor(Executor):
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         record = record.model_copy(update={"executor": self.name, "run_dir": str(run_dir), "workflow_name": workflow_name})
         self.store.create(record)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": default_tracking_uri(), "NBSCALE_HOME": str(nbscale_home()),
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), "NBSCALE_HOME": str(nbscale_home()),
                "PYTHONUNBUFFERED": "1"}
         argv = [sys.executable, "-m", "workflow_compiler.executors.local_worker", "--run-id", record.id,
                 "--store", str(self.store.path), "--root", str(self.root)]
