@@ -1,0 +1,105 @@
+"""The %nbscale magics in real kernels: alone (local executor) and inside a server (REST API)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernel_helpers import LocalKernel, run_in_server_kernel
+from nbplugin_helpers import JupyterProcess, write_notebook
+
+from notebook_plugin.magics import build_magic_parser, space_lines_to_params
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def magic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("magic-root")
+    write_notebook(root / "quick.ipynb", "greeting = 'hello'\ntimes: int = 1", "print(greeting * times)")
+    write_notebook(root / "slow.ipynb", "seconds = 300", "import time\ntime.sleep(seconds)")
+    return root
+
+
+@pytest.fixture(scope="module")
+def kernel(magic_root: Path) -> Iterator[LocalKernel]:
+    k = LocalKernel(magic_root)
+    out = k.run("%load_ext notebook_plugin")
+    assert out.error is None, out
+    yield k
+    k.close()
+
+
+def run_id_in(text: str) -> str:
+    found = re.search(r"nbs-[0-9a-f]{10}", text)
+    assert found, text
+    return found.group(0)
+
+
+def test_run_in_a_local_kernel_returns_a_handle(kernel: LocalKernel, magic_root: Path) -> None:
+    out = kernel.run("h = %nbscale run quick.ipynb -p greeting=salut- -p times=2\nprint('STATUS', h.status, h.id)")
+    assert out.error is None, out
+    assert "started nbs-" in str(out) and "local executor" in str(out)
+    assert "STATUS SUCCEEDED" in str(out)
+    assert "text/html" in out.mimetypes  # the results table
+    assert "application/vnd.jupyter.widget-view+json" in out.mimetypes  # live progress as a widget
+    out = kernel.run("import json, pathlib\nrec = h.refresh()\nprint('PROG', rec['progress']['done'], rec['progress']['total'])\n"
+                     "print('OUT', 'salut-salut-' in pathlib.Path(rec['links']['output_notebook']).read_text())")
+    assert "OUT True" in str(out), out
+
+
+def test_status_logs_and_cancel(kernel: LocalKernel) -> None:
+    out = kernel.run("h = %nbscale run slow.ipynb --detach\nprint('ID', h.id)")
+    run_id = run_id_in(str(out))
+    out = kernel.run("import time\nfor _ in range(120):\n    if h.status == 'RUNNING': break\n    time.sleep(0.5)\n%nbscale status")
+    assert run_id in str(out) and "RUNNING" in str(out)
+    out = kernel.run(f"c = %nbscale cancel {run_id}\nprint('FINAL', c.status)")
+    assert "FINAL KILLED" in str(out), out
+    out = kernel.run(f"%nbscale logs {run_id}")
+    assert out.error is None, out
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("%nbscale run quick.ipynb -p times=many", "expects int"),
+        ("%nbscale run quick.ipynb -p nope=1", "unknown parameter 'nope'"),
+        ("%nbscale run ../elsewhere.ipynb", "outside"),
+        ("%nbscale run quick.ipynb --gpus lots", "invalid int value"),
+        ("%nbscale launch quick.ipynb", "invalid choice"),
+        ("%%nbscale run quick.ipynb\nx: 1", "for sweeps"),
+        ("%%nbscale sweep quick.ipynb --metric m\nnot a space line", "is not 'name: space'"),
+        ("%%nbscale sweep quick.ipynb --metric m\ntimes: randint(9, 1)", "swap them"),
+    ],
+)
+def test_bad_input_is_a_usage_error(kernel: LocalKernel, line: str, expected: str) -> None:
+    out = kernel.run(line)
+    text = str(out)
+    assert "UsageError: " in text, text  # IPython shows a usage error as one line, no traceback
+    assert "Traceback" not in text
+    assert expected in text
+
+
+def test_cell_lines_become_sweep_params() -> None:
+    assert space_lines_to_params("n: randint(50, 400)  # trees\n\nlr: loguniform(1e-3, 0.3)\n") == [
+        "n=randint(50, 400)", "lr=loguniform(1e-3, 0.3)"]
+    args = build_magic_parser().parse_args(["sweep", "train.ipynb", "--samples", "20", "--metric", "val_accuracy", "--mode", "max"])
+    assert (args.samples, args.metric, args.mode) == (20, "val_accuracy", "max")
+
+
+def test_magics_inside_a_server_use_its_rest_api(magic_root: Path, tmp_path: Path) -> None:
+    server = JupyterProcess("server", magic_root, tmp_path / "state").start()
+    try:
+        cells = ["%load_ext notebook_plugin",
+                 "h = %nbscale run quick.ipynb -p greeting=via-rest --no-progress\nprint('STATUS', h.status)"]
+        outs = asyncio.run(run_in_server_kernel(server.url, server.token, "", cells))
+        assert outs[1].error is None, outs[1]
+        assert "Jupyter server" in str(outs[1]) and "STATUS SUCCEEDED" in str(outs[1])
+        run_id = run_id_in(str(outs[1]))
+        status, listing = server.api("GET", "runs")
+        assert status == 200 and run_id in [r["id"] for r in listing["runs"]]  # the Runs panel sees it
+    finally:
+        server.stop()
