@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_quota)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the run and pipeline specs")
-    p.set_defaults(handler=lambda args: render.print_json(spec_json_schemas()) or 0)
+    p.set_defaults(handler=cmd_schema)
     return parser
 
 
@@ -166,6 +166,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     record = get_executor("local").cancel(args.run_id)
     Console().print(f"{record.id}: {record.status}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    render.print_json(spec_json_schemas())
     return 0
 
 

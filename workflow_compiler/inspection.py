@@ -119,6 +119,8 @@ def parse_parameters_source(source: str, *, where: str = "parameters cell") -> l
     comments = _trailing_comments(source)
     found: dict[str, ParameterInfo] = {}
     for node in tree.body:
+        value: ast.expr | None
+        annotation: ast.expr | None
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             name, value, annotation = node.targets[0].id, node.value, None
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):

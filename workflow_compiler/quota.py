@@ -59,7 +59,7 @@ def peak_pipeline_gpus(spec: PipelineSpec) -> int:
     if len(gpu_steps) > _MAX_EXACT_STEPS:
         return sum(s.resources.gpus for s in gpu_steps)
     ancestors = _ancestors(spec)
-    independent = lambda a, b: a.name not in ancestors[b.name] and b.name not in ancestors[a.name]  # noqa: E731
+    independent = lambda a, b: a.name not in ancestors[b.name] and b.name not in ancestors[a.name]
     best = 0
     for size in range(1, len(gpu_steps) + 1):
         for group in itertools.combinations(gpu_steps, size):

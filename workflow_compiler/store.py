@@ -7,13 +7,14 @@ the CLI, the magics, the server and the detached local workers that update them.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ def nbscale_home() -> Path:
 
 def utcnow() -> str:
     """Now, as an ISO-8601 UTC timestamp."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Progress(BaseModel):
@@ -94,7 +95,7 @@ class RunRecord(BaseModel):
         """Seconds from start to finish (or to now while running)."""
         if not self.started:
             return None
-        end = datetime.fromisoformat(self.finished) if self.finished else datetime.now(timezone.utc)
+        end = datetime.fromisoformat(self.finished) if self.finished else datetime.now(UTC)
         return max(0.0, (end - datetime.fromisoformat(self.started)).total_seconds())
 
     @property
@@ -189,9 +190,9 @@ class RunStore:
             db.execute("COMMIT")
         return record
 
-    def reconcile(self) -> list[str]:
+    def reconcile(self) -> builtins.list[str]:
         """Mark runs whose worker process is gone as FAILED (lost). Returns their ids."""
-        lost = []
+        lost: builtins.list[str] = []
         for status in ("PENDING", "RUNNING"):
             records, _ = self.list(status=status, limit=10_000)
             for record in records:

@@ -225,7 +225,8 @@ class WorkflowInterpreter:
         return self.templates[name]
 
     def _log(self, text: str) -> None:
-        self.log_file.write(text.encode() if "b" in getattr(self.log_file, "mode", "") else text)
+        binary = "b" in getattr(self.log_file, "mode", "")
+        self.log_file.write(text.encode() if binary else text)  # type: ignore[arg-type]
         self.log_file.flush()
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError
-from ..tracking_uri import tracking_uri
 from ..store import RunRecord, nbscale_home, pid_alive, utcnow
+from ..tracking_uri import tracking_uri
 from .base import Executor
 
 log = logging.getLogger(__name__)

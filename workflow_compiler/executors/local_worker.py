@@ -45,7 +45,7 @@ class RunWorker:
         self.step_names = [t["name"] for t in entry.get("dag", {}).get("tasks", []) if t["name"] not in _HELPER_TASKS]
         self.steps = {n: StepState(name=n) for n in self.step_names}
         self.lock = threading.Lock()
-        self.log_file = open(self.run_dir / "log.txt", "ab", buffering=0)  # noqa: SIM115 - lives as long as the worker
+        self.log_file = open(self.run_dir / "log.txt", "ab", buffering=0)
         self.interpreter = WorkflowInterpreter(manifest, workflow_name=self.record.workflow_name, root=root,
                                                run_dir=self.run_dir, log_file=self.log_file, on_task=self.on_task)
 
@@ -67,9 +67,9 @@ class RunWorker:
         """Write the steps and the derived progress into the record."""
         with self.lock:
             for step in self.steps.values():
-                progress = _read_json(_find(step.output_dir, "progress.json"))
-                if progress:
-                    step.progress = Progress(done=int(progress.get("cells_done", 0)), total=int(progress.get("cells_total", 0)))
+                cells = _read_json(_find(step.output_dir, "progress.json"))
+                if cells:
+                    step.progress = Progress(done=int(cells.get("cells_done", 0)), total=int(cells.get("cells_total", 0)))
             steps = [self.steps[n].model_copy() for n in self.step_names]
         if len(steps) == 1:
             progress = steps[0].progress
