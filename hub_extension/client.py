@@ -148,6 +148,16 @@ class QuotaClient:
         """
         lease = self.admit(gpus, pool, concurrency, estimated_seconds, request_id or new_request_id(),
                            label=label, ttl_seconds=ttl_seconds)
+        with self.keep(lease):
+            yield lease
+
+    @contextmanager
+    def keep(self, lease: Lease) -> Iterator[Lease]:
+        """Heartbeat an already admitted ``lease`` and release it on exit, however the block ends.
+
+        For runs that outlive the process that admitted them: admit in the server (so a refusal is
+        answered at once), pass ``lease.raw`` to the worker, and ``keep(Lease.from_json(raw))`` there.
+        """
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat_loop, args=(lease, stop), daemon=True,
                                 name=f"nbscale-quota-heartbeat-{lease.id}")

@@ -9,6 +9,7 @@ import pytest
 
 from hub_extension.client import (
     QUOTAS_OFF,
+    Lease,
     QuotaClient,
     new_request_id,
     quota_lease,
@@ -131,3 +132,15 @@ def test_fail_closed_when_the_service_hangs(client_for) -> None:
         with pytest.raises(QuotaUnavailable, match="ReadTimeout"):
             client.my_quota()
         assert time.monotonic() - started < 10
+
+
+def test_a_lease_admitted_in_one_process_is_kept_and_released_by_another(client_for, set_limits, quota_hub) -> None:
+    name, server_side = client_for()
+    set_limits(name, max_gpus=1)
+    lease = server_side.admit(1, "default", 1, 60, new_request_id(), ttl_seconds=1.5)
+    worker_side = QuotaClient(quota_hub.service_direct_url, server_side._http.headers["Authorization"].split()[1])
+    with worker_side.keep(Lease.from_json(lease.raw)):
+        time.sleep(3.5)
+        assert server_side.my_quota()["usage"]["gpus_in_use"] == 1
+    assert server_side.my_quota()["usage"]["gpus_in_use"] == 0
+    worker_side.close()
