@@ -78,7 +78,7 @@ class QuotaServiceApp(Application):
     ).tag(config=True)
     config_file = Unicode("", help="Python config file to load, e.g. nbscale_quotas_config.py").tag(config=True)
 
-    aliases = {  # noqa: RUF012  (traitlets reads this class attribute)
+    aliases = {
         "db-url": "QuotaServiceApp.db_url",
         "default-ttl": "QuotaServiceApp.default_ttl_seconds",
         "max-ttl": "QuotaServiceApp.max_ttl_seconds",

@@ -153,7 +153,7 @@ class LocalHub:
             self.process.kill()
             self.process.wait(timeout=10)
 
-    def __enter__(self) -> LocalHub:  # noqa: PYI034  (LocalHub is not subclassed)
+    def __enter__(self) -> LocalHub:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

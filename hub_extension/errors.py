@@ -31,3 +31,9 @@ class Forbidden(QuotaServiceError):
     """The caller lacks the scope, or is a service where a user is required."""
 
     http_status = 403
+
+
+class UserNotFound(QuotaServiceError):
+    """The hub has no such user."""
+
+    http_status = 404

@@ -43,6 +43,12 @@ c.JupyterHub.load_roles = [
         ],
         "users": ["quota-admin"],
     },
+    {
+        "name": "nbscale-quotas-service",
+        "description": "Lets the quota service look up a user's groups for the admin view",
+        "scopes": ["read:users:groups"],
+        "services": ["nbscale-quotas"],
+    },
 ]
 
 # --- single-user servers: the token the nbscale extension uses, and where the service is -----

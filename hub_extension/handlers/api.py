@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
+from tornado.escape import url_escape
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
 from .. import admin
+from ..errors import UserNotFound
 from ..schemas import AdmissionBody, PolicyBody, ReleaseBody
 from ..store import AdmissionRequest, Caller
 from .base import APIHandler
+
+log = logging.getLogger(__name__)
 
 
 class LeasesHandler(APIHandler):
@@ -52,12 +61,35 @@ class MyQuotaHandler(APIHandler):
 
 
 class UserQuotaHandler(APIHandler):
-    """GET ``users/{name}``: one user's quota (admins only; groups as last seen on a lease)."""
+    """GET ``users/{name}``: one user's quota (admins only).
 
-    def get(self, name: str) -> None:
+    Group membership comes from the hub (the service's role needs ``read:users:groups``);
+    without that scope, from the user's most recent lease.
+    """
+
+    async def get(self, name: str) -> None:
         self.require_admin()
-        groups = admin.usage_overview(self.store)["users"].get(name, {}).get("groups", [])
-        self.write_json(self.store.quota_for(name, tuple(groups)))
+        groups = await self._hub_groups(name)
+        if groups is None:
+            groups = admin.usage_overview(self.store)["users"].get(name, {}).get("groups", [])
+        self.write_json(self.store.quota_for(name, tuple(sorted(groups))))
+
+    async def _hub_groups(self, name: str) -> list[str] | None:
+        request = HTTPRequest(
+            f"{self.hub_auth.api_url}/users/{url_escape(name, plus=False)}", request_timeout=10,
+            headers={"Authorization": f"token {self.hub_auth.api_token}"},
+        )
+        try:
+            answer = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as exc:
+            log.warning("cannot ask the hub for %s's groups: %s", name, exc)
+            return None
+        if answer.code == 404:
+            raise UserNotFound(f"The hub has no user '{name}'.")
+        if answer.code != 200:
+            return None
+        groups = json.loads(answer.body).get("groups")
+        return list(groups) if isinstance(groups, list) else None
 
 
 class UsageHandler(APIHandler):

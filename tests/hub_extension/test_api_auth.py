@@ -121,3 +121,13 @@ def test_bad_admission_requests_get_400_with_the_field(quota_hub, api, unique_us
 def test_not_json_is_a_clear_400(quota_hub, api, unique_user) -> None:
     answer = api(quota_hub.token_for(unique_user("nojson"))).post("leases", content=b"{nope")
     assert answer.status_code == 400 and "not valid JSON" in answer.json()["message"]
+
+
+def test_admins_see_limits_from_hub_groups_of_users_who_never_ran(quota_hub, admin_api, unique_user) -> None:
+    name, group = unique_user("idle"), unique_user("team")
+    quota_hub.ensure_user(name, ["gpu-users", group])
+    assert admin_api.put(f"policies/group/{group}", json={"max_gpus": 6}).status_code == 200
+    quota = admin_api.get(f"users/{name}").json()
+    assert quota["limits"]["max_gpus"] == 6 and quota["limits"]["sources"]["max_gpus"] == f"group:{group}"
+    missing = admin_api.get(f"users/{unique_user('nobody')}")
+    assert missing.status_code == 404 and "no user" in missing.json()["message"]
