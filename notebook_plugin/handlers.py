@@ -31,7 +31,7 @@ def maps_errors(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
     async def wrapper(self: NbscaleHandler, *args: Any, **kwargs: Any) -> None:
         try:
             await method(self, *args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the single place exceptions become HTTP answers
+        except Exception as exc:  # the single place exceptions become HTTP answers
             status, body = error_response(exc)
             self.clear()
             self.set_status(status)

@@ -54,12 +54,12 @@ def submit_with_quota(spec: RunSpec, start: Callable[[], RunRecord], wait: Calla
             with client.lease(**request):
                 try:
                     record = start()
-                except BaseException as exc:  # noqa: BLE001 - re-raised in the caller; the lease is released on exit
+                except BaseException as exc:  # re-raised in the caller; the lease is released on exit
                     answers.put(exc)
                     return
                 answers.put(record)
                 wait(record.id)
-        except BaseException as exc:  # noqa: BLE001 - refused or unreachable: re-raised in the caller
+        except BaseException as exc:  # refused or unreachable: re-raised in the caller
             answers.put(exc)
 
     threading.Thread(target=hold, name="nbscale-quota-lease", daemon=True).start()

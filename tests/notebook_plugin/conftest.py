@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from nbplugin_helpers import write_notebook
-from pytest_jupyter.jupyter_server import *
+from pytest_jupyter.jupyter_server import *  # noqa: F403 - the jp_* fixtures and the async test runner
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -6,7 +6,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { collect, fieldShell, IField, objectFields, placeErrors, resolveSchema, schemaField } from './schemaform';
-import { IFieldError, INotebookParameters, IParameterInfo, ISchemas } from './types';
+import { IFieldError, IJsonSchema, INotebookParameters, IParameterInfo, ISchemas } from './types';
 
 export type RunMode = 'run' | 'sweep';
 
@@ -79,7 +79,7 @@ function spaceField(info: IParameterInfo): IField {
   input.type = 'text';
   input.classList.add('jp-mod-styled');
   input.placeholder =
-    info.type === 'int' ? 'randint(50, 400)' : info.type === 'float' ? 'loguniform(1e-3, 0.3)' : "choice(['a', 'b'])";
+    info.type === 'int' ? 'randint(50, 400)' : info.type === 'float' ? 'loguniform(1e-3, 0.3)' : "choice('a', 'b')";
   const key = `sweep.space.${info.name}`;
   const shell = fieldShell(key, `${info.name}: search space`, 'empty: fixed at the value above', input);
   const read = () => ({ set: input.value.trim() !== '', value: input.value.trim() });
@@ -108,6 +108,8 @@ export class RunForm extends Widget {
     this._general.className = 'jp-nbscale-error jp-nbscale-general-error';
     this._general.setAttribute('role', 'alert');
     this.node.appendChild(this._general);
+    const run = resolveSchema(schemas.run, schemas.run);
+    this._sweepSchema = schemas.sweep ?? run.properties?.sweep ?? null;
     this._buildMode(mode);
     this._buildParameters();
     this._buildSweep();
@@ -121,7 +123,7 @@ export class RunForm extends Widget {
   }
 
   set mode(mode: RunMode) {
-    this._mode = mode === 'sweep' && this.schemas.sweep ? 'sweep' : 'run';
+    this._mode = mode === 'sweep' && this._sweepSchema ? 'sweep' : 'run';
     this.node.classList.toggle('jp-nbscale-mod-sweep', this._mode === 'sweep');
     for (const radio of this._modeRadios) {
       radio.checked = radio.value === this._mode;
@@ -170,7 +172,7 @@ export class RunForm extends Widget {
       radio.type = 'radio';
       radio.name = 'nbscale-mode';
       radio.value = value;
-      radio.disabled = value === 'sweep' && !this.schemas.sweep;
+      radio.disabled = value === 'sweep' && !this._sweepSchema;
       radio.addEventListener('change', () => (this.mode = value as RunMode));
       wrapper.append(radio, ` ${label}`);
       if (radio.disabled) {
@@ -202,13 +204,14 @@ export class RunForm extends Widget {
   }
 
   private _buildSweep(): void {
-    const sweep = this.schemas.sweep;
-    if (!sweep) {
+    if (!this._sweepSchema) {
       return;
     }
+    // Resolve against the schema that holds the $defs: the sweep's own, or the run's.
+    const root = this.schemas.sweep ?? this.schemas.run;
     const node = section('Sweep');
     node.classList.add('jp-nbscale-sweep-only');
-    this._sweepFields = objectFields('sweep', sweep, sweep, ['space']);
+    this._sweepFields = objectFields('sweep', root, this._sweepSchema, ['space']);
     node.append(...this._sweepFields.map(f => f.node));
     this.node.appendChild(node);
   }
@@ -234,6 +237,7 @@ export class RunForm extends Widget {
   }
 
   private _mode: RunMode = 'run';
+  private _sweepSchema: IJsonSchema | null = null;
   private _modeRadios: HTMLInputElement[] = [];
   private _general: HTMLElement;
   private _parameterFields: IField[] = [];

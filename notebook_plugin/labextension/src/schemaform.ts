@@ -84,7 +84,7 @@ export function fieldShell(key: string, label: string, help: string, input: HTML
 /** A field for one schema property; the value is read back typed (numbers, booleans, text). */
 export function schemaField(key: string, root: IJsonSchema, property: IJsonSchema, name: string): IField {
   const schema = resolveSchema(root, property);
-  const label = schema.title || name;
+  const label = name; // pydantic's titles are just the capitalised name; the description is the help
   let input: HTMLInputElement | HTMLSelectElement;
   if (schema.enum) {
     const select = document.createElement('select');

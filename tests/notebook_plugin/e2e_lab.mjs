@@ -1,0 +1,121 @@
+// Drives JupyterLab in Debian's chromium: Run at scale on a notebook, watch it in the Runs panel,
+// open its output notebook. Prints one JSON line with what it saw; exits non-zero on failure.
+// Usage: node e2e_lab.mjs CONFIG_JSON   (url, token, notebook, parameter, value, shots: [dirs])
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const config = JSON.parse(process.argv[2]);
+const result = { ok: false, steps: [] };
+const step = name => {
+  result.steps.push(name);
+  console.error(`[e2e] ${name}`);
+};
+
+async function shoot(target, name) {
+  for (const dir of config.shots) {
+    mkdirSync(dir, { recursive: true });
+    await target.screenshot({ path: join(dir, name) });
+  }
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
+});
+const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+page.on('pageerror', error => console.error(`[page error] ${error.message}`));
+try {
+  await page.goto(`${config.url}lab/tree/${config.notebook}?token=${config.token}`);
+  await page.waitForSelector('#jupyterlab-splash', { state: 'detached', timeout: 120000 });
+  step('lab loaded');
+  // Lab asks about its news feed in a toast; answer it so it stays out of the screenshots.
+  const news = page.locator('.Toastify__toast', { hasText: 'Jupyter news' }).getByRole('button', { name: 'No' });
+  await news.click({ timeout: 8000 }).catch(() => step('no news toast'));
+
+  const button = page.locator('.jp-NotebookPanel-toolbar [data-command="nbscale:run-notebook"]');
+  await button.waitFor({ timeout: 60000 });
+  result.buttonText = (await button.innerText()).trim();
+  await page.waitForSelector('.jp-Notebook .jp-Cell', { timeout: 60000 });
+  await button.click();
+  const dialog = page.locator('.jp-nbscale-dialog');
+  const field = dialog.locator(`#nbscale-parameters-${config.parameter}`);
+  await field.waitFor({ timeout: 30000 });
+  step('dialog open');
+  result.defaultValue = await field.inputValue();
+
+  // Sweep mode shows a search space per parameter and the sweep settings from the server's schema.
+  await dialog.locator('input[name="nbscale-mode"][value="sweep"]').check();
+  await dialog.locator(`[data-field="sweep.space.${config.parameter}"]`).waitFor({ state: 'visible', timeout: 10000 });
+  await dialog.locator('[data-field="sweep.metric"]').waitFor({ state: 'visible', timeout: 10000 });
+  result.sweepFields = await dialog.locator('[data-field^="sweep."]:visible').count();
+  await shoot(dialog.locator('.jp-Dialog-content'), 'sweep-dialog.png');
+  await dialog.locator('input[name="nbscale-mode"][value="run"]').check();
+  await dialog.locator(`[data-field="sweep.space.${config.parameter}"]`).waitFor({ state: 'hidden', timeout: 10000 });
+  step('sweep mode toggles');
+
+  // A value the server refuses: its message must appear next to that field, and the dialog stays.
+  const memory = dialog.locator('#nbscale-resources-memory');
+  await memory.fill('lots of it');
+  await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+  const memoryError = dialog.locator('.jp-nbscale-field.jp-mod-invalid[data-field="resources.memory"] .jp-nbscale-error');
+  await memoryError.waitFor({ timeout: 30000 });
+  result.fieldError = (await memoryError.innerText()).trim();
+  step('server error shown next to its field');
+  await memory.fill('2Gi');
+
+  await field.fill(String(config.value));
+  await dialog.locator('.jp-nbscale-dialog-body').evaluate(node => (node.scrollTop = 0));
+  await shoot(dialog.locator('.jp-Dialog-content'), 'run-at-scale-dialog.png');
+  const toast = page.locator('.Toastify__toast', { hasText: /succeeded/ }).first();
+  await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+  await dialog.waitFor({ state: 'detached', timeout: 30000 });
+  step('submitted');
+
+  const panel = page.locator('#nbscale-runs');
+  await panel.waitFor({ state: 'visible', timeout: 30000 });
+  const row = panel.locator('.jp-nbscale-run').first();
+  await row.waitFor({ timeout: 30000 });
+  result.runId = await row.getAttribute('data-run-id');
+  result.seenStatuses = [];
+  const deadline = Date.now() + config.timeoutMs;
+  let status = '';
+  while (Date.now() < deadline) {
+    status = await row.getAttribute('data-status');
+    if (!result.seenStatuses.includes(status)) result.seenStatuses.push(status);
+    if (['SUCCEEDED', 'FAILED', 'KILLED'].includes(status)) break;
+    await page.waitForTimeout(500);
+  }
+  result.status = status;
+  if (status !== 'SUCCEEDED') {
+    result.rowText = await row.innerText();
+    throw new Error(`run ended ${status}`);
+  }
+  await toast.waitFor({ timeout: 15000 });
+  result.notification = (await toast.innerText()).trim();
+  result.rowText = await row.innerText();
+  step('run succeeded in the Runs panel');
+  await shoot(page, 'runs-panel.png');
+
+  await row.locator('.jp-nbscale-open-output').click();
+  const outputTab = page.locator('.lm-TabBar-tab', { hasText: '.output.ipynb' });
+  await outputTab.waitFor({ timeout: 60000 });
+  const injected = page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell', { hasText: `${config.parameter} = ${config.value}` }).first();
+  await injected.waitFor({ timeout: 60000 });
+  result.outputCell = (await injected.innerText()).trim();
+  result.outputTitle = (await outputTab.innerText()).trim();
+  step('output notebook open with the new value');
+  await shoot(page, 'output-notebook.png');
+  result.ok = true;
+} catch (error) {
+  result.error = String(error && error.stack ? error.stack : error);
+  for (const dir of config.shots.slice(-1)) {
+    mkdirSync(dir, { recursive: true });
+    await page.screenshot({ path: join(dir, 'failure.png') }).catch(() => {});
+  }
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));
+process.exit(result.ok ? 0 : 1);

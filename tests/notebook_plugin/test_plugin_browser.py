@@ -1,0 +1,64 @@
+"""The real-browser test: JupyterLab with the extension, driven in Debian's chromium by playwright-core."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from nbplugin_helpers import JupyterProcess
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = Path(__file__).with_name("e2e_lab.mjs")
+ARTIFACTS = ROOT / "test-artifacts" / "notebook_plugin"
+DOC_IMAGES = ROOT / "docs" / "img"
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
+    """One ``jupyter lab`` on 127.0.0.1 for the session, serving a copy of the examples."""
+    root = tmp_path_factory.mktemp("lab-root")
+    shutil.copy(ROOT / "examples" / "train.ipynb", root / "train.ipynb")
+    server = JupyterProcess("lab", root, tmp_path_factory.mktemp("lab-state")).start(timeout=120)
+    yield server
+    server.stop()
+
+
+def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
+    assert Path("/usr/bin/chromium").exists(), "install Debian's chromium: scripts/bootstrap.sh test does it"
+    assert (ROOT / "node_modules" / "playwright-core").is_dir(), "run npm install at the repository root"
+    listing = subprocess.run([str(Path(os.sys.executable).with_name("jupyter")), "labextension", "list"],
+                             capture_output=True, text=True, env=lab.env, check=True)
+    assert "nbscale" in listing.stdout + listing.stderr, "the nbscale lab extension is not installed"
+
+    shots = [str(ARTIFACTS)]
+    if os.environ.get("NBSCALE_UPDATE_SCREENSHOTS") or not (DOC_IMAGES / "runs-panel.png").exists():
+        shots.insert(0, str(DOC_IMAGES))
+    config = {"url": lab.url, "token": lab.token, "notebook": "train.ipynb", "parameter": "n_estimators",
+              "value": 37, "shots": shots, "timeoutMs": 240_000}
+    proc = subprocess.run(["node", str(SCRIPT), json.dumps(config)], capture_output=True, text=True, timeout=420, cwd=ROOT)
+    (ARTIFACTS).mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "e2e-stderr.txt").write_text(proc.stderr)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert lines, f"no result from the browser script (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
+    result = json.loads(lines[-1])
+    assert result["ok"], f"{result}\n{proc.stderr[-3000:]}\nserver log: {lab.log_path}"
+
+    assert result["buttonText"] == "Run at scale"
+    assert result["defaultValue"] == "100"
+    assert result["sweepFields"] >= 8  # a space per parameter plus metric, mode, samples, ...
+    assert "memory" in result["fieldError"].lower() or "match pattern" in result["fieldError"].lower()
+    assert result["status"] == "SUCCEEDED"
+    assert "succeeded" in result["notification"] and result["runId"] in result["notification"]
+    assert "n_estimators = 37" in result["outputCell"]
+    for name in ("run-at-scale-dialog.png", "runs-panel.png", "output-notebook.png"):
+        assert (ARTIFACTS / name).stat().st_size > 10_000
+
+    status, record = lab.api("GET", f"runs/{result['runId']}")
+    assert status == 200 and record["parameters"] == {"n_estimators": 37}
