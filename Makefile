@@ -27,7 +27,7 @@ test:  ## install everything, then run the whole test suite
 
 lab:  ## start JupyterLab with the nbscale extension on the embedded default
 	scripts/bootstrap.sh demo
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir examples
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser --ServerApp.root_dir=examples $(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench:  ## benchmarks, side by side with the baselines; results in benchmarks/results/
 	scripts/bootstrap.sh test
