@@ -1,0 +1,83 @@
+"""Tune callbacks of the driver: live progress, trial statuses in MLflow, and cancellation.
+
+They are pickled into Tune's experiment state (for resume), so they hold only the sweep id and
+find the driver's live state through ``driver.session(sweep_id)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune import Callback, Stopper
+
+from . import tracking
+from .summary import row_from_trial
+
+
+class SweepCallback(Callback):
+    """Keeps the driver's trial table and the children's MLflow statuses current."""
+
+    def __init__(self, sweep_id: str) -> None:
+        self.sweep_id = sweep_id
+
+    def _update(self, trials: list[Any], trial: Any, *, close: str | None = None, ended: str | None = None) -> None:
+        from .driver import session
+
+        current = session(self.sweep_id)
+        if current is None or current.spec.sweep is None:
+            return
+        row = row_from_trial(trial, trials.index(trial) + 1, metric=current.spec.sweep.metric, cancelled=current.cancel.is_set(), ended=ended)
+        current.rows[trial.trial_id] = row
+        if close is not None:
+            tracking.close_open_children(current.client, experiment_id=current.experiment_id, parent_run_id=current.parent_run_id,
+                                         status=row.status if close == "row" else close, trial_id=trial.trial_id)
+        current.refresh()
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """A trial (or its retry) started."""
+        self._update(trials, trial)
+
+    def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
+        """An intermediate result: the objective as logged so far."""
+        self._update(trials, trial)
+
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Finished, or stopped by the scheduler: a run the worker could not close gets that status."""
+        self._update(trials, trial, close="row", ended="TERMINATED")
+
+    def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Failed and will be retried: that attempt's run is FAILED."""
+        self._update(trials, trial, close="FAILED", ended="PENDING")
+
+    def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        """Failed for good (retries used up), or its worker process died."""
+        self._update(trials, trial, close="row", ended="ERROR")
+
+    def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
+        """Every trial of the experiment, including those finished before a resume."""
+        from .driver import session
+
+        current = session(self.sweep_id)
+        if current is not None and current.spec.sweep is not None:
+            for number, trial in enumerate(trials, start=1):
+                current.rows[trial.trial_id] = row_from_trial(trial, number, metric=current.spec.sweep.metric,
+                                                              cancelled=current.cancel.is_set())
+            current.refresh()
+
+
+class CancelStopper(Stopper):
+    """Stops the whole experiment once the driver's cancel event is set (Ctrl-C, SIGTERM, cancel_sweep)."""
+
+    def __init__(self, sweep_id: str) -> None:
+        self.sweep_id = sweep_id
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        """Single trials are never stopped here (that is the scheduler's job)."""
+        return False
+
+    def stop_all(self) -> bool:
+        """True once the sweep was cancelled."""
+        from .driver import session
+
+        current = session(self.sweep_id)
+        return current is not None and current.cancel.is_set()

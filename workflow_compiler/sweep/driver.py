@@ -1,0 +1,249 @@
+"""The sweep driver: a Ray Tune experiment over a notebook, tracked in MLflow, resumable, cancellable.
+
+``run_sweep(spec, root=...)`` checks the spec, opens the parent MLflow run, runs Tune (random or
+grid through ``BasicVariantGenerator``, TPE through ``OptunaSearch``; FIFO or ASHA), and closes
+the parent with the best trial, a summary table and plots. State lives in
+``$NBSCALE_HOME/sweeps/<sweep_id>/``: ``sweep.json`` (spec and MLflow ids), ``tune/`` (Tune's
+experiment state, for ``resume_id``), ``trials/<trial_id>/attempt-N/output.ipynb``.
+Ctrl-C (SIGINT) or SIGTERM stops every trial; their runs and the parent end KILLED.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ExecutionError, SpecError
+from ..spec import RunSpec, check_run_spec
+from ..tracking_uri import nbscale_home, tracking_uri
+from . import tracking
+from .progress import SweepProgress
+from .results import SweepResult, TrialRow
+from .summary import finish_sweep, row_from_trial
+from .trial import TrialPlan, run_trial
+
+log = logging.getLogger(__name__)
+
+_SESSIONS: dict[str, _Session] = {}
+
+
+@dataclass
+class _Session:
+    """Driver-side state of a running sweep; Tune callbacks find it by sweep id (they must pickle)."""
+
+    sweep_id: str
+    spec: RunSpec
+    client: Any
+    experiment_id: str
+    parent_run_id: str
+    progress: SweepProgress
+    cancel: threading.Event = field(default_factory=threading.Event)
+    rows: dict[str, TrialRow] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        self.progress.update(sorted(self.rows.values(), key=lambda r: r.number))
+
+
+def sweeps_dir() -> Path:
+    """Where sweeps keep their state: ``$NBSCALE_HOME/sweeps``."""
+    return nbscale_home() / "sweeps"
+
+
+def new_sweep_id() -> str:
+    """``nbs-`` + 10 lowercase hex characters, like every nbscale run id."""
+    return "nbs-" + secrets.token_hex(5)
+
+
+def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: bool = True,
+              resume_id: str | None = None, sweep_id: str | None = None) -> SweepResult:
+    """Run (or, with ``resume_id``, finish) a sweep and return its result."""
+    if resume_id is not None:
+        spec, state = _load_state(resume_id)
+        sweep_id = resume_id
+    else:
+        if spec is None or spec.sweep is None:
+            raise SpecError("run_sweep needs a RunSpec with a 'sweep' section (search space and metric).")
+        spec = check_run_spec(spec, root=root)
+        sweep_id = sweep_id or new_sweep_id()
+        state = _create_state(spec, sweep_id, Path(root))
+    assert spec.sweep is not None  # noqa: S101 - checked above or when the state was saved
+    sweep_dir = sweeps_dir() / sweep_id
+    mc = tracking.client(state["tracking_uri"])
+    if resume_id is not None:
+        tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"], status="KILLED")
+        mc.update_run(state["parent_run_id"], status="RUNNING")
+    plan = TrialPlan(sweep_id=sweep_id, notebook=state["notebook_path"], workdir=state["workdir"],
+                     trials_dir=str(sweep_dir / "trials"), fixed=spec.parameters, metric=spec.sweep.metric,
+                     tracking_uri=state["tracking_uri"], experiment_id=state["experiment_id"],
+                     parent_run_id=state["parent_run_id"], tags=dict(spec.tracking.tags),
+                     fresh_kernel=spec.sweep.fresh_kernel,
+                     report_interval=float(os.environ.get("NBSCALE_SWEEP_REPORT_INTERVAL", "0")))
+    display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
+                            total=spec.sweep.total_trials(), enabled=progress)
+    session = _Session(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
+    _SESSIONS[sweep_id] = session
+    started = time.monotonic()
+    try:
+        with display, _cancel_on_signals(session.cancel):
+            grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None)
+    finally:
+        _SESSIONS.pop(sweep_id, None)
+    return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
+                        rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
+
+
+def _create_state(spec: RunSpec, sweep_id: str, root: Path) -> dict[str, Any]:
+    from ..paths import resolve_notebook_path
+
+    assert spec.sweep is not None  # noqa: S101 - run_sweep checked it
+    absolute, _ = resolve_notebook_path(spec.notebook, root)
+    uri = tracking_uri()
+    mc = tracking.client(uri)
+    experiment_id = tracking.ensure_experiment(mc, spec.experiment, uri)
+    settings = spec.sweep.model_dump(mode="json", exclude={"space"})
+    parent = tracking.open_parent_run(mc, experiment_id=experiment_id, sweep_id=sweep_id, name=f"sweep-{sweep_id}",
+                                      space={k: d.to_text() for k, d in spec.sweep.space.items()}, settings=settings,
+                                      fixed=spec.parameters, tags={**spec.tracking.tags, "nbscale.notebook": spec.notebook,
+                                                                   "nbscale.user": spec.user})
+    state = {"sweep_id": sweep_id, "spec": spec.model_dump(mode="json"), "notebook_path": str(absolute),
+             "workdir": str(absolute.parent), "tracking_uri": uri, "experiment_id": experiment_id, "parent_run_id": parent}
+    folder = sweeps_dir() / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sweep.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    return state
+
+
+def _load_state(sweep_id: str) -> tuple[RunSpec, dict[str, Any]]:
+    file = sweeps_dir() / sweep_id / "sweep.json"
+    if not sweep_id.replace("-", "").isalnum() or not file.is_file():
+        from ..errors import RunNotFound
+
+        raise RunNotFound(f"no sweep {sweep_id!r} under {sweeps_dir()}; `nbscale runs` lists sweeps.")
+    state = json.loads(file.read_text(encoding="utf-8"))
+    return RunSpec.model_validate(state["spec"]), state
+
+
+def ensure_ray() -> None:
+    """Connect to Ray: as initialised already, ``RAY_ADDRESS`` when set, else a local Ray on this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    # The raylet waits 30 s for its metrics agent by default, too short on a busy 2-core machine.
+    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+        return
+    gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
+    ray.init(include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)
+
+
+def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
+    from ray import tune
+
+    assert spec.sweep is not None  # noqa: S101
+    ensure_ray()
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours stops the trials and marks them KILLED
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a killed driver loses at most ~1 s of state
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan),
+                                    {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
+    experiment = sweep_dir / "tune" / plan.sweep_id
+    if resume:
+        if not tune.Tuner.can_restore(str(experiment)):
+            raise ExecutionError(f"sweep {plan.sweep_id} has no Tune state to resume from ({experiment}).")
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+    else:
+        tuner = tune.Tuner(trainable, param_space={k: d.to_tune() for k, d in spec.sweep.space.items()},
+                           tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
+    return tuner.fit()
+
+
+def _tune_config(spec: RunSpec) -> Any:
+    from ray import tune
+
+    sweep = spec.sweep
+    assert sweep is not None  # noqa: S101
+    search_alg: Any = None
+    if sweep.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search_alg = OptunaSearch(seed=sweep.seed)
+    elif sweep.seed is not None:
+        from ray.tune.search import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=sweep.seed)
+    scheduler: Any = None
+    if sweep.scheduler == "asha":
+        from ray.tune.schedulers import ASHAScheduler
+
+        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_steps,
+                                  grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
+    return tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.effective_samples,
+                           max_concurrent_trials=sweep.concurrency, search_alg=search_alg, scheduler=scheduler,
+                           time_budget_s=sweep.time_budget_s, reuse_actors=True)
+
+
+def _run_config(spec: RunSpec, plan: TrialPlan, sweep_dir: Path) -> Any:
+    from ray import tune
+
+    from .callbacks import CancelStopper, SweepCallback
+
+    assert spec.sweep is not None  # noqa: S101
+    return tune.RunConfig(name=plan.sweep_id, storage_path=str(sweep_dir / "tune"), verbose=0,
+                          failure_config=tune.FailureConfig(max_failures=spec.sweep.max_failures),
+                          callbacks=[SweepCallback(plan.sweep_id)], stop=CancelStopper(plan.sweep_id),
+                          checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
+
+
+class _cancel_on_signals:  # noqa: N801 - used as a context manager, named like one
+    """SIGINT/SIGTERM set ``event`` (the stopper ends every trial); a second SIGINT raises as usual."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.event.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.warning("signal %s: stopping every trial of the sweep", signum)
+        self.event.set()
+
+    def __enter__(self) -> _cancel_on_signals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def session(sweep_id: str) -> _Session | None:
+    """The running sweep's driver state (for callbacks in this process)."""
+    return _SESSIONS.get(sweep_id)
+
+
+def cancel_sweep(sweep_id: str) -> bool:
+    """Ask a sweep running in this process to stop all its trials (as Ctrl-C does)."""
+    current = _SESSIONS.get(sweep_id)
+    if current is None:
+        return False
+    current.cancel.set()
+    return True
+
+
+__all__ = ["cancel_sweep", "ensure_ray", "new_sweep_id", "row_from_trial", "run_sweep", "sweeps_dir"]

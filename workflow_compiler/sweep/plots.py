@@ -1,0 +1,63 @@
+"""PNG plots for a sweep's parent run: the objective by trial, and each parameter against it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from .results import SweepResult
+
+_COLORS = {"COMPLETED": "#1f77b4", "EARLY_STOPPED": "#ff7f0e", "FAILED": "#d62728", "KILLED": "#7f7f7f"}
+
+
+def write_plots(result: SweepResult, folder: Path) -> list[Path]:
+    """Write ``objective_by_trial.png`` and ``params_vs_objective.png``; return the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure  # Figure directly: no pyplot global state in the driver
+
+    scored = [t for t in result.trials if t.value is not None]
+    if not scored:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "objective_by_trial.png", folder / "params_vs_objective.png"]
+
+    fig = Figure(figsize=(7, 4), dpi=110)
+    ax = fig.add_subplot()
+    best_so_far, running = [], None
+    for t in sorted(scored, key=lambda t: t.number):
+        if t.status == "COMPLETED":
+            running = t.value if running is None else (min if result.mode == "min" else max)(running, t.value)
+        best_so_far.append((t.number, running))
+        ax.scatter(t.number, t.value, color=_COLORS.get(t.status, "#000"), label=t.status.replace("_", " ").lower(), zorder=3)
+    steps = [(n, v) for n, v in best_so_far if v is not None]
+    if steps:
+        ax.step([n for n, _ in steps], [v for _, v in steps], where="post", color="#2ca02c", label="best so far")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{result.metric} ({result.mode})")
+    ax.set_title(f"sweep {result.sweep_id}: {result.metric} by trial")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(paths[0])
+
+    names = sorted({k for t in scored for k in t.params})
+    cols = min(3, max(1, len(names)))
+    rows = math.ceil(max(1, len(names)) / cols)
+    fig = Figure(figsize=(4 * cols, 3.2 * rows), dpi=110)
+    for i, name in enumerate(names, start=1):
+        ax = fig.add_subplot(rows, cols, i)
+        for t in scored:
+            value = t.params.get(name)
+            ax.scatter(str(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else value, t.value,
+                       color=_COLORS.get(t.status, "#000"), alpha=0.8)
+        ax.set_xlabel(name)
+        ax.set_ylabel(result.metric)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"parameters against {result.metric} (blue: completed, orange: stopped early)")
+    fig.tight_layout()
+    fig.savefig(paths[1])
+    return paths

@@ -1,0 +1,97 @@
+"""Closing a sweep: every trial's final row, the parent MLflow run's summary, table and plots."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..spec import RunSpec
+from . import tracking
+from .plots import write_plots
+from .results import SweepResult, TrialRow, best_trial, count_statuses, trials_csv
+from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, outcome_status
+
+log = logging.getLogger(__name__)
+
+
+def row_from_trial(trial: Any, number: int, *, metric: str, cancelled: bool, ended: str | None = None) -> TrialRow:
+    """A Tune ``Trial`` as a row of our table; ``ended`` ("TERMINATED"/"ERROR") when a callback knows before Tune's state does."""
+    last = trial.last_result or {}
+    state = ended or str(trial.status)
+    if state == "ERROR":
+        status = "FAILED"
+    elif state == "TERMINATED":
+        status = outcome_status(last)
+        if cancelled and status != "COMPLETED":
+            status = "KILLED"
+    elif state == "RUNNING":
+        status = "KILLED" if cancelled else "RUNNING"
+    else:
+        status = "KILLED" if cancelled else "PENDING"
+    value = last.get(metric)
+    return TrialRow(trial_id=trial.trial_id, number=number, params=dict(trial.config), status=status,
+                    value=float(value) if isinstance(value, (int, float)) else None,
+                    steps=int(last.get("training_iteration") or 0), seconds=last.get(SECONDS_KEY),
+                    attempts=int(getattr(trial, "num_failures", 0)) + (1 if state != "PENDING" else 0),
+                    run_id=last.get(RUN_KEY), output_notebook=last.get(OUTPUT_KEY), error=_error_text(trial) if status == "FAILED" else None)
+
+
+def _error_text(trial: Any) -> str | None:
+    path = getattr(trial, "error_file", None)
+    try:
+        text = Path(path).read_text(encoding="utf-8") if path else ""
+    except OSError:
+        return None
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:2000] if lines else None
+
+
+def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], sweep_dir: Path, grid: Any,
+                 rows: dict[str, TrialRow], cancelled: bool, seconds: float) -> SweepResult:
+    """Close dangling child runs, summarise, and end the parent run with table, plots and best trial."""
+    sweep = spec.sweep
+    if sweep is None:
+        raise ValueError("finish_sweep needs a sweep spec")
+    mc, parent = session_client, state["parent_run_id"]
+    tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=parent,
+                                 status="KILLED" if cancelled else "FAILED")
+    trials = sorted(rows.values(), key=lambda r: r.number)
+    best = best_trial(trials, sweep.mode)
+    status = "KILLED" if cancelled else "SUCCEEDED" if best is not None else "FAILED"
+    result = SweepResult(
+        sweep_id=state["sweep_id"], status=status, notebook=spec.notebook, metric=sweep.metric, mode=sweep.mode,
+        best=None if best is None else {"trial_id": best.trial_id, "params": best.params, "metric": sweep.metric, "value": best.value},
+        trials=trials, counts=count_statuses(trials), parent_run_id=parent, experiment_id=state["experiment_id"],
+        tracking_uri=state["tracking_uri"], sweep_dir=str(sweep_dir), seconds=seconds)
+    (sweep_dir / "result.json").write_text(json.dumps(result.to_summary(), indent=2), encoding="utf-8")
+    _close_parent(mc, result, best)
+    return result
+
+
+def _close_parent(mc: Any, result: SweepResult, best: TrialRow | None) -> None:
+    from mlflow.entities import Metric, Param
+
+    parent = result.parent_run_id
+    done = {k: v for k, v in result.counts.items() if k != "PENDING"}
+    metrics = [Metric(f"trials_{k.lower()}", float(v), 0, 0) for k, v in done.items()]
+    if best is not None and best.value is not None:
+        metrics.append(Metric(f"best_{result.metric}", best.value, 0, 0))
+        existing = mc.get_run(parent).data.params
+        params = [Param(f"best.{k}", json.dumps(v) if not isinstance(v, str) else v) for k, v in best.params.items()
+                  if f"best.{k}" not in existing]
+        if params:
+            mc.log_batch(parent, params=params)
+        mc.set_tag(parent, "nbscale.best_trial", best.trial_id)
+        if best.run_id:
+            mc.set_tag(parent, "nbscale.best_run_id", best.run_id)
+    mc.log_batch(parent, metrics=metrics)
+    mc.log_text(parent, trials_csv(result), "trials.csv")
+    mc.log_dict(parent, result.to_summary(), "summary.json")
+    with tempfile.TemporaryDirectory() as folder:
+        for path in write_plots(result, Path(folder)):
+            mc.log_artifact(parent, str(path), "plots")
+    mc.set_tag(parent, "nbscale.status", result.status)
+    mc.set_terminated(parent, {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED"}[result.status])

@@ -1,0 +1,181 @@
+"""MLflow for sweeps: one parent run per sweep, one nested child run per trial attempt.
+
+Ray Tune's own MLflow callback makes flat runs with no parent; here the parent holds the search
+space, the best parameters and metric, a summary table and plots, and every child carries
+``mlflow.parentRunId`` so the MLflow UI nests it. A child's status tag
+``nbscale.trial_status`` says COMPLETED, EARLY_STOPPED, FAILED or KILLED (MLflow's own status is
+FINISHED for the first two).
+
+Metrics the notebook logs with ``mlflow.log_metric`` are intercepted, buffered and written with
+``log_batch`` from a background thread, so a trial that logs 1000 steps does not pay 1000
+synchronous round trips to the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MetricHook = Callable[[str, float, "int | None"], None]
+TAG_KIND, TAG_SWEEP, TAG_TRIAL, TAG_STATUS = "nbscale.kind", "nbscale.sweep_id", "nbscale.trial_id", "nbscale.trial_status"
+MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED"}
+_BATCH = 1000  # MLflow's log_batch limit on metrics per call
+
+
+def client(uri: str) -> Any:
+    """An MlflowClient for ``uri`` (imported lazily; mlflow takes ~2 s to import)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client: Any, name: str, uri: str) -> str:
+    """The id of experiment ``name``, created (with artifacts beside a SQLite store) when missing."""
+    from ..tracking_uri import artifact_location
+
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(mlflow_client.create_experiment(name, artifact_location=artifact_location(uri, name)))
+    except Exception:  # another process created it between our two calls
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+class MetricBuffer:
+    """Collects metrics and writes them with ``log_batch`` every ``interval`` seconds and at close."""
+
+    def __init__(self, mlflow_client: Any, run_id: str, *, interval: float = 1.0) -> None:
+        self._client, self._run_id, self._interval = mlflow_client, run_id, interval
+        self._pending: list[Any] = []
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="nbscale-metrics", daemon=True)
+        self._thread.start()
+        self.last: dict[str, float] = {}
+
+    def add(self, name: str, value: float, step: int | None, timestamp_ms: int | None = None) -> None:
+        """Queue one metric value (never blocks on the store)."""
+        from mlflow.entities import Metric
+
+        metric = Metric(name, float(value), timestamp_ms or int(time.time() * 1000), int(step or 0))
+        with self._lock:
+            self._pending.append(metric)
+        self.last[name] = float(value)
+
+    def _loop(self) -> None:
+        while not self._closed.wait(self._interval):
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything queued so far."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for start in range(0, len(pending), _BATCH):
+            try:
+                self._client.log_batch(self._run_id, metrics=pending[start:start + _BATCH])
+            except Exception:
+                log.exception("could not write %s metrics of run %s", len(pending[start:start + _BATCH]), self._run_id)
+
+    def close(self) -> None:
+        """Stop the writer thread and write the rest."""
+        self._closed.set()
+        self._thread.join()
+        self.flush()
+
+
+@contextmanager
+def intercept_metrics(hook: MetricHook) -> Iterator[None]:
+    """While active, ``mlflow.log_metric``/``log_metrics`` calls go to ``hook`` instead of the store."""
+    import mlflow
+
+    originals = mlflow.log_metric, mlflow.log_metrics
+
+    def log_metric(key: str, value: float, step: int | None = None, *args: Any, **kwargs: Any) -> None:
+        hook(key, float(value), kwargs.get("step", step))
+
+    def log_metrics(metrics: dict[str, float], step: int | None = None, *args: Any, **kwargs: Any) -> None:
+        for key, value in metrics.items():
+            hook(key, float(value), kwargs.get("step", step))
+
+    mlflow.log_metric, mlflow.log_metrics = log_metric, log_metrics  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        mlflow.log_metric, mlflow.log_metrics = originals  # type: ignore[assignment]
+
+
+def open_trial_run(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, sweep_id: str, trial_id: str,
+                   name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
+    """Create the nested child run of one trial attempt; returns its run id."""
+    from mlflow.entities import Param
+
+    run = mlflow_client.create_run(experiment_id, run_name=name, tags={
+        **tags, "mlflow.parentRunId": parent_run_id, TAG_KIND: "trial", TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id})
+    items = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
+    for start in range(0, len(items), 100):
+        mlflow_client.log_batch(run.info.run_id, params=items[start:start + 100])
+    return str(run.info.run_id)
+
+
+def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str | None = None, artifacts: tuple[str, ...] = ()) -> None:
+    """Attach the output notebook, tag the trial status and end the child run."""
+    for path in artifacts:
+        try:
+            mlflow_client.log_artifact(run_id, path)
+        except Exception:
+            log.exception("could not store artifact %s of run %s", path, run_id)
+    mlflow_client.set_tag(run_id, TAG_STATUS, status)
+    if error:
+        mlflow_client.set_tag(run_id, "nbscale.error", error[:4000])
+    mlflow_client.set_terminated(run_id, MLFLOW_STATUS[status])
+
+
+def _param_text(value: Any) -> str:
+    import json
+
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def open_parent_run(mlflow_client: Any, *, experiment_id: str, sweep_id: str, name: str, space: dict[str, str],
+                    settings: dict[str, Any], fixed: dict[str, Any], tags: dict[str, str]) -> str:
+    """The sweep's parent run: search space and settings as params, the space also as a JSON artifact."""
+    from mlflow.entities import Param
+
+    run = mlflow_client.create_run(experiment_id, run_name=name, tags={**tags, TAG_KIND: "sweep", TAG_SWEEP: sweep_id})
+    params = [Param(f"space.{k}", v[:6000]) for k, v in space.items()]
+    params += [Param(f"sweep.{k}", _param_text(v)) for k, v in settings.items() if v is not None]
+    params += [Param(f"fixed.{k}", _param_text(v)[:6000]) for k, v in fixed.items()]
+    for start in range(0, len(params), 100):
+        mlflow_client.log_batch(run.info.run_id, params=params[start:start + 100])
+    mlflow_client.log_dict(run.info.run_id, {"space": space, "settings": settings, "fixed": fixed}, "search_space.json")
+    return str(run.info.run_id)
+
+
+def close_open_children(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, status: str,
+                        trial_id: str | None = None) -> list[str]:
+    """End child runs still RUNNING (their worker died or the sweep was cancelled) with ``status``."""
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    if trial_id is not None:
+        query += f" and tags.`{TAG_TRIAL}` = '{trial_id}'"
+    closed = []
+    for run in mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1000):
+        finish_trial_run(mlflow_client, run.info.run_id, status)
+        closed.append(str(run.info.run_id))
+    return closed
+
+
+def child_runs(mlflow_client: Any, *, experiment_id: str, parent_run_id: str) -> list[Any]:
+    """Every child run of a sweep (all attempts), oldest first."""
+    runs = mlflow_client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                                     max_results=10000, order_by=["attributes.start_time ASC"])
+    return list(runs)

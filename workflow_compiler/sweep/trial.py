@@ -1,0 +1,158 @@
+"""One trial, as Ray Tune runs it: the function trainable that executes the notebook.
+
+Tune reuses the actor between trials (``reuse_actors=True``), so the process-wide warm runner of
+``worker.py`` survives from one trial to the next. Every ``mlflow.log_metric`` in the notebook is
+buffered for MLflow and, for the objective metric, reported to Tune, which lets ASHA stop the trial
+at that very call (Tune's ``report`` then raises ``SystemExit``, turned into ``TrialStopped``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from . import tracking
+from .worker import COMPLETED, EARLY_STOPPED, FAILED, TrialOutcome, TrialStopped, quiet_papermill, warm_runner
+
+log = logging.getLogger(__name__)
+
+#: Result keys the driver reads back (everything else in a result is the notebook's metrics).
+STATUS_KEY, RUN_KEY, SECONDS_KEY, PID_KEY, OUTPUT_KEY = "nbscale_status", "nbscale_run_id", "nbscale_seconds", "nbscale_pid", "nbscale_output"
+
+
+class TrialFailed(RuntimeError):
+    """The notebook raised, its process died, or it never logged the objective metric."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialPlan:
+    """What every trial of one sweep shares; small and picklable (it travels to each worker)."""
+
+    sweep_id: str
+    notebook: str
+    workdir: str
+    trials_dir: str
+    fixed: dict[str, Any]
+    metric: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+    fresh_kernel: bool = False
+    kernel_name: str = "python3"
+    report_interval: float = 0.0
+
+
+class _TuneReporter:
+    """Reports the objective metric to Tune; a stop decision surfaces as TrialStopped."""
+
+    def __init__(self, metric: str, interval: float) -> None:
+        self.metric, self.interval, self._last = metric, interval, 0.0
+        self.stopped = False
+
+    def __call__(self, name: str, value: float, step: int | None) -> None:
+        if name != self.metric or self.stopped:
+            return
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return
+        self._last = now
+        from ray import tune
+
+        try:
+            tune.report({self.metric: value, "step": step if step is not None else -1})
+        except SystemExit:  # Tune's way of ending a function trainable it has stopped
+            self.stopped = True
+            raise TrialStopped() from None
+
+
+@contextmanager
+def _active_run(run_id: str, hook: tracking.MetricHook) -> Iterator[None]:
+    """Inside the trial's sandbox: the child run is MLflow's active run, metrics go to ``hook``."""
+    import mlflow
+
+    while mlflow.active_run() is not None:  # a run left open by anything before us is not ours to log into
+        mlflow.end_run()
+    mlflow.start_run(run_id=run_id)
+    try:
+        with tracking.intercept_metrics(hook):
+            yield
+    finally:
+        while mlflow.active_run() is not None:  # ours, and any the notebook started and left open
+            mlflow.end_run()
+
+
+def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
+    """The Tune function trainable: run the notebook once with ``config`` as its swept parameters."""
+    from ray import tune
+
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "30"  # time to close the run after an early stop
+    trial_id = tune.get_context().get_trial_id()
+    out_dir = _attempt_dir(Path(plan.trials_dir) / trial_id)
+    params = {**plan.fixed, **config}
+    mc = tracking.client(plan.tracking_uri)
+    run_id = tracking.open_trial_run(mc, experiment_id=plan.experiment_id, parent_run_id=plan.parent_run_id,
+                                     sweep_id=plan.sweep_id, trial_id=trial_id, name=f"{trial_id}-{out_dir.name}",
+                                     params=params, tags=plan.tags)
+    buffer = tracking.MetricBuffer(mc, run_id)
+    reporter = _TuneReporter(plan.metric, plan.report_interval)
+
+    def on_metric(name: str, value: float, step: int | None) -> None:
+        buffer.add(name, value, step)
+        reporter(name, value, step)
+
+    env = {"MLFLOW_TRACKING_URI": plan.tracking_uri, "MLFLOW_RUN_ID": run_id, "NBSCALE_TRIAL_ID": trial_id,
+           "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in _gpu_ids())}
+    try:
+        outcome = _execute(plan, params, out_dir, env, run_id, on_metric, reporter)
+    finally:
+        buffer.close()
+    if outcome.status == COMPLETED and plan.metric not in buffer.last:
+        outcome.status, outcome.error = FAILED, f"the notebook never logged the metric {plan.metric!r} (mlflow.log_metric)"
+    artifacts = (str(outcome.output_path),) if outcome.output_path.exists() else ()
+    tracking.finish_trial_run(mc, run_id, outcome.status, error=outcome.error, artifacts=artifacts)
+    if outcome.status == FAILED:
+        raise TrialFailed(f"trial {trial_id}: {outcome.error}")
+    if outcome.status == EARLY_STOPPED:
+        raise SystemExit(0)  # what Tune raised in report(): end the thread without Tune's closing report
+    if outcome.status == COMPLETED:
+        tune.report({**buffer.last, STATUS_KEY: COMPLETED, RUN_KEY: run_id, SECONDS_KEY: outcome.seconds,
+                     PID_KEY: outcome.pid, OUTPUT_KEY: str(outcome.output_path), "step": -1})
+
+
+def _execute(plan: TrialPlan, params: dict[str, Any], out_dir: Path, env: dict[str, str], run_id: str,
+             on_metric: tracking.MetricHook, reporter: _TuneReporter) -> TrialOutcome:
+    output = out_dir / "output.ipynb"
+    if plan.fresh_kernel:
+        from .fresh import run_in_fresh_process
+
+        return run_in_fresh_process(plan.notebook, output, params, cwd=Path(plan.workdir), env=env,
+                                    on_metric=on_metric, stopped=lambda: reporter.stopped)
+    with quiet_papermill():
+        return warm_runner().run(Path(plan.notebook), output, params, cwd=Path(plan.workdir), env=env,
+                                 kernel_name=plan.kernel_name, context=lambda: _active_run(run_id, on_metric))
+
+
+def _attempt_dir(trial_dir: Path) -> Path:
+    """``trials/<trial_id>/attempt-N``: a retried trial keeps every attempt's output notebook."""
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    n = 1 + sum(1 for p in trial_dir.iterdir() if p.name.startswith("attempt-"))
+    path = trial_dir / f"attempt-{n}"
+    path.mkdir()
+    return path
+
+
+def _gpu_ids() -> list[Any]:
+    import ray
+
+    return list(ray.get_gpu_ids())
+
+
+def outcome_status(last_result: dict[str, Any] | None) -> str:
+    """COMPLETED when the trial reported its end; a trial Tune ended without that was stopped early."""
+    return COMPLETED if (last_result or {}).get(STATUS_KEY) == COMPLETED else EARLY_STOPPED
