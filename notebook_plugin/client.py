@@ -43,14 +43,10 @@ class LocalRunClient:
         self.where = f"local executor (runs in {self.executor.store.path.parent})"
 
     def submit(self, spec: RunSpec) -> dict[str, Any]:
-        """Compile, validate, admit against quota (under a hub) and start."""
+        """Compile, validate, admit against the GPU quota (inside a hub) and start: the CLI's own path."""
         from workflow_compiler.submit import submit
 
-        from .quota import submit_with_quota
-
-        record = submit_with_quota(spec, start=lambda: submit(spec, executor=self.executor, root=self.root),
-                                   wait=lambda run_id: self.executor.wait(run_id))
-        return record.to_api()
+        return submit(spec, executor=self.executor, root=self.root).to_api()
 
     def get(self, run_id: str) -> dict[str, Any]:
         return self.executor.get(run_id).to_api()
