@@ -121,3 +121,19 @@ async def test_quota_outside_a_hub_is_off(api: Any, monkeypatch: pytest.MonkeyPa
     status, answer = await api("GET", "quota")
     assert status == 200
     assert answer["enabled"] is False
+
+
+async def test_a_valid_sweep_is_not_run_as_a_plain_run(api: Any) -> None:
+    """Until submit() compiles sweeps, a sweep is refused (501) rather than silently run once."""
+    from workflow_compiler.spec import RunSpec
+    from workflow_compiler.submit import record_for
+
+    body = {"notebook": "quick.ipynb", "sweep": {"space": {"times": "randint(1, 3)"}, "metric": "m", "samples": 2}}
+    status, answer = await api("POST", "runs", body=body)
+    if record_for(RunSpec.model_validate(body), run_id="nbs-0000000000").kind == "sweep":
+        assert status == 201 and answer["kind"] == "sweep", answer
+    else:
+        assert status == 501, answer
+        assert answer["errors"][0]["loc"] == ["sweep"]
+        _, listing = await api("GET", "runs")
+        assert listing["total"] == 0

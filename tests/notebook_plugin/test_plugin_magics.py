@@ -103,3 +103,16 @@ def test_magics_inside_a_server_use_its_rest_api(magic_root: Path, tmp_path: Pat
         assert status == 200 and run_id in [r["id"] for r in listing["runs"]]  # the Runs panel sees it
     finally:
         server.stop()
+
+
+def test_sweep_cell_reaches_the_submit_path(kernel: LocalKernel) -> None:
+    """The cell's spaces and the flags build a RunSpec with a sweep; it is submitted, or refused while unsupported."""
+    from workflow_compiler.spec import RunSpec
+    from workflow_compiler.submit import record_for
+
+    out = kernel.run("%%nbscale sweep quick.ipynb --samples 2 --metric m --mode max --detach\ntimes: randint(1, 3)  # repeat")
+    probe = RunSpec.model_validate({"notebook": "quick.ipynb", "sweep": {"space": {"times": "randint(1, 3)"}, "metric": "m"}})
+    if record_for(probe, run_id="nbs-0000000000").kind == "sweep":
+        assert "started nbs-" in str(out), out
+    else:
+        assert "UsageError: " in str(out) and "cannot submit sweeps" in str(out), str(out)
