@@ -18,6 +18,7 @@ from workflow_compiler.inspection import NotebookSignature, inspect_notebook
 from workflow_compiler.spec import (
     RunSpec,
     check_run_spec,
+    current_user,
     parse_model,
     spec_json_schemas,
 )
@@ -82,13 +83,14 @@ class RunService:
             raise SpecError("the body must be a JSON object: a RunSpec such as "
                             '{"notebook": "train.ipynb", "parameters": {"n_estimators": 300}}.')
         check_api_path(body.get("notebook"), field="notebook")
-        spec = parse_model(RunSpec, {**body, "user": user}, what="run spec")
+        # Runs belong to the server's owner (the hub user in a single-user server), never to a body field.
+        spec = parse_model(RunSpec, {**body, "user": current_user()}, what="run spec")
         absolute, relative = resolve_api_notebook(spec.notebook, self.root, field="notebook")
         inspect_relative(absolute, relative, field="notebook")  # a missing or broken notebook names the field
         spec = check_run_spec(spec, root=self.root)
         ensure_sweeps_supported(spec)
         record = submit(spec, executor=self.executor, root=self.root)  # admits against the GPU quota inside a hub
-        log.info("nbscale: %s submitted %s (%s)", user, record.id, spec.notebook)
+        log.info("nbscale: %s submitted %s (%s) as %s", user, record.id, spec.notebook, spec.user)
         return self.to_api(record)
 
     def list(self, query: dict[str, Any]) -> dict[str, Any]:

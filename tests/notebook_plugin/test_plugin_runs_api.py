@@ -80,3 +80,11 @@ async def test_pagination(api: Any) -> None:
     assert [r["id"] for r in first["runs"] + second["runs"]] == ids[::-1]
     for run_id in ids:
         await wait_status(api, run_id, {"SUCCEEDED", "FAILED", "KILLED"})
+
+
+async def test_a_body_cannot_choose_the_user(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTERHUB_USER", "owner-of-this-server")
+    status, record = await api("POST", "runs", body={"notebook": "slow.ipynb", "parameters": {"seconds": 0}, "user": "someone-else"})
+    assert status == 201, record
+    assert record["user"] == "owner-of-this-server"
+    await wait_status(api, record["id"], {"SUCCEEDED", "FAILED", "KILLED"})
