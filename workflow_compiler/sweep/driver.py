@@ -143,6 +143,8 @@ def ensure_ray() -> None:
     address = os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
+        if address.startswith("127.0.0.1:"):  # a loopback-only head: this driver is on that node
+            kwargs["_node_ip_address"] = "127.0.0.1"
         ray.init(address=address, **kwargs)
         return
     gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect

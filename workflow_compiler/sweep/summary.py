@@ -35,7 +35,7 @@ def row_from_trial(trial: Any, number: int, *, metric: str, cancelled: bool, end
     return TrialRow(trial_id=trial.trial_id, number=number, params=dict(trial.config), status=status,
                     value=float(value) if isinstance(value, (int, float)) else None,
                     steps=int(last.get("training_iteration") or 0), seconds=last.get(SECONDS_KEY),
-                    attempts=int(getattr(trial, "num_failures", 0)) + (1 if state != "PENDING" else 0),
+                    attempts=int(getattr(trial, "num_failures", 0)) + (1 if state in ("TERMINATED", "RUNNING") else 0),
                     run_id=last.get(RUN_KEY), output_notebook=last.get(OUTPUT_KEY), error=_error_text(trial) if status == "FAILED" else None)
 
 

@@ -1,0 +1,224 @@
+"""Sweeps against a real Ray (started once for the module) and a real MLflow SQLite store.
+
+Ray runs as ``ray start --head --block`` so that a driver in a subprocess can be killed (resume)
+or interrupted (cancel) while the cluster lives on. It declares 1 logical GPU for the packing test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workflow_compiler.spec import RunSpec, parse_model
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+NB = "tests/workflow_compiler/sweep_notebooks"
+PY = sys.executable
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A local Ray head with 2 CPUs and 1 logical GPU; this process is connected as a driver."""
+    import ray
+
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_agent_register_timeout_ms": "180000"}
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    head = subprocess.Popen([str(Path(PY).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                             f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_ADDRESS=address)
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            try:
+                ray.init(address=address, logging_level="WARNING", log_to_driver=False, _node_ip_address="127.0.0.1")
+                break
+            except Exception:
+                if time.monotonic() > deadline or head.poll() is not None:
+                    raise
+                time.sleep(2)
+        yield address
+    finally:
+        ray.shutdown()
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=60)
+        os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NBSCALE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "home"
+
+
+def _spec(notebook: str, space: dict, **sweep: object) -> RunSpec:
+    fixed = sweep.pop("fixed", {})
+    return parse_model(RunSpec, {"notebook": f"{NB}/{notebook}", "parameters": fixed,
+                                 "sweep": {"space": space, "search": "grid", **sweep}}, what="test sweep")
+
+
+def _children(result: object) -> list:
+    from workflow_compiler.sweep import tracking
+
+    mc = tracking.client(result.tracking_uri)  # type: ignore[attr-defined]
+    return tracking.child_runs(mc, experiment_id=result.experiment_id, parent_run_id=result.parent_run_id)  # type: ignore[attr-defined]
+
+
+def test_asha_stops_poor_trials_part_way_and_mlflow_nests_them(ray_cluster: str, home: Path) -> None:
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    spec = _spec("objective.ipynb", {"x": "grid(4.0, 3.0, 2.0, 1.0)"}, metric="score", scheduler="asha",
+                 concurrency=1, fixed={"sleep": 0.1, "steps": 4})
+    result = run_sweep(spec, root=REPO, progress=False)
+    by_x = {t.params["x"]: t for t in result.trials}
+    assert result.status == "SUCCEEDED" and result.best is not None and result.best["params"] == {"x": 4.0}
+    assert by_x[4.0].status == "COMPLETED" and by_x[4.0].value == 16.0
+    # Sequential and worse at the first rung: ASHA stops each one after its first report of 4.
+    assert [by_x[x].status for x in (3.0, 2.0, 1.0)] == ["EARLY_STOPPED"] * 3
+    assert all(by_x[x].steps < 4 for x in (3.0, 2.0, 1.0))
+    children = _children(result)
+    assert len(children) == 4
+    statuses = sorted(r.data.tags[tracking.TAG_STATUS] for r in children)
+    assert statuses == ["COMPLETED", "EARLY_STOPPED", "EARLY_STOPPED", "EARLY_STOPPED"]
+    assert all(r.info.status == "FINISHED" for r in children)
+    mc = tracking.client(result.tracking_uri)
+    parent = mc.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["best_score"] == 16.0
+    assert parent.data.params["space.x"] == "grid(4.0, 3.0, 2.0, 1.0)" and parent.data.params["best.x"] == "4.0"
+    artifacts = {a.path for a in mc.list_artifacts(result.parent_run_id)} | {a.path for a in mc.list_artifacts(result.parent_run_id, "plots")}
+    assert {"trials.csv", "summary.json", "search_space.json", "plots/objective_by_trial.png", "plots/params_vs_objective.png"} <= artifacts
+    completed = next(r for r in children if r.data.tags[tracking.TAG_STATUS] == "COMPLETED")
+    assert [a.path for a in mc.list_artifacts(completed.info.run_id)] == ["output.ipynb"]
+    assert [m.step for m in mc.get_metric_history(completed.info.run_id, "score")] == [0, 1, 2, 3]
+
+
+def test_warm_worker_is_reused_and_nothing_leaks_between_trials(ray_cluster: str, home: Path) -> None:
+    from workflow_compiler.sweep.driver import run_sweep
+
+    result = run_sweep(_spec("leak.ipynb", {"trial": "grid(1, 2, 3, 4)"}, metric="ok", concurrency=1), root=REPO, progress=False)
+    assert [t.status for t in result.trials] == ["COMPLETED"] * 4, [t.error for t in result.trials]
+    pids = {r.data.metrics["pid"] for r in _children(result)}
+    assert len(pids) == 1  # one warm actor ran all four trials, so each one followed a polluting predecessor
+
+
+def test_leak_notebook_does_detect_a_shared_namespace(tmp_path: Path) -> None:
+    """Control: run the leak notebook's cells twice in one plain namespace; the second run must complain."""
+    import nbformat
+
+    nb = nbformat.read(REPO / NB / "leak.ipynb", as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code").replace("import mlflow", "mlflow = None").replace(
+        "mlflow.log_metric", "(lambda *a: None)")
+    script = f"import os\nos.chdir({str(REPO / NB)!r})\nsource = {code!r}\nns = {{}}\nexec(source, ns)\nos.chdir({str(REPO / NB)!r})\nexec(source, ns)\n"
+    proc = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    for leak in ("global variable", "environment", "sys.path", "user module state", "random state", "numpy random state", "pandas options"):
+        assert leak in proc.stderr
+
+
+def test_half_gpu_trials_pack_two_per_gpu(ray_cluster: str, home: Path) -> None:
+    from workflow_compiler.sweep.driver import run_sweep
+
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0, 4.0)"}, metric="score", concurrency=4,
+                 cpus_per_trial=0.25, gpus_per_trial=0.5, fixed={"sleep": 0.6, "steps": 3})
+    result = run_sweep(spec, root=REPO, progress=False)
+    assert result.counts["COMPLETED"] == 4
+    spans = [(r.data.metrics["started"], r.data.metrics["ended"]) for r in _children(result)]
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most == 2  # 4 trials allowed by CPU and concurrency, but 1 GPU / 0.5 = 2 at once
+    assert {r.data.metrics["cuda"] for r in _children(result)} == {0.0}  # each trial sees its device
+
+
+def test_failures_are_retried_and_marked_and_the_sweep_goes_on(ray_cluster: str, home: Path, tmp_path: Path) -> None:
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    once = str(tmp_path / "first-attempt-marker")
+    space = {"fail": f"grid('', 'raise', 'once:{once}', 'die')"}
+    result = run_sweep(_spec("objective.ipynb", space, metric="score", concurrency=2, max_failures=1), root=REPO, progress=False)
+    by_fail = {t.params["fail"]: t for t in result.trials}
+    assert by_fail[""].status == "COMPLETED" and by_fail[f"once:{once}"].status == "COMPLETED"
+    assert by_fail["raise"].status == "FAILED" and "fails on purpose" in (by_fail["raise"].error or "")
+    assert by_fail["die"].status == "FAILED"
+    assert by_fail["raise"].attempts == 2 and by_fail[f"once:{once}"].attempts == 2
+    runs = _children(result)
+    tags = sorted(r.data.tags.get(tracking.TAG_STATUS) for r in runs)
+    assert tags.count("FAILED") == 5 and tags.count("COMPLETED") == 2  # raise x2, die x2, once x1 failed
+    assert all(r.info.status in ("FINISHED", "FAILED") for r in runs)
+    assert result.status == "SUCCEEDED"
+
+
+def _driver(home: Path, spec: RunSpec, sweep_id: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NBSCALE_HOME": str(home)}
+    return subprocess.Popen([PY, "-m", "workflow_compiler.sweep", "--spec-json", spec.model_dump_json(), "--root", str(REPO),
+                             "--sweep-id", sweep_id, "--no-progress", "--json"], env=env, cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _wait_for(predicate: object, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def _completed_outputs(home: Path, sweep_id: str) -> list[Path]:
+    return [p for p in (home / "sweeps" / sweep_id / "trials").glob("*/attempt-*/output.ipynb")
+            if "nbscale: trial stopped" not in p.read_text(encoding="utf-8")]
+
+
+def test_resume_after_the_driver_is_killed_does_not_rerun_completed_trials(ray_cluster: str, home: Path) -> None:
+    from workflow_compiler.sweep.driver import run_sweep
+
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0)"}, metric="score", concurrency=1,
+                 fixed={"sleep": 0.5, "steps": 2})
+    driver = _driver(home, spec, "nbs-0000000aaa")
+    _wait_for(lambda: len(_completed_outputs(home, "nbs-0000000aaa")) >= 2)
+    time.sleep(1.5)  # let Tune write its experiment state once more
+    driver.kill()
+    driver.wait()
+    done_before = {p.parts[-3] for p in _completed_outputs(home, "nbs-0000000aaa")}
+    result = run_sweep(None, root=REPO, progress=False, resume_id="nbs-0000000aaa")
+    assert result.counts["COMPLETED"] == 5 and result.status == "SUCCEEDED"
+    attempts = {t.trial_id: len(list((home / "sweeps" / "nbs-0000000aaa" / "trials" / t.trial_id).glob("attempt-*"))) for t in result.trials}
+    finished_first = [tid for tid in done_before if attempts[tid] == 1]
+    assert len(finished_first) >= 1  # at least the trials that had finished were not run again
+    assert all(attempts[tid] == 1 for tid in done_before if tid in finished_first)
+    assert sum(attempts.values()) <= 6  # at most the one trial in flight at the kill ran twice
+
+
+def test_ctrl_c_stops_every_trial_and_marks_runs_killed(ray_cluster: str, home: Path) -> None:
+    from workflow_compiler.sweep import tracking
+
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0, 4.0)"}, metric="score", concurrency=2,
+                 fixed={"sleep": 1.0, "steps": 30})
+    driver = _driver(home, spec, "nbs-0000000bbb")
+    _wait_for(lambda: any((home / "sweeps" / "nbs-0000000bbb" / "trials").glob("*/attempt-1")) if (home / "sweeps" / "nbs-0000000bbb").exists() else False)
+    time.sleep(3)
+    driver.send_signal(signal.SIGINT)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary["status"] == "KILLED" and summary["counts"]["COMPLETED"] == 0
+    mc = tracking.client(summary["tracking_uri"])
+    assert mc.get_run(summary["parent_run_id"]).info.status == "KILLED"
+    runs = tracking.child_runs(mc, experiment_id=summary["experiment_id"], parent_run_id=summary["parent_run_id"])
+    assert runs and all(r.info.status == "KILLED" for r in runs)
