@@ -18,6 +18,7 @@ from .executors import get_executor
 from .inspection import inspect_notebook
 from .paths import resolve_notebook_path
 from .spec import spec_json_schemas
+from .sweep.cli_args import add_sweep_arguments, sweep_from_args
 from .store import RunStore
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
@@ -41,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detach", action="store_true", help="start the run and return at once")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("sweep", help="sweep a notebook's hyperparameters on Ray Tune (local Ray by default)")
+    add_sweep_arguments(p)
+    p.set_defaults(handler=cmd_sweep)
 
     p = sub.add_parser("compile", help="compile to an Argo Workflow manifest")
     add_spec_arguments(p)
@@ -116,6 +121,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         err.print(f"[red]error:[/] {record.id} {record.status}: {record.error or 'see nbscale logs ' + record.id}", highlight=False)
         return EXIT_FAILED
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from . import quota
+    from .executors import new_run_id
+    from .sweep.driver import run_sweep
+    from .sweep.progress import print_result
+
+    show = args.progress and not args.json
+    if args.resume:
+        result = run_sweep(None, root=os.getcwd(), progress=show, resume_id=args.resume)
+    else:
+        spec = sweep_from_args(args, os.getcwd())
+        request = quota.lease_request(spec) or {}
+        lease_id = quota.admit(spec, request_id=new_run_id())  # refused or unreachable: nothing starts
+        with quota.hold_lease(lease_id, gpus=int(request.get("gpus", 0))):
+            result = run_sweep(spec, root=os.getcwd(), progress=show)
+    if args.json:
+        render.print_json(result.to_summary())
+    else:
+        print_result(result)
+    if result.status == "KILLED":
+        return EXIT_INTERRUPTED
+    return 0 if result.status == "SUCCEEDED" else EXIT_FAILED
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
