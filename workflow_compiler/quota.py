@@ -5,6 +5,11 @@ local worker that runs the workflow then holds the lease, heartbeating while the
 releasing it with the GPU-seconds used however the run ends. So the CLI, the magics and the REST
 API (which all call ``submit``) are gated the same way, and a detached run keeps its lease.
 Outside a hub, ``QuotaClient.from_env()`` is None and quotas are off.
+
+Only GPU work is gated. A submission that asks for no GPU never calls the service, so CPU-only
+runs go on while it is down; a GPU submission that cannot reach it is refused (fail closed).
+When a worker dies without releasing (or is cancelled before it starts), the local executor
+releases the lease it recorded; failing that, the service reclaims it when its TTL runs out.
 """
 
 from __future__ import annotations
@@ -84,21 +89,27 @@ def admit(spec: RunSpec | PipelineSpec, *, request_id: str) -> str | None:
     client = quota_client() if request is not None else None
     if client is None or request is None:
         return None
-    lease = client.admit(request["gpus"], request["pool"], request["concurrency"], request["estimated_seconds"],
-                         request_id, label=request["label"])
+    try:
+        lease = client.admit(request["gpus"], request["pool"], request["concurrency"], request["estimated_seconds"],
+                             request_id, label=request["label"])
+    finally:
+        client.close()
     log.info("admitted %s: %s GPU(s) on pool %s, lease %s", request_id, lease.gpus_total, lease.pool, lease.id)
     return str(lease.id)
 
 
 def release(lease_id: str, gpu_seconds: float | None = None) -> None:
-    """Release a lease now (a submission that failed to start); errors are logged, the lease expires anyway."""
-    client = quota_client()
-    if client is None:
-        return
+    """Release a lease now (a run that ended or failed to start); errors are logged, the lease expires anyway."""
+    client = None
     try:
-        client.release(lease_id, gpu_seconds)
+        client = quota_client()
+        if client is not None:
+            client.release(lease_id, gpu_seconds)
     except Exception as exc:  # the service reclaims expired leases; a failed release must not hide the real error
         log.warning("could not release GPU lease %s: %s", lease_id, exc)
+    finally:
+        if client is not None:
+            client.close()
 
 
 @contextmanager
@@ -127,4 +138,5 @@ def hold_lease(lease_id: str | None, *, gpus: int) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=5)
+        client.close()
         release(lease_id, gpus * (time.monotonic() - started))

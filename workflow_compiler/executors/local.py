@@ -8,11 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .. import quota
 from ..errors import ExecutionError
-from ..store import RunRecord, nbscale_home, pid_alive, utcnow
+from ..store import RunRecord, nbscale_home, pid_alive, utcnow, wait_until
 from ..tracking_uri import tracking_uri
 from .base import Executor
 
@@ -58,8 +60,7 @@ class LocalExecutor(Executor):
         if not record.done and record.pid and not pid_alive(record.pid):
             record = self.store.get(run_id)  # the worker may have just finished
             if not record.done:
-                record = self.store.update(run_id, status="FAILED", finished=utcnow(),
-                                           error="lost: the worker process ended without recording a result")
+                record = self._end_orphan(record, "FAILED", "lost: the worker process ended without recording a result")
         return record
 
     def cancel(self, run_id: str) -> RunRecord:
@@ -72,8 +73,21 @@ class LocalExecutor(Executor):
                 os.kill(record.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            return self.wait(run_id, timeout=60)
-        return self.store.update(run_id, status="KILLED", finished=utcnow(), error="cancelled")
+            pid = record.pid
+            wait_until(lambda: self.store.get(run_id).done or not pid_alive(pid), timeout=60)
+            record = self.store.get(run_id)
+            if record.done or pid_alive(pid):  # still alive after the grace period: not ours to call KILLED
+                return record
+        # stopped before it could record anything (e.g. still starting up)
+        return self._end_orphan(record, "KILLED", "cancelled")
+
+    def _end_orphan(self, record: RunRecord, status: str, error: str) -> RunRecord:
+        """Record the end of a run whose worker is gone, and give its GPU lease back now, not at expiry."""
+        record = self.store.update(record.id, status=status, finished=utcnow(), error=error)
+        if record.lease_id:
+            held = (datetime.now(UTC) - datetime.fromisoformat(record.created)).total_seconds()
+            quota.release(record.lease_id, record.lease_gpus * max(0.0, held))
+        return record
 
     def logs(self, run_id: str, offset: int = 0) -> tuple[str, int]:
         """Bytes of the run's log from ``offset``."""

@@ -79,7 +79,11 @@ class RunWorker:
         return self.store.update(self.record.id, steps=steps, progress=progress, **fields)
 
     def run(self) -> RunRecord:
-        """Interpret the workflow to the end, publishing progress every half second."""
+        """Interpret the workflow to the end and record the outcome."""
+        return self.finish(self.interpret())
+
+    def interpret(self) -> str:
+        """Interpret the workflow to the end, publishing progress every half second; the final phase."""
         self.publish(status="RUNNING", started=utcnow())
         outcome: dict[str, str] = {}
         thread = threading.Thread(target=lambda: outcome.update(phase=self.interpreter.run()), name="workflow")
@@ -87,7 +91,7 @@ class RunWorker:
         while thread.is_alive():
             thread.join(0.5)
             self.publish()
-        return self.finish(outcome.get("phase", "Failed"))
+        return outcome.get("phase", "Failed")
 
     def finish(self, phase: str) -> RunRecord:
         """Gather the steps' results into the final record."""
@@ -145,26 +149,46 @@ def _links(folder: str | None, result: dict[str, Any], parent: str | None) -> di
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the worker process."""
+    stopping = threading.Event()
+    workers: list[RunWorker] = []
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %s: stopping the steps", signum)
+        stopping.set()
+        for worker in workers:
+            threading.Thread(target=worker.interpreter.stop, name="stop").start()
+
+    # first thing: a cancel that arrives while the worker is being built still ends the run KILLED
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     parser = argparse.ArgumentParser(prog="nbscale-local-worker")
     parser.add_argument("--run-id", required=True)
     parser.add_argument("--store", required=True)
     parser.add_argument("--root", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    worker = RunWorker(RunStore(args.store), args.run_id, Path(args.root))
-
-    def stop(signum: int, _frame: Any) -> None:
-        log.info("run %s: signal %s, stopping steps", args.run_id, signum)
-        threading.Thread(target=worker.interpreter.stop, name="stop").start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        with hold_lease(worker.record.lease_id, gpus=worker.record.lease_gpus):
-            record = worker.run()
-    except Exception as exc:  # the record must never stay RUNNING: say why it failed
-        log.exception("run %s failed in the worker", args.run_id)
-        worker.store.update(args.run_id, status="FAILED", finished=utcnow(), error=f"local executor: {exc}")
+    store = RunStore(args.store)
+    queued = store.get(args.run_id)
+    failure: Exception | None = None
+    phase = "Failed"
+    # the lease is released before the final status is written: a run reported done holds no GPU
+    with hold_lease(queued.lease_id, gpus=queued.lease_gpus):
+        try:
+            workers.append(RunWorker(store, args.run_id, Path(args.root)))
+            if stopping.is_set():
+                workers[0].interpreter.stop()
+            phase = workers[0].interpret()
+        except Exception as exc:  # the record must never stay RUNNING: say why it failed
+            log.exception("run %s failed in the worker", args.run_id)
+            failure = exc
+    if failure is None:
+        try:
+            record = workers[0].finish(phase)
+        except Exception as exc:
+            log.exception("run %s: could not record its outcome", args.run_id)
+            failure = exc
+    if failure is not None:
+        store.update(args.run_id, status="FAILED", finished=utcnow(), error=f"local executor: {failure}")
         return 1
     log.info("run %s: %s", args.run_id, record.status)
     return 0 if record.status == "SUCCEEDED" else 1
