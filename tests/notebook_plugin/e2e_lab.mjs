@@ -13,7 +13,14 @@ const step = name => {
 };
 
 async function shoot(target, name) {
+  if (target === page) {
+    // Lab asks about its news feed in a toast, sometimes late; answer it to keep screenshots clean.
+    const news = page.locator('.Toastify__toast', { hasText: 'Jupyter news' }).getByRole('button', { name: 'No', exact: true });
+    if (await news.isVisible()) await news.click().catch(() => {});
+    await page.waitForTimeout(300);
+  }
   for (const dir of config.shots) {
+    if (dir === config.docsDir && !config.docsNames.includes(name)) continue; // the README's images only
     mkdirSync(dir, { recursive: true });
     await target.screenshot({ path: join(dir, name) });
   }
@@ -31,7 +38,7 @@ try {
   await page.waitForSelector('#jupyterlab-splash', { state: 'detached', timeout: 120000 });
   step('lab loaded');
   // Lab asks about its news feed in a toast; answer it so it stays out of the screenshots.
-  const news = page.locator('.Toastify__toast', { hasText: 'Jupyter news' }).getByRole('button', { name: 'No' });
+  const news = page.locator('.Toastify__toast', { hasText: 'Jupyter news' }).getByRole('button', { name: 'No', exact: true });
   await news.click({ timeout: 8000 }).catch(() => step('no news toast'));
 
   const button = page.locator('.jp-NotebookPanel-toolbar [data-command="nbscale:run-notebook"]');
@@ -113,6 +120,25 @@ try {
   result.outputTitle = (await outputTab.innerText()).trim();
   step('output notebook open with the new value');
   await shoot(page, 'output-notebook.png');
+
+  // The panel uses only theme variables: in the dark theme its background follows the theme.
+  const background = () => panel.evaluate(node => getComputedStyle(node).backgroundColor);
+  result.lightBackground = await background();
+  await page.locator('.lm-MenuBar-itemLabel', { hasText: 'Settings' }).click();
+  await page.locator('.lm-Menu-itemLabel', { hasText: /^Theme$/ }).hover();
+  await page.locator('.lm-Menu-itemLabel', { hasText: /^JupyterLab Dark$/ }).click();
+  await page.waitForSelector('body[data-jp-theme-light="false"]', { state: 'attached', timeout: 30000 });
+  // Wait for the dark stylesheet itself: the panel's background turns dark (low luminance).
+  await page.waitForFunction(() => {
+    const node = document.getElementById('nbscale-runs');
+    const color = getComputedStyle(node).backgroundColor;
+    const [r, g, b, a] = (color.match(/[\d.]+/g) || ['255', '255', '255']).map(Number);
+    const opaque = a === undefined || a === 1; // transparent while the theme's stylesheet is swapped
+    return opaque && 0.2126 * r + 0.7152 * g + 0.0722 * b < 100;
+  }, null, { timeout: 30000 });
+  result.darkBackground = await background();
+  await shoot(page, 'runs-panel-dark.png');
+  step('dark theme applies');
 
   // Notebook 7 loads the same prebuilt extension: its notebook toolbar has the button too.
   if (config.notebook7) {

@@ -41,7 +41,8 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
     if os.environ.get("NBSCALE_UPDATE_SCREENSHOTS") or not (DOC_IMAGES / "runs-panel.png").exists():
         shots.insert(0, str(DOC_IMAGES))
     config = {"url": lab.url, "token": lab.token, "notebook": "train.ipynb", "parameter": "n_estimators",
-              "value": 37, "shots": shots, "timeoutMs": 240_000, "notebook7": True}
+              "value": 37, "shots": shots, "timeoutMs": 240_000, "notebook7": True,
+              "docsDir": str(DOC_IMAGES), "docsNames": ["run-at-scale-dialog.png", "runs-panel.png"]}
     proc = subprocess.run(["node", str(SCRIPT), json.dumps(config)], capture_output=True, text=True, timeout=420, cwd=ROOT)
     (ARTIFACTS).mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "e2e-stderr.txt").write_text(proc.stderr)
@@ -59,7 +60,8 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
     assert "n_estimators = 37" in result["outputCell"]
     assert result["logText"].strip(), "the logs view showed nothing"
     assert result["notebook7"] is True
-    for name in ("run-at-scale-dialog.png", "runs-panel.png", "output-notebook.png"):
+    assert result["darkBackground"] != result["lightBackground"], "the Runs panel ignores the theme"
+    for name in ("run-at-scale-dialog.png", "sweep-dialog.png", "runs-panel.png", "output-notebook.png", "runs-panel-dark.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
 
     status, record = lab.api("GET", f"runs/{result['runId']}")
