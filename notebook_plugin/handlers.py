@@ -35,6 +35,7 @@ def maps_errors(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitab
             status, body = error_response(exc)
             self.clear()
             self.set_status(status)
+            self.set_header("Content-Type", "application/json")
             self.finish(json.dumps(body))
 
     return wrapper

@@ -137,3 +137,10 @@ async def test_a_valid_sweep_is_not_run_as_a_plain_run(api: Any) -> None:
         assert answer["errors"][0]["loc"] == ["sweep"]
         _, listing = await api("GET", "runs")
         assert listing["total"] == 0
+
+
+async def test_error_answers_are_json(jp_fetch: Any) -> None:
+    response = await jp_fetch("nbscale", "api", "runs", method="POST", body='{"notebook": "train.ipynb", "retries": -1}',
+                              raise_error=False)
+    assert response.code == 400
+    assert response.headers["Content-Type"].startswith("application/json")
