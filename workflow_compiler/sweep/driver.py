@@ -148,7 +148,12 @@ def ensure_ray() -> None:
         ray.init(address=address, **kwargs)
         return
     gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
-    ray.init(include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)
+    # The embedded default stays on loopback: Ray would otherwise bind its GCS and raylet to the
+    # first non-loopback interface, which sandboxes and firewalled laptops often refuse.
+    # address="local" starts our own Ray: a bare ray.init() would join whatever cluster a stale
+    # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
+    ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None,
+             _node_ip_address="127.0.0.1", **kwargs)
 
 
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:

@@ -86,7 +86,8 @@ class _StreamWriter:
     def write(self, text: str) -> int:
         current = self._capture()
         if current is None:
-            return int(self._fallback.write(text))
+            written = self._fallback.write(text)  # Ray's worker streams answer None, not a count
+            return len(text) if written is None else int(written)
         current.stream(self.name, text)
         return len(text)
 
