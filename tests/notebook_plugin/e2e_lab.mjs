@@ -140,6 +140,28 @@ try {
   await shoot(page, 'runs-panel-dark.png');
   step('dark theme applies');
 
+  // Cancel from the panel: a long run of another notebook ends KILLED.
+  if (config.slowNotebook) {
+    // A fresh workspace holds only this notebook, so its toolbar is the one clicked.
+    await page.goto(`${config.url}lab/workspaces/cancel/tree/${config.slowNotebook}?reset&token=${config.token}`);
+    await page.waitForSelector('#jupyterlab-splash', { state: 'detached', timeout: 120000 });
+    const slowPanel = page.locator('.jp-NotebookPanel', { hasText: 'time.sleep(seconds)' });
+    const slowButton = slowPanel.locator('.jp-NotebookPanel-toolbar [data-command="nbscale:run-notebook"]');
+    await slowButton.waitFor({ timeout: 60000 });
+    await slowButton.click();
+    const slowDialog = page.locator('.jp-nbscale-dialog');
+    await slowDialog.locator('#nbscale-parameters-seconds').fill('300');
+    await slowDialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+    await slowDialog.waitFor({ state: 'detached', timeout: 30000 });
+    const slowRow = page.locator(`#nbscale-runs .jp-nbscale-run[data-status="RUNNING"]`).first();
+    await slowRow.waitFor({ timeout: 120000 });
+    result.cancelledRun = await slowRow.getAttribute('data-run-id');
+    await slowRow.locator('.jp-nbscale-cancel').click();
+    await page.locator(`#nbscale-runs .jp-nbscale-run[data-run-id="${result.cancelledRun}"][data-status="KILLED"]`)
+      .waitFor({ timeout: 90000 });
+    step('cancel from the Runs panel ends the run KILLED');
+  }
+
   // Notebook 7 loads the same prebuilt extension: its notebook toolbar has the button too.
   if (config.notebook7) {
     await page.goto(`${config.url}notebooks/${config.notebook}?token=${config.token}`);

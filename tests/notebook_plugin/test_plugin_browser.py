@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nbplugin_helpers import JupyterProcess
+from nbplugin_helpers import JupyterProcess, write_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -25,6 +25,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     """One ``jupyter lab`` on 127.0.0.1 for the session, serving a copy of the examples."""
     root = tmp_path_factory.mktemp("lab-root")
     shutil.copy(ROOT / "examples" / "train.ipynb", root / "train.ipynb")
+    write_notebook(root / "sleepy.ipynb", "seconds = 1  # how long to sleep", "import time\ntime.sleep(seconds)")
     server = JupyterProcess("lab", root, tmp_path_factory.mktemp("lab-state")).start(timeout=120)
     yield server
     server.stop()
@@ -42,7 +43,7 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
         shots.insert(0, str(DOC_IMAGES))
     config = {"url": lab.url, "token": lab.token, "notebook": "train.ipynb", "parameter": "n_estimators",
               "value": 37, "shots": shots, "timeoutMs": 240_000, "notebook7": True,
-              "docsDir": str(DOC_IMAGES), "docsNames": ["run-at-scale-dialog.png", "runs-panel.png"]}
+              "slowNotebook": "sleepy.ipynb", "docsDir": str(DOC_IMAGES), "docsNames": ["run-at-scale-dialog.png", "runs-panel.png"]}
     proc = subprocess.run(["node", str(SCRIPT), json.dumps(config)], capture_output=True, text=True, timeout=420, cwd=ROOT)
     (ARTIFACTS).mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "e2e-stderr.txt").write_text(proc.stderr)
@@ -64,5 +65,7 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
     for name in ("run-at-scale-dialog.png", "sweep-dialog.png", "runs-panel.png", "output-notebook.png", "runs-panel-dark.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
 
+    status, cancelled = lab.api("GET", f"runs/{result['cancelledRun']}")
+    assert status == 200 and cancelled["status"] == "KILLED" and cancelled["parameters"] == {"seconds": 300}
     status, record = lab.api("GET", f"runs/{result['runId']}")
     assert status == 200 and record["parameters"] == {"n_estimators": 37}
