@@ -8,6 +8,7 @@ A cluster overrides them with a YAML file named by ``NBSCALE_CLUSTER_CONFIG`` (o
     namespace: jupyterhub
     service_account: nbscale-runner
     mlflow_tracking_uri: http://mlflow.nbscale.svc:5000
+    sweep_fanout: true           # no KubeRay here: grid sweeps become Argo withItems fan-out
 """
 
 from __future__ import annotations
@@ -60,6 +61,9 @@ class ClusterConfig(BaseModel):
     )
     limit_cpu: bool = Field(default=False, description="Also set a CPU limit equal to the request (off: no CPU throttling)")
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete finished Workflows after this many seconds")
+    sweep_fanout: bool = Field(
+        default=False, description="Compile grid sweeps to Argo withItems fan-out (no KubeRay needed) instead of a KubeRay RayJob"
+    )
 
     @field_validator("namespace")
     @classmethod

@@ -44,13 +44,14 @@ def compile_to_file(
     cluster: ClusterConfig | None = None,
     pools: PoolConfig | None = None,
     notebook_root: Path | None = None,
+    fanout: bool | None = None,
 ) -> str:
     """Compile ``spec`` to YAML, check it against the Argo CRD if ``validate``, write it to ``out``.
 
     Returns the YAML text. Raises ``ManifestInvalid`` when validation fails (nothing is written),
-    and whatever ``compile_workflow`` raises.
+    and whatever ``compile_workflow`` raises. ``fanout`` as in ``compile_workflow`` (sweeps).
     """
-    manifest = compile_workflow(spec, cluster=cluster, pools=pools, notebook_root=notebook_root)
+    manifest = compile_workflow(spec, cluster=cluster, pools=pools, notebook_root=notebook_root, fanout=fanout)
     if validate:
         validate_workflow(manifest)
     text = to_yaml(manifest)

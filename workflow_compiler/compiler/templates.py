@@ -1,8 +1,9 @@
 """One builder per kind of Argo template the compiler emits.
 
 ``notebook_template`` runs one notebook through the step entrypoint; ``open_parent_template`` and
-``close_parent_template`` bracket a pipeline with its parent MLflow run. A new kind (a sweep)
-is one more function here and one more case in ``workflow.py``.
+``close_parent_template`` bracket a pipeline (or a fan-out sweep) with its parent MLflow run;
+``rayjob_template`` creates the KubeRay RayJob of a sweep. A new kind is one more function here
+and one more case in ``workflow.py``.
 
 Every user-supplied string reaches a template only inside ``StepConfig.to_arg()`` or a parameter
 value from ``argo_safe_json``; the ``{{...}}`` expressions below are the only ones written.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from hera.workflows import Container, Parameter
+from hera.workflows import Container, Parameter, Resource
 from hera.workflows import models as m
 
 from ..cluster import ClusterConfig
@@ -34,6 +35,10 @@ OPEN_PARENT_TEMPLATE = "open-parent-run"
 CLOSE_PARENT_TEMPLATE = "close-parent-run"
 #: What the small helper steps (open/close the parent run) ask for: enough to import mlflow.
 HELPER_RESOURCES = Resources(cpu=0.1, memory="512Mi", gpus=0, pool=None)
+SWEEP_TEMPLATE = "sweep"
+#: KubeRay's ``status.jobStatus`` (Ray's job status) read with Argo's label-selector syntax.
+RAYJOB_SUCCESS = "status.jobStatus == SUCCEEDED"
+RAYJOB_FAILURE = "status.jobStatus in (FAILED, STOPPED)"
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,12 @@ def close_parent_template(image: str, cluster: ClusterConfig) -> Container:
         env=step_env(cluster),
         resources=resource_requirements(HELPER_RESOURCES, None, cluster),
     )
+
+
+def rayjob_template(manifest: str) -> Resource:
+    """Creates the sweep's RayJob (owned by the Workflow, so deleted with it) and waits for its job status."""
+    return Resource(name=SWEEP_TEMPLATE, action="create", manifest=manifest, set_owner_reference=True,
+                    success_condition=RAYJOB_SUCCESS, failure_condition=RAYJOB_FAILURE)
 
 
 def task_arguments(names: dict[str, str]) -> list[Parameter]:

@@ -53,6 +53,7 @@ class CompileContext:
     cluster: ClusterConfig
     pools: PoolConfig
     notebook_root: Path | None
+    fanout: bool = False
 
 
 def compile_workflow(
@@ -61,17 +62,22 @@ def compile_workflow(
     cluster: ClusterConfig | None = None,
     pools: PoolConfig | None = None,
     notebook_root: Path | None = None,
+    fanout: bool | None = None,
 ) -> dict[str, Any]:
-    """Compile a run or pipeline spec into an Argo ``Workflow`` manifest (a plain dict).
+    """Compile a run, sweep or pipeline spec into an Argo ``Workflow`` manifest (a plain dict).
 
     Deterministic: the same inputs give the same manifest (``generateName`` leaves naming to the
     server). ``cluster`` and ``pools`` default to ``load_cluster_config()`` and ``load_pools()``.
     With ``notebook_root`` the notebooks are read to record their sha256; nothing else is read.
+    A RunSpec with ``sweep`` becomes a KubeRay RayJob, or with ``fanout`` (default: the cluster
+    config's ``sweep_fanout``) Argo ``withItems`` fan-out of a grid; see ``compiler/sweep.py``.
     Raises ``CompileError`` (unknown pool, bad image, unusable names) or ``NotebookError``.
     """
-    context = CompileContext(cluster or load_cluster_config(), pools or load_pools(), notebook_root)
-    for kind, builder in _BUILDERS:
-        if isinstance(spec, kind):
+    cluster = cluster or load_cluster_config()
+    context = CompileContext(cluster, pools or load_pools(), notebook_root,
+                             fanout=cluster.sweep_fanout if fanout is None else fanout)
+    for applies, builder in _BUILDERS:
+        if applies(spec, context):
             return builder(spec, context).to_dict()
     raise CompileError(f"cannot compile a {type(spec).__name__}; expected a RunSpec or PipelineSpec.")
 
@@ -116,14 +122,9 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
                      templates=[DAG(name="main", tasks=tasks), *templates], on_exit=t.CLOSE_PARENT_TEMPLATE)
 
 
-_BUILDERS: list[tuple[type, Callable[[Any, CompileContext], Workflow]]] = [
-    (RunSpec, compile_run),
-    (PipelineSpec, compile_pipeline),
-]
-
-
 def _workflow(name: str, labels: dict[str, str], context: CompileContext, *, user: str,
-              arguments: list[Parameter], templates: list[Any], on_exit: str | None = None) -> Workflow:
+              arguments: list[Parameter], templates: list[Any], on_exit: str | None = None,
+              active_deadline_seconds: int | None = None) -> Workflow:
     """The shell every compiled workflow shares: metadata, volumes, podGC, service account."""
     cluster = context.cluster
     pod_labels = {k: v for k, v in labels.items() if k in (LABEL_USER, LABEL_KIND)}
@@ -136,6 +137,7 @@ def _workflow(name: str, labels: dict[str, str], context: CompileContext, *, use
         arguments=arguments or None,
         templates=templates,
         on_exit=on_exit,
+        active_deadline_seconds=active_deadline_seconds,
         service_account_name=cluster.service_account,
         volumes=[t.workspace_volume(claim_name(cluster.workspace_claim_template, user))],
         pod_gc=m.PodGC(strategy=cluster.pod_gc_strategy),
@@ -212,3 +214,19 @@ def _notebook_sha256(notebook: str, root: Path | None) -> str:
     except OSError as exc:
         raise NotebookError(f"{notebook}: cannot read the notebook to hash it ({exc.strerror}).", path=notebook,
                             http_status=404 if isinstance(exc, FileNotFoundError) else 400) from None
+
+
+def _is_sweep(spec: Spec) -> bool:
+    return isinstance(spec, RunSpec) and spec.sweep is not None
+
+
+# The sweep builders use the helpers above, hence this import at the end (compiler/__init__ imports this module first).
+from .sweep import compile_sweep_fanout, compile_sweep_rayjob  # noqa: E402
+
+#: (does it apply, builder), first match wins.
+_BUILDERS: list[tuple[Callable[[Spec, CompileContext], bool], Callable[[Any, CompileContext], Workflow]]] = [
+    (lambda spec, context: _is_sweep(spec) and context.fanout, compile_sweep_fanout),
+    (lambda spec, context: _is_sweep(spec), compile_sweep_rayjob),
+    (lambda spec, context: isinstance(spec, RunSpec), compile_run),
+    (lambda spec, context: isinstance(spec, PipelineSpec), compile_pipeline),
+]

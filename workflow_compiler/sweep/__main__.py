@@ -1,16 +1,18 @@
 """``python -m workflow_compiler.sweep``: the sweep driver as a command (also the RayJob entrypoint).
 
-Takes the ``nbscale sweep`` arguments, or ``--spec-json`` with a whole RunSpec (as the compiled
-RayJob passes it). Exit code 0 when the sweep succeeded, 1 when no trial did, 130 when cancelled.
+Takes the ``nbscale sweep`` arguments, or ``--spec-json`` with a whole RunSpec, or ``--spec-env
+NAME`` naming an environment variable that holds it (the compiled RayJob's way: its entrypoint
+stays a constant command line and the spec travels in ``runtimeEnvYAML``). Exit code 0 when the sweep succeeded, 1 when no trial did, 130 when cancelled.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-from ..errors import NbscaleError
+from ..errors import NbscaleError, SpecError
 from ..spec import RunSpec, parse_model
 from .cli_args import add_sweep_arguments, sweep_from_args
 
@@ -22,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workflow_compiler.sweep", description=__doc__)
     add_sweep_arguments(parser)
     parser.add_argument("--spec-json", help="the whole RunSpec (with 'sweep') as JSON, instead of the flags")
+    parser.add_argument("--spec-env", metavar="NAME", help="read the RunSpec JSON from this environment variable")
     parser.add_argument("--root", default=".", help="folder notebook paths are relative to (default: here)")
     parser.add_argument("--sweep-id", help="use this id for a new sweep (default: a new nbs-… id)")
     args = parser.parse_args(argv)
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             result = run_sweep(None, root=args.root, progress=args.progress, resume_id=args.resume)
         else:
-            spec = parse_model(RunSpec, json.loads(args.spec_json), what="sweep") if args.spec_json else sweep_from_args(args, args.root)
+            text = _spec_text(args)
+            spec = parse_model(RunSpec, _json(text), what="sweep") if text is not None else sweep_from_args(args, args.root)
             result = run_sweep(spec, root=args.root, progress=args.progress, sweep_id=args.sweep_id)
     except NbscaleError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
@@ -42,6 +46,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print_result(result)
     return EXIT[result.status]
+
+
+def _spec_text(args: argparse.Namespace) -> str | None:
+    if args.spec_env is None:
+        return args.spec_json
+    if args.spec_env not in os.environ:
+        raise SpecError(f"--spec-env {args.spec_env}: no such environment variable (the RayJob's runtimeEnvYAML sets it).")
+    return os.environ[args.spec_env]
+
+
+def _json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise SpecError(f"the sweep spec is not valid JSON: {exc}") from None
 
 
 if __name__ == "__main__":

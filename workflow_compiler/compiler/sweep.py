@@ -1,0 +1,140 @@
+"""Sweep → Argo Workflow, in one of two forms.
+
+- **RayJob** (default): one DAG task ``sweep``, a ``resource`` template that creates a KubeRay
+  ``RayJob`` (``rayjob.py``) running the same sweep driver as ``nbscale sweep``, with Tune's
+  search, early stopping, warm workers and fractional GPUs. Argo waits on ``status.jobStatus``.
+- **Fan-out** (``fanout=True``, or ``sweep_fanout: true`` in the cluster config; grid search only):
+  no Ray at all. A parent MLflow run as pipelines have, then one task ``trials`` with ``withItems``
+  over the grid's points, each item a notebook container like a single run, at most
+  ``concurrency`` at once (the DAG's ``parallelism``), and the exit handler closing the parent.
+
+Swept values reach the items JSON-encoded by ``argo_safe_json`` (one string per parameter, so
+``{{item.NAME}}`` is the same JSON text ``--parameter NAME=JSON`` takes, and no ``{{`` can form).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+import yaml
+from hera.workflows import DAG, Task, Workflow
+from hera.workflows import models as m
+
+from ..errors import CompileError
+from ..spec import RunSpec
+from ..stepconfig import StepConfig, argo_safe_json
+from ..sweep.spec import SweepSpec
+from . import templates as t
+from .naming import claim_name, label_value, notebook_label
+from .rayjob import RayJobPlan, rayjob_manifest
+from .workflow import (
+    LABEL_KIND,
+    LABEL_NOTEBOOK,
+    LABEL_USER,
+    CompileContext,
+    _check_parameter_name,
+    _image,
+    _notebook_plan,
+    _workflow,
+    _workflow_parameters,
+)
+
+SWEEP_TASK = "sweep"
+TRIALS_TASK = "trials"
+TRIAL_TEMPLATE = "trial"
+#: MLflow tags on the fan-out's parent and trial runs: which metric decides, and which way.
+METRIC_TAG, MODE_TAG = "nbscale.sweep.metric", "nbscale.sweep.mode"
+#: More items than this make a manifest too large for etcd to hold comfortably; use the RayJob form.
+MAX_FANOUT_ITEMS = 5000
+
+
+def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> Workflow:
+    """A sweep as one KubeRay RayJob (see ``rayjob.py``), created and watched by an Argo resource template."""
+    sweep = _sweep(spec)
+    cluster = context.cluster
+    for name in spec.parameters:
+        _check_parameter_name(name, None)
+    env = {"NBSCALE_HOME": f"{cluster.workspace_mount}/.nbscale", "NBSCALE_WORKFLOW_NAME": "{{workflow.name}}"}
+    if cluster.mlflow_tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = cluster.mlflow_tracking_uri
+    labels = _labels(spec)
+    plan = RayJobPlan(spec=spec, image=_image(spec.image, cluster), claim=claim_name(cluster.workspace_claim_template, spec.user),
+                      labels={k: labels[k] for k in (LABEL_USER, LABEL_KIND)}, cluster=cluster, env=env,
+                      pool=context.pools.resolve(spec.resources.pool, 1 if sweep.gpus_per_trial else 0))
+    manifest = rayjob_manifest(plan)
+    manifest["metadata"]["labels"] = labels
+    text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, allow_unicode=True, width=2**31 - 1)
+    return _workflow(PurePosixPath(spec.notebook).stem, labels, context, user=spec.user, arguments=[],
+                     templates=[DAG(name="main", tasks=[Task(name=SWEEP_TASK, template=t.SWEEP_TEMPLATE)]),
+                                t.rayjob_template(text)])
+
+
+def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
+    """A grid sweep as Argo-native fan-out: parent run, ``withItems`` trials, exit handler."""
+    sweep = _sweep(spec)
+    check_fanout(sweep)
+    fixed = {k: v for k, v in spec.parameters.items() if k not in sweep.space}
+    names = [*fixed, *sweep.space]
+    resources = spec.resources.model_copy(update={"cpu": sweep.cpus_per_trial, "gpus": int(sweep.gpus_per_trial)})
+    trial = spec.model_copy(update={"parameters": dict.fromkeys(names), "resources": resources, "retries": sweep.max_failures})
+    tags = {**spec.tracking.tags, METRIC_TAG: sweep.metric, MODE_TAG: sweep.mode}
+    plan = _notebook_plan(trial, context, name=TRIAL_TEMPLATE, user=spec.user, tags=tags, experiment=spec.experiment,
+                          html=spec.outputs.html, parent_run=True)
+    parent = StepConfig(notebook="", experiment=spec.experiment, user=spec.user, tags=tags, html=spec.outputs.html,
+                        image=plan.image, step=None)
+    feeds = {p: f"{{{{item.{p}}}}}" if p in sweep.space else f"{{{{workflow.parameters.{p}}}}}" for p in names}
+    feeds[t.PARENT_RUN_INPUT] = f"{{{{tasks.{t.PARENT_TASK}.outputs.parameters.{t.PARENT_RUN_ID}}}}}"
+    tasks: list[Task | m.DAGTask] = [Task(name=t.PARENT_TASK, template=t.OPEN_PARENT_TEMPLATE),
+             Task(name=TRIALS_TASK, template=TRIAL_TEMPLATE, arguments=t.task_arguments(feeds),
+                  dependencies=[t.PARENT_TASK], with_items=grid_items(sweep))]
+    templates = [DAG(name="main", tasks=tasks, parallelism=sweep.concurrency),
+                 t.open_parent_template(parent, plan.image, context.cluster), t.notebook_template(plan, context.cluster),
+                 t.close_parent_template(plan.image, context.cluster)]
+    return _workflow(PurePosixPath(spec.notebook).stem, _labels(spec), context, user=spec.user,
+                     arguments=_workflow_parameters({p: (p, v) for p, v in fixed.items()}), templates=templates,
+                     on_exit=t.CLOSE_PARENT_TEMPLATE, active_deadline_seconds=sweep.time_budget_s)
+
+
+def check_fanout(sweep: SweepSpec) -> None:
+    """Refuse what Argo fan-out cannot do (it has no Tune: no sampling, no early stopping, whole-GPU pods)."""
+    problems = []
+    if sweep.search != "grid":
+        problems.append(("search", f"fan-out enumerates a grid; search {sweep.search!r} samples, which needs Ray "
+                                   "(compile without --fanout, or use search 'grid' with grid(...)/choice(...) values)"))
+    if sweep.scheduler != "fifo":
+        problems.append(("scheduler", f"early stopping ({sweep.scheduler}) needs Ray Tune; compile without --fanout or drop it"))
+    if sweep.gpus_per_trial and not float(sweep.gpus_per_trial).is_integer():
+        problems.append(("gpus_per_trial", f"{sweep.gpus_per_trial} GPUs: each fan-out trial is a pod, which takes whole GPUs; "
+                                           "use 1 or compile without --fanout to share GPUs through Ray"))
+    if problems:
+        raise CompileError("cannot compile this sweep to Argo fan-out: " + "; ".join(f"{field}: {msg}" for field, msg in problems),
+                           errors=[{"loc": ["sweep", field], "msg": msg} for field, msg in problems])
+
+
+def grid_items(sweep: SweepSpec) -> list[dict[str, str]]:
+    """``withItems``: every grid point (``samples`` times), each value as the JSON text of the step's ``--parameter``."""
+    points = sweep.grid_points() * sweep.effective_samples
+    if len(points) > MAX_FANOUT_ITEMS:
+        raise CompileError(f"the grid has {len(points)} trials; fan-out takes at most {MAX_FANOUT_ITEMS}. "
+                           "Compile without --fanout (a RayJob runs any number) or make the grid smaller.",
+                           errors=[{"loc": ["sweep", "space"], "msg": f"{len(points)} grid points"}])
+    return [{name: _encoded(name, value) for name, value in point.items()} for point in points]
+
+
+def _encoded(name: str, value: Any) -> str:
+    try:
+        return argo_safe_json(value)
+    except (TypeError, ValueError) as exc:
+        raise CompileError(f"a value of {name!r} cannot be sent as JSON: {exc}",
+                           errors=[{"loc": ["sweep", "space", name], "msg": str(exc)}]) from None
+
+
+def _sweep(spec: RunSpec) -> SweepSpec:
+    if spec.sweep is None:
+        raise CompileError("not a sweep: the spec has no 'sweep' section.")
+    return spec.sweep
+
+
+def _labels(spec: RunSpec) -> dict[str, str]:
+    return {LABEL_USER: label_value(spec.user), LABEL_NOTEBOOK: notebook_label(spec.notebook), LABEL_KIND: "sweep"}
