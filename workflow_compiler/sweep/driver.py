@@ -133,6 +133,10 @@ def _load_state(sweep_id: str) -> tuple[RunSpec, dict[str, Any]]:
 
 def ensure_ray() -> None:
     """Connect to Ray: as initialised already, ``RAY_ADDRESS`` when set, else a local Ray on this machine."""
+    if not os.environ.get("RAY_ADDRESS"):
+        # The embedded default is one machine: Ray's single-node mode (its default on macOS) binds
+        # every process to 127.0.0.1 instead of the first network interface. Read when ray is imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
@@ -148,12 +152,9 @@ def ensure_ray() -> None:
         ray.init(address=address, **kwargs)
         return
     gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
-    # The embedded default stays on loopback: Ray would otherwise bind its GCS and raylet to the
-    # first non-loopback interface, which sandboxes and firewalled laptops often refuse.
     # address="local" starts our own Ray: a bare ray.init() would join whatever cluster a stale
     # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
-    ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None,
-             _node_ip_address="127.0.0.1", **kwargs)
+    ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)
 
 
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
