@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_arguments(p)
     p.add_argument("-o", "--output", help="write the YAML here (default: stdout)")
     p.add_argument("--validate", action="store_true", help="check it against the Argo CRD schema, unknown fields rejected")
+    p.add_argument("--sweep", dest="sweep_file", metavar="FILE",
+                   help="compile a sweep of the notebook from this YAML file (space, metric, ...): a KubeRay RayJob")
+    p.add_argument("--fanout", action="store_true", default=None,
+                   help="with --sweep: a grid sweep as Argo withItems fan-out, for clusters without KubeRay")
     p.set_defaults(handler=cmd_compile)
 
     p = sub.add_parser("runs", help="recent runs and their status")
@@ -150,10 +154,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_compile(args: argparse.Namespace) -> int:
     from .compiler import compile_to_file
 
+    if args.sweep_file and str(args.target).endswith((".yaml", ".yml")):
+        raise SpecError("--sweep sweeps one notebook; give a .ipynb, not a pipeline.")
     spec = spec_from_args(args, root=os.getcwd())
-    text = compile_to_file(spec, Path(args.output) if args.output else None, validate=args.validate, notebook_root=Path.cwd())
+    if args.sweep_file:
+        from .spec import RunSpec
+        from .sweep.cli_args import apply_sweep_file
+
+        if not isinstance(spec, RunSpec):  # unreachable for a .ipynb target; keeps the type checker honest
+            raise SpecError("--sweep sweeps one notebook; give a .ipynb, not a pipeline.")
+        spec = apply_sweep_file(spec, args.sweep_file, root=os.getcwd())
+    elif args.fanout:
+        raise SpecError("--fanout applies to sweeps: add --sweep FILE.")
+    text = compile_to_file(spec, Path(args.output) if args.output else None, validate=args.validate,
+                           notebook_root=Path.cwd(), fanout=args.fanout)
     if args.output:
-        err.print(f"wrote {args.output}" + (" (valid against the Argo Workflow CRD)" if args.validate else ""))
+        crds = "the Argo Workflow CRD" + (" and the KubeRay RayJob CRD" if "kind: RayJob" in text else "")
+        err.print(f"wrote {args.output}" + (f" (valid against {crds})" if args.validate else ""))
     else:
         sys.stdout.write(text)
     return 0

@@ -2,13 +2,17 @@
 
 It interprets exactly the subset of Argo that nbscale's compiler emits (see docs/DESIGN.md):
 a DAG of container templates, parameters, output parameters read from files, retries,
-``activeDeadlineSeconds`` and the ``onExit`` handler. Containers become local processes with the
-same command and arguments, started without a shell; volume mounts become folders. Argo itself
-cannot run without Kubernetes, and no library interprets its manifests, hence this module.
+``activeDeadlineSeconds`` (per step and for the workflow), ``withItems`` fan-out (one task per
+item, ``{{item}}``/``{{item.KEY}}`` in the task's arguments, at most ``parallelism`` at once) and
+the ``onExit`` handler. Containers become local processes with the same command and arguments,
+started without a shell; volume mounts become folders. A ``resource`` template that creates a
+KubeRay RayJob runs the job's entrypoint here (``rayjob_local.py``). Argo itself cannot run
+without Kubernetes, and no library interprets its manifests, hence this module.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError
+from .rayjob_local import job_status, local_job, resource_phase
 from .templating import substitute_all
 
 log = logging.getLogger(__name__)
@@ -63,14 +68,26 @@ class WorkflowInterpreter:
         for p in self.spec.get("arguments", {}).get("parameters", []):
             self.scope[f"workflow.parameters.{p['name']}"] = str(p.get("value", ""))
         self._stopped = threading.Event()
+        self._deadline_hit = threading.Event()
         self._procs: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
 
     # -- public -------------------------------------------------------------------------------
     def run(self) -> str:
         """Run the entrypoint, then the exit handler; returns Succeeded, Failed or Stopped."""
-        phase = self._run_template_tree(self.spec["entrypoint"])
-        if self._stopped.is_set():
+        deadline = self.spec.get("activeDeadlineSeconds")
+        timer = threading.Timer(float(deadline), self._deadline_exceeded) if deadline else None
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            phase = self._run_template_tree(self.spec["entrypoint"])
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if self._deadline_hit.is_set():
+            phase = "Failed"  # as in Argo: a workflow past its deadline fails
+        elif self._stopped.is_set():
             phase = "Stopped"
         exit_handler = self.spec.get("onExit")
         if exit_handler:
@@ -87,13 +104,17 @@ class WorkflowInterpreter:
         for proc in procs:
             _terminate(proc)
 
+    def _deadline_exceeded(self) -> None:
+        self._log(f"workflow activeDeadlineSeconds={self.spec.get('activeDeadlineSeconds')} exceeded: stopping every step\n")
+        self._deadline_hit.set()
+        self.stop()
+
     # -- DAG ----------------------------------------------------------------------------------
     def _run_template_tree(self, name: str) -> str:
         template = self._template(name)
         if "dag" not in template:
             return self._run_task(name, {"template": name}, {}).phase
-        tasks = {t["name"]: t for t in template["dag"]["tasks"]}
-        deps = {n: _dependencies(t) for n, t in tasks.items()}
+        tasks, deps, items = expand_tasks(template["dag"]["tasks"])
         results: dict[str, TaskResult] = {}
         running: dict[Future[TaskResult], str] = {}
         workers = int(template.get("parallelism") or self.spec.get("parallelism") or max(1, len(tasks)))
@@ -108,7 +129,10 @@ class WorkflowInterpreter:
                         results[name] = TaskResult("Skipped", message="an upstream step did not succeed")
                         self.on_task(name, "Skipped", {})
                         continue
-                    running[pool.submit(self._run_task, name, task, self._task_scope(results))] = name
+                    scope = self._task_scope(results)
+                    if name in items:
+                        scope.update(item_scope(items[name]))
+                    running[pool.submit(self._run_task, name, task, scope)] = name
                 if not running:
                     if len(results) < len(tasks):  # only possible with a dependency on an unknown task
                         raise ExecutionError(f"DAG {name!r} has tasks that can never start: {sorted(set(tasks) - set(results))}")
@@ -130,10 +154,14 @@ class WorkflowInterpreter:
     # -- one task -----------------------------------------------------------------------------
     def _run_task(self, name: str, task: dict[str, Any], scope: dict[str, str]) -> TaskResult:
         template = self._template(task["template"])
-        if "container" not in template:
-            raise ExecutionError(f"template {template['name']!r} is not a container; the local executor runs containers and DAGs.")
-        scope = dict(scope or self.scope)
-        for arg in substitute_all(task.get("arguments", {}).get("parameters", []), scope):
+        if "container" not in template and "resource" not in template:
+            raise ExecutionError(f"template {template['name']!r} is neither a container nor a resource; "
+                                 "the local executor runs containers, RayJob resources and DAGs.")
+        task_scope = dict(scope or self.scope)
+        arguments = substitute_all(task.get("arguments", {}).get("parameters", []), task_scope)
+        # {{item...}} belongs to the task's fields only; the template sees its inputs, as in Argo.
+        scope = {k: v for k, v in task_scope.items() if k != "item" and not k.startswith("item.")}
+        for arg in arguments:
             scope[f"inputs.parameters.{arg['name']}"] = str(arg.get("value", ""))
         for declared in template.get("inputs", {}).get("parameters", []):
             key = f"inputs.parameters.{declared['name']}"
@@ -143,11 +171,12 @@ class WorkflowInterpreter:
         limit = int(resolved.get("retryStrategy", {}).get("limit", 0) or 0)
         output_dir = self.run_dir / "steps" / _safe(name)
         result = TaskResult("Failed", output_dir=output_dir)
+        runner = self._run_container if "container" in resolved else self._run_resource
         for attempt in range(limit + 1):
             if self._stopped.is_set():
                 return TaskResult("Stopped", attempts=attempt, output_dir=output_dir)
             self.on_task(name, "Running", {"attempt": attempt + 1, "output_dir": str(output_dir)})
-            result = self._run_container(name, resolved, output_dir, attempt)
+            result = runner(name, resolved, output_dir, attempt)
             result.attempts = attempt + 1
             if result.phase != "Failed":
                 break
@@ -159,17 +188,47 @@ class WorkflowInterpreter:
 
     def _run_container(self, name: str, template: dict[str, Any], output_dir: Path, attempt: int) -> TaskResult:
         container = template["container"]
-        mounts = self._mounts(template, output_dir)
-        argv = [_map_path(a, mounts) for a in [*container.get("command", []), *container.get("args", [])]]
+        volumes = [*self.spec.get("volumes", []), *template.get("volumes", [])]
+        mounts = self._mounts(volumes, container.get("volumeMounts", []), output_dir)
+        env = {e["name"]: _map_path(str(e.get("value", "")), mounts) for e in container.get("env", []) if "value" in e}
+        code, timed_out, elapsed = self._run_process(name, [*container.get("command", []), *container.get("args", [])], mounts,
+                                                     container.get("workingDir"), env, template, attempt)
+        outputs = self._output_parameters(template, mounts)
+        deadline = template.get("activeDeadlineSeconds")
+        if timed_out:
+            return TaskResult("Failed", outputs, message=f"stopped after activeDeadlineSeconds={deadline} ({elapsed:.0f}s)")
+        if self._stopped.is_set():
+            return TaskResult("Stopped", outputs, message="cancelled")
+        if code != 0:
+            return TaskResult("Failed", outputs, message=f"exit code {code}")
+        return TaskResult("Succeeded", outputs)
+
+    def _run_resource(self, name: str, template: dict[str, Any], output_dir: Path, attempt: int) -> TaskResult:
+        """A RayJob: its entrypoint as a local process; the exit code as Ray's job status, judged by the conditions."""
+        job = local_job(template["resource"])
+        mounts = self._mounts(job.volumes, job.volume_mounts, output_dir)
+        code, timed_out, elapsed = self._run_process(name, job.argv, mounts, job.working_dir, job.env, template, attempt)
+        if timed_out:
+            return TaskResult("Failed", message=f"stopped after activeDeadlineSeconds={template.get('activeDeadlineSeconds')} ({elapsed:.0f}s)")
+        stopped = self._stopped.is_set()
+        phase, message = resource_phase(template["resource"], {"status": job_status(code, stopped)})
+        if stopped:
+            return TaskResult("Stopped", message="cancelled")
+        return TaskResult(phase, message=message or (f"exit code {code}" if code else ""))
+
+    def _run_process(self, name: str, command: list[str], mounts: list[tuple[str, Path]], working_dir: str | None,
+                     env: dict[str, str], template: dict[str, Any], attempt: int) -> tuple[int | None, bool, float]:
+        """Run one step's process (no shell) to its end; (exit code, stopped by the deadline, seconds)."""
+        argv = [_map_path(a, mounts) for a in command]
         if not argv:
             raise ExecutionError(f"template {template['name']!r} has no command.")
         argv[0] = _executable(argv[0])
-        cwd = Path(_map_path(container.get("workingDir", "/"), mounts)) if container.get("workingDir") else self.root
-        env = {**os.environ, **{e["name"]: _map_path(str(e.get("value", "")), mounts) for e in container.get("env", []) if "value" in e}, **self.env}
+        cwd = Path(_map_path(working_dir, mounts)) if working_dir else self.root
         deadline = template.get("activeDeadlineSeconds")
         self._log(f"[{name}] attempt {attempt + 1}: {' '.join(argv[:3])} ...\n")
         started = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env, **self.env}, stdout=self.log_file,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         with self._lock:
             self._procs.add(proc)
         try:
@@ -177,15 +236,7 @@ class WorkflowInterpreter:
         finally:
             with self._lock:
                 self._procs.discard(proc)
-        elapsed = time.monotonic() - started
-        outputs = self._output_parameters(template, mounts)
-        if timed_out:
-            return TaskResult("Failed", outputs, message=f"stopped after activeDeadlineSeconds={deadline} ({elapsed:.0f}s)")
-        if self._stopped.is_set():
-            return TaskResult("Stopped", outputs, message="cancelled")
-        if proc.returncode != 0:
-            return TaskResult("Failed", outputs, message=f"exit code {proc.returncode}")
-        return TaskResult("Succeeded", outputs)
+        return proc.returncode, timed_out, time.monotonic() - started
 
     def _wait(self, proc: subprocess.Popen[bytes], deadline: float | None) -> bool:
         try:
@@ -195,11 +246,11 @@ class WorkflowInterpreter:
             _terminate(proc)
             return True
 
-    def _mounts(self, template: dict[str, Any], output_dir: Path) -> list[tuple[str, Path]]:
+    def _mounts(self, volume_list: list[dict[str, Any]], volume_mounts: list[dict[str, Any]], output_dir: Path) -> list[tuple[str, Path]]:
         """(mountPath, local folder) pairs: PVCs are the workspace root, emptyDirs are fresh folders."""
-        volumes = {v["name"]: v for v in [*self.spec.get("volumes", []), *template.get("volumes", [])]}
+        volumes = {v["name"]: v for v in volume_list}
         mounts: list[tuple[str, Path]] = []
-        for mount in template["container"].get("volumeMounts", []):
+        for mount in volume_mounts:
             volume = volumes.get(mount["name"], {})
             if "emptyDir" in volume:
                 local = output_dir / mount["name"]
@@ -228,6 +279,42 @@ class WorkflowInterpreter:
         binary = "b" in getattr(self.log_file, "mode", "")
         self.log_file.write(text.encode() if binary else text)  # type: ignore[arg-type]
         self.log_file.flush()
+
+
+def expand_tasks(dag_tasks: list[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]], dict[str, Any]]:
+    """DAG tasks with ``withItems`` expanded to one task per item, ``name(0)``, ``name(1)``, ...
+
+    Returns (task by name, dependencies by name, item by name). A task that depends on an expanded
+    one waits for all its items. ``withParam`` and ``withSequence`` are refused.
+    """
+    tasks: dict[str, dict[str, Any]] = {}
+    groups: dict[str, list[str]] = {}
+    items: dict[str, Any] = {}
+    for task in dag_tasks:
+        loops = [key for key in ("withParam", "withSequence") if key in task]
+        if loops:
+            raise ExecutionError(f"task {task['name']!r}: the local executor expands withItems, not {loops[0]}.")
+        if "withItems" not in task:
+            tasks[task["name"]] = task
+            continue
+        names = groups.setdefault(task["name"], [])
+        for index, item in enumerate(task["withItems"]):
+            names.append(f"{task['name']}({index})")
+            tasks[names[-1]], items[names[-1]] = task, item
+    deps = {name: [d for dep in _dependencies(task) for d in groups.get(dep, [dep])] for name, task in tasks.items()}
+    return tasks, deps, items
+
+
+def item_scope(item: Any) -> dict[str, str]:
+    """``{{item}}`` and, for a map, ``{{item.KEY}}``: strings as they are, anything else as JSON (as Argo does)."""
+    scope = {"item": _item_text(item)}
+    if isinstance(item, dict):
+        scope.update({f"item.{key}": _item_text(value) for key, value in item.items()})
+    return scope
+
+
+def _item_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _dependencies(task: dict[str, Any]) -> list[str]:

@@ -36,6 +36,7 @@ class LocalExecutor(Executor):
 
     def submit(self, manifest: dict[str, Any], *, record: RunRecord) -> RunRecord:
         """Write the manifest into the run's folder and start a worker for it."""
+        check_local_manifest(manifest)  # refused here, before any record or worker exists
         run_dir = nbscale_home() / "runs" / record.id
         run_dir.mkdir(parents=True, exist_ok=False)
         prefix = manifest["metadata"].get("generateName") or manifest["metadata"].get("name", "nbscale-")
@@ -111,8 +112,29 @@ def _reap_later(proc: subprocess.Popen[bytes]) -> None:
 
 
 def check_local_manifest(manifest: dict[str, Any]) -> None:
-    """Refuse a manifest the local executor cannot run, before a worker starts."""
-    kinds = {k for t in manifest.get("spec", {}).get("templates", []) for k in ("container", "dag", "resource", "script", "steps") if k in t}
-    unsupported = kinds - {"container", "dag"}
+    """Refuse a manifest the local executor cannot run, before a worker starts.
+
+    It runs DAGs (``withItems`` included), containers, and ``resource`` templates that create a
+    KubeRay RayJob (their entrypoint runs here); ``local_job`` says why any other resource is refused.
+    """
+    from .interpreter import expand_tasks
+    from .rayjob_local import local_job
+
+    templates = manifest.get("spec", {}).get("templates", [])
+    kinds = {k for t in templates for k in ("container", "dag", "resource", "script", "steps") if k in t}
+    unsupported = kinds - {"container", "dag", "resource"}
     if unsupported:
         raise ExecutionError(f"the local executor does not run {', '.join(sorted(unsupported))} templates yet.")
+    for template in templates:
+        if "resource" in template:
+            local_job(_masked(template["resource"]))
+        if "dag" in template:
+            expand_tasks(template["dag"].get("tasks", []))
+
+
+def _masked(resource: dict[str, Any]) -> dict[str, Any]:
+    """The resource with its ``{{...}}`` expressions blanked: they are substituted only when the step runs."""
+    import re
+
+    manifest = re.sub(r"\{\{.*?\}\}", "x", str(resource.get("manifest", "")), flags=re.DOTALL)
+    return {**resource, "manifest": manifest}

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..quota import hold_lease
 from ..store import Progress, RunRecord, RunStore, StepState, utcnow
-from .interpreter import WorkflowInterpreter
+from .interpreter import WorkflowInterpreter, expand_tasks
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,8 @@ class RunWorker:
         self.root = root
         manifest = json.loads((self.run_dir / "manifest.json").read_text(encoding="utf-8"))
         entry = next(t for t in manifest["spec"]["templates"] if t["name"] == manifest["spec"]["entrypoint"])
-        self.step_names = [t["name"] for t in entry.get("dag", {}).get("tasks", []) if t["name"] not in _HELPER_TASKS]
+        tasks, _, _ = expand_tasks(entry.get("dag", {}).get("tasks", []))  # a fan-out's items are steps of their own
+        self.step_names = [name for name in tasks if name not in _HELPER_TASKS]
         self.steps = {n: StepState(name=n) for n in self.step_names}
         self.lock = threading.Lock()
         self.log_file = open(self.run_dir / "log.txt", "ab", buffering=0)
