@@ -5,10 +5,14 @@ Kept free of heavy imports (no mlflow, no sqlalchemy) so that every process can 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 
@@ -48,3 +52,32 @@ def artifact_location(uri: str, experiment: str) -> str | None:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment).strip("-.")[:60] or "experiment"
     digest = hashlib.sha256(experiment.encode("utf-8")).hexdigest()[:8]
     return (db.parent / "mlartifacts" / f"{slug}-{digest}").resolve().as_uri()
+
+
+@contextmanager
+def store_init_lock(uri: str) -> Iterator[None]:
+    """Serialise the first use of a SQLite store across processes.
+
+    MLflow creates and migrates a new SQLite schema on a client's first call; two processes doing
+    that at once (parallel steps, concurrent runs on a fresh machine) fail with "Online migration
+    expected to match one row". Other stores need no lock.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        yield
+        return
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".init-lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` on ``uri``, built under ``store_init_lock`` (the constructor creates the schema)."""
+    from mlflow.tracking import MlflowClient  # ~2 s to import: only callers that log pay for it
+
+    with store_init_lock(uri):
+        return MlflowClient(tracking_uri=uri)

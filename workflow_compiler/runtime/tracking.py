@@ -13,7 +13,7 @@ from mlflow.entities import Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from ..tracking_uri import artifact_location
+from ..tracking_uri import artifact_location, open_client
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +22,8 @@ TAG_LIMIT = 8000
 
 
 def make_client(uri: str) -> MlflowClient:
-    """A client on ``uri``; a fresh SQLite store is created (with its schema) on first use."""
-    return MlflowClient(tracking_uri=uri)
+    """A client on ``uri``; a fresh SQLite store gets its schema here, one process at a time."""
+    return open_client(uri)
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:

@@ -30,9 +30,9 @@ _BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
 def client(uri: str) -> Any:
     """An MlflowClient for ``uri`` (imported lazily; mlflow takes ~2 s to import)."""
-    from mlflow.tracking import MlflowClient
+    from ..tracking_uri import open_client
 
-    return MlflowClient(tracking_uri=uri)
+    return open_client(uri)
 
 
 def ensure_experiment(mlflow_client: Any, name: str, uri: str) -> str:
