@@ -81,3 +81,20 @@ def test_compiled_grid_fanout_runs_locally_with_trials_nested_under_a_parent_run
     assert sorted(by_x) == [1.0, 3.0]
     assert {x: c.data.metrics["score"] for x, c in by_x.items()} == {1.0: 2.0, 3.0: 6.0}  # x * steps, last value
     assert all(c.data.params["steps"] == "2" for c in children)
+
+
+@pytest.mark.slow  # the real sweep driver starts a local Ray of its own (~15 s), then runs one trial
+def test_compiled_rayjob_runs_the_sweep_driver_locally(work: Path, nbscale_home: Path) -> None:
+    """The RayJob's entrypoint, run here, is the real driver: it reads the spec from the runtime env."""
+    (work / "one.yaml").write_text(yaml.safe_dump({**SWEEP, "space": {"x": "grid(2.0)"}, "concurrency": 1}))
+    out = work / "rayjob.yaml"
+    assert nbscale("compile", "objective.ipynb", "--sweep", "one.yaml", "-o", str(out), cwd=work).returncode == 0
+    executor = get_executor("local", root=str(work))
+    record = executor.submit(yaml.safe_load(out.read_text()), record=RunRecord(id="nbs-0a0a0a0a0a", kind="sweep",
+                                                                               notebook="objective.ipynb", user="alice"))
+    record = executor.wait(record.id, timeout=400)
+    log = executor.logs(record.id)[0]
+    assert record.status == "SUCCEEDED", f"{record.error}\n{log[-3000:]}"
+    summary = json.loads(next(line for line in log.splitlines() if line.startswith('{"sweep_id"')))  # the driver's --json
+    assert summary["status"] == "SUCCEEDED" and summary["best"]["params"] == {"x": 2.0} and summary["best"]["value"] == 4.0
+    assert Path(summary["sweep_dir"]).parent == nbscale_home / "sweeps"  # this machine's state folder, not the pod's
