@@ -10,7 +10,7 @@ from . import quota
 from .compiler import compile_workflow
 from .executors import Executor, get_executor, new_run_id
 from .spec import PipelineSpec, RunSpec
-from .store import RunRecord
+from .store import Progress, RunRecord
 from .validation import validate_workflow
 
 
@@ -19,6 +19,9 @@ def record_for(spec: RunSpec | PipelineSpec, *, run_id: str | None = None) -> Ru
     if isinstance(spec, PipelineSpec):
         return RunRecord(id=run_id or new_run_id(), kind="pipeline", notebook=spec.steps[-1].notebook, user=spec.user,
                          parameters={s.name: s.parameters for s in spec.steps})
+    if spec.sweep is not None:
+        return RunRecord(id=run_id or new_run_id(), kind="sweep", notebook=spec.notebook, user=spec.user, parameters=spec.parameters,
+                         progress=Progress(unit="trials", total=spec.sweep.total_trials()))
     return RunRecord(id=run_id or new_run_id(), kind="run", notebook=spec.notebook, user=spec.user, parameters=spec.parameters)
 
 

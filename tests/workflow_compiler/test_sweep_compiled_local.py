@@ -98,3 +98,25 @@ def test_compiled_rayjob_runs_the_sweep_driver_locally(work: Path, nbscale_home:
     summary = json.loads(next(line for line in log.splitlines() if line.startswith('{"sweep_id"')))  # the driver's --json
     assert summary["status"] == "SUCCEEDED" and summary["best"]["params"] == {"x": 2.0} and summary["best"]["value"] == 4.0
     assert Path(summary["sweep_dir"]).parent == nbscale_home / "sweeps"  # this machine's state folder, not the pod's
+    # The run record speaks in trials, with the best trial and the parent MLflow run of the sweep.
+    assert (record.progress.unit, record.progress.done, record.progress.total) == ("trials", 1, 1)
+    assert record.best == {"params": {"x": 2.0}, "metric": "score", "value": 4.0}
+    assert record.metrics == {"score": 4.0} and record.mlflow_run_id == summary["parent_run_id"]
+    assert summary["sweep_id"] == record.id, "the driver keeps its state under the run's own id"
+
+
+@pytest.mark.slow
+def test_submit_runs_a_sweep_spec_as_a_sweep_record(work: Path) -> None:
+    """The path the REST API and the magics take: a RunSpec with ``sweep`` through submit()."""
+    from workflow_compiler.spec import RunSpec, parse_model
+    from workflow_compiler.submit import submit
+
+    spec = parse_model(RunSpec, {"notebook": "objective.ipynb", "parameters": {"steps": 2},
+                                 "sweep": {"space": {"x": "grid(1.0, 3.0)"}, "search": "grid", "metric": "score", "concurrency": 2}},
+                       what="sweep")
+    executor = get_executor("local", root=str(work))
+    record = submit(spec, executor=executor, root=str(work))
+    assert record.kind == "sweep" and record.progress.unit == "trials" and record.progress.total == 2
+    record = executor.wait(record.id, timeout=400)
+    assert record.status == "SUCCEEDED", f"{record.error}\n{executor.logs(record.id)[0][-3000:]}"
+    assert record.progress.done == 2 and record.best is not None and record.best["params"] == {"x": 3.0}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..quota import hold_lease
-from ..store import Progress, RunRecord, RunStore, StepState, utcnow
+from ..store import Progress, RunRecord, RunStore, StepState, nbscale_home, utcnow
 from .interpreter import WorkflowInterpreter, expand_tasks
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,10 @@ class RunWorker:
         self.steps = {n: StepState(name=n) for n in self.step_names}
         self.lock = threading.Lock()
         self.log_file = open(self.run_dir / "log.txt", "ab", buffering=0)
-        self.interpreter = WorkflowInterpreter(manifest, workflow_name=self.record.workflow_name, root=root,
+        # A RayJob run here is the sweep driver: it keeps its state under the run's own id.
+        env = {"NBSCALE_SWEEP_ID": self.record.id} if self.record.kind == "sweep" else {}
+        self.sweep_dir = nbscale_home() / "sweeps" / self.record.id
+        self.interpreter = WorkflowInterpreter(manifest, workflow_name=self.record.workflow_name, root=root, env=env,
                                                run_dir=self.run_dir, log_file=self.log_file, on_task=self.on_task)
 
     def on_task(self, name: str, phase: str, info: dict[str, Any]) -> None:
@@ -72,7 +75,11 @@ class RunWorker:
                 if cells:
                     step.progress = Progress(done=int(cells.get("cells_done", 0)), total=int(cells.get("cells_total", 0)))
             steps = [self.steps[n].model_copy() for n in self.step_names]
-        if len(steps) == 1:
+        sweep = _read_json(self.sweep_dir / "progress.json") if self.record.kind == "sweep" else {}
+        if sweep:
+            progress, best = _sweep_progress(sweep)
+            fields.setdefault("best", best)
+        elif len(steps) == 1:
             progress = steps[0].progress
         else:
             progress = Progress(done=sum(s.status == "SUCCEEDED" for s in steps), total=len(steps), unit="steps",
@@ -113,7 +120,32 @@ class RunWorker:
         }
         if status == "KILLED" and not fields["error"]:
             fields["error"] = "cancelled"
+        summary = _read_json(self.sweep_dir / "result.json") if self.record.kind == "sweep" else {}
+        if summary:
+            fields.update(_sweep_outcome(summary))
         return self.publish(**fields)
+
+
+def _sweep_progress(data: dict[str, Any]) -> tuple[Progress, dict[str, Any] | None]:
+    """Trial counts and the best so far, from the sweep driver's progress.json."""
+    counts = data.get("counts") or {}
+    done = sum(int(counts.get(k, 0)) for k in ("COMPLETED", "EARLY_STOPPED", "FAILED", "KILLED"))
+    progress = Progress(done=done, total=int(data.get("total") or done), unit="trials", running=int(counts.get("RUNNING", 0)),
+                        stopped=int(counts.get("EARLY_STOPPED", 0)), failed=int(counts.get("FAILED", 0)))
+    return progress, data.get("best")
+
+
+def _sweep_outcome(summary: dict[str, Any]) -> dict[str, Any]:
+    """Best trial, parent MLflow run and its link, from the sweep driver's result.json."""
+    best = summary.get("best") or None
+    fields: dict[str, Any] = {"mlflow_run_id": summary.get("parent_run_id"), "mlflow_experiment_id": summary.get("experiment_id")}
+    if best:
+        fields["best"] = {"params": best.get("params"), "metric": summary.get("metric"), "value": best.get("value")}
+        if isinstance(best.get("value"), (int, float)):
+            fields["metrics"] = {str(summary.get("metric")): float(best["value"])}
+    if fields["mlflow_run_id"] and fields["mlflow_experiment_id"]:
+        fields["links"] = {"mlflow": f"{mlflow_ui_base()}/#/experiments/{fields['mlflow_experiment_id']}/runs/{fields['mlflow_run_id']}"}
+    return fields
 
 
 def _find(folder: str | None, name: str) -> Path | None:

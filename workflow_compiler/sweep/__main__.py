@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec-json", help="the whole RunSpec (with 'sweep') as JSON, instead of the flags")
     parser.add_argument("--spec-env", metavar="NAME", help="read the RunSpec JSON from this environment variable")
     parser.add_argument("--root", default=".", help="folder notebook paths are relative to (default: here)")
-    parser.add_argument("--sweep-id", help="use this id for a new sweep (default: a new nbs-… id)")
+    parser.add_argument("--sweep-id", default=os.environ.get("NBSCALE_SWEEP_ID") or None,
+                        help="use this id for a new sweep (default: $NBSCALE_SWEEP_ID, set by the local executor to the run id, else a new id)")
     args = parser.parse_args(argv)
     from .driver import run_sweep
     from .progress import print_result

@@ -26,7 +26,7 @@ from ..spec import RunSpec, check_run_spec
 from ..tracking_uri import nbscale_home, tracking_uri
 from . import tracking
 from .progress import SweepProgress
-from .results import SweepResult, TrialRow
+from .results import SweepResult, TrialRow, best_trial, count_statuses
 from .summary import finish_sweep, row_from_trial
 from .trial import TrialPlan, run_trial
 
@@ -49,7 +49,25 @@ class _Session:
     rows: dict[str, TrialRow] = field(default_factory=dict)
 
     def refresh(self) -> None:
-        self.progress.update(sorted(self.rows.values(), key=lambda r: r.number))
+        rows = sorted(self.rows.values(), key=lambda r: r.number)
+        self.progress.update(rows)
+        write_progress(self.sweep_id, rows, total=self.progress.total, metric=self.progress.metric, mode=self.progress.mode,
+                       parent_run_id=self.parent_run_id, experiment_id=self.experiment_id)
+
+
+def write_progress(sweep_id: str, rows: list[TrialRow], *, total: int, metric: str, mode: str, parent_run_id: str,
+                   experiment_id: str) -> None:
+    """``sweeps/<id>/progress.json``: trial counts and the best so far, for the run record and the UI."""
+    counts = count_statuses(rows)
+    best = best_trial(rows, mode)
+    data = {"total": total, "counts": counts, "metric": metric, "mode": mode, "parent_run_id": parent_run_id,
+            "experiment_id": experiment_id,
+            "best": None if best is None else {"params": best.params, "metric": metric, "value": best.value}}
+    folder = sweeps_dir() / sweep_id
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f"progress.json.{os.getpid()}.tmp"
+    partial.write_text(json.dumps(data), encoding="utf-8")
+    os.replace(partial, folder / "progress.json")  # readers never see half a file
 
 
 def sweeps_dir() -> Path:
@@ -85,7 +103,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                      tracking_uri=state["tracking_uri"], experiment_id=state["experiment_id"],
                      parent_run_id=state["parent_run_id"], tags=dict(spec.tracking.tags),
                      fresh_kernel=spec.sweep.fresh_kernel,
-                     report_interval=float(os.environ.get("NBSCALE_SWEEP_REPORT_INTERVAL", "0")))
+                     report_interval=_report_interval(spec))
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)
     session = _Session(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
@@ -98,6 +116,16 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
         _SESSIONS.pop(sweep_id, None)
     return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
                         rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
+
+
+def _report_interval(spec: RunSpec) -> float:
+    """Seconds between the objective's intermediate reports to Tune (each one is a round trip to the
+    driver, ~5 ms here). ASHA counts reports, so it gets every one; under FIFO they only feed the
+    live display, so at most two a second (B3: 1000 logged steps cost 5.5 s unthrottled)."""
+    configured = os.environ.get("NBSCALE_SWEEP_REPORT_INTERVAL")
+    if configured:
+        return float(configured)
+    return 0.0 if spec.sweep is not None and spec.sweep.scheduler == "asha" else 0.5
 
 
 def _create_state(spec: RunSpec, sweep_id: str, root: Path) -> dict[str, Any]:
@@ -154,7 +182,15 @@ def ensure_ray() -> None:
     gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
     # address="local" starts our own Ray: a bare ray.init() would join whatever cluster a stale
     # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
-    ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)
+    for attempt in range(3):
+        try:
+            ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)
+            return
+        except Exception as exc:  # Ray gives its raylet a fixed 30 s to register; a loaded machine can miss it
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
+            log.warning("local Ray did not start in time (%s); trying again", exc)
+            ray.shutdown()
 
 
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
