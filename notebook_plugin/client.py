@@ -46,9 +46,6 @@ class LocalRunClient:
         """Compile, validate, admit against the GPU quota (inside a hub) and start: the CLI's own path."""
         from workflow_compiler.submit import submit
 
-        from .service import ensure_sweeps_supported
-
-        ensure_sweeps_supported(spec)
         return submit(spec, executor=self.executor, root=self.root).to_api()
 
     def get(self, run_id: str) -> dict[str, Any]:

@@ -88,7 +88,6 @@ class RunService:
         absolute, relative = resolve_api_notebook(spec.notebook, self.root, field="notebook")
         inspect_relative(absolute, relative, field="notebook")  # a missing or broken notebook names the field
         spec = check_run_spec(spec, root=self.root)
-        ensure_sweeps_supported(spec)
         record = submit(spec, executor=self.executor, root=self.root)  # admits against the GPU quota inside a hub
         log.info("nbscale: %s submitted %s (%s) as %s", user, record.id, spec.notebook, spec.user)
         return self.to_api(record)
@@ -166,16 +165,3 @@ def inspect_relative(absolute: Path, relative: str, *, field: str) -> NotebookSi
         exc.args = (exc.message,)
         exc.errors = exc.errors or [{"loc": [field], "msg": exc.message}]
         raise
-
-
-def ensure_sweeps_supported(spec: RunSpec) -> None:
-    """Refuse a sweep while the submit path would run it as one plain run (it records kind 'run')."""
-    from workflow_compiler.submit import record_for
-
-    if spec.sweep is not None and record_for(spec, run_id="nbs-0000000000").kind != "sweep":
-        error = NbscaleError(
-            "this nbscale version cannot submit sweeps through the executor yet (the sweep would run as "
-            "one plain run). Submit one run, or sweep from a terminal with the nbscale CLI.",
-            errors=[{"loc": ["sweep"], "msg": "sweeps are not available from Jupyter yet"}])
-        error.http_status = 501
-        raise error

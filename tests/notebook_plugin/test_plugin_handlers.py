@@ -123,20 +123,14 @@ async def test_quota_outside_a_hub_is_off(api: Any, monkeypatch: pytest.MonkeyPa
     assert answer["enabled"] is False
 
 
-async def test_a_valid_sweep_is_not_run_as_a_plain_run(api: Any) -> None:
-    """Until submit() compiles sweeps, a sweep is refused (501) rather than silently run once."""
-    from workflow_compiler.spec import RunSpec
-    from workflow_compiler.submit import record_for
-
+async def test_a_valid_sweep_runs_as_a_sweep_record_and_can_be_cancelled(api: Any) -> None:
+    """A RunSpec with ``sweep`` becomes a sweep (counted in trials), never a silent single run."""
     body = {"notebook": "quick.ipynb", "sweep": {"space": {"times": "randint(1, 3)"}, "metric": "m", "samples": 2}}
     status, answer = await api("POST", "runs", body=body)
-    if record_for(RunSpec.model_validate(body), run_id="nbs-0000000000").kind == "sweep":
-        assert status == 201 and answer["kind"] == "sweep", answer
-    else:
-        assert status == 501, answer
-        assert answer["errors"][0]["loc"] == ["sweep"]
-        _, listing = await api("GET", "runs")
-        assert listing["total"] == 0
+    assert status == 201 and answer["kind"] == "sweep", answer
+    assert answer["progress"]["unit"] == "trials" and answer["progress"]["total"] == 2
+    status, cancelled = await api("POST", f"runs/{answer['id']}/cancel")
+    assert status == 200 and cancelled["status"] in ("KILLED", "SUCCEEDED", "FAILED"), cancelled
 
 
 async def test_error_answers_are_json(jp_fetch: Any) -> None:
