@@ -106,7 +106,7 @@ class RunService:
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Stop a run; an already finished run is answered as it is."""
-        return self.to_api(self.executor.cancel(run_id))
+        return self.to_api(self.executor.cancel(run_id, wait=5.0))
 
     def logs_once(self, run_id: str, offset: int) -> tuple[str, int, bool]:
         """Log text from ``offset``, the next offset, and whether the run is over (and read to the end)."""

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Ray in tests stays on loopback: single-node mode binds every Ray process to 127.0.0.1. It is read
+# when ray is imported, so it is set here, before any test module is collected.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

@@ -86,7 +86,7 @@ class ArgoExecutor(Executor):
             fields["status"] = "KILLED"
         return self.store.update(run_id, **fields)
 
-    def cancel(self, run_id: str) -> RunRecord:
+    def cancel(self, run_id: str, *, wait: float = 60.0) -> RunRecord:
         """Ask Argo to terminate the workflow (``spec.shutdown: Terminate``)."""
         record = self.store.get(run_id)
         api, _ = self._clients()

@@ -34,8 +34,8 @@ class Executor(ABC):
         """Start running ``manifest``; ``record`` (from ``new_record``) is stored and returned updated."""
 
     @abstractmethod
-    def cancel(self, run_id: str) -> RunRecord:
-        """Stop a run; its steps end KILLED and keep their partial outputs."""
+    def cancel(self, run_id: str, *, wait: float = 60.0) -> RunRecord:
+        """Stop a run (waiting up to ``wait`` s for it to end); its steps end KILLED and keep partial outputs."""
 
     @abstractmethod
     def logs(self, run_id: str, offset: int = 0) -> tuple[str, int]:

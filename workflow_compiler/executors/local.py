@@ -64,8 +64,12 @@ class LocalExecutor(Executor):
                 record = self._end_orphan(record, "FAILED", "lost: the worker process ended without recording a result")
         return record
 
-    def cancel(self, run_id: str) -> RunRecord:
-        """SIGTERM the worker, which stops its steps (they save partial output) and records KILLED."""
+    def cancel(self, run_id: str, *, wait: float = 60.0) -> RunRecord:
+        """SIGTERM the worker, which stops its steps (they save partial output) and records KILLED.
+
+        Waits up to ``wait`` seconds for the KILLED record; a caller that must answer quickly (an
+        HTTP request) passes a short wait and gets the record as it stands, still stopping.
+        """
         record = self.store.get(run_id)
         if record.done:
             return record
@@ -75,7 +79,7 @@ class LocalExecutor(Executor):
             except ProcessLookupError:
                 pass
             pid = record.pid
-            wait_until(lambda: self.store.get(run_id).done or not pid_alive(pid), timeout=60)
+            wait_until(lambda: self.store.get(run_id).done or not pid_alive(pid), timeout=wait)
             record = self.store.get(run_id)
             if record.done or pid_alive(pid):  # still alive after the grace period: not ours to call KILLED
                 return record
