@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from .results import SweepResult
 
@@ -41,7 +42,7 @@ def write_plots(result: SweepResult, folder: Path) -> list[Path]:
     ax.set_ylabel(f"{result.metric} ({result.mode})")
     ax.set_title(f"sweep {result.sweep_id}: {result.metric} by trial")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    _tight(fig)
     fig.savefig(paths[0])
 
     names = sorted({k for t in scored for k in t.params})
@@ -58,6 +59,15 @@ def write_plots(result: SweepResult, folder: Path) -> list[Path]:
         ax.set_ylabel(result.metric)
         ax.grid(alpha=0.3)
     fig.suptitle(f"parameters against {result.metric} (blue: completed, orange: stopped early)")
-    fig.tight_layout()
+    _tight(fig)
     fig.savefig(paths[1])
     return paths
+
+
+def _tight(fig: Any) -> None:
+    """Tighten the layout; long categorical labels (file paths) may not fit, and that is only cosmetic."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Tight layout not applied")
+        fig.tight_layout()

@@ -21,6 +21,8 @@ from .worker import COMPLETED, EARLY_STOPPED, FAILED, TrialOutcome, TrialStopped
 
 log = logging.getLogger(__name__)
 
+#: Tag of a trial's child run: the pid of the Ray worker that ran it (the notebook's own, unless fresh_kernel).
+TAG_WORKER_PID = "nbscale.worker_pid"
 #: Result keys the driver reads back (everything else in a result is the notebook's metrics).
 STATUS_KEY, RUN_KEY, SECONDS_KEY, PID_KEY, OUTPUT_KEY = "nbscale_status", "nbscale_run_id", "nbscale_seconds", "nbscale_pid", "nbscale_output"
 
@@ -98,7 +100,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     mc = tracking.client(plan.tracking_uri)
     run_id = tracking.open_trial_run(mc, experiment_id=plan.experiment_id, parent_run_id=plan.parent_run_id,
                                      sweep_id=plan.sweep_id, trial_id=trial_id, name=f"{trial_id}-{out_dir.name}",
-                                     params=params, tags=plan.tags)
+                                     params=params, tags={**plan.tags, TAG_WORKER_PID: str(os.getpid())})
     buffer = tracking.MetricBuffer(mc, run_id)
     reporter = _TuneReporter(plan.metric, plan.report_interval)
 
