@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from papermill.engines import (  # type: ignore[import-untyped]
 from papermill.exceptions import PapermillExecutionError  # type: ignore[import-untyped]
 
 from .files import ProgressFile, write_atomic
+from .handoff import gate_code, publish_run_env
 from .interrupts import InterruptGuard, StepInterrupted
 from .outcome import StepOutcome, cell_error, failed, killed, outcome_of_notebook
 from .tracker import TrackingError
@@ -84,10 +86,11 @@ class StepNotebookClient(PapermillNotebookClient):
     """
 
     def __init__(self, nb_man: StepExecutionManager, *, launch_env: dict[str, str], run_env: Callable[[], dict[str, str]],
-                 guard: InterruptGuard | None, **kwargs: Any) -> None:
+                 guard: InterruptGuard | None, handoff: Path | None = None, **kwargs: Any) -> None:
         super().__init__(nb_man, **kwargs)
         self._launch_env = launch_env
         self._run_env = run_env
+        self._handoff = handoff
         self._guard = guard
         self._python = False
 
@@ -105,9 +108,14 @@ class StepNotebookClient(PapermillNotebookClient):
 
     def papermill_execute_cells(self) -> None:
         """Export the run's environment into a Python kernel, then run the cells."""
-        if self._python:
+        if self._python and self._handoff is not None:
+            # cells start now; the kernel's first `import mlflow` waits for the run (see handoff.py)
+            code = gate_code(self._handoff)
+            threading.Thread(target=publish_run_env, args=(self._handoff, self._run_env), name="mlflow-handoff", daemon=True).start()
+        elif self._python:
             env = self._run_env()
             code = f"import os as _nbscale_os\n_nbscale_os.environ.update({env!r})\ndel _nbscale_os"
+        if self._python:
             assert self.kc is not None
             reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False, allow_stdin=False))
             if not reply or reply["content"]["status"] != "ok":
@@ -144,11 +152,11 @@ class StepEngine(NBClientEngine):
     def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False, stdout_file: Any = None,
                                  stderr_file: Any = None, start_timeout: int = 60, execution_timeout: int | None = None,
                                  *, launch_env: dict[str, str], run_env: Callable[[], dict[str, str]],
-                                 guard: InterruptGuard | None = None, **kwargs: Any) -> Any:
+                                 guard: InterruptGuard | None = None, handoff: Path | None = None, **kwargs: Any) -> Any:
         """Run every cell with ``StepNotebookClient``."""
         for unused in ("input_path", "timeout", "startup_timeout"):
             kwargs.pop(unused, None)
-        client = StepNotebookClient(nb_man, launch_env=launch_env, run_env=run_env, guard=guard, timeout=execution_timeout,
+        client = StepNotebookClient(nb_man, launch_env=launch_env, run_env=run_env, guard=guard, handoff=handoff, timeout=execution_timeout,
                                     startup_timeout=start_timeout, kernel_name=kernel_name, log=log,
                                     log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
         return client.execute()
@@ -174,7 +182,7 @@ def notebook_language(nb_path: Path, kernel_name: str) -> str | None:
 
 def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any], *, kernel_name: str,
                      launch_env: dict[str, str], run_env: Callable[[], dict[str, str]], progress: ProgressFile,
-                     guard: InterruptGuard | None) -> StepOutcome:
+                     guard: InterruptGuard | None, handoff: Path | None = None) -> StepOutcome:
     """Run ``notebook`` in its own folder with ``parameters`` injected; the executed copy goes to ``output``.
 
     Never raises for a notebook's own failure: the outcome says what happened. ``StepInterrupted``
@@ -188,7 +196,7 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any], *
             _format_safe(notebook), _format_safe(output), parameters=parameters, engine_name=ENGINE_NAME,
             kernel_name=kernel_name, language=notebook_language(notebook, kernel_name), cwd=str(notebook.parent),
             progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr, autosave_cell_every=AUTOSAVE_SECONDS,
-            progress=progress, manager_box=managers, launch_env=launch_env, run_env=run_env, guard=guard,
+            progress=progress, manager_box=managers, launch_env=launch_env, run_env=run_env, guard=guard, handoff=handoff,
         )
     except StepInterrupted as exc:
         return killed(exc.reason, exc.exit_code)

@@ -14,6 +14,7 @@ from ..paths import resolve_notebook_path
 from ..stepconfig import StepConfig
 from ..tracking_uri import tracking_uri
 from .files import ProgressFile, write_json
+from .handoff import HANDOFF_FILE
 from .interrupts import InterruptGuard, StepInterrupted
 from .outcome import StepOutcome, failed, killed
 from .render import preload, render_html
@@ -68,6 +69,8 @@ class StepRunner:
         self.progress = ProgressFile(self.out / "progress.json")
         self.tracker: TrackerProcess | None = None
         self._preload: threading.Thread | None = None
+        self._run_lock = threading.Lock()
+        self._run_error: Exception | None = None
         self.result = StepResult(outcome=failed("not started"))
 
     def run(self) -> StepResult:
@@ -119,13 +122,23 @@ class StepRunner:
             self._preload.start()
         outcome = execute_notebook(notebook, self.out / OUTPUT_NOTEBOOK, values, kernel_name=config.kernel,
                                    launch_env={"MLFLOW_TRACKING_URI": self.tracker.uri}, run_env=self._run_env,
-                                   progress=self.progress, guard=guard)
+                                   progress=self.progress, guard=guard, handoff=self.out / HANDOFF_FILE)
         self._run_env()  # the kernel may never have asked (it did not start): the run exists all the same
         log.info("notebook %s: %s", outcome.status, outcome.reason or "all cells ran")
         return outcome
 
     def _run_env(self) -> dict[str, str]:
         """The MLflow run for the kernel's environment; waits for the helper to have created it."""
+        with self._run_lock:  # asked by the kernel hand-off thread and by the main thread
+            if self._run_error is not None:  # the helper answers once: later callers get the same failure
+                raise self._run_error
+            try:
+                return self._opened_run_env()
+            except Exception as exc:
+                self._run_error = exc
+                raise
+
+    def _opened_run_env(self) -> dict[str, str]:
         if self.result.mlflow_run_id is None:
             assert self.tracker is not None
             opened = self.tracker.receive()
