@@ -50,6 +50,14 @@ try {
   const field = dialog.locator(`#nbscale-parameters-${config.parameter}`);
   await field.waitFor({ timeout: 30000 });
   step('dialog open');
+  // The GPU quota line sits atop the dialog; outside a hub it says quotas are off.
+  const quotaLine = async root => {
+    const line = root.locator('.jp-nbscale-quota');
+    await line.waitFor({ state: 'visible', timeout: 30000 });
+    await page.waitForFunction(node => node.dataset.state !== undefined, await line.elementHandle(), { timeout: 30000 });
+    return (await line.innerText()).trim();
+  };
+  result.dialogQuota = await quotaLine(dialog);
   result.defaultValue = await field.inputValue();
 
   // Sweep mode shows a search space per parameter and the sweep settings from the server's schema.
@@ -85,6 +93,7 @@ try {
   const row = panel.locator('.jp-nbscale-run').first();
   await row.waitFor({ timeout: 30000 });
   result.runId = await row.getAttribute('data-run-id');
+  result.panelQuota = await quotaLine(panel.locator('.jp-nbscale-runs-header'));
   result.seenStatuses = [];
   const deadline = Date.now() + config.timeoutMs;
   let status = '';

@@ -54,6 +54,8 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
 
     assert result["buttonText"] == "Run at scale"
     assert result["defaultValue"] == "100"
+    for where in ("dialogQuota", "panelQuota"):  # no hub here: the quota line says so, in both places
+        assert result[where].startswith("GPU quotas are off: "), (where, result[where])
     assert result["sweepFields"] >= 8  # a space per parameter plus metric, mode, samples, ...
     assert "memory" in result["fieldError"].lower() or "match pattern" in result["fieldError"].lower()
     assert result["status"] == "SUCCEEDED"

@@ -7,6 +7,7 @@ import { Widget } from '@lumino/widgets';
 
 import { ApiError, postJSON, requestAPI } from './api';
 import { RunForm, RunMode } from './form';
+import { QuotaLine } from './quota';
 import { INotebookParameters, IRunRecord, ISchemas } from './types';
 
 /** The dialog body: the form plus the record the server created on submit. */
@@ -14,10 +15,13 @@ class RunDialogBody extends Widget implements Dialog.IBodyWidget<IRunRecord | nu
   constructor(readonly form: RunForm) {
     super();
     this.addClass('jp-nbscale-dialog-body');
-    this.node.appendChild(form.node);
+    this.quota = new QuotaLine();
+    this.node.append(this.quota.node, form.node);
+    void this.quota.refresh();
   }
 
   record: IRunRecord | null = null;
+  readonly quota: QuotaLine;
 
   getValue(): IRunRecord | null {
     return this.record;

@@ -8,6 +8,7 @@ import { Signal, ISignal } from '@lumino/signaling';
 import { Widget } from '@lumino/widgets';
 
 import { postJSON, requestAPI } from './api';
+import { QuotaLine } from './quota';
 import { IRunList, IRunRecord, TERMINAL } from './types';
 
 /** What the panel asks its host to do (open a log view, an output notebook, a URL). */
@@ -57,6 +58,8 @@ function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: strin
   return node;
 }
 
+const QUOTA_INTERVAL_MS = 10000;
+
 /** The side panel widget. */
 export class RunsPanel extends Widget {
   constructor(private _actions: IRunActions) {
@@ -67,6 +70,7 @@ export class RunsPanel extends Widget {
     header.appendChild(element('h2', 'jp-nbscale-runs-title', 'nbscale runs'));
     this._summary = element('span', 'jp-nbscale-runs-summary');
     header.appendChild(this._summary);
+    header.appendChild(this._quota.node);
     this._list = element('ul', 'jp-nbscale-run-list');
     this._message = element('div', 'jp-nbscale-runs-message');
     this.node.append(header, this._message, this._list);
@@ -93,6 +97,8 @@ export class RunsPanel extends Widget {
 
   /** Fetch the runs now (also what the poll calls). */
   async refresh(): Promise<void> {
+    // The quota changes slowly and costs the hub a call: at most every QUOTA_INTERVAL_MS.
+    void this._quota.refreshAtMost(QUOTA_INTERVAL_MS);
     const list = await requestAPI<IRunList>('runs?per_page=50');
     this._message.textContent = list.runs.length ? '' : 'No runs yet. Open a notebook and click "Run at scale".';
     this._summary.textContent = `${list.total} run${list.total === 1 ? '' : 's'}`;
@@ -196,6 +202,7 @@ export class RunsPanel extends Widget {
   private _list: HTMLElement;
   private _message: HTMLElement;
   private _summary: HTMLElement;
+  private _quota = new QuotaLine();
   private _poll: Poll;
   private _seen = new Map<string, string>();
   private _hasActive = false;
