@@ -36,7 +36,7 @@ def write_plots(result: SweepResult, folder: Path) -> list[Path]:
     if steps:
         ax.step([n for n, _ in steps], [v for _, v in steps], where="post", color="#2ca02c", label="best so far")
     handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
+    unique = dict(zip(labels, handles, strict=True))
     ax.legend(unique.values(), unique.keys(), fontsize=8)
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{result.metric} ({result.mode})")

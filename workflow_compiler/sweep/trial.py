@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from . import tracking
 from .worker import COMPLETED, EARLY_STOPPED, FAILED, TrialOutcome, TrialStopped, quiet_papermill, warm_runner
