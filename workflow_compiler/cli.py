@@ -18,8 +18,8 @@ from .executors import get_executor
 from .inspection import inspect_notebook
 from .paths import resolve_notebook_path
 from .spec import spec_json_schemas
-from .sweep.cli_args import add_sweep_arguments, sweep_from_args
 from .store import RunStore
+from .sweep.cli_args import add_sweep_arguments, sweep_from_args
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 err = Console(stderr=True)

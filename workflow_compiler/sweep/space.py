@@ -135,7 +135,7 @@ def _literal(node: ast.expr, text: str) -> Any:
     if isinstance(node, (ast.List, ast.Tuple)):
         return [_literal(e, text) for e in node.elts]
     if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
-        return {_literal(k, text): _literal(v, text) for k, v in zip(node.keys, node.values)}  # type: ignore[arg-type]
+        return {_literal(k, text): _literal(v, text) for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
     shown = ast.get_source_segment(text.strip(), node) or ast.dump(node)
     raise _bad(f"{text!r}: {shown!r} is not a literal; arguments must be numbers, strings, None, True/False or lists of them.")
 
