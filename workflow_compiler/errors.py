@@ -75,3 +75,9 @@ class QuotaUnavailable(NbscaleError):
     """The quota service could not be reached; submissions are refused (fail closed)."""
 
     http_status = 503
+
+
+def field_errors(exc: Any) -> tuple[list[dict[str, Any]], str]:
+    """A pydantic ``ValidationError`` as ``[{"loc", "msg"}]`` plus one readable line listing them."""
+    errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+    return errors, "; ".join(f"{'.'.join(e['loc']) or '(top)'}: {e['msg']}" for e in errors)

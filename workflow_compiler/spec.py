@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import SpecError
+from .errors import SpecError, field_errors
 from .inspection import inspect_notebook
 from .params import check_parameters, parse_cli_parameters
 from .paths import resolve_notebook_path
@@ -174,8 +174,7 @@ def parse_model(model: type[M], data: Any, *, what: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-        lines = "; ".join(f"{'.'.join(e['loc']) or '(top)'}: {e['msg']}" for e in errors)
+        errors, lines = field_errors(exc)
         raise SpecError(f"invalid {what}: {lines}", errors=errors) from None
 
 

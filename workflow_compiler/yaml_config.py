@@ -8,7 +8,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .errors import CompileError
+from .errors import CompileError, field_errors
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -31,6 +31,5 @@ def load_yaml_model(model: type[M], path: Path, *, what: str, env: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-        lines = "; ".join(f"{'.'.join(e['loc']) or '(top)'}: {e['msg']}" for e in errors)
+        errors, lines = field_errors(exc)
         raise CompileError(f"The {what} {path} is invalid: {lines}", errors=errors) from None
