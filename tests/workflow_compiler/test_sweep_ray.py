@@ -100,6 +100,8 @@ def test_asha_stops_poor_trials_part_way_and_mlflow_nests_them(ray_cluster: str,
     statuses = sorted(r.data.tags[tracking.TAG_STATUS] for r in children)
     assert statuses == ["COMPLETED", "EARLY_STOPPED", "EARLY_STOPPED", "EARLY_STOPPED"]
     assert all(r.info.status == "FINISHED" for r in children)
+    # mlflow.set_tag in the notebook resumed the child run (MLFLOW_RUN_ID), with Tune's Lightning guard set
+    assert [r.data.tags.get("seen.pl_disable_fork") for r in children] == ["1"] * 4
     mc = tracking.client(result.tracking_uri)
     parent = mc.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["best_score"] == 16.0
@@ -109,6 +111,18 @@ def test_asha_stops_poor_trials_part_way_and_mlflow_nests_them(ray_cluster: str,
     completed = next(r for r in children if r.data.tags[tracking.TAG_STATUS] == "COMPLETED")
     assert [a.path for a in mc.list_artifacts(completed.info.run_id)] == ["output.ipynb"]
     assert [m.step for m in mc.get_metric_history(completed.info.run_id, "score")] == [0, 1, 2, 3]
+
+
+def test_tune_registers_trainables_without_its_default_runtime_env_and_restores_it() -> None:
+    from ray.tune.execution import class_cache
+
+    from workflow_compiler.sweep.runtime_env import default_runtime_env
+
+    before = dict(class_cache.DEFAULT_ENV_VARS)
+    assert before, "Tune no longer sets default env vars: runtime_env.py can go"
+    with default_runtime_env():
+        assert class_cache.DEFAULT_ENV_VARS == {}
+    assert class_cache.DEFAULT_ENV_VARS == before
 
 
 def test_optuna_search_reuses_one_warm_worker_and_nothing_leaks_between_trials(ray_cluster: str, home: Path) -> None:

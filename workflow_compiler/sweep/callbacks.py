@@ -12,6 +12,8 @@ from ray.tune import Callback, Stopper
 
 from . import tracking
 from .summary import row_from_trial
+from .trial import STATUS_KEY
+from .worker import COMPLETED
 
 
 class SweepCallback(Callback):
@@ -42,8 +44,13 @@ class SweepCallback(Callback):
         self._update(trials, trial)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Finished, or stopped by the scheduler: a run the worker could not close gets that status."""
-        self._update(trials, trial, close="row", ended="TERMINATED")
+        """Finished, or stopped by the scheduler: a run the worker could not close gets that status.
+
+        A trial whose final report says COMPLETED closed its run before reporting, so it costs no
+        search of the store here.
+        """
+        completed = (trial.last_result or {}).get(STATUS_KEY) == COMPLETED
+        self._update(trials, trial, close=None if completed else "row", ended="TERMINATED")
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Failed and will be retried: that attempt's run is FAILED."""

@@ -196,6 +196,8 @@ def ensure_ray() -> None:
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
     from ray import tune
 
+    from .runtime_env import default_runtime_env
+
     assert spec.sweep is not None  # noqa: S101
     ensure_ray()
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours stops the trials and marks them KILLED
@@ -212,7 +214,8 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
     else:
         tuner = tune.Tuner(trainable, param_space={k: d.to_tune() for k, d in spec.sweep.space.items()},
                            tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
-    return tuner.fit()
+    with default_runtime_env():  # trial actors may then start on Ray's idle workers
+        return tuner.fit()
 
 
 def _tune_config(spec: RunSpec) -> Any:

@@ -86,11 +86,14 @@ class MetricBuffer:
             except Exception:
                 log.exception("could not write %s metrics of run %s", len(pending[start:start + _BATCH]), self._run_id)
 
-    def close(self) -> None:
-        """Stop the writer thread and write the rest."""
+    def close(self) -> list[Any]:
+        """Stop the writer thread; return what is still queued (``finish_trial_run`` writes it with the
+        run's closing tags in one transaction)."""
         self._closed.set()
         self._thread.join()
-        self.flush()
+        with self._lock:
+            pending, self._pending = self._pending, []
+        return pending
 
 
 @contextmanager
@@ -127,16 +130,23 @@ def open_trial_run(mlflow_client: Any, *, experiment_id: str, parent_run_id: str
     return str(run.info.run_id)
 
 
-def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str | None = None, artifacts: tuple[str, ...] = ()) -> None:
-    """Attach the output notebook, tag the trial status and end the child run."""
+def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str | None = None, artifacts: tuple[str, ...] = (),
+                     metrics: list[Any] | None = None) -> None:
+    """Attach the output notebook, write the last metrics with the trial-status tags, end the child run.
+
+    Two store transactions (a trial is worth little more than its own compute: B2 of issue 3).
+    """
+    from mlflow.entities import RunTag
+
     for path in artifacts:
         try:
             mlflow_client.log_artifact(run_id, path)
         except Exception:
             log.exception("could not store artifact %s of run %s", path, run_id)
-    mlflow_client.set_tag(run_id, TAG_STATUS, status)
-    if error:
-        mlflow_client.set_tag(run_id, "nbscale.error", error[:4000])
+    tags = [RunTag(TAG_STATUS, status)] + ([RunTag("nbscale.error", error[:4000])] if error else [])
+    metrics = list(metrics or [])
+    for start in range(0, max(len(metrics), 1), _BATCH):
+        mlflow_client.log_batch(run_id, metrics=metrics[start:start + _BATCH], tags=tags if start == 0 else [])
     mlflow_client.set_terminated(run_id, MLFLOW_STATUS[status])
 
 

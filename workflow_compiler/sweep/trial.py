@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tracking
+from .runtime_env import TRIAL_ENV
 from .worker import COMPLETED, EARLY_STOPPED, FAILED, TrialOutcome, TrialStopped, quiet_papermill, warm_runner
 
 log = logging.getLogger(__name__)
@@ -76,12 +77,17 @@ class _TuneReporter:
 
 @contextmanager
 def _active_run(run_id: str, hook: tracking.MetricHook) -> Iterator[None]:
-    """Inside the trial's sandbox: the child run is MLflow's active run, metrics go to ``hook``."""
+    """Inside the trial's sandbox: metrics go to ``hook``, any other fluent MLflow call to the child run.
+
+    The run is not started here: ``MLFLOW_RUN_ID`` is in the sandbox's environment, so the first
+    fluent call that needs a run (``log_param``, ``set_tag``, ``log_artifact``...) resumes it, as it
+    does in a step's kernel. A notebook that only logs metrics costs no store round trip for it.
+    """
     import mlflow
 
     while mlflow.active_run() is not None:  # a run left open by anything before us is not ours to log into
         mlflow.end_run()
-    mlflow.start_run(run_id=run_id)
+    os.environ["MLFLOW_RUN_ID"] = run_id
     try:
         with tracking.intercept_metrics(hook):
             yield
@@ -109,16 +115,16 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         buffer.add(name, value, step)
         reporter(name, value, step)
 
-    env = {"MLFLOW_TRACKING_URI": plan.tracking_uri, "MLFLOW_RUN_ID": run_id, "NBSCALE_TRIAL_ID": trial_id,
+    env = {**TRIAL_ENV, "MLFLOW_TRACKING_URI": plan.tracking_uri, "MLFLOW_RUN_ID": run_id, "NBSCALE_TRIAL_ID": trial_id,
            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in _gpu_ids())}
     try:
         outcome = _execute(plan, params, out_dir, env, run_id, on_metric, reporter)
     finally:
-        buffer.close()
+        pending = buffer.close()
     if outcome.status == COMPLETED and plan.metric not in buffer.last:
         outcome.status, outcome.error = FAILED, f"the notebook never logged the metric {plan.metric!r} (mlflow.log_metric)"
     artifacts = (str(outcome.output_path),) if outcome.output_path.exists() else ()
-    tracking.finish_trial_run(mc, run_id, outcome.status, error=outcome.error, artifacts=artifacts)
+    tracking.finish_trial_run(mc, run_id, outcome.status, error=outcome.error, artifacts=artifacts, metrics=pending)
     if outcome.status == FAILED:
         raise TrialFailed(f"trial {trial_id}: {outcome.error}")
     if outcome.status == EARLY_STOPPED:
