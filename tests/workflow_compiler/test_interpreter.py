@@ -69,7 +69,8 @@ def test_output_parameters_global_outputs_and_exit_handler(tmp_path):
     produce["container"]["volumeMounts"].append({"name": "out", "mountPath": "/out"})
     produce["volumes"] = [{"name": "out", "emptyDir": {}}]
     consume = container("consume", "import sys; open('got.txt','w').write(sys.argv[1])", "{{inputs.parameters.id}}", inputs={"parameters": [{"name": "id"}]})
-    on_exit = container("bye", "import sys; open('exit.txt','w').write(' '.join(sys.argv[1:]))", "{{workflow.status}}", "{{workflow.outputs.parameters.the-id}}")
+    on_exit = container("bye", "import sys; open('exit.txt','w').write(' '.join(sys.argv[1:]))",
+                        "{{workflow.status}}", "{{workflow.outputs.parameters.the-id}}")
     tasks = [{"name": "p", "template": "produce"},
              {"name": "c", "template": "consume", "depends": "p", "arguments": {"parameters": [{"name": "id", "value": "{{tasks.p.outputs.parameters.id}}"}]}}]
     phase, _ = run(workflow(tasks, [produce, consume, on_exit], onExit="bye"), tmp_path)
@@ -79,7 +80,8 @@ def test_output_parameters_global_outputs_and_exit_handler(tmp_path):
 
 
 def test_retries_until_success(tmp_path):
-    flaky = "import pathlib, sys; p = pathlib.Path('count'); n = int(p.read_text()) + 1 if p.exists() else 1; p.write_text(str(n)); sys.exit(0 if n >= 3 else 1)"
+    flaky = ("import pathlib, sys; p = pathlib.Path('count'); n = int(p.read_text()) + 1 if p.exists() else 1; "
+             "p.write_text(str(n)); sys.exit(0 if n >= 3 else 1)")
     phase, interp = run(workflow([{"name": "f", "template": "flaky"}], [container("flaky", flaky, retryStrategy={"limit": 2})]), tmp_path)
     assert phase == "Succeeded" and interp.results["f"].attempts == 3
 

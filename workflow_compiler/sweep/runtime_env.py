@@ -21,11 +21,12 @@ TRIAL_ENV = {"PL_DISABLE_FORK": "1"}
 @contextmanager
 def default_runtime_env() -> Iterator[None]:
     """While active, Tune registers trainables with no environment variables of its own."""
+    import importlib
+
     try:
-        from ray.tune.execution import class_cache
+        defaults = getattr(importlib.import_module("ray.tune.execution.class_cache"), "DEFAULT_ENV_VARS", None)
     except ImportError:
-        class_cache = None
-    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+        defaults = None
     if not isinstance(defaults, dict):  # another Ray layout: Tune's defaults stay, actors only start slower
         yield
         return

@@ -176,7 +176,8 @@ def _check_domain(d: Domain) -> None:
     if d.kind == "randint" and not _all_whole(low, high):
         raise ValueError(f"{text}: randint takes whole numbers, for example randint({math.floor(low)}, {math.ceil(high)})")
     if low >= high:
-        hint = f"swap them: {d.kind}({high!r}, {low!r}{', ' + repr(d.q) if d.q is not None else ''})" if low > high else "widen the range or use choice(...) for one value"
+        q = f", {d.q!r}" if d.q is not None else ""
+        hint = f"swap them: {d.kind}({high!r}, {low!r}{q})" if low > high else "widen the range or use choice(...) for one value"
         raise ValueError(f"{text}: low ({low!r}) must be less than high ({high!r}); {hint}")
     if d.kind == "loguniform" and low <= 0:
         raise ValueError(f"{text}: a log scale needs 0 < low < high (no zero or negatives); for example loguniform({high / 1000:g}, {high!r})")

@@ -36,7 +36,8 @@ class SweepSpec(BaseModel):
     space: dict[str, Domain] = Field(..., min_length=1, description="Search space per parameter, e.g. {'n_estimators': 'randint(50, 400)'}")
     metric: str = Field(..., pattern=_METRIC_NAME, description="The objective: a metric the notebook logs with mlflow.log_metric; its last value counts")
     mode: Literal["max", "min"] = Field("max", description="Maximise or minimise the metric")
-    samples: int | None = Field(None, ge=1, le=100_000, description="Trials to run (random, optuna); repeats of the grid (grid). Default 10 for random/optuna, 1 for grid")
+    samples: int | None = Field(None, ge=1, le=100_000,
+                                description="Trials to run (random, optuna); repeats of the grid (grid). Default 10 for random/optuna, 1 for grid")
     concurrency: int = Field(2, ge=1, le=1024, description="Trials running at once, at most")
     search: Literal["random", "grid", "optuna"] = Field("random", description="random sampling, full grid, or Optuna TPE")
     scheduler: Literal["fifo", "asha"] = Field("fifo", description="fifo runs every trial to the end; asha stops poor trials early")
@@ -62,7 +63,8 @@ class SweepSpec(BaseModel):
     @classmethod
     def _whole_above_one(cls, value: float) -> float:
         if value > 1 and not float(value).is_integer():
-            raise ValueError(f"{value} GPUs: a trial shares one GPU (0 < gpus < 1) or takes whole GPUs (1, 2, ...); use {math.floor(value)} or {math.ceil(value)}")
+            raise ValueError(f"{value} GPUs: a trial shares one GPU (0 < gpus < 1) or takes whole GPUs (1, 2, ...); "
+                             f"use {math.floor(value)} or {math.ceil(value)}")
         return value
 
     @model_validator(mode="after")
