@@ -184,7 +184,8 @@ def ensure_ray() -> None:
     # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
     for attempt in range(3):
         try:
-            ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)
+            # ray.init's hint says int, but Ray keeps resources as floats; float() keeps accepting "2.0" and "0.5"
+            ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)  # type: ignore[arg-type]
             return
         except Exception as exc:  # Ray gives its raylet a fixed 30 s to register; a loaded machine can miss it
             if "timed out during startup" not in str(exc) or attempt == 2:

@@ -18,7 +18,7 @@ def write_plots(result: SweepResult, folder: Path) -> list[Path]:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # Figure directly: no pyplot global state in the driver
 
-    scored = [t for t in result.trials if t.value is not None]
+    scored = [(t, t.value) for t in result.trials if t.value is not None]
     if not scored:
         return []
     folder.mkdir(parents=True, exist_ok=True)
@@ -26,12 +26,13 @@ def write_plots(result: SweepResult, folder: Path) -> list[Path]:
 
     fig = Figure(figsize=(7, 4), dpi=110)
     ax = fig.add_subplot()
-    best_so_far, running = [], None
-    for t in sorted(scored, key=lambda t: t.number):
+    best_so_far: list[tuple[int, float | None]] = []
+    running: float | None = None
+    for t, objective in sorted(scored, key=lambda pair: pair[0].number):
         if t.status == "COMPLETED":
-            running = t.value if running is None else (min if result.mode == "min" else max)(running, t.value)
+            running = objective if running is None else (min if result.mode == "min" else max)(running, objective)
         best_so_far.append((t.number, running))
-        ax.scatter(t.number, t.value, color=_COLORS.get(t.status, "#000"), label=t.status.replace("_", " ").lower(), zorder=3)
+        ax.scatter(t.number, objective, color=_COLORS.get(t.status, "#000"), label=t.status.replace("_", " ").lower(), zorder=3)
     steps = [(n, v) for n, v in best_so_far if v is not None]
     if steps:
         ax.step([n for n, _ in steps], [v for _, v in steps], where="post", color="#2ca02c", label="best so far")
@@ -45,15 +46,15 @@ def write_plots(result: SweepResult, folder: Path) -> list[Path]:
     _tight(fig)
     fig.savefig(paths[0])
 
-    names = sorted({k for t in scored for k in t.params})
+    names = sorted({k for t, _ in scored for k in t.params})
     cols = min(3, max(1, len(names)))
     rows = math.ceil(max(1, len(names)) / cols)
     fig = Figure(figsize=(4 * cols, 3.2 * rows), dpi=110)
     for i, name in enumerate(names, start=1):
         ax = fig.add_subplot(rows, cols, i)
-        for t in scored:
+        for t, objective in scored:
             value = t.params.get(name)
-            ax.scatter(str(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else value, t.value,
+            ax.scatter(str(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else value, objective,
                        color=_COLORS.get(t.status, "#000"), alpha=0.8)
         ax.set_xlabel(name)
         ax.set_ylabel(result.metric)

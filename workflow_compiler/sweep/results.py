@@ -48,9 +48,9 @@ class SweepResult(BaseModel):
 
     def sorted_trials(self) -> list[TrialRow]:
         """Trials with a value first, best first; the rest in trial order."""
-        scored = [t for t in self.trials if t.value is not None]
-        scored.sort(key=lambda t: t.value if self.mode == "min" else -(t.value or 0.0))  # type: ignore[operator]
-        return scored + [t for t in self.trials if t.value is None]
+        scored = [(t.value, t) for t in self.trials if t.value is not None]
+        scored.sort(key=lambda pair: pair[0] if self.mode == "min" else -pair[0])
+        return [t for _, t in scored] + [t for t in self.trials if t.value is None]
 
     def to_summary(self) -> dict[str, Any]:
         """The JSON summary: everything above, trials sorted by the metric."""

@@ -83,15 +83,18 @@ class Domain(BaseModel):
             return tune.grid_search(list(self.values or []))
         if self.kind == "choice":
             return tune.choice(list(self.values or []))
+        low, high, q = self.low, self.high, self.q
+        assert low is not None and high is not None  # _check_domain requires both for every continuous kind
         if self.kind == "uniform":
-            return tune.uniform(self.low, self.high)
+            return tune.uniform(low, high)
         if self.kind == "loguniform":
-            return tune.loguniform(self.low, self.high)
+            return tune.loguniform(low, high)
         if self.kind == "randint":
-            return tune.randint(int(self.low), int(self.high) + 1)  # tune's upper bound is exclusive
-        if _all_whole(self.low, self.high, self.q) and isinstance(self.low, int):
-            return tune.qrandint(int(self.low), int(self.high), int(self.q))
-        return tune.quniform(self.low, self.high, self.q)
+            return tune.randint(int(low), int(high) + 1)  # tune's upper bound is exclusive
+        assert q is not None  # _check_domain requires q for quniform, the only kind left
+        if _all_whole(low, high, q) and isinstance(low, int):
+            return tune.qrandint(int(low), int(high), int(q))
+        return tune.quniform(low, high, q)
 
 
 def _bad(message: str) -> SpecError:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ def _make_shell() -> Any:
             return None
 
         def write_format_data(self, format_dict: dict[str, Any], md_dict: dict[str, Any] | None = None) -> None:
+            assert self.shell is not None  # InteractiveShell.init_displayhook passes itself
             cap = self.shell.nbscale_capture
             if cap is not None:
                 cap.outputs.append(_new_output("execute_result", data=format_dict, metadata=md_dict or {},
@@ -297,7 +298,7 @@ class TrialSandbox:
         os.environ.clear()
         os.environ.update(self._environ)
         sys.path[:], sys.argv[:] = self._path, self._argv
-        warnings.filters[:] = self._warnings
+        cast("list[Any]", warnings.filters)[:] = self._warnings  # typeshed says Sequence; it is the list the C module reads
         root = logging.getLogger()
         root.setLevel(self._log[0])
         root.handlers[:] = self._log[1]
