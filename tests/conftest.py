@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,21 @@ EXAMPLES = ROOT / "examples"
 
 
 @pytest.fixture(scope="session", autouse=True)
-def nbscale_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private NBSCALE_HOME (runs, MLflow store) for the whole session, and quiet, local tools."""
+def nbscale_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A private NBSCALE_HOME (runs, MLflow store) for the whole session, and quiet, local tools.
+
+    Local runs start a warm tracking agent per NBSCALE_HOME; in tests it leaves after 30 idle
+    seconds, and every agent a test started (found by its pid file) is stopped at the end.
+    """
     home = tmp_path_factory.mktemp("nbscale-home")
     os.environ["NBSCALE_HOME"] = str(home)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ.setdefault("NO_COLOR", "1")
-    return home
+    os.environ.setdefault("NBSCALE_TRACKING_AGENT_IDLE", "30")
+    yield home
+    from workflow_compiler.runtime import agent
+
+    for pid_file in tmp_path_factory.getbasetemp().rglob("agent/agent.pid"):
+        agent.stop(pid_file.parent.parent)

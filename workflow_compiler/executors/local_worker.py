@@ -27,6 +27,21 @@ _PHASE_TO_STATUS = {"Succeeded": "SUCCEEDED", "Failed": "FAILED", "Stopped": "KI
 _HELPER_TASKS = {"mlflow-parent"}
 
 
+def _tracking_agent_env() -> dict[str, str]:
+    """Start (or find) the warm tracking agent and point the steps at it; ``NBSCALE_TRACKING_AGENT=0`` opts out."""
+    from ..runtime import agent
+    from ..tracking_uri import tracking_uri
+
+    if os.environ.get(agent.ENV_SOCKET) == "0" or not agent.serves(tracking_uri()):
+        return {}
+    try:
+        path = agent.ensure_started(nbscale_home())
+    except OSError as exc:  # the steps start their own MLflow helpers, as in a pod
+        log.warning("no warm tracking agent: %s", exc)
+        return {}
+    return {agent.ENV_SOCKET: str(path)} if path is not None else {}
+
+
 def mlflow_ui_base() -> str:
     """Where ``mlflow ui`` serves the local store (``make mlflow-ui``); links in records point there."""
     return os.environ.get("NBSCALE_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
@@ -48,7 +63,7 @@ class RunWorker:
         self.lock = threading.Lock()
         self.log_file = open(self.run_dir / "log.txt", "ab", buffering=0)
         # A RayJob run here is the sweep driver: it keeps its state under the run's own id.
-        env = {"NBSCALE_SWEEP_ID": self.record.id} if self.record.kind == "sweep" else {}
+        env = {"NBSCALE_SWEEP_ID": self.record.id} if self.record.kind == "sweep" else _tracking_agent_env()
         self.sweep_dir = nbscale_home() / "sweeps" / self.record.id
         self.interpreter = WorkflowInterpreter(manifest, workflow_name=self.record.workflow_name, root=root, env=env,
                                                run_dir=self.run_dir, log_file=self.log_file, on_task=self.on_task)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from .agent import ENV_SOCKET, connect, serves
+
 log = logging.getLogger(__name__)
 
 
@@ -34,11 +36,33 @@ class TrackerProcess:
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
+        self._asked_to_open = False
+        self._proc: subprocess.Popen[str] | None = None
+        self._socket: Any = None
+        self._requests: IO[str]
+        self._answers: IO[str]
+        agent_socket = os.environ.get(ENV_SOCKET, "")
+        connection = connect(agent_socket, uri, wait=2.0) if os.path.isabs(agent_socket) and serves(uri) else None
+        if connection is not None:  # the local executor's warm agent: MLflow is imported already
+            self._socket, self._answers, self._requests = connection
+            log.info("MLflow through the warm tracking agent at %s", agent_socket)
+            return
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
         env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         self._proc = subprocess.Popen([sys.executable, "-m", "workflow_compiler.runtime.tracker"], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8")
-        self._asked_to_open = False
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._requests, self._answers = self._proc.stdin, self._proc.stdout
+
+    @property
+    def warm(self) -> bool:
+        """Whether requests go to the warm agent (MLflow imported already) rather than a new helper."""
+        return self._proc is None
+
+    def _gone(self) -> str:
+        if self._proc is None:
+            return "the tracking agent closed the connection; see its log in $NBSCALE_HOME/agent/agent.log"
+        return f"the MLflow helper process exited (code {self._proc.poll()}); see the log above"
 
     def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """Send one request and wait for its answer."""
@@ -47,20 +71,23 @@ class TrackerProcess:
 
     def send(self, op: str, **fields: Any) -> None:
         """Send one request; ``receive()`` reads its answer."""
-        assert self._proc.stdin is not None
         self._asked_to_open = self._asked_to_open or op == "open"
         try:
-            self._proc.stdin.write(json.dumps({"op": op, **fields}) + "\n")
-            self._proc.stdin.flush()
-        except BrokenPipeError:
-            raise TrackingError(f"the MLflow helper process exited (code {self._proc.poll()}); see the log above") from None
+            self._requests.write(json.dumps({"op": op, **fields}) + "\n")
+            self._requests.flush()
+        except (BrokenPipeError, ConnectionError):
+            raise TrackingError(self._gone()) from None
 
     def receive(self) -> dict[str, Any]:
         """The answer to the oldest request not yet answered; raises ``TrackingError`` for a refusal."""
-        assert self._proc.stdout is not None
-        line = self._proc.stdout.readline()
+        try:
+            line = self._answers.readline()
+        except ConnectionError:
+            line = ""
         if not line:
-            raise TrackingError(f"the MLflow helper process exited (code {self._proc.wait()}); see the log above")
+            if self._proc is not None:
+                self._proc.wait()
+            raise TrackingError(self._gone())
         answer = json.loads(line)
         if not answer.get("ok"):
             raise TrackingError(answer.get("error") or "unknown error")
@@ -72,7 +99,18 @@ class TrackerProcess:
         return self._asked_to_open
 
     def close(self, timeout: float = 30) -> None:
-        """Let the helper finish and exit; one that was never asked to open a run is simply stopped."""
+        """Let the helper finish and exit; one that was never asked to open a run is simply stopped.
+
+        With the agent, closing the connection is all: every request was answered, and a run left
+        open is ended FAILED by the agent, as by a helper that sees its stdin close.
+        """
+        if self._proc is None:
+            for handle in (self._requests, self._answers, self._socket):
+                try:
+                    handle.close()
+                except OSError:
+                    pass
+            return
         if not self._asked_to_open:
             self._proc.kill()  # it holds nothing yet, and waiting would mean waiting for `import mlflow`
         if self._proc.stdin and not self._proc.stdin.closed:
@@ -93,11 +131,11 @@ class TrackerProcess:
 class _Helper:
     """The helper's state: one client, at most one open run."""
 
-    def __init__(self) -> None:
+    def __init__(self, uri: str) -> None:
         from . import tracking
 
         self.tracking = tracking
-        self.uri = os.environ["MLFLOW_TRACKING_URI"]
+        self.uri = uri
         self.client = tracking.make_client(self.uri)
         self.run_id: str | None = None
 
@@ -132,13 +170,13 @@ class _Helper:
         return {}
 
 
-def serve(requests: IO[str], answers: IO[str]) -> None:
-    """Answer requests until stdin closes; an open run left behind is ended FAILED."""
+def serve(requests: IO[str], answers: IO[str], *, uri: str) -> None:
+    """Answer requests until ``requests`` closes; an open run left behind is ended FAILED."""
     helper: _Helper | None = None
     startup_error: Exception | None = None
     try:
         started = time.monotonic()
-        helper = _Helper()
+        helper = _Helper(uri)
         imported = time.monotonic()
         helper.warm_up()
         log.info("mlflow imported in %.1f s, store ready in %.1f s", imported - started, time.monotonic() - imported)
@@ -148,7 +186,7 @@ def serve(requests: IO[str], answers: IO[str]) -> None:
         request = json.loads(line)
         try:
             if helper is None or startup_error is not None:
-                raise TrackingError(f"MLflow store {os.environ.get('MLFLOW_TRACKING_URI')!r} is not usable: {startup_error}")
+                raise TrackingError(f"MLflow store {uri!r} is not usable: {startup_error}")
             if request["op"] not in ("open", "finish", "abort"):
                 raise TrackingError(f"unknown request {request['op']!r}")
             answer = getattr(helper, request["op"])(request)
@@ -172,7 +210,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s nbscale-step[mlflow] %(levelname)s %(message)s")
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # anything MLflow prints goes to the log, not into the protocol
-    serve(sys.stdin, answers)
+    serve(sys.stdin, answers, uri=os.environ["MLFLOW_TRACKING_URI"])
     answers.close()
     sys.stderr.flush()
     os._exit(0)  # everything is recorded; skip tearing down mlflow's hundreds of modules (about a second)

@@ -1,0 +1,319 @@
+"""A warm tracking agent for the embedded default: MLflow imported once, not once per run.
+
+Every step needs MLflow, and ``import mlflow`` plus its SQLite store costs 2-4 s on a 2-core
+machine, more than a short notebook's own run. On a cluster each pod pays it in its own tracker
+helper (tracker.py), overlapped with the kernel. On one machine the local executor keeps a single
+agent process per ``NBSCALE_HOME`` that has imported MLflow and answers the helper's protocol over
+a Unix socket, one thread per connected step: ``open`` creates the run in milliseconds instead of
+after the import. The agent leaves when idle (``NBSCALE_TRACKING_AGENT_IDLE`` seconds, default
+600) and only serves local SQLite stores, whose requests need nothing from the client's
+environment (a tracking server's credentials would go stale in a long-lived process).
+
+Steps that cannot reach the agent (none running, or another version of this code) start their own
+helper process exactly as in a pod: the agent is a speed-up, never a dependency.
+
+Protocol: the client's first line is ``{"op": "hello", "version": ..., "uri": ...}``; after an
+``{"ok": true}`` the connection speaks tracker.py's protocol. The socket sits in a 0700 folder of
+the user's ``NBSCALE_HOME``; only that user can connect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+#: Set by the local executor for its steps: the agent's socket.
+ENV_SOCKET = "NBSCALE_TRACKING_AGENT"
+ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
+_MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
+_SOURCES = ("agent.py", "tracker.py", "tracking.py")
+
+
+def code_version() -> str:
+    """A digest of the code that serves requests: an agent started from other code is not used."""
+    digest = hashlib.sha256()
+    here = Path(__file__).parent
+    for name in _SOURCES:
+        digest.update((here / name).read_bytes())
+    digest.update((here.parent / "tracking_uri.py").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def socket_path(home: Path) -> Path | None:
+    """``<home>/agent/tracking.sock``, or None when that path is too long for a Unix socket."""
+    path = home / "agent" / "tracking.sock"
+    return path if len(os.fsencode(str(path))) <= _MAX_SOCKET_PATH else None
+
+
+def serves(uri: str) -> bool:
+    """Whether the agent may serve ``uri`` (a local SQLite store)."""
+    from ..tracking_uri import sqlite_path
+
+    return sqlite_path(uri) is not None
+
+
+# -- client side -------------------------------------------------------------------------------
+
+
+def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0) -> tuple[socket.socket, IO[str], IO[str]] | None:
+    """A handshaken connection to the agent at ``path`` for ``uri``, or None (then run a helper).
+
+    ``wait`` seconds are spent retrying while the socket does not exist yet (an agent being started).
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(os.fspath(path))
+            break
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.02)
+        except OSError:
+            sock.close()
+            return None
+    reader = sock.makefile("r", encoding="utf-8")
+    writer = sock.makefile("w", encoding="utf-8")
+    try:
+        writer.write(json.dumps({"op": "hello", "version": code_version(), "uri": uri}) + "\n")
+        writer.flush()
+        answer = json.loads(reader.readline() or "{}")
+    except (OSError, ValueError):
+        answer = {}
+    if not answer.get("ok"):
+        log.info("tracking agent at %s not used: %s", path, answer.get("error") or "no answer")
+        for handle in (reader, writer, sock):
+            handle.close()
+        return None
+    return sock, reader, writer
+
+
+def ensure_started(home: Path) -> Path | None:
+    """Start the agent for ``home`` unless one of this code's version is there; returns its socket.
+
+    Does not wait for MLflow to be imported: the first step's requests simply wait in the agent.
+    """
+    path = socket_path(home)
+    if path is None:
+        return None
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    with open(path.parent / "start.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = _probe(path)
+        if state == "current":
+            return path
+        if state == "other":  # started from other code: it leaves once its steps are done
+            _ask_to_stop(path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket of an agent that died
+        idle = os.environ.get(ENV_IDLE, "600")
+        log_file = open(path.parent / "agent.log", "ab")
+        subprocess.Popen([sys.executable, "-m", "workflow_compiler.runtime.agent", "--socket", str(path), "--idle", idle],
+                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
+                         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")})
+        log_file.close()
+        deadline = time.monotonic() + 5
+        while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy
+            time.sleep(0.01)
+    return path
+
+
+def _probe(path: Path) -> str:
+    """``current``, ``other`` (another version answers) or ``none``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(5)
+    try:
+        sock.connect(str(path))
+        sock.sendall((json.dumps({"op": "ping"}) + "\n").encode())
+        answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")
+    except (OSError, ValueError):
+        return "none"
+    finally:
+        sock.close()
+    return "current" if answer.get("version") == code_version() else "other"
+
+
+def _ask_to_stop(path: Path) -> None:
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall((json.dumps({"op": "stop"}) + "\n").encode())
+        sock.makefile("r", encoding="utf-8").readline()
+
+
+def stop(home: Path, timeout: float = 10) -> int | None:
+    """Stop the agent of ``home`` if one runs; returns its pid. For tests, benchmarks and clean-ups."""
+    path = socket_path(home)
+    pid_file = home / "agent" / "agent.pid"
+    if path is None or not pid_file.exists():
+        return None
+    pid = int(pid_file.read_text() or 0)
+    _ask_to_stop(path)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process (tests start agents through the executor) is gone
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+# -- server side -------------------------------------------------------------------------------
+
+
+class Agent:
+    """Accepts steps' connections and serves each in a thread until it has been idle long enough."""
+
+    def __init__(self, path: Path, idle: float) -> None:
+        self.path, self.idle = path, idle
+        self.version = code_version()
+        self.active = 0
+        self.last_seen = time.monotonic()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+
+    def bind(self) -> None:
+        """Listen on the socket (before the heavy imports, so clients can connect at once)."""
+        old = os.umask(0o077)
+        try:
+            self.server.bind(str(self.path))
+        finally:
+            os.umask(old)
+        self.inode = self.path.stat().st_ino
+        self.server.listen(64)
+        self.server.settimeout(1.0)
+        (self.path.parent / "agent.pid").write_text(str(os.getpid()))
+
+    def warm_up(self) -> None:
+        """Import MLflow and its SQLite store now, while the first step starts its kernel."""
+        from .speedups import skip_slow_optional_imports
+
+        skip_slow_optional_imports()
+        started = time.monotonic()
+        from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
+
+        from . import tracking  # noqa: F401 - the import is the point
+
+        log.info("mlflow imported in %.1f s", time.monotonic() - started)
+
+    def serve_forever(self) -> None:
+        """Accept until idle for ``idle`` seconds or asked to stop."""
+        warm = threading.Thread(target=self.warm_up, name="warm-up")
+        warm.start()
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                with self.lock:
+                    if self.active == 0 and time.monotonic() - self.last_seen > self.idle:
+                        log.info("idle for %.0f s: leaving", self.idle)
+                        break
+                continue
+            with self.lock:
+                self.active += 1
+            threading.Thread(target=self._connection, args=(conn, warm), name="step", daemon=True).start()
+        self.server.close()
+        self._cleanup()
+        deadline = time.monotonic() + 60
+        while self.active and time.monotonic() < deadline:  # let connected steps finish their runs
+            time.sleep(0.05)
+
+    def _cleanup(self) -> None:
+        """Remove the socket and pid file if they are still ours (a successor may have bound the path)."""
+        with contextlib.suppress(FileNotFoundError):
+            if self.path.stat().st_ino == self.inode:
+                self.path.unlink()
+        pid_file = self.path.parent / "agent.pid"
+        with contextlib.suppress(FileNotFoundError):
+            if pid_file.read_text().strip() == str(os.getpid()):
+                pid_file.unlink()
+
+    def _connection(self, conn: socket.socket, warm: threading.Thread) -> None:
+        reader = conn.makefile("r", encoding="utf-8")
+        writer = conn.makefile("w", encoding="utf-8")
+        try:
+            first = json.loads(reader.readline() or "{}")
+            op = first.get("op")
+            if op == "ping":
+                _answer(writer, {"ok": True, "version": self.version, "pid": os.getpid()})
+            elif op == "stop":
+                self.stopping.set()
+                _answer(writer, {"ok": True})
+            elif op != "hello" or first.get("version") != self.version:
+                _answer(writer, {"ok": False, "error": f"agent runs code version {self.version}"})
+            elif not serves(str(first.get("uri", ""))):
+                _answer(writer, {"ok": False, "error": "the agent serves local SQLite stores only"})
+            else:
+                _answer(writer, {"ok": True, "pid": os.getpid()})
+                warm.join()
+                from .tracker import serve
+
+                serve(reader, writer, uri=first["uri"])
+        except (OSError, ValueError) as exc:
+            log.warning("connection ended: %s", exc)
+        finally:
+            for handle in (reader, writer, conn):
+                with contextlib.suppress(OSError):
+                    handle.close()
+            with self.lock:
+                self.active -= 1
+                self.last_seen = time.monotonic()
+
+
+def _answer(writer: IO[str], answer: dict[str, Any]) -> None:
+    writer.write(json.dumps(answer) + "\n")
+    writer.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the agent process."""
+    parser = argparse.ArgumentParser(description="nbscale's warm MLflow tracking agent (started by the local executor)")
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--idle", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s nbscale-agent[%(process)d] %(levelname)s %(message)s")
+    agent = Agent(args.socket, args.idle)
+    try:
+        agent.bind()
+    except OSError as exc:  # another agent bound it first
+        log.info("not starting: %s", exc)
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.stopping.set())
+    log.info("serving %s (code %s, idle %.0f s)", args.socket, agent.version, args.idle)
+    agent.serve_forever()
+    sys.stderr.flush()
+    os._exit(0)  # skip tearing down mlflow's modules
+
+
+if __name__ == "__main__":
+    main()
