@@ -118,7 +118,7 @@ class StepRunner:
         self.tracker.send("open", experiment=config.experiment, run_name=config.step or notebook.stem, tags=tags,
                           params=params_for_mlflow(effective), parent_run_id=self.request.parent_run_id)
         if config.html:  # import nbconvert while this process waits for the kernel and the MLflow run
-            self._preload = threading.Thread(target=preload, name="preload-nbconvert", daemon=True)
+            self._preload = threading.Thread(target=preload, kwargs={"render": self.tracker.warm}, name="preload-nbconvert", daemon=True)
             self._preload.start()
         outcome = execute_notebook(notebook, self.out / OUTPUT_NOTEBOOK, values, kernel_name=config.kernel,
                                    launch_env={"MLFLOW_TRACKING_URI": self.tracker.uri}, run_env=self._run_env,
