@@ -44,7 +44,7 @@ useful_wall, useful_cpu = time.perf_counter() - t0, time.process_time() - c0
 mlflow.log_metric("useful", useful_wall)
 if record:
     with open(record, "a") as out:
-        out.write(json.dumps({"useful": useful_wall, "cpu": useful_cpu, "pid": os.getpid()}) + "\\n")
+        out.write(json.dumps({"useful": useful_wall, "cpu": useful_cpu, "pid": os.getpid(), "t": time.time()}) + "\\n")
 """
 
 
