@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import ExecutionError, SpecError
 from ..spec import RunSpec, check_run_spec
 from ..tracking_uri import nbscale_home, tracking_uri
-from . import tracking
+from . import plots, tracking
 from .progress import SweepProgress
 from .results import SweepResult, TrialRow, best_trial, count_statuses
 from .summary import finish_sweep, row_from_trial
@@ -108,6 +108,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                             total=spec.sweep.total_trials(), enabled=progress)
     session = _Session(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
     _SESSIONS[sweep_id] = session
+    threading.Thread(target=plots.warm_up, name="warm-up-plots", daemon=True).start()  # the driver mostly waits on Ray
     started = time.monotonic()
     try:
         with display, _cancel_on_signals(session.cancel):

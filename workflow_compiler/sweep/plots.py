@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +13,43 @@ from .results import SweepResult
 _COLORS = {"COMPLETED": "#1f77b4", "EARLY_STOPPED": "#ff7f0e", "FAILED": "#d62728", "KILLED": "#7f7f7f"}
 
 
-def write_plots(result: SweepResult, folder: Path) -> list[Path]:
-    """Write ``objective_by_trial.png`` and ``params_vs_objective.png``; return the files written."""
+_LOCK = threading.Lock()  # one drawing at a time: warm_up() runs in a thread beside the sweep
+
+
+def warm_up() -> None:
+    """Import matplotlib and draw a small figure once (fonts, Agg, layout), while the trials run.
+
+    The driver mostly waits on Ray meanwhile; the plots at the end then take ~0.2 s instead of ~1 s.
+    """
+    with _LOCK:
+        figure = _figure_class()
+        fig = figure(figsize=(2, 2), dpi=50)
+        ax = fig.add_subplot()
+        ax.scatter([0, 1], [1, 0], label="warm-up")
+        ax.step([0, 1], [1, 1], where="post")
+        ax.legend(fontsize=8)
+        ax.set_title("warm-up")
+        _tight(fig)
+        fig.savefig(io.BytesIO(), format="png")
+
+
+def _figure_class() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure  # Figure directly: no pyplot global state in the driver
 
+    return Figure
+
+
+def write_plots(result: SweepResult, folder: Path) -> list[Path]:
+    """Write ``objective_by_trial.png`` and ``params_vs_objective.png``; return the files written."""
+    with _LOCK:
+        return _write_plots(result, folder)
+
+
+def _write_plots(result: SweepResult, folder: Path) -> list[Path]:
+    Figure = _figure_class()  # noqa: N806 - a class
     scored = [(t, t.value) for t in result.trials if t.value is not None]
     if not scored:
         return []

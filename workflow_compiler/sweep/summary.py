@@ -72,26 +72,27 @@ def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], s
 
 
 def _close_parent(mc: Any, result: SweepResult, best: TrialRow | None) -> None:
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
 
     parent = result.parent_run_id
     done = {k: v for k, v in result.counts.items() if k != "PENDING"}
     metrics = [Metric(f"trials_{k.lower()}", float(v), 0, 0) for k, v in done.items()]
+    params: list[Any] = []
+    tags = [RunTag("nbscale.status", result.status)]
     if best is not None and best.value is not None:
         metrics.append(Metric(f"best_{result.metric}", best.value, 0, 0))
-        existing = mc.get_run(parent).data.params
+        existing = mc.get_run(parent).data.params  # a resumed sweep logged its best params already
         params = [Param(f"best.{k}", json.dumps(v) if not isinstance(v, str) else v) for k, v in best.params.items()
                   if f"best.{k}" not in existing]
-        if params:
-            mc.log_batch(parent, params=params)
-        mc.set_tag(parent, "nbscale.best_trial", best.trial_id)
+        tags.append(RunTag("nbscale.best_trial", best.trial_id))
         if best.run_id:
-            mc.set_tag(parent, "nbscale.best_run_id", best.run_id)
-    mc.log_batch(parent, metrics=metrics)
+            tags.append(RunTag("nbscale.best_run_id", best.run_id))
     mc.log_text(parent, trials_csv(result), "trials.csv")
     mc.log_dict(parent, result.to_summary(), "summary.json")
     with tempfile.TemporaryDirectory() as folder:
         for path in write_plots(result, Path(folder)):
             mc.log_artifact(parent, str(path), "plots")
-    mc.set_tag(parent, "nbscale.status", result.status)
+    mc.log_batch(parent, metrics=metrics, params=params[:100], tags=tags)  # one transaction; params beyond 100 below
+    for start in range(100, len(params), 100):
+        mc.log_batch(parent, params=params[start:start + 100])
     mc.set_terminated(parent, {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED"}[result.status])
