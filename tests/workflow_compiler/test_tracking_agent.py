@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from workflow_compiler.runtime import agent
 from workflow_compiler.runtime.tracker import TrackerProcess
+from workflow_compiler.store import pid_alive
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -55,7 +56,7 @@ def test_two_runs_share_one_agent_and_both_land_in_mlflow(short_home: Path, tmp_
         assert run.data.metrics["count_seen"] == count
         assert {a.path for a in mc.list_artifacts(run.info.run_id)} >= {"output.ipynb", "output.html"}
     assert agent.stop(short_home) == pid
-    assert not (short_home / "agent" / "tracking.sock").exists() and not agent._alive(pid)
+    assert not (short_home / "agent" / "tracking.sock").exists() and not pid_alive(pid)
 
 
 def test_a_step_that_vanishes_leaves_its_run_failed_not_running(short_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -165,25 +165,14 @@ def stop(home: Path, timeout: float = 10) -> int | None:
     pid_file = home / "agent" / "agent.pid"
     if path is None or not pid_file.exists():
         return None
+    from ..store import pid_alive
+
     pid = int(pid_file.read_text() or 0)
     _ask_to_stop(path)
     deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     return pid
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this process (tests start agents through the executor) is gone
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 # -- server side -------------------------------------------------------------------------------
