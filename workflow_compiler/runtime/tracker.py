@@ -4,6 +4,10 @@ Why a process: ``import mlflow`` (2-4 s here) and the run's creation can then us
 while the main process imports papermill and the kernel starts, instead of adding their time to
 every step. It also ends the run when the main process dies without a word.
 
+On the embedded default the same protocol is served by the local executor's warm agent (agent.py),
+which has imported MLflow already; ``TrackerProcess`` connects to it when the executor names one in
+``NBSCALE_TRACKING_AGENT`` and starts a helper otherwise.
+
 Protocol: one JSON object per line. The main process writes requests to the helper's stdin
 (``open``, ``finish``, ``abort``); the helper answers each on its own stdout with ``{"ok": true, ...}``
 or ``{"ok": false, "error": "..."}``. The helper ignores SIGTERM/SIGINT (the executor signals the
