@@ -87,7 +87,6 @@ def _active_run(run_id: str, hook: tracking.MetricHook) -> Iterator[None]:
 
     while mlflow.active_run() is not None:  # a run left open by anything before us is not ours to log into
         mlflow.end_run()
-    os.environ["MLFLOW_RUN_ID"] = run_id
     try:
         with tracking.intercept_metrics(hook):
             yield
