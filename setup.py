@@ -27,7 +27,7 @@ setup(
     packages=find_packages(include=["workflow_compiler*", "notebook_plugin*", "hub_extension*"]),
     include_package_data=True,
     package_data={
-        "workflow_compiler": ["py.typed", "schemas/*", "schemas/*/*"],
+        "workflow_compiler": ["py.typed", "schemas/*", "schemas/*/*", "sweep/raysite/sitecustomize.py"],
         "notebook_plugin": ["py.typed", "etc/*"],
         "hub_extension": ["py.typed", "templates/*", "alembic.ini", "migrations/*", "migrations/*/*", "examples/*"],
     },

@@ -17,6 +17,8 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,19 +182,40 @@ def ensure_ray() -> None:
             kwargs["_node_ip_address"] = "127.0.0.1"
         ray.init(address=address, **kwargs)
         return
+    from ray._private import ray_constants
+
+    # Ray read the variable set above when it was imported, and a caller may have imported it first:
+    # this driver's copy of the flag decides the addresses the new node's processes are given.
+    ray_constants.ENABLE_RAY_CLUSTER = False
     gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
     # address="local" starts our own Ray: a bare ray.init() would join whatever cluster a stale
     # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
     for attempt in range(3):
         try:
             # ray.init's hint says int, but Ray keeps resources as floats; float() keeps accepting "2.0" and "0.5"
-            ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)  # type: ignore[arg-type]
+            with _embedded_site():
+                ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)  # type: ignore[arg-type]
             return
         except Exception as exc:  # Ray gives its raylet a fixed 30 s to register; a loaded machine can miss it
             if "timed out during startup" not in str(exc) or attempt == 2:
                 raise
             log.warning("local Ray did not start in time (%s); trying again", exc)
             ray.shutdown()
+
+
+@contextmanager
+def _embedded_site() -> Iterator[None]:
+    """While the embedded Ray starts, ``PYTHONPATH`` leads with ``raysite``: every process it starts
+    (agents, idle workers, trial actors) inherits it and skips a slow optional import (see there)."""
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).with_name("raysite")), previous]))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
 
 
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
