@@ -58,19 +58,20 @@ def _write_plots(result: SweepResult, folder: Path) -> list[Path]:
 
     fig = Figure(figsize=(7, 4), dpi=110)
     ax = fig.add_subplot()
-    best_so_far: list[tuple[int, float | None]] = []
+    ordered = sorted(scored, key=lambda pair: pair[0].number)
+    for status, group in _by_status(ordered).items():  # one artist per status: drawing 100 trials takes ms, not 1 s
+        ax.scatter([t.number for t, _ in group], [v for _, v in group], color=_COLORS.get(status, "#000"),
+                   label=status.replace("_", " ").lower(), zorder=3)
+    steps: list[tuple[int, float]] = []
     running: float | None = None
-    for t, objective in sorted(scored, key=lambda pair: pair[0].number):
+    for t, objective in ordered:
         if t.status == "COMPLETED":
             running = objective if running is None else (min if result.mode == "min" else max)(running, objective)
-        best_so_far.append((t.number, running))
-        ax.scatter(t.number, objective, color=_COLORS.get(t.status, "#000"), label=t.status.replace("_", " ").lower(), zorder=3)
-    steps = [(n, v) for n, v in best_so_far if v is not None]
+        if running is not None:
+            steps.append((t.number, running))
     if steps:
         ax.step([n for n, _ in steps], [v for _, v in steps], where="post", color="#2ca02c", label="best so far")
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    ax.legend(unique.values(), unique.keys(), fontsize=8)
+    ax.legend(fontsize=8)
     ax.set_xlabel("trial")
     ax.set_ylabel(f"{result.metric} ({result.mode})")
     ax.set_title(f"sweep {result.sweep_id}: {result.metric} by trial")
@@ -84,10 +85,11 @@ def _write_plots(result: SweepResult, folder: Path) -> list[Path]:
     fig = Figure(figsize=(4 * cols, 3.2 * rows), dpi=110)
     for i, name in enumerate(names, start=1):
         ax = fig.add_subplot(rows, cols, i)
-        for t, objective in scored:
-            value = t.params.get(name)
-            ax.scatter(str(value) if not isinstance(value, (int, float)) or isinstance(value, bool) else value, objective,
-                       color=_COLORS.get(t.status, "#000"), alpha=0.8)
+        values = [t.params.get(name) for t, _ in scored]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        for status, group in _by_status(scored).items():
+            xs = [t.params.get(name) if numeric else str(t.params.get(name)) for t, _ in group]
+            ax.scatter(xs, [v for _, v in group], color=_COLORS.get(status, "#000"), alpha=0.8)
         ax.set_xlabel(name)
         ax.set_ylabel(result.metric)
         ax.grid(alpha=0.3)
@@ -95,6 +97,13 @@ def _write_plots(result: SweepResult, folder: Path) -> list[Path]:
     _tight(fig)
     fig.savefig(paths[1])
     return paths
+
+
+def _by_status(scored: list[tuple[Any, float]]) -> dict[str, list[tuple[Any, float]]]:
+    groups: dict[str, list[tuple[Any, float]]] = {}
+    for t, objective in scored:
+        groups.setdefault(t.status, []).append((t, objective))
+    return groups
 
 
 def _tight(fig: Any) -> None:

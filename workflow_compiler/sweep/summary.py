@@ -87,11 +87,11 @@ def _close_parent(mc: Any, result: SweepResult, best: TrialRow | None) -> None:
         tags.append(RunTag("nbscale.best_trial", best.trial_id))
         if best.run_id:
             tags.append(RunTag("nbscale.best_run_id", best.run_id))
-    mc.log_text(parent, trials_csv(result), "trials.csv")
-    mc.log_dict(parent, result.to_summary(), "summary.json")
-    with tempfile.TemporaryDirectory() as folder:
-        for path in write_plots(result, Path(folder)):
-            mc.log_artifact(parent, str(path), "plots")
+    with tempfile.TemporaryDirectory() as folder:  # one artifact upload (each call looks the run up again)
+        (Path(folder) / "trials.csv").write_text(trials_csv(result), encoding="utf-8")
+        (Path(folder) / "summary.json").write_text(json.dumps(result.to_summary(), indent=2), encoding="utf-8")
+        write_plots(result, Path(folder) / "plots")
+        mc.log_artifacts(parent, folder)
     mc.log_batch(parent, metrics=metrics, params=params[:100], tags=tags)  # one transaction; params beyond 100 below
     for start in range(100, len(params), 100):
         mc.log_batch(parent, params=params[start:start + 100])

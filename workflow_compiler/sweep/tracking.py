@@ -13,6 +13,7 @@ synchronous round trips to the store.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -28,8 +29,12 @@ MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED":
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
 
+@functools.lru_cache(maxsize=8)
 def client(uri: str) -> Any:
-    """An MlflowClient for ``uri`` (imported lazily; mlflow takes ~2 s to import)."""
+    """This process's MlflowClient for ``uri`` (imported lazily; mlflow takes ~2 s to import).
+
+    One per process: a trial worker runs many trials, and building a client takes the store's lock.
+    """
     from ..tracking_uri import open_client
 
     return open_client(uri)
@@ -118,8 +123,8 @@ def intercept_metrics(hook: MetricHook) -> Iterator[None]:
 
 
 def open_trial_run(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, sweep_id: str, trial_id: str,
-                   name: str, params: dict[str, Any], tags: dict[str, str]) -> str:
-    """Create the nested child run of one trial attempt; returns its run id."""
+                   name: str, params: dict[str, Any], tags: dict[str, str]) -> Any:
+    """Create the nested child run of one trial attempt; returns its ``RunInfo`` (run id, artifact URI)."""
     from mlflow.entities import Param
 
     run = mlflow_client.create_run(experiment_id, run_name=name, tags={
@@ -127,20 +132,26 @@ def open_trial_run(mlflow_client: Any, *, experiment_id: str, parent_run_id: str
     items = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):
         mlflow_client.log_batch(run.info.run_id, params=items[start:start + 100])
-    return str(run.info.run_id)
+    return run.info
 
 
 def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str | None = None, artifacts: tuple[str, ...] = (),
-                     metrics: list[Any] | None = None) -> None:
+                     metrics: list[Any] | None = None, artifact_uri: str | None = None) -> None:
     """Attach the output notebook, write the last metrics with the trial-status tags, end the child run.
 
-    Two store transactions (a trial is worth little more than its own compute: B2 of issue 3).
+    Two store transactions (a trial is worth little more than its own compute: B2 of issue 3). With
+    the run's ``artifact_uri`` (from ``open_trial_run``) the notebook goes straight to the artifact
+    store; ``log_artifact`` would first read the run back to find it.
     """
     from mlflow.entities import RunTag
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     for path in artifacts:
         try:
-            mlflow_client.log_artifact(run_id, path)
+            if artifact_uri:
+                get_artifact_repository(artifact_uri).log_artifact(path)
+            else:
+                mlflow_client.log_artifact(run_id, path)
         except Exception:
             log.exception("could not store artifact %s of run %s", path, run_id)
     tags = [RunTag(TAG_STATUS, status)] + ([RunTag("nbscale.error", error[:4000])] if error else [])

@@ -104,9 +104,10 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     out_dir = _attempt_dir(Path(plan.trials_dir) / trial_id)
     params = {**plan.fixed, **config}
     mc = tracking.client(plan.tracking_uri)
-    run_id = tracking.open_trial_run(mc, experiment_id=plan.experiment_id, parent_run_id=plan.parent_run_id,
-                                     sweep_id=plan.sweep_id, trial_id=trial_id, name=f"{trial_id}-{out_dir.name}",
-                                     params=params, tags={**plan.tags, TAG_WORKER_PID: str(os.getpid())})
+    run = tracking.open_trial_run(mc, experiment_id=plan.experiment_id, parent_run_id=plan.parent_run_id,
+                                  sweep_id=plan.sweep_id, trial_id=trial_id, name=f"{trial_id}-{out_dir.name}",
+                                  params=params, tags={**plan.tags, TAG_WORKER_PID: str(os.getpid())})
+    run_id = str(run.run_id)
     buffer = tracking.MetricBuffer(mc, run_id)
     reporter = _TuneReporter(plan.metric, plan.report_interval)
 
@@ -123,7 +124,8 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     if outcome.status == COMPLETED and plan.metric not in buffer.last:
         outcome.status, outcome.error = FAILED, f"the notebook never logged the metric {plan.metric!r} (mlflow.log_metric)"
     artifacts = (str(outcome.output_path),) if outcome.output_path.exists() else ()
-    tracking.finish_trial_run(mc, run_id, outcome.status, error=outcome.error, artifacts=artifacts, metrics=pending)
+    tracking.finish_trial_run(mc, run_id, outcome.status, error=outcome.error, artifacts=artifacts, metrics=pending,
+                              artifact_uri=run.artifact_uri)
     if outcome.status == FAILED:
         raise TrialFailed(f"trial {trial_id}: {outcome.error}")
     if outcome.status == EARLY_STOPPED:
