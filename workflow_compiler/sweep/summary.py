@@ -66,12 +66,13 @@ def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], s
         best=None if best is None else {"trial_id": best.trial_id, "params": best.params, "metric": sweep.metric, "value": best.value},
         trials=trials, counts=count_statuses(trials), parent_run_id=parent, experiment_id=state["experiment_id"],
         tracking_uri=state["tracking_uri"], sweep_dir=str(sweep_dir), seconds=seconds)
-    (sweep_dir / "result.json").write_text(json.dumps(result.to_summary(), indent=2), encoding="utf-8")
-    _close_parent(mc, result, best)
+    summary = json.dumps(result.to_summary(), indent=2)
+    (sweep_dir / "result.json").write_text(summary, encoding="utf-8")
+    _close_parent(mc, result, best, summary)
     return result
 
 
-def _close_parent(mc: Any, result: SweepResult, best: TrialRow | None) -> None:
+def _close_parent(mc: Any, result: SweepResult, best: TrialRow | None, summary: str) -> None:
     from mlflow.entities import Metric, Param, RunTag
 
     parent = result.parent_run_id
@@ -89,7 +90,7 @@ def _close_parent(mc: Any, result: SweepResult, best: TrialRow | None) -> None:
             tags.append(RunTag("nbscale.best_run_id", best.run_id))
     with tempfile.TemporaryDirectory() as folder:  # one artifact upload (each call looks the run up again)
         (Path(folder) / "trials.csv").write_text(trials_csv(result), encoding="utf-8")
-        (Path(folder) / "summary.json").write_text(json.dumps(result.to_summary(), indent=2), encoding="utf-8")
+        (Path(folder) / "summary.json").write_text(summary, encoding="utf-8")
         write_plots(result, Path(folder) / "plots")
         mc.log_artifacts(parent, folder)
     mc.log_batch(parent, metrics=metrics, params=params[:100], tags=tags)  # one transaction; params beyond 100 below
