@@ -126,6 +126,17 @@ def test_tune_registers_trainables_without_its_default_runtime_env_and_restores_
     assert class_cache.DEFAULT_ENV_VARS == before
 
 
+def test_a_trial_ends_at_its_final_report_not_one_round_trip_later() -> None:
+    from workflow_compiler.sweep.callbacks import CancelStopper
+    from workflow_compiler.sweep.trial import STATUS_KEY
+    from workflow_compiler.sweep.worker import COMPLETED
+
+    stopper = CancelStopper("no-such-sweep")
+    assert stopper("t1", {STATUS_KEY: COMPLETED, "score": 1.0}) is True
+    assert stopper("t1", {"score": 1.0, "step": 3}) is False  # part-way: the scheduler decides
+    assert stopper.stop_all() is False
+
+
 def test_optuna_search_reuses_one_warm_worker_and_nothing_leaks_between_trials(ray_cluster: str, home: Path) -> None:
     from workflow_compiler.sweep import tracking
     from workflow_compiler.sweep.driver import run_sweep
@@ -133,6 +144,8 @@ def test_optuna_search_reuses_one_warm_worker_and_nothing_leaks_between_trials(r
     spec = _spec("leak.ipynb", {"trial": "choice(1, 2, 3)"}, metric="ok", search="optuna", samples=3, concurrency=1, seed=7)
     result = run_sweep(spec, root=REPO, progress=False)
     assert [t.status for t in result.trials] == ["COMPLETED"] * 3, [t.error for t in result.trials]
+    # Under FIFO a trial shorter than the report interval goes to the driver once: its final report.
+    assert [t.steps for t in result.trials] == [1, 1, 1]
     children = _children(result)
     assert len({r.data.metrics["pid"] for r in children}) == 1  # one warm actor: trials 2 and 3 followed a polluting predecessor
     parent = tracking.client(result.tracking_uri).get_run(result.parent_run_id)

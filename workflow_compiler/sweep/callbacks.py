@@ -33,7 +33,7 @@ class SweepCallback(Callback):
         if close is not None:
             tracking.close_open_children(current.client, experiment_id=current.experiment_id, parent_run_id=current.parent_run_id,
                                          status=row.status if close == "row" else close, trial_id=trial.trial_id)
-        current.refresh()
+        current.refresh(force=ended in ("ERROR", "PENDING"))  # failures show at once; the rest at the display's pace
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """A trial (or its retry) started."""
@@ -69,18 +69,21 @@ class SweepCallback(Callback):
             for number, trial in enumerate(trials, start=1):
                 current.rows[trial.trial_id] = row_from_trial(trial, number, metric=current.spec.sweep.metric,
                                                               cancelled=current.cancel.is_set())
-            current.refresh()
+            current.refresh(force=True)
 
 
 class CancelStopper(Stopper):
-    """Stops the whole experiment once the driver's cancel event is set (Ctrl-C, SIGTERM, cancel_sweep)."""
+    """Ends a trial at its final report, and the whole experiment once the driver's cancel event is
+    set (Ctrl-C, SIGTERM, cancel_sweep)."""
 
     def __init__(self, sweep_id: str) -> None:
         self.sweep_id = sweep_id
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
-        """Single trials are never stopped here (that is the scheduler's job)."""
-        return False
+        """True for a trial's final report (its run is closed): Tune stops the trial there instead of
+        asking the worker for the end of the function, a second round trip per trial. Stopping a
+        trial part-way is the scheduler's job."""
+        return result.get(STATUS_KEY) == COMPLETED
 
     def stop_all(self) -> bool:
         """True once the sweep was cancelled."""
