@@ -152,12 +152,18 @@ def test_optuna_search_reuses_one_warm_worker_and_nothing_leaks_between_trials(r
     assert parent.data.params["sweep.search"] == "optuna" and parent.info.status == "FINISHED"
 
 
-def test_fresh_kernel_runs_each_trial_in_its_own_process(ray_cluster: str, home: Path) -> None:
+def test_fresh_kernel_runs_each_trial_in_its_own_process(ray_cluster: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from workflow_compiler.sweep.driver import run_sweep
     from workflow_compiler.sweep.trial import TAG_WORKER_PID
 
     spec = _spec("leak.ipynb", {"trial": "grid(1)"}, metric="ok", concurrency=1, fresh_kernel=True)
+    tune_settings = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_DISABLE_SIGINT_HANDLER", "TUNE_GLOBAL_CHECKPOINT_S", "RAY_AIR_NEW_OUTPUT")
+    for name in tune_settings:
+        monkeypatch.delenv(name, raising=False)
     result = run_sweep(spec, root=REPO, progress=False)
+    # Tune's settings for the sweep (no CSV logger, no SIGINT handler...) do not outlive it: a
+    # notebook or benchmark that runs Tune itself afterwards gets Tune's defaults.
+    assert [name for name in tune_settings if name in os.environ] == []
     assert [t.status for t in result.trials] == ["COMPLETED"], [t.error for t in result.trials]
     (child,) = _children(result)
     assert int(child.data.metrics["pid"]) != int(child.data.tags[TAG_WORKER_PID])  # the notebook ran outside the actor

@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,18 +215,38 @@ def ensure_ray() -> None:
 
 
 @contextmanager
-def _embedded_site() -> Iterator[None]:
-    """While the embedded Ray starts, ``PYTHONPATH`` leads with ``raysite``: every process it starts
-    (agents, idle workers, trial actors) inherits it and skips a slow optional import (see there)."""
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).with_name("raysite")), previous]))
+def _scoped_environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment while the block runs; what was there before afterwards."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _embedded_site() -> AbstractContextManager[None]:
+    """While the embedded Ray starts, ``PYTHONPATH`` leads with ``raysite``: every process it starts
+    (agents, idle workers, trial actors) inherits it and skips a slow optional import (see there)."""
+    previous = os.environ.get("PYTHONPATH")
+    return _scoped_environ({"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).with_name("raysite")), previous]))})
+
+
+def _tune_environ() -> dict[str, str]:
+    """Tune's settings for a sweep, read by Tune while it runs; a caller's own Tune runs keep theirs."""
+    defaults = {
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",  # a killed driver loses at most ~1 s of state
+        "RAY_AIR_NEW_OUTPUT": "0",
+        # MLflow holds every result: of Tune's per-trial loggers only the JSON one stays (its result grid reads it),
+        # not the CSV one nor TensorBoard's, which cost the driver ~6 ms a trial (B2 of issue 3).
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    }
+    return {"TUNE_DISABLE_SIGINT_HANDLER": "1",  # ours stops the trials and marks them KILLED
+            **{name: os.environ.get(name, value) for name, value in defaults.items()}}
 
 
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
@@ -236,24 +256,19 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
 
     assert spec.sweep is not None  # noqa: S101
     ensure_ray()
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours stops the trials and marks them KILLED
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")  # a killed driver loses at most ~1 s of state
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # MLflow holds every result: of Tune's per-trial loggers only the JSON one stays (its result grid reads it),
-    # not the CSV one nor TensorBoard's, which cost the driver ~6 ms a trial (B2 of issue 3).
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan),
-                                    {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
-    experiment = sweep_dir / "tune" / plan.sweep_id
-    if resume:
-        if not tune.Tuner.can_restore(str(experiment)):
-            raise ExecutionError(f"sweep {plan.sweep_id} has no Tune state to resume from ({experiment}).")
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
-    else:
-        tuner = tune.Tuner(trainable, param_space={k: d.to_tune() for k, d in spec.sweep.space.items()},
-                           tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
-    with default_runtime_env():  # trial actors may then start on Ray's idle workers
+    # default_runtime_env: trial actors may then start on Ray's idle workers
+    with _scoped_environ(_tune_environ()), default_runtime_env():
+        trainable = tune.with_resources(tune.with_parameters(run_trial, plan=plan),
+                                        {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
+        experiment = sweep_dir / "tune" / plan.sweep_id
+        if resume:
+            if not tune.Tuner.can_restore(str(experiment)):
+                raise ExecutionError(f"sweep {plan.sweep_id} has no Tune state to resume from ({experiment}).")
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+        else:
+            tuner = tune.Tuner(trainable, param_space={k: d.to_tune() for k, d in spec.sweep.space.items()},
+                               tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
         return tuner.fit()
 
 
