@@ -59,7 +59,22 @@ def _prepare_environment(work: Path) -> None:
     MlflowClient(os.environ["MLFLOW_TRACKING_URI"]).search_experiments()  # create the store's tables now, untimed
 
 
+def cpu_reference(loops: int = 3_000_000) -> float:
+    """Seconds one core takes for a fixed pure-Python loop, timed just before each run.
+
+    This shared machine's speed drifts by up to a third within an hour (noisy neighbours), so
+    absolute figures such as B2's seconds per trial carry this with them; ratios measured side by
+    side do not need it.
+    """
+    started = time.process_time()
+    total = 0
+    for i in range(loops):
+        total += i & 7
+    return round(time.process_time() - started, 3)
+
+
 def _measure(run: Callable[[], Any], record: Path | None) -> dict[str, Any]:
+    reference = cpu_reference()
     load = os.getloadavg()[0]
     started = time.perf_counter()
     outcome = run()
@@ -67,7 +82,7 @@ def _measure(run: Callable[[], Any], record: Path | None) -> dict[str, Any]:
     records = setup.read_records(record) if record else []
     return {"wall_s": round(wall, 3), "trials_recorded": len(records), "useful_s": round(sum(r["useful"] for r in records), 3),
             "useful_cpu_s": round(sum(r["cpu"] for r in records), 3), "load_1m_before": round(load, 2),
-            "load_1m_after": round(os.getloadavg()[0], 2), **_steady_state(records), **(outcome or {})}
+            "load_1m_after": round(os.getloadavg()[0], 2), "cpu_reference_s": reference, **_steady_state(records), **(outcome or {})}
 
 
 def _steady_state(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -116,7 +131,7 @@ def _rounds(root: Path, notebook: str, n: int, fixed: dict[str, Any], names: lis
             record = root / f"{tag}-{name}-{repeat}.jsonl"
             runs[name].append(_measure(_contenders(root, notebook, n, fixed, record, [name])[name], record))
             print(f"  {tag} {name:15s} run {repeat + 1}: {runs[name][-1]['wall_s']:.1f} s "
-                  f"(load {runs[name][-1]['load_1m_after']})", flush=True)
+                  f"(load {runs[name][-1]['load_1m_after']}, cpu reference {runs[name][-1]['cpu_reference_s']} s)", flush=True)
     return runs
 
 
@@ -153,6 +168,8 @@ def bench_b2(root: Path, n: int, repeats: int) -> dict[str, Any]:
     steady = {name: _median(per, "steady_overhead_per_trial_s") for name, per in runs.items()
               if all("steady_overhead_per_trial_s" in r for r in per)}
     return {"setup": {"trials": n, "concurrency": 2}, "runs": runs, "median_overhead_per_trial_s": overhead,
+            "cpu_reference_s_range": [min(r["cpu_reference_s"] for per in runs.values() for r in per),
+                                      max(r["cpu_reference_s"] for per in runs.values() for r in per)],
             "median_steady_overhead_per_trial_s": steady,
             "overhead_ratio_tune_papermill_over_nbscale": round(overhead["tune_papermill"] / overhead["nbscale"], 2)}
 
@@ -275,6 +292,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         b2 = result["b2"]["median_overhead_per_trial_s"]
         print(f"B2 overhead per trial: nbscale {b2['nbscale']:.3f}s (target 0.2s), Tune+papermill {b2['tune_papermill']:.3f}s, "
               f"ratio {result['b2']['overhead_ratio_tune_papermill_over_nbscale']}x (target 8x)")
+        low, high = result["b2"]["cpu_reference_s_range"]
+        print(f"   machine speed during B2: the reference loop took {low}-{high} s")
         steady = result["b2"].get("median_steady_overhead_per_trial_s") or {}
         if steady:
             print("   between the first and last trial (start-up and finish left out): "
