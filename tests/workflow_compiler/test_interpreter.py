@@ -112,6 +112,25 @@ def test_stop_cancels_running_steps(tmp_path):
     assert time.monotonic() - started < 15
 
 
+def test_a_stop_while_a_step_is_starting_prevents_its_process(tmp_path):
+    # The stop lands after the task is committed to an attempt but before its process exists: the
+    # window a `nbscale cancel` right after `nbscale run --detach` hits. No process may start then.
+    manifest = workflow([{"name": "s", "template": "slow"}], [container("slow", "import time; time.sleep(60)")])
+    stopped_at_start = []
+
+    def on_task(name: str, phase: str, info: dict[str, Any]) -> None:
+        if phase == "Running":
+            interp.stop()
+            stopped_at_start.append(name)
+
+    interp = WorkflowInterpreter(manifest, workflow_name="t-x", root=tmp_path, run_dir=tmp_path / "run",
+                                 log_file=open(tmp_path / "l", "ab"), on_task=on_task)
+    started = time.monotonic()
+    assert interp.run() == "Stopped"
+    assert stopped_at_start == ["s"] and interp.results["s"].phase == "Stopped"
+    assert time.monotonic() - started < 15
+
+
 def test_unknown_expression_is_an_error(tmp_path):
     from workflow_compiler.errors import ExecutionError
 

@@ -227,9 +227,13 @@ class WorkflowInterpreter:
         deadline = template.get("activeDeadlineSeconds")
         self._log(f"[{name}] attempt {attempt + 1}: {' '.join(argv[:3])} ...\n")
         started = time.monotonic()
-        proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env, **self.env}, stdout=self.log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        # Checked and registered under the lock that stop() takes after setting the flag: a stop that
+        # lands while this step is starting either prevents the start or finds the process to end.
         with self._lock:
+            if self._stopped.is_set():
+                return None, False, 0.0
+            proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env, **self.env}, stdout=self.log_file,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
             self._procs.add(proc)
         try:
             timed_out = self._wait(proc, float(deadline) if deadline else None)
