@@ -79,5 +79,9 @@ def open_client(uri: str) -> Any:
     """An ``MlflowClient`` on ``uri``, built under ``store_init_lock`` (the constructor creates the schema)."""
     from mlflow.tracking import MlflowClient  # ~2 s to import: only callers that log pay for it
 
+    if sqlite_path(uri) is not None:
+        # The store's module (~1 s to import) would otherwise load inside the lock, where parallel
+        # steps and a sweep's trial workers would take turns at it; only creating the schema needs the lock.
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     with store_init_lock(uri):
         return MlflowClient(tracking_uri=uri)

@@ -27,3 +27,27 @@ def test_parallel_first_use_of_a_fresh_store_never_fails(tmp_path):
 
     runs = MlflowClient(tracking_uri=uri).search_runs([MlflowClient(tracking_uri=uri).get_experiment_by_name("race").experiment_id])
     assert len(runs) == 4
+
+
+ORDER_OF_WORK = """
+import sys
+from workflow_compiler import tracking_uri
+
+held = tracking_uri.store_init_lock
+
+def watched(uri):
+    print("store module loaded before the lock:", "mlflow.store.tracking.sqlalchemy_store" in sys.modules, flush=True)
+    return held(uri)
+
+tracking_uri.store_init_lock = watched
+tracking_uri.open_client(sys.argv[1])
+"""
+
+
+def test_the_store_module_loads_before_the_lock_is_taken(tmp_path):
+    # ~1 s of import inside the cross-process lock made a sweep's trial workers, and parallel steps,
+    # open their stores one after another; only the schema's creation needs it.
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run([sys.executable, "-c", ORDER_OF_WORK, uri], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "store module loaded before the lock: True" in done.stdout, done.stdout
