@@ -30,6 +30,8 @@ class SweepCallback(Callback):
             return
         row = row_from_trial(trial, trials.index(trial) + 1, metric=current.spec.sweep.metric, cancelled=current.cancel.is_set(), ended=ended)
         current.rows[trial.trial_id] = row
+        if ended is not None:
+            current.trial_ended()
         if close is not None:
             tracking.close_open_children(current.client, experiment_id=current.experiment_id, parent_run_id=current.parent_run_id,
                                          status=row.status if close == "row" else close, trial_id=trial.trial_id)

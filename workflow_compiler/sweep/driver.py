@@ -52,6 +52,14 @@ class _Session:
     cancel: threading.Event = field(default_factory=threading.Event)
     rows: dict[str, TrialRow] = field(default_factory=dict)
     _shown: float = 0.0
+    _plots_warm: bool = False
+
+    def trial_ended(self) -> None:
+        """Warm the plots once the first trial is over: ~1 s of CPU that the driver, mostly waiting on
+        Ray, spends while trials run, but not while the trial workers start and need every core."""
+        if not self._plots_warm:
+            self._plots_warm = True
+            threading.Thread(target=plots.warm_up, name="warm-up-plots", daemon=True).start()
 
     def refresh(self, *, force: bool = False) -> None:
         """Show the trial table and write ``progress.json``: at most every ``REFRESH_S`` unless forced.
@@ -121,7 +129,6 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                             total=spec.sweep.total_trials(), enabled=progress)
     session = _Session(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
     _SESSIONS[sweep_id] = session
-    threading.Thread(target=plots.warm_up, name="warm-up-plots", daemon=True).start()  # the driver mostly waits on Ray
     started = time.monotonic()
     try:
         with display, _cancel_on_signals(session.cancel):
