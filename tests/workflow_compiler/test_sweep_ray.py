@@ -112,6 +112,8 @@ def test_asha_stops_poor_trials_part_way_and_mlflow_nests_them(ray_cluster: str,
     completed = next(r for r in children if r.data.tags[tracking.TAG_STATUS] == "COMPLETED")
     assert [a.path for a in mc.list_artifacts(completed.info.run_id)] == ["output.ipynb"]
     assert [m.step for m in mc.get_metric_history(completed.info.run_id, "score")] == [0, 1, 2, 3]
+    # The workers handed their runs to the warm tracking agent (trial_tracker.py), not to stores of their own
+    assert "serving a sweep's trial worker" in (home / "agent" / "agent.log").read_text()
 
 
 def test_tune_registers_trainables_without_its_default_runtime_env_and_restores_it() -> None:

@@ -109,3 +109,89 @@ def _wait_for(get, ready, timeout: float = 30):  # type: ignore[no-untyped-def]
         if ready(value) or time.monotonic() > deadline:
             return value
         time.sleep(0.1)
+
+
+def _trial_fields(mc: MlflowClient, trial_id: str, **params: object) -> dict[str, object]:
+    from workflow_compiler.sweep import tracking
+
+    experiment_id = tracking.ensure_experiment(mc, "agent-trials", str(mc.tracking_uri))
+    parent = mc.create_run(experiment_id, run_name="sweep").info.run_id
+    return {"experiment_id": experiment_id, "parent_run_id": parent, "sweep_id": "nbs-test", "trial_id": trial_id,
+            "name": trial_id, "params": params, "tags": {"nbscale.worker_pid": str(os.getpid())}}
+
+
+def test_trial_workers_hand_their_runs_to_the_agent_without_waiting_for_the_end(short_home: Path, tmp_path: Path) -> None:
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.trial_tracker import AgentTracker
+
+    path = agent.ensure_started(short_home)
+    assert path is not None
+    uri = _uri(short_home)
+    tracker = AgentTracker.connect(str(path), uri)
+    assert tracker is not None
+    mc = MlflowClient(uri)
+    output = tmp_path / "output.ipynb"
+    output.write_text("{}")
+    run_id, artifact_uri = tracker.open(**_trial_fields(mc, "t1", lr=0.1, name="a b"))
+    tracker.log_metrics(run_id, [("loss", 0.5, 1000, 0), ("loss", 0.25, 1001, 1)])
+    tracker.finish(run_id, "COMPLETED", error=None, artifacts=(str(output),), metrics=[("loss", 0.125, 1002, 2)],
+                   artifact_uri=artifact_uri, wait=False)  # returns at once: the answer is read with the next request
+    assert len(tracker._unanswered) == 2
+    second, _ = tracker.open(**_trial_fields(mc, "t2"))
+    assert not tracker._unanswered  # the open's answer came after every earlier one
+    run = mc.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[tracking.TAG_STATUS] == "COMPLETED"
+    assert run.data.params == {"lr": "0.1", "name": "a b"} and run.data.tags["mlflow.parentRunId"]
+    assert [m.value for m in mc.get_metric_history(run_id, "loss")] == [0.5, 0.25, 0.125]
+    assert [a.path for a in mc.list_artifacts(run_id)] == ["output.ipynb"]
+    assert "serving a sweep's trial worker" in (short_home / "agent" / "agent.log").read_text()
+
+    # The agent goes away with an end it may not have written: the worker writes it again itself.
+    tracker.finish(second, "COMPLETED", error=None, artifacts=(), metrics=[("loss", 1.0, 1003, 0)], artifact_uri=None, wait=False)
+    os.kill(int((short_home / "agent" / "agent.pid").read_text()), 9)
+    third, _ = tracker.open(**_trial_fields(mc, "t3", lr=0.3))
+    assert tracker._fallback is not None
+    assert mc.get_run(second).info.status == "FINISHED" and mc.get_run(second).data.metrics["loss"] == 1.0
+    tracker.finish(third, "FAILED", error="ValueError: boom", artifacts=(), metrics=[], artifact_uri=None, wait=True)
+    run = mc.get_run(third)
+    assert run.info.status == "FAILED" and run.data.tags["nbscale.error"] == "ValueError: boom" and run.data.params == {"lr": "0.3"}
+
+
+def test_a_trial_worker_uses_its_own_client_where_the_agent_cannot_serve(short_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workflow_compiler.sweep import trial_tracker
+
+    path = agent.ensure_started(short_home)
+    assert path is not None
+    uri = _uri(short_home)
+    assert trial_tracker.AgentTracker.connect(str(path), "http://127.0.0.1:5000") is None
+    assert trial_tracker.AgentTracker.connect(str(short_home / "agent" / "missing.sock"), uri) is None
+    monkeypatch.setattr(agent, "code_version", lambda: "some-other-code")
+    assert trial_tracker.AgentTracker.connect(str(path), uri) is None
+    monkeypatch.setattr(trial_tracker, "_TRACKERS", {})
+    tracker = trial_tracker.trial_tracker(uri, str(path))
+    assert isinstance(tracker, trial_tracker.DirectTracker) and trial_tracker.trial_tracker(uri, str(path)) is tracker
+    mc = MlflowClient(uri)
+    run_id, _ = tracker.open(**_trial_fields(mc, "t1", lr=0.1))
+    tracker.finish(run_id, "EARLY_STOPPED", error=None, artifacts=(), metrics=[("loss", 2.0, 1000, 0)], artifact_uri=None, wait=False)
+    run = mc.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["nbscale.trial_status"] == "EARLY_STOPPED" and run.data.params == {"lr": "0.1"}
+
+
+def test_the_driver_waits_for_completed_trials_runs_before_closing_what_dangles(tmp_path: Path) -> None:
+    import threading
+
+    from workflow_compiler.sweep import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mc = tracking.client(uri)
+    fields = _trial_fields(mc, "done")
+    experiment_id, parent = str(fields["experiment_id"]), str(fields["parent_run_id"])
+    done = tracking.open_trial_run(mc, **{**fields, "params": {}}).run_id  # type: ignore[arg-type]
+    lost = tracking.open_trial_run(mc, **{**fields, "trial_id": "lost", "params": {}}).run_id  # type: ignore[arg-type]
+    late = threading.Timer(0.5, lambda: tracking.finish_trial_run(mc, done, "COMPLETED"))
+    late.start()
+    tracking.settle_children(mc, experiment_id=experiment_id, parent_run_id=parent, trial_ids={"done"})
+    assert mc.get_run(done).info.status == "FINISHED"  # waited for the agent's write, not closed as FAILED
+    assert mc.get_run(lost).info.status == "RUNNING"  # not a completed trial: not waited for
+    assert tracking.close_open_children(mc, experiment_id=experiment_id, parent_run_id=parent, status="FAILED") == [lost]
+    late.join()

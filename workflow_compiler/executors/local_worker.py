@@ -32,13 +32,7 @@ def _tracking_agent_env() -> dict[str, str]:
     from ..runtime import agent
     from ..tracking_uri import tracking_uri
 
-    if os.environ.get(agent.ENV_SOCKET) == "0" or not agent.serves(tracking_uri()):
-        return {}
-    try:
-        path = agent.ensure_started(nbscale_home())
-    except OSError as exc:  # the steps start their own MLflow helpers, as in a pod
-        log.warning("no warm tracking agent: %s", exc)
-        return {}
+    path = agent.start_for(tracking_uri())  # without it the steps start their own MLflow helpers, as in a pod
     return {agent.ENV_SOCKET: str(path)} if path is not None else {}
 
 

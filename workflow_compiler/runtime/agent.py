@@ -12,8 +12,9 @@ environment (a tracking server's credentials would go stale in a long-lived proc
 Steps that cannot reach the agent (none running, or another version of this code) start their own
 helper process exactly as in a pod: the agent is a speed-up, never a dependency.
 
-Protocol: the client's first line is ``{"op": "hello", "version": ..., "uri": ...}``; after an
-``{"ok": true}`` the connection speaks tracker.py's protocol. The socket sits in a 0700 folder of
+Protocol: the client's first line is ``{"op": "hello", "version": ..., "uri": ..., "serve": ...}``;
+after an ``{"ok": true}`` the connection speaks tracker.py's protocol (a step), or, with
+``"serve": "trials"``, sweep/trial_tracker.py's (a sweep's trial worker, many runs one after another). The socket sits in a 0700 folder of
 the user's ``NBSCALE_HOME``; only that user can connect.
 """
 
@@ -42,6 +43,7 @@ ENV_SOCKET = "NBSCALE_TRACKING_AGENT"
 ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 _SOURCES = ("agent.py", "tracker.py", "tracking.py")
+_SWEEP_SOURCES = ("tracking.py", "trial_tracker.py")  # a sweep's trial workers are served too
 
 
 def code_version() -> str:
@@ -50,6 +52,8 @@ def code_version() -> str:
     here = Path(__file__).parent
     for name in _SOURCES:
         digest.update((here / name).read_bytes())
+    for name in _SWEEP_SOURCES:
+        digest.update((here.parent / "sweep" / name).read_bytes())
     digest.update((here.parent / "tracking_uri.py").read_bytes())
     return digest.hexdigest()[:16]
 
@@ -70,10 +74,12 @@ def serves(uri: str) -> bool:
 # -- client side -------------------------------------------------------------------------------
 
 
-def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0) -> tuple[socket.socket, IO[str], IO[str]] | None:
+def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0,
+            serve: str = "step") -> tuple[socket.socket, IO[str], IO[str]] | None:
     """A handshaken connection to the agent at ``path`` for ``uri``, or None (then run a helper).
 
     ``wait`` seconds are spent retrying while the socket does not exist yet (an agent being started).
+    ``serve`` picks the protocol: a step's (tracker.py) or a sweep trial worker's (sweep/trial_tracker.py).
     """
     deadline = time.monotonic() + wait
     while True:
@@ -92,7 +98,7 @@ def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0) -> tup
     reader = sock.makefile("r", encoding="utf-8")
     writer = sock.makefile("w", encoding="utf-8")
     try:
-        writer.write(json.dumps({"op": "hello", "version": code_version(), "uri": uri}) + "\n")
+        writer.write(json.dumps({"op": "hello", "version": code_version(), "uri": uri, "serve": serve}) + "\n")
         writer.flush()
         answer = json.loads(reader.readline() or "{}")
     except (OSError, ValueError):
@@ -134,6 +140,21 @@ def ensure_started(home: Path) -> Path | None:
         while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy
             time.sleep(0.01)
     return path
+
+
+def start_for(uri: str) -> Path | None:
+    """The socket of this user's agent (started if needed) when it may serve ``uri``; None when it may
+    not, when ``NBSCALE_TRACKING_AGENT=0`` opts out, or when it cannot start (callers then write to
+    MLflow themselves)."""
+    from ..store import nbscale_home
+
+    if os.environ.get(ENV_SOCKET) == "0" or not serves(uri):
+        return None
+    try:
+        return ensure_started(nbscale_home())
+    except OSError as exc:
+        log.warning("no warm tracking agent: %s", exc)
+        return None
 
 
 def _probe(path: Path) -> str:
@@ -264,9 +285,16 @@ class Agent:
             else:
                 _answer(writer, {"ok": True, "pid": os.getpid()})
                 warm.join()
-                from .tracker import serve
+                if first.get("serve") == "trials":
+                    from ..sweep.trial_tracker import serve_trials
 
-                serve(reader, writer, uri=first["uri"])
+                    serve_trials(reader, writer, uri=first["uri"])
+                else:
+                    from .tracker import serve
+
+                    serve(reader, writer, uri=first["uri"])
+        except ConnectionResetError:  # a sweep's trial worker that Tune ended before it read its last answer
+            log.info("a client left without reading its last answers")
         except (OSError, ValueError) as exc:
             log.warning("connection ended: %s", exc)
         finally:

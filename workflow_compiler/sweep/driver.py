@@ -124,7 +124,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                      tracking_uri=state["tracking_uri"], experiment_id=state["experiment_id"],
                      parent_run_id=state["parent_run_id"], tags=dict(spec.tracking.tags),
                      fresh_kernel=spec.sweep.fresh_kernel,
-                     report_interval=_report_interval(spec))
+                     report_interval=_report_interval(spec), agent_socket=_agent_socket(state["tracking_uri"]))
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)
     session = _Session(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
@@ -137,6 +137,14 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
         _SESSIONS.pop(sweep_id, None)
     return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
                         rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
+
+
+def _agent_socket(uri: str) -> str | None:
+    """The warm tracking agent's socket, for trial workers on this machine (trial_tracker.py)."""
+    from ..runtime import agent
+
+    path = agent.start_for(uri)
+    return None if path is None else str(path)
 
 
 def _report_interval(spec: RunSpec) -> float:

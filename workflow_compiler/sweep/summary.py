@@ -56,6 +56,8 @@ def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], s
     if sweep is None:
         raise ValueError("finish_sweep needs a sweep spec")
     mc, parent = session_client, state["parent_run_id"]
+    tracking.settle_children(mc, experiment_id=state["experiment_id"], parent_run_id=parent,
+                             trial_ids={row.trial_id for row in rows.values() if row.status == "COMPLETED"})
     tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=parent,
                                  status="KILLED" if cancelled else "FAILED")
     trials = sorted(rows.values(), key=lambda r: r.number)

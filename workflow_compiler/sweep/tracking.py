@@ -57,11 +57,14 @@ def ensure_experiment(mlflow_client: Any, name: str, uri: str) -> str:
 
 
 class MetricBuffer:
-    """Collects metrics and writes them with ``log_batch`` every ``interval`` seconds and at close."""
+    """Collects metrics and hands them to ``write`` every ``interval`` seconds from a thread of its own.
 
-    def __init__(self, mlflow_client: Any, run_id: str, *, interval: float = 1.0) -> None:
-        self._client, self._run_id, self._interval = mlflow_client, run_id, interval
-        self._pending: list[Any] = []
+    Rows are ``(name, value, timestamp_ms, step)``; ``close`` returns those not written yet.
+    """
+
+    def __init__(self, write: Callable[[list[tuple[str, float, int, int]]], None], *, interval: float = 1.0) -> None:
+        self._write, self._interval = write, interval
+        self._pending: list[tuple[str, float, int, int]] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nbscale-metrics", daemon=True)
@@ -70,11 +73,8 @@ class MetricBuffer:
 
     def add(self, name: str, value: float, step: int | None, timestamp_ms: int | None = None) -> None:
         """Queue one metric value (never blocks on the store)."""
-        from mlflow.entities import Metric
-
-        metric = Metric(name, float(value), timestamp_ms or int(time.time() * 1000), int(step or 0))
         with self._lock:
-            self._pending.append(metric)
+            self._pending.append((name, float(value), timestamp_ms or int(time.time() * 1000), int(step or 0)))
         self.last[name] = float(value)
 
     def _loop(self) -> None:
@@ -85,13 +85,13 @@ class MetricBuffer:
         """Write everything queued so far."""
         with self._lock:
             pending, self._pending = self._pending, []
-        for start in range(0, len(pending), _BATCH):
+        if pending:
             try:
-                self._client.log_batch(self._run_id, metrics=pending[start:start + _BATCH])
+                self._write(pending)
             except Exception:
-                log.exception("could not write %s metrics of run %s", len(pending[start:start + _BATCH]), self._run_id)
+                log.exception("could not write %s metrics", len(pending))
 
-    def close(self) -> list[Any]:
+    def close(self) -> list[tuple[str, float, int, int]]:
         """Stop the writer thread; return what is still queued (``finish_trial_run`` writes it with the
         run's closing tags in one transaction)."""
         self._closed.set()
@@ -99,6 +99,19 @@ class MetricBuffer:
         with self._lock:
             pending, self._pending = self._pending, []
         return pending
+
+
+def _metrics(rows: list[Any]) -> list[Any]:
+    from mlflow.entities import Metric
+
+    return [Metric(name, float(value), int(timestamp), int(step)) for name, value, timestamp, step in rows]
+
+
+def log_metric_rows(mlflow_client: Any, run_id: str, rows: list[Any]) -> None:
+    """Write ``(name, value, timestamp_ms, step)`` rows with ``log_batch`` (its limit per call respected)."""
+    metrics = _metrics(rows)
+    for start in range(0, len(metrics), _BATCH):
+        mlflow_client.log_batch(run_id, metrics=metrics[start:start + _BATCH])
 
 
 @contextmanager
@@ -125,18 +138,23 @@ def intercept_metrics(hook: MetricHook) -> Iterator[None]:
 def open_trial_run(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, sweep_id: str, trial_id: str,
                    name: str, params: dict[str, Any], tags: dict[str, str]) -> Any:
     """Create the nested child run of one trial attempt; returns its ``RunInfo`` (run id, artifact URI)."""
-    from mlflow.entities import Param
-
     run = mlflow_client.create_run(experiment_id, run_name=name, tags={
         **tags, "mlflow.parentRunId": parent_run_id, TAG_KIND: "trial", TAG_SWEEP: sweep_id, TAG_TRIAL: trial_id})
-    items = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
-    for start in range(0, len(items), 100):
-        mlflow_client.log_batch(run.info.run_id, params=items[start:start + 100])
+    log_params(mlflow_client, run.info.run_id, params)
     return run.info
 
 
+def log_params(mlflow_client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """A trial's parameters, JSON-encoded unless they are strings (MLflow takes 100 per call)."""
+    from mlflow.entities import Param
+
+    items = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
+    for start in range(0, len(items), 100):
+        mlflow_client.log_batch(run_id, params=items[start:start + 100])
+
+
 def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str | None = None, artifacts: tuple[str, ...] = (),
-                     metrics: list[Any] | None = None, artifact_uri: str | None = None) -> None:
+                     metrics: list[tuple[str, float, int, int]] | None = None, artifact_uri: str | None = None) -> None:
     """Attach the output notebook, write the last metrics with the trial-status tags, end the child run.
 
     Two store transactions (a trial is worth little more than its own compute: B2 of issue 3). With
@@ -155,7 +173,7 @@ def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str
         except Exception:
             log.exception("could not store artifact %s of run %s", path, run_id)
     tags = [RunTag(TAG_STATUS, status)] + ([RunTag("nbscale.error", error[:4000])] if error else [])
-    metrics = list(metrics or [])
+    metrics = _metrics(list(metrics or []))
     for start in range(0, max(len(metrics), 1), _BATCH):
         mlflow_client.log_batch(run_id, metrics=metrics[start:start + _BATCH], tags=tags if start == 0 else [])
     mlflow_client.set_terminated(run_id, MLFLOW_STATUS[status])
@@ -193,6 +211,24 @@ def close_open_children(mlflow_client: Any, *, experiment_id: str, parent_run_id
         finish_trial_run(mlflow_client, run.info.run_id, status)
         closed.append(str(run.info.run_id))
     return closed
+
+
+def settle_children(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, trial_ids: set[str],
+                    timeout: float = 10.0) -> None:
+    """Wait (up to ``timeout`` s) until no run of ``trial_ids`` is RUNNING: their workers sent each
+    run's end to the tracking agent before reporting the trial complete, so it is on its way."""
+    if not trial_ids:
+        return
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    deadline = time.monotonic() + timeout
+    while True:
+        running = mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1000)
+        waiting = [run for run in running if run.data.tags.get(TAG_TRIAL) in trial_ids]
+        if not waiting or time.monotonic() > deadline:
+            if waiting:
+                log.warning("%s completed trial run(s) still RUNNING after %.0f s", len(waiting), timeout)
+            return
+        time.sleep(0.05)
 
 
 def child_runs(mlflow_client: Any, *, experiment_id: str, parent_run_id: str) -> list[Any]:

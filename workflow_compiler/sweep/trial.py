@@ -19,6 +19,7 @@ from typing import Any
 
 from . import tracking
 from .runtime_env import TRIAL_ENV
+from .trial_tracker import trial_tracker
 from .worker import COMPLETED, EARLY_STOPPED, FAILED, TrialOutcome, TrialStopped, quiet_papermill, warm_runner
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class TrialPlan:
     fresh_kernel: bool = False
     kernel_name: str = "python3"
     report_interval: float = 0.0
+    #: The warm tracking agent's socket when it may take the trials' MLflow writes (trial_tracker.py).
+    agent_socket: str | None = None
 
 
 class _TuneReporter:
@@ -105,12 +108,13 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     trial_id = tune.get_context().get_trial_id()
     out_dir = _attempt_dir(Path(plan.trials_dir) / trial_id)
     params = {**plan.fixed, **config}
-    mc = tracking.client(plan.tracking_uri)
-    run = tracking.open_trial_run(mc, experiment_id=plan.experiment_id, parent_run_id=plan.parent_run_id,
-                                  sweep_id=plan.sweep_id, trial_id=trial_id, name=f"{trial_id}-{out_dir.name}",
-                                  params=params, tags={**plan.tags, TAG_WORKER_PID: str(os.getpid())})
-    run_id = str(run.run_id)
-    buffer = tracking.MetricBuffer(mc, run_id)
+    tracker = trial_tracker(plan.tracking_uri, plan.agent_socket)
+    run_id, artifact_uri = tracker.open(experiment_id=plan.experiment_id, parent_run_id=plan.parent_run_id,
+                                        sweep_id=plan.sweep_id, trial_id=trial_id, name=f"{trial_id}-{out_dir.name}",
+                                        params=params, tags={**plan.tags, TAG_WORKER_PID: str(os.getpid())})
+    buffer = tracking.MetricBuffer(lambda rows: tracker.log_metrics(run_id, rows))
+    import mlflow  # noqa: F401 - the metric hooks patch it; imported before the report interval's clock starts
+
     reporter = _TuneReporter(plan.metric, plan.report_interval)
 
     def on_metric(name: str, value: float, step: int | None) -> None:
@@ -126,8 +130,10 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     if outcome.status == COMPLETED and plan.metric not in buffer.last:
         outcome.status, outcome.error = FAILED, f"the notebook never logged the metric {plan.metric!r} (mlflow.log_metric)"
     artifacts = (str(outcome.output_path),) if outcome.output_path.exists() else ()
-    tracking.finish_trial_run(mc, run_id, outcome.status, error=outcome.error, artifacts=artifacts, metrics=pending,
-                              artifact_uri=run.artifact_uri)
+    # A completed trial does not wait for its run's end (the agent's, when there is one): Tune's
+    # callbacks close the runs of the others too, so those are ended before Tune hears of them.
+    tracker.finish(run_id, outcome.status, error=outcome.error, artifacts=artifacts, metrics=pending,
+                   artifact_uri=artifact_uri, wait=outcome.status != COMPLETED)
     if outcome.status == FAILED:
         raise TrialFailed(f"trial {trial_id}: {outcome.error}")
     if outcome.status == EARLY_STOPPED:

@@ -1,0 +1,228 @@
+"""Where a trial worker's MLflow writes go: the warm tracking agent, or the worker's own client.
+
+On the embedded default a sweep's trial workers hand their runs to the local executor's warm
+tracking agent (``runtime/agent.py``), which has MLflow's SQLite store loaded already. A worker
+then never imports the store (~1.4 s of CPU per worker on 2 cores, in the sweep's cold start), and
+its writes overlap its own work instead of adding to it:
+
+- ``open`` is answered as soon as the run exists; the agent logs the params after answering, while
+  the notebook starts.
+- ``finish`` of a completed trial is not waited for: the worker reports to Tune while the agent
+  attaches the notebook and ends the run. Answers come back in order on the one connection, so the
+  next ``open`` also confirms every earlier request. The driver waits for those ends before it
+  closes a sweep's dangling runs (``tracking.settle_children``).
+
+A failed or early-stopped trial waits for its ``finish``, as Tune's callbacks close those runs too.
+Anything the agent cannot take (not running, another code version, a remote tracking server, a
+lost connection) goes through the worker's own ``MlflowClient``, as on a cluster; requests the agent
+had not confirmed are written again there (MLflow takes a repeated end, tag or metric as it is).
+
+Protocol (after the agent's handshake, with ``"serve": "trials"``): one JSON object per line, each
+answered by ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}`` in order.
+``open``: experiment_id, parent_run_id, sweep_id, trial_id, name, params, tags -> run_id, artifact_uri;
+``metrics``: run_id, metrics ([name, value, timestamp_ms, step] lists); ``finish``: run_id, status,
+error, artifacts, metrics, artifact_uri.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import deque
+from typing import IO, Any, Protocol
+
+from . import tracking
+
+log = logging.getLogger(__name__)
+
+#: What a metric travels as: (name, value, timestamp in ms, step).
+MetricRow = tuple[str, float, int, int]
+
+
+class TrialTracker(Protocol):
+    """The three writes of a trial attempt's child run."""
+
+    def open(self, **fields: Any) -> tuple[str, str | None]:
+        """Create the child run (``tracking.open_trial_run``'s fields); returns its id and artifact URI."""
+
+    def log_metrics(self, run_id: str, metrics: list[MetricRow]) -> None:
+        """Write a batch of the notebook's metrics."""
+
+    def finish(self, run_id: str, status: str, *, error: str | None, artifacts: tuple[str, ...], metrics: list[MetricRow],
+               artifact_uri: str | None, wait: bool) -> None:
+        """Attach the output notebook, write the last metrics and the status tags, end the run."""
+
+
+class DirectTracker:
+    """This process's own MLflow client (a cluster's workers, or no agent to hand the runs to)."""
+
+    def __init__(self, uri: str) -> None:
+        self.client = tracking.client(uri)
+
+    def open(self, **fields: Any) -> tuple[str, str | None]:
+        info = tracking.open_trial_run(self.client, **fields)
+        return str(info.run_id), info.artifact_uri
+
+    def log_metrics(self, run_id: str, metrics: list[MetricRow]) -> None:
+        tracking.log_metric_rows(self.client, run_id, metrics)
+
+    def finish(self, run_id: str, status: str, *, error: str | None, artifacts: tuple[str, ...], metrics: list[MetricRow],
+               artifact_uri: str | None, wait: bool = True) -> None:
+        tracking.finish_trial_run(self.client, run_id, status, error=error, artifacts=artifacts, metrics=metrics,
+                                  artifact_uri=artifact_uri)
+
+
+class AgentLost(ConnectionError):
+    """The agent's connection closed or broke; the worker goes on with its own client."""
+
+
+class AgentTracker:
+    """A connection to the warm agent, shared by the trial thread and the metric writer thread."""
+
+    def __init__(self, connection: tuple[Any, IO[str], IO[str]], uri: str) -> None:
+        self._sock, self._answers, self._requests = connection
+        self.uri = uri
+        self._lock = threading.Lock()
+        self._unanswered: deque[dict[str, Any]] = deque()  # sent, answer not read yet (oldest first)
+        self._fallback: DirectTracker | None = None
+
+    @classmethod
+    def connect(cls, socket_path: str, uri: str) -> AgentTracker | None:
+        """A tracker on the agent at ``socket_path``, or None when it cannot serve ``uri``."""
+        from ..runtime import agent
+
+        if not (os.path.isabs(socket_path) and agent.serves(uri)):
+            return None
+        connection = agent.connect(socket_path, uri, wait=2.0, serve="trials")
+        return None if connection is None else cls(connection, uri)
+
+    def open(self, **fields: Any) -> tuple[str, str | None]:
+        answer = self._call({"op": "open", **fields}, wait=True)
+        if answer is None:
+            assert self._fallback is not None  # noqa: S101 - _call set it when the agent was lost
+            return self._fallback.open(**fields)
+        return str(answer["run_id"]), answer.get("artifact_uri")
+
+    def log_metrics(self, run_id: str, metrics: list[MetricRow]) -> None:
+        self._call({"op": "metrics", "run_id": run_id, "metrics": metrics}, wait=False)
+
+    def finish(self, run_id: str, status: str, *, error: str | None, artifacts: tuple[str, ...], metrics: list[MetricRow],
+               artifact_uri: str | None, wait: bool = True) -> None:
+        self._call({"op": "finish", "run_id": run_id, "status": status, "error": error, "artifacts": list(artifacts),
+                    "metrics": metrics, "artifact_uri": artifact_uri}, wait=wait)
+
+    def _call(self, request: dict[str, Any], *, wait: bool) -> dict[str, Any] | None:
+        """Send ``request``; with ``wait``, read answers up to its own and return it.
+
+        Without the agent (now or since an earlier request) the request is written by this
+        process's client instead, and None is returned for an ``open`` (the caller opens directly).
+        """
+        with self._lock:
+            if self._fallback is not None:
+                if request["op"] == "open":
+                    return None
+                self._write_directly(request)
+                return {}
+            self._unanswered.append(request)
+            try:
+                self._requests.write(json.dumps(request) + "\n")
+                self._requests.flush()
+                answer: dict[str, Any] = {}
+                while wait and self._unanswered:
+                    answer = self._read_answer()
+                return answer
+            except (OSError, ValueError, AgentLost) as exc:
+                self._lose(exc)  # writes this request again too, unless it is an open
+                return None if request["op"] == "open" else {}
+
+    def _read_answer(self) -> dict[str, Any]:
+        line = self._answers.readline()
+        if not line:
+            raise AgentLost("the tracking agent closed the connection")
+        request = self._unanswered.popleft()
+        answer = json.loads(line)
+        if not answer.get("ok"):  # the agent is there but MLflow refused: this process's client tries too
+            log.warning("tracking agent could not %s run %s (%s); writing it from the worker", request["op"],
+                        request.get("run_id", ""), answer.get("error"))
+            if request["op"] == "open":
+                raise AgentLost(str(answer.get("error")))
+            self._fallback = self._fallback or DirectTracker(self.uri)
+            self._write_directly(request)
+        return answer
+
+    def _lose(self, exc: BaseException) -> None:
+        """Switch to this process's client and write again what the agent had not confirmed."""
+        log.warning("tracking agent lost (%s); this worker writes its runs itself from now on", exc)
+        for handle in (self._requests, self._answers, self._sock):
+            try:
+                handle.close()
+            except OSError:
+                pass
+        self._fallback = DirectTracker(self.uri)
+        pending, self._unanswered = list(self._unanswered), deque()
+        for request in pending:
+            if request["op"] != "open":  # an open without an answer: the caller opens a new run directly
+                self._write_directly(request)
+
+    def _write_directly(self, request: dict[str, Any]) -> None:
+        assert self._fallback is not None  # noqa: S101
+        if request["op"] == "metrics":
+            self._fallback.log_metrics(request["run_id"], request["metrics"])
+        elif request["op"] == "finish":
+            self._fallback.finish(request["run_id"], request["status"], error=request["error"],
+                                  artifacts=tuple(request["artifacts"]), metrics=request["metrics"],
+                                  artifact_uri=request["artifact_uri"])
+
+
+_TRACKERS: dict[tuple[str, str], TrialTracker] = {}
+
+
+def trial_tracker(uri: str, agent_socket: str | None) -> TrialTracker:
+    """This process's tracker for ``uri``: the agent's when it takes it, else a direct client (kept for
+    the worker's life: every later trial in it reuses the connection or client)."""
+    key = (uri, agent_socket or "")
+    tracker = _TRACKERS.get(key)
+    if tracker is None:
+        tracker = (AgentTracker.connect(agent_socket, uri) if agent_socket else None) or DirectTracker(uri)
+        _TRACKERS[key] = tracker
+    return tracker
+
+
+# -- the agent's side ---------------------------------------------------------------------------
+
+
+def serve_trials(requests: IO[str], answers: IO[str], *, uri: str) -> None:
+    """Answer one trial worker's requests in order until it disconnects (runs in an agent thread)."""
+    mc = tracking.client(uri)
+    log.info("serving a sweep's trial worker")
+    for line in requests:
+        request = json.loads(line)
+        params: tuple[str, dict[str, Any]] | None = None  # logged after the answer, while the notebook starts
+        try:
+            op = request.pop("op")
+            if op == "open":
+                info = tracking.open_trial_run(mc, **{**request, "params": {}})
+                answer = {"ok": True, "run_id": str(info.run_id), "artifact_uri": info.artifact_uri}
+                params = str(info.run_id), request["params"]
+            elif op == "metrics":
+                tracking.log_metric_rows(mc, request["run_id"], request["metrics"])
+                answer = {"ok": True}
+            elif op == "finish":
+                tracking.finish_trial_run(mc, request["run_id"], request["status"], error=request.get("error"),
+                                          artifacts=tuple(request.get("artifacts", ())), metrics=request.get("metrics", []),
+                                          artifact_uri=request.get("artifact_uri"))
+                answer = {"ok": True}
+            else:
+                answer = {"ok": False, "error": f"unknown request {op!r}"}
+        except Exception as exc:
+            log.warning("trial request failed", exc_info=True)
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
+        if params is not None:
+            try:
+                tracking.log_params(mc, *params)
+            except Exception:
+                log.warning("could not log the params of trial run %s", params[0], exc_info=True)
