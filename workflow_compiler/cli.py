@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("cancel", help="stop a run; its partial output is kept")
     p.add_argument("run_id")
+    p.add_argument("--wait", type=float, default=60.0, metavar="SECONDS", help="how long to wait for the run to stop (default 60)")
     p.set_defaults(handler=cmd_cancel)
 
     p = sub.add_parser("quota", help="your GPU quota and what is left (inside JupyterHub)")
@@ -210,7 +211,17 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    record = get_executor("local").cancel(args.run_id)
+    executor = get_executor("local")
+    before = executor.get(args.run_id)
+    if before.done:
+        Console().print(f"{before.id}: already {before.status}, nothing to cancel")
+        return 0
+    record = executor.cancel(args.run_id, wait=args.wait)
+    if not record.done:  # its worker got SIGTERM but has not stopped: saying KILLED now would be a guess
+        err.print(f"[red]error:[/] {record.id} is still stopping after {args.wait:g} s (worker pid {record.pid}); its partial "
+                  f"output is kept. Check again with `nbscale status {record.id}`, or end it with `kill -9 {record.pid}`.",
+                  highlight=False)
+        return EXIT_FAILED
     Console().print(f"{record.id}: {record.status}")
     return 0
 

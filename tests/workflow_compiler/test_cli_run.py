@@ -107,3 +107,24 @@ def test_detached_run_can_be_followed_listed_and_cancelled(work, mlflow_client):
     assert run.info.status == "KILLED"
     partial = Path(status["links"]["output_notebook"]).read_text()
     assert "sleeping" in partial, "the cancelled run keeps its partial output"
+
+
+def test_cancel_says_so_when_the_run_is_still_stopping_and_when_it_had_already_ended(work, nbscale_home):
+    from workflow_compiler.store import RunRecord, RunStore
+
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                 "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert stubborn.stdout is not None and stubborn.stdout.readline().strip() == "ready"
+        store = RunStore(nbscale_home / "runs.db")
+        record = store.create(RunRecord(id="nbs-0123456789", notebook="echo.ipynb", status="RUNNING", pid=stubborn.pid))
+        cancelled = nbscale("cancel", record.id, "--wait", "1", cwd=work)
+        assert cancelled.returncode == 1, cancelled.stdout + cancelled.stderr
+        assert "still stopping after 1 s" in cancelled.stderr and f"kill -9 {stubborn.pid}" in cancelled.stderr
+        assert store.get(record.id).status == "RUNNING"  # not called KILLED while its worker lives
+    finally:
+        stubborn.kill()
+        stubborn.wait()
+    # killed for good (as the message said): its worker died without recording an end, so the run failed
+    again = nbscale("cancel", record.id, cwd=work)
+    assert again.returncode == 0 and f"{record.id}: already FAILED, nothing to cancel" in again.stdout
