@@ -270,7 +270,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["b3"] = bench_b3(root, repeats)
         import ray
 
+        from workflow_compiler.runtime import agent
+
         ray.shutdown()
+        agent.stop(root / "home")  # the warm tracking agent the sweeps started, by its pid file
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / ("sweeps.quick.json" if args.quick else "sweeps.json")).write_text(json.dumps(result, indent=2))

@@ -133,6 +133,8 @@ def test_trial_workers_hand_their_runs_to_the_agent_without_waiting_for_the_end(
     output = tmp_path / "output.ipynb"
     output.write_text("{}")
     run_id, artifact_uri = tracker.open(**_trial_fields(mc, "t1", lr=0.1, name="a b"))
+    # params are in before the answer: a notebook logging a swept parameter anew is refused in its own cell
+    assert mc.get_run(run_id).data.params == {"lr": "0.1", "name": "a b"}
     tracker.log_metrics(run_id, [("loss", 0.5, 1000, 0), ("loss", 0.25, 1001, 1)])
     tracker.finish(run_id, "COMPLETED", error=None, artifacts=(str(output),), metrics=[("loss", 0.125, 1002, 2)],
                    artifact_uri=artifact_uri, wait=False)  # returns at once: the answer is read with the next request

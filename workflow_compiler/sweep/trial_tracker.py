@@ -3,14 +3,11 @@
 On the embedded default a sweep's trial workers hand their runs to the local executor's warm
 tracking agent (``runtime/agent.py``), which has MLflow's SQLite store loaded already. A worker
 then never imports the store (~1.4 s of CPU per worker on 2 cores, in the sweep's cold start), and
-its writes overlap its own work instead of adding to it:
-
-- ``open`` is answered as soon as the run exists; the agent logs the params after answering, while
-  the notebook starts.
-- ``finish`` of a completed trial is not waited for: the worker reports to Tune while the agent
-  attaches the notebook and ends the run. Answers come back in order on the one connection, so the
-  next ``open`` also confirms every earlier request. The driver waits for those ends before it
-  closes a sweep's dangling runs (``tracking.settle_children``).
+the end of a completed trial's run overlaps the worker's hand-over to Tune: the worker does not
+wait for that ``finish`` but reports to Tune while the agent attaches the notebook and ends the
+run. Answers come back in order on the one connection, so the next ``open`` also confirms every
+earlier request. The driver waits for those ends before it closes a sweep's dangling runs
+(``tracking.settle_children``).
 
 A failed or early-stopped trial waits for its ``finish``, as Tune's callbacks close those runs too.
 Anything the agent cannot take (not running, another code version, a remote tracking server, a
@@ -199,13 +196,13 @@ def serve_trials(requests: IO[str], answers: IO[str], *, uri: str) -> None:
     log.info("serving a sweep's trial worker")
     for line in requests:
         request = json.loads(line)
-        params: tuple[str, dict[str, Any]] | None = None  # logged after the answer, while the notebook starts
         try:
             op = request.pop("op")
             if op == "open":
-                info = tracking.open_trial_run(mc, **{**request, "params": {}})
+                # params before the answer: a notebook that logs a swept parameter with another value
+                # must fail in its own cell, as MLflow refuses changed params
+                info = tracking.open_trial_run(mc, **request)
                 answer = {"ok": True, "run_id": str(info.run_id), "artifact_uri": info.artifact_uri}
-                params = str(info.run_id), request["params"]
             elif op == "metrics":
                 tracking.log_metric_rows(mc, request["run_id"], request["metrics"])
                 answer = {"ok": True}
@@ -221,8 +218,3 @@ def serve_trials(requests: IO[str], answers: IO[str], *, uri: str) -> None:
             answer = {"ok": False, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
-        if params is not None:
-            try:
-                tracking.log_params(mc, *params)
-            except Exception:
-                log.warning("could not log the params of trial run %s", params[0], exc_info=True)
