@@ -14,8 +14,8 @@ helper process exactly as in a pod: the agent is a speed-up, never a dependency.
 
 Protocol: the client's first line is ``{"op": "hello", "version": ..., "uri": ..., "serve": ...}``;
 after an ``{"ok": true}`` the connection speaks tracker.py's protocol (a step), or, with
-``"serve": "trials"``, sweep/trial_tracker.py's (a sweep's trial worker, many runs one after another). The socket sits in a 0700 folder of
-the user's ``NBSCALE_HOME``; only that user can connect.
+``"serve": "trials"``, sweep/trial_tracker.py's (a sweep's trial worker, many runs one after
+another). The socket sits in a 0700 folder of the user's ``NBSCALE_HOME``; only that user can connect.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MetricHook = Callable[[str, float, "int | None"], None]
+#: One metric value as it is queued and travels to the agent: (name, value, timestamp in ms, step).
+MetricRow = tuple[str, float, int, int]
 TAG_KIND, TAG_SWEEP, TAG_TRIAL, TAG_STATUS = "nbscale.kind", "nbscale.sweep_id", "nbscale.trial_id", "nbscale.trial_status"
 MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED"}
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
@@ -62,9 +64,9 @@ class MetricBuffer:
     Rows are ``(name, value, timestamp_ms, step)``; ``close`` returns those not written yet.
     """
 
-    def __init__(self, write: Callable[[list[tuple[str, float, int, int]]], None], *, interval: float = 1.0) -> None:
+    def __init__(self, write: Callable[[list[MetricRow]], None], *, interval: float = 1.0) -> None:
         self._write, self._interval = write, interval
-        self._pending: list[tuple[str, float, int, int]] = []
+        self._pending: list[MetricRow] = []
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="nbscale-metrics", daemon=True)
@@ -91,7 +93,7 @@ class MetricBuffer:
             except Exception:
                 log.exception("could not write %s metrics", len(pending))
 
-    def close(self) -> list[tuple[str, float, int, int]]:
+    def close(self) -> list[MetricRow]:
         """Stop the writer thread; return what is still queued (``finish_trial_run`` writes it with the
         run's closing tags in one transaction)."""
         self._closed.set()
@@ -154,7 +156,7 @@ def log_params(mlflow_client: Any, run_id: str, params: dict[str, Any]) -> None:
 
 
 def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str | None = None, artifacts: tuple[str, ...] = (),
-                     metrics: list[tuple[str, float, int, int]] | None = None, artifact_uri: str | None = None) -> None:
+                     metrics: list[MetricRow] | None = None, artifact_uri: str | None = None) -> None:
     """Attach the output notebook, write the last metrics with the trial-status tags, end the child run.
 
     Two store transactions (a trial is worth little more than its own compute: B2 of issue 3). With

@@ -34,8 +34,7 @@ from . import tracking
 
 log = logging.getLogger(__name__)
 
-#: What a metric travels as: (name, value, timestamp in ms, step).
-MetricRow = tuple[str, float, int, int]
+MetricRow = tracking.MetricRow
 
 
 class TrialTracker(Protocol):
