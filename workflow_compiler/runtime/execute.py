@@ -8,6 +8,8 @@ once when the step is interrupted.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -120,7 +122,31 @@ class StepNotebookClient(PapermillNotebookClient):
             reply = self.wait_for_reply(self.kc.execute(code, silent=True, store_history=False, allow_stdin=False))
             if not reply or reply["content"]["status"] != "ok":
                 raise RuntimeError(f"could not set the MLflow run in the kernel's environment: {reply and reply['content']}")
+        if self._guard is not None:
+            self._guard.check()  # a signal during the kernel's start-up stops the step before any cell
         super().papermill_execute_cells()
+
+    async def async_execute_cell(self, cell: Any, cell_index: int, execution_count: int | None = None,
+                                 store_history: bool = True) -> Any:
+        """Run one cell, or stop it when the guard is woken by a signal (see interrupts.py)."""
+        if self._guard is None:
+            return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
+        self._guard.check()
+        stop = asyncio.Event()
+        with self._guard.waking(stop.set):
+            running = asyncio.ensure_future(super().async_execute_cell(cell, cell_index, execution_count, store_history))
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait((running, stopping), return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+        if running.done():
+            return running.result()
+        running.cancel()  # nbclient stops polling the kernel (and calls it a DeadKernelError): not what happened
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await asyncio.wait_for(running, timeout=5)
+        self._guard.check()
+        raise AssertionError("woken without an interrupt")  # unreachable: only the guard sets `stop`
+
+    execute_cell = run_sync(async_execute_cell)
 
     async def _async_cleanup_kernel(self) -> None:
         if self._guard is not None and self._guard.interrupted is not None:

@@ -1,14 +1,23 @@
 """SIGTERM, SIGINT and the step's own deadline: they stop the notebook and the run ends KILLED.
 
-While the guard is armed, the first signal raises ``StepInterrupted`` in the main thread, which
-unwinds papermill (it saves the partial notebook on the way out) and nbclient (it shuts the kernel
-down). Later signals are only recorded, so that clean-up and MLflow logging are not cut short.
+While the guard is armed, the first signal stops the step with ``StepInterrupted``, which unwinds
+papermill (it saves the partial notebook on the way out) and nbclient (it shuts the kernel down).
+Later signals are only recorded, so that clean-up and MLflow logging are not cut short.
+
+Where the exception starts matters. In plain code the handler raises it at once. While an asyncio
+loop runs (nbclient talking to the kernel), the handler only records the signal and wakes the cell's
+waiter: raised there, it would land in whichever task happened to be running, often nbclient's
+output poller, and asyncio keeps a ``BaseException`` as that task's result. Nobody awaits the poller
+while the cell runs, so the step would hang until the kernel answered.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 
 log = logging.getLogger(__name__)
@@ -32,6 +41,7 @@ class InterruptGuard:
         self.timeout_seconds = timeout_seconds
         self.interrupted: StepInterrupted | None = None
         self._armed = False
+        self._wake: Callable[[], None] | None = None
         self._previous: dict[int, object] = {}
 
     def _reason(self, signum: int) -> str:
@@ -47,9 +57,31 @@ class InterruptGuard:
             return
         self.interrupted = StepInterrupted(self._reason(signum), _EXIT_CODES.get(signum, 143))
         log.warning("stopping: %s", self.interrupted.reason)
-        if self._armed:
+        if not self._armed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # plain code: stop right here
+            self._armed = False
+            raise self.interrupted from None
+        if self._wake is not None:  # a cell is running: its waiter raises (see the module docstring)
+            loop.call_soon_threadsafe(self._wake)
+        # else: kernel start-up or shutdown; `check()` raises before the next cell
+
+    def check(self) -> None:
+        """Raise the recorded interrupt if it has not been raised yet (once)."""
+        if self._armed and self.interrupted is not None:
             self._armed = False
             raise self.interrupted
+
+    @contextmanager
+    def waking(self, wake: Callable[[], None]) -> Iterator[None]:
+        """While inside, a signal calls ``wake`` in the running loop; the waiter then calls ``check()``."""
+        self._wake = wake
+        try:
+            yield
+        finally:
+            self._wake = None
 
     def __enter__(self) -> InterruptGuard:  # noqa: PYI034 - final class in practice
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGALRM):
