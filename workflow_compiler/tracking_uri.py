@@ -5,6 +5,7 @@ Kept free of heavy imports (no mlflow, no sqlalchemy) so that every process can 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -79,9 +80,81 @@ def open_client(uri: str) -> Any:
     """An ``MlflowClient`` on ``uri``, built under ``store_init_lock`` (the constructor creates the schema)."""
     from mlflow.tracking import MlflowClient  # ~2 s to import: only callers that log pay for it
 
-    if sqlite_path(uri) is not None:
+    db = sqlite_path(uri)
+    if db is not None:
         # The store's module (~1 s to import) would otherwise load inside the lock, where parallel
         # steps and a sweep's trial workers would take turns at it; only creating the schema needs the lock.
         import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
     with store_init_lock(uri):
+        if db is not None and write_ahead_log_safe(db):
+            use_write_ahead_log(db)
         return MlflowClient(tracking_uri=uri)
+
+
+# -- SQLite's write-ahead log for the embedded store ---------------------------------------------
+#
+# In its default rollback-journal mode SQLite syncs the disk twice per commit, and a writer blocks
+# every reader. A sweep's tracking agent commits four or five times per trial. With the WAL and
+# synchronous=NORMAL, one trial's writes took 30 ms instead of 50 (and 30 ms of CPU instead of 42)
+# on the 2-core machine of the README's benchmarks, and a sweep worker's `open` waited half as long.
+# NORMAL in WAL mode never corrupts the database; a power cut may lose the last commits. The WAL's
+# index lives in shared memory, which needs every process on one host: on NFS, SMB or FUSE mounts
+# (JupyterHub homes often are) the store keeps its rollback journal.
+
+#: Filesystems whose locks and shared memory the WAL can rely on (others, or an unknown type: no WAL).
+LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "zfs", "f2fs", "bcachefs", "tmpfs", "overlay"})
+_WAL_DATABASES: set[str] = set()
+
+
+def filesystem_type(path: Path, mounts: str | None = None) -> str | None:
+    """The type of the filesystem holding ``path``, from Linux's mount table; None when unknown."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:  # not Linux
+            return None
+    target = Path(os.path.realpath(path))
+    best, found = -1, None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = Path(fields[1].replace("\\040", " "))  # the table escapes spaces in mount points
+        if (mount == target or mount in target.parents) and len(mount.parts) > best:
+            best, found = len(mount.parts), fields[2]
+    return found
+
+
+def write_ahead_log_safe(db: Path) -> bool:
+    """Whether the SQLite database ``db`` is on a local filesystem (see above)."""
+    return filesystem_type(db.parent) in LOCAL_FILESYSTEMS
+
+
+def use_write_ahead_log(db: Path) -> None:
+    """Switch ``db`` to WAL (it stays so) and make this process's connections to it sync less often."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=30)) as connection:
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    except sqlite3.Error:  # locked by a process that does not know the WAL: keep the journal it has
+        return
+    if mode != "wal":
+        return
+    _WAL_DATABASES.add(os.path.realpath(db))
+    if not event.contains(Engine, "connect", _sync_normal_on_wal):
+        # SQLAlchemy's documented way to set per-connection pragmas; MLflow builds the engine itself
+        event.listen(Engine, "connect", _sync_normal_on_wal)
+
+
+def _sync_normal_on_wal(dbapi_connection: Any, _record: Any) -> None:
+    import sqlite3
+
+    if not isinstance(dbapi_connection, sqlite3.Connection):
+        return
+    files = {os.path.realpath(row[2]) for row in dbapi_connection.execute("PRAGMA database_list") if row[1] == "main" and row[2]}
+    if files & _WAL_DATABASES:
+        dbapi_connection.execute("PRAGMA synchronous=NORMAL")
