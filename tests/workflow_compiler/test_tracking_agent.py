@@ -197,3 +197,38 @@ def test_the_driver_waits_for_completed_trials_runs_before_closing_what_dangles(
     assert mc.get_run(lost).info.status == "RUNNING"  # not a completed trial: not waited for
     assert tracking.close_open_children(mc, experiment_id=experiment_id, parent_run_id=parent, status="FAILED") == [lost]
     late.join()
+
+
+def test_the_agent_serves_a_request_a_worker_waits_for_before_one_it_does_not() -> None:
+    import threading
+    import time
+
+    from workflow_compiler.sweep.trial_tracker import _Turns
+
+    turns, order, release = _Turns(), [], threading.Event()
+
+    def request(name: str, urgent: bool) -> None:
+        with turns.turn(urgent=urgent):
+            order.append(name)
+            if name == "finish-1":
+                release.wait(10)
+
+    def waiting() -> int:
+        with turns._changed:
+            return turns._urgent
+
+    first = threading.Thread(target=request, args=("finish-1", False))
+    first.start()
+    while not order:
+        time.sleep(0.01)
+    later = [threading.Thread(target=request, args=("finish-2", False))]
+    later[0].start()
+    time.sleep(0.2)  # finish-2 queues first...
+    later.append(threading.Thread(target=request, args=("open", True)))
+    later[1].start()
+    while waiting() == 0:  # ...then an open, which a worker waits for
+        time.sleep(0.01)
+    release.set()
+    for thread in (first, *later):
+        thread.join(10)
+    assert order == ["finish-1", "open", "finish-2"]

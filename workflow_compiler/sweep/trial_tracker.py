@@ -15,7 +15,8 @@ lost connection) goes through the worker's own ``MlflowClient``, as on a cluster
 had not confirmed are written again there (MLflow takes a repeated end, tag or metric as it is).
 
 Protocol (after the agent's handshake, with ``"serve": "trials"``): one JSON object per line, each
-answered by ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}`` in order.
+answered by ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}`` in order. ``wait`` says
+whether the worker waits for the answer: the agent serves those first (``_Turns``).
 ``open``: experiment_id, parent_run_id, sweep_id, trial_id, name, params, tags -> run_id, artifact_uri;
 ``metrics``: run_id, metrics ([name, value, timestamp_ms, step] lists); ``finish``: run_id, status,
 error, artifacts, metrics, artifact_uri.
@@ -28,6 +29,8 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import IO, Any, Protocol
 
 from . import tracking
@@ -123,7 +126,7 @@ class AgentTracker:
                 return {}
             self._unanswered.append(request)
             try:
-                self._requests.write(json.dumps(request) + "\n")
+                self._requests.write(json.dumps({**request, "wait": wait}) + "\n")
                 self._requests.flush()
                 answer: dict[str, Any] = {}
                 while wait and self._unanswered:
@@ -189,6 +192,41 @@ def trial_tracker(uri: str, agent_socket: str | None) -> TrialTracker:
 # -- the agent's side ---------------------------------------------------------------------------
 
 
+class _Turns:
+    """The agent's trial requests take turns at the store, and one a worker waits for goes first.
+
+    Each worker's connection has its own agent thread. Left to SQLite, two writers meet in its busy
+    handler, which sleeps 1 ms to 100 ms between retries. And while a worker waits for its ``open``
+    (its notebook cannot start before), no one waits for a completed trial's ``finish``. A
+    ``finish`` waits behind at most the ``open``s of the other workers, which then run notebooks.
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._busy = False
+        self._urgent = 0  # waiting requests a worker waits for
+
+    @contextmanager
+    def turn(self, *, urgent: bool) -> Iterator[None]:
+        """Hold the store (for one request) once it is free and no more urgent request waits."""
+        with self._changed:
+            self._urgent += urgent
+            try:
+                self._changed.wait_for(lambda: not self._busy and (urgent or not self._urgent))
+            finally:
+                self._urgent -= urgent
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._busy = False
+                self._changed.notify_all()
+
+
+_TURNS = _Turns()
+
+
 def serve_trials(requests: IO[str], answers: IO[str], *, uri: str) -> None:
     """Answer one trial worker's requests in order until it disconnects (runs in an agent thread)."""
     mc = tracking.client(uri)
@@ -196,24 +234,28 @@ def serve_trials(requests: IO[str], answers: IO[str], *, uri: str) -> None:
     for line in requests:
         request = json.loads(line)
         try:
-            op = request.pop("op")
-            if op == "open":
-                # params before the answer: a notebook that logs a swept parameter with another value
-                # must fail in its own cell, as MLflow refuses changed params
-                info = tracking.open_trial_run(mc, **request)
-                answer = {"ok": True, "run_id": str(info.run_id), "artifact_uri": info.artifact_uri}
-            elif op == "metrics":
-                tracking.log_metric_rows(mc, request["run_id"], request["metrics"])
-                answer = {"ok": True}
-            elif op == "finish":
-                tracking.finish_trial_run(mc, request["run_id"], request["status"], error=request.get("error"),
-                                          artifacts=tuple(request.get("artifacts", ())), metrics=request.get("metrics", []),
-                                          artifact_uri=request.get("artifact_uri"))
-                answer = {"ok": True}
-            else:
-                answer = {"ok": False, "error": f"unknown request {op!r}"}
+            op, waited_for = request.pop("op"), bool(request.pop("wait", True))
+            with _TURNS.turn(urgent=op == "open" or waited_for):
+                answer = _serve(mc, op, request)
         except Exception as exc:
             log.warning("trial request failed", exc_info=True)
             answer = {"ok": False, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
+
+
+def _serve(mc: Any, op: str, request: dict[str, Any]) -> dict[str, Any]:
+    if op == "open":
+        # params before the answer: a notebook that logs a swept parameter with another value
+        # must fail in its own cell, as MLflow refuses changed params
+        info = tracking.open_trial_run(mc, **request)
+        return {"ok": True, "run_id": str(info.run_id), "artifact_uri": info.artifact_uri}
+    if op == "metrics":
+        tracking.log_metric_rows(mc, request["run_id"], request["metrics"])
+        return {"ok": True}
+    if op == "finish":
+        tracking.finish_trial_run(mc, request["run_id"], request["status"], error=request.get("error"),
+                                  artifacts=tuple(request.get("artifacts", ())), metrics=request.get("metrics", []),
+                                  artifact_uri=request.get("artifact_uri"))
+        return {"ok": True}
+    return {"ok": False, "error": f"unknown request {op!r}"}
