@@ -232,3 +232,51 @@ def test_the_agent_serves_a_request_a_worker_waits_for_before_one_it_does_not() 
     for thread in (first, *later):
         thread.join(10)
     assert order == ["finish-1", "open", "finish-2"]
+
+
+def _wait_gone(pid: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_worker_whose_agent_dies_while_opening_takes_up_the_run_it_created(short_home: Path) -> None:
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.trial_tracker import AgentTracker
+
+    path = agent.ensure_started(short_home)
+    assert path is not None
+    uri = _uri(short_home)
+    tracker = AgentTracker.connect(str(path), uri)
+    assert tracker is not None
+    mc = MlflowClient(uri)
+    fields = {**_trial_fields(mc, "t1", lr=0.1), "name": "t1-attempt-1"}
+    created = tracking.open_trial_run(mc, **fields).run_id  # what the agent wrote before it died unanswered
+    pid = int((short_home / "agent" / "agent.pid").read_text())
+    os.kill(pid, 9)
+    _wait_gone(pid)
+    run_id, _ = tracker.open(**fields)
+    assert run_id == created  # no orphan left RUNNING, no second run for the attempt
+    runs = mc.search_runs([str(fields["experiment_id"])], filter_string="tags.`nbscale.trial_id` = 't1'")
+    assert [r.info.run_id for r in runs] == [created] and runs[0].data.params == {"lr": "0.1"}
+    retry, _ = tracker.open(**{**fields, "name": "t1-attempt-2"})  # another attempt: a run of its own
+    assert retry != created
+
+
+def test_a_write_the_agent_refuses_sends_the_worker_direct_and_closes_its_connection(short_home: Path) -> None:
+    from workflow_compiler.sweep.trial_tracker import AgentTracker
+
+    path = agent.ensure_started(short_home)
+    assert path is not None
+    uri = _uri(short_home)
+    tracker = AgentTracker.connect(str(path), uri)
+    assert tracker is not None
+    mc = MlflowClient(uri)
+    run_id, _ = tracker.open(**_trial_fields(mc, "t1"))
+    tracker.log_metrics(run_id, [("loss", 0.5, 1000, 0)])  # unanswered when the refusal comes: written again
+    assert tracker._call({"op": "unknown-to-the-agent"}, wait=True) == {}  # the agent answers ok: false
+    assert tracker._fallback is not None and tracker._sock.fileno() == -1  # no idle connection kept
+    tracker.log_metrics(run_id, [("loss", 0.25, 1001, 1)])
+    assert [m.value for m in mc.get_metric_history(run_id, "loss")] == [0.5, 0.25]

@@ -146,6 +146,22 @@ def open_trial_run(mlflow_client: Any, *, experiment_id: str, parent_run_id: str
     return run.info
 
 
+def reopen_trial_run(mlflow_client: Any, **fields: Any) -> Any:
+    """``open_trial_run``, unless the attempt's run exists already: then its ``RunInfo``, params checked.
+
+    For a worker whose tracking agent went away while it opened the run: the agent may have created
+    the run (and logged its params) without answering. Taking that run up leaves no orphan RUNNING
+    until the sweep's end, and no second run for one attempt. The run name holds the attempt.
+    """
+    query = (f"tags.mlflow.parentRunId = '{fields['parent_run_id']}' and tags.`{TAG_TRIAL}` = '{fields['trial_id']}' "
+             f"and attributes.run_name = '{fields['name']}' and attributes.status = 'RUNNING'")
+    found = mlflow_client.search_runs([fields["experiment_id"]], filter_string=query, max_results=2)
+    if len(found) != 1:
+        return open_trial_run(mlflow_client, **fields)
+    log_params(mlflow_client, found[0].info.run_id, fields["params"])  # the same values again: MLflow takes them
+    return found[0].info
+
+
 def log_params(mlflow_client: Any, run_id: str, params: dict[str, Any]) -> None:
     """A trial's parameters, JSON-encoded unless they are strings (MLflow takes 100 per call)."""
     from mlflow.entities import Param

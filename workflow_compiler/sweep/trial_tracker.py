@@ -11,8 +11,10 @@ earlier request. The driver waits for those ends before it closes a sweep's dang
 
 A failed or early-stopped trial waits for its ``finish``, as Tune's callbacks close those runs too.
 Anything the agent cannot take (not running, another code version, a remote tracking server, a
-lost connection) goes through the worker's own ``MlflowClient``, as on a cluster; requests the agent
-had not confirmed are written again there (MLflow takes a repeated end, tag or metric as it is).
+lost connection, a write MLflow refused it) goes through the worker's own ``MlflowClient``, as on a
+cluster, for the rest of the worker's life; requests the agent had not confirmed are written again
+there (MLflow takes a repeated end, tag or metric as it is), and an unanswered ``open`` takes up
+the run the agent may have created.
 
 Protocol (after the agent's handshake, with ``"serve": "trials"``): one JSON object per line, each
 answered by ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}`` in order. ``wait`` says
@@ -64,6 +66,11 @@ class DirectTracker:
         info = tracking.open_trial_run(self.client, **fields)
         return str(info.run_id), info.artifact_uri
 
+    def reopen(self, **fields: Any) -> tuple[str, str | None]:
+        """``open``, taking up the run a lost agent may have created for this attempt (see ``tracking``)."""
+        info = tracking.reopen_trial_run(self.client, **fields)
+        return str(info.run_id), info.artifact_uri
+
     def log_metrics(self, run_id: str, metrics: list[MetricRow]) -> None:
         tracking.log_metric_rows(self.client, run_id, metrics)
 
@@ -101,7 +108,7 @@ class AgentTracker:
         answer = self._call({"op": "open", **fields}, wait=True)
         if answer is None:
             assert self._fallback is not None  # noqa: S101 - _call set it when the agent was lost
-            return self._fallback.open(**fields)
+            return self._fallback.reopen(**fields)
         return str(answer["run_id"]), answer.get("artifact_uri")
 
     def log_metrics(self, run_id: str, metrics: list[MetricRow]) -> None:
@@ -140,30 +147,29 @@ class AgentTracker:
         line = self._answers.readline()
         if not line:
             raise AgentLost("the tracking agent closed the connection")
-        request = self._unanswered.popleft()
         answer = json.loads(line)
-        if not answer.get("ok"):  # the agent is there but MLflow refused: this process's client tries too
-            log.warning("tracking agent could not %s run %s (%s); writing it from the worker", request["op"],
-                        request.get("run_id", ""), answer.get("error"))
-            if request["op"] == "open":
-                raise AgentLost(str(answer.get("error")))
-            self._fallback = self._fallback or DirectTracker(self.uri)
-            self._write_directly(request)
+        if not answer.get("ok"):  # the agent is there but MLflow refused: this process's client tries instead
+            request = self._unanswered[0]
+            raise AgentLost(f"it could not {request['op']} run {request.get('run_id', '')}: {answer.get('error')}")
+        self._unanswered.popleft()
         return answer
 
     def _lose(self, exc: BaseException) -> None:
-        """Switch to this process's client and write again what the agent had not confirmed."""
-        log.warning("tracking agent lost (%s); this worker writes its runs itself from now on", exc)
+        """Close the connection, switch to this process's client, write again what the agent had not confirmed."""
+        log.warning("tracking agent not usable (%s); this worker writes its runs itself from now on", exc)
+        self._close()
+        self._fallback = DirectTracker(self.uri)
+        pending, self._unanswered = list(self._unanswered), deque()
+        for request in pending:
+            if request["op"] != "open":  # an open without an answer: the caller opens it (``reopen``)
+                self._write_directly(request)
+
+    def _close(self) -> None:
         for handle in (self._requests, self._answers, self._sock):
             try:
                 handle.close()
             except OSError:
                 pass
-        self._fallback = DirectTracker(self.uri)
-        pending, self._unanswered = list(self._unanswered), deque()
-        for request in pending:
-            if request["op"] != "open":  # an open without an answer: the caller opens a new run directly
-                self._write_directly(request)
 
     def _write_directly(self, request: dict[str, Any]) -> None:
         assert self._fallback is not None  # noqa: S101
