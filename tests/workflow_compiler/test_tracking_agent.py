@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from workflow_compiler.runtime import agent
 from workflow_compiler.runtime.tracker import TrackerProcess
 from workflow_compiler.store import pid_alive
+from workflow_compiler.sweep.trial_tracker import AgentTracker
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -120,16 +121,18 @@ def _trial_fields(mc: MlflowClient, trial_id: str, **params: object) -> dict[str
             "name": trial_id, "params": params, "tags": {"nbscale.worker_pid": str(os.getpid())}}
 
 
+def _trial_connection(home: Path) -> tuple[AgentTracker, MlflowClient]:
+    """A trial worker's connection to the home's agent (started now), and a client on its store."""
+    path = agent.ensure_started(home)
+    assert path is not None
+    tracker = AgentTracker.connect(str(path), _uri(home))
+    assert tracker is not None
+    return tracker, MlflowClient(_uri(home))
+
+
 def test_trial_workers_hand_their_runs_to_the_agent_without_waiting_for_the_end(short_home: Path, tmp_path: Path) -> None:
     from workflow_compiler.sweep import tracking
-    from workflow_compiler.sweep.trial_tracker import AgentTracker
-
-    path = agent.ensure_started(short_home)
-    assert path is not None
-    uri = _uri(short_home)
-    tracker = AgentTracker.connect(str(path), uri)
-    assert tracker is not None
-    mc = MlflowClient(uri)
+    tracker, mc = _trial_connection(short_home)
     output = tmp_path / "output.ipynb"
     output.write_text("{}")
     run_id, artifact_uri = tracker.open(**_trial_fields(mc, "t1", lr=0.1, name="a b"))
@@ -244,14 +247,7 @@ def _wait_gone(pid: int) -> None:
 
 def test_a_worker_whose_agent_dies_while_opening_takes_up_the_run_it_created(short_home: Path) -> None:
     from workflow_compiler.sweep import tracking
-    from workflow_compiler.sweep.trial_tracker import AgentTracker
-
-    path = agent.ensure_started(short_home)
-    assert path is not None
-    uri = _uri(short_home)
-    tracker = AgentTracker.connect(str(path), uri)
-    assert tracker is not None
-    mc = MlflowClient(uri)
+    tracker, mc = _trial_connection(short_home)
     fields = {**_trial_fields(mc, "t1", lr=0.1), "name": "t1-attempt-1"}
     created = tracking.open_trial_run(mc, **fields).run_id  # what the agent wrote before it died unanswered
     pid = int((short_home / "agent" / "agent.pid").read_text())
@@ -266,14 +262,7 @@ def test_a_worker_whose_agent_dies_while_opening_takes_up_the_run_it_created(sho
 
 
 def test_a_write_the_agent_refuses_sends_the_worker_direct_and_closes_its_connection(short_home: Path) -> None:
-    from workflow_compiler.sweep.trial_tracker import AgentTracker
-
-    path = agent.ensure_started(short_home)
-    assert path is not None
-    uri = _uri(short_home)
-    tracker = AgentTracker.connect(str(path), uri)
-    assert tracker is not None
-    mc = MlflowClient(uri)
+    tracker, mc = _trial_connection(short_home)
     run_id, _ = tracker.open(**_trial_fields(mc, "t1"))
     tracker.log_metrics(run_id, [("loss", 0.5, 1000, 0)])  # unanswered when the refusal comes: written again
     assert tracker._call({"op": "unknown-to-the-agent"}, wait=True) == {}  # the agent answers ok: false
