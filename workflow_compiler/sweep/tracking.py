@@ -153,8 +153,7 @@ def reopen_trial_run(mlflow_client: Any, **fields: Any) -> Any:
     the run (and logged its params) without answering. Taking that run up leaves no orphan RUNNING
     until the sweep's end, and no second run for one attempt. The run name holds the attempt.
     """
-    query = (f"tags.mlflow.parentRunId = '{fields['parent_run_id']}' and tags.`{TAG_TRIAL}` = '{fields['trial_id']}' "
-             f"and attributes.run_name = '{fields['name']}' and attributes.status = 'RUNNING'")
+    query = _running_children(fields["parent_run_id"], fields["trial_id"]) + f" and attributes.run_name = '{fields['name']}'"
     found = mlflow_client.search_runs([fields["experiment_id"]], filter_string=query, max_results=2)
     if len(found) != 1:
         return open_trial_run(mlflow_client, **fields)
@@ -218,12 +217,16 @@ def open_parent_run(mlflow_client: Any, *, experiment_id: str, sweep_id: str, na
     return str(run.info.run_id)
 
 
+def _running_children(parent_run_id: str, trial_id: str | None = None) -> str:
+    """The search filter for a sweep's child runs still RUNNING (of one trial, with ``trial_id``)."""
+    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    return query if trial_id is None else query + f" and tags.`{TAG_TRIAL}` = '{trial_id}'"
+
+
 def close_open_children(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, status: str,
                         trial_id: str | None = None) -> list[str]:
     """End child runs still RUNNING (their worker died or the sweep was cancelled) with ``status``."""
-    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
-    if trial_id is not None:
-        query += f" and tags.`{TAG_TRIAL}` = '{trial_id}'"
+    query = _running_children(parent_run_id, trial_id)
     closed = []
     for run in mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1000):
         finish_trial_run(mlflow_client, run.info.run_id, status)
@@ -237,7 +240,7 @@ def settle_children(mlflow_client: Any, *, experiment_id: str, parent_run_id: st
     run's end to the tracking agent before reporting the trial complete, so it is on its way."""
     if not trial_ids:
         return
-    query = f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"
+    query = _running_children(parent_run_id)
     deadline = time.monotonic() + timeout
     while True:
         running = mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1000)
