@@ -11,6 +11,9 @@ import pytest
 # Ray in tests stays on loopback: single-node mode binds every Ray process to 127.0.0.1. It is read
 # when ray is imported, so it is set here, before any test module is collected.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Tests talk to 127.0.0.1 only: MLflow 3's usage telemetry, which reaches out to its vendor from every
+# process that imports MLflow, is off for every process a test starts, nbscale's or not.
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

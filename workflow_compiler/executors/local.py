@@ -15,7 +15,7 @@ from typing import Any
 from .. import quota
 from ..errors import ExecutionError
 from ..store import RunRecord, nbscale_home, pid_alive, utcnow, wait_until
-from ..tracking_uri import tracking_uri
+from ..tracking_uri import tracking_uri, without_telemetry
 from .base import Executor
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,8 @@ class LocalExecutor(Executor):
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         record = record.model_copy(update={"executor": self.name, "run_dir": str(run_dir), "workflow_name": workflow_name})
         self.store.create(record)
-        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), "NBSCALE_HOME": str(nbscale_home()),
-               "PYTHONUNBUFFERED": "1"}
+        env = without_telemetry({**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), "NBSCALE_HOME": str(nbscale_home()),
+                                 "PYTHONUNBUFFERED": "1"})
         argv = [sys.executable, "-m", "workflow_compiler.executors.local_worker", "--run-id", record.id,
                 "--store", str(self.store.path), "--root", str(self.root)]
         with open(run_dir / "log.txt", "ab") as log_file:

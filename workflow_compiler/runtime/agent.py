@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ..tracking_uri import without_telemetry
+
 log = logging.getLogger(__name__)
 
 #: Set by the local executor for its steps: the agent's socket.
@@ -134,7 +136,7 @@ def ensure_started(home: Path) -> Path | None:
         log_file = open(path.parent / "agent.log", "ab")
         subprocess.Popen([sys.executable, "-m", "workflow_compiler.runtime.agent", "--socket", str(path), "--idle", idle],
                          stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
-                         env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": os.environ.get("MLFLOW_DISABLE_TELEMETRY", "true")})
+                         env=without_telemetry(os.environ))
         log_file.close()
         deadline = time.monotonic() + 5
         while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy

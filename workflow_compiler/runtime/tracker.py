@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ..tracking_uri import without_telemetry
 from .agent import ENV_SOCKET, connect, serves
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,7 @@ class TrackerProcess:
             self._socket, self._answers, self._requests = connection
             log.info("MLflow through the warm tracking agent at %s", agent_socket)
             return
-        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-        env.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        env = without_telemetry({**os.environ, "MLFLOW_TRACKING_URI": uri})
         self._proc = subprocess.Popen([sys.executable, "-m", "workflow_compiler.runtime.tracker"], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8")
         assert self._proc.stdin is not None and self._proc.stdout is not None
