@@ -127,8 +127,8 @@ def tune_papermill(notebook: Path, out_dir: Path, params: list[dict[str, Any]], 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     space = {"trial": tune.grid_search([{"number": n, "values": values} for n, values in enumerate(params)])}
-    # One retry: now and then a papermill kernel here does not answer its first request within 60 s
-    # (one trial in ~2000), which aborted a 40-minute benchmark run. A retried trial's time counts.
+    # One retry: once so far, one baseline trial's papermill kernel did not answer its first request
+    # within 60 s, and that aborted a 40-minute benchmark run. A retried trial's time still counts.
     tuner = tune.Tuner(trainable, param_space=space, tune_config=tune.TuneConfig(max_concurrent_trials=2),
                        run_config=tune.RunConfig(name=name, storage_path=str(out_dir / "tune"), verbose=0,
                                                  failure_config=tune.FailureConfig(max_failures=1)))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -40,3 +42,9 @@ def test_the_cli_sets_it_before_anything_imports_mlflow(monkeypatch: pytest.Monk
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert os.environ[TELEMETRY_SWITCH] == after
+
+
+def test_the_cli_module_itself_does_not_import_mlflow() -> None:
+    """What makes setting the switch in ``main`` early enough: MLflow reads it when imported."""
+    code = "import sys, workflow_compiler.cli; print('mlflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
