@@ -20,7 +20,7 @@ from .paths import resolve_notebook_path
 from .spec import spec_json_schemas
 from .store import RunStore
 from .sweep.cli_args import add_sweep_arguments, sweep_from_args
-from .tracking_uri import TELEMETRY_SWITCH, without_telemetry
+from .tracking_uri import TELEMETRY_SWITCH, telemetry_switch
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 err = Console(stderr=True)
@@ -246,7 +246,7 @@ def cmd_quota(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nbscale`` console script."""
     # Before MLflow is imported: it decides at import whether to start its telemetry client.
-    os.environ[TELEMETRY_SWITCH] = without_telemetry(os.environ)[TELEMETRY_SWITCH]
+    os.environ[TELEMETRY_SWITCH] = telemetry_switch(os.environ)
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

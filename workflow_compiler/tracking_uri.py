@@ -32,19 +32,25 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
-def without_telemetry(env: Mapping[str, str]) -> dict[str, str]:
-    """``env`` for a process nbscale starts, with MLflow's usage telemetry off unless it says otherwise.
+#: MLflow's switch for its usage telemetry (``mlflow.environment_variables``).
+TELEMETRY_SWITCH = "MLFLOW_DISABLE_TELEMETRY"
+
+
+def telemetry_switch(env: Mapping[str, str]) -> str:
+    """``TELEMETRY_SWITCH``'s value for a process nbscale starts: MLflow's usage telemetry off
+    (``"true"``) unless ``env`` says otherwise.
 
     MLflow 3 reports usage to its vendor from every process that imports it, starting with a
     config fetch from the internet; a sweep imports it in each trial worker (~0.3 s each on a
     2-core machine) and in each step. nbscale's processes stay quiet by default, as its agent
     always has; ``MLFLOW_DISABLE_TELEMETRY=false`` (or any value a user set) is kept.
     """
-    return {**env, TELEMETRY_SWITCH: env.get(TELEMETRY_SWITCH, "true")}
+    return env.get(TELEMETRY_SWITCH, "true")
 
 
-#: MLflow's switch for its usage telemetry (``mlflow.environment_variables``).
-TELEMETRY_SWITCH = "MLFLOW_DISABLE_TELEMETRY"
+def without_telemetry(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with ``TELEMETRY_SWITCH`` set as ``telemetry_switch`` says."""
+    return {**env, TELEMETRY_SWITCH: telemetry_switch(env)}
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ExecutionError, SpecError
 from ..spec import RunSpec, check_run_spec
-from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, tracking_uri, without_telemetry
+from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, telemetry_switch, tracking_uri
 from . import plots, tracking
 from .progress import SweepProgress
 from .results import SweepResult, TrialRow, best_trial, count_statuses
@@ -247,10 +247,10 @@ def _scoped_environ(values: dict[str, str]) -> Iterator[None]:
 def _embedded_site() -> AbstractContextManager[None]:
     """While the embedded Ray starts, ``PYTHONPATH`` leads with ``raysite``: every process it starts
     (agents, idle workers, trial actors) inherits it and skips a slow optional import (see there).
-    Those processes also keep MLflow's telemetry off, as nbscale's others do (``without_telemetry``)."""
+    Those processes also keep MLflow's telemetry off, as nbscale's others do (``telemetry_switch``)."""
     previous = os.environ.get("PYTHONPATH")
     return _scoped_environ({"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).with_name("raysite")), previous])),
-                            TELEMETRY_SWITCH: without_telemetry(os.environ)[TELEMETRY_SWITCH]})
+                            TELEMETRY_SWITCH: telemetry_switch(os.environ)})
 
 
 def _tune_environ() -> dict[str, str]:

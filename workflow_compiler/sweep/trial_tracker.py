@@ -241,7 +241,7 @@ def serve_trials(requests: IO[str], answers: IO[str], *, uri: str) -> None:
         request = json.loads(line)
         try:
             op, waited_for = request.pop("op"), bool(request.pop("wait", True))
-            with _TURNS.turn(urgent=op == "open" or waited_for):
+            with _TURNS.turn(urgent=waited_for):  # every open is waited for
                 answer = _serve(mc, op, request)
         except Exception as exc:
             log.warning("trial request failed", exc_info=True)
