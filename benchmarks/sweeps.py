@@ -169,12 +169,15 @@ def bench_b2(root: Path, n: int, repeats: int) -> dict[str, Any]:
             r["overhead_per_trial_s"] = round((CORES * r["wall_s"] - r["useful_s"]) / n, 4)
     overhead = {name: _median(per, "overhead_per_trial_s") for name, per in runs.items()}
     from workflow_compiler.runtime import agent
+    from workflow_compiler.sweep import trial_host
 
-    agent.stop(root / "home")  # the first sweep of a session: its agent starts (imports MLflow) beside the workers
+    # the first sweep of a session: its tracking agent and trial host start (each imports MLflow) beside the workers
+    agent.stop(root / "home")
+    trial_host.stop(root / "home")
     cold = _measure(_contenders(root, "trivial.ipynb", n, {}, root / "b2-nbscale-cold-agent.jsonl", ["nbscale"])["nbscale"],
                     root / "b2-nbscale-cold-agent.jsonl")
     cold["overhead_per_trial_s"] = round((CORES * cold["wall_s"] - cold["useful_s"]) / n, 4)
-    print(f"  b2 nbscale, cold tracking agent: {cold['wall_s']:.1f} s", flush=True)
+    print(f"  b2 nbscale, cold tracking agent and trial host: {cold['wall_s']:.1f} s", flush=True)
     steady = {name: _median(per, "steady_overhead_per_trial_s") for name, per in runs.items()
               if all("steady_overhead_per_trial_s" in r for r in per)}
     return {"setup": {"trials": n, "concurrency": 2}, "runs": runs, "median_overhead_per_trial_s": overhead,
@@ -282,9 +285,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         import ray
 
         from workflow_compiler.runtime import agent
+        from workflow_compiler.sweep import trial_host
 
         ray.shutdown()
-        agent.stop(root / "home")  # the warm tracking agent the sweeps started, by its pid file
+        agent.stop(root / "home")  # the warm tracking agent and trial host the sweeps started, by their pid files
+        trial_host.stop(root / "home")
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / ("sweeps.quick.json" if args.quick else "sweeps.json")).write_text(json.dumps(result, indent=2))

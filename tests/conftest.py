@@ -23,8 +23,9 @@ EXAMPLES = ROOT / "examples"
 def nbscale_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A private NBSCALE_HOME (runs, MLflow store) for the whole session, and quiet, local tools.
 
-    Local runs start a warm tracking agent per NBSCALE_HOME; in tests it leaves after 30 idle
-    seconds, and every agent a test started (found by its pid file) is stopped at the end.
+    Local runs start a warm tracking agent per NBSCALE_HOME, and sweeps a warm trial host; in tests
+    they leave after 30 idle seconds, and every one a test started (found by its pid file) is
+    stopped at the end.
     """
     home = tmp_path_factory.mktemp("nbscale-home")
     os.environ["NBSCALE_HOME"] = str(home)
@@ -35,6 +36,9 @@ def nbscale_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ.setdefault("NBSCALE_TRACKING_AGENT_IDLE", "30")
     yield home
     from workflow_compiler.runtime import agent
+    from workflow_compiler.sweep import trial_host
 
     for pid_file in tmp_path_factory.getbasetemp().rglob("agent/agent.pid"):
         agent.stop(pid_file.parent.parent)
+    for pid_file in tmp_path_factory.getbasetemp().rglob(f"agent/{trial_host.PID_NAME}"):
+        trial_host.stop(pid_file.parent.parent)

@@ -143,6 +143,7 @@ def test_optuna_search_reuses_one_warm_worker_and_nothing_leaks_between_trials(r
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from workflow_compiler.sweep import driver, plots, tracking
     from workflow_compiler.sweep.driver import run_sweep
+    from workflow_compiler.sweep.trial import TAG_WORKER_PID
 
     warmed_after: list[list[str]] = []  # the trial statuses when the driver warmed its plots
     warm_up = plots.warm_up
@@ -157,6 +158,8 @@ def test_optuna_search_reuses_one_warm_worker_and_nothing_leaks_between_trials(r
     assert [t.steps for t in result.trials] == [1, 1, 1]
     children = _children(result)
     assert len({r.data.metrics["pid"] for r in children}) == 1  # one warm actor: trials 2 and 3 followed a polluting predecessor
+    # ... and its notebooks ran in that worker's child of the warm trial host (this Ray is on this machine)
+    assert {int(r.data.metrics["pid"]) for r in children} != {int(r.data.tags[TAG_WORKER_PID]) for r in children}
     parent = tracking.client(result.tracking_uri).get_run(result.parent_run_id)
     assert parent.data.params["sweep.search"] == "optuna" and parent.info.status == "FINISHED"
 

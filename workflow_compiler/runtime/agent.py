@@ -119,22 +119,32 @@ def ensure_started(home: Path) -> Path | None:
     Does not wait for MLflow to be imported: the first step's requests simply wait in the agent.
     """
     path = socket_path(home)
-    if path is None:
-        return None
+    return None if path is None else start_daemon(path, "workflow_compiler.runtime.agent", code_version(), lock="start.lock",
+                                                  log_name="agent.log")
+
+
+def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str) -> Path:
+    """Start ``python -m module --socket path`` unless a daemon of ``version`` answers there; returns ``path``.
+
+    One per socket: ``lock`` (a file beside it) serialises the starts. A daemon of another version
+    is asked to leave (it finishes what it serves first). Waits only until the socket is bound,
+    which the daemons do before their heavy imports. Shared by the tracking agent and the trial
+    host (sweep/trial_host.py).
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    with open(path.parent / "start.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        state = _probe(path)
+    with open(path.parent / lock, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        state = _probe(path, version)
         if state == "current":
             return path
-        if state == "other":  # started from other code: it leaves once its steps are done
+        if state == "other":  # started from other code: it leaves once its clients are done
             _ask_to_stop(path)
         with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a stale socket of an agent that died
+            path.unlink()  # a stale socket of a daemon that died
         idle = os.environ.get(ENV_IDLE, "600")
-        log_file = open(path.parent / "agent.log", "ab")
-        subprocess.Popen([sys.executable, "-m", "workflow_compiler.runtime.agent", "--socket", str(path), "--idle", idle],
+        log_file = open(path.parent / log_name, "ab")
+        subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
                          stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
                          env=without_telemetry(os.environ))
         log_file.close()
@@ -159,8 +169,8 @@ def start_for(uri: str) -> Path | None:
         return None
 
 
-def _probe(path: Path) -> str:
-    """``current``, ``other`` (another version answers) or ``none``."""
+def _probe(path: Path, version: str | None = None) -> str:
+    """``current`` (``version``, by default this agent's code), ``other`` (another version answers) or ``none``."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(5)
     try:
@@ -171,7 +181,7 @@ def _probe(path: Path) -> str:
         return "none"
     finally:
         sock.close()
-    return "current" if answer.get("version") == code_version() else "other"
+    return "current" if answer.get("version") == (version or code_version()) else "other"
 
 
 def _ask_to_stop(path: Path) -> None:
@@ -185,8 +195,12 @@ def _ask_to_stop(path: Path) -> None:
 def stop(home: Path, timeout: float = 10) -> int | None:
     """Stop the agent of ``home`` if one runs; returns its pid. For tests, benchmarks and clean-ups."""
     path = socket_path(home)
-    pid_file = home / "agent" / "agent.pid"
-    if path is None or not pid_file.exists():
+    return None if path is None else stop_daemon(path, home / "agent" / "agent.pid", timeout)
+
+
+def stop_daemon(path: Path, pid_file: Path, timeout: float = 10) -> int | None:
+    """Ask the daemon at ``path`` to leave and wait for the pid in ``pid_file`` to end; returns that pid."""
+    if not pid_file.exists():
         return None
     from ..store import pid_alive
 
@@ -201,6 +215,26 @@ def stop(home: Path, timeout: float = 10) -> int | None:
 # -- server side -------------------------------------------------------------------------------
 
 
+def listen_on(path: Path, pid_file: Path) -> socket.socket:
+    """A daemon's listening socket at ``path``, for this user only (accepts time out each second); its pid in ``pid_file``.
+
+    Raises OSError when another daemon has bound the path first.
+    """
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o077)
+    try:
+        server.bind(str(path))
+    except OSError:
+        server.close()
+        raise
+    finally:
+        os.umask(old)
+    server.listen(64)
+    server.settimeout(1.0)
+    pid_file.write_text(str(os.getpid()))
+    return server
+
+
 class Agent:
     """Accepts steps' connections and serves each in a thread until it has been idle long enough."""
 
@@ -211,19 +245,11 @@ class Agent:
         self.last_seen = time.monotonic()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 
     def bind(self) -> None:
         """Listen on the socket (before the heavy imports, so clients can connect at once)."""
-        old = os.umask(0o077)
-        try:
-            self.server.bind(str(self.path))
-        finally:
-            os.umask(old)
+        self.server = listen_on(self.path, self.path.parent / "agent.pid")
         self.inode = self.path.stat().st_ino
-        self.server.listen(64)
-        self.server.settimeout(1.0)
-        (self.path.parent / "agent.pid").write_text(str(os.getpid()))
 
     def warm_up(self) -> None:
         """Import MLflow and its SQLite store now, while the first step starts its kernel."""
@@ -313,13 +339,19 @@ def _answer(writer: IO[str], answer: dict[str, Any]) -> None:
     writer.flush()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the agent process."""
-    parser = argparse.ArgumentParser(description="nbscale's warm MLflow tracking agent (started by the local executor)")
+def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> argparse.Namespace:
+    """The command line that ``start_daemon`` gives a daemon (``--socket``, ``--idle``); logging set up for its log file."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--socket", required=True, type=Path)
     parser.add_argument("--idle", type=float, default=600.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s nbscale-agent[%(process)d] %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the agent process."""
+    args = daemon_arguments(argv, name="nbscale-agent", description="nbscale's warm MLflow tracking agent (started by the local executor)")
     agent = Agent(args.socket, args.idle)
     try:
         agent.bind()

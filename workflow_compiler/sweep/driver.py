@@ -19,14 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError, SpecError
 from ..spec import RunSpec, check_run_spec
 from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, telemetry_switch, tracking_uri
-from . import plots, tracking
+from . import plots, tracking, trial_host
 from .progress import SweepProgress
 from .results import SweepResult, TrialRow, best_trial, count_statuses
 from .summary import finish_sweep, row_from_trial
@@ -124,7 +124,8 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                      tracking_uri=state["tracking_uri"], experiment_id=state["experiment_id"],
                      parent_run_id=state["parent_run_id"], tags=dict(spec.tracking.tags),
                      fresh_kernel=spec.sweep.fresh_kernel,
-                     report_interval=_report_interval(spec), agent_socket=_agent_socket(state["tracking_uri"]))
+                     report_interval=_report_interval(spec), agent_socket=_agent_socket(state["tracking_uri"]),
+                     trial_host=None if spec.sweep.fresh_kernel else trial_host.start_for_local_ray())
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)
     session = _Session(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
@@ -273,6 +274,8 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
 
     assert spec.sweep is not None  # noqa: S101
     ensure_ray()
+    if plan.trial_host:
+        plan = _with_peers(spec, plan, sweep_dir)
     # default_runtime_env: trial actors may then start on Ray's idle workers
     with _scoped_environ(_tune_environ()), default_runtime_env():
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
@@ -286,6 +289,20 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
             tuner = tune.Tuner(trainable, param_space={k: d.to_tune() for k, d in spec.sweep.space.items()},
                                tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
         return tuner.fit()
+
+
+def _with_peers(spec: RunSpec, plan: TrialPlan, sweep_dir: Path) -> TrialPlan:
+    """The plan with the number of trial workers that can run at once on this Ray (``trial._meet_peers``)."""
+    import ray
+
+    sweep = spec.sweep
+    assert sweep is not None  # noqa: S101
+    resources = ray.cluster_resources()
+    peers = min(sweep.concurrency, sweep.total_trials(), int(resources.get("CPU", 0) // sweep.cpus_per_trial))
+    if sweep.gpus_per_trial:
+        peers = min(peers, int(resources.get("GPU", 0) // sweep.gpus_per_trial))
+    # one folder per driver session: a resumed sweep's workers meet afresh
+    return replace(plan, peers=max(peers, 1), peers_dir=str(sweep_dir / "workers" / f"{os.getpid()}-{time.time_ns()}"))
 
 
 def _trainable(plan: TrialPlan) -> Callable[[dict[str, Any]], None]:

@@ -50,7 +50,7 @@ def run_in_fresh_process(notebook: str, output: Path, params: dict[str, Any], *,
 
 def main() -> int:
     """Child side: run the request from stdin, stream metrics and the outcome to stdout."""
-    from .trial import _active_run
+    from .trial import active_run
     from .worker import quiet_papermill, warm_runner
 
     request = json.loads(sys.stdin.read())
@@ -62,7 +62,7 @@ def main() -> int:
     with quiet_papermill():
         outcome = warm_runner().run(Path(request["notebook"]), Path(request["output"]), request["params"],
                                     cwd=Path(request["cwd"]), env=request["env"],
-                                    context=lambda: _active_run(request["env"]["MLFLOW_RUN_ID"], send))
+                                    context=lambda: active_run(request["env"]["MLFLOW_RUN_ID"], send))
     channel.write(json.dumps({"outcome": {"status": outcome.status, "error": outcome.error, "seconds": outcome.seconds}}) + "\n")
     channel.close()
     return 0
