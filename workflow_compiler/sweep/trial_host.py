@@ -29,7 +29,6 @@ run_id, metric, interval, kernel_name). For each run the child sends ``metric`` 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -211,18 +210,12 @@ class Host:
         self.version = code_version()
         self.children: set[int] = set()
         self.stopping = False
-        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 
     def bind(self) -> None:
         """Listen before the imports: a worker that connects meanwhile waits in its hello."""
-        old = os.umask(0o077)
-        try:
-            self.server.bind(str(self.path))
-        finally:
-            os.umask(old)
-        self.server.listen(64)
-        self.server.settimeout(1.0)
-        self.path.with_name(PID_NAME).write_text(str(os.getpid()))
+        from ..runtime.agent import listen_on
+
+        self.server = listen_on(self.path, self.path.with_name(PID_NAME))
 
     def serve_forever(self) -> None:
         last_seen = time.monotonic()
@@ -325,11 +318,9 @@ def _run(request: dict[str, Any], send: Callable[[dict[str, Any]], None], inbox:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the host process (started by a sweep's driver)."""
-    parser = argparse.ArgumentParser(description="nbscale's warm trial host (started by a sweep's driver)")
-    parser.add_argument("--socket", required=True, type=Path)
-    parser.add_argument("--idle", type=float, default=600.0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s nbscale-trial-host[%(process)d] %(levelname)s %(message)s")
+    from ..runtime.agent import daemon_arguments
+
+    args = daemon_arguments(argv, name="nbscale-trial-host", description="nbscale's warm trial host (started by a sweep's driver)")
     host = Host(args.socket, args.idle)
     try:
         host.bind()
