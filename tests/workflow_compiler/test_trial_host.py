@@ -114,6 +114,32 @@ def test_the_scheduler_stops_a_trial_part_way_and_the_child_runs_the_next(short_
     assert after.status == "COMPLETED" and after.pid == stopped.pid
 
 
+def test_metrics_logged_from_the_notebooks_own_threads_all_arrive_and_a_refused_notebook_fails_alone(short_home: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    source = ("import threading, mlflow\n"
+              "def log(k):\n    for i in range(200):\n        mlflow.log_metric(f'm{k}', float(i), step=i)\n"
+              "threads = [threading.Thread(target=log, args=(k,)) for k in range(4)]\n"
+              "[t.start() for t in threads]\n"
+              "for i in range(200):\n    mlflow.log_metric('score', float(i), step=i)\n"
+              "[t.join() for t in threads]")
+    nb = new_notebook(cells=[new_code_cell("record = ''", metadata={"tags": ["parameters"]}), new_code_cell(source)])
+    nbformat.write(nb, tmp_path / "threads.ipynb")
+    child = trial_host.HostChild.connect(_host(short_home, monkeypatch))
+    assert child is not None
+    # papermill refuses a notebook that names no language: the trial fails with that message, the child stays
+    refused = child.run(_request(tmp_path / "threads.ipynb", tmp_path, 0), on_metric=lambda *_: None, report=lambda *_: None)
+    assert refused.status == "FAILED" and "No language found" in (refused.error or "") and not child.closed
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "threads.ipynb")
+    seen: list[str] = []
+    asked: list[float] = []
+    outcome = child.run(_request(tmp_path / "threads.ipynb", tmp_path, 1, interval=0.0), on_metric=lambda name, *_: seen.append(name),
+                        report=lambda value, step: asked.append(value))
+    assert outcome.status == "COMPLETED", outcome.error
+    assert sorted(set(seen)) == ["m0", "m1", "m2", "m3", "score"] and len(seen) == 1000
+    assert asked == [float(i) for i in range(200)]  # every objective value asked about, answered in its turn
+
+
 def test_a_child_that_dies_fails_its_trial_and_the_next_trial_gets_a_new_child(short_home: Path, notebook: Path, tmp_path: Path,
                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     path = _host(short_home, monkeypatch)

@@ -258,6 +258,8 @@ class Host:
                 try:
                     conn.settimeout(None)
                     code = _serve_worker(reader, writer, first)
+                except BaseException:
+                    log.exception("child %d could not serve its worker", os.getpid())
                 finally:
                     os._exit(code)
             self.children.add(pid)
@@ -267,8 +269,12 @@ class Host:
     def _reap(self) -> None:
         for pid in list(self.children):
             with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done == 0:
                     continue
+                if status:  # a notebook that ended its process, or a crash: the worker reports the trial failed
+                    log.warning("child %d ended: %s", pid, f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                                else f"exit code {os.waitstatus_to_exitcode(status)}")
             self.children.discard(pid)
 
 
@@ -290,30 +296,37 @@ def _serve_worker(reader: IO[str], writer: IO[str], hello: dict[str, Any]) -> in
         os._exit(0)
 
     threading.Thread(target=pump, name="worker-connection", daemon=True).start()
+    exchange = threading.Lock()  # a notebook may log from threads of its own: one message, or question and answer, at a time
     while True:
         request = inbox.get()
         if request.get("op") == "run":
-            outcome = _run(request, lambda message: _send(writer, message), inbox)
-            _send(writer, {"outcome": {"status": outcome.status, "error": outcome.error, "seconds": outcome.seconds}})
+            outcome = _run(request, writer, inbox, exchange)
+            with exchange:
+                _send(writer, {"outcome": {"status": outcome.status, "error": outcome.error, "seconds": outcome.seconds}})
 
 
-def _run(request: dict[str, Any], send: Callable[[dict[str, Any]], None], inbox: queue.Queue[dict[str, Any]]) -> TrialOutcome:
+def _run(request: dict[str, Any], writer: IO[str], inbox: queue.Queue[dict[str, Any]], exchange: threading.Lock) -> TrialOutcome:
     from .trial import ReportThrottle, active_run
     from .worker import quiet_papermill, warm_runner
 
     throttle = ReportThrottle(request["metric"], request["interval"])
 
     def hook(name: str, value: float, step: int | None) -> None:
-        ask = throttle.due(name)
-        send({"metric": name, "value": value, "step": step, "ask": ask})
-        if ask and inbox.get().get("stop"):
+        with exchange:
+            ask = throttle.due(name)
+            _send(writer, {"metric": name, "value": value, "step": step, "ask": ask})
+            stop = ask and bool(inbox.get().get("stop"))
+        if stop:
             throttle.stopped = True
             raise TrialStopped()
 
-    with quiet_papermill():
-        return warm_runner().run(Path(request["notebook"]), Path(request["output"]), request["params"], cwd=Path(request["cwd"]),
-                                 env=request["env"], kernel_name=request["kernel_name"],
-                                 context=lambda: active_run(request["run_id"], hook))
+    try:
+        with quiet_papermill():
+            return warm_runner().run(Path(request["notebook"]), Path(request["output"]), request["params"], cwd=Path(request["cwd"]),
+                                     env=request["env"], kernel_name=request["kernel_name"],
+                                     context=lambda: active_run(request["run_id"], hook))
+    except Exception as exc:  # papermill refused the notebook: the trial fails with its message, the child stays
+        return TrialOutcome(status=FAILED, output_path=Path(request["output"]), error=f"{type(exc).__name__}: {exc}")
 
 
 def main(argv: list[str] | None = None) -> None:
