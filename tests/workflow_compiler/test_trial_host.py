@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
+import numpy as np
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
@@ -81,7 +82,8 @@ def test_a_child_runs_trials_warm_isolated_and_in_the_workers_environment(short_
     assert child is not None
     host_pid = int((short_home / "agent" / trial_host.PID_NAME).read_text())
     seen: list[tuple[str, float, int | None]] = []
-    outcomes = [child.run(_request(notebook, tmp_path, n, value=float(n)), on_metric=lambda *m: seen.append(m),
+    # a NumPy value, as a search algorithm may sample one, travels as the number it holds
+    outcomes = [child.run(_request(notebook, tmp_path, n, value=np.int64(n)), on_metric=lambda *m: seen.append(m),
                           report=lambda *_: pytest.fail("no report is due within the interval")) for n in (1, 2)]
     assert [o.status for o in outcomes] == ["COMPLETED", "COMPLETED"], [o.error for o in outcomes]
     records = _records(tmp_path)
@@ -91,7 +93,7 @@ def test_a_child_runs_trials_warm_isolated_and_in_the_workers_environment(short_
     assert [r["seen_before"] for r in records] == [False, False]  # a fresh namespace per trial, as in a worker
     assert seen[:4] == [("score", 1.0, 0), ("score", 2.0, 1), ("score", 3.0, 2), ("other", 1.0, None)]
     out = nbformat.read(tmp_path / "out-2" / "output.ipynb", as_version=4)
-    assert "value = 2.0" in out.cells[1].source  # papermill's injected parameters
+    assert "value = 2\n" in out.cells[1].source  # papermill's injected parameters
     child.close()
     _wait_until(lambda: not pid_alive(child.pid))  # the worker gone, its child leaves
 

@@ -134,7 +134,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     host = None if plan.fresh_kernel else _host_child(plan.trial_host)
     if host is not None:
         _meet_peers(plan)
-    if host is None:
+    else:
         import mlflow  # noqa: F401 - the metric hooks patch it; imported before the report interval's clock starts
     reporter = _TuneReporter(plan.metric, plan.report_interval)
     env = {**TRIAL_ENV, "MLFLOW_TRACKING_URI": plan.tracking_uri, "MLFLOW_RUN_ID": run_id, "NBSCALE_TRIAL_ID": trial_id,

@@ -170,8 +170,15 @@ class HostChild:
 
 
 def _send(writer: IO[str], message: dict[str, Any]) -> None:
-    writer.write(json.dumps(message) + "\n")
+    writer.write(json.dumps(message, default=_plain) + "\n")
     writer.flush()
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar (a search algorithm's sample, a notebook's metric) as the Python number it holds."""
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} cannot be sent to the trial host: {value!r}")
 
 
 # -- host side ---------------------------------------------------------------------------------
