@@ -291,4 +291,4 @@ def test_ctrl_c_stops_every_trial_and_marks_runs_killed(ray_cluster: str, home: 
     mc = tracking.client(summary["tracking_uri"])
     assert mc.get_run(summary["parent_run_id"]).info.status == "KILLED"
     runs = tracking.child_runs(mc, experiment_id=summary["experiment_id"], parent_run_id=summary["parent_run_id"])
-    assert runs and all(r.info.status == "KILLED" for r in runs)
+    assert runs and all(r.info.status == "KILLED" for r in runs), [(r.info.status, r.data.tags.get(tracking.TAG_STATUS)) for r in runs]

@@ -74,6 +74,11 @@ class SweepCallback(Callback):
             current.refresh(force=True)
 
 
+#: Written in a sweep's folder when it is cancelled: a worker whose trial Tune stopped then ends its
+#: run KILLED, not EARLY_STOPPED (``trial.run_trial``). Removed when the sweep (re)starts.
+CANCELLED = "cancelled"
+
+
 class CancelStopper(Stopper):
     """Ends a trial at its final report, and the whole experiment once the driver's cancel event is
     set (Ctrl-C, SIGTERM, cancel_sweep)."""
@@ -88,8 +93,11 @@ class CancelStopper(Stopper):
         return result.get(STATUS_KEY) == COMPLETED
 
     def stop_all(self) -> bool:
-        """True once the sweep was cancelled."""
-        from .driver import session
+        """True once the sweep was cancelled; then its workers find ``CANCELLED`` in the sweep's folder."""
+        from .driver import session, sweeps_dir
 
         current = session(self.sweep_id)
-        return current is not None and current.cancel.is_set()
+        cancelled = current is not None and current.cancel.is_set()
+        if cancelled:
+            (sweeps_dir() / self.sweep_id / CANCELLED).touch()
+        return cancelled

@@ -27,6 +27,7 @@ from ..errors import ExecutionError, SpecError
 from ..spec import RunSpec, check_run_spec
 from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, telemetry_switch, tracking_uri
 from . import plots, tracking, trial_host
+from .callbacks import CANCELLED
 from .progress import SweepProgress
 from .results import SweepResult, TrialRow, best_trial, count_statuses
 from .summary import finish_sweep, row_from_trial
@@ -125,7 +126,9 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                      parent_run_id=state["parent_run_id"], tags=dict(spec.tracking.tags),
                      fresh_kernel=spec.sweep.fresh_kernel,
                      report_interval=_report_interval(spec), agent_socket=_agent_socket(state["tracking_uri"]),
-                     trial_host=None if spec.sweep.fresh_kernel else trial_host.start_for_local_ray())
+                     trial_host=None if spec.sweep.fresh_kernel else trial_host.start_for_local_ray(),
+                     cancel_marker=str(sweep_dir / CANCELLED))
+    (sweep_dir / CANCELLED).unlink(missing_ok=True)  # a resumed sweep was cancelled before
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)
     session = _Session(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 #: it ran in the worker's child of the trial host, or in a fresh process (``fresh_kernel``).
 TAG_WORKER_PID = "nbscale.worker_pid"
 #: Result keys the driver reads back (everything else in a result is the notebook's metrics).
+KILLED = "KILLED"
 STATUS_KEY, RUN_KEY, SECONDS_KEY, PID_KEY, OUTPUT_KEY = "nbscale_status", "nbscale_run_id", "nbscale_seconds", "nbscale_pid", "nbscale_output"
 
 
@@ -57,6 +58,8 @@ class TrialPlan:
     agent_socket: str | None = None
     #: The warm trial host's socket when the trial workers run on this machine (trial_host.py).
     trial_host: str | None = None
+    #: The file a cancelled sweep writes (``callbacks.CANCELLED``): a stopped trial's run then ends KILLED.
+    cancel_marker: str | None = None
     #: Trial workers expected at once, and a folder where each announces its first trial (``_meet_peers``).
     peers: int = 1
     peers_dir: str | None = None
@@ -99,12 +102,15 @@ class _TuneReporter(ReportThrottle):
 
 
 @contextmanager
-def active_run(run_id: str, hook: tracking.MetricHook) -> Iterator[None]:
+def active_run(run_id: str, hook: tracking.MetricHook, cancel_marker: str | None = None) -> Iterator[None]:
     """Inside the trial's sandbox: metrics go to ``hook``, any other fluent MLflow call to the child run.
 
     The run is not started here: ``MLFLOW_RUN_ID`` is in the sandbox's environment, so the first
     fluent call that needs a run (``log_param``, ``set_tag``, ``log_artifact``...) resumes it, as it
     does in a step's kernel. A notebook that only logs metrics costs no store round trip for it.
+    Ending a resumed run here writes its status; the worker writes the final one afterwards. When
+    the sweep was cancelled (``cancel_marker`` exists) that status is KILLED, as the driver's: the
+    worker, stopped with the sweep, may never get to write its own.
     """
     import mlflow
 
@@ -114,8 +120,9 @@ def active_run(run_id: str, hook: tracking.MetricHook) -> Iterator[None]:
         with tracking.intercept_metrics(hook):
             yield
     finally:
+        status = "KILLED" if cancel_marker and os.path.exists(cancel_marker) else "FINISHED"
         while mlflow.active_run() is not None:  # ours, and any the notebook started and left open
-            mlflow.end_run()
+            mlflow.end_run(status)
 
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
@@ -145,6 +152,8 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         pending = buffer.close()
     if outcome.status == COMPLETED and plan.metric not in buffer.last:
         outcome.status, outcome.error = FAILED, f"the notebook never logged the metric {plan.metric!r} (mlflow.log_metric)"
+    if outcome.status == EARLY_STOPPED and plan.cancel_marker and os.path.exists(plan.cancel_marker):
+        outcome.status = KILLED  # Tune stopped it because the sweep was cancelled, not on the scheduler's word
     artifacts = (str(outcome.output_path),) if outcome.output_path.exists() else ()
     # A completed trial does not wait for its run's end (the agent's, when there is one): Tune's
     # callbacks close the runs of the others too, so those are ended before Tune hears of them.
@@ -152,7 +161,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
                    artifact_uri=artifact_uri, wait=outcome.status != COMPLETED)
     if outcome.status == FAILED:
         raise TrialFailed(f"trial {trial_id}: {outcome.error}")
-    if outcome.status == EARLY_STOPPED:
+    if outcome.status in (EARLY_STOPPED, KILLED):
         raise SystemExit(0)  # what Tune raised in report(): end the thread without Tune's closing report
     if outcome.status == COMPLETED:
         tune.report({**buffer.last, STATUS_KEY: COMPLETED, RUN_KEY: run_id, SECONDS_KEY: outcome.seconds,
@@ -164,7 +173,8 @@ def _execute(plan: TrialPlan, params: dict[str, Any], out_dir: Path, env: dict[s
     output = out_dir / "output.ipynb"
     if host is not None:
         request = {"notebook": plan.notebook, "output": str(output), "params": params, "cwd": plan.workdir, "env": env,
-                   "run_id": run_id, "metric": plan.metric, "interval": plan.report_interval, "kernel_name": plan.kernel_name}
+                   "run_id": run_id, "metric": plan.metric, "interval": plan.report_interval, "kernel_name": plan.kernel_name,
+                   "cancel_marker": plan.cancel_marker}
         return host.run(request, on_metric=buffer.add, report=reporter.report)
 
     def on_metric(name: str, value: float, step: int | None) -> None:
@@ -178,7 +188,7 @@ def _execute(plan: TrialPlan, params: dict[str, Any], out_dir: Path, env: dict[s
                                     on_metric=on_metric, stopped=lambda: reporter.stopped)
     with quiet_papermill():
         return warm_runner().run(Path(plan.notebook), output, params, cwd=Path(plan.workdir), env=env,
-                                 kernel_name=plan.kernel_name, context=lambda: active_run(run_id, on_metric))
+                                 kernel_name=plan.kernel_name, context=lambda: active_run(run_id, on_metric, plan.cancel_marker))
 
 
 _HOSTS: dict[str, HostChild | None] = {}

@@ -22,7 +22,7 @@ in its own process.
 Protocol, one JSON object per line on a Unix socket in the user's 0700 agent folder:
 ``ping`` and ``stop`` as the agent's; ``hello`` (version, environ, path, cwd) is answered by the
 forked child with its pid, and is followed by ``run`` requests (notebook, output, params, cwd, env,
-run_id, metric, interval, kernel_name). For each run the child sends ``metric`` lines, with
+run_id, metric, interval, kernel_name, cancel_marker). For each run the child sends ``metric`` lines, with
 ``"ask": true`` when the objective is due for a report to Tune (the worker answers
 ``{"stop": bool}``), and one ``outcome``. The child leaves when the worker's connection closes.
 """
@@ -55,8 +55,12 @@ HELLO_TIMEOUT_S = 60.0  # a host that has just started imports MLflow first (~2 
 
 
 def code_version() -> str:
-    """The sweep package's code and this Python: a worker is served only by a host that runs what it would."""
-    digest = hashlib.sha256(f"{sys.executable}\n{sys.version}\n".encode())
+    """The sweep package's code and this Python: a worker is served only by a host that runs what it would.
+
+    The environment is named by ``sys.prefix``, not ``sys.executable``: ``python`` and ``python3``
+    of one virtualenv are the same interpreter (a ``ray start`` worker runs the one its script names).
+    """
+    digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n".encode())
     here = Path(__file__).parent
     for source in sorted(here.glob("*.py")):
         digest.update(source.read_bytes())
@@ -331,7 +335,7 @@ def _run(request: dict[str, Any], writer: IO[str], inbox: queue.Queue[dict[str, 
         with quiet_papermill():
             return warm_runner().run(Path(request["notebook"]), Path(request["output"]), request["params"], cwd=Path(request["cwd"]),
                                      env=request["env"], kernel_name=request["kernel_name"],
-                                     context=lambda: active_run(request["run_id"], hook))
+                                     context=lambda: active_run(request["run_id"], hook, request.get("cancel_marker")))
     except Exception as exc:  # papermill refused the notebook: the trial fails with its message, the child stays
         return TrialOutcome(status=FAILED, output_path=Path(request["output"]), error=f"{type(exc).__name__}: {exc}")
 
