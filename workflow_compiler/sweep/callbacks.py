@@ -97,7 +97,9 @@ class CancelStopper(Stopper):
         from .driver import session, sweeps_dir
 
         current = session(self.sweep_id)
-        cancelled = current is not None and current.cancel.is_set()
-        if cancelled:
+        if current is None or not current.cancel.is_set():
+            return False
+        if not current.cancel_marked:  # Tune asks every turn of its loop; the file is written once
             (sweeps_dir() / self.sweep_id / CANCELLED).touch()
-        return cancelled
+            current.cancel_marked = True
+        return True

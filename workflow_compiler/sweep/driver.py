@@ -51,6 +51,7 @@ class _Session:
     parent_run_id: str
     progress: SweepProgress
     cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_marked: bool = False  # callbacks.CANCELLED written for the workers
     rows: dict[str, TrialRow] = field(default_factory=dict)
     _shown: float = 0.0
     _plots_warm: bool = False

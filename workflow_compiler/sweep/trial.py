@@ -101,6 +101,11 @@ class _TuneReporter(ReportThrottle):
             raise TrialStopped() from None
 
 
+def _cancelled(marker: str | None) -> bool:
+    """Whether the sweep was cancelled: its driver wrote ``marker`` (``callbacks.CANCELLED``) before Tune stopped the trials."""
+    return marker is not None and os.path.exists(marker)
+
+
 @contextmanager
 def active_run(run_id: str, hook: tracking.MetricHook, cancel_marker: str | None = None) -> Iterator[None]:
     """Inside the trial's sandbox: metrics go to ``hook``, any other fluent MLflow call to the child run.
@@ -120,7 +125,7 @@ def active_run(run_id: str, hook: tracking.MetricHook, cancel_marker: str | None
         with tracking.intercept_metrics(hook):
             yield
     finally:
-        status = "KILLED" if cancel_marker and os.path.exists(cancel_marker) else "FINISHED"
+        status = KILLED if _cancelled(cancel_marker) else "FINISHED"
         while mlflow.active_run() is not None:  # ours, and any the notebook started and left open
             mlflow.end_run(status)
 
@@ -152,7 +157,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         pending = buffer.close()
     if outcome.status == COMPLETED and plan.metric not in buffer.last:
         outcome.status, outcome.error = FAILED, f"the notebook never logged the metric {plan.metric!r} (mlflow.log_metric)"
-    if outcome.status == EARLY_STOPPED and plan.cancel_marker and os.path.exists(plan.cancel_marker):
+    if outcome.status == EARLY_STOPPED and _cancelled(plan.cancel_marker):
         outcome.status = KILLED  # Tune stopped it because the sweep was cancelled, not on the scheduler's word
     artifacts = (str(outcome.output_path),) if outcome.output_path.exists() else ()
     # A completed trial does not wait for its run's end (the agent's, when there is one): Tune's
