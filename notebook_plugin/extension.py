@@ -8,9 +8,11 @@ from typing import cast
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from traitlets import Dict, Type, Unicode
+from traitlets import Dict, Type, Unicode, default
 
+from workflow_compiler.errors import NbscaleError
 from workflow_compiler.executors.base import Executor
+from workflow_compiler.executors.selection import default_executor_class
 from workflow_compiler.store import RunStore
 
 from .handlers import ROUTES
@@ -29,7 +31,8 @@ class NbscaleExtension(ExtensionApp):
         default_value="workflow_compiler.executors.local.LocalExecutor",
         klass=Executor,
         config=True,
-        help="""The executor runs are submitted to: local processes now, Argo on a cluster.
+        help="""The executor runs are submitted to: local processes, or Argo on a cluster. Default: Argo
+        inside a Kubernetes pod with NBSCALE_CLUSTER_CONFIG set, else local.
         Example: c.NbscaleExtension.executor_class = "workflow_compiler.executors.argo.ArgoExecutor" """,
     )
     executor_options = Dict(
@@ -43,6 +46,10 @@ class NbscaleExtension(ExtensionApp):
         help="""SQLite file of run records. Default: nbscale/runs.db under the Jupyter data dir
         (jupyter --data-dir). Example: c.NbscaleExtension.run_store_path = "/home/me/.nbscale-runs.db" """,
     )
+
+    @default("executor_class")
+    def _default_executor_class(self) -> str:
+        return default_executor_class()
 
     def store_path(self) -> Path:
         """Where run records live."""
@@ -58,6 +65,13 @@ class NbscaleExtension(ExtensionApp):
             self.log.warning("nbscale: %s run(s) lost while the server was down, marked FAILED: %s", len(lost), ", ".join(lost))
         executor_class = cast("type[Executor]", self.executor_class)
         executor = executor_class(store=store, root=str(root), **self.executor_options)
+        try:
+            attached = executor.reattach()
+        except NbscaleError as exc:  # the cluster may be down now; each run re-attaches when it is next asked about
+            self.log.warning("nbscale: could not re-attach to in-flight runs: %s", exc.message)
+        else:
+            if attached:
+                self.log.info("nbscale: re-attached to %s in-flight run(s): %s", len(attached), ", ".join(attached))
         api_url = url_path_join(self.serverapp.base_url, API_PREFIX)
         self.settings["nbscale_service"] = RunService(executor, root, api_url)
         self.log.info("nbscale: %s executor, runs in %s, notebooks under %s", executor.name or type(executor).__name__,

@@ -115,20 +115,13 @@ class RunService:
         return text, next_offset, done and not text
 
     def output_file(self, run_id: str, name: str) -> tuple[Path, str]:
-        """The path and content type of one of a run's output files (404 when absent)."""
-        record = self.executor.get(run_id)
+        """The path and content type of one of a run's output files (404 when absent).
+
+        A cluster run's files come from its MLflow run, downloaded into its run folder on first request.
+        """
         if name not in OUTPUTS:
             raise RunNotFound(f"runs have no output {name!r}; outputs are {', '.join(OUTPUTS)}.")
-        key, content_type = OUTPUTS[name]
-        link = record.links.get(key)
-        if not link:
-            raise RunNotFound(f"run {run_id} has no {name} (yet): status {record.status}.")
-        path = Path(link).resolve()
-        if record.run_dir and Path(record.run_dir).resolve() not in path.parents:
-            raise RunNotFound(f"run {run_id}'s {name} is not in its run folder.")
-        if not path.is_file():
-            raise RunNotFound(f"run {run_id}'s {name} is missing from {path.parent}.")
-        return path, content_type
+        return self.executor.output_file(run_id, name), OUTPUTS[name][1]
 
     # helpers -----------------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from rich.console import Console
@@ -18,27 +17,26 @@ _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": 
 
 
 def follow(executor: Executor, record: RunRecord, console: Console, *, interval: float = 0.3) -> RunRecord:
-    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends."""
+    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends, redrawn as the executor reports."""
     unit = "steps" if record.kind == "pipeline" else "cells"
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=console, transient=False) as bar:
         task = bar.add_task(f"{record.id} {record.notebook}", total=None, unit=unit)
         step_tasks: dict[str, Any] = {}
-        while True:
-            record = executor.get(record.id)
+        for update in executor.updates(record.id, interval=interval):
+            record = update
             bar.update(task, completed=record.progress.done, total=record.progress.total or None,
-                       description=f"{record.id} {record.status.lower()}")
+                       description=f"{record.id} {record.status_label}", unit=record.progress.unit or unit)
             if record.kind == "pipeline":
                 for step in record.steps:
-                    if step.status == "PENDING":
+                    if step.status == "PENDING" and not step.error:
                         continue
                     if step.name not in step_tasks:
                         step_tasks[step.name] = bar.add_task(f"  {step.name}", total=None, unit="cells")
+                    label = step.error if step.status == "PENDING" else step.status.lower()
                     bar.update(step_tasks[step.name], completed=step.progress.done, total=step.progress.total or None,
-                               description=f"  {step.name} {step.status.lower()}")
-            if record.done:
-                return record
-            time.sleep(interval)
+                               description=f"  {step.name} {label}")
+        return record
 
 
 def summary(record: RunRecord, console: Console) -> None:
@@ -46,6 +44,8 @@ def summary(record: RunRecord, console: Console) -> None:
     style = _STYLE.get(record.status, "")
     duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
     console.print(f"[bold {style}]{record.status}[/] {record.id} in {duration}")
+    if not record.done and record.progress.detail:
+        console.print(record.status_label, highlight=False)
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim")
     table.add_column()
@@ -72,7 +72,8 @@ def runs_table(records: list[RunRecord], total: int) -> Table:
     for r in records:
         progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
         duration = f"{r.duration:.1f}s" if r.duration is not None else ""
-        table.add_row(r.id, r.kind, r.notebook, f"[{_STYLE.get(r.status, '')}]{r.status}[/]", progress, r.started or "", duration)
+        label = r.status if r.done or not r.progress.detail else f"{r.status} ({r.progress.detail})"
+        table.add_row(r.id, r.kind, r.notebook, f"[{_STYLE.get(r.status, '')}]{label}[/]", progress, r.started or "", duration)
     return table
 
 

@@ -57,6 +57,8 @@ export interface IRunRecord {
   kind: 'run' | 'pipeline' | 'sweep';
   notebook: string;
   status: RunStatus;
+  /** The status as people read it, e.g. "queued in team-a" while Kueue holds every step. */
+  status_label?: string;
   progress: IProgress;
   created: string;
   started: string | null;

@@ -1,0 +1,84 @@
+"""A cluster run's log: the ``main`` container of each step's pod, in the order the steps started.
+
+The log is one text that only grows, so the REST API's ``logs(run_id, offset)`` long-poll and
+``nbscale logs -f`` read it by byte offset as they do a local run's file. Each step's block is
+headed by its step name. What was read of a pod is kept under the run's folder: when the pod is
+gone (pod GC deletes finished pods), the block keeps what was read and ends with where the step's
+output is (its MLflow run) instead of failing. Steps that run side by side can still reorder text
+already read; the blocks are in start order, as Argo records it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ...store import RunRecord
+from .kube import KubeCalls, KubernetesObjectGone
+from .status import NODE_ID_ANNOTATION, WORKFLOW_LABEL, step_name, step_nodes
+
+log = logging.getLogger(__name__)
+
+_FINISHED = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
+
+
+def step_header(name: str) -> str:
+    """The line that opens a step's block."""
+    return f"----- step {name} -----\n"
+
+
+class StepLogs:
+    """Reads the step pods' logs of one run, caching them in ``cache_dir``."""
+
+    def __init__(self, calls: KubeCalls, namespace: str, cache_dir: Path) -> None:
+        self.calls = calls
+        self.namespace = namespace
+        self.cache_dir = cache_dir
+
+    def text(self, record: RunRecord, nodes: dict[str, dict[str, Any]]) -> str:
+        """The whole log so far: one block per started step."""
+        pods = self.pods_by_node(record.workflow_name)
+        blocks = []
+        for node in step_nodes(nodes):
+            if not node.get("startedAt") and node.get("id") not in pods:
+                continue
+            blocks.append(step_header(step_name(node)) + self._block(record, node, pods.get(node["id"])))
+        return "".join(blocks)
+
+    def pods_by_node(self, workflow: str) -> dict[str, str]:
+        """Node id → pod name of the workflow's pods that still exist."""
+        listing = self.calls.call("list", "pods", self.namespace, self.calls.core.list_namespaced_pod, self.namespace,
+                                  label_selector=f"{WORKFLOW_LABEL}={workflow}")
+        found = {}
+        for pod in listing.items:
+            annotations = pod.metadata.annotations or {}
+            found[annotations.get(NODE_ID_ANNOTATION, pod.metadata.name)] = pod.metadata.name
+        return found
+
+    def _block(self, record: RunRecord, node: dict[str, Any], pod: str | None) -> str:
+        cache = self.cache_dir / f"{node['id']}.log"
+        kept = cache.read_text(encoding="utf-8") if cache.is_file() else ""
+        if pod is not None:
+            try:
+                text = self.calls.call("read", "pods/log", self.namespace, self.calls.core.read_namespaced_pod_log, pod,
+                                       self.namespace, container="main")
+            except KubernetesObjectGone:
+                text = None
+            if text is not None and len(text) >= len(kept):
+                if text != kept:
+                    self.cache_dir.mkdir(parents=True, exist_ok=True)
+                    cache.write_text(text, encoding="utf-8")
+                return str(text)
+        if node.get("phase") not in _FINISHED:
+            return kept  # not started yet, or between a pod's end and Argo's update
+        return kept + ("" if not kept or kept.endswith("\n") else "\n") + gone_note(record, step_name(node))
+
+
+def gone_note(record: RunRecord, step: str) -> str:
+    """What the log says for a step whose pod was deleted: where its output is."""
+    if record.mlflow_run_id:
+        where = f"MLflow run {record.mlflow_run_id}" + (f" ({record.links['mlflow']})" if record.links.get("mlflow") else "")
+    else:
+        where = f"MLflow, in the run tagged nbscale.workflow={record.workflow_name}"
+    return f"[the pod of step {step} is gone (pod GC); its output notebook and HTML are in {where}]\n"
