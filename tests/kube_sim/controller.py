@@ -169,6 +169,9 @@ class ArgoSimController:
                "metadata": {"name": pod_name, "labels": labels,
                             "annotations": {"workflows.argoproj.io/node-id": node_id, "workflows.argoproj.io/node-name": display}}}
         self.sim.put("pods", ns, pod, "ADDED")
+        parent = run.nodes[_node_id(name, run.tasks[run.index - 1])] if 0 < run.index <= len(run.tasks) and display in run.tasks \
+            else run.nodes[name]
+        parent.setdefault("children", []).append(node_id)  # a task's children are the tasks that depend on it
         run.nodes[node_id] = {"id": node_id, "name": f"{name}.{display}", "displayName": display, "type": "Pod",
                               "templateName": template, "phase": "Pending", "boundaryID": name, "podName": pod_name}
         if display == run.exit_node:

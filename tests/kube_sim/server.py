@@ -151,6 +151,7 @@ class KubeSim:
         """Forget the event history: a watch that resumes from an older version gets 410 Gone."""
         with self.cond:
             self.state.events.clear()
+            self.state.rv += 1  # even the newest version a watcher holds is now too old
             self.state.compacted = self.state.rv
             self.state.watch_epoch += 1
             self.cond.notify_all()

@@ -40,9 +40,28 @@ def workflow_nodes(status: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
 
 
 def step_nodes(nodes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """The Pod-type nodes, in the order their steps started (not yet started ones last)."""
+    """The Pod-type nodes in the order their steps started (not yet started ones last).
+
+    Argo's times have whole seconds, so steps that started in the same second go in DAG order
+    (their depth along the nodes' ``children``).
+    """
+    depth = _depths(nodes)
     pods = [n for n in nodes.values() if n.get("type") == "Pod"]
-    return sorted(pods, key=lambda n: (n.get("startedAt") is None, n.get("startedAt") or "", n.get("id", "")))
+    return sorted(pods, key=lambda n: (n.get("startedAt") is None, n.get("startedAt") or "", depth.get(n.get("id", ""), 0),
+                                       n.get("id", "")))
+
+
+def _depths(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
+    children = {node_id: list(n.get("children") or []) for node_id, n in nodes.items()}
+    has_parent = {c for kids in children.values() for c in kids}
+    depth, frontier = {}, [(node_id, 0) for node_id in nodes if node_id not in has_parent]
+    while frontier:
+        node_id, level = frontier.pop()
+        if depth.get(node_id, -1) >= level or level > len(nodes):
+            continue
+        depth[node_id] = level
+        frontier.extend((child, level + 1) for child in children.get(node_id, []))
+    return depth
 
 
 def step_name(node: dict[str, Any]) -> str:
