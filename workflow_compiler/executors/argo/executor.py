@@ -135,13 +135,14 @@ class ArgoExecutor(Executor):
         if record.done:
             return record
         self._shutdown(record, "Stop")
-        record = self.store.update(run_id, cancel_requested=record.cancel_requested or utcnow())
+        # to the microsecond: the grace period before Terminate is measured from it
+        record = self.store.update(run_id, cancel_requested=record.cancel_requested or datetime.now(UTC).isoformat())
         self._delete_rayjobs(record)
-        deadline = time.monotonic() + wait
-        grace = min(wait, float(self.options.get("stop_grace", 30.0)))
-        if not wait_until(lambda: self.get(run_id).done, timeout=grace, interval=0.25):
-            self._shutdown(record, "Terminate")
-            wait_until(lambda: self.get(run_id).done, timeout=max(0.0, deadline - time.monotonic()), interval=0.25)
+        deadline, grace = time.monotonic() + wait, float(self.options.get("stop_grace", 30.0))
+        if wait_until(lambda: self.get(run_id).done, timeout=min(wait, grace), interval=0.25) or wait < grace:
+            return self.get(run_id)  # ended, or the caller cannot wait: a later get escalates after the grace period
+        self._shutdown(record, "Terminate")
+        wait_until(lambda: self.get(run_id).done, timeout=max(0.0, deadline - time.monotonic()), interval=0.25)
         return self.get(run_id)
 
     def stop_hint(self, record: RunRecord) -> str:

@@ -43,12 +43,17 @@ def step_nodes(nodes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The Pod-type nodes in the order their steps started (not yet started ones last).
 
     Argo's times have whole seconds, so steps that started in the same second go in DAG order
-    (their depth along the nodes' ``children``).
+    (their depth along the nodes' ``children``); the exit handler, which runs after the DAG, goes last.
     """
     depth = _depths(nodes)
     pods = [n for n in nodes.values() if n.get("type") == "Pod"]
-    return sorted(pods, key=lambda n: (n.get("startedAt") is None, n.get("startedAt") or "", depth.get(n.get("id", ""), 0),
-                                       n.get("id", "")))
+    return sorted(pods, key=lambda n: (is_exit_handler(n), n.get("startedAt") is None, n.get("startedAt") or "",
+                                       depth.get(n.get("id", ""), 0), n.get("id", "")))
+
+
+def is_exit_handler(node: dict[str, Any]) -> bool:
+    """True for the node of the Workflow's ``onExit`` template (Argo names it ``<workflow>.onExit``)."""
+    return str(node.get("name", "")).endswith(".onExit")
 
 
 def _depths(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -65,7 +70,9 @@ def _depths(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
 
 
 def step_name(node: dict[str, Any]) -> str:
-    """How a step is called in logs and lists: the DAG task's name, else its template's."""
+    """How a step is called in logs and lists: the DAG task's name, else (the exit handler) its template's."""
+    if is_exit_handler(node) and node.get("templateName"):
+        return str(node["templateName"])
     return str(node.get("displayName") or node.get("templateName") or node.get("name") or node.get("id"))
 
 
@@ -90,7 +97,7 @@ def record_fields(wf: dict[str, Any], record: RunRecord, queued: dict[str, str])
     if nodes is None:
         fields["progress"] = record.progress.model_copy(update={"detail": OFFLOADED, "queued": 0})
     else:
-        steps = [n for n in step_nodes(nodes) if not str(n.get("name", "")).endswith(".onExit")]
+        steps = [n for n in step_nodes(nodes) if not is_exit_handler(n)]
         fields["steps"] = [_step_state(n, queued) for n in steps]
         fields["progress"] = _progress(steps, record, queued)
     if new_status in ("SUCCEEDED", "FAILED"):
