@@ -59,7 +59,8 @@ def is_exit_handler(node: dict[str, Any]) -> bool:
 def _depths(nodes: dict[str, dict[str, Any]]) -> dict[str, int]:
     children = {node_id: list(n.get("children") or []) for node_id, n in nodes.items()}
     has_parent = {c for kids in children.values() for c in kids}
-    depth, frontier = {}, [(node_id, 0) for node_id in nodes if node_id not in has_parent]
+    depth: dict[str, int] = {}
+    frontier = [(node_id, 0) for node_id in nodes if node_id not in has_parent]
     while frontier:
         node_id, level = frontier.pop()
         if depth.get(node_id, -1) >= level or level > len(nodes):
