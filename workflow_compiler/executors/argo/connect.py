@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ...errors import ExecutionError
@@ -25,7 +26,7 @@ def api_client_for(kubeconfig: str | None = None, context: str | None = None) ->
                 return client.ApiClient(configuration)
             except config.ConfigException as exc:
                 log.info("no in-cluster Kubernetes config (%s); trying the kubeconfig", exc)
-        return config.new_client_from_config()
+        return config.new_client_from_config(config_file=_kubeconfig_env())
     except (config.ConfigException, OSError) as exc:
         raise ExecutionError(f"no Kubernetes cluster configured ({exc}). Set KUBECONFIG, or run with --executor local.") from None
 
@@ -40,9 +41,14 @@ def namespace_for(option: str | None = None, kubeconfig: str | None = None, cont
     from kubernetes import config
 
     try:
-        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)
+        contexts, active = config.list_kube_config_contexts(config_file=kubeconfig or _kubeconfig_env())
     except (config.ConfigException, OSError):
         return "default"
     if context:
         active = next((c for c in contexts if c.get("name") == context), active)
     return str((active or {}).get("context", {}).get("namespace") or "default")
+
+
+def _kubeconfig_env() -> str | None:
+    """``$KUBECONFIG`` as it is now (the client reads it once, when first imported)."""
+    return os.environ.get("KUBECONFIG") or None

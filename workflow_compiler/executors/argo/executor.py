@@ -12,6 +12,7 @@ from typing import Any
 
 from ... import quota
 from ...errors import ExecutionError, RunNotFound
+from ...spec import current_user
 from ...store import RunRecord, nbscale_home, utcnow, wait_until
 from ..base import OUTPUT_LINKS, Executor
 from .connect import api_client_for, namespace_for
@@ -198,6 +199,8 @@ class ArgoExecutor(Executor):
     def output_file(self, run_id: str, name: str) -> Path:
         """The output file ``name`` of a finished run, downloaded from its MLflow run on first request."""
         record = self.get(run_id)
+        if record.done and not record.mlflow_run_id:  # MLflow was unreachable, or slow to show the run, when it ended
+            record = self.store.update(run_id, **self._outputs_fields(record))
         uri = cluster_tracking_uri()
         if OUTPUT_LINKS.get(name) not in record.links or not record.mlflow_run_id or not uri:
             raise RunNotFound(f"run {run_id} has no {name} (yet): status {record.status}.")
@@ -246,6 +249,8 @@ class ArgoExecutor(Executor):
         try:
             identity = json.loads((wf["metadata"].get("annotations") or {})[RUN_ANNOTATION])
         except (KeyError, ValueError):
+            return None
+        if identity.get("user") != current_user():  # a shared namespace holds other people's runs too
             return None
         record = RunRecord(**{k: identity[k] for k in _IDENTITY if k in identity}, executor=self.name, namespace=self.namespace,
                            workflow_name=wf["metadata"]["name"], run_dir=self._run_dir(identity["id"]))
