@@ -230,18 +230,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    import time
-
     executor = executor_for(args.run_id)
-    offset = 0
-    while True:
-        text, offset = executor.logs(args.run_id, offset)
+    chunks = executor.stream_logs(args.run_id) if args.follow else iter([executor.logs(args.run_id, 0)[0]])
+    for text in chunks:
         sys.stdout.write(text)
         sys.stdout.flush()
-        if not args.follow or (not text and executor.get(args.run_id).done):
-            return 0
-        if not text:
-            time.sleep(0.5)
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

@@ -165,6 +165,8 @@ class SimHandler(BaseHTTPRequestHandler):
     def _follow_log(self, ns: str, pod: str) -> None:
         sim = self.sim
         sent = 0
+        with sim.cond:
+            sim.state.followed.append(pod)
         self._start_chunks("text/plain")
         try:
             while True:

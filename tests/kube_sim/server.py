@@ -56,6 +56,7 @@ class SimState:
     logs: dict[tuple[str, str], str] = field(default_factory=dict)
     faults: list[Fault] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
+    followed: list[str] = field(default_factory=list)  # pods whose log was read with follow=true
     rv: int = 0
     compacted: int = 0
     watch_epoch: int = 0

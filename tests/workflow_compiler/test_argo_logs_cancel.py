@@ -135,3 +135,15 @@ def test_cancel_deletes_the_runs_rayjobs(kube_sim, tmp_path, kind):
     executor.cancel(record.id, wait=5)
 
     assert [j["metadata"]["name"] for j in kube_sim.sim.list("rayjobs", kube_sim.namespace)] == ["sweep-y"]
+
+
+def test_stream_logs_follows_the_running_pod_and_matches_the_log(kube_sim, tmp_path):
+    kube_sim.behaviour.step_seconds, kube_sim.behaviour.log_lines = 1.5, 5
+    executor = argo_executor(kube_sim, tmp_path)
+    record = submit_run(executor, pipeline=True)
+
+    chunks = list(executor.stream_logs(record.id))
+
+    assert "".join(chunks) == executor.logs(record.id)[0]
+    assert "train: line 5\n" in "".join(chunks) and len(chunks) > 6
+    assert len(kube_sim.sim.state.followed) >= 2  # pods were streamed with follow=true, not only polled

@@ -65,6 +65,18 @@ class Executor(ABC):
                 return
             time.sleep(interval)
 
+    def stream_logs(self, run_id: str, *, interval: float = 0.5) -> Iterator[str]:
+        """The run's log as it is written, until the run ends and its log is read to the end."""
+        offset = 0
+        while True:
+            text, offset = self.logs(run_id, offset)
+            if text:
+                yield text
+            elif self.get(run_id).done:
+                return
+            else:
+                time.sleep(interval)
+
     def output_file(self, run_id: str, name: str) -> Path:
         """The local path of one of a run's output files (``output.ipynb``, ``output.html``); RunNotFound when absent."""
         record = self.get(run_id)

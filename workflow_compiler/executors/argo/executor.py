@@ -179,22 +179,44 @@ class ArgoExecutor(Executor):
 
     def logs(self, run_id: str, offset: int = 0) -> tuple[str, int]:
         """The steps' ``main`` container logs, in start order, from byte ``offset``."""
-        record = self.store.get(run_id)
+        data = self._log_state(self.store.get(run_id))[0].encode()
+        if len(data) <= offset:
+            return "", offset
+        return data[offset:].decode("utf-8", errors="replace"), len(data)
+
+    def stream_logs(self, run_id: str, *, interval: float = 0.5) -> Iterator[str]:
+        """The log as ``logs`` reads it, with the running step's pod log streamed as it is written (``follow=true``)."""
+        offset = 0
+        while True:
+            record = self.get(run_id)
+            text, follow = self._log_state(record)
+            data = text.encode()
+            if len(data) > offset:
+                yield data[offset:].decode("utf-8", errors="replace")
+                offset = len(data)
+            elif record.done:
+                return
+            if follow is None:
+                time.sleep(interval)
+                continue
+            for chunk in self._step_logs(record).follow(*follow):
+                offset += len(chunk.encode())
+                yield chunk
+
+    def _log_state(self, record: RunRecord) -> tuple[str, tuple[str, str] | None]:
         try:
             wf = self.calls.call("get", "workflows", self._ns(record), self.calls.custom.get_namespaced_custom_object,
                                  *self._path(record), record.workflow_name)
         except KubernetesObjectGone:
-            return "", offset
+            return "", None
         nodes = workflow_nodes(wf.get("status") or {})
         if nodes is None:
-            text = f"[step statuses of {record.workflow_name} are offloaded to Argo's database; read its logs with " \
-                   f"`argo logs -n {self._ns(record)} {record.workflow_name}`]\n"
-        else:
-            text = StepLogs(self.calls, self._ns(record), Path(self._run_dir(run_id)) / "logs").text(record, nodes)
-        data = text.encode()
-        if len(data) <= offset:
-            return "", offset
-        return data[offset:].decode("utf-8", errors="replace"), len(data)
+            return (f"[step statuses of {record.workflow_name} are offloaded to Argo's database; read its logs with "
+                    f"`argo logs -n {self._ns(record)} {record.workflow_name}`]\n"), None
+        return self._step_logs(record).read(record, nodes)
+
+    def _step_logs(self, record: RunRecord) -> StepLogs:
+        return StepLogs(self.calls, self._ns(record), Path(self._run_dir(record.id)) / "logs")
 
     def output_file(self, run_id: str, name: str) -> Path:
         """The output file ``name`` of a finished run, downloaded from its MLflow run on first request."""

@@ -10,7 +10,9 @@ already read; the blocks are in start order, as Argo records it.
 
 from __future__ import annotations
 
+import codecs
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +38,16 @@ class StepLogs:
         self.namespace = namespace
         self.cache_dir = cache_dir
 
-    def text(self, record: RunRecord, nodes: dict[str, dict[str, Any]]) -> str:
-        """The whole log so far: one block per started step."""
+    def read(self, record: RunRecord, nodes: dict[str, dict[str, Any]]) -> tuple[str, tuple[str, str] | None]:
+        """The whole log so far (one block per started step), and the (node id, pod) of the step whose
+        block ends it when that step is the one running: its pod's log can be followed from there."""
         pods = self.pods_by_node(record.workflow_name)
-        blocks = []
-        for node in step_nodes(nodes):
-            if not node.get("startedAt") and node.get("id") not in pods:
-                continue
-            blocks.append(step_header(step_name(node)) + self._block(record, node, pods.get(node["id"])))
-        return "".join(blocks)
+        blocks = [n for n in step_nodes(nodes) if n.get("startedAt") or n.get("id") in pods]
+        text = "".join(step_header(step_name(n)) + self._block(record, n, pods.get(n["id"])) for n in blocks)
+        running = [n for n in blocks if n.get("phase") == "Running"]
+        if len(running) != 1 or running[0] is not blocks[-1] or running[0]["id"] not in pods:
+            return text, None
+        return text, (running[0]["id"], pods[running[0]["id"]])
 
     def pods_by_node(self, workflow: str) -> dict[str, str]:
         """Node id → pod name of the workflow's pods that still exist."""
@@ -55,6 +58,24 @@ class StepLogs:
             annotations = pod.metadata.annotations or {}
             found[annotations.get(NODE_ID_ANNOTATION, pod.metadata.name)] = pod.metadata.name
         return found
+
+    def follow(self, node_id: str, pod: str) -> Iterator[str]:
+        """The pod's ``main`` log as it is written (``follow=true``), after what the cache already holds."""
+        cache = self.cache_dir / f"{node_id}.log"
+        skip = len(cache.read_text(encoding="utf-8")) if cache.is_file() else 0
+        response = self.calls.call("follow", "pods/log", self.namespace, self.calls.core.read_namespaced_pod_log, pod,
+                                   self.namespace, container="main", follow=True, _preload_content=False)
+        decoder, text = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+        try:
+            for data in response.stream(4096):
+                start, text = len(text), text + decoder.decode(data)
+                if len(text) > skip:
+                    yield text[max(start, skip):]
+        finally:
+            response.release_conn()
+            if len(text) > skip:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+                cache.write_text(text, encoding="utf-8")
 
     def _block(self, record: RunRecord, node: dict[str, Any], pod: str | None) -> str:
         cache = self.cache_dir / f"{node['id']}.log"
