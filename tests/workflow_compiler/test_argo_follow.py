@@ -95,3 +95,22 @@ def _wait_for(fetch, predicate, timeout: float = 20.0):
             return value
         assert time.monotonic() < deadline, f"timed out; last: {value}"
         time.sleep(0.1)
+
+
+def test_reattach_follows_own_runs_rebuilds_lost_records_and_ends_vanished_ones(kube_sim, tmp_path, monkeypatch):
+    kube_sim.behaviour.step_seconds = 30
+    before = argo_executor(kube_sim, tmp_path / "before")
+    kept, vanished = submit_run(before), submit_run(before)
+    monkeypatch.setenv("JUPYTERHUB_USER", "someone-else")
+    theirs = submit_run(argo_executor(kube_sim, tmp_path / "theirs"))
+    monkeypatch.delenv("JUPYTERHUB_USER")
+    forgotten = submit_run(argo_executor(kube_sim, tmp_path / "forgotten"))  # a store that was lost
+    kube_sim.sim.remove("workflows", kube_sim.namespace, vanished.workflow_name)
+
+    attached = before.reattach()
+
+    assert sorted(attached) == sorted([kept.id, forgotten.id])
+    assert before.store.get(vanished.id).status == "FAILED" and "lost" in before.store.get(vanished.id).error
+    rebuilt = before.store.get(forgotten.id)
+    assert (rebuilt.notebook, rebuilt.workflow_name, rebuilt.executor) == ("train.ipynb", forgotten.workflow_name, "argo")
+    assert theirs.id not in {r.id for r in before.store.list()[0]}
