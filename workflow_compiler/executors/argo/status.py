@@ -14,6 +14,7 @@ import gzip
 import json
 from typing import Any
 
+from ...errors import ExecutionError
 from ...store import Progress, RunRecord, StepState, utcnow
 
 _PHASES = {"Pending": "PENDING", "Running": "RUNNING", "Succeeded": "SUCCEEDED", "Failed": "FAILED", "Error": "FAILED"}
@@ -33,7 +34,8 @@ def workflow_nodes(status: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
         try:
             return dict(json.loads(gzip.decompress(base64.b64decode(status["compressedNodes"]))))
         except (binascii.Error, OSError, ValueError) as exc:
-            raise ValueError(f"status.compressedNodes is not base64 of gzipped JSON: {exc}") from None
+            raise ExecutionError(f"the Workflow's status.compressedNodes is not base64 of gzipped JSON ({exc}); "
+                                 "check the Argo controller's version") from None
     if status.get("offloadNodeStatusVersion"):
         return None
     return {}
@@ -118,8 +120,8 @@ def _progress(steps: list[dict[str, Any]], record: RunRecord, queued: dict[str, 
     phases = [n.get("phase") for n in steps]
     waiting = [n for n in steps if n.get("phase") == "Pending" and n.get("id") in queued]
     held = sorted({queued[n["id"]] for n in waiting})
-    unit = record.progress.unit if record.kind == "sweep" else "steps"
-    return Progress(done=sum(p in ("Succeeded", "Skipped", "Omitted") for p in phases), unit=unit,
-                    total=max(len(steps), record.progress.total if record.kind == "sweep" else 0),
-                    running=sum(p == "Running" for p in phases), failed=sum(p in ("Failed", "Error") for p in phases),
-                    queued=len(waiting), detail=f"queued in {', '.join(held)}" if held else None)
+    counts = {"running": sum(p == "Running" for p in phases), "failed": sum(p in ("Failed", "Error") for p in phases),
+              "queued": len(waiting), "detail": f"queued in {', '.join(held)}" if held else None}
+    if record.kind == "sweep":  # trials run inside the RayJob, out of Argo's sight: their count stays the sweep's own
+        return record.progress.model_copy(update=counts)
+    return Progress(done=sum(p in ("Succeeded", "Skipped", "Omitted") for p in phases), total=len(steps), unit="steps", **counts)
