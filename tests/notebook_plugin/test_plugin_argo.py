@@ -139,3 +139,12 @@ def test_the_extension_defaults_to_argo_inside_a_cluster_pod(tmp_path, monkeypat
     else:
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert NbscaleExtension().executor_class.__name__ == expected
+
+
+async def test_rest_api_passes_on_what_the_cluster_refused(api, kube_sim) -> None:
+    kube_sim.sim.fail("POST", r"/workflows$", 403, times=10)
+
+    status, answer = await api("POST", "runs", body={"notebook": "train.ipynb"})
+
+    assert status == 403 and "The Role nbscale-singleuser grants it" in answer["message"]
+    assert answer["type"] == "KubernetesForbidden"
