@@ -34,6 +34,7 @@ def find_workflow_run(uri: str, workflow: str) -> dict[str, Any] | None:
     """The MLflow run of a Workflow (a pipeline's parent run when there is one): id, experiment, artifact names."""
     if not _WORKFLOW_NAME.match(workflow):  # it goes into an MLflow filter string
         raise ExecutionError(f"{workflow!r} is not a Workflow name.")
+    check_reachable(uri)
     from ...tracking_uri import open_client
 
     client = open_client(uri)
@@ -47,6 +48,20 @@ def find_workflow_run(uri: str, workflow: str) -> dict[str, Any] | None:
     run = top[0]
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     return {"run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "artifacts": sorted(names)}
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """Fail fast when an MLflow server does not answer: its client would retry for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout):
+            pass
+    except (urllib.error.URLError, OSError) as exc:
+        raise ExecutionError(f"the MLflow server at {uri} does not answer ({exc}); outputs are fetched when it does.") from None
 
 
 def record_links(uri: str, found: dict[str, Any], run_dir: Path) -> dict[str, str]:
@@ -65,6 +80,7 @@ def download_output(uri: str, run_id: str, name: str, run_dir: Path) -> Path:
     from ...tracking_uri import open_client
 
     target.parent.mkdir(parents=True, exist_ok=True)
+    check_reachable(uri)
     try:
         path = Path(open_client(uri).download_artifacts(run_id, name, str(target.parent)))
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds; the caller gets one clear error
