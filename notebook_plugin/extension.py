@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import cast
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from traitlets import Dict, Type, Unicode, default
+from traitlets import Dict, Float, Type, Unicode, default
 
 from workflow_compiler.errors import NbscaleError
 from workflow_compiler.executors.base import Executor
@@ -39,6 +40,13 @@ class NbscaleExtension(ExtensionApp):
         config=True,
         help="""Keyword options for the executor, e.g. c.NbscaleExtension.executor_options = {"namespace": "ml"}.
         ``root`` (the server's root dir) and ``store`` are always passed.""",
+    )
+    refresh_interval = Float(
+        20.0,
+        config=True,
+        help="""Seconds between looks at in-flight cluster runs (heartbeats their GPU leases, finishes a
+        cancel's Stop with Terminate, notices their end); 0 turns it off.
+        Example: c.NbscaleExtension.refresh_interval = 30""",
     )
     run_store_path = Unicode(
         "",
@@ -72,10 +80,29 @@ class NbscaleExtension(ExtensionApp):
         else:
             if attached:
                 self.log.info("nbscale: re-attached to %s in-flight run(s): %s", len(attached), ", ".join(attached))
+        if self.refresh_interval > 0 and executor.name == "argo":
+            self._start_refresh(executor)
         api_url = url_path_join(self.serverapp.base_url, API_PREFIX)
         self.settings["nbscale_service"] = RunService(executor, root, api_url)
         self.log.info("nbscale: %s executor, runs in %s, notebooks under %s", executor.name or type(executor).__name__,
                       store.path, root)
+
+    def _start_refresh(self, executor: Executor) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        async def refresh() -> None:
+            try:
+                await asyncio.to_thread(executor.reattach)
+            except NbscaleError as exc:
+                self.log.warning("nbscale: could not refresh in-flight runs: %s", exc.message)
+
+        self._refresh = PeriodicCallback(refresh, self.refresh_interval * 1000)
+        self._refresh.start()
+
+    async def stop_extension(self) -> None:
+        """Stop the periodic look at in-flight runs."""
+        if getattr(self, "_refresh", None) is not None:
+            self._refresh.stop()
 
     def initialize_handlers(self) -> None:
         """Register the REST routes."""

@@ -4,6 +4,7 @@ create gives its lease back at once, and a run that ends on the cluster gives it
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -55,4 +56,18 @@ def test_a_finished_cluster_run_releases_the_lease(kube_sim, tmp_path, gpu_user)
 
     assert executor.wait(record.id, timeout=30).status == "SUCCEEDED"
 
+    assert gpu_user.my_quota()["usage"]["gpus_in_use"] == 0
+
+
+def test_following_a_cluster_run_heartbeats_its_lease(kube_sim, tmp_path, gpu_user) -> None:
+    kube_sim.behaviour.step_seconds = 30
+    executor = _executor(kube_sim, tmp_path)
+    record = submit(build_run_spec("train.ipynb", root=EXAMPLES, resources={"gpus": 1}), executor=executor, root=EXAMPLES)
+    first = {x["id"]: x["expires_at"] for x in gpu_user.my_quota()["leases"]}[record.lease_id]
+    time.sleep(1.1)  # the service's times have whole seconds
+
+    executor.get(record.id)  # what the CLI's follow, the REST API and the server's periodic look do
+
+    assert {x["id"]: x["expires_at"] for x in gpu_user.my_quota()["leases"]}[record.lease_id] > first
+    executor.cancel(record.id, wait=10)
     assert gpu_user.my_quota()["usage"]["gpus_in_use"] == 0

@@ -44,7 +44,8 @@ def jp_server_config(notebook_root: Path, tmp_path: Path, kube_sim, request: pyt
         "ServerApp": {"jpserver_extensions": {"notebook_plugin": True}},
         "NbscaleExtension": {"run_store_path": str(tmp_path / "runs.db"),
                              "executor_class": "workflow_compiler.executors.argo.ArgoExecutor",
-                             "executor_options": {"kubeconfig": str(kube_sim.kubeconfig)}},
+                             "executor_options": {"kubeconfig": str(kube_sim.kubeconfig)},
+                             "refresh_interval": 0.3 if "periodic" in request.node.name else 0},
     }
 
 
@@ -148,3 +149,15 @@ async def test_rest_api_passes_on_what_the_cluster_refused(api, kube_sim) -> Non
 
     assert status == 403 and "The Role nbscale-singleuser grants it" in answer["message"]
     assert answer["type"] == "KubernetesForbidden"
+
+
+async def test_the_server_looks_at_inflight_runs_periodically(api, kube_sim, tmp_path) -> None:
+    status, record = await api("POST", "runs", body={"notebook": "train.ipynb"})
+    assert status == 201, record
+    store = RunStore(tmp_path / "runs.db")
+
+    for _ in range(100):  # nobody asks the API: the server's own look records the end
+        if store.get(record["id"]).status == "SUCCEEDED":
+            break
+        await asyncio.sleep(0.2)
+    assert store.get(record["id"]).status == "SUCCEEDED"

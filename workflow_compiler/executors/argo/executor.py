@@ -44,6 +44,7 @@ class ArgoExecutor(Executor):
         super().__init__(**options)
         self._calls: KubeCalls | None = None
         self._namespace: str | None = None
+        self._beats: dict[str, float] = {}  # lease id -> when its next heartbeat is due (monotonic)
 
     @property
     def calls(self) -> KubeCalls:
@@ -113,6 +114,7 @@ class ArgoExecutor(Executor):
         fields = record_fields(wf, record, queued)
         if fields["status"] not in ("SUCCEEDED", "FAILED", "KILLED"):
             self._escalate(record, wf)
+            self._keep_lease(record)
             return self.store.update(record.id, **fields)
         fields.update(self._outputs_fields(record))
         record = self.store.update(record.id, **fields)
@@ -248,7 +250,9 @@ class ArgoExecutor(Executor):
         """Follow again the in-flight runs of this namespace's Workflows (by run-id label) after a restart.
 
         A record the store lost is rebuilt from the Workflow's annotation; a record whose Workflow
-        is gone ends FAILED (lost). Returns the ids of the runs re-attached.
+        is gone ends FAILED (lost). Returns the ids of the runs re-attached. The server extension
+        also calls it periodically, so that leases are heartbeated and stopping runs terminated
+        while nobody looks.
         """
         listing = self.calls.call("list", "workflows", self.namespace, self.calls.custom.list_namespaced_custom_object,
                                   *self._path(), label_selector=RUN_ID_LABEL)
@@ -285,6 +289,12 @@ class ArgoExecutor(Executor):
         record = self.store.update(record.id, status=status, finished=utcnow(), error=error)
         self._release_lease(record)
         return record
+
+    def _keep_lease(self, record: RunRecord) -> None:
+        """Heartbeat the run's GPU lease (a third of its TTL apart) whenever someone follows the run."""
+        if record.lease_id and time.monotonic() >= self._beats.get(record.lease_id, 0.0):
+            ttl = quota.heartbeat(record.lease_id)
+            self._beats[record.lease_id] = time.monotonic() + (ttl / 3 if ttl else 10.0)
 
     def _release_lease(self, record: RunRecord) -> None:
         if record.lease_id:
