@@ -47,6 +47,8 @@ class SimHandler(BaseHTTPRequestHandler):
         watching = query.get("watch") in ("true", "1")
         fault = self.sim.take_fault("WATCH" if watching else method, url.path)
         if fault is not None:
+            if fault.after and route is not None and not watching:
+                self._object_call(method, route["kind"], route["ns"], route["name"], query, body)
             reason = _REASONS.get(fault.status, "Error")
             message = fault.message or f"injected {fault.status} {reason}"
             return self._json(fault.status, status_body(fault.status, message, reason), retry_after=fault.status == 429)

@@ -34,6 +34,7 @@ class Fault:
     status: int
     times: int = 1
     message: str = ""
+    after: bool = False  # do what was asked, then answer with the error (as a timeout after the write would)
 
 
 @dataclass
@@ -137,10 +138,10 @@ class KubeSim:
 
     # faults and watch control ---------------------------------------------------------------
 
-    def fail(self, method: str, path: str, status: int, *, times: int = 1, message: str = "") -> None:
+    def fail(self, method: str, path: str, status: int, *, times: int = 1, message: str = "", after: bool = False) -> None:
         """Inject a fault: ``method`` is an HTTP verb or ``WATCH``; ``path`` a regex on the URL path."""
         with self.cond:
-            self.state.faults.append(Fault(method.upper(), path, status, times, message))
+            self.state.faults.append(Fault(method.upper(), path, status, times, message, after))
 
     def end_watches(self) -> None:
         """End every open watch, as an API server restart or a load balancer's timeout would."""

@@ -58,6 +58,16 @@ def test_transient_failures_are_retried(kube_sim, tmp_path, status):
     assert [m for m, p in kube_sim.sim.state.requests if m == "POST"] == ["POST"] * 3
 
 
+def test_a_create_that_failed_after_it_happened_is_not_repeated(kube_sim, tmp_path):
+    executor = argo_executor(kube_sim, tmp_path)
+    kube_sim.sim.fail("POST", r"/workflows$", 500, after=True, message="etcdserver: request timed out")
+
+    record = submit_run(executor)
+
+    assert [w["metadata"]["name"] for w in kube_sim.workflows()] == [record.workflow_name]
+    assert [m for m, p in kube_sim.sim.state.requests if m == "POST"] == ["POST"]
+
+
 def test_persistent_failures_end_in_one_line(kube_sim, tmp_path):
     executor = argo_executor(kube_sim, tmp_path, backoff=Backoff(attempts=3, first=0.01, longest=0.02))
     record = submit_run(executor)

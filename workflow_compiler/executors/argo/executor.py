@@ -71,11 +71,23 @@ class ArgoExecutor(Executor):
                                          "annotations": {**meta.get("annotations", {}), RUN_ANNOTATION: identity}}}
         body["metadata"].pop("namespace", None)  # the executor's namespace wins: the calls are made there
         created = self.calls.call("create", "workflows", self.namespace, self.calls.custom.create_namespaced_custom_object,
-                                  *self._path(), body)
+                                  *self._path(), body, done_already=lambda: self._labelled(record.id))
         record = record.model_copy(update={"executor": self.name, "namespace": self.namespace,
                                            "workflow_name": created["metadata"]["name"], "run_dir": self._run_dir(record.id)})
         log.info("run %s: created workflow %s in %s", record.id, record.workflow_name, self.namespace)
         return self.store.create(record)
+
+    def _labelled(self, run_id: str) -> dict[str, Any] | None:
+        """The Workflow labelled with ``run_id``, if one exists (a create that failed may have happened)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError as Urllib3Error
+
+        try:  # one try, inside the create's own retries
+            listing: dict[str, Any] = self.calls.custom.list_namespaced_custom_object(*self._path(), label_selector=f"{RUN_ID_LABEL}={run_id}")
+        except (ApiException, Urllib3Error, OSError):
+            return None  # unknown: the create is tried again
+        items = listing.get("items") or []
+        return items[0] if items else None
 
     def get(self, run_id: str) -> RunRecord:
         """The record, refreshed from its Workflow (a deleted Workflow ends the run FAILED)."""

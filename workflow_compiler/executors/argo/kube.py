@@ -80,14 +80,22 @@ class KubeCalls:
         """The API server's URL."""
         return str(self.api_client.configuration.host)
 
-    def call(self, verb: str, resource: str, namespace: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)``, retried on 429/5xx/connection errors; failures become KubernetesError."""
+    def call(self, verb: str, resource: str, namespace: str, fn: Callable[..., Any], *args: Any,
+             done_already: Callable[[], Any] | None = None, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, retried on 429/5xx/connection errors; failures become KubernetesError.
+
+        ``done_already`` makes a non-idempotent call (a create) safe to retry: before each retry it
+        looks for what the failed attempt may have done anyway, and returns that if found.
+        """
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError as Urllib3Error
 
+        # Hand-written rather than urllib3's Retry: the failure must name the call, and a create must not run twice.
         delays = self.backoff.delays()
         for attempt in range(len(delays) + 1):
             try:
+                if attempt and done_already is not None and (found := done_already()) is not None:
+                    return found
                 return fn(*args, **kwargs)
             except ApiException as exc:
                 if exc.status not in RETRIED_STATUSES or attempt == len(delays):
