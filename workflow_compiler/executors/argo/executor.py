@@ -83,11 +83,12 @@ class ArgoExecutor(Executor):
         from urllib3.exceptions import HTTPError as Urllib3Error
 
         try:  # one try, inside the create's own retries
-            listing: dict[str, Any] = self.calls.custom.list_namespaced_custom_object(*self._path(), label_selector=f"{RUN_ID_LABEL}={run_id}")
+            listing: Any = self.calls.custom.list_namespaced_custom_object(*self._path(),
+                                                                           label_selector=f"{RUN_ID_LABEL}={run_id}")
         except (ApiException, Urllib3Error, OSError):
             return None  # unknown: the create is tried again
         items = listing.get("items") or []
-        return items[0] if items else None
+        return dict(items[0]) if items else None
 
     def get(self, run_id: str) -> RunRecord:
         """The record, refreshed from its Workflow (a deleted Workflow ends the run FAILED)."""
