@@ -150,7 +150,8 @@ class ArgoExecutor(Executor):
         record = self.store.get(run_id)
         if record.done:
             return record
-        self._shutdown(record, "Stop")
+        if not record.cancel_requested:  # a second cancel must not turn a Terminate back into a Stop
+            self._shutdown(record, "Stop")
         # to the microsecond: the grace period before Terminate is measured from it
         record = self.store.update(run_id, cancel_requested=record.cancel_requested or datetime.now(UTC).isoformat())
         self._delete_rayjobs(record)
