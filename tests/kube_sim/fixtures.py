@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .controller import ArgoSimController, SimBehaviour
-from .server import KubeSim
+if TYPE_CHECKING:  # imported when a test asks for the simulation, not by every session
+    from .controller import ArgoSimController, SimBehaviour
+    from .server import KubeSim
 
 NAMESPACE = "nbscale-sim"
 
@@ -64,6 +65,9 @@ current-context: sim
 @pytest.fixture(scope="session")
 def kube_sim_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster]:
     """The simulated API server and Argo controller, started once per session."""
+    from .controller import ArgoSimController
+    from .server import KubeSim
+
     sim = KubeSim().start()
     controller = ArgoSimController(sim).start()
     kubeconfig = write_kubeconfig(tmp_path_factory.mktemp("kube") / "config", sim.url, NAMESPACE)
