@@ -43,9 +43,10 @@ def summary(record: RunRecord, console: Console) -> None:
     """The closing lines of ``nbscale run``: status, duration, MLflow run, outputs."""
     style = _STYLE.get(record.status, "")
     duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
-    console.print(f"[bold {style}]{record.status}[/] {record.id} in {duration}")
-    if not record.done and record.progress.detail:
-        console.print(record.status_label, highlight=False)
+    if record.done or not record.progress.detail:
+        console.print(f"[bold {style}]{record.status}[/] {record.id} in {duration}")
+    else:  # e.g. "nbs-0123456789 queued in team-a for 2.5s": waiting for admission is not running
+        console.print(f"{record.id} [bold {style}]{record.status_label}[/] for {duration}", highlight=False)
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim")
     table.add_column()
@@ -72,7 +73,7 @@ def runs_table(records: list[RunRecord], total: int) -> Table:
     for r in records:
         progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
         duration = f"{r.duration:.1f}s" if r.duration is not None else ""
-        label = r.status if r.done or not r.progress.detail else f"{r.status} ({r.progress.detail})"
+        label = r.status if r.done or not r.progress.detail else r.status_label
         table.add_row(r.id, r.kind, r.notebook, f"[{_STYLE.get(r.status, '')}]{label}[/]", progress, r.started or "", duration)
     return table
 

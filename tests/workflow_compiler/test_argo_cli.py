@@ -103,3 +103,26 @@ def test_default_executor_name(tmp_path, service_host, namespace_file, cluster_c
         (tmp_path / "namespace").write_text(namespace_file)
     assert default_executor_name(env) == expected
     assert default_executor_class(env).rsplit(".", 1)[1] == {"argo": "ArgoExecutor", "local": "LocalExecutor"}[expected]
+
+
+@pytest.mark.parametrize(("progress", "status", "headline", "table"), [
+    ({"queued": 1, "detail": "queued in team-a"}, "RUNNING", "nbs-0123456789 queued in team-a for", "queued in team-a"),
+    ({"queued": 1, "running": 1, "detail": "queued in team-a"}, "RUNNING", "nbs-0123456789 running (queued in team-a) for",
+     "running (queued in team-a)"),
+    ({}, "RUNNING", "RUNNING nbs-0123456789 in", "RUNNING"),
+    ({"queued": 1, "detail": "queued in team-a"}, "KILLED", "KILLED nbs-0123456789 in", "KILLED"),
+])
+def test_the_cli_shows_a_queued_run_as_queued(progress, status, headline, table):
+    from rich.console import Console
+
+    from workflow_compiler import cli_render
+    from workflow_compiler.store import Progress, RunRecord
+
+    record = RunRecord(id="nbs-0123456789", notebook="train.ipynb", status=status, started="2026-01-01T00:00:00+00:00",
+                       finished="2026-01-01T00:00:01+00:00" if status == "KILLED" else None, progress=Progress(**progress))
+    console = Console(record=True, width=200, color_system=None)
+    cli_render.summary(record, console)
+    console.print(cli_render.runs_table([record], 1))
+    text = console.export_text()
+    assert text.splitlines()[0].startswith(headline)
+    assert f"│ {table} " in text
