@@ -175,6 +175,9 @@ _MLFLOW = {"enabled": True, "backendStore": {"secretName": "mlflow-db", "secretK
         ({"mlflow": {**_MLFLOW, "artifacts": {"type": "s3"}}}, "/mlflow/artifacts/s3/bucket", "minLength"),
         ({"mlflow": {**_MLFLOW, "externalTrackingUri": "http://elsewhere:5000"}}, "/mlflow/externalTrackingUri", "maxLength"),
         ({"mlflow": {"externalTrackingUri": "mlflow:5000"}}, "/mlflow/externalTrackingUri", "does not match pattern"),
+        ({"mlflow": {**_MLFLOW, "replicas": 2}}, "/mlflow/artifacts/pvc/accessModes", "contains"),
+        ({"mlflow": {**_MLFLOW, "artifacts": {"type": "s3", "s3": {"bucket": "Bad_Bucket"}}}}, "/mlflow/artifacts/s3/bucket", "does not match pattern"),
+        ({"quotas": {"extraArgs": ["; rm -rf /"]}}, "/quotas/extraArgs/0", "does not match pattern"),
         ({"image": {"tag": 1}}, "/image/tag", "got number, want string"),
     ],
 )
