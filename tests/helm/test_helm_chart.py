@@ -197,3 +197,19 @@ def test_value_sets_are_accepted(name: str) -> None:
     from tests.helm.chart import validate_values
 
     validate_values(VALUE_SETS[name])
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("minimal", "No MLflow server is configured"),
+        ("mlflow-pvc", f"http://nbscale-mlflow.{NAMESPACE}.svc:5000"),
+        ("kueue", "kubectl get clusterqueues"),
+    ],
+)
+def test_notes_say_what_to_do_next(name: str, says: str) -> None:
+    from tests.helm.chart import render
+
+    notes = render(VALUE_SETS[name])["nbscale/templates/NOTES.txt"]
+    assert "examples/z2jh-values.yaml" in notes and "rollout status deployment/nbscale-quotas" in notes
+    assert says in notes, notes
