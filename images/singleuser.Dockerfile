@@ -14,6 +14,8 @@ ENV PYTHONUNBUFFERED=1 \
     MLFLOW_DISABLE_TELEMETRY=true
 
 USER 0
+# owned by the notebook user: pip builds the package in place (build/, *.egg-info)
+RUN install -d -o 1000 -g 100 /opt/nbscale
 WORKDIR /opt/nbscale
 COPY --chown=1000:100 setup.py README.md ./
 COPY --chown=1000:100 workflow_compiler ./workflow_compiler
