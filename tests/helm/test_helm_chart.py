@@ -13,11 +13,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import helm_python
 import kubernetes_validate
 import pytest
 import yaml
 
-from tests.helm.chart import CHART, KUBE_VERSION, NAMESPACE, VALUE_SETS, golden_text, manifests
+from tests.helm.chart import CHART, KUBE_VERSION, NAMESPACE, VALUE_SETS, golden_text, manifests, render, validate_values
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.crd_schemas import strict_validator
 from workflow_compiler.pools import PoolConfig
@@ -34,8 +35,6 @@ SETS = pytest.mark.parametrize("name", sorted(VALUE_SETS))
 
 @SETS
 def test_lint_finds_no_errors_and_no_warnings(name: str) -> None:
-    import helm_python
-
     report = helm_python.lint(CHART, VALUE_SETS[name], strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}")
     serious = [m for m in report["messages"] if m["severity"] >= 2]
     assert not serious and not report["errors"], (serious, report["errors"])
@@ -182,10 +181,6 @@ _MLFLOW = {"enabled": True, "backendStore": {"secretName": "mlflow-db", "secretK
     ],
 )
 def test_bad_values_are_refused_with_the_place_and_the_rule(values: dict[str, Any], where: str, says: str) -> None:
-    import helm_python
-
-    from tests.helm.chart import validate_values
-
     with pytest.raises(helm_python.HelmValuesError) as refused:
         validate_values(values)
     message = str(refused.value)
@@ -194,8 +189,6 @@ def test_bad_values_are_refused_with_the_place_and_the_rule(values: dict[str, An
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_value_sets_are_accepted(name: str) -> None:
-    from tests.helm.chart import validate_values
-
     validate_values(VALUE_SETS[name])
 
 
@@ -208,8 +201,6 @@ def test_value_sets_are_accepted(name: str) -> None:
     ],
 )
 def test_notes_say_what_to_do_next(name: str, says: str) -> None:
-    from tests.helm.chart import render
-
     notes = render(VALUE_SETS[name])["nbscale/templates/NOTES.txt"]
     assert "examples/z2jh-values.yaml" in notes and "rollout status deployment/nbscale-quotas" in notes
     assert says in notes, notes
