@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -90,3 +94,41 @@ def golden_text(values: dict[str, Any]) -> str:
         if body and path.endswith(".yaml") and any(not line.startswith("#") for line in body.splitlines()):
             parts.append(f"---\n# Source: {path}\n{body}\n")
     return "".join(parts)
+
+
+def container_of(objects: list[dict[str, Any]], deployment: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The first container of a rendered Deployment, and its pod spec."""
+    found = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == deployment)
+    pod = found["spec"]["template"]["spec"]
+    return pod["containers"][0], pod
+
+
+def local_command(container: dict[str, Any], pod: dict[str, Any], *, secrets: dict[tuple[str, str], str],
+                  workdir: Path) -> tuple[list[str], dict[str, str]]:
+    """A rendered container's command line and environment as they would be in its pod, on this machine.
+
+    Each volume mount becomes a folder under ``workdir``; ``secrets`` answers each secretKeyRef by
+    (Secret, key); 0.0.0.0 becomes 127.0.0.1 (servers in tests listen on loopback only); the image's
+    ``python`` and console scripts are the test's virtualenv's.
+    """
+    mounts = {m["mountPath"]: workdir / m["name"] for m in container.get("volumeMounts", [])}
+    for folder in mounts.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    assert {v["name"] for v in pod.get("volumes", [])} == {m["name"] for m in container.get("volumeMounts", [])}
+
+    # one pass, whole path components only: a replaced path is never rewritten again
+    pattern = re.compile("|".join(rf"(?<![\w.-]){re.escape(m)}(?=/|$)" for m in sorted(mounts, key=len, reverse=True)) or "(?!)")
+
+    def local(text: str) -> str:
+        return pattern.sub(lambda match: str(mounts[match.group(0)]), text).replace("0.0.0.0", "127.0.0.1")
+
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = local(item["value"])
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = local(secrets[(ref["name"], ref["key"])])
+    venv = Path(sys.executable).parent
+    command = [sys.executable if part == "python" else shutil.which(part, path=str(venv)) or part for part in container["command"]]
+    return [*command, *(local(arg) for arg in container.get("args", []))], env

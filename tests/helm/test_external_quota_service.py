@@ -7,48 +7,21 @@ by URL only, with the service entry, roles and scopes of examples/z2jh-values.ya
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from hub_extension import SERVICE_HEADER, SERVICE_NAME
-from hub_extension.devhub import ROOT, LocalHub, free_port
-from tests.helm.chart import manifests
+from hub_extension.devhub import LocalHub, free_port
+from tests.helm.chart import container_of, local_command, manifests
 from tests.helm.z2jh_values import hub_config_from_values, load_example
 
 pytestmark = pytest.mark.slow
-
-
-def _service_command(container: dict[str, Any], pod: dict[str, Any], *, token: str, workdir: Path) -> tuple[list[str], dict[str, str]]:
-    """The Deployment's command line and environment, as they would be in the pod, mapped onto ``workdir``."""
-    mounts = {m["mountPath"]: workdir / m["name"] for m in container["volumeMounts"]}
-    for folder in mounts.values():
-        folder.mkdir(parents=True, exist_ok=True)
-    assert {v["name"] for v in pod["volumes"]} == {m["name"] for m in container["volumeMounts"]}
-
-    def local(text: str) -> str:
-        for mount, folder in mounts.items():
-            text = text.replace(mount, str(folder))
-        return text.replace("0.0.0.0", "127.0.0.1")  # servers in tests listen on loopback only
-
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    for item in container["env"]:
-        if "value" in item:
-            env[item["name"]] = local(item["value"])
-        else:
-            ref = item["valueFrom"]["secretKeyRef"]
-            secrets_here = {("hub", f"hub.services.{SERVICE_NAME}.apiToken"): token}
-            env[item["name"]] = secrets_here[(ref["name"], ref["key"])]
-    command = [sys.executable if part == "python" else part for part in container["command"]]
-    return [*command, *(local(arg) for arg in container["args"])], env
 
 
 def _wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> httpx.Response:
@@ -68,10 +41,9 @@ def external_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loc
     token, port = secrets.token_hex(32), free_port()
     hub = LocalHub(workdir / "hub")  # its ports are chosen now: the chart is rendered with them
     values = {"quotas": {"port": port, "hub": {"apiUrl": f"http://127.0.0.1:{hub.hub_port}/hub/api"}}}
-    deployment = next(o for o in manifests(values) if o["kind"] == "Deployment" and o["metadata"]["name"] == "nbscale-quotas")
-    pod = deployment["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    command, env = _service_command(container, pod, token=token, workdir=workdir / "pod")
+    container, pod = container_of(manifests(values), "nbscale-quotas")
+    secrets_here = {("hub", f"hub.services.{SERVICE_NAME}.apiToken"): token}
+    command, env = local_command(container, pod, secrets=secrets_here, workdir=workdir / "pod")
     log = (workdir / "service.log").open("ab")
     service = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     try:
