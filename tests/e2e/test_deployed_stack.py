@@ -19,7 +19,7 @@ import pytest
 
 from tests.e2e.hub_session import HubUser
 
-ROOT = Path(__file__).resolve().parents[1].parent
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {name: os.environ.get(f"NBSCALE_E2E_{name}", "") for name in ("HUB_URL", "HUB_TOKEN", "MLFLOW_URL", "NAMESPACE", "KUEUE_QUEUE")}
 
 pytestmark = [
