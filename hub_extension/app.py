@@ -20,6 +20,7 @@ from traitlets.config import Application
 from . import SERVICE_NAME
 from .db import make_engine, upgrade_database
 from .handlers.api import api_routes
+from .handlers.health import health_routes
 from .handlers.pages import PolicyFormHandler, QuotaPageHandler
 from .store import QuotaStore
 
@@ -34,6 +35,7 @@ def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub
         (service_prefix, QuotaPageHandler, {}),
         (service_prefix + "policies", PolicyFormHandler, {}),
         *api_routes(service_prefix),
+        *health_routes(service_prefix),
     ]
     routes = [(url, handler, {**kwargs, "store": store}) for url, handler, kwargs in routes]
     routes.append((service_prefix + "oauth_callback", HubOAuthCallbackHandler))
