@@ -53,7 +53,7 @@ class ClusterConfig(BaseModel):
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLFLOW_TRACKING_URI inside the pods; None: not set (the executor decides)"
     )
-    default_image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="Runner image for steps that name none")
+    default_image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="Image for steps that name none (the single-user image)")
     pod_gc_strategy: PodGCStrategy = Field(default="OnPodCompletion", description="Argo podGC strategy")
     archive_artifacts: bool = Field(default=False, description="Tar+gzip output artifacts; False keeps output.ipynb/html viewable as is")
     artifact_repository_ref: dict[str, str] | None = Field(

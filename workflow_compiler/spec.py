@@ -23,8 +23,8 @@ from .params import check_parameters, parse_cli_parameters
 from .paths import resolve_notebook_path
 from .sweep.spec import SweepSpec, check_sweep
 
-#: The runner image built from images/runner.Dockerfile; clusters override it per run or in config.
-DEFAULT_IMAGE = "nbscale/runner:0.1.0"
+#: The single-user image, which also runs the steps; clusters override it per run or in config.
+DEFAULT_IMAGE = "nbscale/singleuser:0.1.0"
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
@@ -80,7 +80,7 @@ class NotebookStep(_Strict):
     resources: Resources = Field(default_factory=Resources)
     timeout_seconds: int | None = Field(None, gt=0, le=7 * 24 * 3600, description="Stop the run after this many seconds")
     retries: int = Field(0, ge=0, le=10, description="Retries after a failure")
-    image: str | None = Field(None, min_length=1, max_length=512, pattern=r"^[^\s]+$", description="Container image; default: the runner image")
+    image: str | None = Field(None, min_length=1, max_length=512, pattern=r"^[^\s]+$", description="Container image; default: the single-user image")
 
     @field_validator("notebook")
     @classmethod

@@ -153,7 +153,7 @@ def test_run_follows_the_step_contract() -> None:
     config = StepConfig.from_arg(_option(args, "--config")[0])
     sha = hashlib.sha256((REPO / "examples/train.ipynb").read_bytes()).hexdigest()
     assert config == StepConfig(notebook="examples/train.ipynb", experiment="train", user="alice", notebook_sha256=sha,
-                                image="nbscale/runner:0.1.0", html=True, step=None)
+                                image="nbscale/singleuser:0.1.0", html=True, step=None)
     assert container["workingDir"] == "/home/jovyan"
     assert {"name": "workspace", "mountPath": "/home/jovyan"} in container["volumeMounts"]
     assert manifest["spec"]["volumes"] == [{"name": "workspace", "persistentVolumeClaim": {"claimName": "claim-alice"}}]

@@ -22,7 +22,7 @@ from ..pools import Pool
 from ..spec import Resources
 from ..stepconfig import StepConfig
 
-#: The command every step runs; installed by the runner image (and locally by setup.py).
+#: The command every step runs; installed in the single-user image (and locally by setup.py).
 STEP_COMMAND = "nbscale-step"
 OUTPUT_DIR = "/nbscale/outputs"
 WORKSPACE_VOLUME = "workspace"
