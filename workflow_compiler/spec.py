@@ -25,7 +25,8 @@ from .sweep.spec import SweepSpec, check_sweep
 
 #: The single-user image, which also runs the steps; clusters override it per run or in config.
 DEFAULT_IMAGE = "nbscale/singleuser:0.1.0"
-_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+_QUANTITY = QUANTITY_PATTERN
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 
 M = TypeVar("M", bound=BaseModel)
