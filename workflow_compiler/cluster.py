@@ -9,6 +9,7 @@ A cluster overrides them with a YAML file named by ``NBSCALE_CLUSTER_CONFIG`` (o
     service_account: nbscale-runner
     mlflow_tracking_uri: http://mlflow.nbscale.svc:5000
     sweep_fanout: true           # no KubeRay here: grid sweeps become Argo withItems fan-out
+    kueue_queue: research        # Kueue LocalQueue of runs that name none (see workflow_compiler/kueue.py)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .k8s_names import dns1123_label_errors, dns1123_subdomain_errors
 from .spec import DEFAULT_IMAGE
@@ -64,12 +65,16 @@ class ClusterConfig(BaseModel):
     sweep_fanout: bool = Field(
         default=False, description="Compile grid sweeps to Argo withItems fan-out (no KubeRay needed) instead of a KubeRay RayJob"
     )
+    kueue_queue: str | None = Field(
+        default=None, description="Kueue LocalQueue of runs whose spec names none; None: the user's hub quota group, else no queue"
+    )
 
-    @field_validator("namespace")
+    @field_validator("namespace", "kueue_queue")
     @classmethod
-    def _namespace(cls, value: str | None) -> str | None:
+    def _label_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        what = {"namespace": "namespace", "kueue_queue": "LocalQueue"}[str(info.field_name)]
         if value is not None and dns1123_label_errors(value):
-            raise ValueError(f"{value!r} is not a namespace name: {'; '.join(dns1123_label_errors(value))}")
+            raise ValueError(f"{value!r} is not a {what} name: {'; '.join(dns1123_label_errors(value))}")
         return value
 
     @field_validator("service_account")

@@ -27,7 +27,8 @@ resource groups, CPU+memory on the CPU flavor and the GPU resources on the pool 
 team has no quota on gets 0), ``spec.cohortName`` the cohort, a namespace selector limited to the
 team's namespaces, and preemption that reclaims lent quota; per team and namespace a LocalQueue
 named after the team. A run names its queue with ``queue:`` in the spec, ``kueue_queue`` in the
-cluster config, or through the user's hub quota group (see ``compiler/queueing.py``).
+cluster config, or through the user's hub quota group (see ``compiler/queueing.py``, which labels
+the pods and RayJobs with ``kueue.x-k8s.io/queue-name``).
 
 A LocalQueue named ``default`` is refused: Kueue's ``manageJobsWithoutQueueName`` setups route
 unlabelled workloads of a namespace to its ``default`` queue, which would queue every pod there,
@@ -55,8 +56,6 @@ from .yaml_config import load_yaml_model
 log = logging.getLogger(__name__)
 
 API_VERSION = "kueue.x-k8s.io/v1beta2"
-#: The label a pod or RayJob carries to be queued in a LocalQueue of its namespace.
-QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nbscale"}
 RESERVED_QUEUE = "default"
 Format = Literal["manifests", "helm-values"]

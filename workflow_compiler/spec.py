@@ -28,6 +28,7 @@ DEFAULT_IMAGE = "nbscale/singleuser:0.1.0"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 _QUANTITY = QUANTITY_PATTERN
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_QUEUE_HELP = "Kueue LocalQueue on a cluster; default: the cluster config's, else your hub quota group's"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -109,6 +110,7 @@ class RunSpec(NotebookStep):
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     user: str = Field(default_factory=current_user, min_length=1, max_length=256)
     sweep: SweepSpec | None = Field(None, description="Sweep these parameters instead of running once (see workflow_compiler/sweep)")
+    queue: str | None = Field(None, pattern=_DNS_LABEL, description=_QUEUE_HELP)
 
     @property
     def experiment(self) -> str:
@@ -131,6 +133,7 @@ class PipelineSpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     user: str = Field(default_factory=current_user, min_length=1, max_length=256)
+    queue: str | None = Field(None, pattern=_DNS_LABEL, description=_QUEUE_HELP)
 
     @model_validator(mode="after")
     def _check_graph(self) -> PipelineSpec:

@@ -69,6 +69,7 @@ GOLDEN_CASES: dict[str, Callable[[], dict[str, Any]]] = {
         "n_estimators=200", "model=boosting", resources={"gpus": 1, "pool": "a100", "cpu": 4, "memory": "16Gi"},
         retries=2, timeout_seconds=3600, tracking={"experiment": "wine", "tags": {"team": "ds"}})),
     "pipeline": lambda: compile_workflow(_pipeline()),
+    "pipeline-queued": lambda: compile_workflow(_pipeline(), cluster=ClusterConfig(kueue_queue="vision")),
     "custom-cluster-amd": lambda: compile_workflow(
         _train("seed=7", resources={"gpus": 2, "pool": "mi300", "cpu": 0.5}, image="ghcr.io/acme/nb:2024.1",
                outputs={"html": False}),

@@ -36,9 +36,13 @@ CLOSE_PARENT_TEMPLATE = "close-parent-run"
 #: What the small helper steps (open/close the parent run) ask for: enough to import mlflow.
 HELPER_RESOURCES = Resources(cpu=0.1, memory="512Mi", gpus=0, pool=None)
 SWEEP_TEMPLATE = "sweep"
-#: KubeRay's ``status.jobStatus`` (Ray's job status) read with Argo's label-selector syntax.
-RAYJOB_SUCCESS = "status.jobStatus == SUCCEEDED"
-RAYJOB_FAILURE = "status.jobStatus in (FAILED, STOPPED)"
+#: KubeRay's ``status.jobDeploymentStatus`` and ``status.jobStatus`` in Argo's label-selector syntax
+#: (requirements joined by ',' must all hold; ``!=`` also holds for a missing field). KubeRay ends a
+#: RayJob Complete (job SUCCEEDED, STOPPED or FAILED), Failed (job FAILED, or any job status once
+#: activeDeadlineSeconds passes) or ValidationFailed (no job at all). Suspended, while Kueue
+#: holds it in the queue, matches neither, so the step keeps waiting.
+RAYJOB_SUCCESS = "status.jobDeploymentStatus == Complete, status.jobStatus == SUCCEEDED"
+RAYJOB_FAILURE = "status.jobDeploymentStatus in (Complete, Failed, ValidationFailed), status.jobStatus != SUCCEEDED"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from ..spec import NotebookStep, PipelineSpec, RunSpec
 from ..stepconfig import StepConfig, argo_safe_json
 from . import templates as t
 from .naming import claim_name, generate_name, label_value, notebook_label
+from .queueing import QUEUE_LABEL, resolve_queue
 
 Spec = RunSpec | PipelineSpec
 LABEL_USER = "nbscale.io/user"
@@ -32,6 +33,8 @@ LABEL_NOTEBOOK = "nbscale.io/notebook"
 LABEL_KIND = "nbscale.io/kind"
 LABEL_PIPELINE = "nbscale.io/pipeline"
 LABEL_STEP = "nbscale.io/step"
+#: Set by the executor on the Workflow it creates (the compiler does not know the run id).
+LABEL_RUN_ID = "nbscale.io/run-id"
 #: MLflow tag naming the pipeline, on the parent run and on every step's run.
 PIPELINE_TAG = "nbscale.pipeline"
 SINGLE_TASK = "notebook"
@@ -54,6 +57,7 @@ class CompileContext:
     pools: PoolConfig
     notebook_root: Path | None
     fanout: bool = False
+    queue: str | None = None
 
 
 def compile_workflow(
@@ -63,6 +67,7 @@ def compile_workflow(
     pools: PoolConfig | None = None,
     notebook_root: Path | None = None,
     fanout: bool | None = None,
+    hub_queue: str | None = None,
 ) -> dict[str, Any]:
     """Compile a run, sweep or pipeline spec into an Argo ``Workflow`` manifest (a plain dict).
 
@@ -71,11 +76,14 @@ def compile_workflow(
     With ``notebook_root`` the notebooks are read to record their sha256; nothing else is read.
     A RunSpec with ``sweep`` becomes a KubeRay RayJob, or with ``fanout`` (default: the cluster
     config's ``sweep_fanout``) Argo ``withItems`` fan-out of a grid; see ``compiler/sweep.py``.
+    ``hub_queue`` (the user's hub quota group, looked up by the caller) is the Kueue LocalQueue
+    when neither the spec nor the cluster config names one; see ``compiler/queueing.py``.
     Raises ``CompileError`` (unknown pool, bad image, unusable names) or ``NotebookError``.
     """
     cluster = cluster or load_cluster_config()
     context = CompileContext(cluster, pools or load_pools(), notebook_root,
-                             fanout=cluster.sweep_fanout if fanout is None else fanout)
+                             fanout=cluster.sweep_fanout if fanout is None else fanout,
+                             queue=resolve_queue(getattr(spec, "queue", None), cluster, hub_queue))
     for applies, builder in _BUILDERS:
         if applies(spec, context):
             return builder(spec, context).to_dict()
@@ -160,6 +168,8 @@ def _notebook_plan(step: NotebookStep, context: CompileContext, *, name: str, us
     labels = {LABEL_NOTEBOOK: notebook_label(step.notebook)}
     if step_name is not None:
         labels[LABEL_STEP] = label_value(step_name)
+    if context.queue is not None:
+        labels[QUEUE_LABEL] = context.queue
     return t.NotebookTemplatePlan(
         name=name, config=config, parameters=list(step.parameters), resources=step.resources, image=image,
         pool=context.pools.resolve(step.resources.pool, step.resources.gpus), retries=step.retries,
