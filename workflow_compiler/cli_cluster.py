@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .cluster import ClusterConfig
+    from .podenv import PodEnvironment
 
 
 def add_cluster_commands(sub: Any) -> None:
@@ -49,8 +53,56 @@ def add_show_env_option(compile_parser: argparse.ArgumentParser) -> None:
 def cmd_show_env(args: argparse.Namespace) -> int:
     """Print the environment a cluster run would take from this pod, with secret values redacted."""
     from .cluster import load_cluster_config
-    from .podenv import capture_pod_environment, describe_pod_environment
+    from .podenv import capture_pod_environment
 
     cluster = load_cluster_config()
     sys.stdout.write(describe_pod_environment(capture_pod_environment(cluster), cluster))
     return 0
+
+
+def describe_pod_environment(env: PodEnvironment | None, cluster: ClusterConfig) -> str:
+    """What ``--show-env`` prints: what is copied (references shown as references), what is left out and why."""
+    if env is None:
+        why = "capture_pod_env is false in the cluster config" if not cluster.capture_pod_env else "not running in a Kubernetes pod"
+        claim = cluster.workspace_claim_template
+        return (f"Nothing captured ({why}): steps use the image {cluster.default_image} and the workspace claim {claim} "
+                f"mounted at {cluster.workspace_mount}.\n")
+    lines = [f"Captured from pod {env.namespace}/{env.pod}" + (f" on node {env.node_name}" if env.node_name else ""),
+             f"  image: {env.image}" + (f" (pull {env.image_pull_policy})" if env.image_pull_policy else ""),
+             f"  service account: {cluster.service_account or 'the namespace default'} (not the notebook's "
+             f"{env.user_service_account or 'default'})"]
+    if env.image_pull_secrets:
+        lines.append(f"  image pull secrets: {', '.join(env.image_pull_secrets)}")
+    if env.working_dir:
+        lines.append(f"  working directory: {env.working_dir}")
+    mounts = {m["name"]: m["mountPath"] for m in env.volume_mounts}
+    for volume in env.volumes:
+        pvc = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        source = f"claim {pvc} ({', '.join(env.claim_access_modes.get(pvc, [])) or 'access modes unknown'})" if pvc \
+            else next((k for k in volume if k != "name"), "?")
+        lines.append(f"  volume {volume['name']}: {source}" + (f" at {mounts[volume['name']]}" if volume["name"] in mounts else ""))
+    lines += [f"  env {e['name']}={_shown(e)}" for e in env.env]
+    lines += [f"  envFrom {_reference(e)}" for e in env.env_from]
+    security = {**env.pod_security_context, **env.container_security_context}
+    if security:
+        lines.append("  security: " + ", ".join(f"{k}={v}" for k, v in security.items()))
+    lines += [f"  left out: {reason}" for reason in env.left_out]
+    return "\n".join(lines) + "\n"
+
+
+def _shown(entry: dict[str, Any]) -> str:
+    if "valueFrom" in entry:
+        source = entry["valueFrom"]
+        ref = source.get("secretKeyRef") or source.get("configMapKeyRef")
+        if ref:
+            kind = "secret" if "secretKeyRef" in source else "configMap"
+            return f"<from {kind} {ref.get('name')}/{ref.get('key')}>"
+        return f"<from {next(iter(source), '?')}>"
+    return str(entry.get("value", ""))
+
+
+def _reference(entry: dict[str, Any]) -> str:
+    for key, kind in (("secretRef", "secret"), ("configMapRef", "configMap")):
+        if key in entry:
+            return f"<all keys of {kind} {entry[key].get('name')}>" + (f" prefixed {entry['prefix']}" if entry.get("prefix") else "")
+    return str(entry)

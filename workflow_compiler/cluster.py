@@ -10,6 +10,8 @@ A cluster overrides them with a YAML file named by ``NBSCALE_CLUSTER_CONFIG`` (o
     mlflow_tracking_uri: http://mlflow.nbscale.svc:5000
     sweep_fanout: true           # no KubeRay here: grid sweeps become Argo withItems fan-out
     kueue_queue: research        # Kueue LocalQueue of runs that name none (see workflow_compiler/kueue.py)
+    env_allow: [WANDB_API_KEY]   # copied from the notebook's pod although the name looks like a secret
+    pin_steps_to_user_node: true # the home claim is ReadWriteOnce: run steps on the notebook's node
 """
 
 from __future__ import annotations
@@ -64,6 +66,18 @@ class ClusterConfig(BaseModel):
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0, description="Delete finished Workflows after this many seconds")
     sweep_fanout: bool = Field(
         default=False, description="Compile grid sweeps to Argo withItems fan-out (no KubeRay needed) instead of a KubeRay RayJob"
+    )
+    capture_pod_env: bool = Field(
+        default=True, description="Inside a single-user pod, steps reuse its image, volumes, env and uid (workflow_compiler/podenv.py)"
+    )
+    env_allow: list[str] = Field(
+        default_factory=list, description="Variables copied from the pod although their name or value looks like a credential"
+    )
+    cpu_steps_inherit_placement: bool = Field(
+        default=False, description="CPU steps take the notebook pod's nodeSelector and tolerations (GPU steps take their pool's)"
+    )
+    pin_steps_to_user_node: bool = Field(
+        default=False, description="Run steps on the notebook's node, so that a ReadWriteOnce home claim can be mounted there too"
     )
     kueue_queue: str | None = Field(
         default=None, description="Kueue LocalQueue of runs whose spec names none; None: the user's hub quota group, else no queue"

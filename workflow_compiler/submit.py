@@ -13,6 +13,7 @@ from .compiler import compile_workflow
 from .compiler.queueing import queue_from_quota
 from .errors import QuotaUnavailable
 from .executors import Executor, get_executor, new_run_id
+from .podenv import capture_pod_environment
 from .spec import PipelineSpec, RunSpec
 from .store import Progress, RunRecord
 from .validation import validate_workflow
@@ -58,18 +59,21 @@ def submit(spec: RunSpec | PipelineSpec, *, executor: Executor | None = None, ro
         raise
 
 
-def cluster_inputs(spec: RunSpec | PipelineSpec) -> dict[str, Any]:
-    """What compiling for a cluster takes from where we run: the hub quota group as the Kueue queue.
+def cluster_inputs(spec: RunSpec | PipelineSpec, *, api_client: Any = None) -> dict[str, Any]:
+    """What compiling for a cluster takes from where we run: this pod's environment, and the hub quota group as the queue.
 
-    Looked up only when neither the spec nor the cluster config names a queue. An unreachable quota
-    service leaves the run unqueued (GPU runs are refused by the quota gate itself, fail closed).
+    The pod is read only inside one (``podenv.py``; ``api_client`` defaults to the in-cluster one). The
+    quota group is looked up only when neither the spec nor the cluster config names a queue; an
+    unreachable quota service leaves the run unqueued (GPU runs are refused by the quota gate itself).
     """
-    if spec.queue is not None or load_cluster_config().kueue_queue is not None:
-        return {}
+    cluster = load_cluster_config()
+    inputs: dict[str, Any] = {"pod_env": capture_pod_environment(cluster, api_client=api_client)}
+    if spec.queue is not None or cluster.kueue_queue is not None:
+        return inputs
     from hub_extension.client import quota_status  # the quota service's client; imported only on submit
 
     try:
-        return {"hub_queue": queue_from_quota(quota_status())}
+        inputs["hub_queue"] = queue_from_quota(quota_status())
     except QuotaUnavailable as exc:
         log.warning("no Kueue queue from the hub quota group: %s", exc)
-        return {}
+    return inputs

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pod_api import captured
 
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_to_file, compile_workflow, to_yaml
@@ -70,6 +71,11 @@ GOLDEN_CASES: dict[str, Callable[[], dict[str, Any]]] = {
         retries=2, timeout_seconds=3600, tracking={"experiment": "wine", "tags": {"team": "ds"}})),
     "pipeline": lambda: compile_workflow(_pipeline()),
     "pipeline-queued": lambda: compile_workflow(_pipeline(), cluster=ClusterConfig(kueue_queue="vision")),
+    "pipeline-captured-pod": lambda: compile_workflow(_pipeline(), cluster=ClusterConfig(service_account="nbscale-runner"),
+                                                      pod_env=captured("jupyter-alice")),
+    "train-gpu-captured-pod-pinned": lambda: compile_workflow(
+        _train(resources={"gpus": 1, "pool": "t4"}).model_copy(update={"user": "bob"}), pod_env=captured("jupyter-bob", "ReadWriteOnce"),
+        cluster=ClusterConfig(pin_steps_to_user_node=True, cpu_steps_inherit_placement=True)),
     "custom-cluster-amd": lambda: compile_workflow(
         _train("seed=7", resources={"gpus": 2, "pool": "mi300", "cpu": 0.5}, image="ghcr.io/acme/nb:2024.1",
                outputs={"html": False}),

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from compiler_helpers import REPO, no_site_config, train, train_sweep  # noqa: F401 - the fixture applies by import
 from pydantic import ValidationError
 
 from workflow_compiler.cluster import ClusterConfig
@@ -15,26 +15,14 @@ from workflow_compiler.compiler.queueing import QUEUE_LABEL, queue_from_quota
 from workflow_compiler.executors.interpreter import WorkflowInterpreter
 from workflow_compiler.executors.rayjob_local import condition_holds
 from workflow_compiler.executors.templating import substitute
-from workflow_compiler.spec import PipelineSpec, RunSpec, build_run_spec, load_pipeline
-from workflow_compiler.sweep.spec import SweepSpec
+from workflow_compiler.spec import PipelineSpec, RunSpec, load_pipeline
 from workflow_compiler.validation import validate_rayjob, validate_workflow
 
-REPO = Path(__file__).resolve().parents[2]
-GRID = {"space": {"n_estimators": "grid(50, 100)"}, "metric": "val_accuracy", "search": "grid", "concurrency": 2, "gpus_per_trial": 1}
-
-
-@pytest.fixture(autouse=True)
-def _no_site_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NBSCALE_POOLS", raising=False)
-    monkeypatch.delenv("NBSCALE_CLUSTER_CONFIG", raising=False)
-
-
-def _train(**fields: Any) -> RunSpec:
-    return build_run_spec("examples/train.ipynb", root=REPO, user="alice", **fields)
+_train = train
 
 
 def _sweep(**fields: Any) -> RunSpec:
-    return _train(**fields).model_copy(update={"sweep": SweepSpec.model_validate(GRID)})
+    return train_sweep(1, **fields)
 
 
 def _pipeline(**fields: Any) -> PipelineSpec:

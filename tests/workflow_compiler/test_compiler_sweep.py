@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pod_api import captured
 
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_workflow, to_yaml
@@ -76,6 +77,9 @@ GOLDEN_CASES: dict[str, Callable[[], dict[str, Any]]] = {
                                                                "data_dir=data/wine"), fanout=True),
     "hostile-rayjob": lambda: compile_workflow(_hostile_spec("random")),
     "train-rayjob-queued": lambda: compile_workflow(_train_sweep({**GRID, "gpus_per_trial": 1}, queue="vision")),
+    "train-rayjob-captured-pod": lambda: compile_workflow(
+        _train_sweep({**GRID, "gpus_per_trial": 1}, resources={"pool": "a100"}), pod_env=captured("jupyter-alice"),
+        cluster=ClusterConfig(service_account="nbscale-runner", cpu_steps_inherit_placement=True)),
     "hostile-fanout": lambda: compile_workflow(_hostile_spec("grid"), fanout=True),
 }
 

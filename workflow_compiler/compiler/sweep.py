@@ -26,7 +26,7 @@ from ..spec import RunSpec
 from ..stepconfig import StepConfig, argo_safe_json
 from ..sweep.spec import SweepSpec
 from . import templates as t
-from .naming import claim_name, label_value, notebook_label
+from .naming import label_value, notebook_label
 from .queueing import QUEUE_LABEL
 from .rayjob import RayJobPlan, rayjob_manifest
 from .workflow import (
@@ -61,7 +61,7 @@ def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> Workflow:
     if cluster.mlflow_tracking_uri:
         env["MLFLOW_TRACKING_URI"] = cluster.mlflow_tracking_uri
     labels = _labels(spec)
-    plan = RayJobPlan(spec=spec, image=_image(spec.image, cluster), claim=claim_name(cluster.workspace_claim_template, spec.user),
+    plan = RayJobPlan(spec=spec, image=_image(spec.image, cluster), pod=context.pod,
                       labels={k: labels[k] for k in (LABEL_USER, LABEL_KIND)}, cluster=cluster, env=env,
                       pool=context.pools.resolve(spec.resources.pool, 1 if sweep.gpus_per_trial else 0))
     manifest = rayjob_manifest(plan)
@@ -103,8 +103,8 @@ def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
              Task(name=TRIALS_TASK, template=TRIAL_TEMPLATE, arguments=t.task_arguments(feeds),
                   dependencies=[t.PARENT_TASK], with_items=grid_items(sweep))]
     templates = [DAG(name="main", tasks=tasks, parallelism=sweep.concurrency),
-                 t.open_parent_template(parent, plan.image, context.cluster), t.notebook_template(plan, context.cluster),
-                 t.close_parent_template(plan.image, context.cluster)]
+                 t.open_parent_template(parent, plan.image, context.cluster, context.pod),
+                 t.notebook_template(plan, context.cluster, context.pod), t.close_parent_template(plan.image, context.cluster, context.pod)]
     return _workflow(PurePosixPath(spec.notebook).stem, _labels(spec), context, user=spec.user,
                      arguments=_workflow_parameters({p: (p, v) for p, v in fixed.items()}), templates=templates,
                      on_exit=t.CLOSE_PARENT_TEMPLATE, active_deadline_seconds=sweep.time_budget_s)

@@ -20,11 +20,13 @@ from hera.workflows import models as m
 from ..cluster import ClusterConfig, load_cluster_config
 from ..errors import CompileError, NotebookError
 from ..paths import resolve_notebook_path
+from ..podenv import PodEnvironment
 from ..pools import PoolConfig, load_pools
 from ..spec import NotebookStep, PipelineSpec, RunSpec
 from ..stepconfig import StepConfig, argo_safe_json
 from . import templates as t
-from .naming import claim_name, generate_name, label_value, notebook_label
+from .naming import generate_name, label_value, notebook_label
+from .podspec import PodSettings, effective_cluster, pod_settings
 from .queueing import QUEUE_LABEL, resolve_queue
 
 Spec = RunSpec | PipelineSpec
@@ -56,6 +58,7 @@ class CompileContext:
     cluster: ClusterConfig
     pools: PoolConfig
     notebook_root: Path | None
+    pod: PodSettings
     fanout: bool = False
     queue: str | None = None
 
@@ -68,6 +71,7 @@ def compile_workflow(
     notebook_root: Path | None = None,
     fanout: bool | None = None,
     hub_queue: str | None = None,
+    pod_env: PodEnvironment | None = None,
 ) -> dict[str, Any]:
     """Compile a run, sweep or pipeline spec into an Argo ``Workflow`` manifest (a plain dict).
 
@@ -78,12 +82,18 @@ def compile_workflow(
     config's ``sweep_fanout``) Argo ``withItems`` fan-out of a grid; see ``compiler/sweep.py``.
     ``hub_queue`` (the user's hub quota group, looked up by the caller) is the Kueue LocalQueue
     when neither the spec nor the cluster config names one; see ``compiler/queueing.py``.
+    ``pod_env`` (captured from the user's pod by the caller, ``podenv.py``) gives every pod the
+    user's image, volumes, env and uid; without it the cluster config's image and claim apply.
     Raises ``CompileError`` (unknown pool, bad image, unusable names) or ``NotebookError``.
     """
     cluster = cluster or load_cluster_config()
-    context = CompileContext(cluster, pools or load_pools(), notebook_root,
+    if not isinstance(spec, RunSpec | PipelineSpec):
+        raise CompileError(f"cannot compile a {type(spec).__name__}; expected a RunSpec or PipelineSpec.")
+    pod = pod_settings(cluster, pod_env, spec.user)
+    cluster = effective_cluster(cluster, pod_env)
+    context = CompileContext(cluster, pools or load_pools(), notebook_root, pod,
                              fanout=cluster.sweep_fanout if fanout is None else fanout,
-                             queue=resolve_queue(getattr(spec, "queue", None), cluster, hub_queue))
+                             queue=resolve_queue(spec.queue, cluster, hub_queue))
     for applies, builder in _BUILDERS:
         if applies(spec, context):
             return builder(spec, context).to_dict()
@@ -100,7 +110,7 @@ def compile_run(spec: RunSpec, context: CompileContext) -> Workflow:
     return _workflow(
         PurePosixPath(spec.notebook).stem, labels, context, user=spec.user,
         arguments=_workflow_parameters({p: (p, v) for p, v in spec.parameters.items()}),
-        templates=[DAG(name="main", tasks=[task]), t.notebook_template(plan, context.cluster)],
+        templates=[DAG(name="main", tasks=[task]), t.notebook_template(plan, context.cluster, context.pod)],
     )
 
 
@@ -111,7 +121,7 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
     parent = StepConfig(notebook="", experiment=spec.experiment, user=spec.user, tags=tags,
                         html=spec.outputs.html, image=image, step=None)
     tasks: list[Task | m.DAGTask] = [Task(name=t.PARENT_TASK, template=t.OPEN_PARENT_TEMPLATE)]
-    templates: list[Any] = [t.open_parent_template(parent, image, context.cluster)]
+    templates: list[Any] = [t.open_parent_template(parent, image, context.cluster, context.pod)]
     values: dict[str, tuple[str, Any]] = {}
     for step in spec.order():
         _check_task_name(step.name)
@@ -122,9 +132,9 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
         feeds[t.PARENT_RUN_INPUT] = f"{{{{tasks.{t.PARENT_TASK}.outputs.parameters.{t.PARENT_RUN_ID}}}}}"
         tasks.append(Task(name=step.name, template=template_name, arguments=t.task_arguments(feeds),
                           dependencies=[t.PARENT_TASK, *dict.fromkeys(step.after)]))
-        templates.append(t.notebook_template(plan, context.cluster))
+        templates.append(t.notebook_template(plan, context.cluster, context.pod))
         values.update({f"{step.name}-{p}": (p, v) for p, v in step.parameters.items()})
-    templates.append(t.close_parent_template(image, context.cluster))
+    templates.append(t.close_parent_template(image, context.cluster, context.pod))
     labels = {LABEL_USER: label_value(spec.user), LABEL_PIPELINE: label_value(spec.name), LABEL_KIND: "pipeline"}
     return _workflow(spec.name, labels, context, user=spec.user, arguments=_workflow_parameters(values),
                      templates=[DAG(name="main", tasks=tasks), *templates], on_exit=t.CLOSE_PARENT_TEMPLATE)
@@ -147,7 +157,10 @@ def _workflow(name: str, labels: dict[str, str], context: CompileContext, *, use
         on_exit=on_exit,
         active_deadline_seconds=active_deadline_seconds,
         service_account_name=cluster.service_account,
-        volumes=[t.workspace_volume(claim_name(cluster.workspace_claim_template, user))],
+        volumes=[m.Volume.model_validate(v) for v in context.pod.volumes],
+        image_pull_secrets=[m.LocalObjectReference(name=s) for s in context.pod.image_pull_secrets] or None,
+        security_context=m.PodSecurityContext.model_validate(context.pod.pod_security_context)
+        if context.pod.pod_security_context else None,
         pod_gc=m.PodGC(strategy=cluster.pod_gc_strategy),
         pod_metadata=m.Metadata(labels=pod_labels),
         artifact_repository_ref=m.ArtifactRepositoryRef(config_map=repository.get("configMap"), key=repository.get("key"))
