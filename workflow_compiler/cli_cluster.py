@@ -64,7 +64,10 @@ def describe_pod_environment(env: PodEnvironment | None, cluster: ClusterConfig)
     """What ``--show-env`` prints: what is copied (references shown as references), what is left out and why."""
     if env is None:
         why = "capture_pod_env is false in the cluster config" if not cluster.capture_pod_env else "not running in a Kubernetes pod"
-        claim = cluster.workspace_claim_template
+        from .compiler.naming import claim_name
+        from .spec import current_user
+
+        claim = claim_name(cluster.workspace_claim_template, current_user())
         return (f"Nothing captured ({why}): steps use the image {cluster.default_image} and the workspace claim {claim} "
                 f"mounted at {cluster.workspace_mount}.\n")
     lines = [f"Captured from pod {env.namespace}/{env.pod}" + (f" on node {env.node_name}" if env.node_name else ""),

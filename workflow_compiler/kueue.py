@@ -140,7 +140,7 @@ class TeamsConfig(BaseModel):
 
 def load_teams(path: str | os.PathLike[str]) -> TeamsConfig:
     """Read and check a teams file; any problem is a CompileError naming the file and the field."""
-    return load_yaml_model(TeamsConfig, Path(path), what="teams file", env="--teams")
+    return load_yaml_model(TeamsConfig, Path(path), what="teams file")
 
 
 def _check_pools(teams: TeamsConfig, pools: PoolConfig) -> None:

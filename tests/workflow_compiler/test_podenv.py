@@ -179,6 +179,7 @@ def test_show_env_outside_a_pod(capsys: pytest.CaptureFixture[str], monkeypatch:
     assert exited.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert out.startswith("Nothing captured (not running in a Kubernetes pod): steps use the image nbscale/singleuser:0.1.0")
+    assert "workspace claim claim-" in out and "{username}" not in out
 
 
 @pytest.mark.parametrize(("spec_queue", "quota_answers", "expected"), [
