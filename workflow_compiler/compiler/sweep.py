@@ -67,7 +67,7 @@ def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> Workflow:
     manifest = rayjob_manifest(plan)
     manifest["metadata"]["labels"] = rayjob_labels(labels, context.queue)
     text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, allow_unicode=True, width=2**31 - 1)
-    return _workflow(PurePosixPath(spec.notebook).stem, labels, context, user=spec.user, arguments=[],
+    return _workflow(PurePosixPath(spec.notebook).stem, labels, context, arguments=[],
                      templates=[DAG(name="main", tasks=[Task(name=SWEEP_TASK, template=t.SWEEP_TEMPLATE)]),
                                 t.rayjob_template(text)])
 
@@ -105,7 +105,7 @@ def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
     templates = [DAG(name="main", tasks=tasks, parallelism=sweep.concurrency),
                  t.open_parent_template(parent, plan.image, context.cluster, context.pod),
                  t.notebook_template(plan, context.cluster, context.pod), t.close_parent_template(plan.image, context.cluster, context.pod)]
-    return _workflow(PurePosixPath(spec.notebook).stem, _labels(spec), context, user=spec.user,
+    return _workflow(PurePosixPath(spec.notebook).stem, _labels(spec), context,
                      arguments=_workflow_parameters({p: (p, v) for p, v in fixed.items()}), templates=templates,
                      on_exit=t.CLOSE_PARENT_TEMPLATE, active_deadline_seconds=sweep.time_budget_s)
 

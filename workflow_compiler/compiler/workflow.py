@@ -108,7 +108,7 @@ def compile_run(spec: RunSpec, context: CompileContext) -> Workflow:
                 arguments=t.task_arguments({p: f"{{{{workflow.parameters.{p}}}}}" for p in spec.parameters}) or None)
     labels = {LABEL_USER: label_value(spec.user), LABEL_NOTEBOOK: notebook_label(spec.notebook), LABEL_KIND: "run"}
     return _workflow(
-        PurePosixPath(spec.notebook).stem, labels, context, user=spec.user,
+        PurePosixPath(spec.notebook).stem, labels, context,
         arguments=_workflow_parameters({p: (p, v) for p, v in spec.parameters.items()}),
         templates=[DAG(name="main", tasks=[task]), t.notebook_template(plan, context.cluster, context.pod)],
     )
@@ -136,11 +136,11 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
         values.update({f"{step.name}-{p}": (p, v) for p, v in step.parameters.items()})
     templates.append(t.close_parent_template(image, context.cluster, context.pod))
     labels = {LABEL_USER: label_value(spec.user), LABEL_PIPELINE: label_value(spec.name), LABEL_KIND: "pipeline"}
-    return _workflow(spec.name, labels, context, user=spec.user, arguments=_workflow_parameters(values),
+    return _workflow(spec.name, labels, context, arguments=_workflow_parameters(values),
                      templates=[DAG(name="main", tasks=tasks), *templates], on_exit=t.CLOSE_PARENT_TEMPLATE)
 
 
-def _workflow(name: str, labels: dict[str, str], context: CompileContext, *, user: str,
+def _workflow(name: str, labels: dict[str, str], context: CompileContext, *,
               arguments: list[Parameter], templates: list[Any], on_exit: str | None = None,
               active_deadline_seconds: int | None = None) -> Workflow:
     """The shell every compiled workflow shares: metadata, volumes, podGC, service account."""
