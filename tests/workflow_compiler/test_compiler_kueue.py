@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_workflow
 from workflow_compiler.compiler.queueing import QUEUE_LABEL, queue_from_quota
+from workflow_compiler.errors import CompileError
 from workflow_compiler.executors.interpreter import WorkflowInterpreter
 from workflow_compiler.executors.rayjob_local import condition_holds
 from workflow_compiler.executors.templating import substitute
@@ -127,6 +128,11 @@ def test_a_queue_name_must_be_a_dns_label(queue: str) -> None:
         RunSpec(notebook="a.ipynb", queue=queue)
     with pytest.raises(ValidationError, match="kueue_queue"):
         ClusterConfig(kueue_queue=queue)
+
+
+def test_a_hub_queue_that_cannot_be_a_label_is_refused() -> None:
+    with pytest.raises(CompileError, match="'Data Science' cannot name a Kueue LocalQueue"):
+        compile_workflow(_train(), hub_queue="Data Science")
 
 
 @pytest.mark.parametrize(("status", "expected"), [

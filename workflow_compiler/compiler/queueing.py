@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from ..cluster import ClusterConfig
+from ..errors import CompileError
 from ..k8s_names import dns1123_label_errors
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,11 @@ QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 def resolve_queue(spec_queue: str | None, cluster: ClusterConfig, hub_queue: str | None = None) -> str | None:
     """The LocalQueue: the spec's, else the cluster config's, else the hub quota group's, else None."""
-    return spec_queue or cluster.kueue_queue or hub_queue
+    queue = spec_queue or cluster.kueue_queue or hub_queue
+    if queue is not None and dns1123_label_errors(queue):  # the spec and the config are checked on the way in; this is not
+        raise CompileError(f"{queue!r} cannot name a Kueue LocalQueue: {'; '.join(dns1123_label_errors(queue))}.",
+                           errors=[{"loc": ["queue"], "msg": "not a DNS-1123 label"}])
+    return queue
 
 
 def queue_from_quota(status: dict[str, Any]) -> str | None:
