@@ -13,6 +13,7 @@ from rich.console import Console
 
 from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
+from .cli_cluster import add_cluster_commands, add_show_env_option
 from .errors import NbscaleError, NotebookError, SpecError
 from .executors import get_executor
 from .inspection import inspect_notebook
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fanout", action="store_true", default=None,
                    help="with --sweep: a grid sweep as Argo withItems fan-out, for clusters without KubeRay")
     p.set_defaults(handler=cmd_compile)
+    add_show_env_option(p)
+
+    add_cluster_commands(sub)
 
     p = sub.add_parser("runs", help="recent runs and their status")
     p.add_argument("--status", help="only runs with this status")

@@ -23,10 +23,12 @@ from .params import check_parameters, parse_cli_parameters
 from .paths import resolve_notebook_path
 from .sweep.spec import SweepSpec, check_sweep
 
-#: The runner image built from images/runner.Dockerfile; clusters override it per run or in config.
-DEFAULT_IMAGE = "nbscale/runner:0.1.0"
-_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+#: The single-user image, which also runs the steps; clusters override it per run or in config.
+DEFAULT_IMAGE = "nbscale/singleuser:0.1.0"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+_QUANTITY = QUANTITY_PATTERN
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_QUEUE_HELP = "Kueue LocalQueue on a cluster; default: the cluster config's, else your hub quota group's"
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -80,7 +82,7 @@ class NotebookStep(_Strict):
     resources: Resources = Field(default_factory=Resources)
     timeout_seconds: int | None = Field(None, gt=0, le=7 * 24 * 3600, description="Stop the run after this many seconds")
     retries: int = Field(0, ge=0, le=10, description="Retries after a failure")
-    image: str | None = Field(None, min_length=1, max_length=512, pattern=r"^[^\s]+$", description="Container image; default: the runner image")
+    image: str | None = Field(None, min_length=1, max_length=512, pattern=r"^[^\s]+$", description="Container image; default: the single-user image")
 
     @field_validator("notebook")
     @classmethod
@@ -108,6 +110,7 @@ class RunSpec(NotebookStep):
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     user: str = Field(default_factory=current_user, min_length=1, max_length=256)
     sweep: SweepSpec | None = Field(None, description="Sweep these parameters instead of running once (see workflow_compiler/sweep)")
+    queue: str | None = Field(None, pattern=_DNS_LABEL, description=_QUEUE_HELP)
 
     @property
     def experiment(self) -> str:
@@ -130,6 +133,7 @@ class PipelineSpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     user: str = Field(default_factory=current_user, min_length=1, max_length=256)
+    queue: str | None = Field(None, pattern=_DNS_LABEL, description=_QUEUE_HELP)
 
     @model_validator(mode="after")
     def _check_graph(self) -> PipelineSpec:
