@@ -38,6 +38,12 @@ class SpecError(NbscaleError):
     """A run, pipeline or sweep spec is invalid: unknown parameter, wrong type, bad bounds, cycle."""
 
 
+class RequestTooLarge(SpecError):
+    """A request or spec is over a documented size limit (``workflow_compiler/limits.py``)."""
+
+    http_status = 413
+
+
 class CompileError(NbscaleError):
     """The spec is valid but cannot be turned into a manifest (for example an unknown GPU pool)."""
 
