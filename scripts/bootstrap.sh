@@ -48,13 +48,14 @@ if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
   "$VENV/bin/pip" install -q -e ".[test]"
   touch "$stamp"
 fi
-# An editable (PEP 660) install leaves setup.py's data_files out; link them where a wheel
-# install puts them, so Lab finds the extension and the server enables notebook_plugin.
+# The editable install copied the lab extension's build into the venv; for development, link it
+# instead, so a rebuild shows in Lab without reinstalling. (The server extension's switch needs no link.)
 labshare="$VENV/share/jupyter/labextensions"
 serverconf="$VENV/etc/jupyter/jupyter_server_config.d"
 mkdir -p "$labshare" "$serverconf"
-if [ -L "$labshare/nbscale" ] || [ ! -e "$labshare/nbscale" ]; then
-  ln -sfn "$PWD/notebook_plugin/labextension_build" "$labshare/nbscale"
+if [ ! -L "$labshare/nbscale" ]; then
+  rm -rf "$labshare/nbscale"
+  ln -s "$PWD/notebook_plugin/labextension_build" "$labshare/nbscale"
 fi
 [ -e "$serverconf/nbscale.json" ] || ln -s "$PWD/notebook_plugin/etc/nbscale.json" "$serverconf/nbscale.json"
 
