@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_quota)
 
+    p = sub.add_parser("daemons", help="the warm tracking agent and trial host of $NBSCALE_HOME; `daemons stop` ends them")
+    p.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_daemons)
+
     p = sub.add_parser("schema", help="print the JSON Schema of the run and pipeline specs")
     p.set_defaults(handler=cmd_schema)
     return parser
@@ -206,7 +211,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         render.print_json({"runs": [r.to_api() for r in records], "total": total})
     else:
-        Console().print(render.runs_table(records, total))
+        Console().print(render.runs_table(records, total), soft_wrap=True)  # notebook paths stay whole
     return 0
 
 
@@ -252,6 +257,24 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     render.print_json(spec_json_schemas())
+    return 0
+
+
+def cmd_daemons(args: argparse.Namespace) -> int:
+    from .daemons import list_daemons, stop_daemons
+
+    if args.action == "stop":
+        stopped = stop_daemons()
+        if args.json:
+            render.print_json([{"name": name, "pid": pid} for name, pid in stopped])
+        else:
+            Console().print("\n".join(f"stopped the {name} (pid {pid})" for name, pid in stopped) or "no daemon was running")
+        return 0
+    daemons = list_daemons()
+    if args.json:
+        render.print_json([{**vars(d), "pid_file": str(d.pid_file)} for d in daemons])
+    else:
+        Console().print(render.daemons_lines(daemons), soft_wrap=True)
     return 0
 
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .mlflow_ui import mlflow_run_link
 from .store import Progress, RunRecord, RunStore, nbscale_home, utcnow
 
 if TYPE_CHECKING:
@@ -26,16 +27,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two copies of the driver's progress into the record (the panel polls about as often).
 PUBLISH_INTERVAL = 0.5
-
-
-def mlflow_ui_base() -> str:
-    """Where ``mlflow ui`` serves the local store (``make mlflow-ui``); links in records point there."""
-    return os.environ.get("NBSCALE_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
-
-
-def mlflow_run_link(experiment_id: str, run_id: str) -> str:
-    """The MLflow UI page of one run."""
-    return f"{mlflow_ui_base()}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def read_json(path: Path | None) -> dict[str, Any]:

@@ -15,9 +15,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..mlflow_ui import mlflow_run_link
 from ..quota import hold_lease
 from ..store import Progress, RunRecord, RunStore, StepState, nbscale_home, utcnow
-from ..sweep_record import mlflow_run_link, read_json, sweep_outcome, sweep_progress
+from ..sweep_record import read_json, sweep_outcome, sweep_progress
 from .interpreter import WorkflowInterpreter, expand_tasks
 
 log = logging.getLogger(__name__)
