@@ -29,6 +29,12 @@ from .sweep.spec import SweepSpec, check_sweep
 DEFAULT_IMAGE = "nbscale/runner:0.1.0"
 _QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+#: What the spec's patterns mean, in the words error messages use instead of the regex.
+PATTERN_WORDS = {
+    _QUANTITY: "a Kubernetes quantity: a number with an optional unit, such as 4Gi, 512Mi or 2",
+    _DNS_LABEL: "lowercase letters, digits and '-', starting and ending with a letter or digit, such as a100",
+    r"^[^\s]+$": "one word without spaces, such as registry.example.com/team/runner:1.2",
+}
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -180,7 +186,7 @@ def parse_model(model: type[M], data: Any, *, what: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors, lines = field_errors(exc)
+        errors, lines = field_errors(exc, patterns=PATTERN_WORDS)
         raise SpecError(f"invalid {what}: {lines}", errors=errors) from None
 
 

@@ -183,3 +183,22 @@ def test_an_unknown_cli_parameter_names_the_notebook_as_typed(tmp_path):
     with pytest.raises(SpecError) as caught:
         build_run_spec("sub/train.ipynb", root=tmp_path, cli_parameters=["nope=1"])
     assert caught.value.message.startswith("unknown parameter 'nope' for sub/train.ipynb.")
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "msg"),
+    [
+        ({"notebook": "a.ipynb", "resources": {"memory": "lots"}}, ["resources", "memory"], "must be a Kubernetes quantity"),
+        ({"notebook": "a.ipynb", "resources": {"pool": "A100"}}, ["resources", "pool"], "must be lowercase letters, digits and '-'"),
+        ({"notebook": "a.ipynb", "image": "two words"}, ["image"], "must be one word without spaces"),
+        ({}, ["notebook"], "required"),
+        ({"notebook": "a.ipynb", "sweep": {"space": {}, "metric": "m"}}, ["sweep", "space"], "must have at least 1 item"),
+    ],
+)
+def test_field_messages_are_plain_words(body, loc, msg):
+    """What the dialog shows next to a field: no regular expression, no pydantic jargon."""
+    with pytest.raises(SpecError) as caught:
+        parse_model(RunSpec, body, what="run spec")
+    (error,) = [e for e in caught.value.errors if e["loc"] == loc]
+    assert error["msg"].startswith(msg)
+    assert not any(jargon in error["msg"] for jargon in ("^", "$", "[0-9]", "Field required", "Dictionary", "String should"))
