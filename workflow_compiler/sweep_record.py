@@ -96,7 +96,7 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
         summary = read_json(sweep_dir / "result.json")
         if summary:
             outcome = {"status": summary.get("status", "FAILED"), "error": _error(summary), **sweep_outcome(summary)}
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (`nbscale cancel`) exits through Ray's own handler
         outcome = {"status": "KILLED", "error": "cancelled"}
         raise
     except Exception as exc:
