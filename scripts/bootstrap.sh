@@ -43,21 +43,18 @@ if [ ! -f "$built" ] || [ -n "$(find "$labext/src" "$labext/style" "$labext/sche
   touch "$built"
 fi
 
-if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+# pip installs the built lab extension and the server extension's switch into the venv, editable
+# installs included (setup.py), so a rebuilt extension is reinstalled too.
+labshare="$VENV/share/jupyter/labextensions/nbscale"
+serverconf="$VENV/etc/jupyter/jupyter_server_config.d/nbscale.json"
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ "$built" -nt "$stamp" ]; then
+  # links made by earlier versions of this script would have pip write through them into the checkout
+  if [ -L "$labshare" ]; then rm "$labshare"; fi
+  if [ -L "$serverconf" ]; then rm "$serverconf"; fi
   echo "[bootstrap] pip install -e .[test] (a few minutes on a fresh machine)"
   "$VENV/bin/pip" install -q -e ".[test]"
   touch "$stamp"
 fi
-# The editable install copied the lab extension's build into the venv; for development, link it
-# instead, so a rebuild shows in Lab without reinstalling. (The server extension's switch needs no link.)
-labshare="$VENV/share/jupyter/labextensions"
-serverconf="$VENV/etc/jupyter/jupyter_server_config.d"
-mkdir -p "$labshare" "$serverconf"
-if [ ! -L "$labshare/nbscale" ]; then
-  rm -rf "$labshare/nbscale"
-  ln -s "$PWD/notebook_plugin/labextension_build" "$labshare/nbscale"
-fi
-[ -e "$serverconf/nbscale.json" ] || ln -s "$PWD/notebook_plugin/etc/nbscale.json" "$serverconf/nbscale.json"
 
 if [ "$mode" = test ] && { [ ! -d node_modules ] || [ package.json -nt node_modules ]; }; then
   echo "[bootstrap] npm install (test tools)"
