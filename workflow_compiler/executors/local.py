@@ -101,7 +101,7 @@ class LocalExecutor(Executor):
         """Bytes of the run's log from ``offset``."""
         record = self.store.get(run_id)
         path = Path(record.run_dir) / "log.txt"
-        if not path.exists():
+        if not path.exists() or offset >= path.stat().st_size:  # past the end: nothing yet (seek would refuse huge offsets)
             return "", offset
         with open(path, "rb") as handle:
             handle.seek(offset)
