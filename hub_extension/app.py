@@ -20,10 +20,13 @@ from traitlets.config import Application
 from . import SERVICE_NAME
 from .db import make_engine, upgrade_database
 from .handlers.api import api_routes
+from .handlers.health import health_routes
 from .handlers.pages import PolicyFormHandler, QuotaPageHandler
 from .store import QuotaStore
 
 TEMPLATES = Path(__file__).parent / "templates"
+#: SameSite of the service's session, OAuth state and ``_xsrf`` cookies (an admin's JUPYTERHUB_COOKIE_OPTIONS may override).
+COOKIE_SAMESITE = "Lax"
 
 
 def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub_auth: HubOAuth,
@@ -34,12 +37,15 @@ def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub
         (service_prefix, QuotaPageHandler, {}),
         (service_prefix + "policies", PolicyFormHandler, {}),
         *api_routes(service_prefix),
+        *health_routes(service_prefix),
     ]
     routes = [(url, handler, {**kwargs, "store": store}) for url, handler, kwargs in routes]
     routes.append((service_prefix + "oauth_callback", HubOAuthCallbackHandler))
+    # Lax: the hub's OAuth redirect back (a top-level GET) still carries them; other sites' forms do not.
+    hub_auth.cookie_options = {"samesite": COOKIE_SAMESITE, **hub_auth.cookie_options}
     return WebApplication(
-        routes, hub_auth=hub_auth, cookie_secret=cookie_secret, jinja_env=jinja_env,
-        service_prefix=service_prefix, hub_prefix=hub_prefix, xsrf_cookie_kwargs={"path": service_prefix},
+        routes, hub_auth=hub_auth, cookie_secret=cookie_secret, jinja_env=jinja_env, service_prefix=service_prefix,
+        hub_prefix=hub_prefix, xsrf_cookie_kwargs={"path": service_prefix, "samesite": COOKIE_SAMESITE},
     )
 
 

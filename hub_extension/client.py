@@ -37,7 +37,13 @@ log = logging.getLogger(__name__)
 
 URL_ENV = "NBSCALE_QUOTA_URL"
 TIMEOUT_ENV = "NBSCALE_QUOTA_TIMEOUT"
-QUOTAS_OFF = {"enabled": False, "reason": f"not running inside JupyterHub with {URL_ENV} set: GPU quotas are off"}
+#: The status outside a configured hub; ``reason`` completes the sentence "GPU quotas are off: ..." (``quota_off_line``).
+QUOTAS_OFF = {"enabled": False, "reason": f"not running inside JupyterHub with {URL_ENV} set"}
+
+
+def quota_off_line(status: dict[str, Any]) -> str:
+    """The one line the CLI, the magics and the panel show when quotas are off."""
+    return f"GPU quotas are off: {status.get('reason') or 'not running inside JupyterHub'}"
 
 
 def new_request_id() -> str:

@@ -53,10 +53,13 @@ class LocalHub:
 
     ``service_args`` are extra command-line flags for the quota service (e.g. ``["--default-ttl=30"]``);
     ``extra_config`` is appended verbatim to the generated config (e.g. server token scopes).
+    ``services_config`` replaces the example as the config that registers the service, its scopes
+    and roles (e.g. an external service started separately, as on Kubernetes).
     """
 
     def __init__(self, workdir: Path, *, service_args: list[str] | None = None, extra_config: str = "",
-                 db_url: str | None = None, start_timeout: float = 60.0) -> None:
+                 db_url: str | None = None, start_timeout: float = 60.0,
+                 services_config: str | None = None) -> None:
         self.workdir = Path(workdir)
         self.port, self.hub_port, self.proxy_api_port, self.service_port = (free_port() for _ in range(4))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,13 +70,16 @@ class LocalHub:
         self.admin_token = secrets.token_hex(32)
         self.service_args = service_args or []
         self.extra_config = extra_config
+        self.services_config = services_config
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "jupyterhub.log"
 
     def config_text(self) -> str:
         """The jupyterhub_config.py this hub runs with: the shipped example plus test-only settings."""
-        example = (Path(__file__).parent / "examples" / "jupyterhub_config.py").read_text(encoding="utf-8")
+        example = self.services_config
+        if example is None:
+            example = (Path(__file__).parent / "examples" / "jupyterhub_config.py").read_text(encoding="utf-8")
         singleuser = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
         if os.geteuid() == 0:
             singleuser.append("--allow-root")

@@ -45,10 +45,7 @@ class LocalRunClient:
 
     def executor_of(self, run_id: str) -> Any:
         """The executor that runs ``run_id``, as its record names it."""
-        from workflow_compiler.executors import get_executor
-
-        name = self.executor.store.get(run_id).executor
-        return self.executor if name == self.executor.name else get_executor(name, root=str(self.root))
+        return self.executor.for_run(run_id)
 
     def submit(self, spec: RunSpec) -> dict[str, Any]:
         """Compile, validate, admit against the GPU quota (inside a hub) and start: the CLI's own path."""

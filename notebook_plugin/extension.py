@@ -20,6 +20,8 @@ from .handlers import ROUTES
 from .service import RunService
 
 API_PREFIX = "nbscale/api"
+#: What the extension's former run store is renamed to once its records are in $NBSCALE_HOME/runs.db.
+IMPORTED_NAME = "runs.db.imported"
 
 
 class NbscaleExtension(ExtensionApp):
@@ -51,23 +53,35 @@ class NbscaleExtension(ExtensionApp):
     run_store_path = Unicode(
         "",
         config=True,
-        help="""SQLite file of run records. Default: nbscale/runs.db under the Jupyter data dir
-        (jupyter --data-dir). Example: c.NbscaleExtension.run_store_path = "/home/me/.nbscale-runs.db" """,
+        help="""SQLite file of run records. Default: $NBSCALE_HOME/runs.db (~/.nbscale/runs.db), the file
+        the nbscale CLI and the magics use too, so there is one run list.
+        Example: c.NbscaleExtension.run_store_path = "/home/me/.nbscale-runs.db" """,
     )
 
     @default("executor_class")
     def _default_executor_class(self) -> str:
         return default_executor_class()
 
-    def store_path(self) -> Path:
-        """Where run records live."""
-        return Path(self.run_store_path) if self.run_store_path else Path(jupyter_data_dir()) / "nbscale" / "runs.db"
+    def store_path(self) -> Path | None:
+        """Where run records live; None for the CLI's own default."""
+        return Path(self.run_store_path) if self.run_store_path else None
+
+    def open_store(self) -> RunStore:
+        """The run store, with the records of the extension's former store under the Jupyter data dir imported once."""
+        store = RunStore(self.store_path())
+        former = Path(jupyter_data_dir()) / "nbscale" / "runs.db"
+        if former.is_file() and former.resolve() != store.path.resolve():
+            count = store.import_records(former)
+            former.rename(former.with_name(IMPORTED_NAME))  # once: the next start finds nothing to import
+            self.log.warning("nbscale: imported %s run(s) from %s into %s (the one run list of the CLI, the magics and Lab); "
+                             "the old file is kept as %s", count, former, store.path, IMPORTED_NAME)
+        return store
 
     def initialize_settings(self) -> None:
         """Open the run store, reconcile runs lost while the server was down, and build the service."""
         assert self.serverapp is not None  # set by jupyter-server before initialize_settings
         root = Path(self.serverapp.root_dir).resolve()
-        store = RunStore(self.store_path())
+        store = self.open_store()
         lost = store.reconcile()
         if lost:
             self.log.warning("nbscale: %s run(s) lost while the server was down, marked FAILED: %s", len(lost), ", ".join(lost))

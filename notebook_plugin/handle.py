@@ -6,6 +6,7 @@ import html
 import time
 from typing import Any
 
+from workflow_compiler.mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
 from workflow_compiler.store import TERMINAL
 
 from .client import RunClient
@@ -129,7 +130,10 @@ def _links(record: dict[str, Any]) -> str:
                 parts.append(f'<a href="{html.escape(href, quote=True)}" target="_blank">{label}</a>')
             else:
                 parts.append(f"{label}: <code>{_cell(href)}</code>")
-    return " · ".join(parts)
+    hint = ""
+    if "mlflow" in links and mlflow_ui_down(links["mlflow"]):
+        hint = f"<br><small>{html.escape(MLFLOW_UI_DOWN)}: <code>{html.escape(mlflow_ui_command())}</code></small>"
+    return " · ".join(parts) + hint
 
 
 def _metrics(record: dict[str, Any]) -> str:

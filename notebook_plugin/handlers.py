@@ -14,11 +14,15 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 
+from workflow_compiler.errors import RequestTooLarge, SpecError
+from workflow_compiler.limits import MAX_BODY_BYTES, MAX_VALUE_DEPTH
 from workflow_compiler.spec import parse_model
 
 from .errors import error_response
 from .service import LogQuery, RunService
 
+#: The policy a run's HTML output is served with: sandboxed (no script, opaque origin), framed only by Jupyter.
+OUTPUT_HTML_CSP = "sandbox; frame-ancestors 'self'"
 #: The resource every nbscale handler is authorized against (``jupyter_server`` authorizers see it).
 AUTH_RESOURCE = "nbscale"
 H = TypeVar("H", bound="NbscaleHandler")
@@ -66,8 +70,16 @@ class NbscaleHandler(ExtensionHandlerMixin, APIHandler):
         return {k: self.get_query_argument(k) for k in self.request.query_arguments}
 
     def json_body(self) -> Any:
-        """The request body parsed as JSON (a bad body is a 400 through the mapper)."""
-        return json.loads(self.request.body or b"null")
+        """The request body parsed as JSON (a bad body is a 400, a body over the limit a 413, through the mapper)."""
+        body = self.request.body or b"null"
+        if len(body) > MAX_BODY_BYTES:
+            raise RequestTooLarge(f"the request body is {len(body) // 1024:,} KiB; the limit is {MAX_BODY_BYTES // 1024:,} KiB. "
+                                  "Pass large data as a file path parameter instead.")
+        try:
+            return json.loads(body)
+        except RecursionError:  # the decoder's own stack limit: the body is JSON, nested deeper than we read
+            raise SpecError("the request body nests lists or objects too deeply to read; "
+                            f"parameter values may nest at most {MAX_VALUE_DEPTH} deep.") from None
 
 
 class ParametersHandler(NbscaleHandler):
@@ -161,13 +173,13 @@ class OutputHandler(NbscaleHandler):
     async def get(self, run_id: str, name: str) -> None:
         path, content_type = await self.blocking(self.service.output_file, run_id, name)
         data = await self.blocking(path.read_bytes)
-        self.set_header("Content-Type", content_type)
         if name.endswith(".html"):
-            # The notebook's own HTML may carry scripts: give it an opaque origin, away from the server's cookies.
-            self.set_header("Content-Security-Policy", "sandbox allow-scripts")
+            # No allow-scripts: the notebook's HTML gets an opaque origin and runs no script with the user's
+            # Jupyter session; frame-ancestors keeps other sites from framing it.
+            self.set_header("Content-Security-Policy", OUTPUT_HTML_CSP)
         disposition = "attachment" if self.get_query_argument("download", "") else "inline"
         self.set_header("Content-Disposition", f'{disposition}; filename="{run_id}-{name}"')
-        self.finish(data)
+        self.finish(data, set_content_type=content_type)  # APIHandler.finish would label it application/json
 
 
 class QuotaHandler(NbscaleHandler):

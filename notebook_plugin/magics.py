@@ -168,4 +168,9 @@ class NbscaleMagics(Magics):
         return handle
 
     def _quota(self, args: argparse.Namespace, cell: str | None) -> dict[str, Any]:
-        return self.client.quota()
+        from hub_extension.client import quota_off_line
+
+        status = self.client.quota()
+        if not status.get("enabled"):
+            print(quota_off_line(status))
+        return status

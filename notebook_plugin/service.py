@@ -36,6 +36,12 @@ OUTPUTS = {
 }
 #: The longest a ``logs`` long-poll waits for new text, in seconds.
 MAX_LOG_WAIT = 30.0
+#: The last page ``GET runs`` accepts (pages past the end are empty; far past SQLite's integers, a 400).
+MAX_PAGE = 10**9
+#: The largest log offset: the largest integer a browser's JSON numbers hold exactly.
+MAX_LOG_OFFSET = 2**53 - 1
+#: Fields of a run record left out of ``GET runs`` answers (``GET runs/{id}`` has them): the list stays light.
+LIST_OMITS = ("parameters",)
 
 
 class RunQuery(BaseModel):
@@ -43,14 +49,14 @@ class RunQuery(BaseModel):
 
     notebook: str | None = Field(None, min_length=1)
     status: str | None = Field(None, pattern="^(PENDING|RUNNING|SUCCEEDED|FAILED|KILLED)$")
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, le=MAX_PAGE)
     per_page: int = Field(20, ge=1, le=200)
 
 
 class LogQuery(BaseModel):
     """The query of ``GET runs/{id}/logs``."""
 
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_LOG_OFFSET)
     wait: float = Field(0.0, ge=0, le=MAX_LOG_WAIT)
 
 
@@ -97,21 +103,22 @@ class RunService:
         q = parse_model(RunQuery, query, what="query")
         records, total = self.executor.store.list(notebook=q.notebook, status=q.status, limit=q.per_page,
                                                   offset=(q.page - 1) * q.per_page)
-        runs = [self.to_api(self._refreshed(r)) for r in records]
+        runs = [self.to_api(self._refreshed(r), omit=LIST_OMITS) for r in records]
         return {"runs": runs, "total": total, "page": q.page, "per_page": q.per_page}
 
     def get(self, run_id: str) -> dict[str, Any]:
         """One run, with a fresh status."""
-        return self.to_api(self.executor.get(run_id))
+        return self.to_api(self.executor.for_run(run_id).get(run_id))
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Stop a run; an already finished run is answered as it is."""
-        return self.to_api(self.executor.cancel(run_id, wait=5.0))
+        return self.to_api(self.executor.for_run(run_id).cancel(run_id, wait=5.0))
 
     def logs_once(self, run_id: str, offset: int) -> tuple[str, int, bool]:
         """Log text from ``offset``, the next offset, and whether the run is over (and read to the end)."""
-        done = self.executor.get(run_id).done
-        text, next_offset = self.executor.logs(run_id, offset)
+        executor = self.executor.for_run(run_id)
+        done = executor.get(run_id).done
+        text, next_offset = executor.logs(run_id, offset)
         return text, next_offset, done and not text
 
     def output_file(self, run_id: str, name: str) -> tuple[Path, str]:
@@ -121,7 +128,7 @@ class RunService:
         """
         if name not in OUTPUTS:
             raise RunNotFound(f"runs have no output {name!r}; outputs are {', '.join(OUTPUTS)}.")
-        return self.executor.output_file(run_id, name), OUTPUTS[name][1]
+        return self.executor.for_run(run_id).output_file(run_id, name), OUTPUTS[name][1]
 
     # helpers -----------------------------------------------------------------------------------
 
@@ -129,13 +136,15 @@ class RunService:
         if record.status in TERMINAL:
             return record
         try:
-            return self.executor.get(record.id)  # notices a worker that died (lost)
+            return self.executor.for_run(record.id).get(record.id)  # notices a worker that died (lost)
         except NbscaleError:
             return record
 
-    def to_api(self, record: RunRecord) -> dict[str, Any]:
-        """The record as the API shows it: file links become API URLs, no server paths leak."""
+    def to_api(self, record: RunRecord, *, omit: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The record as the API shows it: file links become API URLs, no server paths leak, ``omit`` left out."""
         data = record.to_api()
+        for field in omit:
+            data.pop(field, None)
         links = {k: v for k, v in record.links.items() if k not in ("output_notebook", "html")}
         for name, (key, _) in OUTPUTS.items():
             if key in record.links:

@@ -43,20 +43,18 @@ if [ ! -f "$built" ] || [ -n "$(find "$labext/src" "$labext/style" "$labext/sche
   touch "$built"
 fi
 
-if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ]; then
+# pip installs the built lab extension and the server extension's switch into the venv, editable
+# installs included (setup.py), so a rebuilt extension is reinstalled too.
+labshare="$VENV/share/jupyter/labextensions/nbscale"
+serverconf="$VENV/etc/jupyter/jupyter_server_config.d/nbscale.json"
+if [ ! -f "$stamp" ] || [ setup.py -nt "$stamp" ] || [ "$built" -nt "$stamp" ]; then
+  # links made by earlier versions of this script would have pip write through them into the checkout
+  if [ -L "$labshare" ]; then rm "$labshare"; fi
+  if [ -L "$serverconf" ]; then rm "$serverconf"; fi
   echo "[bootstrap] pip install -e .[test] (a few minutes on a fresh machine)"
   "$VENV/bin/pip" install -q -e ".[test]"
   touch "$stamp"
 fi
-# An editable (PEP 660) install leaves setup.py's data_files out; link them where a wheel
-# install puts them, so Lab finds the extension and the server enables notebook_plugin.
-labshare="$VENV/share/jupyter/labextensions"
-serverconf="$VENV/etc/jupyter/jupyter_server_config.d"
-mkdir -p "$labshare" "$serverconf"
-if [ -L "$labshare/nbscale" ] || [ ! -e "$labshare/nbscale" ]; then
-  ln -sfn "$PWD/notebook_plugin/labextension_build" "$labshare/nbscale"
-fi
-[ -e "$serverconf/nbscale.json" ] || ln -s "$PWD/notebook_plugin/etc/nbscale.json" "$serverconf/nbscale.json"
 
 if [ "$mode" = test ] && { [ ! -d node_modules ] || [ package.json -nt node_modules ]; }; then
   echo "[bootstrap] npm install (test tools)"

@@ -13,7 +13,8 @@ from rich.console import Console
 
 from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
-from .errors import NbscaleError, NotebookError, SpecError
+from .cli_cluster import add_cluster_commands, add_show_env_option
+from .errors import NbscaleError, NotebookError, RunNotFound, SpecError
 from .executors import Executor, get_executor
 from .executors.base import OUTPUT_LINKS
 from .executors.selection import EXECUTOR_CHOICES, default_executor_name
@@ -60,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fanout", action="store_true", default=None,
                    help="with --sweep: a grid sweep as Argo withItems fan-out, for clusters without KubeRay")
     p.set_defaults(handler=cmd_compile)
+    add_show_env_option(p)
+
+    add_cluster_commands(sub)
 
     p = sub.add_parser("runs", help="recent runs and their status")
     p.add_argument("--status", help="only runs with this status")
@@ -86,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("quota", help="your GPU quota and what is left (inside JupyterHub)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_quota)
+
+    p = sub.add_parser("daemons", help="the warm tracking agent and trial host of $NBSCALE_HOME; `daemons stop` ends them")
+    p.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_daemons)
 
     p = sub.add_parser("schema", help="print the JSON Schema of the run and pipeline specs")
     p.set_defaults(handler=cmd_schema)
@@ -138,16 +147,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .executors import new_run_id
     from .sweep.driver import run_sweep
     from .sweep.progress import print_result
+    from .sweep_record import recorded_sweep
 
     show = args.progress and not args.json
     if args.resume:
-        result = run_sweep(None, root=os.getcwd(), progress=show, resume_id=args.resume)
+        _ensure_sweep_record(args.resume)
+        with recorded_sweep(None, run_id=args.resume):
+            result = run_sweep(None, root=os.getcwd(), progress=show, resume_id=args.resume)
     else:
         spec = sweep_from_args(args, os.getcwd())
+        run_id = new_run_id()  # also the driver's sweep id, as when the local executor drives it
         request = quota.lease_request(spec) or {}
-        lease_id = quota.admit(spec, request_id=new_run_id())  # refused or unreachable: nothing starts
-        with quota.hold_lease(lease_id, gpus=int(request.get("gpus", 0))):
-            result = run_sweep(spec, root=os.getcwd(), progress=show)
+        gpus = int(request.get("gpus", 0))
+        lease_id = quota.admit(spec, request_id=run_id)  # refused or unreachable: nothing starts
+        with quota.hold_lease(lease_id, gpus=gpus), recorded_sweep(spec, run_id=run_id, lease_id=lease_id, lease_gpus=gpus):
+            result = run_sweep(spec, root=os.getcwd(), progress=show, sweep_id=run_id)
     if args.json:
         render.print_json(result.to_summary())
     else:
@@ -155,6 +169,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if result.status == "KILLED":
         return EXIT_INTERRUPTED
     return 0 if result.status == "SUCCEEDED" else EXIT_FAILED
+
+
+def _ensure_sweep_record(sweep_id: str) -> None:
+    """A sweep started before sweeps were recorded gets its record on resume, from its saved spec."""
+    from .spec import RunSpec
+    from .submit import record_for
+    from .sweep.driver import sweeps_dir
+    from .sweep_record import read_json
+
+    store = RunStore()
+    if not sweep_id.replace("-", "").isalnum():
+        return  # run_sweep refuses it with its own message
+    try:
+        store.get(sweep_id)
+    except RunNotFound:
+        state = read_json(sweeps_dir() / sweep_id / "sweep.json")
+        if state.get("spec"):  # else run_sweep says there is no such sweep
+            store.create(record_for(RunSpec.model_validate(state["spec"]), run_id=sweep_id))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -207,7 +239,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         render.print_json({"runs": [r.to_api() for r in records], "total": total})
     else:
-        Console().print(render.runs_table(records, total))
+        Console().print(render.runs_table(records, total), soft_wrap=True)  # notebook paths stay whole
     return 0
 
 
@@ -255,6 +287,24 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     render.print_json(spec_json_schemas())
+    return 0
+
+
+def cmd_daemons(args: argparse.Namespace) -> int:
+    from .daemons import list_daemons, stop_daemons
+
+    if args.action == "stop":
+        stopped = stop_daemons()
+        if args.json:
+            render.print_json([{"name": name, "pid": pid} for name, pid in stopped])
+        else:
+            Console().print("\n".join(f"stopped the {name} (pid {pid})" for name, pid in stopped) or "no daemon was running")
+        return 0
+    daemons = list_daemons()
+    if args.json:
+        render.print_json([{**vars(d), "pid_file": str(d.pid_file)} for d in daemons])
+    else:
+        Console().print(render.daemons_lines(daemons), soft_wrap=True)
     return 0
 
 

@@ -37,7 +37,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--pool", help="GPU pool from the pool configuration, e.g. a100")
     group.add_argument("--timeout", type=int, dest="timeout_seconds", metavar="SECONDS", help="stop the run after this long")
     group.add_argument("--retries", type=int, help="retries after a failure (default 0)")
-    group.add_argument("--image", help="container image for the cluster (default: the nbscale runner image)")
+    group.add_argument("--image", help="container image for the cluster (default: the nbscale single-user image)")
     track = parser.add_argument_group("tracking")
     track.add_argument("--experiment", help="MLflow experiment (default: the notebook's or pipeline's name)")
     track.add_argument("--tag", dest="tags", action="append", default=[], metavar="KEY=VALUE", help="extra MLflow tag; repeatable")

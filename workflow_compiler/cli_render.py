@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
+from .daemons import Daemon
 from .executors import Executor
 from .inspection import NotebookSignature
+from .mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
 from .store import RunRecord
 
 _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
@@ -40,42 +43,78 @@ def follow(executor: Executor, record: RunRecord, console: Console, *, interval:
 
 
 def summary(record: RunRecord, console: Console) -> None:
-    """The closing lines of ``nbscale run``: status, duration, MLflow run, outputs."""
+    """The closing lines of ``nbscale run``: status, duration, metrics, then each link and path whole.
+
+    Links and paths get a line of their own, printed without wrapping or cropping (rich's soft
+    wrap), so a user can copy them from an 80-column terminal.
+    """
     style = _STYLE.get(record.status, "")
     duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
     if record.done or not record.progress.detail:
-        console.print(f"[bold {style}]{record.status}[/] {record.id} in {duration}")
+        console.print(Text.assemble((record.status, f"bold {style}"), f" {record.id} in {duration}"))
     else:  # e.g. "nbs-0123456789 queued in team-a for 2.5s": waiting for admission is not running
-        console.print(f"{record.id} [bold {style}]{record.status_label}[/] for {duration}", highlight=False)
+        console.print(Text.assemble(f"{record.id} ", (record.status_label, f"bold {style}"), f" for {duration}"))
     table = Table.grid(padding=(0, 2))
-    table.add_column(style="dim")
-    table.add_column()
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(overflow="fold")
     if record.error:
-        table.add_row("error", record.error)
-    if record.mlflow_run_id:
-        table.add_row("mlflow run", f"{record.mlflow_run_id}" + (f"  {record.links['mlflow']}" if "mlflow" in record.links else ""))
+        table.add_row("error", Text(record.error))
     for name, value in sorted(record.metrics.items()):
-        table.add_row(name, f"{value:.4g}")
-    for key in ("output_notebook", "html"):
-        if key in record.links:
-            table.add_row(key.replace("_", " "), record.links[key])
+        table.add_row(Text(name), f"{value:.4g}")
     if record.kind == "pipeline":
         for step in record.steps:
-            table.add_row(f"step {step.name}", f"[{_STYLE.get(step.status, '')}]{step.status}[/]" + (f"  {step.error}" if step.error else ""))
-    console.print(table)
+            table.add_row(Text(f"step {step.name}"), Text.assemble((step.status, _STYLE.get(step.status, "")),
+                                                                   f"  {step.error}" if step.error else ""))
+    if table.rows:
+        console.print(table)
+    if record.mlflow_run_id:
+        _whole_line(console, f"mlflow run {record.mlflow_run_id}", record.links.get("mlflow"))
+        if "mlflow" in record.links and mlflow_ui_down(record.links["mlflow"]):
+            console.print(Text(f"  {MLFLOW_UI_DOWN}:", style="dim"), Text(f"  {mlflow_ui_command()}"), sep="\n", soft_wrap=True)
+    for key in ("output_notebook", "html"):
+        if key in record.links:
+            _whole_line(console, key.replace("_", " "), record.links[key])
 
 
-def runs_table(records: list[RunRecord], total: int) -> Table:
-    """Recent runs, newest first."""
-    table = Table(title=f"nbscale runs ({len(records)} of {total})")
-    for col in ("id", "kind", "notebook", "status", "progress", "started", "duration"):
-        table.add_column(col, no_wrap=col in ("id", "status"), overflow="fold")
+def _whole_line(console: Console, label: str, value: str | None) -> None:
+    console.print(Text(label + (":" if value else ""), style="dim"))
+    if value:
+        console.print(Text(f"  {value}"), soft_wrap=True)  # never wrapped nor cut: copied whole
+
+
+#: Widths of the fixed columns of ``nbscale runs``; with single spaces between them they fill 77 of 80 columns.
+_RUN_COLUMNS = (("id", 14), ("kind", 8), ("status", 9), ("progress", 14), ("started", 16), ("duration", 9))
+
+
+def runs_table(records: list[RunRecord], total: int) -> Group:
+    """Recent runs, newest first: one line of fixed columns a run, its notebook path whole on the next."""
+    lines: list[Text] = [Text(f"nbscale runs ({len(records)} of {total})", style="bold"),
+                         Text(" ".join(name.ljust(width) for name, width in _RUN_COLUMNS).rstrip(), style="dim")]
     for r in records:
         progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
         duration = f"{r.duration:.1f}s" if r.duration is not None else ""
-        label = r.status if r.done or not r.progress.detail else r.status_label
-        table.add_row(r.id, r.kind, r.notebook, f"[{_STYLE.get(r.status, '')}]{label}[/]", progress, r.started or "", duration)
-    return table
+        started = r.started[:16].replace("T", " ") if r.started else ""
+        queued = not r.done and r.progress.queued and not r.progress.running  # held by admission: not running
+        status = "QUEUED" if queued else r.status
+        cells = [(r.id, ""), (r.kind, ""), (status, _STYLE.get(r.status, "")), (progress, ""), (started, ""), (duration, "")]
+        line = Text()
+        for (value, style), (_, width) in zip(cells, _RUN_COLUMNS, strict=True):
+            line.append(value.ljust(width) + " ", style=style)
+        line.rstrip()
+        detail = f"  ({r.progress.detail})" if r.progress.detail and not r.done else ""
+        lines += [line, Text(f"  {r.notebook}{detail}", style="dim")]
+    return Group(*lines)
+
+
+def daemons_lines(daemons: list[Daemon]) -> Group:
+    """Each warm helper: running with its pid, or not; its pid file's path whole on the next line."""
+    lines: list[Text] = []
+    for d in daemons:
+        state = Text.assemble(("running", "green"), f" (pid {d.pid})") if d.running else Text("not running", style="dim")
+        lines += [Text.assemble((f"{d.name}: ", "bold"), state), Text(f"  {d.pid_file}", style="dim")]
+    lines.append(Text("They leave by themselves when idle; `nbscale daemons stop` ends them now.",
+                      style="dim"))
+    return Group(*lines)
 
 
 def signature_table(sig: NotebookSignature) -> Table:
@@ -96,9 +135,11 @@ def print_json(data: Any) -> None:
 
 def quota_table(status: dict[str, Any]) -> Table:
     """The caller's GPU quota: limits, usage and what is left, or why quotas are off."""
+    from hub_extension.client import quota_off_line  # the service's client: imported only for `nbscale quota`
+
     if not status.get("enabled"):
         table = Table.grid()
-        table.add_row(f"GPU quotas are off: {status.get('reason', 'not inside JupyterHub')}")
+        table.add_row(quota_off_line(status))
         return table
     table = Table(title=f"GPU quota of {status.get('user', '?')} (groups: {', '.join(status.get('groups', [])) or 'none'})")
     for col in ("limit", "value", "in use", "left"):

@@ -9,6 +9,9 @@ A cluster overrides them with a YAML file named by ``NBSCALE_CLUSTER_CONFIG`` (o
     service_account: nbscale-runner
     mlflow_tracking_uri: http://mlflow.nbscale.svc:5000
     sweep_fanout: true           # no KubeRay here: grid sweeps become Argo withItems fan-out
+    kueue_queue: research        # Kueue LocalQueue of runs that name none (see workflow_compiler/kueue.py)
+    env_allow: [WANDB_API_KEY]   # copied from the notebook's pod although the name looks like a secret
+    pin_steps_to_user_node: true # the home claim is ReadWriteOnce: run steps on the notebook's node
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .k8s_names import dns1123_label_errors, dns1123_subdomain_errors
 from .spec import DEFAULT_IMAGE
@@ -53,7 +56,7 @@ class ClusterConfig(BaseModel):
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLFLOW_TRACKING_URI inside the pods; None: not set (the executor decides)"
     )
-    default_image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="Runner image for steps that name none")
+    default_image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="Image for steps that name none (the single-user image)")
     pod_gc_strategy: PodGCStrategy = Field(default="OnPodCompletion", description="Argo podGC strategy")
     archive_artifacts: bool = Field(default=False, description="Tar+gzip output artifacts; False keeps output.ipynb/html viewable as is")
     artifact_repository_ref: dict[str, str] | None = Field(
@@ -64,12 +67,28 @@ class ClusterConfig(BaseModel):
     sweep_fanout: bool = Field(
         default=False, description="Compile grid sweeps to Argo withItems fan-out (no KubeRay needed) instead of a KubeRay RayJob"
     )
+    capture_pod_env: bool = Field(
+        default=True, description="Inside a single-user pod, steps reuse its image, volumes, env and uid (workflow_compiler/podenv.py)"
+    )
+    env_allow: list[str] = Field(
+        default_factory=list, description="Variables copied from the pod although their name or value looks like a credential"
+    )
+    cpu_steps_inherit_placement: bool = Field(
+        default=False, description="CPU steps take the notebook pod's nodeSelector and tolerations (GPU steps take their pool's)"
+    )
+    pin_steps_to_user_node: bool = Field(
+        default=False, description="Run steps on the notebook's node, so that a ReadWriteOnce home claim can be mounted there too"
+    )
+    kueue_queue: str | None = Field(
+        default=None, description="Kueue LocalQueue of runs whose spec names none; None: the user's hub quota group, else no queue"
+    )
 
-    @field_validator("namespace")
+    @field_validator("namespace", "kueue_queue")
     @classmethod
-    def _namespace(cls, value: str | None) -> str | None:
+    def _label_name(cls, value: str | None, info: ValidationInfo) -> str | None:
+        what = {"namespace": "namespace", "kueue_queue": "LocalQueue"}[str(info.field_name)]
         if value is not None and dns1123_label_errors(value):
-            raise ValueError(f"{value!r} is not a namespace name: {'; '.join(dns1123_label_errors(value))}")
+            raise ValueError(f"{value!r} is not a {what} name: {'; '.join(dns1123_label_errors(value))}")
         return value
 
     @field_validator("service_account")

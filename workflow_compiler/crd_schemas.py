@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 WORKFLOW_CRD = "argo-workflows/argoproj.io_workflows.yaml"
 RAYJOB_CRD = "kuberay/ray.io_rayjobs.yaml"
+#: Kueue's CRDs by kind; nbscale writes their ``v1beta2`` version (``workflow_compiler/kueue.py``).
+KUEUE_CRDS = {
+    "ResourceFlavor": "kueue/kueue.x-k8s.io_resourceflavors.yaml",
+    "ClusterQueue": "kueue/kueue.x-k8s.io_clusterqueues.yaml",
+    "LocalQueue": "kueue/kueue.x-k8s.io_localqueues.yaml",
+}
+KUEUE_VERSION = "kueue.x-k8s.io/v1beta2"
 
 _SKIPPED_KEYWORDS = {"description", "default", "example", "x-kubernetes-validations"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -36,6 +37,12 @@ class NotebookError(NbscaleError):
 
 class SpecError(NbscaleError):
     """A run, pipeline or sweep spec is invalid: unknown parameter, wrong type, bad bounds, cycle."""
+
+
+class RequestTooLarge(SpecError):
+    """A request or spec is over a documented size limit (``workflow_compiler/limits.py``)."""
+
+    http_status = 413
 
 
 class CompileError(NbscaleError):
@@ -77,7 +84,24 @@ class QuotaUnavailable(NbscaleError):
     http_status = 503
 
 
-def field_errors(exc: Any) -> tuple[list[dict[str, Any]], str]:
-    """A pydantic ``ValidationError`` as ``[{"loc", "msg"}]`` plus one readable line listing them."""
-    errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+def field_errors(exc: Any, *, patterns: Mapping[str, str] | None = None) -> tuple[list[dict[str, Any]], str]:
+    """A pydantic ``ValidationError`` as ``[{"loc", "msg"}]`` plus one readable line listing them.
+
+    Messages are in plain words: a missing field is "required", and a text that misses a regular
+    expression says what ``patterns`` (regex -> words) calls that form, never the regex itself.
+    """
+    errors = [{"loc": [str(p) for p in e["loc"]], "msg": _plain_message(e, patterns or {})} for e in exc.errors()]
     return errors, "; ".join(f"{'.'.join(e['loc']) or '(top)'}: {e['msg']}" for e in errors)
+
+
+def _plain_message(error: Mapping[str, Any], patterns: Mapping[str, str]) -> str:
+    if error["type"] == "missing":
+        return "required"
+    if error["type"] == "string_pattern_mismatch":
+        words = patterns.get(str((error.get("ctx") or {}).get("pattern")))
+        return f"must be {words}" if words else "does not have the form this field takes (see its description)"
+    if error["type"] in ("too_short", "too_long"):
+        ctx = error.get("ctx") or {}
+        bound = ctx.get("min_length") if error["type"] == "too_short" else ctx.get("max_length")
+        return f"must have at {'least' if error['type'] == 'too_short' else 'most'} {bound} item{'' if bound == 1 else 's'}"
+    return str(error["msg"])

@@ -8,21 +8,25 @@ from pathlib import Path, PurePosixPath
 from .errors import NotebookError
 
 
-def resolve_notebook_path(path: str | os.PathLike[str], root: str | os.PathLike[str], *, allow_hidden: bool = False) -> tuple[Path, str]:
+def resolve_notebook_path(path: str | os.PathLike[str], root: str | os.PathLike[str], *, allow_hidden: bool = False,
+                          root_label: str | None = None) -> tuple[Path, str]:
     """Resolve ``path`` inside ``root``, following symlinks.
 
     Returns the absolute path and the path relative to the root in POSIX form (what specs and
     manifests carry). Refuses paths that leave the root (``..``, absolute paths elsewhere, symlinks
-    pointing out) and, unless ``allow_hidden``, hidden files and folders.
+    pointing out) and, unless ``allow_hidden``, hidden files and folders. Messages name the root as
+    ``root_label`` when given (a server keeps its folders private), else by its absolute path.
     """
     root_abs = Path(root).resolve()
     raw = Path(path)
     candidate = raw if raw.is_absolute() else root_abs / raw
     resolved = candidate.resolve()
     if resolved != root_abs and root_abs not in resolved.parents:
+        advice = ("Move or copy the notebook into it." if root_label else
+                  "Move or copy the notebook under it, or run nbscale from a folder that contains it.")
         raise NotebookError(
-            f"{path} is outside the working directory {root_abs}. "
-            "Move or copy the notebook under it, or run nbscale from a folder that contains it.",
+            f"{path} is outside {root_label or f'the working directory {root_abs}'}"
+            f"{' (it leads there through a symbolic link)' if candidate.is_symlink() else ''}. {advice}",
             path=str(path), http_status=403,
             errors=[{"loc": ["notebook"], "msg": "outside the root directory"}],
         )

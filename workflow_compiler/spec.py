@@ -16,17 +16,27 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import SpecError, field_errors
-from .inspection import inspect_notebook
+from .inspection import NotebookSignature, inspect_notebook
+from .limits import parameter_problems
 from .params import check_parameters, parse_cli_parameters
 from .paths import resolve_notebook_path
 from .sweep.spec import SweepSpec, check_sweep
 
-#: The runner image built from images/runner.Dockerfile; clusters override it per run or in config.
-DEFAULT_IMAGE = "nbscale/runner:0.1.0"
-_QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+#: The single-user image, which also runs the steps; clusters override it per run or in config.
+DEFAULT_IMAGE = "nbscale/singleuser:0.1.0"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+_QUANTITY = QUANTITY_PATTERN
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_QUEUE_HELP = "Kueue LocalQueue on a cluster; default: the cluster config's, else your hub quota group's"
+#: What the spec's patterns mean, in the words error messages use instead of the regex.
+PATTERN_WORDS = {
+    _QUANTITY: "a Kubernetes quantity: a number with an optional unit, such as 4Gi, 512Mi or 2",
+    _DNS_LABEL: "lowercase letters, digits and '-', starting and ending with a letter or digit, such as a100",
+    r"^[^\s]+$": "one word without spaces, such as registry.example.com/team/runner:1.2",
+}
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -80,7 +90,7 @@ class NotebookStep(_Strict):
     resources: Resources = Field(default_factory=Resources)
     timeout_seconds: int | None = Field(None, gt=0, le=7 * 24 * 3600, description="Stop the run after this many seconds")
     retries: int = Field(0, ge=0, le=10, description="Retries after a failure")
-    image: str | None = Field(None, min_length=1, max_length=512, pattern=r"^[^\s]+$", description="Container image; default: the runner image")
+    image: str | None = Field(None, min_length=1, max_length=512, pattern=r"^[^\s]+$", description="Container image; default: the single-user image")
 
     @field_validator("notebook")
     @classmethod
@@ -94,10 +104,14 @@ class NotebookStep(_Strict):
 
     @field_validator("parameters")
     @classmethod
-    def _identifier_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _bounded_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        problem = parameter_problems(value)  # before anything else looks at each of 100,000 names
+        if problem:
+            raise PydanticCustomError("too_large", problem)
         bad = [name for name in value if not name.isidentifier()]
         if bad:
-            raise ValueError(f"parameter names must be Python identifiers: {', '.join(map(repr, bad))}")
+            raise PydanticCustomError("parameter_name", "parameter names must be Python identifiers: {names}",
+                                      {"names": ", ".join(repr(name[:40]) for name in bad[:5])})
         return value
 
 
@@ -108,6 +122,7 @@ class RunSpec(NotebookStep):
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     user: str = Field(default_factory=current_user, min_length=1, max_length=256)
     sweep: SweepSpec | None = Field(None, description="Sweep these parameters instead of running once (see workflow_compiler/sweep)")
+    queue: str | None = Field(None, pattern=_DNS_LABEL, description=_QUEUE_HELP)
 
     @property
     def experiment(self) -> str:
@@ -130,6 +145,7 @@ class PipelineSpec(_Strict):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     user: str = Field(default_factory=current_user, min_length=1, max_length=256)
+    queue: str | None = Field(None, pattern=_DNS_LABEL, description=_QUEUE_HELP)
 
     @model_validator(mode="after")
     def _check_graph(self) -> PipelineSpec:
@@ -174,7 +190,7 @@ def parse_model(model: type[M], data: Any, *, what: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        errors, lines = field_errors(exc)
+        errors, lines = field_errors(exc, patterns=PATTERN_WORDS)
         raise SpecError(f"invalid {what}: {lines}", errors=errors) from None
 
 
@@ -188,16 +204,21 @@ def build_run_spec(
 ) -> RunSpec:
     """Build a checked RunSpec from what a user typed: a notebook path and NAME=VALUE parameters."""
     absolute, relative = resolve_notebook_path(notebook, root)
-    signature = inspect_notebook(absolute)
+    signature = relative_signature(absolute, relative)
     values = parse_cli_parameters(cli_parameters, signature)
     values.update(check_parameters(parameters or {}, signature))
     return parse_model(RunSpec, {"notebook": relative, "parameters": values, **fields}, what="run spec")
 
 
+def relative_signature(absolute: Path, relative: str) -> NotebookSignature:
+    """The notebook's signature under its root-relative path, so messages never show the root."""
+    return inspect_notebook(absolute).model_copy(update={"path": relative})
+
+
 def check_run_spec(spec: RunSpec, *, root: str | os.PathLike[str]) -> RunSpec:
     """Check a RunSpec that arrived whole (REST body, file) against its notebook."""
     absolute, relative = resolve_notebook_path(spec.notebook, root)
-    signature = inspect_notebook(absolute)
+    signature = relative_signature(absolute, relative)
     values = check_parameters(spec.parameters, signature)
     return check_sweep(spec.model_copy(update={"notebook": relative, "parameters": values}), signature)
 
@@ -225,7 +246,7 @@ def check_pipeline(spec: PipelineSpec, *, root: str | os.PathLike[str]) -> Pipel
     for step in spec.steps:
         absolute, relative = resolve_notebook_path(step.notebook, root)
         try:
-            values = check_parameters(step.parameters, inspect_notebook(absolute))
+            values = check_parameters(step.parameters, relative_signature(absolute, relative))
         except SpecError as exc:
             raise SpecError(f"step {step.name!r}: {exc.message}",
                             errors=[{**e, "loc": ["steps", step.name, *e["loc"]]} for e in exc.errors]) from None

@@ -1,8 +1,9 @@
 """Run records: what was submitted, where it runs, and how it is doing.
 
-Records live in one SQLite file (``$NBSCALE_HOME/runs.db`` by default; the Jupyter server
-extension keeps its own under the Jupyter data dir), so they survive restarts and are shared by
-the CLI, the magics, the server and the detached local workers that update them.
+Records live in one SQLite file, ``$NBSCALE_HOME/runs.db``, so they survive restarts and one
+user has one run list: the CLI, the magics, the Jupyter server extension and the detached local
+workers that update them all read and write it. (The server extension once kept its own file under
+the Jupyter data dir; it imports that file's records once, with ``import_records``.)
 """
 
 from __future__ import annotations
@@ -208,6 +209,17 @@ class RunStore:
                        (record.status, record.notebook, record.model_dump_json(), run_id))
             db.execute("COMMIT")
         return record
+
+    def import_records(self, other: str | os.PathLike[str]) -> int:
+        """Copy in every record of another run database that this one lacks; returns how many were new."""
+        with self._connect() as db:
+            before = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            db.execute("ATTACH DATABASE ? AS other", (str(other),))
+            db.execute("INSERT OR IGNORE INTO runs (id, created, notebook, status, record) "
+                       "SELECT id, created, notebook, status, record FROM other.runs")
+            after = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+            db.execute("DETACH DATABASE other")
+        return int(after - before)
 
     def reconcile(self) -> builtins.list[str]:
         """Mark runs whose worker process is gone as FAILED (lost). Returns their ids."""

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from workflow_compiler.crd_schemas import (
+    KUEUE_CRDS,
+    KUEUE_VERSION,
     RAYJOB_CRD,
     WORKFLOW_CRD,
     CrdSchema,
@@ -293,6 +295,25 @@ def workflow_violations(manifest: Any) -> list[Violation]:
 def rayjob_violations(manifest: Any) -> list[Violation]:
     """Every reason a KubeRay RayJob manifest would be refused."""
     return _unique(_manifest_violations(manifest, RAYJOB_CRD))
+
+
+def kueue_violations(manifest: Any) -> list[Violation]:
+    """Every reason a Kueue ResourceFlavor, ClusterQueue or LocalQueue would be refused, as ``v1beta2``.
+
+    Strict about the version too: nbscale writes ``kueue.x-k8s.io/v1beta2`` only (v1beta1 is deprecated).
+    """
+    kind = manifest.get("kind") if isinstance(manifest, dict) else None
+    if kind not in KUEUE_CRDS:
+        return [Violation(("kind",), f"must be one of {', '.join(KUEUE_CRDS)}, got {_short(kind)}")]
+    problems = _manifest_violations(manifest, KUEUE_CRDS[kind])
+    if manifest.get("apiVersion") != KUEUE_VERSION:
+        problems.insert(0, Violation(("apiVersion",), f"must be {KUEUE_VERSION}, got {_short(manifest.get('apiVersion'))}"))
+    return _unique(problems)
+
+
+def validate_kueue(manifest: dict[str, Any]) -> None:
+    """Raise ``ManifestInvalid`` listing every violation if the Kueue object would be refused."""
+    _raise_if_any(str(manifest.get("kind", "Kueue object")), kueue_violations(manifest))
 
 
 def workflow_errors(manifest: Any) -> list[str]:

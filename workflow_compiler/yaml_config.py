@@ -13,15 +13,16 @@ from .errors import CompileError, field_errors
 M = TypeVar("M", bound=BaseModel)
 
 
-def load_yaml_model(model: type[M], path: Path, *, what: str, env: str) -> M:
+def load_yaml_model(model: type[M], path: Path, *, what: str, env: str | None = None) -> M:
     """Read ``path`` as YAML and validate it as ``model``; any problem is a CompileError.
 
-    ``what`` names the file in messages ("pools file"); ``env`` is the variable that points at it.
+    ``what`` names the file in messages ("pools file"); ``env`` is the variable that points at it, if any.
     """
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CompileError(f"The {what} {path} does not exist; fix ${env} or the path given.") from None
+        fix = f"fix ${env} or the path given" if env else "check the path given"
+        raise CompileError(f"The {what} {path} does not exist; {fix}.") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise CompileError(f"The {what} {path} cannot be read as YAML: {exc}") from None
     if data is None:

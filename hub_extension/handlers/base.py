@@ -35,6 +35,7 @@ class QuotaHandler(HubOAuthenticated, RequestHandler):
     def set_default_headers(self) -> None:
         # lets the client tell this service's answers from a proxy's or the hub's (fail closed)
         self.set_header(SERVICE_HEADER, "1")
+        self.set_header("X-Content-Type-Options", "nosniff")  # pages and JSON are read as what they say they are
 
     @property
     def hub_auth(self) -> Any:

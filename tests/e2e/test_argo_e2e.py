@@ -1,9 +1,9 @@
 """End-to-end on a real cluster with Argo Workflows installed. Skipped unless a kubeconfig is given.
 
     NBSCALE_E2E_KUBECONFIG=~/.kube/config NBSCALE_E2E_NAMESPACE=argo \\
-    NBSCALE_E2E_IMAGE=registry.example/nbscale/runner:0.1.0 .venv/bin/python -m pytest tests/e2e -m cluster
+    NBSCALE_E2E_IMAGE=registry.example/nbscale/singleuser:0.1.0 .venv/bin/python -m pytest tests/e2e -m cluster
 
-The runner image (images/runner.Dockerfile) must be pullable by the cluster, the namespace's
+The nbscale image (images/singleuser.Dockerfile) must be pullable by the cluster, the namespace's
 service account must be allowed to run workflows, and the workspace claim (``claim-<user>`` by
 default, see workflow_compiler/cluster.py) must exist and hold examples/ at its root.
 """

@@ -13,6 +13,7 @@ from hub_extension.client import (
     QuotaClient,
     new_request_id,
     quota_lease,
+    quota_off_line,
     quota_status,
 )
 from workflow_compiler.errors import QuotaExceeded, QuotaUnavailable
@@ -32,7 +33,9 @@ def test_quotas_are_off_outside_a_configured_hub(env) -> None:
 def test_quota_status_says_quotas_are_off(monkeypatch) -> None:
     for key in ("JUPYTERHUB_API_TOKEN", "JUPYTERHUB_API_URL", "NBSCALE_QUOTA_URL"):
         monkeypatch.delenv(key, raising=False)
-    assert quota_status() == QUOTAS_OFF and "off" in QUOTAS_OFF["reason"]
+    assert quota_status() == QUOTAS_OFF
+    line = quota_off_line(quota_status())  # said once, not "quotas are off: ...: GPU quotas are off"
+    assert line == "GPU quotas are off: not running inside JupyterHub with NBSCALE_QUOTA_URL set"
     with quota_lease(QuotaClient.from_env(), gpus=1) as lease:
         assert lease is None
 

@@ -79,8 +79,35 @@ try {
   result.fieldError = (await memoryError.innerText()).trim();
   step('server error shown next to its field');
   await memory.fill('2Gi');
+  result.memoryErrorAfterFix = await memoryError.count(); // typing a new value clears the message
 
+  // A value the browser refuses (1.5 in an int field): JupyterLab greys Submit out, so the field says why.
+  await field.fill('1.5');
+  const intError = dialog.locator(`.jp-nbscale-field.jp-mod-invalid[data-field="parameters.${config.parameter}"] .jp-nbscale-error`);
+  await intError.waitFor({ timeout: 10000 });
+  result.intError = (await intError.innerText()).trim();
+  result.submitDisabledOnInvalid = await dialog.locator('.jp-Dialog-button.jp-mod-accept').isDisabled();
+  await shoot(dialog.locator('.jp-Dialog-content'), 'dialog-field-error.png');
   await field.fill(String(config.value));
+  result.intErrorAfterFix = await intError.count();
+  step('a refused value says why at its field');
+
+  // The server's "required" sits at the sweep's metric until the field is filled.
+  await dialog.locator('input[name="nbscale-mode"][value="sweep"]').check();
+  await dialog.locator('.jp-Dialog-button.jp-mod-accept').click();
+  const metricError = dialog.locator('.jp-nbscale-field.jp-mod-invalid[data-field="sweep.metric"] .jp-nbscale-error');
+  await metricError.waitFor({ timeout: 30000 });
+  result.requiredError = (await metricError.innerText()).trim();
+  await dialog.locator('#nbscale-sweep-metric').fill('accuracy');
+  result.requiredErrorAfterFill = await metricError.count();
+  await dialog.locator('#nbscale-sweep-metric').fill('');
+  await dialog.locator('input[name="nbscale-mode"][value="run"]').check();
+  step('required goes away once filled');
+
+  // Inputs use their labels' font size.
+  result.fontSizes = await dialog.locator(`[data-field="parameters.${config.parameter}"]`).evaluate(node =>
+    [getComputedStyle(node.querySelector('label')).fontSize, getComputedStyle(node.querySelector('input')).fontSize]);
+
   await dialog.locator('.jp-nbscale-dialog-body').evaluate(node => (node.scrollTop = 0));
   await shoot(dialog.locator('.jp-Dialog-content'), 'run-at-scale-dialog.png');
   const toast = page.locator('.Toastify__toast', { hasText: /succeeded/ }).first();
@@ -113,6 +140,21 @@ try {
   result.rowText = await row.innerText();
   step('run succeeded in the Runs panel');
   await shoot(page, 'runs-panel.png');
+
+  // Logs, Output notebook, HTML and MLflow share one button style.
+  result.actions = await row.locator('.jp-nbscale-run-actions').evaluate(node => [...node.children].map(child => {
+    const style = getComputedStyle(child);
+    return { label: child.textContent.trim(), style: [style.fontSize, style.height, style.backgroundColor, style.color,
+      style.borderRadius, style.fontWeight, style.paddingLeft].join(' ') };
+  }));
+
+  // The HTML link renders the executed notebook as a page (sandboxed), not its source.
+  const [htmlPage] = await Promise.all([page.context().waitForEvent('page'), row.locator('.jp-nbscale-html').click()]);
+  await htmlPage.waitForLoadState('load');
+  result.htmlText = (await htmlPage.locator('body').innerText()).slice(0, 20000);
+  await shoot(htmlPage, 'output-html.png');
+  await htmlPage.close();
+  step('the HTML output renders');
 
   await row.locator('.jp-nbscale-logs').click();
   const logView = page.locator('.jp-nbscale-logs-view');

@@ -26,7 +26,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     root = tmp_path_factory.mktemp("lab-root")
     shutil.copy(ROOT / "examples" / "train.ipynb", root / "train.ipynb")
     write_notebook(root / "sleepy.ipynb", "seconds = 1  # how long to sleep", "import time\ntime.sleep(seconds)")
-    server = JupyterProcess("lab", root, tmp_path_factory.mktemp("lab-state")).start(timeout=120)
+    state = tmp_path_factory.mktemp("lab-state")
+    # this checkout's build of the lab extension, ahead of whatever the environment has installed
+    labextensions = state / "checkout-data" / "labextensions"
+    labextensions.mkdir(parents=True)
+    (labextensions / "nbscale").symlink_to(ROOT / "notebook_plugin" / "labextension_build")
+    server = JupyterProcess("lab", root, state, extra_env={"JUPYTER_PATH": str(labextensions.parent)}).start(timeout=120)
     yield server
     server.stop()
 
@@ -57,14 +62,23 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
     for where in ("dialogQuota", "panelQuota"):  # no hub here: the quota line says so, in both places
         assert result[where].startswith("GPU quotas are off: "), (where, result[where])
     assert result["sweepFields"] >= 8  # a space per parameter plus metric, mode, samples, ...
-    assert "memory" in result["fieldError"].lower() or "match pattern" in result["fieldError"].lower()
+    assert "Kubernetes quantity" in result["fieldError"] and "[0-9]" not in result["fieldError"]  # plain words, no regex
+    assert result["memoryErrorAfterFix"] == 0
+    assert "1.5 is not a whole number" in result["intError"] and result["intErrorAfterFix"] == 0
+    assert result["requiredError"] == "required" and result["requiredErrorAfterFill"] == 0
+    assert result["fontSizes"][0] == result["fontSizes"][1], result["fontSizes"]
+    labels = [a["label"] for a in result["actions"]]
+    assert {"Logs", "Output notebook", "HTML", "MLflow"} <= set(labels), labels
+    assert len({a["style"] for a in result["actions"]}) == 1, result["actions"]  # one button style
+    assert "n_estimators = 37" in result["htmlText"] and "<!DOCTYPE" not in result["htmlText"]  # rendered, not source
     assert result["status"] == "SUCCEEDED"
     assert "succeeded" in result["notification"] and result["runId"] in result["notification"]
     assert "n_estimators = 37" in result["outputCell"]
     assert result["logText"].strip(), "the logs view showed nothing"
     assert result["notebook7"] is True
     assert result["darkBackground"] != result["lightBackground"], "the Runs panel ignores the theme"
-    for name in ("run-at-scale-dialog.png", "sweep-dialog.png", "runs-panel.png", "output-notebook.png", "runs-panel-dark.png"):
+    for name in ("run-at-scale-dialog.png", "sweep-dialog.png", "runs-panel.png", "output-notebook.png", "runs-panel-dark.png",
+                 "dialog-field-error.png", "output-html.png"):
         assert (ARTIFACTS / name).stat().st_size > 10_000
 
     status, cancelled = lab.api("GET", f"runs/{result['cancelledRun']}")

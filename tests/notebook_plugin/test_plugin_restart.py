@@ -20,7 +20,8 @@ def test_restart_keeps_records_and_reconciles(tmp_path: Path) -> None:
     root.mkdir()
     write_notebook(root / "quick.ipynb", "greeting = 'hello'", "print(greeting)")
     write_notebook(root / "sleepy.ipynb", "seconds = 1", "import time\ntime.sleep(seconds)\nprint('woke up')")
-    first = JupyterProcess("server", root, state).start()
+    home = {"NBSCALE_HOME": str(state / "home")}  # its own run list: the server's store is $NBSCALE_HOME/runs.db
+    first = JupyterProcess("server", root, state, extra_env=home).start()
     try:
         status, quick = first.api("POST", "runs", {"notebook": "quick.ipynb", "parameters": {"greeting": "before restart"}})
         assert status == 201, quick
@@ -33,13 +34,13 @@ def test_restart_keeps_records_and_reconciles(tmp_path: Path) -> None:
     finally:
         first.stop()
 
-    store = RunStore(state / "data" / "nbscale" / "runs.db")
+    store = RunStore(state / "home" / "runs.db")
     survivor_pid, doomed_pid = store.get(survivor["id"]).pid, store.get(doomed["id"]).pid
     assert pid_alive(survivor_pid) and pid_alive(doomed_pid), "runs must not die with the server"
     os.killpg(doomed_pid, signal.SIGKILL)  # as a machine restart would: the worker and its kernel vanish
     shutil.copy(store.path, tmp_path / "before.db")
 
-    second = JupyterProcess("server", root, state).start()
+    second = JupyterProcess("server", root, state, extra_env=home).start()
     try:
         status, listing = second.api("GET", "runs?per_page=10")
         assert status == 200 and listing["total"] == 3

@@ -38,6 +38,15 @@ def test_grid_sweep_on_the_embedded_default_prints_the_best_trial(work):
     assert summary["best"]["params"] == {"x": 3.0}
     assert summary["best"]["value"] == pytest.approx(12.0)  # x * steps, the metric's last value
     assert summary["counts"]["COMPLETED"] == 3
+    # the one run list: the sweep is a run of kind sweep for `nbscale status`, `nbscale runs` and the REST API
+    status = nbscale("status", summary["sweep_id"], "--json", cwd=work, timeout=60)
+    assert status.returncode == 0, status.stderr
+    record = json.loads(status.stdout)
+    assert (record["kind"], record["status"], record["notebook"]) == ("sweep", "SUCCEEDED", "objective.ipynb")
+    assert record["progress"] == {**record["progress"], "done": 3, "total": 3, "unit": "trials"}
+    assert record["best"]["params"] == {"x": 3.0} and record["mlflow_run_id"] == summary["parent_run_id"]
+    listed = json.loads(nbscale("runs", "--json", cwd=work, timeout=60).stdout)
+    assert summary["sweep_id"] in [r["id"] for r in listed["runs"] if r["kind"] == "sweep"]
 
 
 @pytest.mark.parametrize(

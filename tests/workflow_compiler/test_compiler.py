@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pod_api import captured
 
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_to_file, compile_workflow, to_yaml
@@ -69,6 +70,12 @@ GOLDEN_CASES: dict[str, Callable[[], dict[str, Any]]] = {
         "n_estimators=200", "model=boosting", resources={"gpus": 1, "pool": "a100", "cpu": 4, "memory": "16Gi"},
         retries=2, timeout_seconds=3600, tracking={"experiment": "wine", "tags": {"team": "ds"}})),
     "pipeline": lambda: compile_workflow(_pipeline()),
+    "pipeline-queued": lambda: compile_workflow(_pipeline(), cluster=ClusterConfig(kueue_queue="vision")),
+    "pipeline-captured-pod": lambda: compile_workflow(_pipeline(), cluster=ClusterConfig(service_account="nbscale-runner"),
+                                                      pod_env=captured("jupyter-alice")),
+    "train-gpu-captured-pod-pinned": lambda: compile_workflow(
+        _train(resources={"gpus": 1, "pool": "t4"}).model_copy(update={"user": "bob"}), pod_env=captured("jupyter-bob", "ReadWriteOnce"),
+        cluster=ClusterConfig(pin_steps_to_user_node=True, cpu_steps_inherit_placement=True)),
     "custom-cluster-amd": lambda: compile_workflow(
         _train("seed=7", resources={"gpus": 2, "pool": "mi300", "cpu": 0.5}, image="ghcr.io/acme/nb:2024.1",
                outputs={"html": False}),
@@ -153,7 +160,7 @@ def test_run_follows_the_step_contract() -> None:
     config = StepConfig.from_arg(_option(args, "--config")[0])
     sha = hashlib.sha256((REPO / "examples/train.ipynb").read_bytes()).hexdigest()
     assert config == StepConfig(notebook="examples/train.ipynb", experiment="train", user="alice", notebook_sha256=sha,
-                                image="nbscale/runner:0.1.0", html=True, step=None)
+                                image="nbscale/singleuser:0.1.0", html=True, step=None)
     assert container["workingDir"] == "/home/jovyan"
     assert {"name": "workspace", "mountPath": "/home/jovyan"} in container["volumeMounts"]
     assert manifest["spec"]["volumes"] == [{"name": "workspace", "persistentVolumeClaim": {"claimName": "claim-alice"}}]

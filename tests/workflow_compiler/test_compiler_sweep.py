@@ -20,12 +20,14 @@ from typing import Any
 
 import pytest
 import yaml
+from pod_api import captured
 
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_workflow, to_yaml
 from workflow_compiler.compiler.rayjob import SPEC_ENV, scale_quantity, worker_layout
 from workflow_compiler.crd_schemas import RAYJOB_CRD, load_crd
 from workflow_compiler.errors import CompileError, ManifestInvalid
+from workflow_compiler.executors.templating import substitute_all
 from workflow_compiler.pools import PoolConfig
 from workflow_compiler.spec import RunSpec, build_run_spec
 from workflow_compiler.sweep.spec import SweepSpec
@@ -74,6 +76,10 @@ GOLDEN_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "train-fanout-grid": lambda: compile_workflow(_train_sweep({**GRID, "samples": 2, "max_failures": 1, "time_budget_s": 600},
                                                                "data_dir=data/wine"), fanout=True),
     "hostile-rayjob": lambda: compile_workflow(_hostile_spec("random")),
+    "train-rayjob-queued": lambda: compile_workflow(_train_sweep({**GRID, "gpus_per_trial": 1}, queue="vision")),
+    "train-rayjob-captured-pod": lambda: compile_workflow(
+        _train_sweep({**GRID, "gpus_per_trial": 1}, resources={"pool": "a100"}), pod_env=captured("jupyter-alice"),
+        cluster=ClusterConfig(service_account="nbscale-runner", cpu_steps_inherit_placement=True)),
     "hostile-fanout": lambda: compile_workflow(_hostile_spec("grid"), fanout=True),
 }
 
@@ -107,17 +113,24 @@ def _rayjob(manifest: dict[str, Any]) -> dict[str, Any]:
     return yaml.safe_load(_template(manifest, "sweep")["resource"]["manifest"])
 
 
+def _as_created(job: dict[str, Any]) -> dict[str, Any]:
+    """The RayJob as Argo creates it: the run id label's expression filled from the Workflow's label."""
+    return substitute_all(job, {"workflow.labels.nbscale.io/run-id": "nbs-0123456789", "workflow.name": "nbscale-train-x7k2p"})
+
+
 def test_rayjob_form_creates_an_owned_rayjob_and_waits_on_its_job_status() -> None:
     manifest = GOLDEN_CASES["train-rayjob-asha-half-gpu"]()
     assert manifest["metadata"]["labels"]["nbscale.io/kind"] == "sweep"
     assert _template(manifest, "main")["dag"]["tasks"] == [{"name": "sweep", "template": "sweep"}]
     resource = _template(manifest, "sweep")["resource"]
     assert resource["action"] == "create" and resource["setOwnerReference"] is True
-    assert resource["successCondition"] == "status.jobStatus == SUCCEEDED"
-    assert resource["failureCondition"] == "status.jobStatus in (FAILED, STOPPED)"
+    assert resource["successCondition"] == "status.jobDeploymentStatus == Complete, status.jobStatus == SUCCEEDED"
+    assert resource["failureCondition"] == ("status.jobDeploymentStatus in (Complete, Failed, ValidationFailed), "
+                                            "status.jobStatus != SUCCEEDED")
     job = _rayjob(manifest)
-    validate_rayjob(job)
-    assert job["metadata"]["labels"] == {"nbscale.io/user": "alice", "nbscale.io/notebook": "examples.train.ipynb", "nbscale.io/kind": "sweep"}
+    validate_rayjob(_as_created(job))
+    assert job["metadata"]["labels"] == {"nbscale.io/user": "alice", "nbscale.io/notebook": "examples.train.ipynb", "nbscale.io/kind": "sweep",
+                                         "nbscale.io/run-id": "{{workflow.labels.nbscale.io/run-id}}"}
     spec = job["spec"]
     assert spec["shutdownAfterJobFinishes"] is True and spec["ttlSecondsAfterFinished"] == 300
     assert spec["activeDeadlineSeconds"] == 3600 + 1800
@@ -181,7 +194,8 @@ def test_hostile_values_form_no_argo_expression(fanout: bool) -> None:
     allowed = {"{{workflow.name}}", "{{workflow.status}}", "{{workflow.outputs.parameters.mlflow-parent-run-id}}",
                "{{tasks.mlflow-parent.outputs.parameters.run-id}}", "{{inputs.parameters.parent-run-id}}",
                "{{item.choice_of}}", "{{inputs.parameters.choice_of}}", "{{workflow.parameters.cmd}}",
-               "{{workflow.parameters.expr}}", "{{inputs.parameters.cmd}}", "{{inputs.parameters.expr}}"}
+               "{{workflow.parameters.expr}}", "{{inputs.parameters.cmd}}", "{{inputs.parameters.expr}}",
+               "{{workflow.labels.nbscale.io/run-id}}"}
     assert found <= allowed, found - allowed
     if fanout:
         items = _template(manifest, "main")["dag"]["tasks"][1]["withItems"]
@@ -202,7 +216,7 @@ def test_hostile_values_reach_the_driver_literally_through_a_real_shell(tmp_path
     mount = "/home/x y;$(touch pwned)`touch pwned2`"
     spec = _hostile_spec("random")
     job = _rayjob(compile_workflow(spec, cluster=ClusterConfig(workspace_mount=mount)))
-    validate_rayjob(job)  # the masked check also passes on the raw embedded manifest
+    validate_rayjob(_as_created(job))  # the masked check also passes on the RayJob Argo creates
     env_vars = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
     _stand_in_python(tmp_path)
     env = {"PATH": f"{tmp_path}:/usr/bin:/bin", "RECORD": str(tmp_path / "record.json"), **env_vars}

@@ -208,6 +208,8 @@ def test_cancel_and_timeout_end_killed_with_partial_notebook(runtime_workspace: 
     nb = nbformat.read(out / "output.ipynb", as_version=4)
     assert any(marker in o.get("text", "") for o in nb.cells[3].outputs)  # the running cell's partial output
     assert not any("after" in o.get("text", "") for o in nb.cells[4].outputs)
+    # the cells that ran to their end: the parameters, the injected parameters and the first code cell; not the stopped one
+    assert json.loads((out / "progress.json").read_text()) == {"cells_done": 3, "cells_total": 5, "status": "KILLED"}
     run = client().get_run(result["mlflow_run_id"])
     assert run.info.status == "KILLED"
     assert artifacts(client(), run.info.run_id) == {"output.ipynb", "output.html"}

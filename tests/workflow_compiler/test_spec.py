@@ -158,3 +158,47 @@ def test_json_schemas_are_exported():
     schemas = spec_json_schemas()
     assert "notebook" in schemas["run"]["properties"] and "steps" in schemas["pipeline"]["properties"]
     assert PipelineSpec.model_json_schema()["required"] == ["name", "steps"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "words"),
+    [
+        ({"n_estimators": "9" * (64 * 1024 + 1)}, "limit per value"),
+        ({f"p{i}": 1 for i in range(1001)}, "the 1000 a notebook may receive"),
+        ({"learning_rate": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, "32 deep"),
+        ({f"p{i}": "x" * 60_000 for i in range(20)}, "together"),
+    ],
+)
+def test_the_spec_model_bounds_parameters_for_every_caller(parameters, words):
+    """The REST API, the CLI and the magics all build a RunSpec, so its limits hold for each of them."""
+    with pytest.raises(SpecError, match=words) as caught:
+        parse_model(RunSpec, {"notebook": "train.ipynb", "parameters": parameters}, what="run spec")
+    assert caught.value.errors[0]["loc"] == ["parameters"]
+    assert "Value error" not in caught.value.message
+
+
+def test_an_unknown_cli_parameter_names_the_notebook_as_typed(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "train.ipynb").write_text((ROOT / "examples" / "train.ipynb").read_text())
+    with pytest.raises(SpecError) as caught:
+        build_run_spec("sub/train.ipynb", root=tmp_path, cli_parameters=["nope=1"])
+    assert caught.value.message.startswith("unknown parameter 'nope' for sub/train.ipynb.")
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "msg"),
+    [
+        ({"notebook": "a.ipynb", "resources": {"memory": "lots"}}, ["resources", "memory"], "must be a Kubernetes quantity"),
+        ({"notebook": "a.ipynb", "resources": {"pool": "A100"}}, ["resources", "pool"], "must be lowercase letters, digits and '-'"),
+        ({"notebook": "a.ipynb", "image": "two words"}, ["image"], "must be one word without spaces"),
+        ({}, ["notebook"], "required"),
+        ({"notebook": "a.ipynb", "sweep": {"space": {}, "metric": "m"}}, ["sweep", "space"], "must have at least 1 item"),
+    ],
+)
+def test_field_messages_are_plain_words(body, loc, msg):
+    """What the dialog shows next to a field: no regular expression, no pydantic jargon."""
+    with pytest.raises(SpecError) as caught:
+        parse_model(RunSpec, body, what="run spec")
+    (error,) = [e for e in caught.value.errors if e["loc"] == loc]
+    assert error["msg"].startswith(msg)
+    assert not any(jargon in error["msg"] for jargon in ("^", "$", "[0-9]", "Field required", "Dictionary", "String should"))

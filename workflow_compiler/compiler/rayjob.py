@@ -18,6 +18,7 @@ ConfigMap or file has to exist before the job starts.
 
 from __future__ import annotations
 
+import copy
 import math
 import shlex
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from ..pools import DEFAULT_GPU_RESOURCE, Pool
 from ..spec import RunSpec
 from ..stepconfig import argo_safe_json
 from ..sweep.spec import SweepSpec
-from .templates import WORKSPACE_VOLUME, cpu_quantity
+from .podspec import PodSettings
+from .templates import cpu_quantity
 
 API_VERSION = "ray.io/v1"
 #: The environment variable (set through runtimeEnvYAML) that carries the RunSpec JSON.
@@ -63,10 +65,10 @@ class RayJobPlan:
 
     spec: RunSpec
     image: str
-    claim: str
     labels: dict[str, str]
     pool: Pool | None
     cluster: ClusterConfig
+    pod: PodSettings
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -115,19 +117,39 @@ def _resources(cpus: float, memory: str, gpus: int, gpu_resource: str, cluster: 
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
 
 
-def _pod(plan: RayJobPlan, role: str, resources: dict[str, Any], pool: Pool | None) -> dict[str, Any]:
-    mount = plan.cluster.workspace_mount
-    env = [{"name": k, "value": v} for k, v in plan.env.items()]
-    container = {"name": f"ray-{role}", "image": plan.image, "env": env, "resources": resources, "workingDir": mount,
-                 "volumeMounts": [{"name": WORKSPACE_VOLUME, "mountPath": mount}]}
-    pod: dict[str, Any] = {"containers": [container],
-                           "volumes": [{"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": plan.claim}}]}
+def _container(plan: RayJobPlan, role: str, resources: dict[str, Any]) -> dict[str, Any]:
+    shared = copy.deepcopy(plan.pod)  # no object shared between pods, or the YAML would hold anchors
+    container: dict[str, Any] = {
+        "name": f"ray-{role}", "image": plan.image, "env": shared.container_env([{"name": k, "value": v} for k, v in plan.env.items()]),
+        "resources": resources, "workingDir": plan.cluster.workspace_mount, "volumeMounts": [dict(v) for v in shared.mounts]}
+    if shared.env_from:
+        container["envFrom"] = [dict(e) for e in shared.env_from]
+    if shared.image_pull_policy:
+        container["imagePullPolicy"] = shared.image_pull_policy
+    if shared.container_security_context:
+        container["securityContext"] = dict(shared.container_security_context)
+    return container
+
+
+def _pod(plan: RayJobPlan, role: str, resources: dict[str, Any], pool: Pool | None, gpus: int) -> dict[str, Any]:
+    shared = copy.deepcopy(plan.pod)
+    pod: dict[str, Any] = {"containers": [_container(plan, role, resources)], "volumes": [dict(v) for v in shared.volumes]}
     if plan.cluster.service_account:
         pod["serviceAccountName"] = plan.cluster.service_account
-    if pool is not None and pool.node_selector:
-        pod["nodeSelector"] = dict(pool.node_selector)
-    if pool is not None and pool.tolerations:
-        pod["tolerations"] = [t.to_k8s() for t in pool.tolerations]
+    if shared.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in shared.image_pull_secrets]
+    if shared.pod_security_context:
+        pod["securityContext"] = dict(shared.pod_security_context)
+    if pool is not None:  # GPU pods go where their pool says; CPU pods may follow the notebook's pod
+        selector, tolerations = dict(pool.node_selector), [t.to_k8s() for t in pool.tolerations]
+    else:
+        selector, tolerations = (shared.cpu_node_selector, shared.cpu_tolerations) if not gpus else ({}, [])
+    if selector:
+        pod["nodeSelector"] = dict(selector)
+    if tolerations:
+        pod["tolerations"] = [dict(t) for t in tolerations]
+    if shared.affinity:
+        pod["affinity"] = shared.affinity
     return {"metadata": {"labels": dict(plan.labels)}, "spec": pod}
 
 
@@ -138,8 +160,9 @@ def rayjob_manifest(plan: RayJobPlan) -> dict[str, Any]:
         raise CompileError("a RayJob runs a sweep; the spec has no 'sweep' section.")
     layout = worker_layout(sweep, plan.spec.resources.memory)
     gpu_resource = plan.pool.gpu_resource if plan.pool is not None else DEFAULT_GPU_RESOURCE
-    head = _pod(plan, "head", _resources(HEAD_CPU, HEAD_MEMORY, 0, gpu_resource, plan.cluster), None)
-    worker = _pod(plan, "worker", _resources(layout.cpus, layout.memory, layout.gpus, gpu_resource, plan.cluster), plan.pool)
+    head = _pod(plan, "head", _resources(HEAD_CPU, HEAD_MEMORY, 0, gpu_resource, plan.cluster), None, 0)
+    worker = _pod(plan, "worker", _resources(layout.cpus, layout.memory, layout.gpus, gpu_resource, plan.cluster), plan.pool,
+                  layout.gpus)
     spec: dict[str, Any] = {
         "entrypoint": entrypoint(plan.cluster.workspace_mount),
         "runtimeEnvYAML": runtime_env_yaml(plan.spec),

@@ -26,11 +26,13 @@ from ..spec import RunSpec
 from ..stepconfig import StepConfig, argo_safe_json
 from ..sweep.spec import SweepSpec
 from . import templates as t
-from .naming import claim_name, label_value, notebook_label
+from .naming import label_value, notebook_label
+from .queueing import QUEUE_LABEL
 from .rayjob import RayJobPlan, rayjob_manifest
 from .workflow import (
     LABEL_KIND,
     LABEL_NOTEBOOK,
+    LABEL_RUN_ID,
     LABEL_USER,
     CompileContext,
     _check_parameter_name,
@@ -59,15 +61,27 @@ def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> Workflow:
     if cluster.mlflow_tracking_uri:
         env["MLFLOW_TRACKING_URI"] = cluster.mlflow_tracking_uri
     labels = _labels(spec)
-    plan = RayJobPlan(spec=spec, image=_image(spec.image, cluster), claim=claim_name(cluster.workspace_claim_template, spec.user),
+    plan = RayJobPlan(spec=spec, image=_image(spec.image, cluster), pod=context.pod,
                       labels={k: labels[k] for k in (LABEL_USER, LABEL_KIND)}, cluster=cluster, env=env,
                       pool=context.pools.resolve(spec.resources.pool, 1 if sweep.gpus_per_trial else 0))
     manifest = rayjob_manifest(plan)
-    manifest["metadata"]["labels"] = labels
+    manifest["metadata"]["labels"] = rayjob_labels(labels, context.queue)
     text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, allow_unicode=True, width=2**31 - 1)
-    return _workflow(PurePosixPath(spec.notebook).stem, labels, context, user=spec.user, arguments=[],
+    return _workflow(PurePosixPath(spec.notebook).stem, labels, context, arguments=[],
                      templates=[DAG(name="main", tasks=[Task(name=SWEEP_TASK, template=t.SWEEP_TEMPLATE)]),
                                 t.rayjob_template(text)])
+
+
+def rayjob_labels(labels: dict[str, str], queue: str | None) -> dict[str, str]:
+    """The RayJob's own labels: the workflow's, its run id (set by the executor on the Workflow), its Kueue queue.
+
+    The run id is an Argo expression over the Workflow's label, not user data: the executor labels
+    the Workflow at submission, and Argo fills the RayJob's copy in when it creates the RayJob.
+    """
+    own = {**labels, LABEL_RUN_ID: f"{{{{workflow.labels.{LABEL_RUN_ID}}}}}"}
+    if queue is not None:
+        own[QUEUE_LABEL] = queue  # Kueue admits the RayJob as one workload; its pods carry no queue label
+    return own
 
 
 def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
@@ -89,9 +103,9 @@ def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
              Task(name=TRIALS_TASK, template=TRIAL_TEMPLATE, arguments=t.task_arguments(feeds),
                   dependencies=[t.PARENT_TASK], with_items=grid_items(sweep))]
     templates = [DAG(name="main", tasks=tasks, parallelism=sweep.concurrency),
-                 t.open_parent_template(parent, plan.image, context.cluster), t.notebook_template(plan, context.cluster),
-                 t.close_parent_template(plan.image, context.cluster)]
-    return _workflow(PurePosixPath(spec.notebook).stem, _labels(spec), context, user=spec.user,
+                 t.open_parent_template(parent, plan.image, context.cluster, context.pod),
+                 t.notebook_template(plan, context.cluster, context.pod), t.close_parent_template(plan.image, context.cluster, context.pod)]
+    return _workflow(PurePosixPath(spec.notebook).stem, _labels(spec), context,
                      arguments=_workflow_parameters({p: (p, v) for p, v in fixed.items()}), templates=templates,
                      on_exit=t.CLOSE_PARENT_TEMPLATE, active_deadline_seconds=sweep.time_budget_s)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from hera.workflows import Container, Parameter, Resource
 from hera.workflows import models as m
@@ -21,11 +22,11 @@ from ..cluster import ClusterConfig
 from ..pools import Pool
 from ..spec import Resources
 from ..stepconfig import StepConfig
+from .podspec import PodSettings
 
-#: The command every step runs; installed by the runner image (and locally by setup.py).
+#: The command every step runs; installed in the single-user image (and locally by setup.py).
 STEP_COMMAND = "nbscale-step"
 OUTPUT_DIR = "/nbscale/outputs"
-WORKSPACE_VOLUME = "workspace"
 OUTPUTS_VOLUME = "outputs"
 PARENT_TASK = "mlflow-parent"
 PARENT_RUN_ID = "run-id"
@@ -36,9 +37,13 @@ CLOSE_PARENT_TEMPLATE = "close-parent-run"
 #: What the small helper steps (open/close the parent run) ask for: enough to import mlflow.
 HELPER_RESOURCES = Resources(cpu=0.1, memory="512Mi", gpus=0, pool=None)
 SWEEP_TEMPLATE = "sweep"
-#: KubeRay's ``status.jobStatus`` (Ray's job status) read with Argo's label-selector syntax.
-RAYJOB_SUCCESS = "status.jobStatus == SUCCEEDED"
-RAYJOB_FAILURE = "status.jobStatus in (FAILED, STOPPED)"
+#: KubeRay's ``status.jobDeploymentStatus`` and ``status.jobStatus`` in Argo's label-selector syntax
+#: (requirements joined by ',' must all hold; ``!=`` also holds for a missing field). KubeRay ends a
+#: RayJob Complete (job SUCCEEDED, STOPPED or FAILED), Failed (job FAILED, or any job status once
+#: activeDeadlineSeconds passes) or ValidationFailed (no job at all). Suspended, while Kueue
+#: holds it in the queue, matches neither, so the step keeps waiting.
+RAYJOB_SUCCESS = "status.jobDeploymentStatus == Complete, status.jobStatus == SUCCEEDED"
+RAYJOB_FAILURE = "status.jobDeploymentStatus in (Complete, Failed, ValidationFailed), status.jobStatus != SUCCEEDED"
 
 
 @dataclass(frozen=True)
@@ -77,12 +82,35 @@ def resource_requirements(resources: Resources, pool: Pool | None, cluster: Clus
     return m.ResourceRequirements(requests=requests, limits=limits)
 
 
-def step_env(cluster: ClusterConfig) -> list[m.EnvVar]:
-    """Environment of every step container."""
-    env = [m.EnvVar(name="NBSCALE_WORKFLOW_NAME", value="{{workflow.name}}")]
+def step_env(cluster: ClusterConfig, pod: PodSettings) -> list[m.EnvVar]:
+    """Environment of every step container: the captured pod's, then nbscale's own (which wins)."""
+    own = [{"name": "NBSCALE_WORKFLOW_NAME", "value": "{{workflow.name}}"}]
     if cluster.mlflow_tracking_uri:
-        env.insert(0, m.EnvVar(name="MLFLOW_TRACKING_URI", value=cluster.mlflow_tracking_uri))
-    return env
+        own.insert(0, {"name": "MLFLOW_TRACKING_URI", "value": cluster.mlflow_tracking_uri})
+    return [m.EnvVar.model_validate(e) for e in pod.container_env(own)]
+
+
+def pod_fields(pod: PodSettings) -> dict[str, Any]:
+    """Container template fields every pod takes from the captured environment (none without one)."""
+    return {
+        "image_pull_policy": pod.image_pull_policy,
+        "env_from": [m.EnvFromSource.model_validate(e) for e in pod.env_from] or None,
+        "security_context": m.SecurityContext.model_validate(pod.container_security_context)
+        if pod.container_security_context else None,
+    }
+
+
+def _placement(plan: NotebookTemplatePlan, pod: PodSettings) -> dict[str, Any]:
+    """GPU steps (and steps naming a pool) go where their pool says; CPU steps may follow the notebook's pod."""
+    pool = plan.pool
+    if pool is not None:
+        selector, tolerations = dict(pool.node_selector), [t.to_k8s() for t in pool.tolerations]
+    elif plan.resources.gpus == 0:
+        selector, tolerations = pod.cpu_node_selector, pod.cpu_tolerations
+    else:
+        selector, tolerations = {}, []
+    return {"node_selector": dict(selector) or None, "tolerations": [m.Toleration.model_validate(t) for t in tolerations] or None,
+            "affinity": m.Affinity.model_validate(pod.affinity) if pod.affinity else None}
 
 
 def _outputs_volume() -> tuple[list[m.Volume], list[m.VolumeMount]]:
@@ -96,7 +124,7 @@ def _artifact(name: str, filename: str, cluster: ClusterConfig) -> m.Artifact:
     return m.Artifact(name=name, path=f"{OUTPUT_DIR}/{filename}", optional=True, archive=archive)
 
 
-def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig) -> Container:
+def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig, pod: PodSettings) -> Container:
     """The container template that executes one notebook with ``nbscale-step run``."""
     args = ["run", "--config", plan.config.to_arg(), "--output-dir", OUTPUT_DIR]
     for name in plan.parameters:
@@ -109,7 +137,6 @@ def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig) -> Con
     if plan.config.html:
         artifacts.append(_artifact("html", "output.html", cluster))
     volumes, mounts = _outputs_volume()
-    pool = plan.pool
     return Container(
         name=plan.name,
         image=plan.image,
@@ -117,20 +144,20 @@ def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig) -> Con
         args=args,
         inputs=inputs or None,
         outputs=artifacts,
-        env=step_env(cluster),
+        env=step_env(cluster, pod),
         working_dir=cluster.workspace_mount,
-        resources=resource_requirements(plan.resources, pool, cluster),
+        resources=resource_requirements(plan.resources, plan.pool, cluster),
         volumes=volumes,
-        volume_mounts=[m.VolumeMount(name=WORKSPACE_VOLUME, mount_path=cluster.workspace_mount), *mounts],
+        volume_mounts=[*(m.VolumeMount.model_validate(v) for v in pod.mounts), *mounts],
         retry_strategy=m.RetryStrategy(limit=m.IntOrString(plan.retries)) if plan.retries else None,
         active_deadline_seconds=plan.timeout_seconds,
-        node_selector=dict(pool.node_selector) if pool and pool.node_selector else None,
-        tolerations=[m.Toleration(**t.to_k8s()) for t in pool.tolerations] if pool and pool.tolerations else None,
         labels=plan.labels or None,
+        **_placement(plan, pod),
+        **pod_fields(pod),
     )
 
 
-def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig) -> Container:
+def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig, pod: PodSettings) -> Container:
     """Opens the pipeline's parent MLflow run; its id becomes the global output ``mlflow-parent-run-id``."""
     volumes, mounts = _outputs_volume()
     return Container(
@@ -140,14 +167,15 @@ def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig)
         args=["open-parent", "--config", config.to_arg(), "--output-dir", OUTPUT_DIR],
         outputs=[Parameter(name=PARENT_RUN_ID, value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{PARENT_RUN_ID}"),
                            global_name=PARENT_RUN_ID_GLOBAL)],
-        env=step_env(cluster),
+        env=step_env(cluster, pod),
         resources=resource_requirements(HELPER_RESOURCES, None, cluster),
         volumes=volumes,
         volume_mounts=mounts,
+        **pod_fields(pod),
     )
 
 
-def close_parent_template(image: str, cluster: ClusterConfig) -> Container:
+def close_parent_template(image: str, cluster: ClusterConfig, pod: PodSettings) -> Container:
     """The exit handler: ends the parent MLflow run with the workflow's status."""
     return Container(
         name=CLOSE_PARENT_TEMPLATE,
@@ -155,8 +183,9 @@ def close_parent_template(image: str, cluster: ClusterConfig) -> Container:
         command=[STEP_COMMAND],
         args=["close-parent", "--run-id", f"{{{{workflow.outputs.parameters.{PARENT_RUN_ID_GLOBAL}}}}}",
               "--workflow-status", "{{workflow.status}}"],
-        env=step_env(cluster),
+        env=step_env(cluster, pod),
         resources=resource_requirements(HELPER_RESOURCES, None, cluster),
+        **pod_fields(pod),
     )
 
 
@@ -170,8 +199,4 @@ def task_arguments(names: dict[str, str]) -> list[Parameter]:
     """DAG task arguments: input name → the expression (written by the compiler) that feeds it."""
     return [Parameter(name=name, value=value) for name, value in names.items()]
 
-
-def workspace_volume(claim: str) -> m.Volume:
-    """The user's workspace, a PersistentVolumeClaim every notebook step mounts."""
-    return m.Volume(name=WORKSPACE_VOLUME, persistent_volume_claim=m.PersistentVolumeClaimVolumeSource(claim_name=claim))
 

@@ -20,11 +20,14 @@ from hera.workflows import models as m
 from ..cluster import ClusterConfig, load_cluster_config
 from ..errors import CompileError, NotebookError
 from ..paths import resolve_notebook_path
+from ..podenv import PodEnvironment
 from ..pools import PoolConfig, load_pools
 from ..spec import NotebookStep, PipelineSpec, RunSpec
 from ..stepconfig import StepConfig, argo_safe_json
 from . import templates as t
-from .naming import claim_name, generate_name, label_value, notebook_label
+from .naming import generate_name, label_value, notebook_label
+from .podspec import PodSettings, effective_cluster, pod_settings
+from .queueing import QUEUE_LABEL, resolve_queue
 
 Spec = RunSpec | PipelineSpec
 LABEL_USER = "nbscale.io/user"
@@ -32,6 +35,8 @@ LABEL_NOTEBOOK = "nbscale.io/notebook"
 LABEL_KIND = "nbscale.io/kind"
 LABEL_PIPELINE = "nbscale.io/pipeline"
 LABEL_STEP = "nbscale.io/step"
+#: Set by the executor on the Workflow it creates (the compiler does not know the run id).
+LABEL_RUN_ID = "nbscale.io/run-id"
 #: MLflow tag naming the pipeline, on the parent run and on every step's run.
 PIPELINE_TAG = "nbscale.pipeline"
 SINGLE_TASK = "notebook"
@@ -53,7 +58,9 @@ class CompileContext:
     cluster: ClusterConfig
     pools: PoolConfig
     notebook_root: Path | None
+    pod: PodSettings
     fanout: bool = False
+    queue: str | None = None
 
 
 def compile_workflow(
@@ -63,6 +70,8 @@ def compile_workflow(
     pools: PoolConfig | None = None,
     notebook_root: Path | None = None,
     fanout: bool | None = None,
+    hub_queue: str | None = None,
+    pod_env: PodEnvironment | None = None,
 ) -> dict[str, Any]:
     """Compile a run, sweep or pipeline spec into an Argo ``Workflow`` manifest (a plain dict).
 
@@ -71,11 +80,20 @@ def compile_workflow(
     With ``notebook_root`` the notebooks are read to record their sha256; nothing else is read.
     A RunSpec with ``sweep`` becomes a KubeRay RayJob, or with ``fanout`` (default: the cluster
     config's ``sweep_fanout``) Argo ``withItems`` fan-out of a grid; see ``compiler/sweep.py``.
+    ``hub_queue`` (the user's hub quota group, looked up by the caller) is the Kueue LocalQueue
+    when neither the spec nor the cluster config names one; see ``compiler/queueing.py``.
+    ``pod_env`` (captured from the user's pod by the caller, ``podenv.py``) gives every pod the
+    user's image, volumes, env and uid; without it the cluster config's image and claim apply.
     Raises ``CompileError`` (unknown pool, bad image, unusable names) or ``NotebookError``.
     """
     cluster = cluster or load_cluster_config()
-    context = CompileContext(cluster, pools or load_pools(), notebook_root,
-                             fanout=cluster.sweep_fanout if fanout is None else fanout)
+    if not isinstance(spec, RunSpec | PipelineSpec):
+        raise CompileError(f"cannot compile a {type(spec).__name__}; expected a RunSpec or PipelineSpec.")
+    pod = pod_settings(cluster, pod_env, spec.user)
+    cluster = effective_cluster(cluster, pod_env)
+    context = CompileContext(cluster, pools or load_pools(), notebook_root, pod,
+                             fanout=cluster.sweep_fanout if fanout is None else fanout,
+                             queue=resolve_queue(spec.queue, cluster, hub_queue))
     for applies, builder in _BUILDERS:
         if applies(spec, context):
             return builder(spec, context).to_dict()
@@ -90,9 +108,9 @@ def compile_run(spec: RunSpec, context: CompileContext) -> Workflow:
                 arguments=t.task_arguments({p: f"{{{{workflow.parameters.{p}}}}}" for p in spec.parameters}) or None)
     labels = {LABEL_USER: label_value(spec.user), LABEL_NOTEBOOK: notebook_label(spec.notebook), LABEL_KIND: "run"}
     return _workflow(
-        PurePosixPath(spec.notebook).stem, labels, context, user=spec.user,
+        PurePosixPath(spec.notebook).stem, labels, context,
         arguments=_workflow_parameters({p: (p, v) for p, v in spec.parameters.items()}),
-        templates=[DAG(name="main", tasks=[task]), t.notebook_template(plan, context.cluster)],
+        templates=[DAG(name="main", tasks=[task]), t.notebook_template(plan, context.cluster, context.pod)],
     )
 
 
@@ -103,7 +121,7 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
     parent = StepConfig(notebook="", experiment=spec.experiment, user=spec.user, tags=tags,
                         html=spec.outputs.html, image=image, step=None)
     tasks: list[Task | m.DAGTask] = [Task(name=t.PARENT_TASK, template=t.OPEN_PARENT_TEMPLATE)]
-    templates: list[Any] = [t.open_parent_template(parent, image, context.cluster)]
+    templates: list[Any] = [t.open_parent_template(parent, image, context.cluster, context.pod)]
     values: dict[str, tuple[str, Any]] = {}
     for step in spec.order():
         _check_task_name(step.name)
@@ -114,15 +132,15 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
         feeds[t.PARENT_RUN_INPUT] = f"{{{{tasks.{t.PARENT_TASK}.outputs.parameters.{t.PARENT_RUN_ID}}}}}"
         tasks.append(Task(name=step.name, template=template_name, arguments=t.task_arguments(feeds),
                           dependencies=[t.PARENT_TASK, *dict.fromkeys(step.after)]))
-        templates.append(t.notebook_template(plan, context.cluster))
+        templates.append(t.notebook_template(plan, context.cluster, context.pod))
         values.update({f"{step.name}-{p}": (p, v) for p, v in step.parameters.items()})
-    templates.append(t.close_parent_template(image, context.cluster))
+    templates.append(t.close_parent_template(image, context.cluster, context.pod))
     labels = {LABEL_USER: label_value(spec.user), LABEL_PIPELINE: label_value(spec.name), LABEL_KIND: "pipeline"}
-    return _workflow(spec.name, labels, context, user=spec.user, arguments=_workflow_parameters(values),
+    return _workflow(spec.name, labels, context, arguments=_workflow_parameters(values),
                      templates=[DAG(name="main", tasks=tasks), *templates], on_exit=t.CLOSE_PARENT_TEMPLATE)
 
 
-def _workflow(name: str, labels: dict[str, str], context: CompileContext, *, user: str,
+def _workflow(name: str, labels: dict[str, str], context: CompileContext, *,
               arguments: list[Parameter], templates: list[Any], on_exit: str | None = None,
               active_deadline_seconds: int | None = None) -> Workflow:
     """The shell every compiled workflow shares: metadata, volumes, podGC, service account."""
@@ -139,7 +157,10 @@ def _workflow(name: str, labels: dict[str, str], context: CompileContext, *, use
         on_exit=on_exit,
         active_deadline_seconds=active_deadline_seconds,
         service_account_name=cluster.service_account,
-        volumes=[t.workspace_volume(claim_name(cluster.workspace_claim_template, user))],
+        volumes=[m.Volume.model_validate(v) for v in context.pod.volumes],
+        image_pull_secrets=[m.LocalObjectReference(name=s) for s in context.pod.image_pull_secrets] or None,
+        security_context=m.PodSecurityContext.model_validate(context.pod.pod_security_context)
+        if context.pod.pod_security_context else None,
         pod_gc=m.PodGC(strategy=cluster.pod_gc_strategy),
         pod_metadata=m.Metadata(labels=pod_labels),
         artifact_repository_ref=m.ArtifactRepositoryRef(config_map=repository.get("configMap"), key=repository.get("key"))
@@ -160,6 +181,8 @@ def _notebook_plan(step: NotebookStep, context: CompileContext, *, name: str, us
     labels = {LABEL_NOTEBOOK: notebook_label(step.notebook)}
     if step_name is not None:
         labels[LABEL_STEP] = label_value(step_name)
+    if context.queue is not None:
+        labels[QUEUE_LABEL] = context.queue
     return t.NotebookTemplatePlan(
         name=name, config=config, parameters=list(step.parameters), resources=step.resources, image=image,
         pool=context.pools.resolve(step.resources.pool, step.resources.gpus), retries=step.retries,

@@ -47,6 +47,19 @@ class Executor(ABC):
     def logs(self, run_id: str, offset: int = 0) -> tuple[str, int]:
         """The run's log from byte ``offset``, and the offset to ask for next."""
 
+    def for_run(self, run_id: str) -> Executor:
+        """The executor that runs ``run_id``, as its record names it: this one, or one of that kind on the same store.
+
+        One run list holds local and cluster runs alike, so each is followed by its own executor.
+        """
+        name = self.store.get(run_id).executor
+        if name == self.name:
+            return self
+        peers: dict[str, Executor] = self.__dict__.setdefault("_peers", {})
+        if name not in peers:
+            peers[name] = get_executor(name, store=self.store, root=self.options.get("root"))
+        return peers[name]
+
     def get(self, run_id: str) -> RunRecord:
         """The run's current record."""
         return self.store.get(run_id)

@@ -65,6 +65,8 @@ class WorkflowInterpreter:
         self.on_task = on_task or (lambda name, phase, info: None)
         self.workflow_name = workflow_name
         self.scope: dict[str, str] = {"workflow.name": workflow_name, "workflow.namespace": "local"}
+        for key, value in (manifest.get("metadata", {}).get("labels") or {}).items():
+            self.scope[f"workflow.labels.{key}"] = str(value)
         for p in self.spec.get("arguments", {}).get("parameters", []):
             self.scope[f"workflow.parameters.{p['name']}"] = str(p.get("value", ""))
         self._stopped = threading.Event()

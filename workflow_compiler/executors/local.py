@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import quota
+from ..compiler.workflow import LABEL_RUN_ID
 from ..errors import ExecutionError
 from ..store import RunRecord, nbscale_home, pid_alive, utcnow, wait_until
 from ..tracking_uri import tracking_uri, without_telemetry
@@ -39,6 +40,8 @@ class LocalExecutor(Executor):
         check_local_manifest(manifest)  # refused here, before any record or worker exists
         run_dir = nbscale_home() / "runs" / record.id
         run_dir.mkdir(parents=True, exist_ok=False)
+        metadata = {**manifest["metadata"], "labels": {**manifest["metadata"].get("labels", {}), LABEL_RUN_ID: record.id}}
+        manifest = {**manifest, "metadata": metadata}  # labelled as the argo executor labels its Workflows
         prefix = manifest["metadata"].get("generateName") or manifest["metadata"].get("name", "nbscale-")
         workflow_name = prefix + record.id.removeprefix("nbs-") if prefix.endswith("-") else prefix
         (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
@@ -102,7 +105,7 @@ class LocalExecutor(Executor):
         """Bytes of the run's log from ``offset``."""
         record = self.store.get(run_id)
         path = Path(record.run_dir) / "log.txt"
-        if not path.exists():
+        if not path.exists() or offset >= path.stat().st_size:  # past the end: nothing yet (seek would refuse huge offsets)
             return "", offset
         with open(path, "rb") as handle:
             handle.seek(offset)

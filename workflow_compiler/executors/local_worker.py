@@ -9,15 +9,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from ..mlflow_ui import mlflow_run_link
 from ..quota import hold_lease
 from ..store import Progress, RunRecord, RunStore, StepState, nbscale_home, utcnow
+from ..sweep_record import read_json, sweep_outcome, sweep_progress
 from .interpreter import WorkflowInterpreter, expand_tasks
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,6 @@ def _tracking_agent_env() -> dict[str, str]:
 
     path = agent.start_for(tracking_uri())  # without it the steps start their own MLflow helpers, as in a pod
     return {agent.ENV_SOCKET: str(path)} if path is not None else {}
-
-
-def mlflow_ui_base() -> str:
-    """Where ``mlflow ui`` serves the local store (``make mlflow-ui``); links in records point there."""
-    return os.environ.get("NBSCALE_MLFLOW_UI", "http://127.0.0.1:5000").rstrip("/")
 
 
 class RunWorker:
@@ -80,13 +76,13 @@ class RunWorker:
         """Write the steps and the derived progress into the record."""
         with self.lock:
             for step in self.steps.values():
-                cells = _read_json(_find(step.output_dir, "progress.json"))
+                cells = read_json(_find(step.output_dir, "progress.json"))
                 if cells:
                     step.progress = Progress(done=int(cells.get("cells_done", 0)), total=int(cells.get("cells_total", 0)))
             steps = [self.steps[n].model_copy() for n in self.step_names]
-        sweep = _read_json(self.sweep_dir / "progress.json") if self.record.kind == "sweep" else {}
+        sweep = read_json(self.sweep_dir / "progress.json") if self.record.kind == "sweep" else {}
         if sweep:
-            progress, best = _sweep_progress(sweep)
+            progress, best = sweep_progress(sweep)
             fields.setdefault("best", best)
         elif len(steps) == 1:
             progress = steps[0].progress
@@ -129,32 +125,10 @@ class RunWorker:
         }
         if status == "KILLED" and not fields["error"]:
             fields["error"] = "cancelled"
-        summary = _read_json(self.sweep_dir / "result.json") if self.record.kind == "sweep" else {}
+        summary = read_json(self.sweep_dir / "result.json") if self.record.kind == "sweep" else {}
         if summary:
-            fields.update(_sweep_outcome(summary))
+            fields.update(sweep_outcome(summary))
         return self.publish(**fields)
-
-
-def _sweep_progress(data: dict[str, Any]) -> tuple[Progress, dict[str, Any] | None]:
-    """Trial counts and the best so far, from the sweep driver's progress.json."""
-    counts = data.get("counts") or {}
-    done = sum(int(counts.get(k, 0)) for k in ("COMPLETED", "EARLY_STOPPED", "FAILED", "KILLED"))
-    progress = Progress(done=done, total=int(data.get("total") or done), unit="trials", running=int(counts.get("RUNNING", 0)),
-                        stopped=int(counts.get("EARLY_STOPPED", 0)), failed=int(counts.get("FAILED", 0)))
-    return progress, data.get("best")
-
-
-def _sweep_outcome(summary: dict[str, Any]) -> dict[str, Any]:
-    """Best trial, parent MLflow run and its link, from the sweep driver's result.json."""
-    best = summary.get("best") or None
-    fields: dict[str, Any] = {"mlflow_run_id": summary.get("parent_run_id"), "mlflow_experiment_id": summary.get("experiment_id")}
-    if best:
-        fields["best"] = {"params": best.get("params"), "metric": summary.get("metric"), "value": best.get("value")}
-        if isinstance(best.get("value"), (int, float)):
-            fields["metrics"] = {str(summary.get("metric")): float(best["value"])}
-    if fields["mlflow_run_id"] and fields["mlflow_experiment_id"]:
-        fields["links"] = {"mlflow": f"{mlflow_ui_base()}/#/experiments/{fields['mlflow_experiment_id']}/runs/{fields['mlflow_run_id']}"}
-    return fields
 
 
 def _find(folder: str | None, name: str) -> Path | None:
@@ -163,18 +137,8 @@ def _find(folder: str | None, name: str) -> Path | None:
     return next(Path(folder).rglob(name), None)
 
 
-def _read_json(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # written concurrently by the step; the next poll reads it whole
-    return data if isinstance(data, dict) else {}
-
-
 def _step_result(folder: str | None) -> dict[str, Any]:
-    return _read_json(_find(folder, "result.json"))
+    return read_json(_find(folder, "result.json"))
 
 
 def _links(folder: str | None, result: dict[str, Any], parent: str | None) -> dict[str, str]:
@@ -185,7 +149,7 @@ def _links(folder: str | None, result: dict[str, Any], parent: str | None) -> di
             links[key] = str(found)
     run_id, experiment = parent or result.get("mlflow_run_id"), result.get("experiment_id")
     if run_id and experiment:
-        links["mlflow"] = f"{mlflow_ui_base()}/#/experiments/{experiment}/runs/{run_id}"
+        links["mlflow"] = mlflow_run_link(experiment, run_id)
     return links
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import nbformat
 import papermill  # type: ignore[import-untyped]
+from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import run_sync
 from papermill.clientwrap import PapermillNotebookClient  # type: ignore[import-untyped]
@@ -35,6 +36,7 @@ from .handoff import gate_code, publish_run_env
 from .interrupts import InterruptGuard, StepInterrupted
 from .outcome import StepOutcome, cell_error, failed, killed, outcome_of_notebook
 from .tracker import TrackingError
+from .translator import register_translator
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class StepExecutionManager(NotebookExecutionManager):
         super().__init__(nb, **kwargs)
         self.progress = progress
         self.current_cell: int | None = None
+        #: The cell a stop (cancel, deadline) interrupted or kept from starting: not counted as done.
+        self.stopped_cell: int | None = None
 
     def save(self, **kwargs: Any) -> None:
         """Write the notebook as it is now, atomically."""
@@ -71,11 +75,29 @@ class StepExecutionManager(NotebookExecutionManager):
         super().cell_start(cell, cell_index, **kwargs)
 
     def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
-        """Save the notebook (papermill) and move the progress on."""
+        """Save the notebook (papermill) and move the progress on, unless a stop cut the cell short.
+
+        papermill calls this in a ``finally`` after every cell, the one a stop interrupted included.
+        """
         super().cell_complete(cell, cell_index, **kwargs)
-        if cell.cell_type == "code":
+        if cell.cell_type == "code" and cell_index != self.stopped_cell:
             self.progress.write(cells_done=self.progress.cells_done + 1)
             log.info("cell %s/%s done", self.progress.cells_done, self.progress.cells_total)
+
+
+class StepKernelManager(AsyncKernelManager):
+    """A kernel manager that shuts the kernel down without interrupting it first.
+
+    jupyter_client sends SIGINT before every shutdown request, to stop a cell still running. A
+    step's cells have all ended by then (a stopped step kills its kernel), so that SIGINT only lands
+    in whatever the idle kernel handles at that moment, and it logs "KeyboardInterrupt caught in
+    kernel" into a run that succeeded.
+    """
+
+    async def _async_interrupt_kernel(self) -> None:
+        if self.shutting_down:  # set by shutdown_kernel just before it interrupts
+            return
+        await super()._async_interrupt_kernel()
 
 
 class StepNotebookClient(PapermillNotebookClient):
@@ -89,7 +111,7 @@ class StepNotebookClient(PapermillNotebookClient):
 
     def __init__(self, nb_man: StepExecutionManager, *, launch_env: dict[str, str], run_env: Callable[[], dict[str, str]],
                  guard: InterruptGuard | None, handoff: Path | None = None, **kwargs: Any) -> None:
-        super().__init__(nb_man, **kwargs)
+        super().__init__(nb_man, kernel_manager_class=StepKernelManager, **kwargs)
         self._launch_env = launch_env
         self._run_env = run_env
         self._handoff = handoff
@@ -131,9 +153,19 @@ class StepNotebookClient(PapermillNotebookClient):
         """Run one cell, or stop it when the guard is woken by a signal (see interrupts.py)."""
         if self._guard is None:
             return await super().async_execute_cell(cell, cell_index, execution_count, store_history)
-        self._guard.check()
+        try:
+            return await self._execute_guarded(self._guard, cell, cell_index, execution_count, store_history)
+        except StepInterrupted:
+            self.nb_man.stopped_cell = cell_index
+            raise
+
+    execute_cell = run_sync(async_execute_cell)
+
+    async def _execute_guarded(self, guard: InterruptGuard, cell: Any, cell_index: int, execution_count: int | None,
+                               store_history: bool) -> Any:
+        guard.check()
         stop = asyncio.Event()
-        with self._guard.waking(stop.set):
+        with guard.waking(stop.set):
             running = asyncio.ensure_future(super().async_execute_cell(cell, cell_index, execution_count, store_history))
             stopping = asyncio.ensure_future(stop.wait())
             await asyncio.wait((running, stopping), return_when=asyncio.FIRST_COMPLETED)
@@ -143,10 +175,8 @@ class StepNotebookClient(PapermillNotebookClient):
         running.cancel()  # nbclient stops polling the kernel (and calls it a DeadKernelError): not what happened
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait_for(running, timeout=5)
-        self._guard.check()
+        guard.check()
         raise AssertionError("woken without an interrupt")  # unreachable: only the guard sets `stop`
-
-    execute_cell = run_sync(async_execute_cell)
 
     async def _async_cleanup_kernel(self) -> None:
         if self._guard is not None and self._guard.interrupted is not None:
@@ -189,8 +219,9 @@ class StepEngine(NBClientEngine):
 
 
 def register_engine() -> None:
-    """Make the ``nbscale`` engine known to papermill (idempotent)."""
+    """Make the ``nbscale`` engine, and our reading of parameters cells, known to papermill (idempotent)."""
     papermill_engines.register(ENGINE_NAME, StepEngine)
+    register_translator()
 
 
 def _format_safe(path: Path) -> str:

@@ -124,6 +124,9 @@ export class RunForm extends Widget {
 
   set mode(mode: RunMode) {
     this._mode = mode === 'sweep' && this._sweepSchema ? 'sweep' : 'run';
+    if (this._general) {
+      this._general.textContent = ''; // the last answer was about the other mode's spec
+    }
     this.node.classList.toggle('jp-nbscale-mod-sweep', this._mode === 'sweep');
     for (const radio of this._modeRadios) {
       radio.checked = radio.value === this._mode;

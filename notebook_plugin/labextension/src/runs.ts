@@ -161,32 +161,28 @@ export class RunsPanel extends Widget {
 
   private _buttons(run: IRunRecord): HTMLElement {
     const actions = element('div', 'jp-nbscale-run-actions');
-    const button = (label: string, className: string, onClick: () => void, disabled = false) => {
+    const button = (label: string, className: string, onClick: () => void, disabled = false): HTMLButtonElement => {
       const node = element('button', `jp-Button jp-mod-styled jp-mod-reject jp-nbscale-action ${className}`, label);
       node.disabled = disabled;
       node.addEventListener('click', onClick);
       actions.appendChild(node);
+      return node;
     };
     button('Logs', 'jp-nbscale-logs', () => this._actions.openLogs(run));
     button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
+    // HTML and MLflow open a new tab; as buttons they share the style of Logs and Output notebook.
+    const open = (href: string) => () => window.open(href, '_blank', 'noopener,noreferrer');
     if (run.links?.html) {
-      actions.appendChild(this._link('HTML', run.links.html, 'jp-nbscale-html'));
+      button('HTML', 'jp-nbscale-html', open(run.links.html)).title = 'The executed notebook as a web page';
     }
     if (run.links?.mlflow) {
-      actions.appendChild(this._link('MLflow', run.links.mlflow, 'jp-nbscale-mlflow'));
+      button('MLflow', 'jp-nbscale-mlflow', open(run.links.mlflow)).title =
+        'Opens the MLflow UI. If the page does not load, start the UI: `make mlflow-ui` in the nbscale checkout.';
     }
     if (!TERMINAL.has(run.status)) {
       button('Cancel', 'jp-nbscale-cancel jp-mod-warn', () => void this._cancel(run));
     }
     return actions;
-  }
-
-  private _link(label: string, href: string, className: string): HTMLAnchorElement {
-    const link = element('a', `jp-nbscale-link ${className}`, label);
-    link.href = href;
-    link.target = '_blank';
-    link.rel = 'noopener noreferrer';
-    return link;
   }
 
   private async _cancel(run: IRunRecord): Promise<void> {

@@ -72,13 +72,41 @@ export function fieldShell(key: string, label: string, help: string, input: HTML
   error.className = 'jp-nbscale-error';
   error.setAttribute('role', 'alert');
   node.appendChild(error);
-  return {
-    node,
-    setError: (message: string) => {
-      error.textContent = message;
-      node.classList.toggle('jp-mod-invalid', !!message);
-    }
+  const setError = (message: string) => {
+    error.textContent = message;
+    node.classList.toggle('jp-mod-invalid', !!message);
   };
+  // Typing replaces the last message: the browser's own verdict on the value, in plain words, or
+  // none (a server error such as "required" goes away once the field is filled).
+  const recheck = () => setError(input instanceof HTMLInputElement ? validityMessage(input) : '');
+  input.addEventListener('input', recheck);
+  input.addEventListener('change', recheck);
+  return { node, setError };
+}
+
+/**
+ * Why the browser refuses this input's value, in plain words; '' when it accepts it. JupyterLab
+ * greys out a dialog's Submit button while any input is invalid, so the field must say why.
+ */
+export function validityMessage(input: HTMLInputElement): string {
+  const validity = input.validity;
+  if (validity.valid) {
+    return '';
+  }
+  if (validity.badInput) {
+    return 'Type a number, such as 3 or 0.5.';
+  }
+  if (validity.stepMismatch && input.step === '1') {
+    const near = Math.round(Number(input.value));
+    return `${input.value} is not a whole number: this field takes whole numbers, such as ${near}.`;
+  }
+  if (validity.rangeUnderflow) {
+    return `Type ${input.min} or more.`;
+  }
+  if (validity.rangeOverflow) {
+    return `Type ${input.max} or less.`;
+  }
+  return input.validationMessage;
 }
 
 /** A field for one schema property; the value is read back typed (numbers, booleans, text). */

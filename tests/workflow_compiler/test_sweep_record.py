@@ -1,0 +1,58 @@
+"""`nbscale sweep`'s record: RUNNING while it goes, then the outcome the driver wrote, or why it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from workflow_compiler.errors import ExecutionError
+from workflow_compiler.spec import RunSpec
+from workflow_compiler.store import RunStore
+from workflow_compiler.sweep_record import recorded_sweep
+
+SPEC = RunSpec.model_validate({"notebook": "objective.ipynb", "parameters": {"steps": 3},
+                               "sweep": {"space": {"x": "grid(1.0, 3.0)"}, "metric": "score", "search": "grid"}})
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NBSCALE_HOME", str(tmp_path))
+    return tmp_path
+
+
+def _write(path: Path, data: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+
+
+def test_a_sweep_is_running_then_ends_with_the_drivers_result(home: Path) -> None:
+    store = RunStore()
+    with recorded_sweep(SPEC, run_id="nbs-00000000a1") as record:
+        running = store.get(record.id)
+        assert (running.kind, running.status, running.pid, running.progress.unit) == ("sweep", "RUNNING", os.getpid(), "trials")
+        _write(home / "sweeps" / record.id / "progress.json", {"counts": {"COMPLETED": 1, "RUNNING": 1}, "total": 2})
+        _write(home / "sweeps" / record.id / "result.json", {
+            "status": "SUCCEEDED", "metric": "score", "best": {"params": {"x": 3.0}, "value": 9.0},
+            "parent_run_id": "p" * 32, "experiment_id": "7", "counts": {"COMPLETED": 2, "total": 2}})
+    done = store.get("nbs-00000000a1")
+    assert (done.status, done.error, done.progress.done, done.progress.total) == ("SUCCEEDED", None, 1, 2)
+    assert done.best == {"params": {"x": 3.0}, "metric": "score", "value": 9.0} and done.metrics == {"score": 9.0}
+    assert done.mlflow_run_id == "p" * 32 and done.links["mlflow"].endswith(f"/#/experiments/7/runs/{'p' * 32}")
+
+
+@pytest.mark.parametrize(
+    ("raised", "status", "error"),
+    [
+        (KeyboardInterrupt(), "KILLED", "cancelled"),
+        (SystemExit(1), "KILLED", "cancelled"),  # SIGTERM through Ray's own handler
+        (ExecutionError("Ray would not start"), "FAILED", "Ray would not start"),
+    ],
+)
+def test_a_sweep_that_stops_early_says_why(home: Path, raised: BaseException, status: str, error: str) -> None:
+    with pytest.raises(type(raised)), recorded_sweep(SPEC, run_id="nbs-00000000a2"):
+        raise raised
+    record = RunStore().get("nbs-00000000a2")
+    assert (record.status, record.error) == (status, error) and record.finished
