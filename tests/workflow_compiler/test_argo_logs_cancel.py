@@ -133,6 +133,8 @@ def test_cancel_deletes_the_runs_rayjobs(kube_sim, tmp_path, kind):
         status, answer = kube_sim.sim.create("rayjobs", kube_sim.namespace, job)
         assert status == 201, answer
 
+    kube_sim.sim.fail("DELETE", r"/rayjobs$", 403, times=5)  # the chart's Role grants delete, not deletecollection
+
     executor.cancel(record.id, wait=5)
 
     assert [j["metadata"]["name"] for j in kube_sim.sim.list("rayjobs", kube_sim.namespace)] == ["sweep-y"]

@@ -183,10 +183,20 @@ class ArgoExecutor(Executor):
                 self._shutdown(record, "Terminate")
 
     def _delete_rayjobs(self, record: RunRecord) -> None:
+        """Delete the run's RayJobs one by one (the chart's Role grants list and delete, not deletecollection)."""
         group, version, plural = RAYJOBS
+        ns = self._ns(record)
         try:
-            self.calls.call("delete", "rayjobs.ray.io", self._ns(record), self.calls.custom.delete_collection_namespaced_custom_object,
-                            group, version, self._ns(record), plural, label_selector=f"{RUN_ID_LABEL}={record.id}")
+            listing = self.calls.call("list", "rayjobs.ray.io", ns, self.calls.custom.list_namespaced_custom_object,
+                                      group, version, ns, plural, label_selector=f"{RUN_ID_LABEL}={record.id}")
+            for job in listing.get("items", []):
+                name = job["metadata"]["name"]
+                log.info("run %s: deleting RayJob %s", record.id, name)
+                try:
+                    self.calls.call("delete", "rayjobs.ray.io", ns, self.calls.custom.delete_namespaced_custom_object,
+                                    group, version, ns, plural, name)
+                except KubernetesObjectGone:
+                    pass  # gone already (its Workflow's owner reference, or another cancel)
         except ExecutionError as exc:  # no KubeRay here, or no right to it: the Workflow's stop still ends the run
             if record.kind == "sweep":
                 log.warning("run %s: could not delete its RayJobs: %s", record.id, exc.message)
