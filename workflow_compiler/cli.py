@@ -235,19 +235,26 @@ def fetch_outputs(executor: Executor, record: RunRecord) -> RunRecord:
 def cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore()
     records, total = store.list(status=args.status, notebook=args.notebook, limit=args.limit)
-    records = [r if r.done else _refreshed(r) for r in records]
+    unreachable: set[str] = set()  # executors that failed once are not asked again (a cluster that is down)
+    records = [r if r.done else _refreshed(r, unreachable) for r in records]
     if args.json:
         render.print_json({"runs": [r.to_api() for r in records], "total": total})
     else:
         Console().print(render.runs_table(records, total), soft_wrap=True)  # notebook paths stay whole
+    if unreachable:
+        err.print(f"[yellow]warning:[/] could not refresh runs of the {', '.join(sorted(unreachable))} executor; "
+                  "their status is the last one recorded.", highlight=False)
     return 0
 
 
-def _refreshed(record: RunRecord) -> RunRecord:
+def _refreshed(record: RunRecord, unreachable: set[str]) -> RunRecord:
+    if record.executor in unreachable:
+        return record
     try:
         return get_executor(record.executor, root=os.getcwd()).get(record.id)
     except NbscaleError as exc:  # one unreachable cluster must not hide the other runs
         logging.getLogger(__name__).info("could not refresh %s: %s", record.id, exc.message)
+        unreachable.add(record.executor)
         return record
 
 

@@ -128,3 +128,18 @@ def test_the_cli_shows_a_queued_run_as_queued(progress, status, headline, table)
     row = next(i for i, line in enumerate(lines) if line.startswith("id ")) + 1
     assert lines[row].split()[2] == table
     assert lines[row + 1].strip() == "train.ipynb" + ("" if status == "KILLED" or not progress else f"  ({progress['detail']})")
+
+
+def test_runs_with_the_cluster_down_lists_what_was_recorded_and_says_so(kube_sim, cli_env, tmp_path):
+    from kube_sim.fixtures import write_kubeconfig
+
+    kube_sim.behaviour.step_seconds = 60
+    ids = [json.loads(nbscale(cli_env, "run", "train.ipynb", "--executor", "argo", "--detach", "--json").stdout)["id"]
+           for _ in range(2)]
+    cli_env["KUBECONFIG"] = str(write_kubeconfig(tmp_path / "down", "http://127.0.0.1:9", kube_sim.namespace))
+
+    listed = nbscale(cli_env, "runs", "--json")
+
+    assert {r["id"]: r["status"] for r in json.loads(listed.stdout)["runs"]} == dict.fromkeys(ids, "PENDING")
+    assert "could not refresh runs of the argo executor" in listed.stderr
+    assert listed.stderr.count("warning") == 1  # asked once, not once per run
