@@ -50,6 +50,8 @@ export interface IProgress {
   running?: number;
   stopped?: number;
   failed?: number;
+  /** Steps waiting for admission (a Kueue LocalQueue holds their pods). */
+  queued?: number;
 }
 
 export interface IRunRecord {
