@@ -81,3 +81,13 @@ def field_errors(exc: Any) -> tuple[list[dict[str, Any]], str]:
     """A pydantic ``ValidationError`` as ``[{"loc", "msg"}]`` plus one readable line listing them."""
     errors = [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()]
     return errors, "; ".join(f"{'.'.join(e['loc']) or '(top)'}: {e['msg']}" for e in errors)
+
+
+class UnsafeFolder(NbscaleError):
+    """NBSCALE_HOME, or a folder in it, is not private: another user owns it or can write to it."""
+
+    http_status = 500
+
+    def __init__(self, message: str, *, path: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.path = path

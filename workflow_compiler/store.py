@@ -22,16 +22,15 @@ from pydantic import BaseModel, Field
 
 from . import tracking_uri
 from .errors import RunNotFound
+from .private_files import private_home, touch_private
 
 RunStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "KILLED"]
 TERMINAL: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "KILLED"})
 
 
 def nbscale_home() -> Path:
-    """``$NBSCALE_HOME`` (default ``~/.nbscale``), created when missing."""
-    home = tracking_uri.nbscale_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    """``$NBSCALE_HOME`` (default ``~/.nbscale``), created 0700 when missing; UnsafeFolder when others own or can write it."""
+    return private_home(tracking_uri.nbscale_home())
 
 
 def utcnow() -> str:
@@ -128,6 +127,7 @@ class RunStore:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path else nbscale_home() / "runs.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        touch_private(self.path)  # SQLite gives its -wal and -shm files the database's mode
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
