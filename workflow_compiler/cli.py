@@ -132,17 +132,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import quota
     from .executors import new_run_id
+    from .private_files import private_umask
     from .sweep.driver import run_sweep
     from .sweep.progress import print_result
 
     show = args.progress and not args.json
     if args.resume:
-        result = run_sweep(None, root=os.getcwd(), progress=show, resume_id=args.resume)
+        with private_umask():  # the sweep's folder, its Ray workers' outputs and MLflow's store are the user's alone
+            result = run_sweep(None, root=os.getcwd(), progress=show, resume_id=args.resume)
     else:
         spec = sweep_from_args(args, os.getcwd())
         request = quota.lease_request(spec) or {}
         lease_id = quota.admit(spec, request_id=new_run_id())  # refused or unreachable: nothing starts
-        with quota.hold_lease(lease_id, gpus=int(request.get("gpus", 0))):
+        with quota.hold_lease(lease_id, gpus=int(request.get("gpus", 0))), private_umask():
             result = run_sweep(spec, root=os.getcwd(), progress=show)
     if args.json:
         render.print_json(result.to_summary())

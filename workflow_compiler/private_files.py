@@ -51,8 +51,7 @@ def private_folder(path: Path) -> Path:
 
 
 def _private(path: Path, *, what: str, parents: bool) -> Path:
-    if parents:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, FOLDER_MODE)
     info = os.stat(path) if parents else os.lstat(path)  # a home may be a symlink the user made; a folder inside it may not

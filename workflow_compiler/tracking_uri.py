@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from .private_files import open_private, touch_private
+
 
 def nbscale_home() -> Path:
     """Where nbscale keeps local state: ``$NBSCALE_HOME``, default ``~/.nbscale``."""
@@ -89,7 +91,8 @@ def store_init_lock(uri: str) -> Iterator[None]:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".init-lock"), "a") as handle:
+    touch_private(db)  # MLflow's store, and the -wal and -shm files SQLite gives the same mode: the user's alone
+    with os.fdopen(open_private(db.with_name(db.name + ".init-lock"), os.O_WRONLY | os.O_CREAT), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ..private_files import open_private
 from ..quota import hold_lease
 from ..store import Progress, RunRecord, RunStore, StepState, nbscale_home, utcnow
 from .interpreter import WorkflowInterpreter, expand_tasks
@@ -55,7 +56,7 @@ class RunWorker:
         self.step_names = [name for name in tasks if name not in _HELPER_TASKS]
         self.steps = {n: StepState(name=n) for n in self.step_names}
         self.lock = threading.Lock()
-        self.log_file = open(self.run_dir / "log.txt", "ab", buffering=0)
+        self.log_file = os.fdopen(open_private(self.run_dir / "log.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab", buffering=0)
         # A RayJob run here is the sweep driver: it keeps its state under the run's own id.
         env = {"NBSCALE_SWEEP_ID": self.record.id} if self.record.kind == "sweep" else _tracking_agent_env()
         self.sweep_dir = nbscale_home() / "sweeps" / self.record.id
