@@ -17,10 +17,11 @@ from .errors import NbscaleError, NotebookError, SpecError
 from .executors import get_executor
 from .inspection import inspect_notebook
 from .paths import resolve_notebook_path
+from .redaction import print_redacted_exception, redact, redact_logs
 from .spec import spec_json_schemas
 from .store import RunStore
 from .sweep.cli_args import add_sweep_arguments, sweep_from_args
-from .tracking_uri import TELEMETRY_SWITCH, telemetry_switch
+from .tracking_uri import TELEMETRY_SWITCH, credentials_out_of_uri, telemetry_switch
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 err = Console(stderr=True)
@@ -124,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         render.summary(record, console)
     if record.status != "SUCCEEDED":
-        err.print(f"[red]error:[/] {record.id} {record.status}: {record.error or 'see nbscale logs ' + record.id}", highlight=False)
+        err.print(f"[red]error:[/] {record.id} {record.status}: {redact(record.error or 'see nbscale logs ' + record.id)}", highlight=False)
         return EXIT_FAILED
     return 0
 
@@ -249,17 +250,21 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nbscale`` console script."""
     # Before MLflow is imported: it decides at import whether to start its telemetry client.
     os.environ[TELEMETRY_SWITCH] = telemetry_switch(os.environ)
+    # A tracking URI's password goes to MLflow's credential variables: MLflow prints the URIs it is given.
+    os.environ.update(credentials_out_of_uri(os.environ))
+    sys.excepthook = print_redacted_exception
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        redact_logs()
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except (SpecError, NotebookError) as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
         return EXIT_USAGE
     except NbscaleError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

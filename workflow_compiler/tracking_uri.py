@@ -34,6 +34,29 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
+#: Where MLflow reads a tracking server's basic-auth credentials (mlflow.environment_variables).
+USERNAME_VARIABLE, PASSWORD_VARIABLE = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+
+
+def credentials_out_of_uri(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the password of ``MLFLOW_TRACKING_URI`` moved into MLflow's credential variables.
+
+    MLflow prints the URI it was given in its errors, and those errors reach records, logs and
+    notebooks; a URI without userinfo never carries the password there. MLflow sends the variables
+    as the same basic auth (and they already won over the URI's userinfo when both were set). A URI
+    with a user and no password is left as it is: MLflow sends no auth without a password.
+    """
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    parsed = urlparse(uri)
+    if not uri or parsed.password is None or parsed.username is None:
+        return dict(env)
+    host = parsed.netloc.rpartition("@")[2]
+    moved = {**env, "MLFLOW_TRACKING_URI": parsed._replace(netloc=host).geturl()}
+    if not (env.get(USERNAME_VARIABLE) and env.get(PASSWORD_VARIABLE)):
+        moved.update({USERNAME_VARIABLE: unquote(parsed.username), PASSWORD_VARIABLE: unquote(parsed.password)})
+    return moved
+
+
 #: MLflow's switch for its usage telemetry (``mlflow.environment_variables``).
 TELEMETRY_SWITCH = "MLFLOW_DISABLE_TELEMETRY"
 

@@ -16,7 +16,7 @@ from .. import quota
 from ..errors import ExecutionError
 from ..private_files import FOLDER_MODE, PRIVATE_UMASK, append_private, private_folder, write_private
 from ..store import RunRecord, nbscale_home, pid_alive, utcnow, wait_until
-from ..tracking_uri import tracking_uri, without_telemetry
+from ..tracking_uri import credentials_out_of_uri, tracking_uri, without_telemetry
 from .base import Executor
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,8 @@ class LocalExecutor(Executor):
         write_private(run_dir / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
         record = record.model_copy(update={"executor": self.name, "run_dir": str(run_dir), "workflow_name": workflow_name})
         self.store.create(record)
-        env = without_telemetry({**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), "NBSCALE_HOME": str(nbscale_home()),
-                                 "PYTHONUNBUFFERED": "1"})
+        env = without_telemetry(credentials_out_of_uri({**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(),
+                                                        "NBSCALE_HOME": str(nbscale_home()), "PYTHONUNBUFFERED": "1"}))
         argv = [sys.executable, "-m", "workflow_compiler.executors.local_worker", "--run-id", record.id,
                 "--store", str(self.store.path), "--root", str(self.root)]
         # PRIVATE_UMASK: what the worker, its steps, their kernels and MLflow create under the home is the user's alone

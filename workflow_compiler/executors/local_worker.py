@@ -18,6 +18,7 @@ from typing import Any
 
 from ..private_files import open_private
 from ..quota import hold_lease
+from ..redaction import redact_logs
 from ..store import Progress, RunRecord, RunStore, StepState, nbscale_home, utcnow
 from .interpreter import WorkflowInterpreter, expand_tasks
 
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    redact_logs()
     store = RunStore(args.store)
     queued = store.get(args.run_id)
     failure: Exception | None = None

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"nbscale-step: error: {' '.join(message.split())}", file=sys.stderr)
+    from ..redaction import redact
+
+    print(f"nbscale-step: error: {redact(' '.join(message.split()))}", file=sys.stderr)
     return code
 
 
@@ -119,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     skip_slow_optional_imports()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s nbscale-step %(levelname)s %(message)s", stream=sys.stderr)
+    from ..redaction import redact_logs
+
+    redact_logs()
     handlers = {"run": _run, "open-parent": _open_parent, "close-parent": _close_parent}
     return handlers[args.command](args)
 

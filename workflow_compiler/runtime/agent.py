@@ -47,6 +47,7 @@ from ..private_files import (
     private_folder,
     write_private,
 )
+from ..redaction import redact_logs
 from ..tracking_uri import without_telemetry
 
 log = logging.getLogger(__name__)
@@ -354,6 +355,7 @@ def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> 
     parser.add_argument("--idle", type=float, default=600.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+    redact_logs()
     return args
 
 
