@@ -45,6 +45,7 @@ from ..private_files import (
     connect_own,
     open_private,
     private_folder,
+    private_umask,
     write_private,
 )
 from ..redaction import redact_logs
@@ -227,18 +228,25 @@ def stop_daemon(path: Path, pid_file: Path, timeout: float = 10) -> int | None:
 def listen_on(path: Path, pid_file: Path) -> socket.socket:
     """A daemon's listening socket at ``path``, for this user only (accepts time out each second); its pid in ``pid_file``.
 
-    Raises OSError when another daemon has bound the path first.
+    The socket is bound under a name of its own and linked to ``path`` once it listens: a client
+    that finds the path never finds it refusing (``start_daemon`` waits only for the path).
+    Raises OSError when another daemon has the path first.
     """
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)
+    bound = path.with_name(f".{os.getpid()}.sock")  # no longer than the final name: within sun_path's limit
     try:
-        server.bind(str(path))
+        with contextlib.suppress(FileNotFoundError):
+            bound.unlink()  # left by a daemon of a recycled pid
+        with private_umask():
+            server.bind(str(bound))
+        server.listen(64)
+        try:
+            os.link(bound, path)  # unlike a rename, refuses to replace another daemon's socket
+        finally:
+            bound.unlink()
     except OSError:
         server.close()
         raise
-    finally:
-        os.umask(old)
-    server.listen(64)
     server.settimeout(1.0)
     write_private(pid_file, str(os.getpid()).encode())
     return server
