@@ -35,6 +35,7 @@ def _command_lines() -> list[bytes]:
     return lines
 
 
+@pytest.mark.slow
 def test_a_secret_50_mb_parameter_runs_and_never_reaches_a_command_line(tmp_path: Path) -> None:
     shutil.copy(NOTEBOOKS / "echo.ipynb", tmp_path / "echo.ipynb")
     secret = f"s3cret-{uuid.uuid4().hex}"

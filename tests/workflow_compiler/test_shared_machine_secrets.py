@@ -30,6 +30,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])  # closed again when this returns: connections are refused
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("userinfo", [f"nbs-user:{SECRET}", f"nbs-user:{SECRET}%2F%40x", f"{SECRET}-token"],
                          ids=["user-password", "quoted-password", "token-as-user"])
 @pytest.mark.parametrize("command", [

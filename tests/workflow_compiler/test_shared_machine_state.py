@@ -22,6 +22,8 @@ import pytest
 from workflow_compiler.runtime import agent
 from workflow_compiler.sweep import trial_host
 
+pytestmark = pytest.mark.slow  # a run, a pipeline and a sweep: about 100 s here
+
 ROOT = Path(__file__).resolve().parents[2]
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 
