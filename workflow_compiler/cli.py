@@ -17,7 +17,7 @@ from .errors import NbscaleError, NotebookError, SpecError
 from .executors import get_executor
 from .inspection import inspect_notebook
 from .paths import resolve_notebook_path
-from .redaction import print_redacted_exception, redact, redact_logs
+from .redaction import redact, redact_logs
 from .spec import spec_json_schemas
 from .store import RunStore
 from .sweep.cli_args import add_sweep_arguments, sweep_from_args
@@ -252,7 +252,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[TELEMETRY_SWITCH] = telemetry_switch(os.environ)
     # A tracking URI's password goes to MLflow's credential variables: MLflow prints the URIs it is given.
     os.environ.update(credentials_out_of_uri(os.environ))
-    sys.excepthook = print_redacted_exception
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -54,7 +54,9 @@ class RedactingFormatter(logging.Formatter):
 
 
 def redact_logs() -> None:
-    """Make every handler of the root logger redact what it writes (call after ``logging.basicConfig``)."""
+    """Make every handler of the root logger, and the traceback of an exception no one caught, redact
+    what they write (call after ``logging.basicConfig``, at a process's entry point)."""
+    sys.excepthook = print_redacted_exception
     for handler in logging.getLogger().handlers:
         current = handler.formatter
         formatter = RedactingFormatter(current._fmt if current else None, current.datefmt if current else None)

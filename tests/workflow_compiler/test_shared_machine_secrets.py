@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_compiler.redaction import redact
+from workflow_compiler.redaction import print_redacted_exception, redact
 from workflow_compiler.tracking_uri import credentials_out_of_uri
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
@@ -86,3 +86,12 @@ def test_redact_removes_the_values_of_this_processs_credential_variables(monkeyp
 ], ids=["moved", "variables-already-set", "user-only", "sqlite", "unset"])
 def test_a_uris_password_moves_into_mlflows_credential_variables(env: dict[str, str], expected: dict[str, str]) -> None:
     assert credentials_out_of_uri(env) == expected
+
+
+def test_an_uncaught_traceback_is_printed_redacted(capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        raise RuntimeError(f"API request to http://nbs-user:{SECRET}@127.0.0.1:9/api failed")
+    except RuntimeError as exc:
+        print_redacted_exception(type(exc), exc, exc.__traceback__)
+    printed = capsys.readouterr().err
+    assert "Traceback" in printed and "http://***@127.0.0.1:9/api" in printed and SECRET not in printed

@@ -188,7 +188,12 @@ class HostChild:
 
 def environ_changes() -> tuple[dict[str, str], list[str]]:
     """What this process changed in its environment since it started (Ray sets a few variables at run time):
-    the variables set or changed, and those removed. The rest the host's child reads from ``/proc``."""
+    the variables set or changed, and those removed. The rest the host's child reads from ``/proc``.
+
+    Both sides read the same ``/proc/<pid>/environ``, so the child ends with exactly this
+    ``os.environ`` even if something had overwritten that memory (a long process title): then
+    more travels in the hello, to a host already known to run as this user.
+    """
     started = start_environ(os.getpid())
     changed = {k: v for k, v in os.environ.items() if started.get(k) != v}
     return changed, sorted(set(started) - set(os.environ))
