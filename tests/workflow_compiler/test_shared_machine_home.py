@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from workflow_compiler.errors import UnsafeFolder
-from workflow_compiler.private_files import private_folder
+from workflow_compiler.private_files import append_private, private_folder, write_private
 from workflow_compiler.runtime import agent
 from workflow_compiler.store import nbscale_home
 from workflow_compiler.sweep import trial_host
@@ -267,3 +267,16 @@ def test_the_hello_to_the_trial_host_carries_no_environment_the_worker_started_w
     hello = json.loads(done.stdout)
     assert hello["op"] == "hello" and "hunter2-secret" not in done.stdout
     assert hello["environ_changed"] == {} and hello["environ_removed"] == []
+
+
+def test_files_are_never_written_through_a_symlink(tmp_path: Path) -> None:
+    """Behind the folder checks: a symlink that got into a private folder still leads nowhere."""
+    target = tmp_path / "target"
+    target.write_bytes(UNTOUCHED)
+    for name in ("agent.log", "agent.pid"):
+        (tmp_path / name).symlink_to(target)
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        append_private(tmp_path / "agent.log")
+    write_private(tmp_path / "agent.pid", b"123")  # replaces the link itself
+    assert target.read_bytes() == UNTOUCHED and not (tmp_path / "agent.pid").is_symlink()
+    assert (tmp_path / "agent.pid").read_bytes() == b"123" and (tmp_path / "agent.pid").stat().st_mode & 0o777 == 0o600
