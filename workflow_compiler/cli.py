@@ -134,10 +134,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from . import quota
     from .executors import new_run_id
     from .private_files import private_umask
+    from .store import nbscale_home
     from .sweep.driver import run_sweep
     from .sweep.progress import print_result
 
     show = args.progress and not args.json
+    nbscale_home()  # a home that is not private is refused before the sweep writes anything there
     if args.resume:
         with private_umask():  # the sweep's folder, its Ray workers' outputs and MLflow's store are the user's alone
             result = run_sweep(None, root=os.getcwd(), progress=show, resume_id=args.resume)

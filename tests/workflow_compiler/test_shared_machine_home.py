@@ -74,7 +74,11 @@ def _plant_agent_folder(agent_dir: Path, pid_target: Path, log_target: Path) -> 
     (agent_dir / "agent.log").symlink_to(log_target)
 
 
-def test_a_home_another_user_made_with_symlinked_agent_files_is_refused_by_the_cli(other_user, shared_tmp: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["run", "echo.ipynb", "-p", "count=1"],
+                                     ["sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0)", "--search", "grid", "--metric", "score"]],
+                         ids=["run", "sweep"])
+def test_a_home_another_user_made_with_symlinked_agent_files_is_refused_by_the_cli(other_user, shared_tmp: Path, tmp_path: Path,
+                                                                                  command: list[str]) -> None:
     """Attack 1: the other user made NBSCALE_HOME/agent 0777 with agent.pid and agent.log pointing at root's files."""
     pid_target, log_target = _root_only_files(shared_tmp)
     home = shared_tmp / "home"
@@ -86,14 +90,15 @@ def test_a_home_another_user_made_with_symlinked_agent_files_is_refused_by_the_c
 
     other_user.run(plant)
     (tmp_path / "echo.ipynb").write_bytes((NOTEBOOKS / "echo.ipynb").read_bytes())
-    done = subprocess.run([NBSCALE, "run", "echo.ipynb", "-p", "count=1"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    (tmp_path / "objective.ipynb").write_bytes((NOTEBOOKS.parent / "sweep_notebooks" / "objective.ipynb").read_bytes())
+    done = subprocess.run([NBSCALE, *command], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "NBSCALE_HOME": str(home), "COLUMNS": "300"})
     assert done.returncode != 0, done.stdout + done.stderr
     message = " ".join(done.stderr.split())
     assert f"NBSCALE_HOME {home} belongs to uid {other_user.uid}, not to you" in message, message
     assert "set NBSCALE_HOME to a folder of your own" in message
     assert pid_target.read_bytes() == UNTOUCHED and log_target.read_bytes() == UNTOUCHED
-    assert not (home / "runs").exists()
+    assert sorted(p.name for p in home.iterdir()) == ["agent"]  # nothing written there
 
 
 def _home_of_other_user(home: Path, other: object) -> None:
