@@ -42,31 +42,32 @@ _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 def private_home(path: Path) -> Path:
     """``path`` as nbscale's home: created 0700 when missing; refused (UnsafeFolder) when it is not private."""
-    return _private(path, what="NBSCALE_HOME", parents=True)
+    return _private(path, what="NBSCALE_HOME", follow=True)
 
 
 def private_folder(path: Path) -> Path:
     """A folder inside the home (``agent/``, ``runs/<id>``): created 0700, refused like the home when it is not private."""
-    return _private(path, what=f"{path.name}/ in NBSCALE_HOME", parents=False)
+    return _private(path, what=f"{path.name}/ in NBSCALE_HOME", follow=False)
 
 
-def _private(path: Path, *, what: str, parents: bool) -> Path:
+def _private(path: Path, *, what: str, follow: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, FOLDER_MODE)
-    info = os.stat(path) if parents else os.lstat(path)  # a home may be a symlink the user made; a folder inside it may not
+    info = os.stat(path) if follow else os.lstat(path)  # a home may be a symlink the user made; a folder inside it may not
     uid = os.geteuid()
-    problem = None
+    problem, remedy = None, "Remove it"
     if not stat.S_ISDIR(info.st_mode):
         problem = "is not a folder (a symlink or a file took its place)"
     elif info.st_uid != uid:
         problem = f"belongs to uid {info.st_uid}, not to you (uid {uid})"
     elif info.st_mode & 0o022:
         problem = f"can be written by other users (mode {stat.S_IMODE(info.st_mode):04o})"
+        remedy = f"If only you have written there (an older nbscale, a umask of 002), run `chmod 700 {path}`; otherwise remove it"
     if problem:
         raise UnsafeFolder(
             f"{what} {path} {problem}: another user could plant files there that nbscale would trust. "
-            f"Remove it (after checking what is inside) or set NBSCALE_HOME to a folder of your own; "
+            f"{remedy} (after checking what is inside) or set NBSCALE_HOME to a folder of your own; "
             f"nbscale creates it private (0700).", path=str(path))
     if stat.S_IMODE(info.st_mode) & 0o077:  # ours and not writable by others: only reading is left to close
         log.info("making %s private (mode %04o -> 0700)", path, stat.S_IMODE(info.st_mode))
