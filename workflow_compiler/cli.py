@@ -20,10 +20,11 @@ from .executors.base import OUTPUT_LINKS
 from .executors.selection import EXECUTOR_CHOICES, default_executor_name
 from .inspection import inspect_notebook
 from .paths import resolve_notebook_path
+from .redaction import redact, redact_logs
 from .spec import spec_json_schemas
 from .store import RunRecord, RunStore
 from .sweep.cli_args import add_sweep_arguments, sweep_from_args
-from .tracking_uri import TELEMETRY_SWITCH, telemetry_switch
+from .tracking_uri import TELEMETRY_SWITCH, credentials_out_of_uri, telemetry_switch
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 err = Console(stderr=True)
@@ -137,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         render.summary(record, console)
     if record.status != "SUCCEEDED":
-        err.print(f"[red]error:[/] {record.id} {record.status}: {record.error or 'see nbscale logs ' + record.id}", highlight=False)
+        err.print(f"[red]error:[/] {record.id} {record.status}: {redact(record.error or 'see nbscale logs ' + record.id)}", highlight=False)
         return EXIT_FAILED
     return 0
 
@@ -145,14 +146,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from . import quota
     from .executors import new_run_id
+    from .private_files import private_umask
+    from .store import nbscale_home
     from .sweep.driver import run_sweep
     from .sweep.progress import print_result
     from .sweep_record import recorded_sweep
 
     show = args.progress and not args.json
+    nbscale_home()  # a home that is not private is refused before the sweep writes anything there
     if args.resume:
         _ensure_sweep_record(args.resume)
-        with recorded_sweep(None, run_id=args.resume):
+        with recorded_sweep(None, run_id=args.resume), private_umask():  # the sweep's files are the user's alone
             result = run_sweep(None, root=os.getcwd(), progress=show, resume_id=args.resume)
     else:
         spec = sweep_from_args(args, os.getcwd())
@@ -160,7 +164,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         request = quota.lease_request(spec) or {}
         gpus = int(request.get("gpus", 0))
         lease_id = quota.admit(spec, request_id=run_id)  # refused or unreachable: nothing starts
-        with quota.hold_lease(lease_id, gpus=gpus), recorded_sweep(spec, run_id=run_id, lease_id=lease_id, lease_gpus=gpus):
+        with quota.hold_lease(lease_id, gpus=gpus), recorded_sweep(spec, run_id=run_id, lease_id=lease_id, lease_gpus=gpus), \
+                private_umask():  # the sweep's folder, its Ray workers' outputs and MLflow's store are the user's alone
             result = run_sweep(spec, root=os.getcwd(), progress=show, sweep_id=run_id)
     if args.json:
         render.print_json(result.to_summary())
@@ -330,17 +335,20 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nbscale`` console script."""
     # Before MLflow is imported: it decides at import whether to start its telemetry client.
     os.environ[TELEMETRY_SWITCH] = telemetry_switch(os.environ)
+    # A tracking URI's password goes to MLflow's credential variables: MLflow prints the URIs it is given.
+    os.environ.update(credentials_out_of_uri(os.environ))
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        redact_logs()
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except (SpecError, NotebookError) as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
         return EXIT_USAGE
     except NbscaleError as exc:
-        err.print(f"[red]error:[/] {exc.message}", highlight=False)
+        err.print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

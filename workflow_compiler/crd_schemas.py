@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .private_files import private_folder, private_home, write_private
 from .tracking_uri import nbscale_home
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def _cached_crd_spec(path: Path) -> dict[str, Any]:
     its JSON copy under $NBSCALE_HOME/cache (keyed by the YAML's sha256) loads in ~50 ms.
     """
     raw = path.read_bytes()
-    cache = nbscale_home() / "cache" / f"crd-{hashlib.sha256(raw).hexdigest()[:20]}.json"
+    cache = private_home(nbscale_home()) / "cache" / f"crd-{hashlib.sha256(raw).hexdigest()[:20]}.json"
     try:
         return json.loads(cache.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -116,10 +116,8 @@ def _cached_crd_spec(path: Path) -> dict[str, Any]:
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     spec = yaml.load(raw, Loader=loader)["spec"]
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps(spec), encoding="utf-8")
-        os.replace(partial, cache)  # atomic: concurrent processes never read half a file
+        private_folder(cache.parent)
+        write_private(cache, json.dumps(spec).encode("utf-8"))  # atomic: concurrent processes never read half a file
     except OSError as exc:
         log.debug("could not cache %s: %s", path.name, exc)
     return spec

@@ -105,3 +105,13 @@ def _plain_message(error: Mapping[str, Any], patterns: Mapping[str, str]) -> str
         bound = ctx.get("min_length") if error["type"] == "too_short" else ctx.get("max_length")
         return f"must have at {'least' if error['type'] == 'too_short' else 'most'} {bound} item{'' if bound == 1 else 's'}"
     return str(error["msg"])
+
+
+class UnsafeFolder(NbscaleError):
+    """NBSCALE_HOME, or a folder in it, is not private: another user owns it or can write to it."""
+
+    http_status = 500
+
+    def __init__(self, message: str, *, path: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.path = path

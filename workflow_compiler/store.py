@@ -23,16 +23,16 @@ from pydantic import BaseModel, Field
 
 from . import tracking_uri
 from .errors import RunNotFound
+from .private_files import private_home, touch_private
+from .redaction import redact
 
 RunStatus = Literal["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "KILLED"]
 TERMINAL: frozenset[str] = frozenset({"SUCCEEDED", "FAILED", "KILLED"})
 
 
 def nbscale_home() -> Path:
-    """``$NBSCALE_HOME`` (default ``~/.nbscale``), created when missing."""
-    home = tracking_uri.nbscale_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    """``$NBSCALE_HOME`` (default ``~/.nbscale``), created 0700 when missing; UnsafeFolder when others own or can write it."""
+    return private_home(tracking_uri.nbscale_home())
 
 
 def utcnow() -> str:
@@ -148,6 +148,7 @@ class RunStore:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path else nbscale_home() / "runs.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        touch_private(self.path)  # SQLite gives its -wal and -shm files the database's mode
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
@@ -163,6 +164,8 @@ class RunStore:
 
     def create(self, record: RunRecord) -> RunRecord:
         """Store a new record."""
+        if record.error:
+            record = record.model_copy(update={"error": redact(record.error)})
         with self._connect() as db:
             db.execute("INSERT INTO runs (id, created, notebook, status, record) VALUES (?, ?, ?, ?, ?)",
                        (record.id, record.created, record.notebook, record.status, record.model_dump_json()))
@@ -201,6 +204,8 @@ class RunStore:
                 db.execute("ROLLBACK")
                 raise RunNotFound(f"no run {run_id!r}. List runs with `nbscale runs`.")
             data = json.loads(row[0])
+            if fields.get("error"):  # every error a record keeps passes here: no credential stays in it
+                fields["error"] = redact(str(fields["error"]))
             data.update({k: (v.model_dump(mode="json") if isinstance(v, BaseModel) else v) for k, v in fields.items()})
             if isinstance(data.get("steps"), list):
                 data["steps"] = [s.model_dump(mode="json") if isinstance(s, BaseModel) else s for s in data["steps"]]

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from .private_files import open_private, touch_private
+
 
 def nbscale_home() -> Path:
     """Where nbscale keeps local state: ``$NBSCALE_HOME``, default ``~/.nbscale``."""
@@ -30,6 +32,29 @@ def default_tracking_uri() -> str:
 def tracking_uri() -> str:
     """The store to use now: ``MLFLOW_TRACKING_URI`` when set and not empty, else the default."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+#: Where MLflow reads a tracking server's basic-auth credentials (mlflow.environment_variables).
+USERNAME_VARIABLE, PASSWORD_VARIABLE = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+
+
+def credentials_out_of_uri(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` with the password of ``MLFLOW_TRACKING_URI`` moved into MLflow's credential variables.
+
+    MLflow prints the URI it was given in its errors, and those errors reach records, logs and
+    notebooks; a URI without userinfo never carries the password there. MLflow sends the variables
+    as the same basic auth (and they already won over the URI's userinfo when both were set). A URI
+    with a user and no password is left as it is: MLflow sends no auth without a password.
+    """
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    parsed = urlparse(uri)
+    if not uri or parsed.password is None or parsed.username is None:
+        return dict(env)
+    host = parsed.netloc.rpartition("@")[2]
+    moved = {**env, "MLFLOW_TRACKING_URI": parsed._replace(netloc=host).geturl()}
+    if not (env.get(USERNAME_VARIABLE) and env.get(PASSWORD_VARIABLE)):
+        moved.update({USERNAME_VARIABLE: unquote(parsed.username), PASSWORD_VARIABLE: unquote(parsed.password)})
+    return moved
 
 
 #: MLflow's switch for its usage telemetry (``mlflow.environment_variables``).
@@ -89,7 +114,8 @@ def store_init_lock(uri: str) -> Iterator[None]:
         yield
         return
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".init-lock"), "a") as handle:
+    touch_private(db)  # MLflow's store, and the -wal and -shm files SQLite gives the same mode: the user's alone
+    with os.fdopen(open_private(db.with_name(db.name + ".init-lock"), os.O_WRONLY | os.O_CREAT), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -12,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,69 @@ def pod_api() -> Iterator[object]:
     api = PodApi()
     yield api
     api.close()
+
+
+# --- another local user (test_shared_machine*.py) ---------------------------------------------
+
+ATTACKER = "nbscale-attacker"
+
+
+class OtherUser:
+    """A throwaway local account; ``run(fn, *args)`` calls ``fn`` in a forked child running as it."""
+
+    def __init__(self, uid: int, gid: int) -> None:
+        self.uid, self.gid = uid, gid
+
+    def run(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` as this user, in a child process; returns its (picklable) value, re-raises what it raised."""
+        return self.start(fn, *args)()
+
+    def start(self, fn: Any, *args: Any) -> Any:
+        """Start ``fn(*args)`` as this user in a child process; returns a function that waits for its value."""
+        import pickle
+
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(read_end)
+            try:
+                os.setgroups([])
+                os.setgid(self.gid)
+                os.setuid(self.uid)
+                outcome: tuple[str, Any] = ("ok", fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - carried back to the test
+                outcome = ("raised", exc)
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(outcome, pipe)
+            os._exit(0)
+        os.close(write_end)
+
+        def result() -> Any:
+            with os.fdopen(read_end, "rb") as pipe:
+                data = pipe.read()
+            os.waitpid(pid, 0)
+            kind, value = pickle.loads(data)
+            if kind == "raised":
+                raise value
+            return value
+
+        return result
+
+
+@pytest.fixture(scope="session")
+def other_user() -> Iterator[OtherUser]:
+    """``nbscale-attacker``, created for the session (and removed after) when the tests run as root."""
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("acting as another local user needs root (useradd, setuid); these tests run as root in CI")
+    created = False
+    try:
+        entry = pwd.getpwnam(ATTACKER)
+    except KeyError:
+        subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", ATTACKER], check=True, capture_output=True)
+        created = True
+        entry = pwd.getpwnam(ATTACKER)
+    yield OtherUser(entry.pw_uid, entry.pw_gid)
+    if created:
+        subprocess.run(["userdel", ATTACKER], check=False, capture_output=True)

@@ -17,6 +17,7 @@ from workflow_compiler.runtime import agent
 from workflow_compiler.runtime.tracker import TrackerProcess
 from workflow_compiler.store import pid_alive
 from workflow_compiler.sweep.trial_tracker import AgentTracker
+from workflow_compiler.tracking_uri import open_client
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -127,7 +128,7 @@ def _trial_connection(home: Path) -> tuple[AgentTracker, MlflowClient]:
     assert path is not None
     tracker = AgentTracker.connect(str(path), _uri(home))
     assert tracker is not None
-    return tracker, MlflowClient(_uri(home))
+    return tracker, open_client(_uri(home))  # under the store's init lock: the agent may be creating the schema now
 
 
 def test_trial_workers_hand_their_runs_to_the_agent_without_waiting_for_the_end(short_home: Path, tmp_path: Path) -> None:

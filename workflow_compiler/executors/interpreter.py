@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import ExecutionError
 from .rayjob_local import job_status, local_job, resource_phase
+from .step_parameters import parameters_through_file
 from .templating import substitute_all
 
 log = logging.getLogger(__name__)
@@ -193,8 +194,8 @@ class WorkflowInterpreter:
         volumes = [*self.spec.get("volumes", []), *template.get("volumes", [])]
         mounts = self._mounts(volumes, container.get("volumeMounts", []), output_dir)
         env = {e["name"]: _map_path(str(e.get("value", "")), mounts) for e in container.get("env", []) if "value" in e}
-        code, timed_out, elapsed = self._run_process(name, [*container.get("command", []), *container.get("args", [])], mounts,
-                                                     container.get("workingDir"), env, template, attempt)
+        command = parameters_through_file([*container.get("command", []), *container.get("args", [])], output_dir)
+        code, timed_out, elapsed = self._run_process(name, command, mounts, container.get("workingDir"), env, template, attempt)
         outputs = self._output_parameters(template, mounts)
         deadline = template.get("activeDeadlineSeconds")
         if timed_out:

@@ -15,8 +15,9 @@ from typing import Any
 from .. import quota
 from ..compiler.workflow import LABEL_RUN_ID
 from ..errors import ExecutionError
+from ..private_files import FOLDER_MODE, PRIVATE_UMASK, append_private, private_folder, write_private
 from ..store import RunRecord, nbscale_home, pid_alive, utcnow, wait_until
-from ..tracking_uri import tracking_uri, without_telemetry
+from ..tracking_uri import credentials_out_of_uri, tracking_uri, without_telemetry
 from .base import Executor
 
 log = logging.getLogger(__name__)
@@ -38,22 +39,23 @@ class LocalExecutor(Executor):
     def submit(self, manifest: dict[str, Any], *, record: RunRecord) -> RunRecord:
         """Write the manifest into the run's folder and start a worker for it."""
         check_local_manifest(manifest)  # refused here, before any record or worker exists
-        run_dir = nbscale_home() / "runs" / record.id
-        run_dir.mkdir(parents=True, exist_ok=False)
+        run_dir = private_folder(nbscale_home() / "runs") / record.id
+        run_dir.mkdir(mode=FOLDER_MODE)
         metadata = {**manifest["metadata"], "labels": {**manifest["metadata"].get("labels", {}), LABEL_RUN_ID: record.id}}
         manifest = {**manifest, "metadata": metadata}  # labelled as the argo executor labels its Workflows
         prefix = manifest["metadata"].get("generateName") or manifest["metadata"].get("name", "nbscale-")
         workflow_name = prefix + record.id.removeprefix("nbs-") if prefix.endswith("-") else prefix
-        (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        write_private(run_dir / "manifest.json", json.dumps(manifest, indent=1).encode("utf-8"))
         record = record.model_copy(update={"executor": self.name, "run_dir": str(run_dir), "workflow_name": workflow_name})
         self.store.create(record)
-        env = without_telemetry({**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(), "NBSCALE_HOME": str(nbscale_home()),
-                                 "PYTHONUNBUFFERED": "1"})
+        env = without_telemetry(credentials_out_of_uri({**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(),
+                                                        "NBSCALE_HOME": str(nbscale_home()), "PYTHONUNBUFFERED": "1"}))
         argv = [sys.executable, "-m", "workflow_compiler.executors.local_worker", "--run-id", record.id,
                 "--store", str(self.store.path), "--root", str(self.root)]
-        with open(run_dir / "log.txt", "ab") as log_file:
+        # PRIVATE_UMASK: what the worker, its steps, their kernels and MLflow create under the home is the user's alone
+        with append_private(run_dir / "log.txt") as log_file:
             proc = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+                                    stderr=subprocess.STDOUT, start_new_session=True, umask=PRIVATE_UMASK)
         log.info("run %s: worker pid %s in %s", record.id, proc.pid, run_dir)
         _reap_later(proc)
         return self.store.update(record.id, pid=proc.pid)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..mlflow_ui import mlflow_run_link
+from ..private_files import open_private
 from ..quota import hold_lease
+from ..redaction import redact_logs
 from ..store import Progress, RunRecord, RunStore, StepState, nbscale_home, utcnow
 from ..sweep_record import read_json, sweep_outcome, sweep_progress
 from .interpreter import WorkflowInterpreter, expand_tasks
@@ -51,7 +54,7 @@ class RunWorker:
         self.step_names = [name for name in tasks if name not in _HELPER_TASKS]
         self.steps = {n: StepState(name=n) for n in self.step_names}
         self.lock = threading.Lock()
-        self.log_file = open(self.run_dir / "log.txt", "ab", buffering=0)
+        self.log_file = os.fdopen(open_private(self.run_dir / "log.txt", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab", buffering=0)
         # A RayJob run here is the sweep driver: it keeps its state under the run's own id.
         env = {"NBSCALE_SWEEP_ID": self.record.id} if self.record.kind == "sweep" else _tracking_agent_env()
         self.sweep_dir = nbscale_home() / "sweeps" / self.record.id
@@ -173,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    redact_logs()
     store = RunStore(args.store)
     queued = store.get(args.run_id)
     failure: Exception | None = None

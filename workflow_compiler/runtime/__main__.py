@@ -1,6 +1,6 @@
 """``nbscale-step``: the command every compiled step runs (``python -m workflow_compiler.runtime``).
 
-    nbscale-step run --config JSON --output-dir DIR [--parameter NAME=JSON ...] [--parent-run-id ID]
+    nbscale-step run --config JSON --output-dir DIR [--parameter NAME=JSON ...] [--parameters-file FILE] [--parent-run-id ID]
     nbscale-step open-parent --config JSON --output-dir DIR
     nbscale-step close-parent --run-id ID --workflow-status Succeeded|Failed|Error
 
@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="StepConfig JSON (StepConfig.to_arg())")
     run.add_argument("--output-dir", required=True, type=Path, help="where output.ipynb, output.html, progress.json and result.json go")
     run.add_argument("--parameter", action="append", default=[], metavar="NAME=JSON", help="a notebook parameter, JSON-encoded; repeatable")
+    run.add_argument("--parameters-file", type=Path, default=None, metavar="FILE",
+                     help="a JSON list of NAME=JSON texts, as --parameter takes them: values kept off the command line")
     run.add_argument("--parent-run-id", default=None, help="MLflow run to nest this run under (pipelines)")
     opened = sub.add_parser("open-parent", help="create a pipeline's parent MLflow run; prints its id and writes DIR/run-id")
     opened.add_argument("--config", required=True)
@@ -43,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, code: int) -> int:
-    print(f"nbscale-step: error: {' '.join(message.split())}", file=sys.stderr)
+    from ..redaction import redact
+
+    print(f"nbscale-step: error: {redact(' '.join(message.split()))}", file=sys.stderr)
     return code
 
 
@@ -62,14 +66,15 @@ def _config(text: str):  # type: ignore[no-untyped-def]
 
 def _run(args: argparse.Namespace) -> int:
     from ..errors import SpecError
-    from .parameters import decode_parameters
+    from .parameters import decode_parameters, read_parameters_file
     from .step import StepRequest, StepRunner
 
     if args.parent_run_id is not None and not _RUN_ID.match(args.parent_run_id):
         return _fail(f"--parent-run-id {args.parent_run_id[:80]!r} is not an MLflow run id.", 2)
     try:
         config = _config(args.config)
-        parameters = decode_parameters(args.parameter)
+        items = [*args.parameter, *(read_parameters_file(args.parameters_file) if args.parameters_file else [])]
+        parameters = decode_parameters(items)
     except (ValueError, SpecError) as exc:
         return _fail(str(exc), 2)
     result = StepRunner(StepRequest(config, args.output_dir.resolve(), parameters, args.parent_run_id), Path.cwd()).run()
@@ -116,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     skip_slow_optional_imports()
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s nbscale-step %(levelname)s %(message)s", stream=sys.stderr)
+    from ..redaction import redact_logs
+
+    redact_logs()
     handlers = {"run": _run, "open-parent": _open_parent, "close-parent": _close_parent}
     return handlers[args.command](args)
 

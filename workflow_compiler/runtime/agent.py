@@ -15,7 +15,8 @@ helper process exactly as in a pod: the agent is a speed-up, never a dependency.
 Protocol: the client's first line is ``{"op": "hello", "version": ..., "uri": ..., "serve": ...}``;
 after an ``{"ok": true}`` the connection speaks tracker.py's protocol (a step), or, with
 ``"serve": "trials"``, sweep/trial_tracker.py's (a sweep's trial worker, many runs one after
-another). The socket sits in a 0700 folder of the user's ``NBSCALE_HOME``; only that user can connect.
+another). The socket sits in a 0700 folder of the user's ``NBSCALE_HOME``, and both ends check the
+other's uid (``SO_PEERCRED``, ``private_files``): only that user's processes talk to it, and it to them.
 """
 
 from __future__ import annotations
@@ -36,6 +37,18 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ..private_files import (
+    PRIVATE_UMASK,
+    ForeignPeer,
+    accept_own,
+    append_private,
+    connect_own,
+    open_private,
+    private_folder,
+    private_umask,
+    write_private,
+)
+from ..redaction import redact_logs
 from ..tracking_uri import without_telemetry
 
 log = logging.getLogger(__name__)
@@ -85,17 +98,16 @@ def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0,
     """
     deadline = time.monotonic() + wait
     while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.connect(os.fspath(path))
+            sock = connect_own(path)
             break
+        except ForeignPeer:  # another user's socket: it hears nothing from us, not even the hello
+            return None
         except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.02)
         except OSError:
-            sock.close()
             return None
     reader = sock.makefile("r", encoding="utf-8")
     writer = sock.makefile("w", encoding="utf-8")
@@ -131,9 +143,8 @@ def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: 
     which the daemons do before their heavy imports. Shared by the tracking agent and the trial
     host (sweep/trial_host.py).
     """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    with open(path.parent / lock, "a") as lock_file:
+    private_folder(path.parent)  # refused when another user owns it or can write to it
+    with os.fdopen(open_private(path.parent / lock, os.O_WRONLY | os.O_CREAT), "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         state = _probe(path, version)
         if state == "current":
@@ -143,10 +154,10 @@ def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: 
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale socket of a daemon that died
         idle = os.environ.get(ENV_IDLE, "600")
-        log_file = open(path.parent / log_name, "ab")
+        log_file = append_private(path.parent / log_name)
         subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
                          stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
-                         env=without_telemetry(os.environ))
+                         env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
         log_file.close()
         deadline = time.monotonic() + 5
         while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy
@@ -171,10 +182,11 @@ def start_for(uri: str) -> Path | None:
 
 def _probe(path: Path, version: str | None = None) -> str:
     """``current`` (``version``, by default this agent's code), ``other`` (another version answers) or ``none``."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(5)
     try:
-        sock.connect(str(path))
+        sock = connect_own(path, timeout=5)
+    except OSError:  # none there, or another user's: a daemon of ours is started (and binds, or says why not)
+        return "none"
+    try:
         sock.sendall((json.dumps({"op": "ping"}) + "\n").encode())
         answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")
     except (OSError, ValueError):
@@ -185,9 +197,7 @@ def _probe(path: Path, version: str | None = None) -> str:
 
 
 def _ask_to_stop(path: Path) -> None:
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(str(path))
+    with contextlib.suppress(OSError), connect_own(path, timeout=5) as sock:
         sock.sendall((json.dumps({"op": "stop"}) + "\n").encode())
         sock.makefile("r", encoding="utf-8").readline()
 
@@ -218,20 +228,27 @@ def stop_daemon(path: Path, pid_file: Path, timeout: float = 10) -> int | None:
 def listen_on(path: Path, pid_file: Path) -> socket.socket:
     """A daemon's listening socket at ``path``, for this user only (accepts time out each second); its pid in ``pid_file``.
 
-    Raises OSError when another daemon has bound the path first.
+    The socket is bound under a name of its own and linked to ``path`` once it listens: a client
+    that finds the path never finds it refusing (``start_daemon`` waits only for the path).
+    Raises OSError when another daemon has the path first.
     """
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o077)
+    bound = path.with_name(f".{os.getpid()}.sock")  # no longer than the final name: within sun_path's limit
     try:
-        server.bind(str(path))
+        with contextlib.suppress(FileNotFoundError):
+            bound.unlink()  # left by a daemon of a recycled pid
+        with private_umask():
+            server.bind(str(bound))
+        server.listen(64)
+        try:
+            os.link(bound, path)  # unlike a rename, refuses to replace another daemon's socket
+        finally:
+            bound.unlink()
     except OSError:
         server.close()
         raise
-    finally:
-        os.umask(old)
-    server.listen(64)
     server.settimeout(1.0)
-    pid_file.write_text(str(os.getpid()))
+    write_private(pid_file, str(os.getpid()).encode())
     return server
 
 
@@ -269,7 +286,7 @@ class Agent:
         warm.start()
         while not self.stopping.is_set():
             try:
-                conn, _ = self.server.accept()
+                conn = accept_own(self.server)
             except TimeoutError:
                 with self.lock:
                     if self.active == 0 and time.monotonic() - self.last_seen > self.idle:
@@ -346,6 +363,7 @@ def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> 
     parser.add_argument("--idle", type=float, default=600.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+    redact_logs()
     return args
 
 

@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from ..redaction import redact
+
 #: Where, in the step's output folder, the runtime leaves the run for the kernel.
 HANDOFF_FILE = ".mlflow-run.json"
 #: Seconds the kernel's first ``import mlflow`` waits for the run before giving up with an ImportError.
@@ -59,7 +61,7 @@ def publish_run_env(path: Path, run_env: Callable[[], dict[str, str]]) -> None:
     try:
         data: dict[str, str] = run_env()
     except Exception as exc:  # the kernel's import must fail with the reason, not wait for its timeout
-        data = {"error": f"the step's MLflow run could not be created: {exc}"}
+        data = {"error": redact(f"the step's MLflow run could not be created: {exc}")}
     partial = path.with_name(path.name + f".{os.getpid()}.tmp")
     partial.write_text(json.dumps(data), encoding="utf-8")
     os.replace(partial, path)

@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..redaction import redact
+
 Status = Literal["SUCCEEDED", "FAILED", "KILLED"]
 MLFLOW_STATUS: dict[str, str] = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED"}
 
 
 def one_line(text: object, limit: int = 300) -> str:
-    """``text`` squeezed onto one line of at most ``limit`` characters."""
-    flat = " ".join(str(text).split())
+    """``text`` squeezed onto one line of at most ``limit`` characters, without credentials (every reason passes here)."""
+    flat = redact(" ".join(str(text).split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 

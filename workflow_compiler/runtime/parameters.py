@@ -39,6 +39,19 @@ def decode_parameters(items: Iterable[str]) -> dict[str, Any]:
     return values
 
 
+def read_parameters_file(path: Path) -> list[str]:
+    """The ``NAME=JSON`` texts of a ``--parameters-file``: a JSON list of strings, as ``--parameter`` takes them."""
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"--parameters-file {path}: cannot be read as JSON ({exc}). It holds a JSON list of NAME=JSON texts.",
+                        errors=[{"loc": ["parameters"], "msg": "unreadable parameters file"}]) from None
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise SpecError(f"--parameters-file {path}: expected a JSON list of NAME=JSON texts, as --parameter takes them.",
+                        errors=[{"loc": ["parameters"], "msg": "expected a list of strings"}])
+    return items
+
+
 def check_parameters(values: dict[str, Any], notebook: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Check names and types against the notebook; return (values to inject, every parameter's effective value).
 

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ..redaction import redact, redact_logs
 from ..tracking_uri import without_telemetry
 from .agent import ENV_SOCKET, connect, serves
 
@@ -197,7 +198,7 @@ def serve(requests: IO[str], answers: IO[str], *, uri: str) -> None:
             answer["ok"] = True
         except Exception as exc:
             log.debug("request %s failed", request.get("op"), exc_info=True)
-            answer = {"ok": False, "error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}"}
+            answer = {"ok": False, "error": redact(f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
     if helper is not None and helper.run_id is not None:
@@ -212,6 +213,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s nbscale-step[mlflow] %(levelname)s %(message)s")
+    redact_logs()
     answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # anything MLflow prints goes to the log, not into the protocol
     serve(sys.stdin, answers, uri=os.environ["MLFLOW_TRACKING_URI"])

@@ -19,8 +19,9 @@ The host is a speed-up, never a dependency: a worker that cannot use it (none ru
 code version or Python, a Ray node on another machine, ``NBSCALE_TRIAL_HOST=0``) runs its trials
 in its own process.
 
-Protocol, one JSON object per line on a Unix socket in the user's 0700 agent folder:
-``ping`` and ``stop`` as the agent's; ``hello`` (version, environ, path, cwd) is answered by the
+Protocol, one JSON object per line on a Unix socket in the user's 0700 agent folder, between
+processes of one user only (``SO_PEERCRED`` on both ends): ``ping`` and ``stop`` as the agent's;
+``hello`` (version, environ_changed, environ_removed, path, cwd) is answered by the
 forked child with its pid, and is followed by ``run`` requests (notebook, output, params, cwd, env,
 run_id, metric, interval, kernel_name, cancel_marker). For each run the child sends ``metric`` lines, with
 ``"ask": true`` when the objective is due for a report to Tune (the worker answers
@@ -45,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from ..private_files import accept_own, connect_own, peer_credentials
 from .worker import FAILED, TrialOutcome, TrialStopped
 
 log = logging.getLogger(__name__)
@@ -113,13 +115,24 @@ class HostChild:
 
     @classmethod
     def connect(cls, path: str) -> HostChild | None:
-        """Hand this process's environment to a new child of the host at ``path``; None if there is none to use."""
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(HELLO_TIMEOUT_S)
+        """Start a new child of the host at ``path`` that takes on this process's environment; None if there is none to use.
+
+        Only a host of this user is used (``connect_own``). The environment is not sent whole: the
+        child reads the one this worker started with from ``/proc/<pid>/environ`` (the kernel shows
+        it only to this user, and the pid is the one it saw connect), and the hello carries only
+        what this process changed since (``environ_changes``).
+        """
         try:
-            sock.connect(path)
+            sock = connect_own(path, timeout=HELLO_TIMEOUT_S)
+        except OSError as exc:
+            log.info("trial host at %s not used: %s", path, exc)
+            return None
+        try:
             reader, writer = sock.makefile("r", encoding="utf-8"), sock.makefile("w", encoding="utf-8")
-            _send(writer, {"op": "hello", "version": code_version(), "environ": dict(os.environ), "path": sys.path, "cwd": os.getcwd()})
+            changed, removed = environ_changes()
+            # path and cwd: the notebook imports what the worker would import, and opens files relative to where it would
+            _send(writer, {"op": "hello", "version": code_version(), "environ_changed": changed, "environ_removed": removed,
+                           "path": sys.path, "cwd": os.getcwd()})
             answer = json.loads(reader.readline() or "{}")
         except (OSError, ValueError) as exc:
             sock.close()
@@ -171,6 +184,27 @@ class HostChild:
     @property
     def closed(self) -> bool:
         return self.sock.fileno() < 0
+
+
+def environ_changes() -> tuple[dict[str, str], list[str]]:
+    """What this process changed in its environment since it started (Ray sets a few variables at run time):
+    the variables set or changed, and those removed. The rest the host's child reads from ``/proc``.
+
+    Both sides read the same ``/proc/<pid>/environ``, so the child ends with exactly this
+    ``os.environ`` even if something had overwritten that memory (a long process title): then
+    more travels in the hello, to a host already known to run as this user.
+    """
+    started = start_environ(os.getpid())
+    changed = {k: v for k, v in os.environ.items() if started.get(k) != v}
+    return changed, sorted(set(started) - set(os.environ))
+
+
+def start_environ(pid: int) -> dict[str, str]:
+    """The environment process ``pid`` started with, from ``/proc/<pid>/environ`` (readable by its own user only)."""
+    with open(f"/proc/{pid}/environ", "rb") as handle:
+        entries = handle.read().split(b"\0")
+    pairs = (os.fsdecode(e).partition("=") for e in entries if e)
+    return {name: value for name, sep, value in pairs if sep}
 
 
 def _send(writer: IO[str], message: dict[str, Any]) -> None:
@@ -233,7 +267,7 @@ class Host:
         while not self.stopping:
             self._reap()
             try:
-                conn, _ = self.server.accept()
+                conn = accept_own(self.server)
             except TimeoutError:
                 if not self.children and time.monotonic() - last_seen > self.idle:
                     log.info("idle for %.0f s: leaving", self.idle)
@@ -262,13 +296,14 @@ class Host:
         elif op != "hello" or first.get("version") != self.version:
             _send(writer, {"ok": False, "error": f"the trial host runs code version {self.version}"})
         else:
+            worker_pid = peer_credentials(conn)[0]
             pid = os.fork()
             if pid == 0:
                 self.server.close()
                 code = 1
                 try:
                     conn.settimeout(None)
-                    code = _serve_worker(reader, writer, first)
+                    code = _serve_worker(reader, writer, first, worker_pid)
                 except BaseException:
                     log.exception("child %d could not serve its worker", os.getpid())
                 finally:
@@ -289,12 +324,16 @@ class Host:
             self.children.discard(pid)
 
 
-def _serve_worker(reader: IO[str], writer: IO[str], hello: dict[str, Any]) -> int:
+def _serve_worker(reader: IO[str], writer: IO[str], hello: dict[str, Any], worker_pid: int) -> int:
     """In a forked child: take on the worker's environment, then run its trials until it disconnects."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    environ = start_environ(worker_pid)  # the worker's, as the kernel keeps it: its secrets never cross the socket
+    environ.update(hello["environ_changed"])
+    for name in hello["environ_removed"]:
+        environ.pop(name, None)
     os.environ.clear()
-    os.environ.update(hello["environ"])
+    os.environ.update(environ)
     sys.path[:] = hello["path"]
     os.chdir(hello["cwd"])
     _send(writer, {"ok": True, "pid": os.getpid()})

@@ -12,6 +12,7 @@ from typing import Any
 
 from ... import quota
 from ...errors import ExecutionError, RunNotFound
+from ...private_files import private_folder
 from ...spec import current_user
 from ...store import RunRecord, nbscale_home, utcnow, wait_until
 from ..base import OUTPUT_LINKS, Executor
@@ -242,7 +243,7 @@ class ArgoExecutor(Executor):
         return self._step_logs(record).read(record, nodes)
 
     def _step_logs(self, record: RunRecord) -> StepLogs:
-        return StepLogs(self.calls, self._ns(record), Path(self._run_dir(record.id)) / "logs")
+        return StepLogs(self.calls, self._ns(record), self._private_folder(record.id, "logs"))
 
     def output_file(self, run_id: str, name: str) -> Path:
         """The output file ``name`` of a finished run, downloaded from its MLflow run on first request."""
@@ -252,7 +253,7 @@ class ArgoExecutor(Executor):
         uri = cluster_tracking_uri()
         if OUTPUT_LINKS.get(name) not in record.links or not record.mlflow_run_id or not uri:
             raise RunNotFound(f"run {run_id} has no {name} (yet): status {record.status}.")
-        return download_output(uri, record.mlflow_run_id, name, Path(self._run_dir(run_id)))
+        return download_output(uri, record.mlflow_run_id, name, self._private_folder(run_id, "outputs"))
 
     def _outputs_fields(self, record: RunRecord) -> dict[str, Any]:
         uri = cluster_tracking_uri()
@@ -331,6 +332,11 @@ class ArgoExecutor(Executor):
     def _path(self, record: RunRecord | None = None) -> tuple[str, str, str, str]:
         group, version, plural = WORKFLOWS
         return group, version, self._ns(record) if record else self.namespace, plural
+
+    @staticmethod
+    def _private_folder(run_id: str, name: str) -> Path:
+        """``runs/<id>/<name>`` in NBSCALE_HOME, each level created 0700 (UnsafeFolder when another can write it)."""
+        return private_folder(private_folder(private_folder(nbscale_home() / "runs") / run_id) / name)
 
     @staticmethod
     def _run_dir(run_id: str) -> str:

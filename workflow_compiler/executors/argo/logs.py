@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ...private_files import write_private
 from ...store import RunRecord
 from .kube import KubeCalls, KubernetesObjectGone
 from .status import NODE_ID_ANNOTATION, WORKFLOW_LABEL, step_name, step_nodes
@@ -31,7 +32,7 @@ def step_header(name: str) -> str:
 
 
 class StepLogs:
-    """Reads the step pods' logs of one run, caching them in ``cache_dir``."""
+    """Reads the step pods' logs of one run, caching them in ``cache_dir`` (a private folder that exists)."""
 
     def __init__(self, calls: KubeCalls, namespace: str, cache_dir: Path) -> None:
         self.calls = calls
@@ -74,8 +75,7 @@ class StepLogs:
         finally:
             response.release_conn()
             if len(text) > skip:
-                self.cache_dir.mkdir(parents=True, exist_ok=True)
-                cache.write_text(text, encoding="utf-8")
+                write_private(cache, text.encode())
 
     def _block(self, record: RunRecord, node: dict[str, Any], pod: str | None) -> str:
         cache = self.cache_dir / f"{node['id']}.log"
@@ -88,8 +88,7 @@ class StepLogs:
                 text = None
             if text is not None and len(text) >= len(kept):
                 if text != kept:
-                    self.cache_dir.mkdir(parents=True, exist_ok=True)
-                    cache.write_text(text, encoding="utf-8")
+                    write_private(cache, text.encode())
                 return str(text)
         if node.get("phase") not in _FINISHED:
             return kept  # not started yet, or between a pod's end and Argo's update

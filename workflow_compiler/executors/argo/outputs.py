@@ -72,14 +72,13 @@ def record_links(uri: str, found: dict[str, Any], run_dir: Path) -> dict[str, st
     return links
 
 
-def download_output(uri: str, run_id: str, name: str, run_dir: Path) -> Path:
-    """The artifact ``name`` of MLflow run ``run_id``, downloaded once into ``run_dir/outputs``."""
-    target = run_dir / "outputs" / name
+def download_output(uri: str, run_id: str, name: str, folder: Path) -> Path:
+    """The artifact ``name`` of MLflow run ``run_id``, downloaded once into ``folder`` (a private folder that exists)."""
+    target = folder / name
     if target.is_file():
         return target
     from ...tracking_uri import open_client
 
-    target.parent.mkdir(parents=True, exist_ok=True)
     check_reachable(uri)
     try:
         path = Path(open_client(uri).download_artifacts(run_id, name, str(target.parent)))
