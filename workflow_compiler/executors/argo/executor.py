@@ -279,8 +279,12 @@ class ArgoExecutor(Executor):
         also calls it periodically, so that leases are heartbeated and stopping runs terminated
         while nobody looks.
         """
+        from ...compiler import LABEL_USER
+        from ...compiler.naming import label_value
+
+        mine = f"{RUN_ID_LABEL},{LABEL_USER}={label_value(current_user())}"  # a shared namespace holds others' runs too
         listing = self.calls.call("list", "workflows", self.namespace, self.calls.custom.list_namespaced_custom_object,
-                                  *self._path(), label_selector=RUN_ID_LABEL)
+                                  *self._path(), label_selector=mine)
         seen = []
         for wf in listing.get("items", []):
             run_id = wf["metadata"]["labels"][RUN_ID_LABEL]
