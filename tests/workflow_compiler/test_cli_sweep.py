@@ -52,3 +52,45 @@ def test_bad_search_spaces_exit_2_before_ray_starts(work, args, message):
     result = nbscale("sweep", "objective.ipynb", *args, cwd=work, timeout=60)
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.split())
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("examples")
+    for name in ("train.ipynb", "sweep.yaml"):
+        shutil.copy(EXAMPLES / name, folder / name)
+    return folder
+
+
+def test_the_example_sweep_file_compiles_to_a_valid_rayjob(examples: Path) -> None:
+    result = nbscale("compile", "train.ipynb", "--sweep", "sweep.yaml", "-o", "wf.yaml", "--validate", cwd=examples, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "RayJob" in (examples / "wf.yaml").read_text()
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("earlystop: asha", "sweep.earlystop: unknown key; valid keys: concurrency, cpus_per_trial, early_stop,"),
+    ("scheduler: fifo", "sweep keys 'early_stop' and 'scheduler' both set 'scheduler'; keep one of them."),
+])
+def test_a_wrong_sweep_key_lists_the_valid_ones(examples: Path, line: str, message: str) -> None:
+    (examples / "bad.yaml").write_text((examples / "sweep.yaml").read_text() + f"  {line}\n")
+    result = nbscale("compile", "train.ipynb", "--sweep", "bad.yaml", cwd=examples, timeout=120)
+    assert result.returncode != 0 and message in " ".join(result.stderr.split()), result.stderr
+
+
+@pytest.mark.slow
+def test_the_example_sweep_runs_and_a_failed_trial_is_a_short_line_not_tracebacks(examples: Path) -> None:
+    # the example's grid, plus one point the notebook refuses: that trial fails, the others run
+    result = nbscale("sweep", "train.ipynb", "--sweep", "sweep.yaml", "--param", "model=grid('forest', 'no-such-model')",
+                     "--json", "--no-progress", cwd=examples)
+    summary = json.loads(result.stdout)
+    by_model: dict[str, list[dict]] = {}
+    for trial in summary["trials"]:
+        by_model.setdefault(trial["params"]["model"], []).append(trial)
+    assert len(summary["trials"]) == 8 and summary["status"] == "SUCCEEDED", result.stderr[-3000:]
+    assert {t["status"] for t in by_model["forest"]} <= {"COMPLETED", "EARLY_STOPPED"}
+    assert all(t["status"] == "FAILED" and "no-such-model" in t["error"] for t in by_model["no-such-model"])
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 15, result.stderr

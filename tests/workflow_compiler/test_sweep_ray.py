@@ -1,19 +1,14 @@
-"""Sweeps against a real Ray (started once for the module) and a real MLflow SQLite store.
-
-Ray runs as ``ray start --head --block`` so that a driver in a subprocess can be killed (resume)
-or interrupted (cancel) while the cluster lives on. It declares 1 logical GPU for the packing test.
-"""
+"""Sweeps against a real Ray (``ray_cluster``, started once per session in conftest.py) and a real
+MLflow SQLite store."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,50 +19,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 NB = "tests/workflow_compiler/sweep_notebooks"
 PY = sys.executable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A local Ray head with 2 CPUs and 1 logical GPU; this process is connected as a driver."""
-    import ray
-
-    raysite = str(REPO / "workflow_compiler" / "sweep" / "raysite")  # as the embedded default's Ray: workers start in ~1 s, not ~3
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_agent_register_timeout_ms": "180000", "PYTHONPATH": raysite}
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    head = subprocess.Popen([str(Path(PY).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                             f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=false", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ.update(RAY_AUTH_MODE="disabled", RAY_ADDRESS=address)
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            try:
-                ray.init(address=address, logging_level="WARNING", log_to_driver=False, _node_ip_address="127.0.0.1")
-                break
-            except Exception:
-                if time.monotonic() > deadline or head.poll() is not None:
-                    raise
-                time.sleep(2)
-        yield address
-    finally:
-        ray.shutdown()
-        head.send_signal(signal.SIGTERM)
-        head.wait(timeout=60)
-        os.environ.pop("RAY_ADDRESS", None)
-
-
-@pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("NBSCALE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path / "home"
 
 
 def _spec(notebook: str, space: dict, **sweep: object) -> RunSpec:

@@ -17,15 +17,7 @@ from ..params import check_parameters, coerce_text, split_assignment
 from ..paths import resolve_notebook_path
 from ..spec import RunSpec, parse_model
 from .space import Domain, parse_space_item
-from .spec import check_sweep, load_sweep_file, parse_sweep
-
-#: argparse dest -> SweepSpec field, for the flags that override the sweep file.
-_OVERRIDES = {
-    "samples": "samples", "concurrency": "concurrency", "metric": "metric", "mode": "mode",
-    "search": "search", "early_stop": "scheduler", "cpus_per_trial": "cpus_per_trial",
-    "gpus_per_trial": "gpus_per_trial", "time_budget": "time_budget_s", "max_failures": "max_failures",
-    "fresh_kernel": "fresh_kernel", "grace_period": "grace_period", "seed": "seed",
-}
+from .spec import CLI_KEYS, canonical_sweep_keys, check_sweep, load_sweep_file, parse_sweep
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,7 +60,7 @@ def sweep_from_args(args: argparse.Namespace, root: str | os.PathLike[str]) -> R
     data: dict[str, Any] = load_sweep_file(args.sweep_file) if args.sweep_file else {}  # relative to the caller's cwd
     fixed = dict(data.pop("parameters", None) or {})
     tracking = dict(data.pop("tracking", None) or {})
-    sweep: dict[str, Any] = dict(data.pop("sweep", None) or data)
+    sweep: dict[str, Any] = canonical_sweep_keys(dict(data.pop("sweep", None) or data))
     space: dict[str, Any] = dict(sweep.get("space") or {})
     for item in args.sweep_params:
         name, value = parse_space_item(item)
@@ -82,7 +74,7 @@ def sweep_from_args(args: argparse.Namespace, root: str | os.PathLike[str]) -> R
         name, value = split_assignment(item)
         fixed[name] = coerce_text(_info(signature, name), value)
     sweep["space"] = space
-    for dest, field in _OVERRIDES.items():
+    for dest, field in CLI_KEYS.items():
         if getattr(args, dest, None) is not None:
             sweep[field] = getattr(args, dest)
     if not space:

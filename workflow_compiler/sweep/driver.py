@@ -28,6 +28,7 @@ from ..spec import RunSpec, check_run_spec
 from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, telemetry_switch, tracking_uri
 from . import plots, tracking, trial_host
 from .callbacks import CANCELLED
+from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .results import SweepResult, TrialRow, best_trial, count_statuses
 from .summary import finish_sweep, row_from_trial
@@ -281,7 +282,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
     if plan.trial_host:
         plan = _with_peers(spec, plan, sweep_dir)
     # default_runtime_env: trial actors may then start on Ray's idle workers
-    with _scoped_environ(_tune_environ()), default_runtime_env():
+    with _scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG):
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
         experiment = sweep_dir / "tune" / plan.sweep_id
         if resume:

@@ -26,6 +26,30 @@ if TYPE_CHECKING:
 #: Default number of trials of a random or Optuna search; a grid search runs each point once.
 DEFAULT_SAMPLES = 10
 _METRIC_NAME = r"^[A-Za-z0-9_\-. /]{1,250}$"  # the characters MLflow accepts in a metric name
+#: ``nbscale sweep``'s flag names (argparse dests) -> SweepSpec fields: a sweep file may use either spelling.
+CLI_KEYS = {
+    "samples": "samples", "concurrency": "concurrency", "metric": "metric", "mode": "mode",
+    "search": "search", "early_stop": "scheduler", "cpus_per_trial": "cpus_per_trial",
+    "gpus_per_trial": "gpus_per_trial", "time_budget": "time_budget_s", "max_failures": "max_failures",
+    "fresh_kernel": "fresh_kernel", "grace_period": "grace_period", "seed": "seed",
+}
+
+
+def canonical_sweep_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the CLI's spellings (``early_stop``, ``early-stop``, ``time_budget``) as SweepSpec's field names.
+
+    Raises SpecError when one field is given under two spellings.
+    """
+    out: dict[str, Any] = {}
+    spelled: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_") if isinstance(key, str) else key
+        field = CLI_KEYS.get(name, name)
+        if field in out:
+            raise SpecError(f"sweep keys {spelled[field]!r} and {key!r} both set {field!r}; keep one of them.",
+                            errors=[{"loc": ["sweep", str(key)], "msg": f"sets {field!r} again"}])
+        out[field], spelled[field] = value, key
+    return out
 
 
 class SweepSpec(BaseModel):
@@ -50,6 +74,11 @@ class SweepSpec(BaseModel):
     reduction_factor: float = Field(2.0, gt=1, le=100, description="ASHA: keep 1/reduction_factor of trials at each rung")
     max_steps: int = Field(1000, ge=1, le=10_000_000, description="ASHA: the most reports a trial makes")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed of the search algorithm, for a reproducible sequence of trials")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cli_spellings(cls, data: Any) -> Any:
+        return canonical_sweep_keys(data) if isinstance(data, dict) else data
 
     @field_validator("space")
     @classmethod
@@ -110,9 +139,20 @@ def parse_sweep(data: Any, *, what: str = "sweep spec") -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        errors = [{"loc": ["sweep", *map(str, e["loc"])], "msg": e["msg"].removeprefix("Value error, ")} for e in exc.errors()]
+        errors = [{"loc": ["sweep", *map(str, e["loc"])], "msg": _message(e)} for e in exc.errors()]
         lines = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
         raise SpecError(f"invalid {what}: {lines}", errors=errors) from None
+
+
+def valid_keys() -> list[str]:
+    """Every key a sweep mapping takes: SweepSpec's fields and the CLI's spellings of them."""
+    return sorted(set(SweepSpec.model_fields) | set(CLI_KEYS))
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return f"unknown key; valid keys: {', '.join(valid_keys())}"
+    return str(error["msg"]).removeprefix("Value error, ")
 
 
 def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -12,9 +12,11 @@ from ..spec import RunSpec
 from . import tracking
 from .plots import write_plots
 from .results import SweepResult, TrialRow, best_trial, count_statuses, trials_csv
-from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, outcome_status
+from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, TrialFailed, outcome_status
 
 log = logging.getLogger(__name__)
+#: How Ray's error file names a notebook's failure: the reason that follows is the row's error.
+_TRIAL_FAILED = f"{TrialFailed.__module__}.{TrialFailed.__qualname__}: "
 
 
 def row_from_trial(trial: Any, number: int, *, metric: str, cancelled: bool, ended: str | None = None) -> TrialRow:
@@ -46,7 +48,7 @@ def _error_text(trial: Any) -> str | None:
     except OSError:
         return None
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:2000] if lines else None
+    return lines[-1].removeprefix(_TRIAL_FAILED)[:2000] if lines else None
 
 
 def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], sweep_dir: Path, grid: Any,

@@ -27,6 +27,8 @@ MetricHook = Callable[[str, float, "int | None"], None]
 #: One metric value as it is queued and travels to the agent: (name, value, timestamp in ms, step).
 MetricRow = tuple[str, float, int, int]
 TAG_KIND, TAG_SWEEP, TAG_TRIAL, TAG_STATUS = "nbscale.kind", "nbscale.sweep_id", "nbscale.trial_id", "nbscale.trial_status"
+#: Why a trial failed, as its row's ``error`` says (the tag a step's run carries too).
+TAG_ERROR = "nbscale.error"
 MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED"}
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
@@ -189,7 +191,7 @@ def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str
                 mlflow_client.log_artifact(run_id, path)
         except Exception:
             log.exception("could not store artifact %s of run %s", path, run_id)
-    tags = [RunTag(TAG_STATUS, status)] + ([RunTag("nbscale.error", error[:4000])] if error else [])
+    tags = [RunTag(TAG_STATUS, status)] + ([RunTag(TAG_ERROR, error[:4000])] if error else [])
     metrics = _metrics(list(metrics or []))
     for start in range(0, max(len(metrics), 1), _BATCH):
         mlflow_client.log_batch(run_id, metrics=metrics[start:start + _BATCH], tags=tags if start == 0 else [])

@@ -165,7 +165,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     tracker.finish(run_id, outcome.status, error=outcome.error, artifacts=artifacts, metrics=pending,
                    artifact_uri=artifact_uri, wait=outcome.status != COMPLETED)
     if outcome.status == FAILED:
-        raise TrialFailed(f"trial {trial_id}: {outcome.error}")
+        raise TrialFailed(outcome.error or "the notebook failed")
     if outcome.status in (EARLY_STOPPED, KILLED):
         raise SystemExit(0)  # what Tune raised in report(): end the thread without Tune's closing report
     if outcome.status == COMPLETED:
@@ -189,7 +189,7 @@ def _execute(plan: TrialPlan, params: dict[str, Any], out_dir: Path, env: dict[s
     if plan.fresh_kernel:
         from .fresh import run_in_fresh_process
 
-        return run_in_fresh_process(plan.notebook, output, params, cwd=Path(plan.workdir), env=env,
+        return run_in_fresh_process(plan.notebook, output, params, cwd=Path(plan.workdir), env=env, kernel_name=plan.kernel_name,
                                     on_metric=on_metric, stopped=lambda: reporter.stopped)
     with quiet_papermill():
         return warm_runner().run(Path(plan.notebook), output, params, cwd=Path(plan.workdir), env=env,

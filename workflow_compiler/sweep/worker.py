@@ -6,10 +6,18 @@ trial pays neither a kernel start nor a re-import of pandas/scikit-learn. The no
 through papermill with an engine of our own (``nbscale-warm``): papermill injects the parameters
 and writes the output notebook exactly as the step runtime does; only the executor differs.
 
+A trial sees what a kernel gives a notebook: ``__name__ == "__main__"``, and ``sys.stdout`` /
+``sys.stderr`` that are text files with the process's own file descriptors (``faulthandler``,
+``subprocess`` with ``stdout=sys.stdout``). Notebooks without kernelspec metadata are read as
+``nbscale run`` reads them (``runtime.execute.notebook_language``). One gap remains where the
+trial runs in the Ray worker itself: Tune calls the trainable in a thread, and Python installs
+signal handlers only from the main thread (the trial host's child and ``fresh_kernel`` run the
+notebook on their main thread).
+
 Isolation per trial (``TrialSandbox``): a fresh user namespace, a fresh random state (``random``,
 NumPy, torch reseeded from OS entropy, as in a new process), and the working directory,
-environment, ``sys.path``, ``sys.argv``, warnings filters, root logging, matplotlib and pandas
-options restored afterwards. Modules imported from the user's own files are dropped from
+environment, ``sys.path``, ``sys.argv``, warnings filters, root logging, signal handlers,
+``faulthandler``, matplotlib and pandas options restored afterwards. Modules imported from the user's own files are dropped from
 ``sys.modules`` after each trial (so their globals start over); installed libraries stay warm.
 
 Not isolated: threads a notebook leaves running, and in-place changes to installed libraries'
@@ -18,10 +26,14 @@ module state beyond those above. ``fresh_kernel`` runs each trial in a new proce
 
 from __future__ import annotations
 
+import builtins
+import faulthandler
 import gc
+import io
 import logging
 import os
 import random
+import signal
 import sys
 import sysconfig
 import threading
@@ -76,20 +88,38 @@ class _Capture:
             self.outputs.append(_new_output("stream", name=name, text=text))
 
 
-class _StreamWriter:
-    """A text file object that appends to the current cell's stream output."""
+class _StreamWriter(io.TextIOBase):
+    """``sys.stdout``/``sys.stderr`` during a trial: text goes to the current cell's stream output.
+
+    It is the text file a papermill kernel gives a notebook (ipykernel's ``OutStream``): a
+    ``TextIOBase`` that is no tty, and whose ``fileno()`` is the process's own stream, so that
+    ``faulthandler.enable()`` and ``subprocess.run(..., stdout=sys.stdout)`` work; what they write
+    there bypasses the notebook, as in a kernel.
+    """
 
     def __init__(self, capture: Callable[[], _Capture | None], name: str, fallback: Any) -> None:
-        self._capture, self.name, self._fallback = capture, name, fallback
-        self.encoding = "utf-8"
+        super().__init__()
+        self._capture, self._name, self._fallback = capture, name, fallback
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    encoding = "UTF-8"  # as ipykernel's OutStream: the text is Python's, the bytes never this object's
 
     def write(self, text: str) -> int:
         current = self._capture()
         if current is None:
             written = self._fallback.write(text)  # Ray's worker streams answer None, not a count
             return len(text) if written is None else int(written)
-        current.stream(self.name, text)
+        current.stream(self._name, text)
         return len(text)
+
+    def fileno(self) -> int:
+        try:
+            return int(self._fallback.fileno())
+        except (AttributeError, ValueError, OSError) as exc:
+            raise io.UnsupportedOperation(f"{self._name} has no file descriptor here: {exc}") from None
 
     def flush(self) -> None:
         return None
@@ -234,6 +264,8 @@ class WarmNotebookRunner:
         from papermill.engines import papermill_engines
         from papermill.exceptions import PapermillExecutionError
 
+        from ..runtime.execute import notebook_language  # `nbscale run`'s reading of a notebook without kernelspec
+
         with self._lock:  # one trial at a time per process: the shell and sys.* are process-wide
             if self._shell is None:
                 self._shell = _make_shell()
@@ -244,7 +276,8 @@ class WarmNotebookRunner:
             with TrialSandbox(self._shell, cwd=cwd, env=env or {}), (context or nullcontext)():
                 try:
                     papermill.execute_notebook(str(notebook), str(output_path), parameters=parameters, engine_name=ENGINE_NAME,
-                                               kernel_name=kernel_name, progress_bar=False, request_save_on_cell_execute=False,
+                                               kernel_name=kernel_name, language=notebook_language(notebook, kernel_name),
+                                               progress_bar=False, request_save_on_cell_execute=False,
                                                shell=self._shell, state=state)
                 except PapermillExecutionError as exc:
                     state.error = state.error or f"{exc.ename}: {exc.evalue}"
@@ -279,6 +312,8 @@ class TrialSandbox:
         root = logging.getLogger()
         self._log = (root.level, list(root.handlers))
         self._streams = (sys.stdout, sys.stderr)
+        self._faulthandler = faulthandler.is_enabled()
+        self._signals = _signal_handlers()
         os.environ.update(self.env)
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         os.chdir(self.cwd)
@@ -294,6 +329,11 @@ class TrialSandbox:
     def __exit__(self, *exc: object) -> None:
         _fresh_namespace(self.shell)  # drop the trial's objects now, not at the next trial
         sys.stdout, sys.stderr = self._streams
+        if not self._faulthandler:
+            faulthandler.disable()
+        for signum, handler in self._signals.items():
+            if signal.getsignal(signum) is not handler:
+                signal.signal(signum, handler)
         os.chdir(self._cwd)
         os.environ.clear()
         os.environ.update(self._environ)
@@ -306,10 +346,19 @@ class TrialSandbox:
         _reset_library_state()
 
 
+def _signal_handlers() -> dict[signal.Signals, Any]:
+    """The Python-level signal handlers a trial may replace (only the main thread can, and restore them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    handlers = {signum: signal.getsignal(signum) for signum in signal.valid_signals()}
+    return {signum: handler for signum, handler in handlers.items() if handler is not None}
+
+
 def _fresh_namespace(shell: Any) -> None:
     """An empty user namespace. Like ``shell.reset()`` without its full ``gc.collect()`` (0.3 s with
     pandas and scikit-learn loaded); a young-generation pass frees the usual per-trial cycles."""
     shell.user_ns.clear()
+    shell.user_ns.update(__name__="__main__", __builtin__=builtins, __builtins__=builtins)  # as a kernel's namespace starts
     shell.user_ns_hidden.clear()
     shell.history_manager.output_hist.clear()
     shell.init_user_ns()
