@@ -243,3 +243,32 @@ def test_ctrl_c_stops_every_trial_and_marks_runs_killed(ray_cluster: str, home: 
     assert mc.get_run(summary["parent_run_id"]).info.status == "KILLED"
     runs = tracking.child_runs(mc, experiment_id=summary["experiment_id"], parent_run_id=summary["parent_run_id"])
     assert runs and all(r.info.status == "KILLED" for r in runs), [(r.info.status, r.data.tags.get(tracking.TAG_STATUS)) for r in runs]
+
+
+def test_every_trial_of_many_asha_sweeps_names_its_run_and_the_run_keeps_its_data(ray_cluster: str, home: Path) -> None:
+    """Stress: 4 ASHA sweeps of 8 trials in a row on one Ray. Tune calls back a stopped trial's end as
+    it decides, before the worker hears of it; the row must still name the run, and the run must
+    hold every metric that reached Tune and the partial notebook (issue 17, item 4)."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    xs = ", ".join(str(float(x)) for x in range(8, 0, -1))  # worse and worse: ASHA stops most at their first rung
+    spec = _spec("objective.ipynb", {"x": f"grid({xs})"}, metric="score", scheduler="asha", concurrency=2,
+                 fixed={"sleep": 0.05, "steps": 4})
+    stopped = 0
+    for _ in range(4):
+        result = run_sweep(spec, root=REPO, progress=False)
+        mc = tracking.client(result.tracking_uri)
+        runs = {r.info.run_id: r for r in _children(result)}
+        assert len(result.trials) == 8 and len(runs) == 8
+        for trial in result.trials:
+            assert trial.status in ("COMPLETED", "EARLY_STOPPED"), trial
+            run = runs[trial.run_id or "no run id"]
+            assert run.data.tags[tracking.TAG_TRIAL] == trial.trial_id
+            assert (run.info.status, run.data.tags[tracking.TAG_STATUS]) == ("FINISHED", trial.status)
+            history = [m.value for m in mc.get_metric_history(trial.run_id, "score")]
+            reported = trial.steps - (trial.status == "COMPLETED")  # a completed trial's closing report repeats its last value
+            assert reported >= 1 and len(history) >= reported and history[-1] >= (trial.value or 0), (trial, history)
+            assert "output.ipynb" in {a.path for a in mc.list_artifacts(trial.run_id)}, trial
+        stopped += result.counts["EARLY_STOPPED"]
+    assert stopped >= 8  # ASHA did stop trials part-way

@@ -17,7 +17,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,7 +32,7 @@ from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .results import SweepResult, TrialRow, best_trial, count_statuses
 from .summary import finish_sweep, row_from_trial
-from .trial import TrialPlan, run_trial
+from .trial import TrialPlan, patient_trainable, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +310,7 @@ def _with_peers(spec: RunSpec, plan: TrialPlan, sweep_dir: Path) -> TrialPlan:
     return replace(plan, peers=max(peers, 1), peers_dir=str(sweep_dir / "workers" / f"{os.getpid()}-{time.time_ns()}"))
 
 
-def _trainable(plan: TrialPlan) -> Callable[[dict[str, Any]], None]:
+def _trainable(plan: TrialPlan) -> Any:
     """Tune's function trainable for this sweep: ``run_trial`` with the plan in its closure.
 
     ``tune.with_parameters`` would keep the plan in Ray's object store and fetch it at the start of
@@ -322,7 +322,7 @@ def _trainable(plan: TrialPlan) -> Callable[[dict[str, Any]], None]:
         run_trial(config, plan)
 
     trainable.__name__ = trainable.__qualname__ = run_trial.__name__  # Tune names trials and their folders after it
-    return trainable
+    return patient_trainable(trainable, plan.cancel_marker)
 
 
 def _tune_config(spec: RunSpec) -> Any:

@@ -58,10 +58,12 @@ def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], s
     if sweep is None:
         raise ValueError("finish_sweep needs a sweep spec")
     mc, parent = session_client, state["parent_run_id"]
+    # the workers end these runs themselves, with their last metrics and notebooks; a lost one's run ends below
     tracking.settle_children(mc, experiment_id=state["experiment_id"], parent_run_id=parent,
-                             trial_ids={row.trial_id for row in rows.values() if row.status == "COMPLETED"})
+                             trial_ids={row.trial_id for row in rows.values() if row.status in ("COMPLETED", "EARLY_STOPPED")})
     tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=parent,
-                                 status="KILLED" if cancelled else "FAILED")
+                                 status="KILLED" if cancelled else "FAILED",
+                                 statuses={row.trial_id: row.status for row in rows.values() if row.status == "EARLY_STOPPED"})
     trials = sorted(rows.values(), key=lambda r: r.number)
     best = best_trial(trials, sweep.mode)
     status = "KILLED" if cancelled else "SUCCEEDED" if best is not None else "FAILED"

@@ -226,12 +226,13 @@ def _running_children(parent_run_id: str, trial_id: str | None = None) -> str:
 
 
 def close_open_children(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, status: str,
-                        trial_id: str | None = None) -> list[str]:
-    """End child runs still RUNNING (their worker died or the sweep was cancelled) with ``status``."""
+                        trial_id: str | None = None, statuses: dict[str, str] | None = None) -> list[str]:
+    """End child runs still RUNNING (their worker died or the sweep was cancelled) with ``status``,
+    or with ``statuses[trial id]`` for the trials it names."""
     query = _running_children(parent_run_id, trial_id)
     closed = []
     for run in mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1000):
-        finish_trial_run(mlflow_client, run.info.run_id, status)
+        finish_trial_run(mlflow_client, run.info.run_id, (statuses or {}).get(run.data.tags.get(TAG_TRIAL, ""), status))
         closed.append(str(run.info.run_id))
     return closed
 
