@@ -272,3 +272,34 @@ def test_every_trial_of_many_asha_sweeps_names_its_run_and_the_run_keeps_its_dat
             assert "output.ipynb" in {a.path for a in mc.list_artifacts(trial.run_id)}, trial
         stopped += result.counts["EARLY_STOPPED"]
     assert stopped >= 8  # ASHA did stop trials part-way
+
+
+def test_one_sweep_file_is_one_trial_set_locally_in_the_rayjob_and_in_fanout(ray_cluster: str, home: Path) -> None:
+    """grid(...) axes are crossed and choice(...) is sampled, on every target (issue 17, item 3)."""
+    import yaml
+
+    from workflow_compiler.compiler import compile_workflow
+    from workflow_compiler.compiler.rayjob import SPEC_ENV
+    from workflow_compiler.errors import CompileError
+    from workflow_compiler.sweep.driver import run_sweep
+
+    def trial_set(params: list[dict]) -> list[str]:
+        return sorted(json.dumps(p, sort_keys=True) for p in params)
+
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0)", "steps": "grid(1, 2)"}, metric="score", samples=2, seed=7, concurrency=2)
+    local = run_sweep(spec, root=REPO, progress=False)
+    fanout = compile_workflow(spec, fanout=True)
+    (trials,) = [t for t in next(t for t in fanout["spec"]["templates"] if t["name"] == "main")["dag"]["tasks"] if "withItems" in t]
+    items = [{k: json.loads(v) for k, v in item.items()} for item in trials["withItems"]]
+    rayjob = yaml.safe_load(next(t for t in compile_workflow(spec)["spec"]["templates"] if t["name"] == "sweep")["resource"]["manifest"])
+    shipped = RunSpec.model_validate_json(yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])["env_vars"][SPEC_ENV])
+    in_rayjob = run_sweep(shipped, root=REPO, progress=False)  # what the RayJob's entrypoint runs with that spec
+    expected = trial_set([{"x": x, "steps": s} for x in (1.0, 2.0) for s in (1, 2)] * 2)
+    assert trial_set([t.params for t in local.trials]) == trial_set(items) == trial_set([t.params for t in in_rayjob.trials]) == expected
+
+    sampled = _spec("objective.ipynb", {"x": "grid(1.0, 2.0)", "sleep": "choice(0.0, 0.01)"}, metric="score", seed=7)
+    result = run_sweep(sampled, root=REPO, progress=False)
+    assert len(result.trials) == sampled.sweep.total_trials() == 2  # choice() sampled once per grid point, not crossed
+    assert sorted(t.params["x"] for t in result.trials) == [1.0, 2.0] and {t.params["sleep"] for t in result.trials} <= {0.0, 0.01}
+    with pytest.raises(CompileError, match=r"choice\(\.\.\.\) is sampled for each trial, which needs Ray \(sleep\)"):
+        compile_workflow(sampled, fanout=True)

@@ -114,16 +114,20 @@ class SweepSpec(BaseModel):
         return self.samples or (1 if self.search == "grid" else DEFAULT_SAMPLES)
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every point of a grid search, in order (the last parameter varies fastest)."""
+        """Every point of the ``grid(...)`` axes, crossed, in order (the last parameter varies fastest).
+
+        One meaning everywhere (Ray Tune, Argo fan-out, the trial count): ``grid(...)`` axes are
+        crossed, and ``choice(...)`` is sampled for each trial, like the ranges.
+        """
         points: list[dict[str, Any]] = [{}]
         for name, domain in self.space.items():
-            points = [{**p, name: v} for p in points for v in domain.grid_values()]
+            if domain.kind == "grid":
+                points = [{**p, name: v} for p in points for v in domain.grid_values()]
         return points
 
     def total_trials(self) -> int:
-        """How many trials this sweep runs (before retries)."""
-        grid = [d for d in self.space.values() if d.kind == "grid" or (self.search == "grid" and d.kind == "choice")]
-        return math.prod(len(d.values or []) for d in grid) * self.effective_samples
+        """How many trials this sweep runs (before retries): the grid's points, ``samples`` times each."""
+        return len(self.grid_points()) * self.effective_samples
 
 
 def check_sweep(spec: RunSpec, signature: NotebookSignature) -> RunSpec:
