@@ -94,3 +94,15 @@ def test_the_example_sweep_runs_and_a_failed_trial_is_a_short_line_not_traceback
     assert {t["status"] for t in by_model["forest"]} <= {"COMPLETED", "EARLY_STOPPED"}
     assert all(t["status"] == "FAILED" and "no-such-model" in t["error"] for t in by_model["no-such-model"])
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 15, result.stderr
+
+
+def test_the_readme_documents_every_sweep_file_key() -> None:
+    from workflow_compiler.sweep.spec import CLI_KEYS, SweepSpec
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Sweep files", 1)[1]
+    table = "\n".join(line for line in section.split("\n\n")[2].splitlines() if line.startswith("| `"))
+    documented = {row.split("`")[1] for row in table.splitlines() if row.startswith("| `")}
+    assert documented == set(SweepSpec.model_fields)
+    flags = {f"--{dest.replace('_', '-')}" for dest in CLI_KEYS}
+    assert all(flag in table for flag in flags), sorted(f for f in flags if f not in table)
