@@ -91,6 +91,7 @@ def test_the_example_sweep_runs_and_a_failed_trial_is_a_short_line_not_traceback
     for trial in summary["trials"]:
         by_model.setdefault(trial["params"]["model"], []).append(trial)
     assert len(summary["trials"]) == 8 and summary["status"] == "SUCCEEDED", result.stderr[-3000:]
+    assert all(t["run_id"] for t in summary["trials"])  # early-stopped ones too
     assert {t["status"] for t in by_model["forest"]} <= {"COMPLETED", "EARLY_STOPPED"}
     assert all(t["status"] == "FAILED" and "no-such-model" in t["error"] for t in by_model["no-such-model"])
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) < 15, result.stderr

@@ -54,7 +54,7 @@ class _Session:
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_marked: bool = False  # callbacks.CANCELLED written for the workers
     rows: dict[str, TrialRow] = field(default_factory=dict)
-    _shown: float = 0.0
+    _shown: float = float("-inf")  # the first refresh always draws, however young the machine's monotonic clock
     _plots_warm: bool = False
 
     def trial_ended(self) -> None:
