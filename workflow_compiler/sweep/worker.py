@@ -29,7 +29,6 @@ from __future__ import annotations
 import builtins
 import faulthandler
 import gc
-import io
 import logging
 import os
 import random
@@ -44,6 +43,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+
+from .cell_output import CellCapture, CellStream, new_output
 
 log = logging.getLogger(__name__)
 
@@ -67,70 +68,6 @@ class TrialOutcome:
     pid: int = field(default_factory=os.getpid)
 
 
-def _new_output(kind: str, **fields: Any) -> Any:
-    import nbformat
-
-    return nbformat.v4.new_output(kind, **fields)
-
-
-class _Capture:
-    """Collects a cell's outputs in nbformat shape (streams merged as ipykernel does)."""
-
-    def __init__(self) -> None:
-        self.outputs: list[Any] = []
-        self.execution_count: int | None = None
-
-    def stream(self, name: str, text: str) -> None:
-        last = self.outputs[-1] if self.outputs else None
-        if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
-            last["text"] += text
-        else:
-            self.outputs.append(_new_output("stream", name=name, text=text))
-
-
-class _StreamWriter(io.TextIOBase):
-    """``sys.stdout``/``sys.stderr`` during a trial: text goes to the current cell's stream output.
-
-    It is the text file a papermill kernel gives a notebook (ipykernel's ``OutStream``): a
-    ``TextIOBase`` that is no tty, and whose ``fileno()`` is the process's own stream, so that
-    ``faulthandler.enable()`` and ``subprocess.run(..., stdout=sys.stdout)`` work; what they write
-    there bypasses the notebook, as in a kernel.
-    """
-
-    def __init__(self, capture: Callable[[], _Capture | None], name: str, fallback: Any) -> None:
-        super().__init__()
-        self._capture, self._name, self._fallback = capture, name, fallback
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    encoding = "UTF-8"  # as ipykernel's OutStream: the text is Python's, the bytes never this object's
-
-    def write(self, text: str) -> int:
-        current = self._capture()
-        if current is None:
-            written = self._fallback.write(text)  # Ray's worker streams answer None, not a count
-            return len(text) if written is None else int(written)
-        current.stream(self._name, text)
-        return len(text)
-
-    def fileno(self) -> int:
-        try:
-            return int(self._fallback.fileno())
-        except (AttributeError, ValueError, OSError) as exc:
-            raise io.UnsupportedOperation(f"{self._name} has no file descriptor here: {exc}") from None
-
-    def flush(self) -> None:
-        return None
-
-    def isatty(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-
 def _make_shell() -> Any:
     """The process's one InteractiveShell, with display hooks that capture into nbformat outputs."""
     from IPython.core.displayhook import DisplayHook
@@ -147,7 +84,7 @@ def _make_shell() -> Any:
             assert self.shell is not None  # InteractiveShell.init_displayhook passes itself
             cap = self.shell.nbscale_capture
             if cap is not None:
-                cap.outputs.append(_new_output("execute_result", data=format_dict, metadata=md_dict or {},
+                cap.outputs.append(new_output("execute_result", data=format_dict, metadata=md_dict or {},
                                                execution_count=cap.execution_count))
 
         def finish_displayhook(self) -> None:
@@ -157,7 +94,7 @@ def _make_shell() -> Any:
         def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
             cap = self.shell.nbscale_capture
             if cap is not None:
-                cap.outputs.append(_new_output("display_data", data=data, metadata=metadata or {}))
+                cap.outputs.append(new_output("display_data", data=data, metadata=metadata or {}))
 
         def clear_output(self, wait: bool = False) -> None:
             cap = self.shell.nbscale_capture
@@ -167,7 +104,7 @@ def _make_shell() -> Any:
     class TrialShell(InteractiveShell):
         displayhook_class = Type(CapturingDisplayHook)
         display_pub_class = Type(CapturingDisplayPublisher)
-        nbscale_capture: _Capture | None = None
+        nbscale_capture: CellCapture | None = None
         nbscale_error: tuple[str, str, list[str]] | None = None
 
         def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
@@ -215,7 +152,7 @@ class WarmShellEngine:
                 continue
             count += 1
             nb_man.cell_start(cell, index)
-            capture = _Capture()
+            capture = CellCapture()
             capture.execution_count = cell.execution_count = count
             shell.nbscale_capture, shell.nbscale_error = capture, None
             try:
@@ -225,13 +162,13 @@ class WarmShellEngine:
             cell.outputs = capture.outputs
             if isinstance(result.error_in_exec, TrialStopped) or state.stopped:
                 state.stopped = True
-                cell.outputs.append(_new_output("stream", name="stderr", text="nbscale: trial stopped early by the scheduler\n"))
+                cell.outputs.append(new_output("stream", name="stderr", text="nbscale: trial stopped early by the scheduler\n"))
                 nb_man.cell_complete(cell, index)
                 return
             if not result.success:
                 ename, evalue, stb = shell.nbscale_error or (type(result.error_in_exec or result.error_before_exec).__name__,
                                                               str(result.error_in_exec or result.error_before_exec), [])
-                cell.outputs.append(_new_output("error", ename=ename, evalue=evalue, traceback=stb))
+                cell.outputs.append(new_output("error", ename=ename, evalue=evalue, traceback=stb))
                 state.error = f"{ename}: {evalue}"
                 nb_man.cell_exception(cell, index, exception=result.error_in_exec)
                 nb_man.cell_complete(cell, index)
@@ -320,8 +257,8 @@ class TrialSandbox:
         sys.argv = [str(self.cwd / "notebook")]
         sys.path.insert(0, str(self.cwd))
         capture = lambda: self.shell.nbscale_capture  # noqa: E731
-        sys.stdout = _StreamWriter(capture, "stdout", self._streams[0])
-        sys.stderr = _StreamWriter(capture, "stderr", self._streams[1])
+        sys.stdout = CellStream(capture, "stdout", self._streams[0])
+        sys.stderr = CellStream(capture, "stderr", self._streams[1])
         _fresh_namespace(self.shell)
         _reseed_random()
         return self
