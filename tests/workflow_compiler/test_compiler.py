@@ -157,6 +157,16 @@ def test_argo_submit_p_reparameterizes_any_notebook_parameter(given: list[str], 
     assert {k: values[k] for k in expected} == {**expected, "n_estimators": 300}
 
 
+def test_a_pipeline_has_every_parameter_of_every_step_as_step_dash_name() -> None:
+    manifest = compile_workflow(_pipeline(), notebook_root=REPO)
+    arguments = {p["name"]: json.loads(p["value"]) for p in manifest["spec"]["arguments"]["parameters"]}
+    for step in ("prepare", "train"):
+        notebook = REPO / "examples" / f"{step}.ipynb"
+        assert {n.split("-", 1)[1] for n in arguments if n.startswith(f"{step}-")} == {p.name for p in inspect_notebook(notebook).parameters}
+    assert arguments["train-n_estimators"] == 60 and arguments["train-report_steps"] == 5  # given, and a default
+    assert arguments["prepare-test_size"] == 0.3
+
+
 def test_run_follows_the_step_contract() -> None:
     """The command line and wiring the runtime and the local executor rely on (docs/DESIGN.md)."""
     spec = _train("n_estimators=300", "model=logistic")
