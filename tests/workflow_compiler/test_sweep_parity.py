@@ -127,6 +127,7 @@ def test_a_failed_trial_says_why_in_the_table_the_summary_and_its_mlflow_run(swe
     mc = tracking.client(result.tracking_uri)
     runs = tracking.child_runs(mc, experiment_id=result.experiment_id, parent_run_id=result.parent_run_id)
     (run,) = [r for r in runs if r.data.tags[tracking.TAG_TRIAL] == boom.trial_id]
+    assert boom.run_id == run.info.run_id  # it failed before any report to Tune, and still names its run
     assert run.data.tags[tracking.TAG_ERROR] == "RuntimeError: boom on purpose"
     console = Console(record=True, width=250)
     print_result(result, console)

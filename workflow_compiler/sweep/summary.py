@@ -64,7 +64,7 @@ def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], s
     tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=parent,
                                  status="KILLED" if cancelled else "FAILED",
                                  statuses={row.trial_id: row.status for row in rows.values() if row.status == "EARLY_STOPPED"})
-    trials = sorted(rows.values(), key=lambda r: r.number)
+    trials = _with_run_ids(mc, state, sorted(rows.values(), key=lambda r: r.number))
     best = best_trial(trials, sweep.mode)
     status = "KILLED" if cancelled else "SUCCEEDED" if best is not None else "FAILED"
     result = SweepResult(
@@ -76,6 +76,16 @@ def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], s
     (sweep_dir / "result.json").write_text(summary, encoding="utf-8")
     _close_parent(mc, result, best, summary)
     return result
+
+
+def _with_run_ids(mc: Any, state: dict[str, Any], trials: list[TrialRow]) -> list[TrialRow]:
+    """Every row names its MLflow run: one that failed before its first report told Tune none, so
+    its last attempt's run is found by the trial's tag (one search for the whole sweep)."""
+    if all(t.run_id for t in trials):
+        return trials
+    latest = {run.data.tags.get(tracking.TAG_TRIAL): run.info.run_id  # oldest first: the last attempt wins
+              for run in tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"])}
+    return [t if t.run_id else t.model_copy(update={"run_id": latest.get(t.trial_id)}) for t in trials]
 
 
 def _close_parent(mc: Any, result: SweepResult, best: TrialRow | None, summary: str) -> None:
