@@ -303,3 +303,11 @@ def test_one_sweep_file_is_one_trial_set_locally_in_the_rayjob_and_in_fanout(ray
     assert sorted(t.params["x"] for t in result.trials) == [1.0, 2.0] and {t.params["sleep"] for t in result.trials} <= {0.0, 0.01}
     with pytest.raises(CompileError, match=r"choice\(\.\.\.\) is sampled for each trial, which needs Ray \(sleep\)"):
         compile_workflow(sampled, fanout=True)
+
+
+def test_a_seeded_sweep_keeps_its_concurrency() -> None:
+    """Tune ignores max_concurrent_trials when the search is a generator (BasicVariantGenerator with a seed)."""
+    from workflow_compiler.sweep.driver import _tune_config
+
+    config = _tune_config(_spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0)"}, metric="score", seed=7, concurrency=1))
+    assert config.search_alg.max_concurrent == 1

@@ -338,7 +338,8 @@ def _tune_config(spec: RunSpec) -> Any:
     elif sweep.seed is not None:
         from ray.tune.search import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=sweep.seed)
+        # Tune ignores max_concurrent_trials for a search generator: it takes the limit itself
+        search_alg = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.concurrency)
     scheduler: Any = None
     if sweep.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
