@@ -66,17 +66,21 @@ def examples(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_example_sweep_file_compiles_to_a_valid_rayjob(examples: Path) -> None:
-    result = nbscale("compile", "train.ipynb", "--sweep", "sweep.yaml", "-o", "wf.yaml", "--validate", cwd=examples, timeout=120)
+    (examples / "tracked.yaml").write_text((examples / "sweep.yaml").read_text() + "tracking: {experiment: wine-sweeps}\n")
+    result = nbscale("compile", "train.ipynb", "--sweep", "tracked.yaml", "-o", "wf.yaml", "--validate", cwd=examples, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "RayJob" in (examples / "wf.yaml").read_text()
+    text = (examples / "wf.yaml").read_text()
+    assert "RayJob" in text and "wine-sweeps" in text  # the file's tracking reaches the driver's spec
 
 
 @pytest.mark.parametrize(("line", "message"), [
     ("earlystop: asha", "sweep.earlystop: unknown key; valid keys: concurrency, cpus_per_trial, early_stop,"),
     ("scheduler: fifo", "sweep keys 'early_stop' and 'scheduler' both set 'scheduler'; keep one of them."),
+    ("\nparamters: {seed: 1}", "unknown key(s) 'paramters' beside 'sweep'; valid there: parameters, tracking, sweep."),
 ])
 def test_a_wrong_sweep_key_lists_the_valid_ones(examples: Path, line: str, message: str) -> None:
-    (examples / "bad.yaml").write_text((examples / "sweep.yaml").read_text() + f"  {line}\n")
+    indent = "" if line.startswith("\n") else "  "  # a sweep field, or a key beside `sweep:`
+    (examples / "bad.yaml").write_text((examples / "sweep.yaml").read_text() + f"{indent}{line}\n")
     result = nbscale("compile", "train.ipynb", "--sweep", "bad.yaml", cwd=examples, timeout=120)
     assert result.returncode != 0 and message in " ".join(result.stderr.split()), result.stderr
 

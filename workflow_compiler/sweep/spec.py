@@ -159,6 +159,28 @@ def _message(error: Any) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
+#: The keys beside ``sweep:`` when a file wraps the sweep fields in it.
+FILE_KEYS = ("parameters", "tracking", "sweep")
+
+
+def split_sweep_file(data: dict[str, Any], *, what: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A sweep file's ``(parameters, tracking, sweep fields)``, the latter with the CLI's spellings as field names.
+
+    With a ``sweep:`` key, any other key than ``parameters`` and ``tracking`` is refused (a typo
+    there would otherwise be ignored); without one, every key but those two is a sweep field.
+    """
+    data = dict(data)
+    fixed = dict(data.pop("parameters", None) or {})
+    tracking = dict(data.pop("tracking", None) or {})
+    if "sweep" in data:
+        sweep = data.pop("sweep")
+        if data:
+            raise SpecError(f"{what}: unknown key(s) {', '.join(map(repr, data))} beside 'sweep'; valid there: {', '.join(FILE_KEYS)}.",
+                            errors=[{"loc": [str(key)], "msg": f"unknown key; valid: {', '.join(FILE_KEYS)}"} for key in data])
+        data = dict(sweep or {})
+    return fixed, tracking, canonical_sweep_keys(data)
+
+
 def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a sweep YAML/JSON file as a mapping (validated later, once CLI overrides are applied).
 
