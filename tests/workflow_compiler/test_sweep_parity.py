@@ -133,6 +133,11 @@ def test_a_failed_trial_says_why_in_the_table_the_summary_and_its_mlflow_run(swe
     print_result(result, console)
     table = console.export_text()
     assert "error" in table and "RuntimeError: boom on purpose" in table and DRIVER_LOG in table
+    from workflow_compiler.sweep.results import SweepResult, failure_line
+
+    assert failure_line(result) is None  # the other trials completed
+    failed = SweepResult.model_validate({**result.model_dump(), "status": "FAILED", "trials": [boom]})
+    assert failure_line(failed) == f"sweep {result.sweep_id} FAILED: no trial completed (1 of 1 failed; trial {boom.trial_id}: RuntimeError: boom on purpose)"
     # Tune's traceback of the failure is in the sweep's log file, not on the driver's console
     assert "Trial task failed" in (Path(result.sweep_dir) / DRIVER_LOG).read_text(encoding="utf-8")
 
