@@ -151,3 +151,55 @@ def other_user() -> Iterator[OtherUser]:
     yield OtherUser(entry.pw_uid, entry.pw_gid)
     if created:
         subprocess.run(["userdel", ATTACKER], check=False, capture_output=True)
+
+
+# --- sweeps against a real Ray (test_sweep_ray.py, test_sweep_parity.py) ----------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[str]:
+    """A local Ray head (2 CPUs, 1 logical GPU) for the session: ``ray start --head --block``, so that
+    a driver in a subprocess can be killed (resume) or interrupted (cancel) while the cluster lives on."""
+    raysite = str(REPO / "workflow_compiler" / "sweep" / "raysite")  # as the embedded default's Ray: workers start in ~1 s, not ~3
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_agent_register_timeout_ms": "180000", "PYTHONPATH": raysite}
+    port = _free_port()
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                             f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=false", "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        head.send_signal(signal.SIGTERM)
+        head.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(ray_head: str) -> Iterator[str]:
+    """This process connected to the session's Ray head as a driver, with ``RAY_ADDRESS`` naming it, for one module."""
+    import ray
+
+    os.environ.update(RAY_AUTH_MODE="disabled", RAY_ADDRESS=ray_head)
+    try:
+        deadline = time.monotonic() + 150
+        while True:
+            try:
+                ray.init(address=ray_head, logging_level="WARNING", log_to_driver=False, _node_ip_address="127.0.0.1")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        yield ray_head
+    finally:
+        ray.shutdown()
+        os.environ.pop("RAY_ADDRESS", None)
+
+
+@pytest.fixture()
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``NBSCALE_HOME`` (its own MLflow store) for one test."""
+    monkeypatch.setenv("NBSCALE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tmp_path / "home"

@@ -25,6 +25,7 @@ from workflow_compiler.compiler import compile_to_file, compile_workflow, to_yam
 from workflow_compiler.compiler import output as compiler_output
 from workflow_compiler.compiler.templates import cpu_quantity
 from workflow_compiler.errors import CompileError, ManifestInvalid, NotebookError
+from workflow_compiler.inspection import inspect_notebook
 from workflow_compiler.pools import PoolConfig, load_pools
 from workflow_compiler.spec import PipelineSpec, RunSpec, build_run_spec, load_pipeline
 from workflow_compiler.stepconfig import StepConfig
@@ -141,22 +142,56 @@ def _option(args: list[str], flag: str) -> list[str]:
     return [args[i + 1] for i, a in enumerate(args) if a == flag]
 
 
+@pytest.mark.parametrize(("given", "expected"), [
+    ([], {"model": "forest", "n_estimators": 100, "max_depth": None}),
+    (["n_estimators=250", "max_depth=4"], {"model": "forest", "n_estimators": 300, "max_depth": 4}),
+])
+def test_argo_submit_p_reparameterizes_any_notebook_parameter(given: list[str], expected: dict[str, Any]) -> None:
+    """`argo submit wf.yaml -p n_estimators=300` (simulated): Argo replaces the workflow argument's value,
+    then substitutes it into the task and the step; the step receives it as JSON, and every default too."""
+    from workflow_compiler.executors.templating import substitute
+
+    manifest = compile_workflow(_train(*given), notebook_root=REPO)
+    arguments = {p["name"]: p["value"] for p in manifest["spec"]["arguments"]["parameters"]}
+    assert set(arguments) == {p.name for p in inspect_notebook(REPO / "examples" / "train.ipynb").parameters}
+    arguments["n_estimators"] = "300"  # what -p does to spec.arguments.parameters
+    (task,) = _template(manifest, "main")["dag"]["tasks"]
+    inputs = {p["name"]: substitute(p["value"], {f"workflow.parameters.{k}": v for k, v in arguments.items()})
+              for p in task["arguments"]["parameters"]}
+    received = [substitute(a, {f"inputs.parameters.{k}": v for k, v in inputs.items()})
+                for a in _option(_args(_template(manifest, task["template"])), "--parameter")]
+    values = {name: json.loads(value) for name, value in (item.split("=", 1) for item in received)}
+    assert {k: values[k] for k in expected} == {**expected, "n_estimators": 300}
+
+
+def test_a_pipeline_has_every_parameter_of_every_step_as_step_dash_name() -> None:
+    manifest = compile_workflow(_pipeline(), notebook_root=REPO)
+    arguments = {p["name"]: json.loads(p["value"]) for p in manifest["spec"]["arguments"]["parameters"]}
+    for step in ("prepare", "train"):
+        notebook = REPO / "examples" / f"{step}.ipynb"
+        assert {n.split("-", 1)[1] for n in arguments if n.startswith(f"{step}-")} == {p.name for p in inspect_notebook(notebook).parameters}
+    assert arguments["train-n_estimators"] == 60 and arguments["train-report_steps"] == 5  # given, and a default
+    assert arguments["prepare-test_size"] == 0.3
+
+
 def test_run_follows_the_step_contract() -> None:
     """The command line and wiring the runtime and the local executor rely on (docs/DESIGN.md)."""
     spec = _train("n_estimators=300", "model=logistic")
     manifest = compile_workflow(spec, notebook_root=REPO)
     assert manifest["metadata"]["generateName"] == "nbscale-train-"
     assert manifest["spec"]["entrypoint"] == "main"
-    assert manifest["spec"]["arguments"]["parameters"] == [{"name": "n_estimators", "value": "300"},
-                                                           {"name": "model", "value": '"logistic"'}]
+    # every notebook parameter, in the notebook's order: the given values, and the defaults for the rest (as JSON)
+    names = ["model", "n_estimators", "max_depth", "learning_rate", "test_size", "seed", "data_dir", "report_steps"]
+    values = ['"logistic"', "300", "null", "0.1", "0.25", "42", '""', "5"]
+    assert manifest["spec"]["arguments"]["parameters"] == [{"name": n, "value": v} for n, v in zip(names, values, strict=True)]
     (task,) = _template(manifest, "main")["dag"]["tasks"]
-    assert task["arguments"]["parameters"] == [{"name": n, "value": f"{{{{workflow.parameters.{n}}}}}"} for n in ("n_estimators", "model")]
+    assert task["arguments"]["parameters"] == [{"name": n, "value": f"{{{{workflow.parameters.{n}}}}}"} for n in names]
     step = _template(manifest, task["template"])
     container = step["container"]
     assert container["command"] == ["nbscale-step"]
     args = _args(step)
     assert args[0] == "run" and _option(args, "--output-dir") == ["/nbscale/outputs"]
-    assert _option(args, "--parameter") == ["n_estimators={{inputs.parameters.n_estimators}}", "model={{inputs.parameters.model}}"]
+    assert _option(args, "--parameter") == [f"{n}={{{{inputs.parameters.{n}}}}}" for n in names]
     config = StepConfig.from_arg(_option(args, "--config")[0])
     sha = hashlib.sha256((REPO / "examples/train.ipynb").read_bytes()).hexdigest()
     assert config == StepConfig(notebook="examples/train.ipynb", experiment="train", user="alice", notebook_sha256=sha,
@@ -281,9 +316,10 @@ def test_cpu_quantities(cores: float, quantity: str) -> None:
 
 
 def test_notebook_hash_needs_a_readable_notebook_inside_the_root(tmp_path: Path) -> None:
-    (tmp_path / "nb.ipynb").write_bytes(b'{"cells": []}')
+    text = b'{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}'
+    (tmp_path / "nb.ipynb").write_bytes(text)
     config = _option(_args(_template(compile_workflow(RunSpec(notebook="nb.ipynb", user="u"), notebook_root=tmp_path), "notebook")), "--config")
-    assert StepConfig.from_arg(config[0]).notebook_sha256 == hashlib.sha256(b'{"cells": []}').hexdigest()
+    assert StepConfig.from_arg(config[0]).notebook_sha256 == hashlib.sha256(text).hexdigest()
     with pytest.raises(NotebookError, match="missing.ipynb"):
         compile_workflow(RunSpec(notebook="missing.ipynb", user="u"), notebook_root=tmp_path)
     (tmp_path / "link.ipynb").symlink_to(REPO / "examples" / "train.ipynb")

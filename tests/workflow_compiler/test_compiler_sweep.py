@@ -61,7 +61,7 @@ def _hostile_spec(search: str = "grid") -> RunSpec:
                    sweep={"space": space, "metric": "acc", "search": search})
 
 
-GRID = {"space": {"n_estimators": "grid(50, 100)", "model": "choice('logistic', 'boosting')"}, "metric": "val_accuracy",
+GRID = {"space": {"n_estimators": "grid(50, 100)", "model": "grid('logistic', 'boosting')"}, "metric": "val_accuracy",
         "search": "grid", "concurrency": 2}
 GOLDEN_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "train-rayjob-asha-half-gpu": lambda: compile_workflow(_train_sweep(
@@ -297,6 +297,8 @@ def test_fanout_is_chosen_by_the_cluster_config() -> None:
     ({"space": {"n_estimators": "randint(50, 400)"}, "search": "random"}, "search 'random' samples, which needs Ray"),
     ({**GRID, "scheduler": "asha"}, "early stopping (asha) needs Ray Tune"),
     ({**GRID, "gpus_per_trial": 0.5}, "each fan-out trial is a pod, which takes whole GPUs"),
+    ({**GRID, "space": {"n_estimators": "grid(50, 100)", "model": "choice('logistic', 'boosting')"}},
+     "space: choice(...) is sampled for each trial, which needs Ray (model); write grid(...) to try every value"),
 ])
 def test_fanout_refuses_what_argo_cannot_do(sweep: dict[str, Any], message: str) -> None:
     with pytest.raises(CompileError, match=re.escape(message)):

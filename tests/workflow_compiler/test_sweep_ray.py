@@ -1,19 +1,14 @@
-"""Sweeps against a real Ray (started once for the module) and a real MLflow SQLite store.
-
-Ray runs as ``ray start --head --block`` so that a driver in a subprocess can be killed (resume)
-or interrupted (cancel) while the cluster lives on. It declares 1 logical GPU for the packing test.
-"""
+"""Sweeps against a real Ray (``ray_cluster``, started once per session in conftest.py) and a real
+MLflow SQLite store."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,50 +19,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 NB = "tests/workflow_compiler/sweep_notebooks"
 PY = sys.executable
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A local Ray head with 2 CPUs and 1 logical GPU; this process is connected as a driver."""
-    import ray
-
-    raysite = str(REPO / "workflow_compiler" / "sweep" / "raysite")  # as the embedded default's Ray: workers start in ~1 s, not ~3
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_agent_register_timeout_ms": "180000", "PYTHONPATH": raysite}
-    port = _free_port()
-    address = f"127.0.0.1:{port}"
-    head = subprocess.Popen([str(Path(PY).parent / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-                             f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=false", "--disable-usage-stats"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.environ.update(RAY_AUTH_MODE="disabled", RAY_ADDRESS=address)
-    try:
-        deadline = time.monotonic() + 150
-        while True:
-            try:
-                ray.init(address=address, logging_level="WARNING", log_to_driver=False, _node_ip_address="127.0.0.1")
-                break
-            except Exception:
-                if time.monotonic() > deadline or head.poll() is not None:
-                    raise
-                time.sleep(2)
-        yield address
-    finally:
-        ray.shutdown()
-        head.send_signal(signal.SIGTERM)
-        head.wait(timeout=60)
-        os.environ.pop("RAY_ADDRESS", None)
-
-
-@pytest.fixture()
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("NBSCALE_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path / "home"
 
 
 def _spec(notebook: str, space: dict, **sweep: object) -> RunSpec:
@@ -292,3 +243,71 @@ def test_ctrl_c_stops_every_trial_and_marks_runs_killed(ray_cluster: str, home: 
     assert mc.get_run(summary["parent_run_id"]).info.status == "KILLED"
     runs = tracking.child_runs(mc, experiment_id=summary["experiment_id"], parent_run_id=summary["parent_run_id"])
     assert runs and all(r.info.status == "KILLED" for r in runs), [(r.info.status, r.data.tags.get(tracking.TAG_STATUS)) for r in runs]
+
+
+def test_every_trial_of_many_asha_sweeps_names_its_run_and_the_run_keeps_its_data(ray_cluster: str, home: Path) -> None:
+    """Stress: 4 ASHA sweeps of 8 trials in a row on one Ray. Tune calls back a stopped trial's end as
+    it decides, before the worker hears of it; the row must still name the run, and the run must
+    hold every metric that reached Tune and the partial notebook (issue 17, item 4)."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    xs = ", ".join(str(float(x)) for x in range(8, 0, -1))  # worse and worse: ASHA stops most at their first rung
+    spec = _spec("objective.ipynb", {"x": f"grid({xs})"}, metric="score", scheduler="asha", concurrency=2,
+                 fixed={"sleep": 0.05, "steps": 4})
+    stopped = 0
+    for _ in range(4):
+        result = run_sweep(spec, root=REPO, progress=False)
+        mc = tracking.client(result.tracking_uri)
+        runs = {r.info.run_id: r for r in _children(result)}
+        assert len(result.trials) == 8 and len(runs) == 8
+        for trial in result.trials:
+            assert trial.status in ("COMPLETED", "EARLY_STOPPED"), trial
+            run = runs[trial.run_id or "no run id"]
+            assert run.data.tags[tracking.TAG_TRIAL] == trial.trial_id
+            assert (run.info.status, run.data.tags[tracking.TAG_STATUS]) == ("FINISHED", trial.status)
+            history = [m.value for m in mc.get_metric_history(trial.run_id, "score")]
+            reported = trial.steps - (trial.status == "COMPLETED")  # a completed trial's closing report repeats its last value
+            assert reported >= 1 and len(history) >= reported and history[-1] >= (trial.value or 0), (trial, history)
+            assert "output.ipynb" in {a.path for a in mc.list_artifacts(trial.run_id)}, trial
+        stopped += result.counts["EARLY_STOPPED"]
+    assert stopped >= 8  # ASHA did stop trials part-way
+
+
+def test_one_sweep_file_is_one_trial_set_locally_in_the_rayjob_and_in_fanout(ray_cluster: str, home: Path) -> None:
+    """grid(...) axes are crossed and choice(...) is sampled, on every target (issue 17, item 3)."""
+    import yaml
+
+    from workflow_compiler.compiler import compile_workflow
+    from workflow_compiler.compiler.rayjob import SPEC_ENV
+    from workflow_compiler.errors import CompileError
+    from workflow_compiler.sweep.driver import run_sweep
+
+    def trial_set(params: list[dict]) -> list[str]:
+        return sorted(json.dumps(p, sort_keys=True) for p in params)
+
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0)", "steps": "grid(1, 2)"}, metric="score", samples=2, seed=7, concurrency=2)
+    local = run_sweep(spec, root=REPO, progress=False)
+    fanout = compile_workflow(spec, fanout=True)
+    (trials,) = [t for t in next(t for t in fanout["spec"]["templates"] if t["name"] == "main")["dag"]["tasks"] if "withItems" in t]
+    items = [{k: json.loads(v) for k, v in item.items()} for item in trials["withItems"]]
+    rayjob = yaml.safe_load(next(t for t in compile_workflow(spec)["spec"]["templates"] if t["name"] == "sweep")["resource"]["manifest"])
+    shipped = RunSpec.model_validate_json(yaml.safe_load(rayjob["spec"]["runtimeEnvYAML"])["env_vars"][SPEC_ENV])
+    in_rayjob = run_sweep(shipped, root=REPO, progress=False)  # what the RayJob's entrypoint runs with that spec
+    expected = trial_set([{"x": x, "steps": s} for x in (1.0, 2.0) for s in (1, 2)] * 2)
+    assert trial_set([t.params for t in local.trials]) == trial_set(items) == trial_set([t.params for t in in_rayjob.trials]) == expected
+
+    sampled = _spec("objective.ipynb", {"x": "grid(1.0, 2.0)", "sleep": "choice(0.0, 0.01)"}, metric="score", seed=7)
+    result = run_sweep(sampled, root=REPO, progress=False)
+    assert len(result.trials) == sampled.sweep.total_trials() == 2  # choice() sampled once per grid point, not crossed
+    assert sorted(t.params["x"] for t in result.trials) == [1.0, 2.0] and {t.params["sleep"] for t in result.trials} <= {0.0, 0.01}
+    with pytest.raises(CompileError, match=r"choice\(\.\.\.\) is sampled for each trial, which needs Ray \(sleep\)"):
+        compile_workflow(sampled, fanout=True)
+
+
+def test_a_seeded_sweep_keeps_its_concurrency() -> None:
+    """Tune ignores max_concurrent_trials when the search is a generator (BasicVariantGenerator with a seed)."""
+    from workflow_compiler.sweep.driver import _tune_config
+
+    config = _tune_config(_spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0)"}, metric="score", seed=7, concurrency=1))
+    assert config.search_alg.max_concurrent == 1

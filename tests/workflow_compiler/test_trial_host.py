@@ -128,11 +128,11 @@ def test_metrics_logged_from_the_notebooks_own_threads_all_arrive_and_a_refused_
     nbformat.write(nb, tmp_path / "threads.ipynb")
     child = trial_host.HostChild.connect(_host(short_home, monkeypatch))
     assert child is not None
-    # papermill refuses a notebook that names no language: the trial fails with that message, the child stays
-    refused = child.run(_request(tmp_path / "threads.ipynb", tmp_path, 0), on_metric=lambda *_: None, report=lambda *_: None)
-    assert refused.status == "FAILED" and "No language found" in (refused.error or "") and not child.closed
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, tmp_path / "threads.ipynb")
+    # papermill refuses a file that is no notebook: the trial fails with that message, the child stays
+    (tmp_path / "broken.ipynb").write_text("{not json", encoding="utf-8")
+    refused = child.run(_request(tmp_path / "broken.ipynb", tmp_path, 0), on_metric=lambda *_: None, report=lambda *_: None)
+    assert refused.status == "FAILED" and (refused.error or "").startswith("NotJSONError") and not child.closed
+    # ... and one with no kernelspec (made with nbformat) runs, as under `nbscale run`
     seen: list[str] = []
     asked: list[float] = []
     outcome = child.run(_request(tmp_path / "threads.ipynb", tmp_path, 1, interval=0.0), on_metric=lambda name, *_: seen.append(name),

@@ -102,6 +102,7 @@ def compile_workflow(
 
 def compile_run(spec: RunSpec, context: CompileContext) -> Workflow:
     """A single notebook run: one DAG task ``notebook``; workflow parameters named as in the notebook."""
+    spec = with_notebook_defaults(spec, context.notebook_root)
     plan = _notebook_plan(spec, context, name=SINGLE_TASK, user=spec.user, tags=spec.tracking.tags,
                           experiment=spec.experiment, html=spec.outputs.html)
     task = Task(name=SINGLE_TASK, template=SINGLE_TASK,
@@ -125,6 +126,7 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
     values: dict[str, tuple[str, Any]] = {}
     for step in spec.order():
         _check_task_name(step.name)
+        step = with_notebook_defaults(step, context.notebook_root)
         template_name = f"notebook-{step.name}"
         plan = _notebook_plan(step, context, name=template_name, user=spec.user, tags=tags, experiment=spec.experiment,
                               html=spec.outputs.html, step_name=step.name, parent_run=True)
@@ -138,6 +140,27 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
     labels = {LABEL_USER: label_value(spec.user), LABEL_PIPELINE: label_value(spec.name), LABEL_KIND: "pipeline"}
     return _workflow(spec.name, labels, context, arguments=_workflow_parameters(values),
                      templates=[DAG(name="main", tasks=tasks), *templates], on_exit=t.CLOSE_PARENT_TEMPLATE)
+
+
+def with_notebook_defaults(step: Any, notebook_root: Path | None) -> Any:
+    """``step`` (a RunSpec or pipeline step) with every notebook parameter: the given values, and the
+    notebook's defaults for the rest, so that ``argo submit -p NAME=VALUE`` can set any of them.
+
+    Read only with ``notebook_root``. A default that is not a literal (``os.environ["X"]``) has no
+    value to emit, so it stays the notebook's own unless given.
+    """
+    if notebook_root is None:
+        return step
+    from ..inspection import inspect_notebook
+
+    path, _ = resolve_notebook_path(step.notebook, notebook_root)
+    values: dict[str, Any] = {}
+    for info in inspect_notebook(path).parameters:  # in the notebook's order
+        if info.name in step.parameters:
+            values[info.name] = step.parameters[info.name]
+        elif info.default is not None or info.default_source.strip() == "None":
+            values[info.name] = info.default
+    return step.model_copy(update={"parameters": {**values, **step.parameters}})
 
 
 def _workflow(name: str, labels: dict[str, str], context: CompileContext, *,

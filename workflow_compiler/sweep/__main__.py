@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .driver import run_sweep
     from .progress import print_result
+    from .results import failure_line
 
     try:
         if args.resume:
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result.to_summary()))
     else:
         print_result(result)
+    failure = failure_line(result)
+    if failure:  # the job's log (a RayJob's, the local executor's) says why, not only its exit code
+        print(failure, file=sys.stderr)
     return EXIT[result.status]
 
 

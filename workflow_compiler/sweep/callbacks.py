@@ -46,13 +46,22 @@ class SweepCallback(Callback):
         self._update(trials, trial)
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """Finished, or stopped by the scheduler: a run the worker could not close gets that status.
+        """Finished, or stopped by the scheduler, or by a cancel (then its run ends KILLED here).
 
-        A trial whose final report says COMPLETED closed its run before reporting, so it costs no
-        search of the store here.
+        A trial whose final report says COMPLETED closed its run before reporting. One the scheduler
+        stopped is left to its worker: Tune calls this as it decides, before the worker learns of it
+        at its next report, and a run ended here would refuse the worker's last metrics and its
+        partial notebook. ``summary.finish_sweep`` waits for those runs, and ends any a lost worker left.
         """
         completed = (trial.last_result or {}).get(STATUS_KEY) == COMPLETED
-        self._update(trials, trial, close=None if completed else "row", ended="TERMINATED")
+        cancelled = self._cancelled()
+        self._update(trials, trial, close="row" if cancelled and not completed else None, ended="TERMINATED")
+
+    def _cancelled(self) -> bool:
+        from .driver import session
+
+        current = session(self.sweep_id)
+        return current is not None and current.cancel.is_set()
 
     def on_trial_recover(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         """Failed and will be retried: that attempt's run is FAILED."""

@@ -15,17 +15,9 @@ from ..errors import SpecError
 from ..inspection import inspect_notebook
 from ..params import check_parameters, coerce_text, split_assignment
 from ..paths import resolve_notebook_path
-from ..spec import RunSpec, parse_model
+from ..spec import RunSpec, TrackingSpec, parse_model
 from .space import Domain, parse_space_item
-from .spec import check_sweep, load_sweep_file, parse_sweep
-
-#: argparse dest -> SweepSpec field, for the flags that override the sweep file.
-_OVERRIDES = {
-    "samples": "samples", "concurrency": "concurrency", "metric": "metric", "mode": "mode",
-    "search": "search", "early_stop": "scheduler", "cpus_per_trial": "cpus_per_trial",
-    "gpus_per_trial": "gpus_per_trial", "time_budget": "time_budget_s", "max_failures": "max_failures",
-    "fresh_kernel": "fresh_kernel", "grace_period": "grace_period", "seed": "seed",
-}
+from .spec import CLI_KEYS, check_sweep, load_sweep_file, parse_sweep, split_sweep_file
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,9 +58,7 @@ def sweep_from_args(args: argparse.Namespace, root: str | os.PathLike[str]) -> R
     absolute, relative = resolve_notebook_path(args.notebook, root)
     signature = inspect_notebook(absolute)
     data: dict[str, Any] = load_sweep_file(args.sweep_file) if args.sweep_file else {}  # relative to the caller's cwd
-    fixed = dict(data.pop("parameters", None) or {})
-    tracking = dict(data.pop("tracking", None) or {})
-    sweep: dict[str, Any] = dict(data.pop("sweep", None) or data)
+    fixed, tracking, sweep = split_sweep_file(data, what=f"sweep file {args.sweep_file}")
     space: dict[str, Any] = dict(sweep.get("space") or {})
     for item in args.sweep_params:
         name, value = parse_space_item(item)
@@ -82,7 +72,7 @@ def sweep_from_args(args: argparse.Namespace, root: str | os.PathLike[str]) -> R
         name, value = split_assignment(item)
         fixed[name] = coerce_text(_info(signature, name), value)
     sweep["space"] = space
-    for dest, field in _OVERRIDES.items():
+    for dest, field in CLI_KEYS.items():
         if getattr(args, dest, None) is not None:
             sweep[field] = getattr(args, dest)
     if not space:
@@ -101,10 +91,12 @@ def sweep_from_args(args: argparse.Namespace, root: str | os.PathLike[str]) -> R
 def apply_sweep_file(spec: RunSpec, path: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".") -> RunSpec:
     """``nbscale compile NOTEBOOK --sweep FILE``: add the file's sweep to a built RunSpec."""
     absolute, _ = resolve_notebook_path(spec.notebook, root)
-    data = load_sweep_file(path)
-    fixed = {**spec.parameters, **(data.pop("parameters", None) or {})}
-    sweep = parse_sweep(data.pop("sweep", None) or data, what=f"sweep file {path}")
-    merged = spec.model_copy(update={"parameters": fixed, "sweep": sweep})
+    fixed, tracking, fields = split_sweep_file(load_sweep_file(path), what=f"sweep file {path}")
+    sweep = parse_sweep(fields, what=f"sweep file {path}")
+    given = {key: value for key, value in spec.tracking.model_dump().items() if value}  # the command line's win
+    tracking = {**tracking, **given, "tags": {**(tracking.get("tags") or {}), **spec.tracking.tags}}
+    merged = spec.model_copy(update={"parameters": {**spec.parameters, **fixed}, "sweep": sweep,
+                                     "tracking": parse_model(TrackingSpec, tracking, what=f"sweep file {path}")})
     signature = inspect_notebook(absolute)
     return check_sweep(merged.model_copy(update={"parameters": _checked_fixed(merged, signature)}), signature)
 

@@ -17,7 +17,7 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,10 +28,11 @@ from ..spec import RunSpec, check_run_spec
 from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, telemetry_switch, tracking_uri
 from . import plots, tracking, trial_host
 from .callbacks import CANCELLED
+from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .results import SweepResult, TrialRow, best_trial, count_statuses
 from .summary import finish_sweep, row_from_trial
-from .trial import TrialPlan, run_trial
+from .trial import TrialPlan, patient_trainable, run_trial
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class _Session:
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_marked: bool = False  # callbacks.CANCELLED written for the workers
     rows: dict[str, TrialRow] = field(default_factory=dict)
-    _shown: float = 0.0
+    _shown: float = float("-inf")  # the first refresh always draws, however young the machine's monotonic clock
     _plots_warm: bool = False
 
     def trial_ended(self) -> None:
@@ -281,7 +282,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
     if plan.trial_host:
         plan = _with_peers(spec, plan, sweep_dir)
     # default_runtime_env: trial actors may then start on Ray's idle workers
-    with _scoped_environ(_tune_environ()), default_runtime_env():
+    with _scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG):
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
         experiment = sweep_dir / "tune" / plan.sweep_id
         if resume:
@@ -309,7 +310,7 @@ def _with_peers(spec: RunSpec, plan: TrialPlan, sweep_dir: Path) -> TrialPlan:
     return replace(plan, peers=max(peers, 1), peers_dir=str(sweep_dir / "workers" / f"{os.getpid()}-{time.time_ns()}"))
 
 
-def _trainable(plan: TrialPlan) -> Callable[[dict[str, Any]], None]:
+def _trainable(plan: TrialPlan) -> Any:
     """Tune's function trainable for this sweep: ``run_trial`` with the plan in its closure.
 
     ``tune.with_parameters`` would keep the plan in Ray's object store and fetch it at the start of
@@ -321,7 +322,7 @@ def _trainable(plan: TrialPlan) -> Callable[[dict[str, Any]], None]:
         run_trial(config, plan)
 
     trainable.__name__ = trainable.__qualname__ = run_trial.__name__  # Tune names trials and their folders after it
-    return trainable
+    return patient_trainable(trainable, plan.cancel_marker)
 
 
 def _tune_config(spec: RunSpec) -> Any:
@@ -337,7 +338,8 @@ def _tune_config(spec: RunSpec) -> Any:
     elif sweep.seed is not None:
         from ray.tune.search import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=sweep.seed)
+        # Tune ignores max_concurrent_trials for a search generator: it takes the limit itself
+        search_alg = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.concurrency)
     scheduler: Any = None
     if sweep.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler

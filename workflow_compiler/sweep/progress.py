@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -10,6 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .logs import DRIVER_LOG
 from .results import SweepResult, TrialRow, count_statuses
 
 _STYLE = {"COMPLETED": "green", "EARLY_STOPPED": "yellow", "FAILED": "red", "KILLED": "magenta", "RUNNING": "cyan", "PENDING": "dim"}
@@ -60,13 +62,15 @@ class SweepProgress:
 def results_table(result: SweepResult, *, limit: int = 50) -> Table:
     """The final table, sorted by the metric, best first."""
     names = sorted({k for t in result.trials for k in t.params})
+    errors = any(t.error for t in result.trials)
     table = Table(title=f"sweep {result.sweep_id}: {result.status} ({result.metric}, {result.mode})")
-    for column in ("#", "trial", "status", result.metric, *names, "seconds"):
-        table.add_column(column, justify="right" if column in ("#", result.metric, "seconds") else "left")
+    for column in ("#", "trial", "status", result.metric, *names, "seconds", *(["error"] if errors else [])):
+        table.add_column(column, justify="right" if column in ("#", result.metric, "seconds") else "left",
+                         overflow="fold" if column == "error" else "ellipsis")
     for rank, t in enumerate(result.sorted_trials()[:limit], start=1):
         table.add_row(str(rank), t.trial_id, Text(t.status, style=_STYLE.get(t.status, "")),
                       "" if t.value is None else f"{t.value:.6g}", *[repr(t.params.get(n)) for n in names],
-                      "" if t.seconds is None else f"{t.seconds:.1f}")
+                      "" if t.seconds is None else f"{t.seconds:.1f}", *([Text(t.error or "", style="red")] if errors else []))
     return table
 
 
@@ -78,4 +82,6 @@ def print_result(result: SweepResult, console: Console | None = None) -> None:
         console.print(f"[bold]best {result.metric}[/bold] = {result.best['value']:.6g} with {result.best['params']}")
     else:
         console.print("[red]no trial completed[/red]")
+    if result.counts.get("FAILED"):
+        console.print(f"tracebacks of the failed trials: {Path(result.sweep_dir) / DRIVER_LOG}", markup=False, highlight=False)
     console.print(f"MLflow parent run {result.parent_run_id} (experiment {result.experiment_id}) in {result.tracking_uri}")

@@ -59,6 +59,16 @@ class SweepResult(BaseModel):
         return data
 
 
+def failure_line(result: SweepResult) -> str | None:
+    """One line on why a sweep failed, with the first failed trial's reason; None unless it FAILED."""
+    if result.status != "FAILED":
+        return None
+    failed = [t for t in result.trials if t.status == "FAILED"]
+    reason = next((t.error for t in failed if t.error), None)
+    return f"sweep {result.sweep_id} FAILED: no trial completed ({len(failed)} of {len(result.trials)} failed" + (
+        f"; trial {next(t.trial_id for t in failed if t.error)}: {reason})" if reason else ")")
+
+
 def count_statuses(trials: list[TrialRow]) -> dict[str, int]:
     """How many trials are in each status (every status present, zeros included)."""
     counts = dict.fromkeys(("PENDING", "RUNNING", "COMPLETED", "EARLY_STOPPED", "FAILED", "KILLED"), 0)

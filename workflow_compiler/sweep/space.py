@@ -70,7 +70,7 @@ class Domain(BaseModel):
         return f"{self.kind}({', '.join(repr(a) for a in args)})"
 
     def grid_values(self) -> list[Any]:
-        """The values a grid search enumerates (``choice`` counts as a grid there)."""
+        """The values a ``grid(...)`` axis enumerates (``choice(...)`` is sampled, not enumerated)."""
         if self.kind not in _VALUE_KINDS:
             raise SpecError(f"{self.to_text()} is continuous; a grid search needs grid(...) or choice(...) for every parameter.")
         return list(self.values or [])

@@ -26,6 +26,30 @@ if TYPE_CHECKING:
 #: Default number of trials of a random or Optuna search; a grid search runs each point once.
 DEFAULT_SAMPLES = 10
 _METRIC_NAME = r"^[A-Za-z0-9_\-. /]{1,250}$"  # the characters MLflow accepts in a metric name
+#: ``nbscale sweep``'s flag names (argparse dests) -> SweepSpec fields: a sweep file may use either spelling.
+CLI_KEYS = {
+    "samples": "samples", "concurrency": "concurrency", "metric": "metric", "mode": "mode",
+    "search": "search", "early_stop": "scheduler", "cpus_per_trial": "cpus_per_trial",
+    "gpus_per_trial": "gpus_per_trial", "time_budget": "time_budget_s", "max_failures": "max_failures",
+    "fresh_kernel": "fresh_kernel", "grace_period": "grace_period", "seed": "seed",
+}
+
+
+def canonical_sweep_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the CLI's spellings (``early_stop``, ``early-stop``, ``time_budget``) as SweepSpec's field names.
+
+    Raises SpecError when one field is given under two spellings.
+    """
+    out: dict[str, Any] = {}
+    spelled: dict[str, Any] = {}
+    for key, value in data.items():
+        name = key.replace("-", "_") if isinstance(key, str) else key
+        field = CLI_KEYS.get(name, name)
+        if field in out:
+            raise SpecError(f"sweep keys {spelled[field]!r} and {key!r} both set {field!r}; keep one of them.",
+                            errors=[{"loc": ["sweep", str(key)], "msg": f"sets {field!r} again"}])
+        out[field], spelled[field] = value, key
+    return out
 
 
 class SweepSpec(BaseModel):
@@ -50,6 +74,11 @@ class SweepSpec(BaseModel):
     reduction_factor: float = Field(2.0, gt=1, le=100, description="ASHA: keep 1/reduction_factor of trials at each rung")
     max_steps: int = Field(1000, ge=1, le=10_000_000, description="ASHA: the most reports a trial makes")
     seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Seed of the search algorithm, for a reproducible sequence of trials")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cli_spellings(cls, data: Any) -> Any:
+        return canonical_sweep_keys(data) if isinstance(data, dict) else data
 
     @field_validator("space")
     @classmethod
@@ -85,16 +114,20 @@ class SweepSpec(BaseModel):
         return self.samples or (1 if self.search == "grid" else DEFAULT_SAMPLES)
 
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every point of a grid search, in order (the last parameter varies fastest)."""
+        """Every point of the ``grid(...)`` axes, crossed, in order (the last parameter varies fastest).
+
+        One meaning everywhere (Ray Tune, Argo fan-out, the trial count): ``grid(...)`` axes are
+        crossed, and ``choice(...)`` is sampled for each trial, like the ranges.
+        """
         points: list[dict[str, Any]] = [{}]
         for name, domain in self.space.items():
-            points = [{**p, name: v} for p in points for v in domain.grid_values()]
+            if domain.kind == "grid":
+                points = [{**p, name: v} for p in points for v in domain.grid_values()]
         return points
 
     def total_trials(self) -> int:
-        """How many trials this sweep runs (before retries)."""
-        grid = [d for d in self.space.values() if d.kind == "grid" or (self.search == "grid" and d.kind == "choice")]
-        return math.prod(len(d.values or []) for d in grid) * self.effective_samples
+        """How many trials this sweep runs (before retries): the grid's points, ``samples`` times each."""
+        return len(self.grid_points()) * self.effective_samples
 
 
 def check_sweep(spec: RunSpec, signature: NotebookSignature) -> RunSpec:
@@ -110,9 +143,42 @@ def parse_sweep(data: Any, *, what: str = "sweep spec") -> SweepSpec:
     try:
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
-        errors = [{"loc": ["sweep", *map(str, e["loc"])], "msg": e["msg"].removeprefix("Value error, ")} for e in exc.errors()]
+        errors = [{"loc": ["sweep", *map(str, e["loc"])], "msg": _message(e)} for e in exc.errors()]
         lines = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
         raise SpecError(f"invalid {what}: {lines}", errors=errors) from None
+
+
+def valid_keys() -> list[str]:
+    """Every key a sweep mapping takes: SweepSpec's fields and the CLI's spellings of them."""
+    return sorted(set(SweepSpec.model_fields) | set(CLI_KEYS))
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return f"unknown key; valid keys: {', '.join(valid_keys())}"
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+#: The keys beside ``sweep:`` when a file wraps the sweep fields in it.
+FILE_KEYS = ("parameters", "tracking", "sweep")
+
+
+def split_sweep_file(data: dict[str, Any], *, what: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A sweep file's ``(parameters, tracking, sweep fields)``, the latter with the CLI's spellings as field names.
+
+    With a ``sweep:`` key, any other key than ``parameters`` and ``tracking`` is refused (a typo
+    there would otherwise be ignored); without one, every key but those two is a sweep field.
+    """
+    data = dict(data)
+    fixed = dict(data.pop("parameters", None) or {})
+    tracking = dict(data.pop("tracking", None) or {})
+    if "sweep" in data:
+        sweep = data.pop("sweep")
+        if data:
+            raise SpecError(f"{what}: unknown key(s) {', '.join(map(repr, data))} beside 'sweep'; valid there: {', '.join(FILE_KEYS)}.",
+                            errors=[{"loc": [str(key)], "msg": f"unknown key; valid: {', '.join(FILE_KEYS)}"} for key in data])
+        data = dict(sweep or {})
+    return fixed, tracking, canonical_sweep_keys(data)
 
 
 def load_sweep_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -12,9 +12,11 @@ from ..spec import RunSpec
 from . import tracking
 from .plots import write_plots
 from .results import SweepResult, TrialRow, best_trial, count_statuses, trials_csv
-from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, outcome_status
+from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, TrialFailed, outcome_status
 
 log = logging.getLogger(__name__)
+#: How Ray's error file names a notebook's failure: the reason that follows is the row's error.
+_TRIAL_FAILED = f"{TrialFailed.__module__}.{TrialFailed.__qualname__}: "
 
 
 def row_from_trial(trial: Any, number: int, *, metric: str, cancelled: bool, ended: str | None = None) -> TrialRow:
@@ -46,7 +48,7 @@ def _error_text(trial: Any) -> str | None:
     except OSError:
         return None
     lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1][:2000] if lines else None
+    return lines[-1].removeprefix(_TRIAL_FAILED)[:2000] if lines else None
 
 
 def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], sweep_dir: Path, grid: Any,
@@ -56,11 +58,13 @@ def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], s
     if sweep is None:
         raise ValueError("finish_sweep needs a sweep spec")
     mc, parent = session_client, state["parent_run_id"]
+    # the workers end these runs themselves, with their last metrics and notebooks; a lost one's run ends below
     tracking.settle_children(mc, experiment_id=state["experiment_id"], parent_run_id=parent,
-                             trial_ids={row.trial_id for row in rows.values() if row.status == "COMPLETED"})
+                             trial_ids={row.trial_id for row in rows.values() if row.status in ("COMPLETED", "EARLY_STOPPED")})
     tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=parent,
-                                 status="KILLED" if cancelled else "FAILED")
-    trials = sorted(rows.values(), key=lambda r: r.number)
+                                 status="KILLED" if cancelled else "FAILED",
+                                 statuses={row.trial_id: row.status for row in rows.values() if row.status == "EARLY_STOPPED"})
+    trials = _with_run_ids(mc, state, sorted(rows.values(), key=lambda r: r.number))
     best = best_trial(trials, sweep.mode)
     status = "KILLED" if cancelled else "SUCCEEDED" if best is not None else "FAILED"
     result = SweepResult(
@@ -72,6 +76,16 @@ def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], s
     (sweep_dir / "result.json").write_text(summary, encoding="utf-8")
     _close_parent(mc, result, best, summary)
     return result
+
+
+def _with_run_ids(mc: Any, state: dict[str, Any], trials: list[TrialRow]) -> list[TrialRow]:
+    """Every row names its MLflow run: one that failed before its first report told Tune none, so
+    its last attempt's run is found by the trial's tag (one search for the whole sweep)."""
+    if all(t.run_id for t in trials):
+        return trials
+    latest = {run.data.tags.get(tracking.TAG_TRIAL): run.info.run_id  # oldest first: the last attempt wins
+              for run in tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"])}
+    return [t if t.run_id else t.model_copy(update={"run_id": latest.get(t.trial_id)}) for t in trials]
 
 
 def _close_parent(mc: Any, result: SweepResult, best: TrialRow | None, summary: str) -> None:

@@ -27,6 +27,8 @@ MetricHook = Callable[[str, float, "int | None"], None]
 #: One metric value as it is queued and travels to the agent: (name, value, timestamp in ms, step).
 MetricRow = tuple[str, float, int, int]
 TAG_KIND, TAG_SWEEP, TAG_TRIAL, TAG_STATUS = "nbscale.kind", "nbscale.sweep_id", "nbscale.trial_id", "nbscale.trial_status"
+#: Why a trial failed, as its row's ``error`` says (the tag a step's run carries too).
+TAG_ERROR = "nbscale.error"
 MLFLOW_STATUS = {"COMPLETED": "FINISHED", "EARLY_STOPPED": "FINISHED", "FAILED": "FAILED", "KILLED": "KILLED"}
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
@@ -189,7 +191,7 @@ def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str
                 mlflow_client.log_artifact(run_id, path)
         except Exception:
             log.exception("could not store artifact %s of run %s", path, run_id)
-    tags = [RunTag(TAG_STATUS, status)] + ([RunTag("nbscale.error", error[:4000])] if error else [])
+    tags = [RunTag(TAG_STATUS, status)] + ([RunTag(TAG_ERROR, error[:4000])] if error else [])
     metrics = _metrics(list(metrics or []))
     for start in range(0, max(len(metrics), 1), _BATCH):
         mlflow_client.log_batch(run_id, metrics=metrics[start:start + _BATCH], tags=tags if start == 0 else [])
@@ -224,12 +226,13 @@ def _running_children(parent_run_id: str, trial_id: str | None = None) -> str:
 
 
 def close_open_children(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, status: str,
-                        trial_id: str | None = None) -> list[str]:
-    """End child runs still RUNNING (their worker died or the sweep was cancelled) with ``status``."""
+                        trial_id: str | None = None, statuses: dict[str, str] | None = None) -> list[str]:
+    """End child runs still RUNNING (their worker died or the sweep was cancelled) with ``status``,
+    or with ``statuses[trial id]`` for the trials it names."""
     query = _running_children(parent_run_id, trial_id)
     closed = []
     for run in mlflow_client.search_runs([experiment_id], filter_string=query, max_results=1000):
-        finish_trial_run(mlflow_client, run.info.run_id, status)
+        finish_trial_run(mlflow_client, run.info.run_id, (statuses or {}).get(run.data.tags.get(TAG_TRIAL, ""), status))
         closed.append(str(run.info.run_id))
     return closed
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +85,15 @@ class ReportThrottle:
 
 
 class _TuneReporter(ReportThrottle):
-    """Reports the objective metric to Tune; a stop decision surfaces as TrialStopped."""
+    """Reports the objective metric to Tune; a stop decision surfaces as TrialStopped.
+
+    Every report names the trial's MLflow run and output notebook (``identity``): a trial the
+    scheduler stops never makes a final report, and its row must still point at its run.
+    """
+
+    def __init__(self, metric: str, interval: float, identity: dict[str, str]) -> None:
+        super().__init__(metric, interval)
+        self.identity = identity
 
     def __call__(self, name: str, value: float, step: int | None) -> None:
         if self.due(name):
@@ -95,7 +103,7 @@ class _TuneReporter(ReportThrottle):
         from ray import tune
 
         try:
-            tune.report({self.metric: value, "step": step if step is not None else -1})
+            tune.report({self.metric: value, "step": step if step is not None else -1, **self.identity})
         except SystemExit:  # Tune's way of ending a function trainable it has stopped
             self.stopped = True
             raise TrialStopped() from None
@@ -134,7 +142,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune function trainable: run the notebook once with ``config`` as its swept parameters."""
     from ray import tune
 
-    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = "30"  # time to close the run after an early stop
+    os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(STOPPED_THREAD_WAIT_S)  # time to close the run after an early stop
     trial_id = tune.get_context().get_trial_id()
     out_dir = _attempt_dir(Path(plan.trials_dir) / trial_id)
     params = {**plan.fixed, **config}
@@ -148,7 +156,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         _meet_peers(plan)
     else:
         import mlflow  # noqa: F401 - the metric hooks patch it; imported before the report interval's clock starts
-    reporter = _TuneReporter(plan.metric, plan.report_interval)
+    reporter = _TuneReporter(plan.metric, plan.report_interval, {RUN_KEY: run_id, OUTPUT_KEY: str(out_dir / "output.ipynb")})
     env = {**TRIAL_ENV, "MLFLOW_TRACKING_URI": plan.tracking_uri, "MLFLOW_RUN_ID": run_id, "NBSCALE_TRIAL_ID": trial_id,
            "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in _gpu_ids())}
     try:
@@ -165,12 +173,41 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     tracker.finish(run_id, outcome.status, error=outcome.error, artifacts=artifacts, metrics=pending,
                    artifact_uri=artifact_uri, wait=outcome.status != COMPLETED)
     if outcome.status == FAILED:
-        raise TrialFailed(f"trial {trial_id}: {outcome.error}")
+        raise TrialFailed(outcome.error or "the notebook failed")
     if outcome.status in (EARLY_STOPPED, KILLED):
         raise SystemExit(0)  # what Tune raised in report(): end the thread without Tune's closing report
     if outcome.status == COMPLETED:
         tune.report({**buffer.last, STATUS_KEY: COMPLETED, RUN_KEY: run_id, SECONDS_KEY: outcome.seconds,
                      PID_KEY: outcome.pid, OUTPUT_KEY: str(outcome.output_path), "step": -1})
+
+
+#: Seconds a trial worker's actor waits, before it goes, for the thread of a trial the scheduler stopped.
+STOPPED_THREAD_WAIT_S = 30
+
+
+def patient_trainable(trainable: Callable[[dict[str, Any]], None], cancel_marker: str | None) -> Any:
+    """Tune's trainable class for the function ``trainable``, whose actor lets a stopped trial end its run.
+
+    Tune waits for the thread of a trial the scheduler stopped only when it reuses the actor for
+    another trial. When it removes the actor instead (the sweep's last trials), it gives that thread
+    no time: the worker's process ended while the trial's run still waited for its last metrics
+    and partial notebook. Here the actor waits for the thread first, unless the sweep was cancelled.
+    """
+    from ray.train._internal.session import get_session
+    from ray.tune.trainable import wrap_function
+
+    base: Any = wrap_function(trainable)
+
+    class PatientTrainable(base):  # type: ignore[misc,valid-type]
+        def cleanup(self) -> None:
+            session = get_session()
+            if (session is not None and session.training_started and session.training_thread.is_alive()
+                    and not _cancelled(cancel_marker)):
+                session.finish(timeout=STOPPED_THREAD_WAIT_S)  # the trial's report raises, and its run ends
+            super().cleanup()
+
+    PatientTrainable.__name__ = PatientTrainable.__qualname__ = base.__name__
+    return PatientTrainable
 
 
 def _execute(plan: TrialPlan, params: dict[str, Any], out_dir: Path, env: dict[str, str], run_id: str,
@@ -189,7 +226,7 @@ def _execute(plan: TrialPlan, params: dict[str, Any], out_dir: Path, env: dict[s
     if plan.fresh_kernel:
         from .fresh import run_in_fresh_process
 
-        return run_in_fresh_process(plan.notebook, output, params, cwd=Path(plan.workdir), env=env,
+        return run_in_fresh_process(plan.notebook, output, params, cwd=Path(plan.workdir), env=env, kernel_name=plan.kernel_name,
                                     on_metric=on_metric, stopped=lambda: reporter.stopped)
     with quiet_papermill():
         return warm_runner().run(Path(plan.notebook), output, params, cwd=Path(plan.workdir), env=env,

@@ -6,10 +6,18 @@ trial pays neither a kernel start nor a re-import of pandas/scikit-learn. The no
 through papermill with an engine of our own (``nbscale-warm``): papermill injects the parameters
 and writes the output notebook exactly as the step runtime does; only the executor differs.
 
+A trial sees what a kernel gives a notebook: ``__name__ == "__main__"``, and ``sys.stdout`` /
+``sys.stderr`` that are text files with the process's own file descriptors (``faulthandler``,
+``subprocess`` with ``stdout=sys.stdout``). Notebooks without kernelspec metadata are read as
+``nbscale run`` reads them (``runtime.execute.notebook_language``). One gap remains where the
+trial runs in the Ray worker itself: Tune calls the trainable in a thread, and Python installs
+signal handlers only from the main thread (the trial host's child and ``fresh_kernel`` run the
+notebook on their main thread).
+
 Isolation per trial (``TrialSandbox``): a fresh user namespace, a fresh random state (``random``,
 NumPy, torch reseeded from OS entropy, as in a new process), and the working directory,
-environment, ``sys.path``, ``sys.argv``, warnings filters, root logging, matplotlib and pandas
-options restored afterwards. Modules imported from the user's own files are dropped from
+environment, ``sys.path``, ``sys.argv``, warnings filters, root logging, signal handlers,
+``faulthandler``, matplotlib and pandas options restored afterwards. Modules imported from the user's own files are dropped from
 ``sys.modules`` after each trial (so their globals start over); installed libraries stay warm.
 
 Not isolated: threads a notebook leaves running, and in-place changes to installed libraries'
@@ -18,10 +26,13 @@ module state beyond those above. ``fresh_kernel`` runs each trial in a new proce
 
 from __future__ import annotations
 
+import builtins
+import faulthandler
 import gc
 import logging
 import os
 import random
+import signal
 import sys
 import sysconfig
 import threading
@@ -32,6 +43,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
+
+from .cell_output import CellCapture, CellStream, new_output
 
 log = logging.getLogger(__name__)
 
@@ -55,52 +68,6 @@ class TrialOutcome:
     pid: int = field(default_factory=os.getpid)
 
 
-def _new_output(kind: str, **fields: Any) -> Any:
-    import nbformat
-
-    return nbformat.v4.new_output(kind, **fields)
-
-
-class _Capture:
-    """Collects a cell's outputs in nbformat shape (streams merged as ipykernel does)."""
-
-    def __init__(self) -> None:
-        self.outputs: list[Any] = []
-        self.execution_count: int | None = None
-
-    def stream(self, name: str, text: str) -> None:
-        last = self.outputs[-1] if self.outputs else None
-        if last is not None and last.get("output_type") == "stream" and last.get("name") == name:
-            last["text"] += text
-        else:
-            self.outputs.append(_new_output("stream", name=name, text=text))
-
-
-class _StreamWriter:
-    """A text file object that appends to the current cell's stream output."""
-
-    def __init__(self, capture: Callable[[], _Capture | None], name: str, fallback: Any) -> None:
-        self._capture, self.name, self._fallback = capture, name, fallback
-        self.encoding = "utf-8"
-
-    def write(self, text: str) -> int:
-        current = self._capture()
-        if current is None:
-            written = self._fallback.write(text)  # Ray's worker streams answer None, not a count
-            return len(text) if written is None else int(written)
-        current.stream(self.name, text)
-        return len(text)
-
-    def flush(self) -> None:
-        return None
-
-    def isatty(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return True
-
-
 def _make_shell() -> Any:
     """The process's one InteractiveShell, with display hooks that capture into nbformat outputs."""
     from IPython.core.displayhook import DisplayHook
@@ -117,7 +84,7 @@ def _make_shell() -> Any:
             assert self.shell is not None  # InteractiveShell.init_displayhook passes itself
             cap = self.shell.nbscale_capture
             if cap is not None:
-                cap.outputs.append(_new_output("execute_result", data=format_dict, metadata=md_dict or {},
+                cap.outputs.append(new_output("execute_result", data=format_dict, metadata=md_dict or {},
                                                execution_count=cap.execution_count))
 
         def finish_displayhook(self) -> None:
@@ -127,7 +94,7 @@ def _make_shell() -> Any:
         def publish(self, data: dict[str, Any], metadata: dict[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
             cap = self.shell.nbscale_capture
             if cap is not None:
-                cap.outputs.append(_new_output("display_data", data=data, metadata=metadata or {}))
+                cap.outputs.append(new_output("display_data", data=data, metadata=metadata or {}))
 
         def clear_output(self, wait: bool = False) -> None:
             cap = self.shell.nbscale_capture
@@ -137,7 +104,7 @@ def _make_shell() -> Any:
     class TrialShell(InteractiveShell):
         displayhook_class = Type(CapturingDisplayHook)
         display_pub_class = Type(CapturingDisplayPublisher)
-        nbscale_capture: _Capture | None = None
+        nbscale_capture: CellCapture | None = None
         nbscale_error: tuple[str, str, list[str]] | None = None
 
         def _showtraceback(self, etype: Any, evalue: Any, stb: list[str]) -> None:
@@ -185,7 +152,7 @@ class WarmShellEngine:
                 continue
             count += 1
             nb_man.cell_start(cell, index)
-            capture = _Capture()
+            capture = CellCapture()
             capture.execution_count = cell.execution_count = count
             shell.nbscale_capture, shell.nbscale_error = capture, None
             try:
@@ -195,13 +162,13 @@ class WarmShellEngine:
             cell.outputs = capture.outputs
             if isinstance(result.error_in_exec, TrialStopped) or state.stopped:
                 state.stopped = True
-                cell.outputs.append(_new_output("stream", name="stderr", text="nbscale: trial stopped early by the scheduler\n"))
+                cell.outputs.append(new_output("stream", name="stderr", text="nbscale: trial stopped early by the scheduler\n"))
                 nb_man.cell_complete(cell, index)
                 return
             if not result.success:
                 ename, evalue, stb = shell.nbscale_error or (type(result.error_in_exec or result.error_before_exec).__name__,
                                                               str(result.error_in_exec or result.error_before_exec), [])
-                cell.outputs.append(_new_output("error", ename=ename, evalue=evalue, traceback=stb))
+                cell.outputs.append(new_output("error", ename=ename, evalue=evalue, traceback=stb))
                 state.error = f"{ename}: {evalue}"
                 nb_man.cell_exception(cell, index, exception=result.error_in_exec)
                 nb_man.cell_complete(cell, index)
@@ -234,6 +201,8 @@ class WarmNotebookRunner:
         from papermill.engines import papermill_engines
         from papermill.exceptions import PapermillExecutionError
 
+        from ..runtime.execute import notebook_language  # `nbscale run`'s reading of a notebook without kernelspec
+
         with self._lock:  # one trial at a time per process: the shell and sys.* are process-wide
             if self._shell is None:
                 self._shell = _make_shell()
@@ -244,7 +213,8 @@ class WarmNotebookRunner:
             with TrialSandbox(self._shell, cwd=cwd, env=env or {}), (context or nullcontext)():
                 try:
                     papermill.execute_notebook(str(notebook), str(output_path), parameters=parameters, engine_name=ENGINE_NAME,
-                                               kernel_name=kernel_name, progress_bar=False, request_save_on_cell_execute=False,
+                                               kernel_name=kernel_name, language=notebook_language(notebook, kernel_name),
+                                               progress_bar=False, request_save_on_cell_execute=False,
                                                shell=self._shell, state=state)
                 except PapermillExecutionError as exc:
                     state.error = state.error or f"{exc.ename}: {exc.evalue}"
@@ -279,14 +249,16 @@ class TrialSandbox:
         root = logging.getLogger()
         self._log = (root.level, list(root.handlers))
         self._streams = (sys.stdout, sys.stderr)
+        self._faulthandler = faulthandler.is_enabled()
+        self._signals = _signal_handlers()
         os.environ.update(self.env)
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         os.chdir(self.cwd)
         sys.argv = [str(self.cwd / "notebook")]
         sys.path.insert(0, str(self.cwd))
         capture = lambda: self.shell.nbscale_capture  # noqa: E731
-        sys.stdout = _StreamWriter(capture, "stdout", self._streams[0])
-        sys.stderr = _StreamWriter(capture, "stderr", self._streams[1])
+        sys.stdout = CellStream(capture, "stdout", self._streams[0])
+        sys.stderr = CellStream(capture, "stderr", self._streams[1])
         _fresh_namespace(self.shell)
         _reseed_random()
         return self
@@ -294,6 +266,11 @@ class TrialSandbox:
     def __exit__(self, *exc: object) -> None:
         _fresh_namespace(self.shell)  # drop the trial's objects now, not at the next trial
         sys.stdout, sys.stderr = self._streams
+        if not self._faulthandler:
+            faulthandler.disable()
+        for signum, handler in self._signals.items():
+            if signal.getsignal(signum) is not handler:
+                signal.signal(signum, handler)
         os.chdir(self._cwd)
         os.environ.clear()
         os.environ.update(self._environ)
@@ -306,10 +283,19 @@ class TrialSandbox:
         _reset_library_state()
 
 
+def _signal_handlers() -> dict[signal.Signals, Any]:
+    """The Python-level signal handlers a trial may replace (only the main thread can, and restore them)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    handlers = {signum: signal.getsignal(signum) for signum in signal.valid_signals()}
+    return {signum: handler for signum, handler in handlers.items() if handler is not None}
+
+
 def _fresh_namespace(shell: Any) -> None:
     """An empty user namespace. Like ``shell.reset()`` without its full ``gc.collect()`` (0.3 s with
     pandas and scikit-learn loaded); a young-generation pass frees the usual per-trial cycles."""
     shell.user_ns.clear()
+    shell.user_ns.update(__name__="__main__", __builtin__=builtins, __builtins__=builtins)  # as a kernel's namespace starts
     shell.user_ns_hidden.clear()
     shell.history_manager.output_hist.clear()
     shell.init_user_ns()
