@@ -35,12 +35,17 @@ class RunClient(Protocol):
 class LocalRunClient:
     """Runs on this machine through the local executor, as the ``nbscale`` CLI does."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, root: str | os.PathLike[str] | None = None, executor: str | None = None) -> None:
         from workflow_compiler.executors import get_executor
+        from workflow_compiler.executors.selection import default_executor_name
 
         self.root = Path(root or os.getcwd()).resolve()
-        self.executor = get_executor("local", root=str(self.root))
-        self.where = f"local executor (runs in {self.executor.store.path.parent})"
+        self.executor = get_executor(executor or default_executor_name(), root=str(self.root))
+        self.where = f"{self.executor.name} executor (runs in {self.executor.store.path.parent})"
+
+    def executor_of(self, run_id: str) -> Any:
+        """The executor that runs ``run_id``, as its record names it."""
+        return self.executor.for_run(run_id)
 
     def submit(self, spec: RunSpec) -> dict[str, Any]:
         """Compile, validate, admit against the GPU quota (inside a hub) and start: the CLI's own path."""
@@ -49,13 +54,14 @@ class LocalRunClient:
         return submit(spec, executor=self.executor, root=self.root).to_api()
 
     def get(self, run_id: str) -> dict[str, Any]:
-        return self.executor.get(run_id).to_api()
+        return dict(self.executor_of(run_id).get(run_id).to_api())
 
     def cancel(self, run_id: str) -> dict[str, Any]:
-        return self.executor.cancel(run_id).to_api()
+        return dict(self.executor_of(run_id).cancel(run_id).to_api())
 
     def logs(self, run_id: str, offset: int = 0) -> tuple[str, int]:
-        return self.executor.logs(run_id, offset)
+        text, next_offset = self.executor_of(run_id).logs(run_id, offset)
+        return str(text), int(next_offset)
 
     def list(self, *, status: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         records, _ = self.executor.store.list(status=status, limit=limit)

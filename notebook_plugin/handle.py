@@ -88,7 +88,7 @@ class _ProgressBar:
 
         progress = record.get("progress") or {}
         self.bar = tqdm(total=progress.get("total") or None, unit=progress.get("unit") or "cells",
-                        desc=f"{record['id']} {record['status'].lower()}", leave=True)
+                        desc=f"{record['id']} {status_label(record)}", leave=True)
 
     def update(self, record: dict[str, Any]) -> None:
         progress = record.get("progress") or {}
@@ -96,7 +96,7 @@ class _ProgressBar:
             self.bar.total = progress["total"]
         self.bar.n = int(progress.get("done") or 0)
         extra = ", ".join(f"{progress[k]} {k}" for k in ("running", "stopped", "failed") if progress.get(k))
-        self.bar.set_description(f"{record['id']} {record['status'].lower()}" + (f" ({extra})" if extra else ""), refresh=False)
+        self.bar.set_description(f"{record['id']} {status_label(record)}" + (f" ({extra})" if extra else ""), refresh=False)
         self.bar.refresh()
 
     def close(self, record: dict[str, Any]) -> None:
@@ -104,6 +104,11 @@ class _ProgressBar:
             self.bar.n = self.bar.total
             self.bar.refresh()
         self.bar.close()
+
+
+def status_label(record: dict[str, Any]) -> str:
+    """The record's status as people read it ("queued in team-a" while Kueue holds every step)."""
+    return str(record.get("status_label") or str(record.get("status", "")).lower())
 
 
 def _cell(value: Any) -> str:
@@ -145,7 +150,9 @@ def records_html(records: list[dict[str, Any]]) -> str:
     for r in records:
         p = r.get("progress") or {}
         progress = f"{p.get('done', 0)}/{p.get('total', 0)} {p.get('unit', '')}" if p.get("total") else ""
-        cells = [_cell(r.get("id")), _cell(r.get("kind")), _cell(r.get("notebook")), f"<b>{_cell(r.get('status'))}</b>",
+        label = status_label(r)
+        status = f"<b>{_cell(r.get('status'))}</b>" + ("" if label == str(r.get("status", "")).lower() else f" {_cell(label)}")
+        cells = [_cell(r.get("id")), _cell(r.get("kind")), _cell(r.get("notebook")), status,
                  _cell(progress), _duration(r.get("duration")), _metrics(r), _links(r), _cell(r.get("error"))]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f'<table class="nbscale-runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'

@@ -108,33 +108,27 @@ class RunService:
 
     def get(self, run_id: str) -> dict[str, Any]:
         """One run, with a fresh status."""
-        return self.to_api(self.executor.get(run_id))
+        return self.to_api(self.executor.for_run(run_id).get(run_id))
 
     def cancel(self, run_id: str) -> dict[str, Any]:
         """Stop a run; an already finished run is answered as it is."""
-        return self.to_api(self.executor.cancel(run_id, wait=5.0))
+        return self.to_api(self.executor.for_run(run_id).cancel(run_id, wait=5.0))
 
     def logs_once(self, run_id: str, offset: int) -> tuple[str, int, bool]:
         """Log text from ``offset``, the next offset, and whether the run is over (and read to the end)."""
-        done = self.executor.get(run_id).done
-        text, next_offset = self.executor.logs(run_id, offset)
+        executor = self.executor.for_run(run_id)
+        done = executor.get(run_id).done
+        text, next_offset = executor.logs(run_id, offset)
         return text, next_offset, done and not text
 
     def output_file(self, run_id: str, name: str) -> tuple[Path, str]:
-        """The path and content type of one of a run's output files (404 when absent)."""
-        record = self.executor.get(run_id)
+        """The path and content type of one of a run's output files (404 when absent).
+
+        A cluster run's files come from its MLflow run, downloaded into its run folder on first request.
+        """
         if name not in OUTPUTS:
             raise RunNotFound(f"runs have no output {name!r}; outputs are {', '.join(OUTPUTS)}.")
-        key, content_type = OUTPUTS[name]
-        link = record.links.get(key)
-        if not link:
-            raise RunNotFound(f"run {run_id} has no {name} (yet): status {record.status}.")
-        path = Path(link).resolve()
-        if record.run_dir and Path(record.run_dir).resolve() not in path.parents:
-            raise RunNotFound(f"run {run_id}'s {name} is not in its run folder.")
-        if not path.is_file():
-            raise RunNotFound(f"run {run_id}'s {name} is missing from {path.parent}.")
-        return path, content_type
+        return self.executor.for_run(run_id).output_file(run_id, name), OUTPUTS[name][1]
 
     # helpers -----------------------------------------------------------------------------------
 
@@ -142,7 +136,7 @@ class RunService:
         if record.status in TERMINAL:
             return record
         try:
-            return self.executor.get(record.id)  # notices a worker that died (lost)
+            return self.executor.for_run(record.id).get(record.id)  # notices a worker that died (lost)
         except NbscaleError:
             return record
 

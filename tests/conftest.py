@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kube_sim.fixtures import kube_sim, kube_sim_session  # noqa: F401 - fixtures of the Kubernetes simulation
 
 # Ray in tests stays on loopback: single-node mode binds every Ray process to 127.0.0.1. It is read
 # when ray is imported, so it is set here, before any test module is collected.

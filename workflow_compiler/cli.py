@@ -15,12 +15,14 @@ from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
 from .cli_cluster import add_cluster_commands, add_show_env_option
 from .errors import NbscaleError, NotebookError, RunNotFound, SpecError
-from .executors import get_executor
+from .executors import Executor, get_executor
+from .executors.base import OUTPUT_LINKS
+from .executors.selection import EXECUTOR_CHOICES, default_executor_name
 from .inspection import inspect_notebook
 from .paths import resolve_notebook_path
 from .redaction import redact, redact_logs
 from .spec import spec_json_schemas
-from .store import RunStore
+from .store import RunRecord, RunStore
 from .sweep.cli_args import add_sweep_arguments, sweep_from_args
 from .tracking_uri import TELEMETRY_SWITCH, credentials_out_of_uri, telemetry_switch
 
@@ -41,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="run a notebook or pipeline on the embedded default (or a cluster)")
     add_spec_arguments(p)
-    p.add_argument("--executor", default="local", help="local (default) or argo")
+    p.add_argument("--executor", choices=EXECUTOR_CHOICES, default=None,
+                   help="where the run goes: local, or argo (the default inside a cluster's pod with NBSCALE_CLUSTER_CONFIG)")
     p.add_argument("--detach", action="store_true", help="start the run and return at once")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(handler=cmd_run)
@@ -113,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .submit import submit  # the compiler is imported only for commands that need it
 
     spec = spec_from_args(args, root=os.getcwd())
-    executor = get_executor(args.executor, root=os.getcwd())
+    executor = get_executor(args.executor or default_executor_name(), root=os.getcwd())
     record = submit(spec, executor=executor, root=os.getcwd())
     console = Console(stderr=args.json)
     if args.detach:
@@ -129,6 +132,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         record = executor.cancel(record.id)
         render.summary(record, err)
         return EXIT_INTERRUPTED
+    record = fetch_outputs(executor, record)
     if args.json:
         render.print_json(record.to_api())
     else:
@@ -215,17 +219,53 @@ def cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def executor_for(run_id: str) -> Executor:
+    """The executor that runs ``run_id``, as its record names it (local, argo, ...)."""
+    record = RunStore().get(run_id)
+    return get_executor(record.executor, root=os.getcwd())
+
+
+def fetch_outputs(executor: Executor, record: RunRecord) -> RunRecord:
+    """Make a finished run's output files local (a cluster run's come from MLflow), so the summary's paths exist."""
+    if record.done:
+        for name, key in OUTPUT_LINKS.items():
+            if key in record.links:
+                try:
+                    executor.output_file(record.id, name)
+                except NbscaleError as exc:
+                    err.print(f"[yellow]warning:[/] {exc.message}", highlight=False)
+    return record
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
-    records, total = RunStore().list(status=args.status, notebook=args.notebook, limit=args.limit)
+    store = RunStore()
+    records, total = store.list(status=args.status, notebook=args.notebook, limit=args.limit)
+    unreachable: set[str] = set()  # executors that failed once are not asked again (a cluster that is down)
+    records = [r if r.done else _refreshed(r, unreachable) for r in records]
     if args.json:
         render.print_json({"runs": [r.to_api() for r in records], "total": total})
     else:
         Console().print(render.runs_table(records, total), soft_wrap=True)  # notebook paths stay whole
+    if unreachable:
+        err.print(f"[yellow]warning:[/] could not refresh runs of the {', '.join(sorted(unreachable))} executor; "
+                  "their status is the last one recorded.", highlight=False)
     return 0
 
 
+def _refreshed(record: RunRecord, unreachable: set[str]) -> RunRecord:
+    if record.executor in unreachable:
+        return record
+    try:
+        return get_executor(record.executor, root=os.getcwd()).get(record.id)
+    except NbscaleError as exc:  # one unreachable cluster must not hide the other runs
+        logging.getLogger(__name__).info("could not refresh %s: %s", record.id, exc.message)
+        unreachable.add(record.executor)
+        return record
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    record = get_executor("local").get(args.run_id)
+    executor = executor_for(args.run_id)
+    record = fetch_outputs(executor, executor.get(args.run_id))
     if args.json:
         render.print_json(record.to_api())
     else:
@@ -234,31 +274,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    import time
-
-    executor = get_executor("local")
-    offset = 0
-    while True:
-        text, offset = executor.logs(args.run_id, offset)
+    executor = executor_for(args.run_id)
+    chunks = executor.stream_logs(args.run_id) if args.follow else iter([executor.logs(args.run_id, 0)[0]])
+    for text in chunks:
         sys.stdout.write(text)
         sys.stdout.flush()
-        if not args.follow or (not text and executor.get(args.run_id).done):
-            return 0
-        if not text:
-            time.sleep(0.5)
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    executor = get_executor("local")
+    executor = executor_for(args.run_id)
     before = executor.get(args.run_id)
     if before.done:
         Console().print(f"{before.id}: already {before.status}, nothing to cancel")
         return 0
     record = executor.cancel(args.run_id, wait=args.wait)
-    if not record.done:  # its worker got SIGTERM but has not stopped: saying KILLED now would be a guess
-        err.print(f"[red]error:[/] {record.id} is still stopping after {args.wait:g} s (worker pid {record.pid}); its partial "
-                  f"output is kept. Check again with `nbscale status {record.id}`, or end it with `kill -9 {record.pid}`.",
-                  highlight=False)
+    if not record.done:  # asked to stop but not stopped yet: saying KILLED now would be a guess
+        err.print(f"[red]error:[/] {record.id} is still stopping after {args.wait:g} s; its partial output is kept. "
+                  f"{executor.stop_hint(record)}", highlight=False)
         return EXIT_FAILED
     Console().print(f"{record.id}: {record.status}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from rich.console import Console, Group
@@ -21,27 +20,26 @@ _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": 
 
 
 def follow(executor: Executor, record: RunRecord, console: Console, *, interval: float = 0.3) -> RunRecord:
-    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends."""
+    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends, redrawn as the executor reports."""
     unit = "steps" if record.kind == "pipeline" else "cells"
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=console, transient=False) as bar:
         task = bar.add_task(f"{record.id} {record.notebook}", total=None, unit=unit)
         step_tasks: dict[str, Any] = {}
-        while True:
-            record = executor.get(record.id)
+        for update in executor.updates(record.id, interval=interval):
+            record = update
             bar.update(task, completed=record.progress.done, total=record.progress.total or None,
-                       description=f"{record.id} {record.status.lower()}")
+                       description=f"{record.id} {record.status_label}", unit=record.progress.unit or unit)
             if record.kind == "pipeline":
                 for step in record.steps:
-                    if step.status == "PENDING":
+                    if step.status == "PENDING" and not step.error:
                         continue
                     if step.name not in step_tasks:
                         step_tasks[step.name] = bar.add_task(f"  {step.name}", total=None, unit="cells")
+                    label = step.error if step.status == "PENDING" else step.status.lower()
                     bar.update(step_tasks[step.name], completed=step.progress.done, total=step.progress.total or None,
-                               description=f"  {step.name} {step.status.lower()}")
-            if record.done:
-                return record
-            time.sleep(interval)
+                               description=f"  {step.name} {label}")
+        return record
 
 
 def summary(record: RunRecord, console: Console) -> None:
@@ -52,7 +50,10 @@ def summary(record: RunRecord, console: Console) -> None:
     """
     style = _STYLE.get(record.status, "")
     duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
-    console.print(Text.assemble((record.status, f"bold {style}"), f" {record.id} in {duration}"))
+    if record.done or not record.progress.detail:
+        console.print(Text.assemble((record.status, f"bold {style}"), f" {record.id} in {duration}"))
+    else:  # e.g. "nbs-0123456789 queued in team-a for 2.5s": waiting for admission is not running
+        console.print(Text.assemble(f"{record.id} ", (record.status_label, f"bold {style}"), f" for {duration}"))
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim", no_wrap=True)
     table.add_column(overflow="fold")
@@ -93,12 +94,15 @@ def runs_table(records: list[RunRecord], total: int) -> Group:
         progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
         duration = f"{r.duration:.1f}s" if r.duration is not None else ""
         started = r.started[:16].replace("T", " ") if r.started else ""
-        cells = [(r.id, ""), (r.kind, ""), (r.status, _STYLE.get(r.status, "")), (progress, ""), (started, ""), (duration, "")]
+        queued = not r.done and r.progress.queued and not r.progress.running  # held by admission: not running
+        status = "QUEUED" if queued else r.status
+        cells = [(r.id, ""), (r.kind, ""), (status, _STYLE.get(r.status, "")), (progress, ""), (started, ""), (duration, "")]
         line = Text()
         for (value, style), (_, width) in zip(cells, _RUN_COLUMNS, strict=True):
             line.append(value.ljust(width) + " ", style=style)
         line.rstrip()
-        lines += [line, Text(f"  {r.notebook}", style="dim")]
+        detail = f"  ({r.progress.detail})" if r.progress.detail and not r.done else ""
+        lines += [line, Text(f"  {r.notebook}{detail}", style="dim")]
     return Group(*lines)
 
 

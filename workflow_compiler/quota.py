@@ -112,6 +112,20 @@ def release(lease_id: str, gpu_seconds: float | None = None) -> None:
             client.close()
 
 
+def heartbeat(lease_id: str) -> float | None:
+    """Extend a lease once (for runs no local process holds, e.g. on a cluster); its TTL in seconds, None if that failed."""
+    client = None
+    try:
+        client = quota_client()
+        return float(client.heartbeat(lease_id).ttl_seconds) if client is not None else None
+    except Exception as exc:  # a missed heartbeat never stops the run; the service may reclaim the lease
+        log.warning("heartbeat for GPU lease %s failed: %s", lease_id, exc)
+        return None
+    finally:
+        if client is not None:
+            client.close()
+
+
 @contextmanager
 def hold_lease(lease_id: str | None, *, gpus: int) -> Iterator[None]:
     """Heartbeat ``lease_id`` while the body runs, then release it with the GPU-seconds used."""

@@ -49,6 +49,10 @@ class Progress(BaseModel):
     running: int = 0
     stopped: int = 0
     failed: int = 0
+    #: Steps waiting for admission (e.g. a Kueue LocalQueue holds their pods): waiting, not running.
+    queued: int = 0
+    #: A short note on what the counts do not say, e.g. "queued in team-a" (shown beside the status).
+    detail: str | None = None
 
 
 class StepState(BaseModel):
@@ -72,6 +76,8 @@ class RunRecord(BaseModel):
     status: RunStatus = "PENDING"
     user: str = ""
     executor: str = "local"
+    #: The Kubernetes namespace of the run's Workflow (cluster executors only).
+    namespace: str = ""
     workflow_name: str = ""
     progress: Progress = Field(default_factory=Progress)
     created: str = Field(default_factory=utcnow)
@@ -90,6 +96,8 @@ class RunRecord(BaseModel):
     #: The GPU-quota lease the run holds inside JupyterHub (None when quotas are off or no GPU is used).
     lease_id: str | None = None
     lease_gpus: int = 0
+    #: When a cancel was asked for (cluster executors stop in stages and finish later).
+    cancel_requested: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -100,6 +108,16 @@ class RunRecord(BaseModel):
         return max(0.0, (end - datetime.fromisoformat(self.started)).total_seconds())
 
     @property
+    def status_label(self) -> str:
+        """The status as people read it: "queued in team-a" rather than "running" while admission holds every step."""
+        detail = self.progress.detail
+        if self.done or not detail:
+            return self.status.lower()
+        if self.progress.queued and not self.progress.running:
+            return detail
+        return f"{self.status.lower()} ({detail})"
+
+    @property
     def done(self) -> bool:
         """True once the run has reached a final status."""
         return self.status in TERMINAL
@@ -108,6 +126,7 @@ class RunRecord(BaseModel):
         """The JSON form the REST API and ``--json`` print (with the derived duration)."""
         data = self.model_dump(mode="json", exclude={"pid"})
         data["duration"] = self.duration
+        data["status_label"] = self.status_label
         return data
 
 

@@ -29,11 +29,30 @@ pytestmark = [
 ]
 
 
-def test_example_notebook_runs_on_argo(tmp_path):
-    executor = ArgoExecutor(store=RunStore(tmp_path / "runs.db"), kubeconfig=KUBECONFIG,
-                            namespace=os.environ.get("NBSCALE_E2E_NAMESPACE", "argo"))
+def _executor(tmp_path: Path) -> ArgoExecutor:
+    return ArgoExecutor(store=RunStore(tmp_path / "runs.db"), kubeconfig=KUBECONFIG,
+                        namespace=os.environ.get("NBSCALE_E2E_NAMESPACE", "argo"))
+
+
+def _spec(*parameters: str):
     fields = {"image": os.environ["NBSCALE_E2E_IMAGE"]} if os.environ.get("NBSCALE_E2E_IMAGE") else {}
-    spec = build_run_spec("examples/train.ipynb", root=ROOT, cli_parameters=["n_estimators=20"], **fields)
-    record = submit(spec, executor=executor, root=ROOT)
-    record = executor.wait(record.id, timeout=900, interval=5)
+    return build_run_spec("examples/train.ipynb", root=ROOT, cli_parameters=list(parameters), **fields)
+
+
+def test_example_notebook_runs_on_argo(tmp_path):
+    executor = _executor(tmp_path)
+    record = submit(_spec("n_estimators=20"), executor=executor, root=ROOT)
+    seen = list(executor.updates(record.id))  # followed by watching the Workflow
+    record = seen[-1]
     assert record.status == "SUCCEEDED", record.error
+    assert record.progress.done == record.progress.total == 1 and record.steps[0].name == "notebook"
+    text, offset = executor.logs(record.id)
+    assert text.startswith("----- step notebook -----") and offset == len(text.encode())
+
+
+def test_cancel_stops_the_workflow_on_argo(tmp_path):
+    executor = _executor(tmp_path)
+    record = submit(_spec("n_estimators=5000"), executor=executor, root=ROOT)
+    executor.wait(record.id, timeout=30, interval=2)
+    record = executor.cancel(record.id, wait=120)
+    assert record.status == "KILLED", record

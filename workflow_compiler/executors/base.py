@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import secrets
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
-from ..errors import NbscaleError
+from ..errors import NbscaleError, RunNotFound
 from ..store import RunRecord, RunStore, wait_until
+
+#: A run's output files by name, and the record link that holds each one's path.
+OUTPUT_LINKS = {"output.ipynb": "output_notebook", "output.html": "html"}
 
 
 class UnknownExecutor(NbscaleError):
@@ -41,6 +47,19 @@ class Executor(ABC):
     def logs(self, run_id: str, offset: int = 0) -> tuple[str, int]:
         """The run's log from byte ``offset``, and the offset to ask for next."""
 
+    def for_run(self, run_id: str) -> Executor:
+        """The executor that runs ``run_id``, as its record names it: this one, or one of that kind on the same store.
+
+        One run list holds local and cluster runs alike, so each is followed by its own executor.
+        """
+        name = self.store.get(run_id).executor
+        if name == self.name:
+            return self
+        peers: dict[str, Executor] = self.__dict__.setdefault("_peers", {})
+        if name not in peers:
+            peers[name] = get_executor(name, store=self.store, root=self.options.get("root"))
+        return peers[name]
+
     def get(self, run_id: str) -> RunRecord:
         """The run's current record."""
         return self.store.get(run_id)
@@ -49,6 +68,48 @@ class Executor(ABC):
         """Block until the run reaches a final status (or ``timeout`` seconds pass)."""
         wait_until(lambda: self.get(run_id).done, timeout=timeout, interval=interval)
         return self.get(run_id)
+
+    def updates(self, run_id: str, *, interval: float = 0.3) -> Iterator[RunRecord]:
+        """The record now and as it changes, until the run ends (here: every ``interval`` seconds)."""
+        while True:
+            record = self.get(run_id)
+            yield record
+            if record.done:
+                return
+            time.sleep(interval)
+
+    def stream_logs(self, run_id: str, *, interval: float = 0.5) -> Iterator[str]:
+        """The run's log as it is written, until the run ends and its log is read to the end."""
+        offset = 0
+        while True:
+            text, offset = self.logs(run_id, offset)
+            if text:
+                yield text
+            elif self.get(run_id).done:
+                return
+            else:
+                time.sleep(interval)
+
+    def output_file(self, run_id: str, name: str) -> Path:
+        """The local path of one of a run's output files (``output.ipynb``, ``output.html``); RunNotFound when absent."""
+        record = self.get(run_id)
+        link = record.links.get(OUTPUT_LINKS.get(name, ""))
+        if not link:
+            raise RunNotFound(f"run {run_id} has no {name} (yet): status {record.status}.")
+        path = Path(link).resolve()
+        if record.run_dir and Path(record.run_dir).resolve() not in path.parents:
+            raise RunNotFound(f"run {run_id}'s {name} is not in its run folder.")
+        if not path.is_file():
+            raise RunNotFound(f"run {run_id}'s {name} is missing from {path.parent}.")
+        return path
+
+    def stop_hint(self, record: RunRecord) -> str:
+        """What to tell someone whose cancel has not finished yet."""
+        return f"Check again with `nbscale status {record.id}`."
+
+    def reattach(self) -> list[str]:
+        """After a restart, follow again the runs that were in flight; returns their ids (none here)."""
+        return []
 
 
 class ExecutorRegistry:

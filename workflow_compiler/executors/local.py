@@ -91,6 +91,10 @@ class LocalExecutor(Executor):
         # stopped before it could record anything (e.g. still starting up)
         return self._end_orphan(record, "KILLED", "cancelled")
 
+    def stop_hint(self, record: RunRecord) -> str:
+        """A worker that outlived the grace period: check again, or kill it."""
+        return f"Check again with `nbscale status {record.id}`, or end it with `kill -9 {record.pid}`."
+
     def _end_orphan(self, record: RunRecord, status: str, error: str) -> RunRecord:
         """Record the end of a run whose worker is gone, and give its GPU lease back now, not at expiry."""
         record = self.store.update(record.id, status=status, finished=utcnow(), error=error)

@@ -139,7 +139,7 @@ export class RunsPanel extends Widget {
     const top = element('div', 'jp-nbscale-run-top');
     top.append(
       element('span', 'jp-nbscale-run-notebook', run.notebook),
-      element('span', `jp-nbscale-badge jp-nbscale-badge-${run.status.toLowerCase()}`, run.status)
+      element('span', `jp-nbscale-badge jp-nbscale-badge-${run.status.toLowerCase()}`, run.progress?.queued && !run.progress.running && run.status_label ? run.status_label : run.status)
     );
     const bar = element('progress', 'jp-nbscale-progress') as HTMLProgressElement;
     bar.max = Math.max(1, run.progress?.total || 1);

@@ -50,6 +50,8 @@ export interface IProgress {
   running?: number;
   stopped?: number;
   failed?: number;
+  /** Steps waiting for admission (a Kueue LocalQueue holds their pods). */
+  queued?: number;
 }
 
 export interface IRunRecord {
@@ -57,6 +59,8 @@ export interface IRunRecord {
   kind: 'run' | 'pipeline' | 'sweep';
   notebook: string;
   status: RunStatus;
+  /** The status as people read it, e.g. "queued in team-a" while Kueue holds every step. */
+  status_label?: string;
   progress: IProgress;
   created: string;
   started: string | null;
