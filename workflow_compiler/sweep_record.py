@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .mlflow_ui import mlflow_run_link
+from .private_files import private_folder, write_private
 from .store import Progress, RunRecord, RunStore, nbscale_home, utcnow
 
 if TYPE_CHECKING:
@@ -81,10 +82,9 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
     if spec is None:
         record = store.update(run_id, **running)
     else:
-        run_dir = nbscale_home() / "runs" / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "log.txt").write_text(f"nbscale sweep {run_id} runs in the terminal that started it; each trial's output "
-                                         f"notebook is under {sweep_dir / 'trials'}.\n", encoding="utf-8")
+        run_dir = private_folder(private_folder(nbscale_home() / "runs") / run_id)
+        write_private(run_dir / "log.txt", f"nbscale sweep {run_id} runs in the terminal that started it; each trial's output "
+                      f"notebook is under {sweep_dir / 'trials'}.\n".encode())
         record = store.create(record_for(spec, run_id=run_id).model_copy(
             update={**running, "run_dir": str(run_dir), "lease_id": lease_id, "lease_gpus": lease_gpus}))
     stop = threading.Event()
