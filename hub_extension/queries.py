@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Insert, Select, Table, Update, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .models import Lease, LedgerEntry, Policy, UsageHour, UserLock
@@ -21,10 +33,11 @@ POLICY_COLUMNS = ("max_gpus", "max_runs", "max_gpus_per_run", "gpu_hours_budget"
 
 _user = LEASES.c.user == bindparam("user")
 
-#: a user's active leases, plus the lease of ``request_id`` in any state (the replay check): one read
-ACTIVE_OR_KNOWN: Select[Any] = select(LEASES).where(
-    _user, or_(LEASES.c.status == ACTIVE, LEASES.c.request_id == bindparam("request_id")))
 ACTIVE_OF_USER: Select[Any] = select(LEASES).where(_user, LEASES.c.status == ACTIVE)
+#: a user's active leases, plus the lease of ``request_id`` in any state (the replay check): one read,
+#: two index searches (as one ``OR``, SQLite would walk every lease of the user)
+ACTIVE_OR_KNOWN: CompoundSelect = ACTIVE_OF_USER.union_all(select(LEASES).where(
+    _user, LEASES.c.request_id == bindparam("request_id"), LEASES.c.status != ACTIVE))
 LEASE_BY_ID: Select[Any] = select(LEASES).where(LEASES.c.id == bindparam("lease_id"))
 OVERDUE: Select[Any] = select(LEASES).where(LEASES.c.status == ACTIVE, LEASES.c.expires_at < bindparam("now"))
 OVERDUE_OF_USER: Select[Any] = OVERDUE.where(_user)
