@@ -3,12 +3,22 @@
 Atomicity (no over-admission, ever) comes from serialising every write that reads usage:
 
 * In one process, ``_write_lock`` makes writers take turns, so threads queue on a cheap mutex
-  instead of spinning in SQLite's busy handler.
+  instead of spinning in SQLite's busy handler. The threads that queue while a transaction runs
+  share the next one (:mod:`hub_extension.group_commit`); inside it their operations run one after
+  the other on one connection, each seeing the writes of those before it, and nobody gets a result
+  before the commit.
 * Across processes, each write transaction is ``BEGIN IMMEDIATE`` on SQLite (see
   :func:`hub_extension.db.make_engine`): the database write lock is held from before usage is read
-  until the lease is committed. On Postgres the transaction first locks the caller's row in
-  ``quota_user_locks`` with ``SELECT ... FOR UPDATE``; limits are per user, so admissions of
-  different users still run in parallel.
+  until the lease is committed. On Postgres every write operation first locks the caller's row in
+  ``quota_user_locks`` (an upsert, which holds the row lock to the commit like ``SELECT ... FOR
+  UPDATE``); limits are per user, so admissions of different users still run in parallel, and a
+  shared transaction takes its users' locks in name order, as the periodic reclaim does, so two
+  replicas cannot deadlock.
+
+Every read on the admission path is bounded: a user's active leases (index ``user, status``), the
+replayed request (unique ``user, request_id``), and the GPU-hour window, summed from
+``quota_usage_hours`` (one row per user and clock hour, written when a lease ends) plus the leases
+that ended in the window's first, partial hour (index ``user, ended_at``). None grows with history.
 """
 
 from __future__ import annotations
