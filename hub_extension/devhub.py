@@ -10,14 +10,19 @@ A private API-only service (``nbscale-devhub-admin``) creates users, groups and 
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,43 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextmanager
+def throwaway_postgres() -> Iterator[str]:
+    """A Postgres cluster on 127.0.0.1 in a temporary folder (Debian ``postgresql``), removed afterwards.
+
+    Yields its SQLAlchemy URL; raises :class:`FileNotFoundError` when no ``initdb`` is installed.
+    """
+    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not initdb:
+        raise FileNotFoundError("no Postgres here: apt-get install postgresql")
+    bindir = Path(initdb[-1]).parent
+    root = Path(tempfile.mkdtemp(prefix="nbscale-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        shutil.chown(root, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+    subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "nbscale", "--auth=trust"],
+                   check=True, capture_output=True)
+    server = subprocess.Popen([*as_owner, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+                               "-h", "127.0.0.1", "-k", str(root), "-c", "max_connections=200"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        import psycopg
+
+        for _ in range(120):
+            try:
+                psycopg.connect(f"postgresql://nbscale@127.0.0.1:{port}/postgres", connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                time.sleep(0.25)
+        yield f"postgresql+psycopg://nbscale@127.0.0.1:{port}/postgres"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def find_proxy() -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -42,10 +42,15 @@ class Lease(Base):
     """GPUs held by one admitted run or sweep, until released or expired."""
 
     __tablename__ = "quota_leases"
-    __table_args__ = (UniqueConstraint("user", "request_id", name="uq_lease_request"),)
+    __table_args__ = (
+        UniqueConstraint("user", "request_id", name="uq_lease_request"),
+        # admission reads a user's active leases and the edge of their window: never their whole history
+        Index("ix_quota_leases_user_status", "user", "status"),
+        Index("ix_quota_leases_user_ended_at", "user", "ended_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    user: Mapped[str] = mapped_column(String(255), index=True)
+    user: Mapped[str] = mapped_column(String(255))
     groups: Mapped[list[str]] = mapped_column(JSON)
     request_id: Mapped[str] = mapped_column(String(128))
     label: Mapped[str] = mapped_column(String(200))
@@ -68,6 +73,20 @@ class UserLock(Base):
     __tablename__ = "quota_user_locks"
 
     user: Mapped[str] = mapped_column(String(255), primary_key=True)
+
+
+class UsageHour(Base):
+    """GPU-seconds of the leases a user ended in one clock hour (UTC), keyed by the hour's start.
+
+    Written in the transaction that ends the lease, so the GPU-hour window is a sum over at most
+    ``window_hours + 1`` rows, however long the history grows.
+    """
+
+    __tablename__ = "quota_usage_hours"
+
+    user: Mapped[str] = mapped_column(String(255), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(DateTime, primary_key=True)
+    gpu_seconds: Mapped[float] = mapped_column(Float)
 
 
 class LedgerEntry(Base):

@@ -3,12 +3,22 @@
 Atomicity (no over-admission, ever) comes from serialising every write that reads usage:
 
 * In one process, ``_write_lock`` makes writers take turns, so threads queue on a cheap mutex
-  instead of spinning in SQLite's busy handler.
+  instead of spinning in SQLite's busy handler. The threads that queue while a transaction runs
+  share the next one (:mod:`hub_extension.group_commit`); inside it their operations run one after
+  the other on one connection, each seeing the writes of those before it, and nobody gets a result
+  before the commit.
 * Across processes, each write transaction is ``BEGIN IMMEDIATE`` on SQLite (see
   :func:`hub_extension.db.make_engine`): the database write lock is held from before usage is read
-  until the lease is committed. On Postgres the transaction first locks the caller's row in
-  ``quota_user_locks`` with ``SELECT ... FOR UPDATE``; limits are per user, so admissions of
-  different users still run in parallel.
+  until the lease is committed. On Postgres every write operation first locks the caller's row in
+  ``quota_user_locks`` (an upsert, which holds the row lock to the commit like ``SELECT ... FOR
+  UPDATE``); limits are per user, so admissions of different users still run in parallel, and a
+  shared transaction takes its users' locks in name order, as the periodic reclaim does, so two
+  replicas cannot deadlock.
+
+Every read on the admission path is bounded: a user's active leases (index ``user, status``), the
+replayed request (unique ``user, request_id``), and the GPU-hour window, summed from
+``quota_usage_hours`` (one row per user and clock hour, written when a lease ends) plus the leases
+that ended in the window's first, partial hour (index ``user, ended_at``). None grows with history.
 """
 
 from __future__ import annotations
@@ -16,19 +26,20 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
-from sqlalchemy import Engine, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, Engine, Row
 from sqlalchemy.orm import Session
 
+from . import queries as q
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
-from .models import Lease, LedgerEntry, Policy, UserLock
+from .group_commit import GroupCommit
+from .models import Policy
 from .policy import (
     Limits,
     PolicyValues,
@@ -38,11 +49,9 @@ from .policy import (
     check_request,
     resolve_limits,
 )
+from .queries import ACTIVE, EXPIRED, RELEASED
 
 log = logging.getLogger(__name__)
-
-ACTIVE, RELEASED, EXPIRED = "active", "released", "expired"
-
 
 def utcnow() -> datetime:
     """Naive UTC now (every timestamp in the quota database is naive UTC)."""
@@ -80,25 +89,25 @@ class Admission:
     replayed: bool = False
 
 
-def lease_to_dict(lease: Lease) -> dict[str, Any]:
-    """JSON form of a lease."""
+def lease_to_dict(lease: Mapping[Any, Any]) -> dict[str, Any]:
+    """JSON form of a lease (a row mapping of ``quota_leases``)."""
+    ended = lease["ended_at"]
     return {
-        "id": lease.id,
-        "user": lease.user,
-        "request_id": lease.request_id,
-        "label": lease.label,
-        "pool": lease.pool,
-        "gpus": lease.gpus,
-        "concurrency": lease.concurrency,
-        "gpus_total": lease.gpus_total,
-        "estimated_seconds": lease.estimated_seconds,
-        "ttl_seconds": lease.ttl_seconds,
-        "status": lease.status,
-        "created_at": lease.created_at.isoformat() + "Z",
-        "expires_at": lease.expires_at.isoformat() + "Z",
-        "ended_at": lease.ended_at.isoformat() + "Z" if lease.ended_at else None,
-        "gpu_seconds": lease.gpu_seconds,
+        **{key: lease[key] for key in LEASE_FIELDS},
+        "created_at": lease["created_at"].isoformat() + "Z",
+        "expires_at": lease["expires_at"].isoformat() + "Z",
+        "ended_at": ended.isoformat() + "Z" if ended else None,
+        "gpu_seconds": lease["gpu_seconds"],
     }
+
+
+LEASE_FIELDS = ("id", "user", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total",
+                "estimated_seconds", "ttl_seconds", "status")
+
+
+def hour_start(at: datetime) -> datetime:
+    """The start of ``at``'s clock hour: the key of its ``quota_usage_hours`` row."""
+    return at.replace(minute=0, second=0, microsecond=0)
 
 
 class QuotaStore:
@@ -118,6 +127,9 @@ class QuotaStore:
         self.clock = clock
         self._write_lock = threading.Lock()
         self._readonly = engine.execution_options(nbscale_readonly=True)
+        self._postgres = engine.dialect.name == "postgresql"
+        self._add_to_hour = q.ADD_TO_HOUR[engine.dialect.name]
+        self._writes = GroupCommit(engine.begin, lock=self._write_lock)
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -133,78 +145,83 @@ class QuotaStore:
 
     def admit(self, caller: Caller, req: AdmissionRequest) -> Admission:
         """Admit ``req`` for ``caller`` atomically, or refuse it with the reason (both go to the ledger)."""
-        with self._write() as s:
-            now = self.clock()
-            self._lock_user(s, caller.name)
-            known = s.scalar(select(Lease).where(Lease.user == caller.name, Lease.request_id == req.request_id))
-            if known is not None:
-                self._check_same_request(known, req)
-                return Admission(lease=lease_to_dict(known), replayed=True)
-            self._reclaim(s, now, user=caller.name)
-            limits = self._limits(s, caller.name, caller.groups)
-            request = Request(
-                gpus=req.gpus, pool=req.pool, concurrency=req.concurrency, estimated_seconds=req.estimated_seconds
-            )
-            refusal = check_request(limits, self._usage(s, caller.name, now, limits.window_hours), request)
-            if refusal is not None:
-                s.add(self._entry(now, "refused", caller.name, caller.name, req, detail={
-                    "limit": refusal.limit, "limit_value": refusal.limit_value, "message": refusal.message,
-                }, gpus_total=request.gpus_total))
-                return Admission(refusal=refusal)
-            ttl = min(req.ttl_seconds or self.default_ttl_seconds, self.max_ttl_seconds)
-            lease = Lease(
-                id="lease-" + secrets.token_hex(8), user=caller.name, groups=sorted(caller.groups),
-                request_id=req.request_id, label=req.label, pool=req.pool, gpus=req.gpus,
-                concurrency=req.concurrency, gpus_total=request.gpus_total,
-                estimated_seconds=req.estimated_seconds, ttl_seconds=ttl, status=ACTIVE,
-                created_at=now, expires_at=now + timedelta(seconds=ttl),
-            )
-            s.add(lease)
-            entry = self._entry(now, "admitted", caller.name, caller.name, req, gpus_total=request.gpus_total)
-            entry.lease_id = lease.id
-            s.add(entry)
-            return Admission(lease=lease_to_dict(lease))
+        return self._writes.run(partial(self._admit, caller, req), order=caller.name)
 
-    def _lock_user(self, s: Session, user: str) -> None:
-        dialect = s.get_bind().dialect.name
-        if dialect == "sqlite":
+    def _admit(self, caller: Caller, req: AdmissionRequest, conn: Connection) -> Admission:
+        # the hot paths use Core on a bare connection: an ORM session costs more Python than the SQL
+        now = self.clock()
+        self._lock_user(conn, caller.name)
+        leases = conn.execute(q.ACTIVE_OR_KNOWN, {"user": caller.name, "request_id": req.request_id}).all()
+        known = next((row._mapping for row in leases if row.request_id == req.request_id), None)
+        if known is not None:
+            self._check_same_request(known, req)
+            return Admission(lease=lease_to_dict(known), replayed=True)
+        limits = self._limits(conn, caller.name, caller.groups)
+        usage = self._usage(conn, caller.name, now, limits.window_hours, active=leases, reclaim=True)
+        request = Request(
+            gpus=req.gpus, pool=req.pool, concurrency=req.concurrency, estimated_seconds=req.estimated_seconds
+        )
+        refusal = check_request(limits, usage, request)
+        if refusal is not None:
+            conn.execute(q.INSERT_LEDGER, [self._entry(now, "refused", caller.name, caller.name, req, detail={
+                "limit": refusal.limit, "limit_value": refusal.limit_value, "message": refusal.message,
+            }, gpus_total=request.gpus_total)])
+            return Admission(refusal=refusal)
+        ttl = min(req.ttl_seconds or self.default_ttl_seconds, self.max_ttl_seconds)
+        lease = {
+            "id": "lease-" + secrets.token_hex(8), "user": caller.name, "groups": sorted(caller.groups),
+            "request_id": req.request_id, "label": req.label, "pool": req.pool, "gpus": req.gpus,
+            "concurrency": req.concurrency, "gpus_total": request.gpus_total,
+            "estimated_seconds": req.estimated_seconds, "ttl_seconds": ttl, "status": ACTIVE,
+            "created_at": now, "expires_at": now + timedelta(seconds=ttl), "ended_at": None, "gpu_seconds": None,
+        }
+        conn.execute(q.INSERT_LEASE, [lease])
+        conn.execute(q.INSERT_LEDGER, [self._entry(now, "admitted", caller.name, caller.name, req,
+                                                  gpus_total=request.gpus_total, lease_id=lease["id"])])
+        return Admission(lease=lease_to_dict(lease))
+
+    def _lock_user(self, conn: Connection, user: str) -> None:
+        if not self._postgres:
             return  # BEGIN IMMEDIATE already holds the database write lock
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        s.execute(insert(UserLock).values(user=user).on_conflict_do_nothing())
-        s.execute(select(UserLock).where(UserLock.user == user).with_for_update())
+        conn.execute(q.LOCK_USER, {"user": user})
 
     @staticmethod
-    def _check_same_request(known: Lease, req: AdmissionRequest) -> None:
-        same = (known.gpus, known.pool, known.concurrency) == (req.gpus, req.pool, req.concurrency)
+    def _check_same_request(known: Mapping[Any, Any], req: AdmissionRequest) -> None:
+        same = (known["gpus"], known["pool"], known["concurrency"]) == (req.gpus, req.pool, req.concurrency)
         if not same:
             raise RequestIdConflict(
                 f"Request id '{req.request_id}' was already used for a different request "
-                f"({known.gpus} GPU(s) × {known.concurrency} on pool '{known.pool}'). "
+                f"({known['gpus']} GPU(s) × {known['concurrency']} on pool '{known['pool']}'). "
                 "Use a new request id for a new submission."
             )
 
     @staticmethod
     def _entry(now: datetime, event: str, actor: str, user: str, req: AdmissionRequest | None = None,
-               **fields: Any) -> LedgerEntry:
+               **fields: Any) -> dict[str, Any]:
+        row = dict.fromkeys(("lease_id", "request_id", "label", "pool", "gpus_total", "gpu_seconds", "detail"))
         if req is not None:
-            fields.update(request_id=req.request_id, label=req.label, pool=req.pool)
-        return LedgerEntry(at=now, event=event, actor=actor, user=user, **fields)
+            row.update(request_id=req.request_id, label=req.label, pool=req.pool)
+        return {**row, **fields, "at": now, "event": event, "actor": actor, "user": user}
 
     # leases ----------------------------------------------------------------------------------
 
     def heartbeat(self, caller: Caller, lease_id: str) -> dict[str, Any]:
         """Extend the caller's active lease by its TTL; an expired or released lease is gone (410)."""
-        with self._write() as s:
-            now = self.clock()
-            lease = self._own_lease(s, caller, lease_id)
-            self._reclaim(s, now, user=lease.user)
-            if lease.status != ACTIVE:
-                raise LeaseGone(
-                    f"Lease {lease_id} is {lease.status}; its GPUs are no longer reserved. "
-                    "Submit the run again to get a new lease."
-                )
-            lease.expires_at = now + timedelta(seconds=lease.ttl_seconds)
-            return lease_to_dict(lease)
+        return self._writes.run(partial(self._heartbeat, caller, lease_id), order=caller.name)
+
+    def _heartbeat(self, caller: Caller, lease_id: str, conn: Connection) -> dict[str, Any]:
+        now = self.clock()
+        self._lock_user(conn, caller.name)
+        self._reclaim(conn, now, user=caller.name)
+        lease = self._own_lease(conn, caller, lease_id)
+        if lease["status"] != ACTIVE:
+            raise LeaseGone(
+                f"Lease {lease_id} is {lease['status']}; its GPUs are no longer reserved. "
+                "Submit the run again to get a new lease."
+            )
+        expires = now + timedelta(seconds=lease["ttl_seconds"])
+        conn.execute(q.EXTEND_LEASE, {"lease_id": lease_id, "expires_at": expires})
+        return lease_to_dict({**lease, "expires_at": expires})
 
     def release(self, caller: Caller, lease_id: str, gpu_seconds: float | None = None) -> dict[str, Any]:
         """End the caller's lease, recording GPU-seconds used (capped at what the lease could use).
@@ -212,87 +229,107 @@ class QuotaStore:
         Releasing twice answers the same lease again (idempotent); releasing an expired lease keeps
         the expiry record.
         """
-        with self._write() as s:
-            now = self.clock()
-            lease = self._own_lease(s, caller, lease_id)
-            self._reclaim(s, now, user=lease.user)
-            if lease.status != ACTIVE:
-                return lease_to_dict(lease)
-            most = lease.gpus_total * max(0.0, (now - lease.created_at).total_seconds())
-            used = most if gpu_seconds is None else min(float(gpu_seconds), most)
-            lease.status, lease.ended_at, lease.gpu_seconds = RELEASED, now, used
-            s.add(LedgerEntry(
-                at=now, event="released", actor=caller.name, user=lease.user, lease_id=lease.id,
-                request_id=lease.request_id, label=lease.label, pool=lease.pool,
-                gpus_total=lease.gpus_total, gpu_seconds=used,
-                detail={"reported_gpu_seconds": gpu_seconds},
-            ))
+        return self._writes.run(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
+
+    def _release(self, caller: Caller, lease_id: str, gpu_seconds: float | None, conn: Connection) -> dict[str, Any]:
+        now = self.clock()
+        self._lock_user(conn, caller.name)
+        self._reclaim(conn, now, user=caller.name)
+        lease = self._own_lease(conn, caller, lease_id)
+        if lease["status"] != ACTIVE:
             return lease_to_dict(lease)
+        most = lease["gpus_total"] * max(0.0, (now - lease["created_at"]).total_seconds())
+        used = most if gpu_seconds is None else min(float(gpu_seconds), most)
+        ended = {"status": RELEASED, "ended_at": now, "gpu_seconds": used}
+        self._end_lease(conn, lease, ended, now, "released", caller.name, {"reported_gpu_seconds": gpu_seconds})
+        return lease_to_dict({**lease, **ended})
+
+    def _end_lease(self, conn: Connection, lease: Mapping[Any, Any], ended: dict[str, Any], now: datetime,
+                   event: str, actor: str, detail: dict[str, Any] | None = None) -> None:
+        """Mark ``lease`` ended, add its GPU-seconds to its hour, and write the ledger entry."""
+        conn.execute(q.END_LEASE, {"lease_id": lease["id"], **ended})
+        conn.execute(self._add_to_hour, {
+            "user": lease["user"], "hour": hour_start(ended["ended_at"]), "gpu_seconds": ended["gpu_seconds"]})
+        conn.execute(q.INSERT_LEDGER, [self._entry(
+            now, event, actor, lease["user"], lease_id=lease["id"], request_id=lease["request_id"],
+            label=lease["label"], pool=lease["pool"], gpus_total=lease["gpus_total"],
+            gpu_seconds=ended["gpu_seconds"], detail=detail)])
 
     @staticmethod
-    def _own_lease(s: Session, caller: Caller, lease_id: str) -> Lease:
-        lease = s.get(Lease, lease_id)
-        if lease is None or lease.user != caller.name:
+    def _own_lease(conn: Connection, caller: Caller, lease_id: str) -> dict[str, Any]:
+        row = conn.execute(q.LEASE_BY_ID, {"lease_id": lease_id}).first()
+        if row is None or row.user != caller.name:
             raise LeaseNotFound(f"You have no lease '{lease_id}'.")
-        return lease
+        return dict(row._mapping)
 
     def reclaim_expired(self) -> int:
         """Expire every lease whose holder stopped heartbeating; returns how many were reclaimed."""
-        with self._write() as s:
-            return self._reclaim(s, self.clock())
+        with self._write_lock, self.engine.begin() as conn:
+            now = self.clock()
+            users = sorted({row.user for row in conn.execute(q.OVERDUE, {"now": now})})
+            for user in users:  # in user order, each under its lock: the order every batch takes them in
+                self._lock_user(conn, user)
+            return sum(self._reclaim(conn, now, user=user) for user in users)
 
-    def _reclaim(self, s: Session, now: datetime, user: str | None = None) -> int:
-        overdue = select(Lease.id).where(Lease.status == ACTIVE, Lease.expires_at < now)
-        if user is not None:
-            overdue = overdue.where(Lease.user == user)
-        # the common case (nothing overdue) stays one cheap Core query, without loading entities
-        ids = list(s.connection().execute(overdue).scalars())
-        if not ids:
-            return 0
-        for lease in s.scalars(select(Lease).where(Lease.id.in_(ids))):
-            held = max(0.0, (lease.expires_at - lease.created_at).total_seconds())
-            lease.status, lease.ended_at, lease.gpu_seconds = EXPIRED, lease.expires_at, held * lease.gpus_total
-            s.add(LedgerEntry(
-                at=now, event="expired", actor="nbscale-quotas", user=lease.user, lease_id=lease.id,
-                request_id=lease.request_id, label=lease.label, pool=lease.pool,
-                gpus_total=lease.gpus_total, gpu_seconds=lease.gpu_seconds,
-            ))
-        log.info("reclaimed %s expired lease(s)", len(ids))
-        return len(ids)
+    def _reclaim(self, conn: Connection, now: datetime, user: str,
+                 overdue: Sequence[Mapping[Any, Any]] | None = None) -> int:
+        if overdue is None:
+            overdue = [row._mapping for row in conn.execute(q.OVERDUE_OF_USER, {"now": now, "user": user})]
+        for lease in overdue:
+            held = max(0.0, (lease["expires_at"] - lease["created_at"]).total_seconds())
+            ended = {"status": EXPIRED, "ended_at": lease["expires_at"], "gpu_seconds": held * lease["gpus_total"]}
+            self._end_lease(conn, lease, ended, now, "expired", "nbscale-quotas")
+        if overdue:
+            log.info("reclaimed %s expired lease(s)", len(overdue))
+        return len(overdue)
 
     # usage and limits ------------------------------------------------------------------------
 
-    def _limits(self, s: Session, user: str, groups: tuple[str, ...]) -> Limits:
-        columns = [getattr(Policy, name) for name in ("kind", "name", *POLICY_COLUMNS)]
-        rows = s.connection().execute(select(*columns).where(
-            ((Policy.kind == "user") & (Policy.name == user))
-            | ((Policy.kind == "group") & Policy.name.in_(groups))
-            | (Policy.kind == "default")
-        ))
+    def _limits(self, conn: Connection, user: str, groups: tuple[str, ...]) -> Limits:
+        rows = conn.execute(q.POLICIES_FOR, {"user": user, "groups": list(groups)})
         return resolve_limits(user, groups, [_row_values(row) for row in rows])
 
-    def _usage(self, s: Session, user: str, now: datetime, window_hours: float) -> Usage:
-        conn = s.connection()
-        active = conn.execute(select(Lease.gpus_total, Lease.created_at).where(
-            Lease.user == user, Lease.status == ACTIVE)).all()
-        since = now - timedelta(hours=window_hours)
-        ended = conn.execute(select(func.coalesce(func.sum(Lease.gpu_seconds), 0.0)).where(
-            Lease.user == user, Lease.status != ACTIVE, Lease.ended_at >= since)).scalar()
-        running = sum(gpus * max(0.0, (now - created).total_seconds()) for gpus, created in active)
+    def _usage(self, conn: Connection, user: str, now: datetime, window_hours: float, *,
+               active: Sequence[Row[Any]] | None = None, reclaim: bool) -> Usage:
+        """What ``user`` holds and used in the window; overdue leases are reclaimed, or left out on reads.
+
+        Bounded by the user's active leases and the window's hours, never by history (``UsageHour``).
+        """
+        if active is None:
+            active = conn.execute(q.ACTIVE_OF_USER, {"user": user}).all()
+        active = [row for row in active if row.status == ACTIVE]
+        overdue = [row._mapping for row in active if row.expires_at < now]
+        if reclaim and overdue:
+            self._reclaim(conn, now, user, overdue=overdue)
+        live = [row for row in active if row.expires_at >= now]
+        running = sum(row.gpus_total * max(0.0, (now - row.created_at).total_seconds()) for row in live)
+        # a read counts an overdue lease's GPU-time until its expiry, as its reclaim will charge it
+        pending = 0.0 if reclaim else sum(
+            row["gpus_total"] * max(0.0, (row["expires_at"] - row["created_at"]).total_seconds()) for row in overdue)
         return Usage(
-            gpus_in_use=sum(gpus for gpus, _ in active),
-            runs_active=len(active),
-            gpu_seconds_in_window=float(ended or 0.0) + running,
+            gpus_in_use=sum(row.gpus_total for row in live),
+            runs_active=len(live),
+            gpu_seconds_in_window=self._ended_in_window(conn, user, now - timedelta(hours=window_hours))
+            + running + pending,
         )
+
+    @staticmethod
+    def _ended_in_window(conn: Connection, user: str, since: datetime) -> float:
+        """GPU-seconds of ``user``'s leases ended at or after ``since``: whole hours from ``UsageHour``,
+        the part of the first hour from the leases themselves (an index range over one hour)."""
+        first_whole = hour_start(since)
+        if first_whole < since:
+            first_whole += timedelta(hours=1)
+        total = conn.execute(q.ENDED_SINCE, {"user": user, "since": since, "first_whole_hour": first_whole}).scalar()
+        return float(total or 0.0)
 
     def quota_for(self, user: str, groups: tuple[str, ...]) -> dict[str, Any]:
         """Limits, usage and what is left for ``user`` (expired leases count as released)."""
-        with self._read() as s:
+        with self._readonly.connect() as conn, conn.begin():
             now = self.clock()
-            limits = self._limits(s, user, groups)
-            usage = self._usage_excluding_expired(s, user, now, limits.window_hours)
-            leases = s.scalars(select(Lease).where(
-                Lease.user == user, Lease.status == ACTIVE, Lease.expires_at >= now).order_by(Lease.created_at))
+            limits = self._limits(conn, user, groups)
+            usage = self._usage(conn, user, now, limits.window_hours, reclaim=False)
+            leases = conn.execute(q.LIVE_OF_USER, {"user": user, "now": now})
             return {
                 "enabled": True,
                 "user": user,
@@ -304,22 +341,8 @@ class QuotaStore:
                     "gpu_hours_in_window": round(usage.gpu_hours_in_window, 4),
                 },
                 "remaining": _remaining(limits, usage),
-                "leases": [lease_to_dict(lease) for lease in leases],
+                "leases": [lease_to_dict(lease._mapping) for lease in leases],
             }
-
-    def _usage_excluding_expired(self, s: Session, user: str, now: datetime, window_hours: float) -> Usage:
-        # read path: do not write the reclaim, just leave overdue leases out of "in use"
-        usage = self._usage(s, user, now, window_hours)
-        overdue = list(s.scalars(select(Lease).where(
-            Lease.user == user, Lease.status == ACTIVE, Lease.expires_at < now)))
-        return Usage(
-            gpus_in_use=usage.gpus_in_use - sum(lease.gpus_total for lease in overdue),
-            runs_active=usage.runs_active - len(overdue),
-            gpu_seconds_in_window=usage.gpu_seconds_in_window,
-        )
-
-
-POLICY_COLUMNS = ("max_gpus", "max_runs", "max_gpus_per_run", "gpu_hours_budget", "window_hours", "allowed_pools")
 
 
 def _row_values(row: Any) -> PolicyValues:

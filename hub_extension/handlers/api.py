@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache, partial
+from typing import Any, TypeVar
 
 from tornado.escape import url_escape
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.ioloop import IOLoop
 
 from .. import admin
 from ..errors import UserNotFound
@@ -16,48 +22,64 @@ from .base import APIHandler
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+#: serves ``api/v1/benchmark/...`` (the load generator's ceiling); never set in production
+BENCHMARK_ENV = "NBSCALE_QUOTA_BENCHMARK_ENDPOINTS"
+
+
+@cache
+def _database_threads() -> ThreadPoolExecutor:
+    # the store blocks (locks, commits): in threads, the event loop keeps reading requests meanwhile,
+    # and requests that wait together share a transaction (hub_extension.group_commit)
+    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="quota-db")
+
+
+async def in_database_thread(func: Callable[..., T], *args: Any) -> T:
+    """Run the blocking store call ``func(*args)`` off the event loop."""
+    return await IOLoop.current().run_in_executor(_database_threads(), func, *args)
+
 
 class LeasesHandler(APIHandler):
     """POST: ask for admission (201 lease, 200 replay of a known request id, 409 refusal). GET: own leases."""
 
-    def post(self) -> None:
+    async def post(self) -> None:
         caller = self.require_user()
         body = AdmissionBody.model_validate(self.json_body())
-        result = self.store.admit(caller, AdmissionRequest(**body.model_dump()))
+        result = await in_database_thread(self.store.admit, caller, AdmissionRequest(**body.model_dump()))
         if result.refusal is not None:
             self.write_json(result.refusal.to_dict(), status=409)
         else:
             self.write_json({"admitted": True, "replayed": result.replayed, "lease": result.lease},
                             status=200 if result.replayed else 201)
 
-    def get(self) -> None:
+    async def get(self) -> None:
         caller = self.require_user()
-        quota = self.store.quota_for(caller.name, caller.groups)
+        quota = await in_database_thread(self.store.quota_for, caller.name, caller.groups)
         self.write_json({"leases": quota["leases"]})
 
 
 class HeartbeatHandler(APIHandler):
     """POST ``leases/{id}/heartbeat``: extend the caller's lease."""
 
-    def post(self, lease_id: str) -> None:
-        self.write_json({"lease": self.store.heartbeat(self.require_user(), lease_id)})
+    async def post(self, lease_id: str) -> None:
+        self.write_json({"lease": await in_database_thread(self.store.heartbeat, self.require_user(), lease_id)})
 
 
 class ReleaseHandler(APIHandler):
     """POST ``leases/{id}/release``: end the caller's lease with the GPU-seconds used."""
 
-    def post(self, lease_id: str) -> None:
+    async def post(self, lease_id: str) -> None:
         caller = self.require_user()
         body = ReleaseBody.model_validate(self.json_body())
-        self.write_json({"lease": self.store.release(caller, lease_id, body.gpu_seconds)})
+        self.write_json({"lease": await in_database_thread(self.store.release, caller, lease_id, body.gpu_seconds)})
 
 
 class MyQuotaHandler(APIHandler):
     """GET ``me``: the caller's limits, usage, remaining budget and live leases."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         caller = self.require_user()
-        self.write_json(self.store.quota_for(caller.name, caller.groups))
+        self.write_json(await in_database_thread(self.store.quota_for, caller.name, caller.groups))
 
 
 class UserQuotaHandler(APIHandler):
@@ -71,8 +93,9 @@ class UserQuotaHandler(APIHandler):
         self.require_admin()
         groups = await self._hub_groups(name)
         if groups is None:
-            groups = admin.usage_overview(self.store)["users"].get(name, {}).get("groups", [])
-        self.write_json(self.store.quota_for(name, tuple(sorted(groups))))
+            overview = await in_database_thread(admin.usage_overview, self.store)
+            groups = overview["users"].get(name, {}).get("groups", [])
+        self.write_json(await in_database_thread(self.store.quota_for, name, tuple(sorted(groups))))
 
     async def _hub_groups(self, name: str) -> list[str] | None:
         request = HTTPRequest(
@@ -95,10 +118,10 @@ class UserQuotaHandler(APIHandler):
 class UsageHandler(APIHandler):
     """GET ``usage``: live usage of every user and group (admins only)."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require_admin()
         window = self.number_argument("window_hours", 168.0, float)
-        self.write_json(admin.usage_overview(self.store, window_hours=window))
+        self.write_json(await in_database_thread(admin.usage_overview, self.store, window))
 
 
 class PoliciesHandler(APIHandler):
@@ -127,20 +150,32 @@ class PolicyHandler(APIHandler):
 class LedgerHandler(APIHandler):
     """GET ``ledger?user=&limit=&before=``: audit entries, newest first (admins only)."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require_admin()
-        entries = admin.ledger_page(
-            self.store, user=self.get_argument("user", None),
+        entries = await in_database_thread(partial(
+            admin.ledger_page, self.store, user=self.get_argument("user", None),
             limit=self.number_argument("limit", 100, int), before_id=self.number_argument("before", None, int),
-        )
+        ))
         self.write_json({"entries": entries})
+
+
+class BenchmarkNoopHandler(APIHandler):
+    """POST ``benchmark/noop``: an admission request checked like a real one (token, scope, body) and
+    refused without touching the database. Its rate is the load generator's ceiling in
+    ``benchmarks.quota_admission``; served only when ``$NBSCALE_QUOTA_BENCHMARK_ENDPOINTS`` is ``1``."""
+
+    def post(self) -> None:
+        self.require_user()
+        AdmissionBody.model_validate(self.json_body())
+        self.write_json({"message": "benchmark no-op: nothing was admitted", "errors": [], "limit": "none"},
+                        status=409)
 
 
 def api_routes(prefix: str) -> list[tuple[str, type, dict[str, object]]]:
     """URL table of the REST API under ``prefix`` (the service prefix)."""
     api = prefix + "api/v1/"
     lease = r"([^/]{1,64})"
-    return [
+    routes: list[tuple[str, type, dict[str, object]]] = [
         (api + "leases", LeasesHandler, {}),
         (api + f"leases/{lease}/heartbeat", HeartbeatHandler, {}),
         (api + f"leases/{lease}/release", ReleaseHandler, {}),
@@ -151,6 +186,9 @@ def api_routes(prefix: str) -> list[tuple[str, type, dict[str, object]]]:
         (api + r"policies/(default|group|user)/([^/]+)", PolicyHandler, {}),
         (api + "ledger", LedgerHandler, {}),
     ]
+    if os.environ.get(BENCHMARK_ENV) == "1":
+        routes.append((api + "benchmark/noop", BenchmarkNoopHandler, {}))
+    return routes
 
 
 __all__ = ["Caller", "api_routes"]

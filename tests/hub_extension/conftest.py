@@ -7,21 +7,15 @@ or by starting :class:`hub_extension.devhub.LocalHub` yourself.
 
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from hub_extension.devhub import QUOTA_ADMIN_USER, LocalHub, free_port
+from hub_extension.devhub import QUOTA_ADMIN_USER, LocalHub, throwaway_postgres
 
 
 @pytest.fixture(scope="session")
@@ -101,33 +95,8 @@ def postgres_url() -> Iterator[str]:
     if os.environ.get("NBSCALE_TEST_POSTGRES_URL"):
         yield os.environ["NBSCALE_TEST_POSTGRES_URL"]
         return
-    initdb = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
-    if not initdb:
-        pytest.skip("no Postgres here: apt-get install postgresql, or set NBSCALE_TEST_POSTGRES_URL")
-    bindir = Path(initdb[-1]).parent
-    root = Path(tempfile.mkdtemp(prefix="nbscale-pg-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        shutil.chown(root, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", free_port()
-    subprocess.run([*as_owner, str(bindir / "initdb"), "-D", str(data), "-U", "nbscale", "--auth=trust"],
-                   check=True, capture_output=True)
-    server = subprocess.Popen([*as_owner, str(bindir / "postgres"), "-D", str(data), "-p", str(port),
-                               "-h", "127.0.0.1", "-k", str(root), "-c", "max_connections=200"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"postgresql+psycopg://nbscale@127.0.0.1:{port}/postgres"
     try:
-        import psycopg
-
-        for _ in range(120):
-            try:
-                psycopg.connect(f"postgresql://nbscale@127.0.0.1:{port}/postgres", connect_timeout=2).close()
-                break
-            except psycopg.OperationalError:
-                time.sleep(0.25)
-        yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except FileNotFoundError as exc:
+        pytest.skip(f"{exc}, or set NBSCALE_TEST_POSTGRES_URL")

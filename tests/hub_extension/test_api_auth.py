@@ -131,3 +131,15 @@ def test_admins_see_limits_from_hub_groups_of_users_who_never_ran(quota_hub, adm
     assert quota["limits"]["max_gpus"] == 6 and quota["limits"]["sources"]["max_gpus"] == f"group:{group}"
     missing = admin_api.get(f"users/{unique_user('nobody')}")
     assert missing.status_code == 404 and "no user" in missing.json()["message"]
+
+
+@pytest.mark.parametrize(("setting", "served"), [(None, False), ("0", False), ("1", True)])
+def test_the_benchmark_noop_endpoint_is_served_only_when_asked(monkeypatch, setting, served) -> None:
+    from hub_extension.handlers.api import BENCHMARK_ENV, api_routes
+
+    if setting is None:
+        monkeypatch.delenv(BENCHMARK_ENV, raising=False)
+    else:
+        monkeypatch.setenv(BENCHMARK_ENV, setting)
+    urls = [url for url, _, _ in api_routes("/services/nbscale-quotas/")]
+    assert ("/services/nbscale-quotas/api/v1/benchmark/noop" in urls) is served

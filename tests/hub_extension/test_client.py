@@ -6,6 +6,7 @@ import socket
 import time
 
 import pytest
+from quota_helpers import heartbeated_after, wait_for
 
 from hub_extension.client import (
     QUOTAS_OFF,
@@ -17,6 +18,9 @@ from hub_extension.client import (
     quota_status,
 )
 from workflow_compiler.errors import QuotaExceeded, QuotaUnavailable
+
+#: lease lifetime in these tests: short, so that only heartbeats keep a lease (every TTL / 3)
+TTL = 3.0
 
 HUB_ENV = {"JUPYTERHUB_API_URL": "http://127.0.0.1:1/hub/api", "JUPYTERHUB_SERVICE_PREFIX": "/user/x/"}
 
@@ -83,9 +87,11 @@ def test_the_context_manager_heartbeats_and_always_releases(client_for, set_limi
     set_limits(name, max_gpus=1)
     with (
         pytest.raises(RuntimeError, match="the run failed"),
-        client.lease(gpus=1, estimated_seconds=60, ttl_seconds=1.5, label="sweep.ipynb") as lease,
+        client.lease(gpus=1, estimated_seconds=60, ttl_seconds=TTL, label="sweep.ipynb") as lease,
     ):
-        time.sleep(3.5)  # longer than two TTLs: alive only because the thread heartbeats
+        # alive after the moment it would have expired: only because the thread heartbeats
+        wait_for(lambda: heartbeated_after(client.my_quota(), lease.id, lease.expires_at), 60,
+                 "a heartbeat after the lease's first expiry")
         assert client.my_quota()["usage"]["gpus_in_use"] == 1
         raise RuntimeError("the run failed")
     assert client.my_quota()["usage"]["gpus_in_use"] == 0
@@ -142,10 +148,11 @@ def test_fail_closed_when_the_service_hangs(client_for) -> None:
 def test_a_lease_admitted_in_one_process_is_kept_and_released_by_another(client_for, set_limits, quota_hub) -> None:
     name, server_side = client_for()
     set_limits(name, max_gpus=1)
-    lease = server_side.admit(1, "default", 1, 60, new_request_id(), ttl_seconds=1.5)
+    lease = server_side.admit(1, "default", 1, 60, new_request_id(), ttl_seconds=TTL)
     worker_side = QuotaClient(quota_hub.service_direct_url, server_side._http.headers["Authorization"].split()[1])
     with worker_side.keep(Lease.from_json(lease.raw)):
-        time.sleep(3.5)
+        wait_for(lambda: heartbeated_after(server_side.my_quota(), lease.id, lease.expires_at), 60,
+                 "the other process's heartbeat after the lease's first expiry")
         assert server_side.my_quota()["usage"]["gpus_in_use"] == 1
     assert server_side.my_quota()["usage"]["gpus_in_use"] == 0
     worker_side.close()

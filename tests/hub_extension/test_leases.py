@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import time
+from datetime import timedelta
 
 import pytest
+from quota_helpers import last_heartbeat, parse_time, wait_for
 
 
 @pytest.fixture
@@ -29,9 +30,12 @@ def test_heartbeat_extends_and_release_frees(user, set_limits) -> None:
     name, client = user
     set_limits(name, max_gpus=1)
     lease = client.admit("hb", ttl_seconds=30).json()["lease"]
-    time.sleep(1.1)
-    beat = client.post(f"leases/{lease['id']}/heartbeat", json={}).json()["lease"]
-    assert beat["expires_at"] > lease["expires_at"]
+    # heartbeat until one lands a second after admission (the release below reports 0.5 GPU-seconds,
+    # which the service caps at the lease's age)
+    old_enough = parse_time(lease["created_at"]) + timedelta(seconds=1)
+    beat = wait_for(lambda: last_heartbeat(b := client.post(f"leases/{lease['id']}/heartbeat", json={}).json()["lease"])
+                    > old_enough and b, 30, "a heartbeat a second after admission")
+    assert beat["status"] == "active" and beat["expires_at"] > lease["expires_at"]
     assert client.admit("hb-2").status_code == 409
     done = client.post(f"leases/{lease['id']}/release", json={"gpu_seconds": 0.5}).json()["lease"]
     assert done["status"] == "released" and done["gpu_seconds"] == 0.5
@@ -45,10 +49,10 @@ def test_an_abandoned_lease_is_reclaimed_and_usage_does_not_leak(user, set_limit
     set_limits(name, max_gpus=2)
     dead = client.admit("dies", gpus=2, ttl_seconds=1).json()["lease"]
     assert client.admit("waits").status_code == 409
-    time.sleep(2.5)  # no heartbeat; the service reclaims every second
+    # no heartbeat: the service's periodic reclaim (every second) expires it and writes the ledger
+    wait_for(lambda: [e["event"] for e in admin_api.get("ledger", params={"user": name}).json()["entries"]
+                      if e["lease_id"] == dead["id"]] == ["expired", "admitted"], 30, "the lease's expiry")
     assert client.get("me").json()["usage"]["gpus_in_use"] == 0
-    events = admin_api.get("ledger", params={"user": name}).json()["entries"]
-    assert [e["event"] for e in events if e["lease_id"] == dead["id"]] == ["expired", "admitted"]
     assert client.admit("after", gpus=2).status_code == 201
     assert client.post(f"leases/{dead['id']}/heartbeat", json={}).status_code == 410
 

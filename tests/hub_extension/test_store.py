@@ -44,7 +44,7 @@ def test_migrations_create_exactly_the_model_schema_and_rerun_cleanly(db_url: st
     upgrade_database(engine)  # the service runs this at every start
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
     engine.dispose()
 
 
@@ -177,7 +177,8 @@ class _NoLock:
 def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaStore) -> None:
     with pg_store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-    pg_store._write_lock = _NoLock()  # type: ignore[assignment]  # prove the row lock, not the mutex
+    # prove the row lock, not the mutex: without it each thread runs its own transactions
+    pg_store._write_lock = pg_store._writes.lock = _NoLock()  # type: ignore[assignment]
     set_policy(pg_store, "admin", "user", "alice", {"max_gpus": 4})
     for round_no in range(10):
         results: list = []

@@ -10,7 +10,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ import httpx
 import nbformat
 import pytest
 from jupyter_client.manager import KernelManager
+from quota_helpers import heartbeated_after, wait_for
 
 from hub_extension.devhub import QUOTA_ADMIN_USER, USERS_GROUP, LocalHub, free_port
 
@@ -47,7 +47,16 @@ def fill_workspace(folder: Path) -> Path:
     shutil.copy(ROOT / "examples" / "train.ipynb", folder / "train.ipynb")
     write_notebook(folder / "quick.ipynb", "greeting = 'hello'", "print(greeting)")
     write_notebook(folder / "slow.ipynb", "seconds = 300", "import time\ntime.sleep(seconds)")
+    # runs until the test creates the file ``gate``, so the test sees it running (2 minutes at most)
+    write_notebook(folder / "gated.ipynb", "gate = ''", GATED)
     return folder
+
+
+GATED = """import pathlib, time
+deadline = time.monotonic() + 120
+while gate and not pathlib.Path(gate).exists() and time.monotonic() < deadline:
+    time.sleep(0.1)
+assert not gate or pathlib.Path(gate).exists(), 'the test never opened the gate'"""
 
 
 @pytest.fixture(scope="module")
@@ -128,14 +137,6 @@ def nbscale(*args: str, env: dict[str, str], cwd: Path, timeout: float = 240) ->
     return subprocess.run([NBSCALE, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-    return value
-
-
 # the CLI --------------------------------------------------------------------------------------
 
 
@@ -189,10 +190,11 @@ def test_detached_run_holds_its_lease_until_cancelled(cli_user: HubUser, workspa
         first = cli_user.quota()
         assert first["usage"]["gpus_in_use"] == 1 and [lease["request_id"] for lease in first["leases"]] == [run_id], first
         # the CLI has exited; only the detached worker's heartbeats keep the lease past its TTL
-        time.sleep(TTL + 3)
+        lease = first["leases"][0]
+        wait_for(lambda: heartbeated_after(cli_user.quota(), lease["id"], lease["expires_at"]), 6 * TTL,
+                 "a heartbeat of the detached worker after the lease's first expiry")
         later = cli_user.quota()
         assert later["usage"]["gpus_in_use"] == 1, later
-        assert later["leases"][0]["expires_at"] > first["leases"][0]["expires_at"], (first, later)
         status = json.loads(nbscale("status", run_id, "--json", env=env, cwd=workspace).stdout)
         assert status["status"] in ("PENDING", "RUNNING"), status
         # a second GPU run does not fit while this one holds the GPU
@@ -253,9 +255,10 @@ def test_spawned_server_loads_the_extension_and_sees_the_quota(spawned: tuple[Hu
     assert "notebook_plugin | extension was successfully loaded" in hub.log_path.read_text(errors="replace")
 
 
-def test_spawned_server_refuses_over_quota_and_runs_within(spawned: tuple[HubUser, httpx.Client]) -> None:
+def test_spawned_server_refuses_over_quota_and_runs_within(spawned: tuple[HubUser, httpx.Client], tmp_path: Path) -> None:
     user, client = spawned
-    spec = {"notebook": "train.ipynb", "parameters": {"n_estimators": 10}}
+    gate = tmp_path / "gate"
+    spec = {"notebook": "gated.ipynb", "parameters": {"gate": str(gate)}}
     refused = client.post("runs", json={**spec, "resources": {"gpus": 2}})
     assert refused.status_code == 409, refused.text
     assert "The limit is 1 GPU in use at once" in refused.json()["message"], refused.text
@@ -264,7 +267,11 @@ def test_spawned_server_refuses_over_quota_and_runs_within(spawned: tuple[HubUse
     started = client.post("runs", json={**spec, "resources": {"gpus": 1}})
     assert started.status_code == 201, started.text
     run_id = started.json()["id"]
-    assert user.quota()["usage"]["gpus_in_use"] == 1 or client.get(f"runs/{run_id}").json()["status"] == "SUCCEEDED"
+    # the run waits for the gate: while it runs, its lease holds the GPU
+    wait_for(lambda: client.get(f"runs/{run_id}").json()["status"] == "RUNNING", 120, f"run {run_id} to start")
+    usage = user.quota()["usage"]
+    assert (usage["gpus_in_use"], usage["runs_active"]) == (1, 1), usage
+    gate.touch()
     record = wait_for(lambda: (r := client.get(f"runs/{run_id}").json())["status"] in ("SUCCEEDED", "FAILED", "KILLED") and r,
                       180, f"run {run_id}")
     assert record["status"] == "SUCCEEDED", record

@@ -1,0 +1,115 @@
+"""The quota store alone, in-process (no HTTP, no auth): admission decisions per second on SQLite and
+Postgres, and on a database that already holds a long history. Used by :mod:`benchmarks.quota_admission`.
+
+50 threads (10 per user, 5 users with a limit of 4 GPUs) ask for 1 GPU; an admitted thread holds it
+for ``hold`` seconds and releases it. Besides wall-clock decisions per second, each run reports
+decisions per CPU-second of this process, which a loaded machine does not distort as much.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+from benchmarks.quota_clients import latency_figures
+from hub_extension.admin import set_policy
+from hub_extension.db import make_engine, upgrade_database
+from hub_extension.store import AdmissionRequest, Caller, QuotaStore, utcnow
+
+USERS, LIMIT = 5, 4
+BENCH_USERS = [f"bench-{i}" for i in range(USERS)]
+
+
+def open_store(url: str, *, fresh: bool = True) -> QuotaStore:
+    """A migrated store at ``url`` with the benchmark users' limits (Postgres tables dropped first if ``fresh``)."""
+    engine = make_engine(url, **({"pool_size": 60, "max_overflow": 10} if url.startswith("postgresql") else {}))
+    if fresh and url.startswith("postgresql"):
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE IF EXISTS quota_ledger, quota_leases, quota_policies, quota_user_locks, "
+                                 "quota_usage_hours, alembic_version CASCADE")
+            conn.exec_driver_sql("DROP FUNCTION IF EXISTS quota_ledger_append_only() CASCADE")
+    upgrade_database(engine)
+    store = QuotaStore(engine)
+    for user in BENCH_USERS:
+        # a budget too large to refuse anything, so that every decision computes the GPU-hour window
+        set_policy(store, "bench", "user", user, {"max_gpus": LIMIT, "gpu_hours_budget": 1e6})
+    return store
+
+
+def run_store_only(store: QuotaStore, clients: int, seconds: float, hold: float) -> dict[str, Any]:
+    """``clients`` threads admitting and releasing against ``store`` for ``seconds``."""
+    callers = [Caller(name=user) for user in BENCH_USERS]
+    latencies: list[float] = []
+    counts = {"admitted": 0, "refused": 0}
+    lock = threading.Lock()
+    deadline = time.time() + seconds
+
+    def client(caller: Caller) -> None:
+        mine, local = [], {"admitted": 0, "refused": 0}
+        while time.time() < deadline:
+            started = time.perf_counter()
+            result = store.admit(caller, AdmissionRequest(gpus=1, pool="default", concurrency=1,
+                                                          estimated_seconds=60, request_id=uuid.uuid4().hex))
+            mine.append(time.perf_counter() - started)
+            if result.lease:
+                local["admitted"] += 1
+                time.sleep(hold)
+                store.release(caller, result.lease["id"])
+            else:
+                local["refused"] += 1
+        with lock:
+            latencies.extend(mine)
+            for key, value in local.items():
+                counts[key] += value
+
+    threads = [threading.Thread(target=client, args=(callers[i % USERS],)) for i in range(clients)]
+    cpu = time.process_time()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cpu = time.process_time() - cpu
+    decisions = counts["admitted"] + counts["refused"]
+    return {**counts, **latency_figures(latencies, decisions, seconds), "cpu_seconds": round(cpu, 2),
+            "decisions_per_cpu_s": round(decisions / cpu, 1) if cpu else None}
+
+
+def seed_history(url: str, *, leases: int, ledger: int, days: float = 60.0) -> None:
+    """Fill a new SQLite database at schema 0001 with ``leases`` ended leases and ``ledger`` ledger
+    entries of the benchmark users over ``days``, then migrate it (0002 fills the hourly usage)."""
+    engine = make_engine(url)
+    upgrade_database(engine, "0001")
+    rng = random.Random(19)
+    now = utcnow()
+    stamp = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
+
+    def at(i: int, n: int) -> datetime:
+        return now - timedelta(days=days) + timedelta(days=days) * (i / n) - timedelta(seconds=60)
+
+    lease_rows = []
+    for i in range(leases):
+        ended = at(i, leases)
+        seconds = rng.uniform(10, 3600)
+        lease_rows.append((f"lease-hist-{i}", BENCH_USERS[i % USERS], "[]", f"hist-{i}", "", "default", 1, 1, 1,
+                           60.0, 120.0, "released", (ended - timedelta(seconds=seconds)).strftime(stamp),
+                           ended.strftime(stamp), ended.strftime(stamp), seconds))
+    events = ("admitted", "released", *("refused",) * 8)
+    ledger_rows = [(at(i, ledger).strftime(stamp), events[i % len(events)], BENCH_USERS[i % USERS],
+                    BENCH_USERS[i % USERS], f"lease-hist-{i % max(1, leases)}", f"hist-{i}", "", "default", 1, None,
+                    None) for i in range(ledger)]
+    with engine.begin() as conn:
+        # plain executemany: building a million ORM rows would take longer than the benchmark
+        conn.exec_driver_sql(
+            "INSERT INTO quota_leases (id, user, groups, request_id, label, pool, gpus, concurrency, gpus_total, "
+            "estimated_seconds, ttl_seconds, status, created_at, expires_at, ended_at, gpu_seconds) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", lease_rows)
+        conn.exec_driver_sql(
+            "INSERT INTO quota_ledger (at, event, actor, user, lease_id, request_id, label, pool, gpus_total, "
+            "gpu_seconds, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", ledger_rows)
+    upgrade_database(engine)
+    engine.dispose()
+
