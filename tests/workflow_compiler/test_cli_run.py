@@ -16,7 +16,10 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
-HOSTILE = "\"; rm -rf / $(id) `id` {{workflow.name}} {{inputs.parameters.text}}\nkey: [yaml, !!python/object:os.system]\n'; DROP TABLE runs; --"
+# Every way a value could reach a shell, a YAML reader, Argo or SQL, each told to create CANARY (a path
+# filled in per test): the file appearing would prove the value was run, not passed.
+HOSTILE = ("\"; touch CANARY; \" $(touch CANARY) `touch CANARY` '; touch CANARY; ' {{workflow.name}} {{inputs.parameters.text}}\n"
+           "key: [yaml, !!python/object/apply:os.system ['touch CANARY']]\n'; DROP TABLE runs; --")
 
 
 def nbscale(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -52,7 +55,7 @@ def test_run_logs_params_metrics_and_both_artifacts(work, mlflow_client):
     assert run.data.tags["nbscale.notebook"] == "train.ipynb"
     assert len(run.data.tags["nbscale.notebook_sha256"]) == 64
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"output.ipynb", "output.html"} <= artifacts or any("output.ipynb" in a for a in artifacts)
+    assert {"output.ipynb", "output.html"} <= artifacts, artifacts
 
 
 def test_pipeline_nests_step_runs_under_one_parent(work, mlflow_client):
@@ -69,11 +72,13 @@ def test_pipeline_nests_step_runs_under_one_parent(work, mlflow_client):
     assert (work / "data" / "wine" / "train.csv").is_file(), "steps share the workspace: prepare's output feeds train"
 
 
-def test_hostile_value_reaches_the_notebook_byte_for_byte(work):
-    result = nbscale("run", "echo.ipynb", "-p", f"text={HOSTILE}", "--no-html", "--json", cwd=work)
+def test_hostile_value_reaches_the_notebook_byte_for_byte(work, tmp_path):
+    canary = tmp_path / "pwned"
+    hostile = HOSTILE.replace("CANARY", str(canary))
+    result = nbscale("run", "echo.ipynb", "-p", f"text={hostile}", "--no-html", "--json", cwd=work)
     assert result.returncode == 0, result.stderr
-    assert (work / "received-text.bin").read_bytes() == HOSTILE.encode()
-    assert not Path("/tmp/nbscale-pwned").exists()
+    assert (work / "received-text.bin").read_bytes() == hostile.encode()
+    assert not canary.exists(), "a part of the value was run as a command"
 
 
 def test_cell_error_fails_with_the_cell_named_and_keeps_partial_output(work, mlflow_client):
