@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from golden_files import assert_matches_golden
-from pod_api import captured
+from recorded_pods import captured
 
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_workflow, to_yaml
