@@ -7,9 +7,7 @@ chart's lowest supported Kubernetes; Kueue objects against Kueue's vendored CRDs
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import helm_python
 import kubernetes_validate
 import pytest
 import yaml
+from golden_files import assert_matches_golden
 
 from tests.helm.chart import CHART, KUBE_VERSION, NAMESPACE, VALUE_SETS, golden_text, manifests, render, validate_values
 from workflow_compiler.cluster import ClusterConfig
@@ -24,7 +23,6 @@ from workflow_compiler.crd_schemas import strict_validator
 from workflow_compiler.pools import PoolConfig
 
 GOLDEN = Path(__file__).parent / "golden"
-REGEN = os.environ.get("NBSCALE_REGEN_GOLDEN") == "1"
 KUEUE_CRDS = {
     "ResourceFlavor": "kueue/kueue.x-k8s.io_resourceflavors.yaml",
     "ClusterQueue": "kueue/kueue.x-k8s.io_clusterqueues.yaml",
@@ -44,14 +42,7 @@ def test_lint_finds_no_errors_and_no_warnings(name: str) -> None:
 def test_render_matches_golden(name: str) -> None:
     path = GOLDEN / f"{name}.yaml"
     text = golden_text(VALUE_SETS[name])
-    if REGEN:
-        if os.environ.get("CI"):
-            pytest.fail("NBSCALE_REGEN_GOLDEN=1 under CI: regenerate golden files on your machine and review the diff")
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"no golden file {path.name}; run with NBSCALE_REGEN_GOLDEN=1 to create it"
-    expected = path.read_text(encoding="utf-8")
-    diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), "golden", "rendered"))
-    assert text == expected, f"{path.name} differs (NBSCALE_REGEN_GOLDEN=1 to accept):\n{diff}"
+    assert_matches_golden(path, text, produced_by="rendered")
 
 
 @SETS

@@ -8,7 +8,7 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
-from .server import _REASONS, _ROUTE, _not_found, status_body
+from .server import _REASONS, _ROUTE, LIST_KINDS, _not_found, status_body
 
 if TYPE_CHECKING:
     from .server import KubeSim
@@ -75,8 +75,7 @@ class SimHandler(BaseHTTPRequestHandler):
             return (200, obj) if obj is not None else (404, _not_found(kind, name))
         if method == "GET":
             items = sim.list(kind, ns, labels=query.get("labelSelector"), fields=query.get("fieldSelector"))
-            list_kind = "PodList" if kind == "pods" else ("WorkflowList" if kind == "workflows" else "RayJobList")
-            return 200, {"kind": list_kind, "apiVersion": "v1", "metadata": {"resourceVersion": str(sim.state.rv)}, "items": items}
+            return 200, {"kind": LIST_KINDS[kind], "apiVersion": "v1", "metadata": {"resourceVersion": str(sim.state.rv)}, "items": items}
         if method == "DELETE" and name:
             obj = sim.remove(kind, ns, name)
             return (200, obj) if obj is not None else (404, _not_found(kind, name))

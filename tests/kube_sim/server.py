@@ -18,11 +18,14 @@ from typing import Any
 from workflow_compiler.errors import ManifestInvalid
 from workflow_compiler.validation import validate_rayjob, validate_workflow
 
-#: URL path → resource kind. Group paths name the CRDs the executor touches; pods are core v1.
+#: URL path → resource kind. Group paths name the CRDs the executor touches; pods and claims are core v1.
 _ROUTE = re.compile(r"^/(?:apis/(?P<group>argoproj\.io/v1alpha1|ray\.io/v1)|api/v1)/namespaces/(?P<ns>[^/]+)/"
-                    r"(?P<kind>workflows|rayjobs|pods)(?:/(?P<name>[^/]+))?(?:/(?P<sub>log))?$")
+                    r"(?P<kind>workflows|rayjobs|pods|persistentvolumeclaims)(?:/(?P<name>[^/]+))?(?:/(?P<sub>log))?$")
 _VALIDATORS = {"workflows": validate_workflow, "rayjobs": validate_rayjob}
-_GROUPS = {"workflows": "argoproj.io", "rayjobs": "ray.io", "pods": ""}
+_GROUPS = {"workflows": "argoproj.io", "rayjobs": "ray.io", "pods": "", "persistentvolumeclaims": ""}
+#: The ``kind`` of a list answer, by resource.
+LIST_KINDS = {"workflows": "WorkflowList", "rayjobs": "RayJobList", "pods": "PodList",
+              "persistentvolumeclaims": "PersistentVolumeClaimList"}
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +132,14 @@ async def test_a_valid_sweep_runs_as_a_sweep_record_and_can_be_cancelled(api: An
     assert status == 201 and answer["kind"] == "sweep", answer
     assert answer["progress"]["unit"] == "trials" and answer["progress"]["total"] == 2
     status, cancelled = await api("POST", f"runs/{answer['id']}/cancel")
-    assert status == 200 and cancelled["status"] in ("KILLED", "SUCCEEDED", "FAILED"), cancelled
+    assert status == 200 and cancelled["status"] in ("PENDING", "RUNNING", "KILLED"), cancelled  # answered while it stops
+    deadline = time.monotonic() + 120
+    while cancelled["status"] in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, f"the cancelled sweep never ended: {cancelled}"
+        await asyncio.sleep(0.5)
+        _, cancelled = await api("GET", f"runs/{answer['id']}")
+    # two trials cannot finish before the sweep's Ray starts: anything but KILLED means the cancel was lost
+    assert (cancelled["kind"], cancelled["status"]) == ("sweep", "KILLED"), cancelled
 
 
 async def test_error_answers_are_json(jp_fetch: Any) -> None:

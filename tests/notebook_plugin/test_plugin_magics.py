@@ -20,7 +20,8 @@ pytestmark = pytest.mark.slow
 def magic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("magic-root")
     write_notebook(root / "quick.ipynb", "greeting = 'hello'\ntimes: int = 1", "print(greeting * times)")
-    write_notebook(root / "slow.ipynb", "seconds = 300", "import time\ntime.sleep(seconds)")
+    write_notebook(root / "slow.ipynb", "seconds = 300", "import time\nprint('sleeping', seconds, flush=True)\ntime.sleep(seconds)")
+    write_notebook(root / "metric.ipynb", "times: int = 1", "import mlflow\nmlflow.log_metric('doubled', times * 2)")
     return root
 
 
@@ -54,12 +55,23 @@ def test_run_in_a_local_kernel_returns_a_handle(kernel: LocalKernel, magic_root:
 def test_status_logs_and_cancel(kernel: LocalKernel) -> None:
     out = kernel.run("h = %nbscale run slow.ipynb --detach\nprint('ID', h.id)")
     run_id = run_id_in(str(out))
-    out = kernel.run("import time\nfor _ in range(120):\n    if h.status == 'RUNNING': break\n    time.sleep(0.5)\n%nbscale status")
+    out = kernel.run("import time\nfor _ in range(240):\n    if 'sleeping 300' in h.logs(): break\n    time.sleep(0.5)\n%nbscale status")
     assert run_id in str(out) and "RUNNING" in str(out)
     out = kernel.run(f"c = %nbscale cancel {run_id}\nprint('FINAL', c.status)")
     assert "FINAL KILLED" in str(out), out
     out = kernel.run(f"%nbscale logs {run_id}")
-    assert out.error is None, out
+    assert out.error is None and "sleeping 300" in str(out), out  # the notebook's own output, from the run's log
+
+
+def test_the_handle_waits_reports_and_cancels(kernel: LocalKernel) -> None:
+    """``wait()`` blocks until the end, ``best`` is a run's metrics, ``cancel()`` stops a running run."""
+    out = kernel.run("h = %nbscale run metric.ipynb -p times=21 --detach\nh.wait(timeout=240, progress=False)\n"
+                     "print('DONE', h.record['status'], h.best)")
+    assert "DONE SUCCEEDED {'doubled': 42.0}" in str(out), out
+    out = kernel.run("s = %nbscale run slow.ipynb --detach\nimport time\nfor _ in range(240):\n"
+                     "    if 'sleeping' in s.logs(): break\n    time.sleep(0.5)\n"
+                     "print('CANCELLED', s.cancel().record['status'], s.wait(timeout=120, progress=False).status)")
+    assert "CANCELLED KILLED KILLED" in str(out), out
 
 
 @pytest.mark.parametrize(
@@ -112,5 +124,9 @@ def test_sweep_cell_reaches_the_submit_path(kernel: LocalKernel) -> None:
     out = kernel.run("%%nbscale sweep quick.ipynb --samples 2 --metric m --mode max --detach\ntimes: randint(1, 3)  # repeat")
     started = re.search(r"started (nbs-[0-9a-f]{10})", str(out))
     assert started, out
+    kind = kernel.run(f"s = %nbscale status {started.group(1)}\n"
+                      "print('KIND', s.record['kind'], s.record['progress']['unit'], s.record['progress']['total'])")
+    assert "KIND sweep trials 2" in str(kind), kind  # a sweep of two trials, not a single run
     cancelled = kernel.run(f"%nbscale cancel {started.group(1)}")
-    assert "KILLED" in str(cancelled) or "SUCCEEDED" in str(cancelled), cancelled
+    # its Ray has not started yet: nothing can have finished, so the cancel must stop it
+    assert f"nbscale: {started.group(1)} KILLED" in str(cancelled), cancelled

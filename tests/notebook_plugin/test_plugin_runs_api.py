@@ -39,10 +39,12 @@ async def test_a_run_from_submit_to_outputs(api: Any, jp_fetch: Any) -> None:
     text = json.dumps(output)
     assert "bonjour-bonjour-bonjour-" in text  # the new values reached the kernel
 
-    if "html" in done["links"]:
-        response = await jp_fetch("nbscale", "api", "runs", record["id"], "outputs", "output.html")
-        assert response.headers["Content-Security-Policy"].startswith("sandbox")
-        assert b"bonjour" in response.body
+    assert done["links"]["html"].endswith(f"/nbscale/api/runs/{record['id']}/outputs/output.html")  # html is on by default
+    response = await jp_fetch("nbscale", "api", "runs", record["id"], "outputs", "output.html")
+    assert response.headers["Content-Type"].startswith("text/html")
+    # the literal policy, not the server's constant: a weakened constant (allow-scripts) must fail here
+    assert response.headers["Content-Security-Policy"] == "sandbox; frame-ancestors 'self'"
+    assert b"bonjour-bonjour-bonjour-" in response.body
 
     status, logs = await api("GET", f"runs/{record['id']}/logs", params={"offset": "0"})
     assert status == 200 and logs["offset"] == len(logs["text"].encode()) > 0

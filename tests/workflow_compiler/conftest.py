@@ -77,16 +77,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 POD_FIXTURES = Path(__file__).parent / "pods"
 
 
-@pytest.fixture
-def pod_api() -> Iterator[object]:
-    """A stand-in Kubernetes API serving recorded pods and claims (see pod_api.py)."""
-    from pod_api import PodApi  # tests/workflow_compiler is on sys.path (rootdir conftest import mode)
-
-    api = PodApi()
-    yield api
-    api.close()
-
-
 # --- another local user (test_shared_machine*.py) ---------------------------------------------
 
 ATTACKER = "nbscale-attacker"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import re
+import select
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +20,10 @@ from mlflow.tracking import MlflowClient
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
-HOSTILE = "\"; rm -rf / $(id) `id` {{workflow.name}} {{inputs.parameters.text}}\nkey: [yaml, !!python/object:os.system]\n'; DROP TABLE runs; --"
+# Every way a value could reach a shell, a YAML reader, Argo or SQL, each told to create CANARY (a path
+# filled in per test): the file appearing would prove the value was run, not passed.
+HOSTILE = ("\"; touch CANARY; \" $(touch CANARY) `touch CANARY` '; touch CANARY; ' {{workflow.name}} {{inputs.parameters.text}}\n"
+           "key: [yaml, !!python/object/apply:os.system ['touch CANARY']]\n'; DROP TABLE runs; --")
 
 
 def nbscale(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -52,7 +59,7 @@ def test_run_logs_params_metrics_and_both_artifacts(work, mlflow_client):
     assert run.data.tags["nbscale.notebook"] == "train.ipynb"
     assert len(run.data.tags["nbscale.notebook_sha256"]) == 64
     artifacts = {a.path for a in mlflow_client.list_artifacts(run.info.run_id)}
-    assert {"output.ipynb", "output.html"} <= artifacts or any("output.ipynb" in a for a in artifacts)
+    assert {"output.ipynb", "output.html"} <= artifacts, artifacts
 
 
 def test_pipeline_nests_step_runs_under_one_parent(work, mlflow_client):
@@ -69,11 +76,13 @@ def test_pipeline_nests_step_runs_under_one_parent(work, mlflow_client):
     assert (work / "data" / "wine" / "train.csv").is_file(), "steps share the workspace: prepare's output feeds train"
 
 
-def test_hostile_value_reaches_the_notebook_byte_for_byte(work):
-    result = nbscale("run", "echo.ipynb", "-p", f"text={HOSTILE}", "--no-html", "--json", cwd=work)
+def test_hostile_value_reaches_the_notebook_byte_for_byte(work, tmp_path):
+    canary = tmp_path / "pwned"
+    hostile = HOSTILE.replace("CANARY", str(canary))
+    result = nbscale("run", "echo.ipynb", "-p", f"text={hostile}", "--no-html", "--json", cwd=work)
     assert result.returncode == 0, result.stderr
-    assert (work / "received-text.bin").read_bytes() == HOSTILE.encode()
-    assert not Path("/tmp/nbscale-pwned").exists()
+    assert (work / "received-text.bin").read_bytes() == hostile.encode()
+    assert not canary.exists(), "a part of the value was run as a command"
 
 
 def test_cell_error_fails_with_the_cell_named_and_keeps_partial_output(work, mlflow_client):
@@ -128,3 +137,66 @@ def test_cancel_says_so_when_the_run_is_still_stopping_and_when_it_had_already_e
     # killed for good (as the message said): its worker died without recording an end, so the run failed
     again = nbscale("cancel", record.id, cwd=work)
     assert again.returncode == 0 and f"{record.id}: already FAILED, nothing to cancel" in again.stdout
+
+
+def test_without_json_the_run_prints_its_progress_and_a_summary(work, mlflow_client):
+    result = nbscale("run", "echo.ipynb", "-p", "count=3", "--no-html", cwd=work)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    run_id = re.search(r"nbs-[0-9a-f]{10}", result.stdout).group(0)
+    assert re.search(rf"{run_id} succeeded .* (\d+)/\1 cells", result.stdout), result.stdout  # the bar, ended full
+    assert re.search(rf"^SUCCEEDED {run_id} in \d+\.\ds$", result.stdout, re.M), result.stdout
+    assert re.search(r"^count_seen\s+3$", result.stdout, re.M), result.stdout  # the metrics the notebook logged
+    mlflow_line = next(line for line in lines if line.startswith("mlflow run "))
+    assert mlflow_client.get_run(mlflow_line.split()[2].rstrip(":")).info.status == "FINISHED"
+    output = Path(lines[lines.index("output notebook:") + 1].strip())
+    assert output.is_file() and output.name == "output.ipynb"
+
+
+def _terminal_text(seen: list[bytes]) -> str:
+    """What a terminal was sent, without its colour and cursor codes."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(seen).decode(errors="replace"))
+
+
+def _read_until(fd: int, pattern: str, seen: list[bytes], timeout: float = 180) -> re.Match[str]:
+    """Read a pseudo-terminal until ``pattern`` appears in everything read so far."""
+    deadline = time.monotonic() + timeout
+    while not (found := re.search(pattern, _terminal_text(seen))):
+        assert time.monotonic() < deadline, f"never printed {pattern!r}: {_terminal_text(seen)[-2000:]!r}"
+        if select.select([fd], [], [], 1)[0]:
+            try:
+                seen.append(os.read(fd, 65536))
+            except OSError:  # the other end closed: the process has ended
+                time.sleep(0.2)
+    return found
+
+
+def test_ctrl_c_on_run_kills_it_keeps_partial_output_and_exits_130(work, mlflow_client):
+    """In a terminal the bar moves while the notebook runs; SIGINT (Ctrl-C) cancels the run, as the README says."""
+    primary, replica = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
+    env.pop("NO_COLOR", None)
+    cli = subprocess.Popen([NBSCALE, "run", "behave.ipynb", "-p", "mode=sleep"], cwd=work, stdin=replica, stdout=replica,
+                           stderr=replica, env=env)
+    os.close(replica)
+    seen: list[bytes] = []
+    try:
+        live = _read_until(primary, r"(nbs-[0-9a-f]{10}) running .*? ([1-9]\d*)/(\d+) cells", seen)  # redrawn mid-run
+        run_id = live.group(1)
+        assert 0 < int(live.group(2)) < int(live.group(3)), live.group(0)
+        deadline = time.monotonic() + 120
+        while "sleeping" not in nbscale("logs", run_id, cwd=work).stdout:
+            assert time.monotonic() < deadline, "the notebook never started sleeping"
+            time.sleep(1)
+        cli.send_signal(signal.SIGINT)
+        assert cli.wait(timeout=120) == 130
+        _read_until(primary, rf"KILLED {run_id}", seen, timeout=10)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+        os.close(primary)
+    assert f"interrupted: cancelling {run_id} (partial output is kept)" in _terminal_text(seen)
+    status = json.loads(nbscale("status", run_id, "--json", cwd=work).stdout)
+    assert status["status"] == "KILLED"
+    assert mlflow_client.get_run(status["mlflow_run_id"]).info.status == "KILLED"
+    assert "sleeping" in Path(status["links"]["output_notebook"]).read_text(), "the interrupted run keeps its partial output"

@@ -54,13 +54,15 @@ def test_grid_sweep_on_the_embedded_default_prints_the_best_trial(work):
     [
         (["--param", "x=uniform(5, 1)", "--metric", "score"], "swap them"),
         (["--param", "nope=choice(1, 2)", "--metric", "score"], "sweep parameter 'nope' is not a parameter"),
-        (["--param", "x=__import__('os').system('id')", "--metric", "score"], "x"),
+        (["--param", "x=__import__('os').system('id')", "--metric", "score"],
+         "--param x: \"__import__('os').system('id')\" is not a search space: write it as a call"),
     ],
 )
 def test_bad_search_spaces_exit_2_before_ray_starts(work, args, message):
     result = nbscale("sweep", "objective.ipynb", *args, cwd=work, timeout=60)
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.split())
+    assert "uid=" not in result.stdout + result.stderr  # the space was read, never evaluated
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

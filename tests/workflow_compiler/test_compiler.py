@@ -6,7 +6,6 @@ Golden files live in ``golden/``; regenerate them after an intended change with
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -18,7 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from pod_api import captured
+from golden_files import assert_matches_golden
+from recorded_pods import captured
 
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_to_file, compile_workflow, to_yaml
@@ -33,7 +33,6 @@ from workflow_compiler.validation import validate_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden"
-REGEN = os.environ.get("NBSCALE_REGEN_GOLDEN") == "1"
 
 CUSTOM_CLUSTER = ClusterConfig(
     namespace="jupyterhub", service_account="nbscale-runner", mlflow_tracking_uri="http://mlflow.nbscale.svc:5000",
@@ -94,13 +93,7 @@ def test_golden_manifest(name: str) -> None:
     """Each case compiles to exactly its committed YAML (regenerate with NBSCALE_REGEN_GOLDEN=1)."""
     text = to_yaml(GOLDEN_CASES[name]())
     path = GOLDEN / f"{name}.yaml"
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"no golden file {path.name}; run with NBSCALE_REGEN_GOLDEN=1 to create it"
-    expected = path.read_text(encoding="utf-8")
-    diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), "golden", "compiled"))
-    assert text == expected, f"{path.name} differs (NBSCALE_REGEN_GOLDEN=1 to accept):\n{diff}"
+    assert_matches_golden(path, text, produced_by="compiled")
 
 
 def test_every_golden_file_is_a_case_and_validates() -> None:

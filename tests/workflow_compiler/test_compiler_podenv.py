@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from compiler_helpers import REPO, no_site_config, train, train_sweep  # noqa: F401 - the fixture applies by import
-from pod_api import captured, recorded_pod
+from recorded_pods import captured, recorded_pod
 
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_workflow, to_yaml

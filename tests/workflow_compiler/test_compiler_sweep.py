@@ -7,9 +7,7 @@ test runs it by one too, with a stand-in ``python`` that records what it was giv
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
 import re
 import shlex
 import subprocess
@@ -20,7 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from pod_api import captured
+from golden_files import assert_matches_golden
+from recorded_pods import captured
 
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.compiler import compile_workflow, to_yaml
@@ -35,7 +34,6 @@ from workflow_compiler.validation import validate_rayjob, validate_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "sweeps"
-REGEN = os.environ.get("NBSCALE_REGEN_GOLDEN") == "1"
 AMD_POOLS = PoolConfig.model_validate({"pools": {"mi300": {
     "node_selector": {"amd.com/gpu.product": "MI300X"}, "gpu_resource": "amd.com/gpu",
     "tolerations": [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]}}})
@@ -91,13 +89,7 @@ def test_golden_sweep_manifest(name: str) -> None:
     validate_workflow(manifest)
     text = to_yaml(manifest)
     path = GOLDEN / f"{name}.yaml"
-    if REGEN:
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"no golden file {path.name}; run with NBSCALE_REGEN_GOLDEN=1 to create it"
-    expected = path.read_text(encoding="utf-8")
-    diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), "golden", "compiled"))
-    assert text == expected, f"{path.name} differs (NBSCALE_REGEN_GOLDEN=1 to accept):\n{diff}"
+    assert_matches_golden(path, text, produced_by="compiled")
     assert yaml.safe_load(text) == manifest
 
 

@@ -33,7 +33,7 @@ _PROBE = textwrap.dedent("""
     for proc in psutil.Process().children(recursive=True):
         try:
             listening |= {c.laddr.ip for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
-        except psutil.Error:
+        except psutil.NoSuchProcess:  # ended since the listing: it listens on nothing; AccessDenied must fail
             pass
     print(json.dumps({**view, "gcs": ray.get_runtime_context().gcs_address, "listening": sorted(listening),
                       "driver_pythonpath": os.environ.get("PYTHONPATH")}))

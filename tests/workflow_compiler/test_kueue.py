@@ -6,13 +6,12 @@ Golden files live in ``golden/kueue/``; regenerate with ``NBSCALE_REGEN_GOLDEN=1
 from __future__ import annotations
 
 import copy
-import difflib
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from golden_files import assert_matches_golden
 
 from workflow_compiler import cli
 from workflow_compiler.errors import CompileError, ManifestInvalid
@@ -22,7 +21,6 @@ from workflow_compiler.validation import kueue_violations, validate_kueue
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).parent / "golden" / "kueue"
-REGEN = os.environ.get("NBSCALE_REGEN_GOLDEN") == "1"
 EXAMPLE = REPO / "examples" / "kueue-teams.yaml"
 AMD_POOLS = PoolConfig.model_validate({"pools": {
     "mi300": {"node_selector": {"amd.com/gpu.product": "MI300X"}, "gpu_resource": "amd.com/gpu",
@@ -50,12 +48,7 @@ def _no_site_pools(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_golden(name: str, fmt: str) -> None:
     text = render_kueue(*CASES[name](), fmt)  # type: ignore[arg-type]
     path = GOLDEN / f"{name}.{fmt}.yaml"
-    if REGEN:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    expected = path.read_text(encoding="utf-8")
-    diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), "golden", "generated"))
-    assert text == expected, f"{path.name} differs (NBSCALE_REGEN_GOLDEN=1 to accept):\n{diff}"
+    assert_matches_golden(path, text, produced_by="generated")
 
 
 def test_every_golden_object_validates_strictly() -> None:

@@ -6,25 +6,19 @@ The pods under ``pods/`` have the shape KubeSpawner creates (``jupyter-<user>``,
 
 from __future__ import annotations
 
-import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from json_service import JsonService
+from recorded_pods import recorded_pod, serve_claim, serve_pod
 
 from workflow_compiler import cli
 from workflow_compiler.cli_cluster import describe_pod_environment
 from workflow_compiler.cluster import ClusterConfig
 from workflow_compiler.errors import ExecutionError
 from workflow_compiler.podenv import capture_pod_environment, env_refusal, pod_environment_from, pod_identity
-
-PODS = Path(__file__).parent / "pods"
-
-
-def load_pod(name: str) -> dict[str, Any]:
-    """A recorded pod object from ``pods/``."""
-    pod: dict[str, Any] = json.loads((PODS / f"{name}.json").read_text(encoding="utf-8"))
-    return pod
 
 
 def in_pod(tmp_path: Path, pod: dict[str, Any]) -> tuple[dict[str, str], Path]:
@@ -34,20 +28,20 @@ def in_pod(tmp_path: Path, pod: dict[str, Any]) -> tuple[dict[str, str], Path]:
     return {"HOSTNAME": pod["metadata"]["name"]}, namespace_file
 
 
-def serve_alice(tmp_path: Path, pod_api: Any, home: str = "ReadWriteMany") -> tuple[dict[str, Any], dict[str, str], Path]:
-    """Serve alice's pod and claims; (pod, environ, namespace file) as seen from inside it."""
-    pod = load_pod("jupyter-alice")
-    pod_api.add_pod(pod)
-    pod_api.add_claim("jhub", "claim-alice", [home])
-    pod_api.add_claim("jhub", "datasets", ["ReadOnlyMany"])
+def serve_alice(tmp_path: Path, kube_sim: Any, home: str = "ReadWriteMany") -> tuple[dict[str, Any], dict[str, str], Path]:
+    """Put alice's pod and claims into the Kubernetes simulation; (pod, environ, namespace file) as seen from inside it."""
+    pod = recorded_pod("jupyter-alice")
+    serve_pod(kube_sim.sim, pod)
+    serve_claim(kube_sim.sim, "jhub", "claim-alice", [home])
+    serve_claim(kube_sim.sim, "jhub", "datasets", ["ReadOnlyMany"])
     return (pod, *in_pod(tmp_path, pod))
 
 
-def test_capture_reads_the_pod_and_its_claims_once(tmp_path: Path, pod_api: Any) -> None:
-    _, environ, namespace_file = serve_alice(tmp_path, pod_api)
-    env = capture_pod_environment(ClusterConfig(), api_client=pod_api.api_client(), environ=environ, namespace_file=namespace_file)
+def test_capture_reads_the_pod_and_its_claims_once(tmp_path: Path, kube_sim: Any) -> None:
+    _, environ, namespace_file = serve_alice(tmp_path, kube_sim)
+    env = capture_pod_environment(ClusterConfig(), api_client=kube_sim.api_client(), environ=environ, namespace_file=namespace_file)
     assert env is not None
-    assert pod_api.requests == [("GET", "/api/v1/namespaces/jhub/pods/jupyter-alice"),
+    assert kube_sim.sim.state.requests == [("GET", "/api/v1/namespaces/jhub/pods/jupyter-alice"),
                                 ("GET", "/api/v1/namespaces/jhub/persistentvolumeclaims/claim-alice"),
                                 ("GET", "/api/v1/namespaces/jhub/persistentvolumeclaims/datasets")]
     assert env.claim_access_modes == {"claim-alice": ["ReadWriteMany"], "datasets": ["ReadOnlyMany"]}
@@ -60,51 +54,52 @@ def test_capture_reads_the_pod_and_its_claims_once(tmp_path: Path, pod_api: Any)
     assert env.user_service_account == "default"
 
 
-def test_capture_from_the_environment_variables(tmp_path: Path, pod_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_capture_from_the_environment_variables(tmp_path: Path, kube_sim: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """HOSTNAME and NBSCALE_POD_NAMESPACE_FILE, as a process in the pod sees them."""
-    pod = load_pod("jupyter-bob")
-    pod_api.add_pod(pod)
-    pod_api.add_claim("jhub", "claim-bob", ["ReadWriteOnce"])
+    pod = recorded_pod("jupyter-bob")
+    serve_pod(kube_sim.sim, pod)
+    serve_claim(kube_sim.sim, "jhub", "claim-bob", ["ReadWriteOnce"])
     environ, namespace_file = in_pod(tmp_path, pod)
     monkeypatch.setenv("HOSTNAME", environ["HOSTNAME"])
     monkeypatch.setenv("NBSCALE_POD_NAMESPACE_FILE", str(namespace_file))
-    env = capture_pod_environment(ClusterConfig(), api_client=pod_api.api_client())
+    env = capture_pod_environment(ClusterConfig(), api_client=kube_sim.api_client())
     assert env is not None and env.claim_access_modes == {"claim-bob": ["ReadWriteOnce"]}
 
 
 @pytest.mark.parametrize(("hostname", "namespace"), [(None, "jhub"), ("jupyter-alice", None), ("", "jhub"), ("jupyter-alice", "")])
-def test_outside_a_pod_nothing_is_captured(tmp_path: Path, pod_api: Any, hostname: str | None, namespace: str | None) -> None:
+def test_outside_a_pod_nothing_is_captured(tmp_path: Path, kube_sim: Any, hostname: str | None, namespace: str | None) -> None:
     environ = {"HOSTNAME": hostname} if hostname is not None else {}
     namespace_file = tmp_path / "namespace"
     if namespace is not None:
         namespace_file.write_text(namespace)
     assert pod_identity(environ, namespace_file) is None
-    assert capture_pod_environment(ClusterConfig(), api_client=pod_api.api_client(), environ=environ,
+    assert capture_pod_environment(ClusterConfig(), api_client=kube_sim.api_client(), environ=environ,
                                    namespace_file=namespace_file) is None
-    assert pod_api.requests == []
+    assert kube_sim.sim.state.requests == []
 
 
-def test_the_cluster_config_can_turn_capture_off(tmp_path: Path, pod_api: Any) -> None:
-    environ, namespace_file = in_pod(tmp_path, load_pod("jupyter-alice"))
-    assert capture_pod_environment(ClusterConfig(capture_pod_env=False), api_client=pod_api.api_client(), environ=environ,
+def test_the_cluster_config_can_turn_capture_off(tmp_path: Path, kube_sim: Any) -> None:
+    environ, namespace_file = in_pod(tmp_path, recorded_pod("jupyter-alice"))
+    assert capture_pod_environment(ClusterConfig(capture_pod_env=False), api_client=kube_sim.api_client(), environ=environ,
                                    namespace_file=namespace_file) is None
-    assert pod_api.requests == []
+    assert kube_sim.sim.state.requests == []
 
 
 @pytest.mark.parametrize("refused", ["pods", "persistentvolumeclaims"])
-def test_a_refused_read_says_which_permission_is_missing(tmp_path: Path, pod_api: Any, refused: str) -> None:
-    pod = load_pod("jupyter-alice")
-    pod_api.add_pod(pod)
-    pod_api.add_claim("jhub", "datasets", ["ReadOnlyMany"])
-    pod_api.forbidden.add(pod_api.add_claim("jhub", "claim-alice", ["ReadWriteMany"]) if refused != "pods"
-                          else "/api/v1/namespaces/jhub/pods/jupyter-alice")
+def test_a_refused_read_says_which_permission_is_missing(tmp_path: Path, kube_sim: Any, refused: str) -> None:
+    pod = recorded_pod("jupyter-alice")
+    serve_pod(kube_sim.sim, pod)
+    serve_claim(kube_sim.sim, "jhub", "datasets", ["ReadOnlyMany"])
+    claim = serve_claim(kube_sim.sim, "jhub", "claim-alice", ["ReadWriteMany"])
+    kube_sim.sim.fail("GET", "^" + re.escape(claim if refused != "pods" else "/api/v1/namespaces/jhub/pods/jupyter-alice") + "$",
+                      403, message="forbidden by the simulation's RBAC")
     environ, namespace_file = in_pod(tmp_path, pod)
     with pytest.raises(ExecutionError, match=f"403 Forbidden.*'get' on {refused} in jhub.*capture_pod_env: false"):
-        capture_pod_environment(ClusterConfig(), api_client=pod_api.api_client(), environ=environ, namespace_file=namespace_file)
+        capture_pod_environment(ClusterConfig(), api_client=kube_sim.api_client(), environ=environ, namespace_file=namespace_file)
 
 
 def test_the_token_volume_and_the_hub_credentials_stay_behind() -> None:
-    env = pod_environment_from(load_pod("jupyter-alice"))
+    env = pod_environment_from(recorded_pod("jupyter-alice"))
     assert [v["name"] for v in env.volumes] == ["volume-alice", "shared-datasets", "dshm"]
     assert [m["name"] for m in env.volume_mounts] == ["volume-alice", "shared-datasets", "dshm"]
     kept = [e["name"] for e in env.env]
@@ -121,14 +116,14 @@ def test_the_token_volume_and_the_hub_credentials_stay_behind() -> None:
 
 
 def test_any_projected_token_volume_stays_behind_whatever_its_name() -> None:
-    env = pod_environment_from(load_pod("jupyter-bob"))
+    env = pod_environment_from(recorded_pod("jupyter-bob"))
     assert [v["name"] for v in env.volumes] == ["home"]
     assert [m["mountPath"] for m in env.volume_mounts] == ["/home/jovyan"]
     assert [e["name"] for e in env.env] == ["JUPYTERHUB_USER", "NBSCALE_WORKFLOW_NAME"]
 
 
 def test_env_allow_copies_a_variable_by_name() -> None:
-    env = pod_environment_from(load_pod("jupyter-alice"), allow=frozenset({"WANDB_API_KEY", "DB_PASSWORD"}))
+    env = pod_environment_from(recorded_pod("jupyter-alice"), allow=frozenset({"WANDB_API_KEY", "DB_PASSWORD"}))
     names = [e["name"] for e in env.env]
     assert "WANDB_API_KEY" in names and "DB_PASSWORD" in names and "JUPYTERHUB_API_TOKEN" not in names
 
@@ -155,10 +150,10 @@ def test_env_rules(entry: dict[str, Any], reason: str | None) -> None:
     assert env_refusal(entry) == reason
 
 
-def test_show_env_redacts_and_explains(tmp_path: Path, pod_api: Any) -> None:
-    pod, environ, namespace_file = serve_alice(tmp_path, pod_api, "ReadWriteOnce")
+def test_show_env_redacts_and_explains(tmp_path: Path, kube_sim: Any) -> None:
+    pod, environ, namespace_file = serve_alice(tmp_path, kube_sim, "ReadWriteOnce")
     cluster = ClusterConfig(service_account="nbscale-runner")
-    text = describe_pod_environment(capture_pod_environment(cluster, api_client=pod_api.api_client(), environ=environ,
+    text = describe_pod_environment(capture_pod_environment(cluster, api_client=kube_sim.api_client(), environ=environ,
                                                             namespace_file=namespace_file), cluster)
     assert "service account: nbscale-runner (not the notebook's default)" in text
     assert "volume volume-alice: claim claim-alice (ReadWriteOnce) at /home/jovyan" in text
@@ -187,24 +182,25 @@ def test_show_env_outside_a_pod(capsys: pytest.CaptureFixture[str], monkeypatch:
     (None, False, {}),  # the quota service cannot be reached: no queue, the run still compiles
     ("nlp", True, {}),  # the spec names its queue: the quota service is not asked
 ])
-def test_submission_to_argo_captures_the_pod_and_the_hub_queue(tmp_path: Path, pod_api: Any, monkeypatch: pytest.MonkeyPatch,
+def test_submission_to_argo_captures_the_pod_and_the_hub_queue(tmp_path: Path, kube_sim: Any, monkeypatch: pytest.MonkeyPatch,
                                                                spec_queue: str | None, quota_answers: bool,
                                                                expected: dict[str, Any]) -> None:
     from hub_extension import SERVICE_HEADER
     from workflow_compiler.spec import RunSpec
     from workflow_compiler.submit import cluster_inputs
 
-    pod, environ, namespace_file = serve_alice(tmp_path, pod_api)
-    pod_api.objects["/quota/api/v1/me"] = {"enabled": True, "user": "alice", "groups": ["vision", "all-users"],
-                                           "limits": {"sources": {"max_gpus": "group:vision"}}}
-    if quota_answers:
-        pod_api.headers[SERVICE_HEADER] = "1"
+    pod, environ, namespace_file = serve_alice(tmp_path, kube_sim)
+    me = {"enabled": True, "user": "alice", "groups": ["vision", "all-users"], "limits": {"sources": {"max_gpus": "group:vision"}}}
+    # the quota service, or (without its header) something else at its URL
+    quota = JsonService(lambda method, path, body: (200, me) if path == "/quota/api/v1/me" else (404, {"message": "no"}),
+                        headers={SERVICE_HEADER: "1"} if quota_answers else {})
     monkeypatch.delenv("NBSCALE_CLUSTER_CONFIG", raising=False)
-    for key, value in {**environ, "NBSCALE_POD_NAMESPACE_FILE": str(namespace_file), "NBSCALE_QUOTA_URL": f"{pod_api.url}/quota/",
+    for key, value in {**environ, "NBSCALE_POD_NAMESPACE_FILE": str(namespace_file), "NBSCALE_QUOTA_URL": f"{quota.url}/quota/",
                        "JUPYTERHUB_API_TOKEN": "t0k3n", "JUPYTERHUB_API_URL": "http://hub:8081/hub/api"}.items():
         monkeypatch.setenv(key, value)
-    inputs = cluster_inputs(RunSpec(notebook="a.ipynb", user="alice", queue=spec_queue), api_client=pod_api.api_client())
+    with quota:
+        inputs = cluster_inputs(RunSpec(notebook="a.ipynb", user="alice", queue=spec_queue), api_client=kube_sim.api_client())
     assert inputs.pop("pod_env") == pod_environment_from(pod, claim_access_modes={"claim-alice": ["ReadWriteMany"],
                                                                                    "datasets": ["ReadOnlyMany"]})
     assert inputs == expected
-    assert (("GET", "/quota/api/v1/me") in pod_api.requests) == (spec_queue is None)
+    assert ([(m, path) for m, path, _ in quota.seen] == [("GET", "/quota/api/v1/me")]) == (spec_queue is None)

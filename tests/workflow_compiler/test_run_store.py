@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import subprocess
 import sys
 import threading
@@ -27,21 +28,35 @@ def test_missing_run():
         RunStore().get("nbs-nope")
 
 
-def test_concurrent_updates_do_not_lose_writes(tmp_path):
+# Each writer owns one field and counts in it: an update that read the record before another
+# writer's commit and wrote it back after would put that writer's count back. (The old version
+# checked only that two fields written together stayed together.)
+WRITERS = {"error": lambda n: f"update {n}", "mlflow_run_id": lambda n: f"run-{n}", "namespace": lambda n: f"ns-{n}",
+           "metrics": lambda n: {"m": float(n)}}
+UPDATES = 25
+
+
+def _count_in(field: str, store_path: str) -> None:
+    store = RunStore(store_path)
+    for n in range(1, UPDATES + 1):
+        store.update("nbs-x", **{field: WRITERS[field](n)})
+
+
+@pytest.mark.parametrize("workers", ["threads", "processes"])
+def test_concurrent_updates_do_not_lose_writes(tmp_path, workers):
     store = RunStore(tmp_path / "runs.db")
     store.create(RunRecord(id="nbs-x", notebook="n.ipynb"))
-
-    def set_step(i: int) -> None:
-        for _ in range(10):
-            store.update("nbs-x", **{"metrics": {"m": float(i)}, "error": f"t{i}"})
-
-    threads = [threading.Thread(target=set_step, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    record = store.get("nbs-x")
-    assert record.error == f"t{int(record.metrics['m'])}", "each update must land whole, never half of two"
+    if workers == "threads":
+        threads = [threading.Thread(target=_count_in, args=(field, str(store.path))) for field in WRITERS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        with multiprocessing.get_context("fork").Pool(len(WRITERS)) as pool:
+            pool.starmap(_count_in, [(field, str(store.path)) for field in WRITERS])
+    record = store.get("nbs-x").model_dump()
+    assert {field: record[field] for field in WRITERS} == {field: make(UPDATES) for field, make in WRITERS.items()}
 
 
 def test_reconcile_marks_runs_without_a_process_as_lost(tmp_path):

@@ -311,3 +311,64 @@ def test_a_seeded_sweep_keeps_its_concurrency() -> None:
 
     config = _tune_config(_spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0)"}, metric="score", seed=7, concurrency=1))
     assert config.search_alg.max_concurrent == 1
+
+
+def _sweep_runs(home: Path, sweep_id: str) -> tuple[list, list]:
+    """(parent runs, child runs) of one sweep in the home's MLflow store, found by the sweep's tag."""
+    from mlflow.tracking import MlflowClient
+
+    from workflow_compiler.sweep import tracking
+
+    mc = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    experiments = [e.experiment_id for e in mc.search_experiments()]
+    runs = mc.search_runs(experiments, f"tags.`{tracking.TAG_SWEEP}` = '{sweep_id}'", max_results=1000)
+    return ([r for r in runs if "mlflow.parentRunId" not in r.data.tags],
+            [r for r in runs if "mlflow.parentRunId" in r.data.tags])
+
+
+def test_nbscale_sweep_resume_keeps_its_parent_run_and_reruns_no_completed_trial(ray_cluster: str, home: Path,
+                                                                                tmp_path: Path) -> None:
+    """The README's ``nbscale sweep --resume SWEEP_ID`` through the command: its driver is killed part-way
+    (the session's Ray outlives it, as a cluster's would), then the resume finishes the same sweep."""
+    from collections import Counter
+
+    from workflow_compiler.sweep import tracking
+
+    (tmp_path / "work").mkdir()
+    work = tmp_path / "work"
+    (work / "objective.ipynb").write_bytes((REPO / NB / "objective.ipynb").read_bytes())
+    nbscale = str(Path(PY).parent / "nbscale")
+    env = {**os.environ, "NBSCALE_HOME": str(home), "COLUMNS": "200"}
+    first = subprocess.Popen([nbscale, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0, 3.0, 4.0)", "--search", "grid",
+                              "--metric", "score", "--concurrency", "1", "-p", "sleep=0.3", "-p", "steps=2", "--json", "--no-progress"],
+                             cwd=work, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: (home / "sweeps").is_dir() and any((home / "sweeps").iterdir()), timeout=180)
+        sweep_id = next((home / "sweeps").iterdir()).name
+        _wait_for(lambda: len(_saved_as_finished(home, sweep_id)) >= 2, timeout=240)
+    finally:
+        first.kill()  # the driver dies without a word: no cleanup of its own runs
+        first.communicate()
+    finished = _saved_as_finished(home, sweep_id)
+    parents, _ = _sweep_runs(home, sweep_id)
+    assert len(parents) == 1
+    resumed = subprocess.run([nbscale, "sweep", "--resume", sweep_id, "--json", "--no-progress"], cwd=work, env=env,
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = json.loads(resumed.stdout)
+    assert summary["status"] == "SUCCEEDED" and summary["counts"]["COMPLETED"] == 4
+    after, children = _sweep_runs(home, sweep_id)
+    assert [p.info.run_id for p in after] == [parents[0].info.run_id] == [summary["parent_run_id"]]  # the same parent run
+    assert after[0].info.status == "FINISHED"
+    assert all(c.data.tags["mlflow.parentRunId"] == summary["parent_run_id"] for c in children)
+    completed = Counter(c.data.tags[tracking.TAG_TRIAL] for c in children if c.data.tags.get(tracking.TAG_STATUS) == "COMPLETED")
+    assert set(completed) == {t["trial_id"] for t in summary["trials"]}, completed  # every trial completed
+    # Tune's checkpoint is what a resume trusts: a trial it had recorded finished completed once, not
+    # again. (One that completed after the last checkpoint, just before the kill, runs again, and its
+    # first run keeps COMPLETED: a known limit, reported to the sweep's owners.)
+    assert len(finished) >= 2 and all(completed[t] == 1 for t in finished), (finished, completed)
+    attempts = {t: len(list((home / "sweeps" / sweep_id / "trials" / t).glob("attempt-*"))) for t in completed}
+    assert all(attempts[t] == 1 for t in finished), attempts
+    runs_per_trial = Counter(c.data.tags[tracking.TAG_TRIAL] for c in children)
+    # at most one child run per attempt (an attempt the kill cut short may have none): no run was made twice
+    assert all(1 <= runs_per_trial[t] <= attempts[t] for t in attempts), (runs_per_trial, attempts)

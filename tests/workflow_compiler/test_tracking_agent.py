@@ -215,11 +215,15 @@ def test_the_agent_serves_a_request_a_worker_waits_for_before_one_it_does_not() 
         with turns.turn(urgent=urgent):
             order.append(name)
             if name == "finish-1":
-                release.wait(10)
+                release.wait(60)
 
     def waiting() -> int:
         with turns._changed:
             return turns._urgent
+
+    def queued() -> int:  # threads asleep in the condition (CPython's Condition keeps one lock per waiter)
+        with turns._changed:
+            return len(turns._changed._waiters)  # type: ignore[attr-defined]
 
     first = threading.Thread(target=request, args=("finish-1", False))
     first.start()
@@ -227,10 +231,14 @@ def test_the_agent_serves_a_request_a_worker_waits_for_before_one_it_does_not() 
         time.sleep(0.01)
     later = [threading.Thread(target=request, args=("finish-2", False))]
     later[0].start()
-    time.sleep(0.2)  # finish-2 queues first...
+    deadline = time.monotonic() + 30
+    while queued() == 0:  # finish-2 queues first (a fixed sleep could end before it queued, testing nothing)...
+        assert time.monotonic() < deadline, "finish-2 never queued"
+        time.sleep(0.01)
     later.append(threading.Thread(target=request, args=("open", True)))
     later[1].start()
     while waiting() == 0:  # ...then an open, which a worker waits for
+        assert time.monotonic() < deadline, "the open never queued"
         time.sleep(0.01)
     release.set()
     for thread in (first, *later):
