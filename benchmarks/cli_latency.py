@@ -9,7 +9,10 @@ the OS caches and the CRD cache under the benchmark's ``NBSCALE_HOME``; the medi
 the median CPU time (user + system of the child) are reported. ``compile_validate_new_home`` is
 the same compile with a new, empty ``NBSCALE_HOME`` each time: a user's first compile.
 
-    python -m benchmarks.cli_latency [--repeats 7]
+With ``--baseline DIR`` each command also runs from the source tree in DIR (e.g. the commit before
+a change, from ``git archive``), in the same rounds, so both sides share the machine's load.
+
+    python -m benchmarks.cli_latency [--repeats 7] [--baseline DIR]
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     """Time every command, write benchmarks/results/cli_latency.json and print the medians."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--baseline", type=Path, help="also time the commands from this source tree (rows named *_baseline)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -96,12 +100,17 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         env = {**os.environ, "NBSCALE_HOME": str(work / "home")}
         env.pop("MLFLOW_TRACKING_URI", None)
         lines = commands(run_id)
-        times: dict[str, list[float]] = {name: [] for name in lines}
-        cpu: dict[str, list[float]] = {name: [] for name in lines}
+        sides = {"": env}
+        if args.baseline:
+            sides["_baseline"] = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+        runs = {name + side: (argv_, side_env) for side, side_env in sides.items() for name, argv_ in lines.items()
+                if not (side and name == "python_floor")}
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        cpu: dict[str, list[float]] = {name: [] for name in runs}
         for round_ in range(args.repeats + 1):  # round 0 warms the OS caches and the CRD cache, untimed
-            for name, argv_ in lines.items():
-                run_env = {**env, "NBSCALE_HOME": str(work / f"new-home-{round_}")} if name.endswith("new_home") else env
-                wall, used = timed(argv_, work, run_env)
+            for name, (argv_, side_env) in runs.items():
+                new_home = {"NBSCALE_HOME": str(work / f"new-home-{round_}{name}")} if "new_home" in name else {}
+                wall, used = timed(argv_, work, {**side_env, **new_home})
                 if round_:
                     times[name].append(wall)
                     cpu[name].append(used)
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     result = {
         "benchmark": "cli_latency",
         "machine": machine(),
+        "baseline": str(args.baseline) if args.baseline else None,
         "repeats": args.repeats,
         "seconds": times,
         "cpu_seconds": cpu,
@@ -120,9 +130,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cli_latency.json").write_text(json.dumps(result, indent=2))
     for name, median in medians.items():
-        target = TARGETS.get(name.removesuffix("_new_home"))
+        target = None if name.endswith("_baseline") else TARGETS.get(name.removesuffix("_new_home"))
         verdict = "" if target is None else f"  target <= {target} s: {'met' if median <= target else 'missed'}"
-        print(f"{name:26} wall {median:.3f} s  cpu {result['median_cpu_seconds'][name]:.3f} s{verdict}")  # type: ignore[index]
+        print(f"{name:35} wall {median:.3f} s  cpu {result['median_cpu_seconds'][name]:.3f} s{verdict}")  # type: ignore[index]
     print(f"[{result['machine']}; load average {result['load_average_1min']:.1f}]")
     return result
 
