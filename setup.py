@@ -45,6 +45,10 @@ setup(
         "workflow_compiler.schemas": ["*.md"],
         "workflow_compiler.schemas.argo-workflows": ["*"],
         "workflow_compiler.schemas.kuberay": ["*"],
+        "workflow_compiler.schemas.kueue": ["*"],
+        "workflow_compiler.schemas.strict.argo-workflows": ["*.json"],  # the CRDs as strict JSON Schema, for fast validation
+        "workflow_compiler.schemas.strict.kuberay": ["*.json"],
+        "workflow_compiler.schemas.strict.kueue": ["*.json"],
         "notebook_plugin": ["py.typed"],
         "notebook_plugin.etc": ["*.json"],
         "hub_extension": ["py.typed", "alembic.ini"],

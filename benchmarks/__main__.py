@@ -10,7 +10,7 @@ import importlib
 import sys
 
 #: Module names under benchmarks/, in the order they run (cheapest first).
-BENCHMARKS = ["run_overhead", "quota_admission", "sweeps"]
+BENCHMARKS = ["cli_latency", "run_overhead", "quota_admission", "sweeps"]
 
 
 def main(argv: list[str]) -> int:

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -15,16 +16,17 @@ from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
 from .cli_cluster import add_cluster_commands, add_show_env_option
 from .errors import NbscaleError, NotebookError, RunNotFound, SpecError
-from .executors import Executor, get_executor
-from .executors.base import OUTPUT_LINKS
-from .executors.selection import EXECUTOR_CHOICES, default_executor_name
-from .inspection import inspect_notebook
-from .paths import resolve_notebook_path
 from .redaction import redact, redact_logs
-from .spec import spec_json_schemas
-from .store import RunRecord, RunStore
-from .sweep.cli_args import add_sweep_arguments, sweep_from_args
 from .tracking_uri import TELEMETRY_SWITCH, credentials_out_of_uri, telemetry_switch
+
+if TYPE_CHECKING:
+    from .executors import Executor
+    from .store import RunRecord
+
+# Each command imports what it needs when it runs (`nbscale --help`, `inspect`, `runs` and `status`
+# must answer at once): the run store's and specs' pydantic models, nbformat, the executors, the
+# compiler, MLflow, Ray and the kubernetes client load only inside the commands that use them.
+# tests/workflow_compiler/test_cli_imports.py holds each light command to that.
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 err = Console(stderr=True)
@@ -42,15 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser("run", help="run a notebook or pipeline on the embedded default (or a cluster)")
-    add_spec_arguments(p)
-    p.add_argument("--executor", choices=EXECUTOR_CHOICES, default=None,
-                   help="where the run goes: local, or argo (the default inside a cluster's pod with NBSCALE_CLUSTER_CONFIG)")
-    p.add_argument("--detach", action="store_true", help="start the run and return at once")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.defer_arguments(_add_run_arguments)
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("sweep", help="sweep a notebook's hyperparameters on Ray Tune (local Ray by default)")
-    add_sweep_arguments(p)
+    p.defer_arguments(_add_sweep_arguments)
     p.set_defaults(handler=cmd_sweep)
 
     p = sub.add_parser("compile", help="compile to an Argo Workflow manifest")
@@ -102,7 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    from .executors.selection import EXECUTOR_CHOICES  # imports the cluster config's model
+
+    add_spec_arguments(p)
+    p.add_argument("--executor", choices=EXECUTOR_CHOICES, default=None,
+                   help="where the run goes: local, or argo (the default inside a cluster's pod with NBSCALE_CLUSTER_CONFIG)")
+    p.add_argument("--detach", action="store_true", help="start the run and return at once")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    from .sweep.cli_args import add_sweep_arguments  # imports the spec models and nbformat
+
+    add_sweep_arguments(p)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspection import inspect_notebook
+    from .paths import resolve_notebook_path
+
     path, relative = resolve_notebook_path(args.notebook, os.getcwd())
     signature = inspect_notebook(path).model_copy(update={"path": relative})
     if args.json:
@@ -113,6 +130,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .executors import get_executor
+    from .executors.selection import default_executor_name
     from .submit import submit  # the compiler is imported only for commands that need it
 
     spec = spec_from_args(args, root=os.getcwd())
@@ -148,6 +167,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .executors import new_run_id
     from .private_files import private_umask
     from .store import nbscale_home
+    from .sweep.cli_args import sweep_from_args
     from .sweep.driver import run_sweep
     from .sweep.progress import print_result
     from .sweep_record import recorded_sweep
@@ -179,6 +199,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _ensure_sweep_record(sweep_id: str) -> None:
     """A sweep started before sweeps were recorded gets its record on resume, from its saved spec."""
     from .spec import RunSpec
+    from .store import RunStore
     from .submit import record_for
     from .sweep.driver import sweeps_dir
     from .sweep_record import read_json
@@ -221,12 +242,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 def executor_for(run_id: str) -> Executor:
     """The executor that runs ``run_id``, as its record names it (local, argo, ...)."""
+    from .executors import get_executor
+    from .store import RunStore
+
     record = RunStore().get(run_id)
     return get_executor(record.executor, root=os.getcwd())
 
 
 def fetch_outputs(executor: Executor, record: RunRecord) -> RunRecord:
     """Make a finished run's output files local (a cluster run's come from MLflow), so the summary's paths exist."""
+    from .executors.base import OUTPUT_LINKS
+
     if record.done:
         for name, key in OUTPUT_LINKS.items():
             if key in record.links:
@@ -238,6 +264,8 @@ def fetch_outputs(executor: Executor, record: RunRecord) -> RunRecord:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from .store import RunStore
+
     store = RunStore()
     records, total = store.list(status=args.status, notebook=args.notebook, limit=args.limit)
     unreachable: set[str] = set()  # executors that failed once are not asked again (a cluster that is down)
@@ -253,6 +281,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _refreshed(record: RunRecord, unreachable: set[str]) -> RunRecord:
+    from .executors import get_executor
+
     if record.executor in unreachable:
         return record
     try:
@@ -298,6 +328,8 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
+    from .spec import spec_json_schemas
+
     render.print_json(spec_json_schemas())
     return 0
 

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import SpecError
-from .spec import PipelineSpec, RunSpec, build_run_spec, load_pipeline
+
+if TYPE_CHECKING:  # the spec models import pydantic, yaml and nbformat: only commands that build a spec pay
+    from .spec import PipelineSpec, RunSpec
 
 
 class ArgumentError(SpecError):
@@ -21,8 +24,39 @@ class ArgumentError(SpecError):
 class ThrowingParser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of exiting, so magics and tests can catch errors."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._deferred: list[Callable[[argparse.ArgumentParser], None]] = []
+
     def error(self, message: str) -> Any:  # type: ignore[override]
         raise ArgumentError(f"{self.prog}: {message}")
+
+    def defer_arguments(self, add: Callable[[argparse.ArgumentParser], None]) -> None:
+        """Call ``add(self)`` only when this (sub)command is parsed or its help shown.
+
+        Some commands' arguments come from modules that import pydantic models or more; deferring
+        them keeps ``nbscale --help`` and the light commands from importing what they never use.
+        """
+        self._deferred.append(add)
+
+    def _add_deferred(self) -> None:
+        while self._deferred:
+            self._deferred.pop(0)(self)
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:  # type: ignore[override]
+        """argparse's parse, after adding any deferred arguments (subcommands are parsed through here too)."""
+        self._add_deferred()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self) -> str:
+        """argparse's help, with any deferred arguments."""
+        self._add_deferred()
+        return super().format_help()
+
+    def format_usage(self) -> str:
+        """argparse's usage line, with any deferred arguments."""
+        self._add_deferred()
+        return super().format_usage()
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +80,8 @@ def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
 
 def spec_from_args(args: argparse.Namespace, *, root: str | os.PathLike[str] = ".") -> RunSpec | PipelineSpec:
     """Build the spec the parsed arguments describe, checked against the notebook(s)."""
+    from .spec import build_run_spec, load_pipeline
+
     tags = dict(_pair(t, "--tag") for t in args.tags)
     resources = {k: v for k, v in {"cpu": args.cpu, "memory": args.memory, "gpus": args.gpus, "pool": args.pool}.items() if v is not None}
     if str(args.target).endswith((".yaml", ".yml")):

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
-from .daemons import Daemon
-from .executors import Executor
-from .inspection import NotebookSignature
 from .mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
-from .store import RunRecord
+
+if TYPE_CHECKING:  # the CLI imports this module for every command: models and rich's heavy parts load where used
+    from rich.table import Table
+
+    from .daemons import Daemon
+    from .executors import Executor
+    from .inspection import NotebookSignature
+    from .store import RunRecord
 
 _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
 
 
 def follow(executor: Executor, record: RunRecord, console: Console, *, interval: float = 0.3) -> RunRecord:
     """Show a progress bar (cells of a run, steps of a pipeline) until the run ends, redrawn as the executor reports."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     unit = "steps" if record.kind == "pipeline" else "cells"
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=console, transient=False) as bar:
@@ -48,6 +52,8 @@ def summary(record: RunRecord, console: Console) -> None:
     Links and paths get a line of their own, printed without wrapping or cropping (rich's soft
     wrap), so a user can copy them from an 80-column terminal.
     """
+    from rich.table import Table
+
     style = _STYLE.get(record.status, "")
     duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
     if record.done or not record.progress.detail:
@@ -119,6 +125,8 @@ def daemons_lines(daemons: list[Daemon]) -> Group:
 
 def signature_table(sig: NotebookSignature) -> Table:
     """The parameters a notebook takes."""
+    from rich.table import Table
+
     table = Table(title=f"{sig.path}: {len(sig.parameters)} parameters, {sig.code_cells} code cells")
     for col in ("name", "type", "default", "help"):
         table.add_column(col)
@@ -135,6 +143,8 @@ def print_json(data: Any) -> None:
 
 def quota_table(status: dict[str, Any]) -> Table:
     """The caller's GPU quota: limits, usage and what is left, or why quotas are off."""
+    from rich.table import Table
+
     from hub_extension.client import quota_off_line  # the service's client: imported only for `nbscale quota`
 
     if not status.get("enabled"):

@@ -85,11 +85,10 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
         raise NotebookError(f"{p} is JSON but not a notebook: it has no 'cells'.", path=str(p))
     if raw.get("nbformat") != 4:
         raise NotebookError(f"{p} is nbformat {raw.get('nbformat')}; nbscale reads nbformat 4. Open and save it in Jupyter to upgrade.", path=str(p))
-    nb = nbformat.reads(text, as_version=4)  # also joins multi-line sources
-    try:
-        nbformat.validate(nb)
-    except nbformat.ValidationError as exc:
-        raise NotebookError(f"{p} is not a valid notebook: {exc.message}", path=str(p)) from None
+    invalid: dict[str, nbformat.ValidationError] = {}
+    nb = nbformat.reads(text, as_version=4, capture_validation_error=invalid)  # validates once; joins multi-line sources
+    if "ValidationError" in invalid:
+        raise NotebookError(f"{p} is not a valid notebook: {invalid['ValidationError'].message}", path=str(p))
     return nb
 
 

@@ -24,7 +24,7 @@ from workflow_compiler.crd_schemas import (
     RAYJOB_CRD,
     WORKFLOW_CRD,
     CrdSchema,
-    load_crd,
+    strict_crd,
     strict_validator,
 )
 from workflow_compiler.errors import ManifestInvalid
@@ -232,7 +232,7 @@ def _label_violations(node: Any, path: Path_ = ()) -> Iterator[Violation]:
 def _manifest_violations(manifest: Any, crd_file: str) -> list[Violation]:
     if not isinstance(manifest, dict):
         return [Violation((), f"must be an object, got {_json_type(manifest)}")]
-    version, problems = _type_meta_violations(manifest, load_crd(crd_file))
+    version, problems = _type_meta_violations(manifest, strict_crd(crd_file))
     problems.extend(_schema_violations(strict_validator(crd_file, version), manifest))
     if isinstance(manifest.get("metadata"), dict):
         problems.extend(_name_violations(manifest["metadata"]))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +78,31 @@ def test_served_versions_are_loaded() -> None:
         "v1",
     )
     assert set(rayjob.schemas) == {"v1", "v1alpha1"}
+
+
+ALL_CRDS = [crd_schemas.WORKFLOW_CRD, crd_schemas.RAYJOB_CRD, *crd_schemas.KUEUE_CRDS.values()]
+
+
+@pytest.mark.parametrize("relative", ALL_CRDS)
+def test_strict_copies_are_the_conversion_of_their_yaml(relative: str) -> None:
+    """schemas/strict/ holds what validation would convert itself (regenerate with NBSCALE_REGEN_GOLDEN=1)."""
+    expected = crd_schemas.convert_crd(relative)
+    path = crd_schemas.strict_copy_path(relative)
+    if os.environ.get("NBSCALE_REGEN_GOLDEN") == "1":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(expected, indent=0, sort_keys=True) + "\n", encoding="utf-8")  # one value a line: diffs a reviewer can read
+    assert json.loads(path.read_text(encoding="utf-8")) == expected
+
+
+def test_a_stale_strict_copy_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CRD updated without its copy is converted from its YAML, never checked against the old copy."""
+    relative = crd_schemas.KUEUE_CRDS["LocalQueue"]
+    stale = {**crd_schemas.convert_crd(relative), "source_sha256": "0" * 64, "kind": "Stale"}
+    monkeypatch.setattr(crd_schemas, "STRICT_DIR", tmp_path)
+    crd_schemas.strict_copy_path(relative).parent.mkdir(parents=True)
+    crd_schemas.strict_copy_path(relative).write_text(json.dumps(stale), encoding="utf-8")
+    crd_schemas.strict_crd.cache_clear()
+    try:
+        assert crd_schemas.strict_crd(relative).kind == "LocalQueue"
+    finally:
+        crd_schemas.strict_crd.cache_clear()

@@ -6,12 +6,15 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, PackageNotFoundError, distribution, entry_points
 from pathlib import Path
 from typing import Any
 
 from ..errors import NbscaleError, RunNotFound
 from ..store import RunRecord, RunStore, wait_until
+
+#: The entry-point group executors register under, and the distribution that ships local and argo.
+ENTRY_POINT_GROUP, DISTRIBUTION = "nbscale.executors", "nbscale"
 
 #: A run's output files by name, and the record link that holds each one's path.
 OUTPUT_LINKS = {"output.ipynb": "output_notebook", "output.html": "html"}
@@ -112,6 +115,17 @@ class Executor(ABC):
         return []
 
 
+def _own_entry_points() -> list[EntryPoint]:
+    try:
+        return [ep for ep in distribution(DISTRIBUTION).entry_points if ep.group == ENTRY_POINT_GROUP]
+    except PackageNotFoundError:  # a source tree that was never installed: the full scan finds nothing either
+        return []
+
+
+def _all_entry_points() -> list[EntryPoint]:
+    return list(entry_points(group=ENTRY_POINT_GROUP))
+
+
 class ExecutorRegistry:
     """Executors by name, filled lazily from the ``nbscale.executors`` entry points."""
 
@@ -124,12 +138,12 @@ class ExecutorRegistry:
 
     def get(self, name: str) -> type[Executor]:
         """The executor class called ``name``; UnknownExecutor lists the known ones."""
+        # nbscale's own distribution first (local, argo): scanning every installed one costs ~30 ms more
+        for find in (_own_entry_points, _all_entry_points):
+            if name not in self._classes:
+                self._classes.update({ep.name: ep.load() for ep in find() if ep.name == name})
         if name not in self._classes:
-            for ep in entry_points(group="nbscale.executors"):
-                if ep.name == name:
-                    self._classes[name] = ep.load()
-        if name not in self._classes:
-            known = sorted({*self._classes, *(ep.name for ep in entry_points(group="nbscale.executors"))})
+            known = sorted({*self._classes, *(ep.name for ep in _all_entry_points())})
             raise UnknownExecutor(f"no executor {name!r}; known executors: {', '.join(known)}.")
         return self._classes[name]
 

@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .. import quota
-from ..compiler.workflow import LABEL_RUN_ID
 from ..errors import ExecutionError
 from ..private_files import FOLDER_MODE, PRIVATE_UMASK, append_private, private_folder, write_private
 from ..store import RunRecord, nbscale_home, pid_alive, utcnow, wait_until
@@ -38,6 +36,8 @@ class LocalExecutor(Executor):
 
     def submit(self, manifest: dict[str, Any], *, record: RunRecord) -> RunRecord:
         """Write the manifest into the run's folder and start a worker for it."""
+        from ..compiler.workflow import LABEL_RUN_ID  # the compiler (hera) loads for submits only, not for status
+
         check_local_manifest(manifest)  # refused here, before any record or worker exists
         run_dir = private_folder(nbscale_home() / "runs") / record.id
         run_dir.mkdir(mode=FOLDER_MODE)
@@ -99,6 +99,8 @@ class LocalExecutor(Executor):
         """Record the end of a run whose worker is gone, and give its GPU lease back now, not at expiry."""
         record = self.store.update(record.id, status=status, finished=utcnow(), error=error)
         if record.lease_id:
+            from .. import quota  # imports the spec models: only a leased run's end pays
+
             held = (datetime.now(UTC) - datetime.fromisoformat(record.created)).total_seconds()
             quota.release(record.lease_id, record.lease_gpus * max(0.0, held))
         return record

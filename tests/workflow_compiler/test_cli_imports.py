@@ -1,0 +1,82 @@
+"""The light commands answer at once: each imports only what it uses (issue 19).
+
+Each command runs ``main([...])`` in a fresh interpreter, which then reports the modules it loaded.
+Importing MLflow, Ray, hera or the kubernetes client would cost a light command seconds; the
+run store's pydantic models and nbformat (with jsonschema) cost tenths, so the commands that
+need neither must not load them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workflow_compiler.store import Progress, RunRecord, RunStore
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train.ipynb"
+
+#: Never imported by a light command: seconds each, or the compiler that needs them.
+HEAVY = {"mlflow", "ray", "hera", "kubernetes", "papermill", "IPython", "sqlalchemy",
+         "workflow_compiler.compiler", "workflow_compiler.executors.argo", "rich.progress"}
+MODELS = {"pydantic", "yaml"}  # the run store's and specs' models
+NOTEBOOKS = {"nbformat", "jsonschema"}  # ~0.15 s: only commands that read a notebook
+
+_REPORT = """
+import json, sys
+from workflow_compiler.cli import main
+code = main(json.loads(sys.argv[1]))
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def loaded_by(argv: list[str], cwd: Path) -> set[str]:
+    """The top-level packages and our own modules a fresh interpreter holds after ``main(argv)``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", _REPORT, json.dumps(argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["code"] == 0, done.stderr
+    modules: list[str] = report["modules"]
+    return {m for m in modules if "." not in m} | {m for m in modules if m.startswith(("workflow_compiler.", "rich."))}
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with a notebook, and a private home holding one finished local run and one running."""
+    monkeypatch.setenv("NBSCALE_HOME", str(tmp_path / "home"))
+    store = RunStore()
+    store.create(RunRecord(id="nbs-00000000aa", notebook="train.ipynb", status="SUCCEEDED",
+                           progress=Progress(done=3, total=3, unit="cells"), metrics={"accuracy": 0.9}))
+    store.create(RunRecord(id="nbs-00000000bb", notebook="train.ipynb", status="RUNNING", pid=os.getpid()))
+    shutil.copy(EXAMPLE, tmp_path / "train.ipynb")
+    return tmp_path
+
+
+@pytest.mark.parametrize(("argv", "allowed"), [
+    (["inspect", "train.ipynb"], {"pydantic", *NOTEBOOKS}),
+    (["inspect", "train.ipynb", "--json"], {"pydantic", *NOTEBOOKS}),
+    (["runs"], {"pydantic"}),  # refreshes the running local run through its executor
+    (["runs", "--json"], {"pydantic"}),
+    (["status", "nbs-00000000aa"], {"pydantic"}),
+    (["status", "nbs-00000000bb", "--json"], {"pydantic"}),
+])
+def test_light_commands_import_only_what_they_use(argv: list[str], allowed: set[str], workspace: Path) -> None:
+    forbidden = HEAVY | ((MODELS | NOTEBOOKS) - allowed)
+    assert loaded_by(argv, workspace) & forbidden == set()
+
+
+def test_help_imports_no_models(workspace: Path) -> None:
+    """``nbscale --help`` builds the whole parser, and argparse exits after printing it."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    script = ("import sys\nfrom workflow_compiler.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+              "print(' '.join(sorted(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=workspace, env=env, capture_output=True, text=True, timeout=120)
+    assert "usage: nbscale" in done.stdout
+    loaded = set(done.stdout.split())
+    assert loaded & (HEAVY | MODELS | NOTEBOOKS | {"workflow_compiler.store", "workflow_compiler.spec"}) == set()
