@@ -137,7 +137,6 @@ def _circle(graph: Graph, component: set[str]) -> list[str]:
 
 #: Circles still being taken apart (issue 20); this list only shrinks.
 KNOWN_CIRCLES = [
-    {"workflow_compiler.compiler.sweep", "workflow_compiler.compiler.workflow"},
     {"workflow_compiler.runtime.agent", "workflow_compiler.runtime.tracker", "workflow_compiler.sweep.trial_tracker"},
     {"workflow_compiler.sweep.fresh", "workflow_compiler.sweep.trial", "workflow_compiler.sweep.trial_host"},
 ]

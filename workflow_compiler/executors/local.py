@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import quota
-from ..compiler.workflow import LABEL_RUN_ID
+from ..compiler.naming import LABEL_RUN_ID
 from ..errors import ExecutionError
 from ..private_files import FOLDER_MODE, PRIVATE_UMASK, append_private, private_folder, write_private
 from ..store import RunRecord, nbscale_home, pid_alive, utcnow, wait_until
