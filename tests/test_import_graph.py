@@ -135,15 +135,8 @@ def _circle(graph: Graph, component: set[str]) -> list[str]:
     raise AssertionError(f"{sorted(component)} is not strongly connected")
 
 
-#: Circles still being taken apart (issue 20); this list only shrinks.
-KNOWN_CIRCLES = [
-    {"workflow_compiler.runtime.agent", "workflow_compiler.runtime.tracker", "workflow_compiler.sweep.trial_tracker"},
-    {"workflow_compiler.sweep.fresh", "workflow_compiler.sweep.trial", "workflow_compiler.sweep.trial_host"},
-]
-
-
 def test_project_has_no_import_circle() -> None:
-    cycles = [cycle for cycle in find_cycles(import_graph()) if not any(set(cycle) <= known for known in KNOWN_CIRCLES)]
+    cycles = find_cycles(import_graph())
     assert not cycles, "modules import each other; move the shared piece down to the module that owns it:\n" + "\n".join(
         " → ".join(cycle) for cycle in cycles
     )

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from workflow_compiler.sweep.session import SweepSession as _Session, sweeps_dir
 from workflow_compiler.sweep.progress import SweepProgress
 from workflow_compiler.sweep.results import TrialRow
+from workflow_compiler.sweep.session import SweepSession as _Session
+from workflow_compiler.sweep.session import sweeps_dir
 
 
 def _row(number: int, status: str) -> TrialRow:

@@ -1,4 +1,4 @@
-"""The warm tracking agent (runtime/agent.py) against a real MLflow SQLite store and real runs."""
+"""The warm tracking agent (tracking/agent.py) against a real MLflow SQLite store and real runs."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from workflow_compiler.runtime import agent
-from workflow_compiler.runtime.tracker import TrackerProcess
 from workflow_compiler.store import pid_alive
-from workflow_compiler.sweep.trial_tracker import AgentTracker
+from workflow_compiler.tracking import agent
+from workflow_compiler.tracking.step_tracker import TrackerProcess
+from workflow_compiler.tracking.trial_tracker import AgentTracker
 from workflow_compiler.tracking_uri import open_client
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
@@ -164,7 +164,7 @@ def test_trial_workers_hand_their_runs_to_the_agent_without_waiting_for_the_end(
 
 
 def test_a_trial_worker_uses_its_own_client_where_the_agent_cannot_serve(short_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from workflow_compiler.sweep import trial_tracker
+    from workflow_compiler.tracking import trial_tracker
 
     path = agent.ensure_started(short_home)
     assert path is not None
@@ -207,7 +207,7 @@ def test_the_agent_serves_a_request_a_worker_waits_for_before_one_it_does_not() 
     import threading
     import time
 
-    from workflow_compiler.sweep.trial_tracker import _Turns
+    from workflow_compiler.tracking.trial_tracker import _Turns
 
     turns, order, release = _Turns(), [], threading.Event()
 

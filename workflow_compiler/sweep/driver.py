@@ -84,8 +84,8 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
 
 
 def _agent_socket(uri: str) -> str | None:
-    """The warm tracking agent's socket, for trial workers on this machine (trial_tracker.py)."""
-    from ..runtime import agent
+    """The warm tracking agent's socket, for trial workers on this machine (tracking/trial_tracker.py)."""
+    from ..tracking import agent
 
     path = agent.start_for(uri)
     return None if path is None else str(path)

@@ -13,10 +13,12 @@ Steps that cannot reach the agent (none running, or another version of this code
 helper process exactly as in a pod: the agent is a speed-up, never a dependency.
 
 Protocol: the client's first line is ``{"op": "hello", "version": ..., "uri": ..., "serve": ...}``;
-after an ``{"ok": true}`` the connection speaks tracker.py's protocol (a step), or, with
-``"serve": "trials"``, sweep/trial_tracker.py's (a sweep's trial worker, many runs one after
-another). The socket sits in a 0700 folder of the user's ``NBSCALE_HOME``, and both ends check the
-other's uid (``SO_PEERCRED``, ``private_files``): only that user's processes talk to it, and it to them.
+after an ``{"ok": true}`` the connection speaks the protocol of the handler registered under that
+``serve`` name: ``step`` (step_tracker.py) or ``trials`` (trial_tracker.py, a sweep's trial worker,
+many runs one after another). This module imports neither: the agent process's entry point
+(``python -m workflow_compiler.tracking``, ``__main__.py``) registers them in ``ServeHandlers``.
+The socket sits in a 0700 folder of the user's ``NBSCALE_HOME``, and both ends check the other's uid
+(``SO_PEERCRED``, ``private_files``): only that user's processes talk to it, and it to them.
 """
 
 from __future__ import annotations
@@ -34,9 +36,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
+from ..errors import ExecutionError
 from ..private_files import (
     PRIVATE_UMASK,
     ForeignPeer,
@@ -57,19 +61,45 @@ log = logging.getLogger(__name__)
 ENV_SOCKET = "NBSCALE_TRACKING_AGENT"
 ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
-_SOURCES = ("agent.py", "tracker.py", "tracking.py")
-_SWEEP_SOURCES = ("tracking.py", "trial_tracker.py")  # a sweep's trial workers are served too
+#: The code that serves requests, relative to ``workflow_compiler/``: the agent, both protocols and their MLflow calls.
+_SOURCES = ("tracking/agent.py", "tracking/__main__.py", "tracking/step_tracker.py", "tracking/trial_tracker.py",
+            "runtime/tracking.py", "sweep/tracking.py", "tracking_uri.py")
+#: The daemon's module, as ``start_daemon`` runs it.
+AGENT_MODULE = "workflow_compiler.tracking"
+
+
+class Handler(Protocol):
+    """A protocol the agent serves on one connection, after the hello: requests in, answers out, for ``uri``'s store."""
+
+    def __call__(self, requests: IO[str], answers: IO[str], *, uri: str) -> None: ...
+
+
+class ServeHandlers:
+    """The protocols an agent serves, by the ``serve`` name a client's hello gives; filled by whoever starts the agent."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Serve ``handler``'s protocol to clients whose hello says ``"serve": name``."""
+        self._handlers[name] = handler
+
+    def get(self, name: str) -> Handler:
+        """The handler registered as ``name``; ExecutionError naming the ones there are otherwise."""
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise ExecutionError(f"the tracking agent serves no {name!r} protocol; it serves: "
+                                 f"{', '.join(sorted(self._handlers)) or 'none'}. Update the client or restart the agent "
+                                 "(`nbscale daemons stop`).") from None
 
 
 def code_version() -> str:
     """A digest of the code that serves requests: an agent started from other code is not used."""
     digest = hashlib.sha256()
-    here = Path(__file__).parent
+    package = Path(__file__).parent.parent
     for name in _SOURCES:
-        digest.update((here / name).read_bytes())
-    for name in _SWEEP_SOURCES:
-        digest.update((here.parent / "sweep" / name).read_bytes())
-    digest.update((here.parent / "tracking_uri.py").read_bytes())
+        digest.update((package / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -94,7 +124,7 @@ def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0,
     """A handshaken connection to the agent at ``path`` for ``uri``, or None (then run a helper).
 
     ``wait`` seconds are spent retrying while the socket does not exist yet (an agent being started).
-    ``serve`` picks the protocol: a step's (tracker.py) or a sweep trial worker's (sweep/trial_tracker.py).
+    ``serve`` picks the protocol: a step's (step_tracker.py) or a sweep trial worker's (trial_tracker.py).
     """
     deadline = time.monotonic() + wait
     while True:
@@ -131,7 +161,7 @@ def ensure_started(home: Path) -> Path | None:
     Does not wait for MLflow to be imported: the first step's requests simply wait in the agent.
     """
     path = socket_path(home)
-    return None if path is None else start_daemon(path, "workflow_compiler.runtime.agent", code_version(), lock="start.lock",
+    return None if path is None else start_daemon(path, AGENT_MODULE, code_version(), lock="start.lock",
                                                   log_name="agent.log")
 
 
@@ -141,7 +171,7 @@ def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: 
     One per socket: ``lock`` (a file beside it) serialises the starts. A daemon of another version
     is asked to leave (it finishes what it serves first). Waits only until the socket is bound,
     which the daemons do before their heavy imports. Shared by the tracking agent and the trial
-    host (sweep/trial_host.py).
+    host (sweep/trial_host.py), whose module paths are in the started processes' argv.
     """
     private_folder(path.parent)  # refused when another user owns it or can write to it
     with os.fdopen(open_private(path.parent / lock, os.O_WRONLY | os.O_CREAT), "w") as lock_file:
@@ -255,8 +285,9 @@ def listen_on(path: Path, pid_file: Path) -> socket.socket:
 class Agent:
     """Accepts steps' connections and serves each in a thread until it has been idle long enough."""
 
-    def __init__(self, path: Path, idle: float) -> None:
+    def __init__(self, path: Path, idle: float, handlers: ServeHandlers, warm_up: Callable[[], None]) -> None:
         self.path, self.idle = path, idle
+        self.handlers, self._warm_up = handlers, warm_up
         self.version = code_version()
         self.active = 0
         self.last_seen = time.monotonic()
@@ -269,15 +300,9 @@ class Agent:
         self.inode = self.path.stat().st_ino
 
     def warm_up(self) -> None:
-        """Import MLflow and its SQLite store now, while the first step starts its kernel."""
-        from .speedups import skip_slow_optional_imports
-
-        skip_slow_optional_imports()
+        """Import MLflow and what the handlers need (the starter's ``warm_up``) now, while the first step starts its kernel."""
         started = time.monotonic()
-        from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
-
-        from . import tracking  # noqa: F401 - the import is the point
-
+        self._warm_up()
         log.info("mlflow imported in %.1f s", time.monotonic() - started)
 
     def serve_forever(self) -> None:
@@ -328,16 +353,7 @@ class Agent:
             elif not serves(str(first.get("uri", ""))):
                 _answer(writer, {"ok": False, "error": "the agent serves local SQLite stores only"})
             else:
-                _answer(writer, {"ok": True, "pid": os.getpid()})
-                warm.join()
-                if first.get("serve") == "trials":
-                    from ..sweep.trial_tracker import serve_trials
-
-                    serve_trials(reader, writer, uri=first["uri"])
-                else:
-                    from .tracker import serve
-
-                    serve(reader, writer, uri=first["uri"])
+                self._serve(first, reader, writer, warm)
         except ConnectionResetError:  # a sweep's trial worker that Tune ended before it read its last answer
             log.info("a client left without reading its last answers")
         except (OSError, ValueError) as exc:
@@ -349,6 +365,18 @@ class Agent:
             with self.lock:
                 self.active -= 1
                 self.last_seen = time.monotonic()
+
+
+    def _serve(self, hello: dict[str, Any], reader: IO[str], writer: IO[str], warm: threading.Thread) -> None:
+        """Answer the hello, then hand the connection to the handler its ``serve`` name picks."""
+        try:
+            handler = self.handlers.get(str(hello.get("serve", "step")))
+        except ExecutionError as exc:
+            _answer(writer, {"ok": False, "error": str(exc)})
+            return
+        _answer(writer, {"ok": True, "pid": os.getpid()})
+        warm.join()
+        handler(reader, writer, uri=hello["uri"])
 
 
 def _answer(writer: IO[str], answer: dict[str, Any]) -> None:
@@ -367,10 +395,10 @@ def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> 
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the agent process."""
+def run_agent(argv: list[str] | None, handlers: ServeHandlers, warm_up: Callable[[], None]) -> None:
+    """The agent process: serve ``handlers`` on the command line's socket until idle or stopped (or leave if another agent has it)."""
     args = daemon_arguments(argv, name="nbscale-agent", description="nbscale's warm MLflow tracking agent (started by the local executor)")
-    agent = Agent(args.socket, args.idle)
+    agent = Agent(args.socket, args.idle, handlers, warm_up)
     try:
         agent.bind()
     except OSError as exc:  # another agent bound it first
@@ -382,7 +410,3 @@ def main(argv: list[str] | None = None) -> None:
     agent.serve_forever()
     sys.stderr.flush()
     os._exit(0)  # skip tearing down mlflow's modules
-
-
-if __name__ == "__main__":
-    main()
