@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from workflow_compiler.errors import ExecutionError
 from workflow_compiler.store import pid_alive
 from workflow_compiler.tracking import agent
 from workflow_compiler.tracking.step_tracker import TrackerProcess
@@ -94,6 +95,26 @@ def test_refusals_fall_back_to_a_helper_of_the_step(short_home: Path, monkeypatc
         tracker.request("finish", status="FINISHED", tags={}, artifacts=[])
     finally:
         tracker.close()
+
+
+def test_the_agent_refuses_a_protocol_it_was_not_given(short_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger=agent.__name__)
+    path = agent.ensure_started(short_home)
+    assert path is not None
+    assert agent.connect(path, _uri(short_home), wait=5.0, serve="jobs") is None  # the client then writes itself
+    assert "serves no 'jobs' protocol; it serves: step, trials" in caplog.text
+    connection = agent.connect(path, _uri(short_home), serve="trials")
+    assert connection is not None
+    for handle in connection:
+        handle.close()
+
+
+def test_serve_handlers_name_what_they_have() -> None:
+    handlers = agent.ServeHandlers()
+    with pytest.raises(ExecutionError, match="serves no 'step' protocol; it serves: none"):
+        handlers.get("step")
+    handlers.register("step", lambda requests, answers, *, uri: None)
+    assert handlers.get("step") is not None
 
 
 def test_no_agent_where_the_socket_path_would_be_too_long(tmp_path: Path) -> None:
