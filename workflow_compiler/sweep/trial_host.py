@@ -81,7 +81,7 @@ def socket_path(home: Path) -> Path | None:
 def start_for_local_ray() -> str | None:
     """The host's socket (started if needed) when the sweep's trial workers run on this machine."""
     from ..store import nbscale_home
-    from ..tracking.agent import start_daemon
+    from ..tracking.daemon import start_daemon
 
     address = os.environ.get("RAY_ADDRESS", "")
     if os.environ.get(ENV_HOST) == "0" or (address and not address.startswith(("127.0.0.1:", "localhost:"))):
@@ -99,7 +99,7 @@ def start_for_local_ray() -> str | None:
 
 def stop(home: Path, timeout: float = 10) -> int | None:
     """Stop the host of ``home`` if one runs; returns its pid. For tests, benchmarks and clean-ups."""
-    from ..tracking.agent import stop_daemon
+    from ..tracking.daemon import stop_daemon
 
     path = socket_path(home)
     return None if path is None else stop_daemon(path, path.with_name(PID_NAME), timeout)
@@ -258,7 +258,7 @@ class Host:
 
     def bind(self) -> None:
         """Listen before the imports: a worker that connects meanwhile waits in its hello."""
-        from ..tracking.agent import listen_on
+        from ..tracking.daemon import listen_on
 
         self.server = listen_on(self.path, self.path.with_name(PID_NAME))
 
@@ -380,7 +380,7 @@ def _run(request: dict[str, Any], writer: IO[str], inbox: queue.Queue[dict[str, 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the host process (started by a sweep's driver)."""
-    from ..tracking.agent import daemon_arguments
+    from ..tracking.daemon import daemon_arguments
 
     args = daemon_arguments(argv, name="nbscale-trial-host", description="nbscale's warm trial host (started by a sweep's driver)")
     host = Host(args.socket, args.idle)

@@ -23,16 +23,13 @@ The socket sits in a 0700 folder of the user's ``NBSCALE_HOME``, and both ends c
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -41,29 +38,17 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ..errors import ExecutionError
-from ..private_files import (
-    PRIVATE_UMASK,
-    ForeignPeer,
-    accept_own,
-    append_private,
-    connect_own,
-    open_private,
-    private_folder,
-    private_umask,
-    write_private,
-)
-from ..redaction import redact_logs
-from ..tracking_uri import without_telemetry
+from ..private_files import ForeignPeer, accept_own, connect_own
+from .daemon import daemon_arguments, listen_on, probe, start_daemon, stop_daemon
 
 log = logging.getLogger(__name__)
 
 #: Set by the local executor for its steps: the agent's socket.
 ENV_SOCKET = "NBSCALE_TRACKING_AGENT"
-ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 #: The code that serves requests, relative to ``workflow_compiler/``: the agent, both protocols and their MLflow calls.
-_SOURCES = ("tracking/agent.py", "tracking/__main__.py", "tracking/step_tracker.py", "tracking/trial_tracker.py",
-            "runtime/tracking.py", "sweep/tracking.py", "tracking_uri.py")
+_SOURCES = ("tracking/agent.py", "tracking/daemon.py", "tracking/__main__.py", "tracking/step_tracker.py",
+            "tracking/trial_tracker.py", "runtime/tracking.py", "sweep/tracking.py", "tracking_uri.py")
 #: The daemon's module, as ``start_daemon`` runs it.
 AGENT_MODULE = "workflow_compiler.tracking"
 
@@ -165,36 +150,6 @@ def ensure_started(home: Path) -> Path | None:
                                                   log_name="agent.log")
 
 
-def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str) -> Path:
-    """Start ``python -m module --socket path`` unless a daemon of ``version`` answers there; returns ``path``.
-
-    One per socket: ``lock`` (a file beside it) serialises the starts. A daemon of another version
-    is asked to leave (it finishes what it serves first). Waits only until the socket is bound,
-    which the daemons do before their heavy imports. Shared by the tracking agent and the trial
-    host (sweep/trial_host.py), whose module paths are in the started processes' argv.
-    """
-    private_folder(path.parent)  # refused when another user owns it or can write to it
-    with os.fdopen(open_private(path.parent / lock, os.O_WRONLY | os.O_CREAT), "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        state = _probe(path, version)
-        if state == "current":
-            return path
-        if state == "other":  # started from other code: it leaves once its clients are done
-            _ask_to_stop(path)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a stale socket of a daemon that died
-        idle = os.environ.get(ENV_IDLE, "600")
-        log_file = append_private(path.parent / log_name)
-        subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
-                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
-                         env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
-        log_file.close()
-        deadline = time.monotonic() + 5
-        while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy
-            time.sleep(0.01)
-    return path
-
-
 def start_for(uri: str) -> Path | None:
     """The socket of this user's agent (started if needed) when it may serve ``uri``; None when it may
     not, when ``NBSCALE_TRACKING_AGENT=0`` opts out, or when it cannot start (callers then write to
@@ -210,26 +165,9 @@ def start_for(uri: str) -> Path | None:
         return None
 
 
-def _probe(path: Path, version: str | None = None) -> str:
-    """``current`` (``version``, by default this agent's code), ``other`` (another version answers) or ``none``."""
-    try:
-        sock = connect_own(path, timeout=5)
-    except OSError:  # none there, or another user's: a daemon of ours is started (and binds, or says why not)
-        return "none"
-    try:
-        sock.sendall((json.dumps({"op": "ping"}) + "\n").encode())
-        answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")
-    except (OSError, ValueError):
-        return "none"
-    finally:
-        sock.close()
-    return "current" if answer.get("version") == (version or code_version()) else "other"
-
-
-def _ask_to_stop(path: Path) -> None:
-    with contextlib.suppress(OSError), connect_own(path, timeout=5) as sock:
-        sock.sendall((json.dumps({"op": "stop"}) + "\n").encode())
-        sock.makefile("r", encoding="utf-8").readline()
+def _probe(path: Path) -> str:
+    """Whether this code's agent answers at ``path``: ``current``, ``other`` (another version) or ``none``."""
+    return probe(path, code_version())
 
 
 def stop(home: Path, timeout: float = 10) -> int | None:
@@ -238,48 +176,7 @@ def stop(home: Path, timeout: float = 10) -> int | None:
     return None if path is None else stop_daemon(path, home / "agent" / "agent.pid", timeout)
 
 
-def stop_daemon(path: Path, pid_file: Path, timeout: float = 10) -> int | None:
-    """Ask the daemon at ``path`` to leave and wait for the pid in ``pid_file`` to end; returns that pid."""
-    if not pid_file.exists():
-        return None
-    from ..store import pid_alive
-
-    pid = int(pid_file.read_text() or 0)
-    _ask_to_stop(path)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return pid
-
-
 # -- server side -------------------------------------------------------------------------------
-
-
-def listen_on(path: Path, pid_file: Path) -> socket.socket:
-    """A daemon's listening socket at ``path``, for this user only (accepts time out each second); its pid in ``pid_file``.
-
-    The socket is bound under a name of its own and linked to ``path`` once it listens: a client
-    that finds the path never finds it refusing (``start_daemon`` waits only for the path).
-    Raises OSError when another daemon has the path first.
-    """
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    bound = path.with_name(f".{os.getpid()}.sock")  # no longer than the final name: within sun_path's limit
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            bound.unlink()  # left by a daemon of a recycled pid
-        with private_umask():
-            server.bind(str(bound))
-        server.listen(64)
-        try:
-            os.link(bound, path)  # unlike a rename, refuses to replace another daemon's socket
-        finally:
-            bound.unlink()
-    except OSError:
-        server.close()
-        raise
-    server.settimeout(1.0)
-    write_private(pid_file, str(os.getpid()).encode())
-    return server
 
 
 class Agent:
@@ -382,17 +279,6 @@ class Agent:
 def _answer(writer: IO[str], answer: dict[str, Any]) -> None:
     writer.write(json.dumps(answer) + "\n")
     writer.flush()
-
-
-def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> argparse.Namespace:
-    """The command line that ``start_daemon`` gives a daemon (``--socket``, ``--idle``); logging set up for its log file."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--socket", required=True, type=Path)
-    parser.add_argument("--idle", type=float, default=600.0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
-    redact_logs()
-    return args
 
 
 def run_agent(argv: list[str] | None, handlers: ServeHandlers, warm_up: Callable[[], None]) -> None:
