@@ -6,7 +6,7 @@ ratio, on a trivial notebook and on examples/train.ipynb (scikit-learn, metrics 
 notebook and its HTML to MLflow); the target is under 1.5x plain papermill.
 
 `nbscale run` is measured as a user meets it: after the first run, the local executor's warm
-tracking agent (workflow_compiler/runtime/agent.py) has MLflow imported. "nbscale_cold" runs with
+tracking agent (workflow_compiler/tracking/agent.py) has MLflow imported. "nbscale_cold" runs with
 NBSCALE_TRACKING_AGENT=0, as every run would without the agent (and as the first run of a session
 does), each step importing MLflow in its own helper.
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 for name, argv_ in commands.items():
                     times[name].append(timed(argv_, work, envs[name]))
         finally:
-            from workflow_compiler.runtime import agent
+            from workflow_compiler.tracking import agent
 
             agent.stop(work / "home")  # the agent we started, by its pid file
     medians = {name: statistics.median(values) for name, values in times.items()}

@@ -168,8 +168,8 @@ def bench_b2(root: Path, n: int, repeats: int) -> dict[str, Any]:
         for r in per:
             r["overhead_per_trial_s"] = round((CORES * r["wall_s"] - r["useful_s"]) / n, 4)
     overhead = {name: _median(per, "overhead_per_trial_s") for name, per in runs.items()}
-    from workflow_compiler.runtime import agent
     from workflow_compiler.sweep import trial_host
+    from workflow_compiler.tracking import agent
 
     # the first sweep of a session: its tracking agent and trial host start (each imports MLflow) beside the workers
     agent.stop(root / "home")
@@ -284,8 +284,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["b3"] = bench_b3(root, repeats)
         import ray
 
-        from workflow_compiler.runtime import agent
         from workflow_compiler.sweep import trial_host
+        from workflow_compiler.tracking import agent
 
         ray.shutdown()
         agent.stop(root / "home")  # the warm tracking agent and trial host the sweeps started, by their pid files

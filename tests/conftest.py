@@ -36,8 +36,8 @@ def nbscale_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ.setdefault("NO_COLOR", "1")
     os.environ.setdefault("NBSCALE_TRACKING_AGENT_IDLE", "30")
     yield home
-    from workflow_compiler.runtime import agent
     from workflow_compiler.sweep import trial_host
+    from workflow_compiler.tracking import agent
 
     for pid_file in tmp_path_factory.getbasetemp().rglob("agent/agent.pid"):
         agent.stop(pid_file.parent.parent)

@@ -1,6 +1,6 @@
 """The warm helpers nbscale leaves running per ``NBSCALE_HOME``: list them, stop them.
 
-The tracking agent (``runtime/agent.py``) and the trial host (``sweep/trial_host.py``) each keep
+The tracking agent (``tracking/agent.py``) and the trial host (``sweep/trial_host.py``) each keep
 a pid file and a Unix socket under ``$NBSCALE_HOME/agent/`` and leave by themselves after
 ``NBSCALE_TRACKING_AGENT_IDLE`` idle seconds; ``nbscale daemons stop`` ends them now.
 """
@@ -26,8 +26,8 @@ class Daemon:
 
 def _kinds() -> list[tuple[str, str, Callable[[Path], int | None]]]:
     """(name, pid file under agent/, stop function) of each kind of helper."""
-    from .runtime import agent
     from .sweep import trial_host
+    from .tracking import agent
 
     return [("tracking agent", "agent.pid", agent.stop), ("trial host", trial_host.PID_NAME, trial_host.stop)]
 

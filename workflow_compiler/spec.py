@@ -23,7 +23,8 @@ from .inspection import NotebookSignature, inspect_notebook
 from .limits import parameter_problems
 from .params import check_parameters, parse_cli_parameters
 from .paths import resolve_notebook_path
-from .sweep.spec import SweepSpec, check_sweep
+from .sweep.space import check_space
+from .sweep.spec import SweepSpec
 
 #: The single-user image, which also runs the steps; clusters override it per run or in config.
 DEFAULT_IMAGE = "nbscale/singleuser:0.1.0"
@@ -221,6 +222,14 @@ def check_run_spec(spec: RunSpec, *, root: str | os.PathLike[str]) -> RunSpec:
     signature = relative_signature(absolute, relative)
     values = check_parameters(spec.parameters, signature)
     return check_sweep(spec.model_copy(update={"notebook": relative, "parameters": values}), signature)
+
+
+def check_sweep(spec: RunSpec, signature: NotebookSignature) -> RunSpec:
+    """Check ``spec.sweep`` against the notebook; return the spec with normalised domains."""
+    if spec.sweep is None:
+        return spec
+    space = check_space(spec.sweep.space, signature, fixed=spec.parameters)
+    return spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"space": space})})
 
 
 def load_pipeline(path: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".") -> PipelineSpec:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from workflow_compiler.runtime import agent
 from workflow_compiler.store import pid_alive
+from workflow_compiler.tracking import agent
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 

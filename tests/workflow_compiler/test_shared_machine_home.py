@@ -24,9 +24,9 @@ import pytest
 
 from workflow_compiler.errors import UnsafeFolder
 from workflow_compiler.private_files import append_private, private_folder, write_private
-from workflow_compiler.runtime import agent
 from workflow_compiler.store import nbscale_home
 from workflow_compiler.sweep import trial_host
+from workflow_compiler.tracking import agent
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 NOTEBOOKS = Path(__file__).parent / "notebooks"

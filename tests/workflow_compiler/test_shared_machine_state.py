@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from workflow_compiler.runtime import agent
 from workflow_compiler.sweep import trial_host
+from workflow_compiler.tracking import agent
 
 pytestmark = pytest.mark.slow  # a run, a pipeline and a sweep: about 100 s here
 

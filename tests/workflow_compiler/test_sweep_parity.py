@@ -74,9 +74,9 @@ def test_every_cell_works_in_a_papermill_kernel(workspace: Path, tmp_path: Path,
 @pytest.fixture(scope="module")
 def sweeps(ray_cluster: str, workspace: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The same grid over every cell (and one that raises) on each trial path: path -> SweepResult."""
-    from workflow_compiler.runtime import agent
     from workflow_compiler.sweep import trial_host
     from workflow_compiler.sweep.driver import run_sweep
+    from workflow_compiler.tracking import agent
 
     home = tmp_path_factory.mktemp("parity-home")
     saved = {name: os.environ.get(name) for name in ("NBSCALE_HOME", "MLFLOW_TRACKING_URI", trial_host.ENV_HOST)}

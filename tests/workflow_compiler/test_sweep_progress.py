@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from workflow_compiler.sweep.driver import _Session, sweeps_dir
 from workflow_compiler.sweep.progress import SweepProgress
 from workflow_compiler.sweep.results import TrialRow
+from workflow_compiler.sweep.session import SweepSession as _Session
+from workflow_compiler.sweep.session import sweeps_dir
 
 
 def _row(number: int, status: str) -> TrialRow:
@@ -18,7 +19,7 @@ def _row(number: int, status: str) -> TrialRow:
 
 def test_refresh_is_throttled_but_a_forced_one_always_writes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NBSCALE_HOME", str(tmp_path))
-    monkeypatch.setattr("workflow_compiler.sweep.driver.REFRESH_S", 3600.0)
+    monkeypatch.setattr("workflow_compiler.sweep.session.REFRESH_S", 3600.0)
     session = _Session("s1", spec=None, client=None, experiment_id="1", parent_run_id="p",  # type: ignore[arg-type]
                        progress=SweepProgress(sweep_id="s1", metric="score", mode="max", total=3, enabled=False))
     progress = sweeps_dir() / "s1" / "progress.json"
@@ -35,6 +36,6 @@ def test_refresh_is_throttled_but_a_forced_one_always_writes(tmp_path: Path, mon
     session.refresh(force=True)
     assert counts().get("COMPLETED") == 1
     session.rows["t2"] = _row(2, "COMPLETED")
-    monkeypatch.setattr("workflow_compiler.sweep.driver.REFRESH_S", 0.0)
+    monkeypatch.setattr("workflow_compiler.sweep.session.REFRESH_S", 0.0)
     session.refresh()
     assert counts().get("COMPLETED") == 2

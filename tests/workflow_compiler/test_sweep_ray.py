@@ -92,13 +92,13 @@ def test_a_trial_ends_at_its_final_report_not_one_round_trip_later() -> None:
 
 def test_optuna_search_reuses_one_warm_worker_and_nothing_leaks_between_trials(ray_cluster: str, home: Path,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from workflow_compiler.sweep import driver, plots, tracking
+    from workflow_compiler.sweep import plots, session, tracking
     from workflow_compiler.sweep.driver import run_sweep
     from workflow_compiler.sweep.trial import TAG_WORKER_PID
 
     warmed_after: list[list[str]] = []  # the trial statuses when the driver warmed its plots
     warm_up = plots.warm_up
-    monkeypatch.setattr(plots, "warm_up", lambda: (warmed_after.append([r.status for s in driver._SESSIONS.values() for r in s.rows.values()]),
+    monkeypatch.setattr(plots, "warm_up", lambda: (warmed_after.append([r.status for s in session.SESSIONS.values() for r in s.rows.values()]),
                                                    warm_up()))
     spec = _spec("leak.ipynb", {"trial": "choice(1, 2, 3)"}, metric="ok", search="optuna", samples=3, concurrency=1, seed=7)
     result = run_sweep(spec, root=REPO, progress=False)

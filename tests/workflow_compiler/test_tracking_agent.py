@@ -1,4 +1,4 @@
-"""The warm tracking agent (runtime/agent.py) against a real MLflow SQLite store and real runs."""
+"""The warm tracking agent (tracking/agent.py) against a real MLflow SQLite store and real runs."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from workflow_compiler.runtime import agent
-from workflow_compiler.runtime.tracker import TrackerProcess
+from workflow_compiler.errors import ExecutionError
 from workflow_compiler.store import pid_alive
-from workflow_compiler.sweep.trial_tracker import AgentTracker
+from workflow_compiler.tracking import agent
+from workflow_compiler.tracking.step_tracker import TrackerProcess
+from workflow_compiler.tracking.trial_tracker import AgentTracker
 from workflow_compiler.tracking_uri import open_client
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
@@ -96,6 +97,26 @@ def test_refusals_fall_back_to_a_helper_of_the_step(short_home: Path, monkeypatc
         tracker.close()
 
 
+def test_the_agent_refuses_a_protocol_it_was_not_given(short_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger=agent.__name__)
+    path = agent.ensure_started(short_home)
+    assert path is not None
+    assert agent.connect(path, _uri(short_home), wait=5.0, serve="jobs") is None  # the client then writes itself
+    assert "serves no 'jobs' protocol; it serves: step, trials" in caplog.text
+    connection = agent.connect(path, _uri(short_home), serve="trials")
+    assert connection is not None
+    for handle in connection:
+        handle.close()
+
+
+def test_serve_handlers_name_what_they_have() -> None:
+    handlers = agent.ServeHandlers()
+    with pytest.raises(ExecutionError, match="serves no 'step' protocol; it serves: none"):
+        handlers.get("step")
+    handlers.register("step", lambda requests, answers, *, uri: None)
+    assert handlers.get("step") is not None
+
+
 def test_no_agent_where_the_socket_path_would_be_too_long(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 120)
     assert agent.socket_path(deep) is None and agent.ensure_started(deep) is None
@@ -164,7 +185,7 @@ def test_trial_workers_hand_their_runs_to_the_agent_without_waiting_for_the_end(
 
 
 def test_a_trial_worker_uses_its_own_client_where_the_agent_cannot_serve(short_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from workflow_compiler.sweep import trial_tracker
+    from workflow_compiler.tracking import trial_tracker
 
     path = agent.ensure_started(short_home)
     assert path is not None
@@ -207,7 +228,7 @@ def test_the_agent_serves_a_request_a_worker_waits_for_before_one_it_does_not() 
     import threading
     import time
 
-    from workflow_compiler.sweep.trial_tracker import _Turns
+    from workflow_compiler.tracking.trial_tracker import _Turns
 
     turns, order, release = _Turns(), [], threading.Event()
 

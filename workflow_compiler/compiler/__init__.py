@@ -4,19 +4,20 @@
 review and diffs, and ``compile_to_file(spec, out, validate)`` is the core of ``nbscale compile``.
 """
 
-from .naming import claim_name, generate_name, label_value, notebook_label
-from .output import compile_to_file, to_yaml
-from .workflow import (
+from .naming import (
     LABEL_KIND,
     LABEL_NOTEBOOK,
     LABEL_PIPELINE,
     LABEL_STEP,
     LABEL_USER,
-    CompileContext,
-    compile_pipeline,
-    compile_run,
-    compile_workflow,
+    claim_name,
+    generate_name,
+    label_value,
+    notebook_label,
 )
+from .output import compile_to_file, to_yaml
+from .workflow import compile_pipeline, compile_run, compile_workflow
+from .workflow_shell import CompileContext
 
 __all__ = [
     "LABEL_KIND",

@@ -13,6 +13,15 @@ import unicodedata
 
 from ..k8s_names import GENERATE_NAME_KEPT, dns1123_label_errors, label_value_errors
 
+#: The labels every compiled object carries (values through ``label_value`` / ``notebook_label``).
+LABEL_USER = "nbscale.io/user"
+LABEL_NOTEBOOK = "nbscale.io/notebook"
+LABEL_KIND = "nbscale.io/kind"
+LABEL_PIPELINE = "nbscale.io/pipeline"
+LABEL_STEP = "nbscale.io/step"
+#: Set by the executor on the Workflow it creates (the compiler does not know the run id).
+LABEL_RUN_ID = "nbscale.io/run-id"
+
 _NOT_DNS = re.compile(r"[^a-z0-9]+")
 _NOT_LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
 _HASH_CHARS = 8

@@ -26,20 +26,16 @@ from ..spec import RunSpec
 from ..stepconfig import StepConfig, argo_safe_json
 from ..sweep.spec import SweepSpec
 from . import templates as t
-from .naming import label_value, notebook_label
+from .naming import LABEL_KIND, LABEL_NOTEBOOK, LABEL_RUN_ID, LABEL_USER, label_value, notebook_label
 from .queueing import QUEUE_LABEL
 from .rayjob import RayJobPlan, rayjob_manifest
-from .workflow import (
-    LABEL_KIND,
-    LABEL_NOTEBOOK,
-    LABEL_RUN_ID,
-    LABEL_USER,
+from .workflow_shell import (
     CompileContext,
-    _check_parameter_name,
-    _image,
-    _notebook_plan,
-    _workflow,
-    _workflow_parameters,
+    check_parameter_name,
+    checked_image,
+    notebook_plan,
+    workflow_parameters,
+    workflow_shell,
 )
 
 SWEEP_TASK = "sweep"
@@ -56,20 +52,20 @@ def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> Workflow:
     sweep = _sweep(spec)
     cluster = context.cluster
     for name in spec.parameters:
-        _check_parameter_name(name, None)
+        check_parameter_name(name, None)
     env = {"NBSCALE_HOME": f"{cluster.workspace_mount}/.nbscale", "NBSCALE_WORKFLOW_NAME": "{{workflow.name}}"}
     if cluster.mlflow_tracking_uri:
         env["MLFLOW_TRACKING_URI"] = cluster.mlflow_tracking_uri
     labels = _labels(spec)
-    plan = RayJobPlan(spec=spec, image=_image(spec.image, cluster), pod=context.pod,
+    plan = RayJobPlan(spec=spec, image=checked_image(spec.image, cluster), pod=context.pod,
                       labels={k: labels[k] for k in (LABEL_USER, LABEL_KIND)}, cluster=cluster, env=env,
                       pool=context.pools.resolve(spec.resources.pool, 1 if sweep.gpus_per_trial else 0))
     manifest = rayjob_manifest(plan)
     manifest["metadata"]["labels"] = rayjob_labels(labels, context.queue)
     text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, allow_unicode=True, width=2**31 - 1)
-    return _workflow(PurePosixPath(spec.notebook).stem, labels, context, arguments=[],
-                     templates=[DAG(name="main", tasks=[Task(name=SWEEP_TASK, template=t.SWEEP_TEMPLATE)]),
-                                t.rayjob_template(text)])
+    return workflow_shell(PurePosixPath(spec.notebook).stem, labels, context, arguments=[],
+                          templates=[DAG(name="main", tasks=[Task(name=SWEEP_TASK, template=t.SWEEP_TEMPLATE)]),
+                                     t.rayjob_template(text)])
 
 
 def rayjob_labels(labels: dict[str, str], queue: str | None) -> dict[str, str]:
@@ -93,7 +89,7 @@ def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
     resources = spec.resources.model_copy(update={"cpu": sweep.cpus_per_trial, "gpus": int(sweep.gpus_per_trial)})
     trial = spec.model_copy(update={"parameters": dict.fromkeys(names), "resources": resources, "retries": sweep.max_failures})
     tags = {**spec.tracking.tags, METRIC_TAG: sweep.metric, MODE_TAG: sweep.mode}
-    plan = _notebook_plan(trial, context, name=TRIAL_TEMPLATE, user=spec.user, tags=tags, experiment=spec.experiment,
+    plan = notebook_plan(trial, context, name=TRIAL_TEMPLATE, user=spec.user, tags=tags, experiment=spec.experiment,
                           html=spec.outputs.html, parent_run=True)
     parent = StepConfig(notebook="", experiment=spec.experiment, user=spec.user, tags=tags, html=spec.outputs.html,
                         image=plan.image, step=None)
@@ -105,9 +101,9 @@ def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
     templates = [DAG(name="main", tasks=tasks, parallelism=sweep.concurrency),
                  t.open_parent_template(parent, plan.image, context.cluster, context.pod),
                  t.notebook_template(plan, context.cluster, context.pod), t.close_parent_template(plan.image, context.cluster, context.pod)]
-    return _workflow(PurePosixPath(spec.notebook).stem, _labels(spec), context,
-                     arguments=_workflow_parameters({p: (p, v) for p, v in fixed.items()}), templates=templates,
-                     on_exit=t.CLOSE_PARENT_TEMPLATE, active_deadline_seconds=sweep.time_budget_s)
+    return workflow_shell(PurePosixPath(spec.notebook).stem, _labels(spec), context,
+                          arguments=workflow_parameters({p: (p, v) for p, v in fixed.items()}), templates=templates,
+                          on_exit=t.CLOSE_PARENT_TEMPLATE, active_deadline_seconds=sweep.time_budget_s)
 
 
 def check_fanout(sweep: SweepSpec) -> None:

@@ -33,7 +33,7 @@ _HELPER_TASKS = {"mlflow-parent"}
 
 def _tracking_agent_env() -> dict[str, str]:
     """Start (or find) the warm tracking agent and point the steps at it; ``NBSCALE_TRACKING_AGENT=0`` opts out."""
-    from ..runtime import agent
+    from ..tracking import agent
     from ..tracking_uri import tracking_uri
 
     path = agent.start_for(tracking_uri())  # without it the steps start their own MLflow helpers, as in a pod

@@ -31,11 +31,11 @@ from papermill.engines import (  # type: ignore[import-untyped]
 )
 from papermill.exceptions import PapermillExecutionError  # type: ignore[import-untyped]
 
+from ..tracking.step_tracker import TrackingError
 from .files import ProgressFile, write_atomic
 from .handoff import gate_code, publish_run_env
 from .interrupts import InterruptGuard, StepInterrupted
 from .outcome import StepOutcome, cell_error, failed, killed, outcome_of_notebook
-from .tracker import TrackingError
 from .translator import register_translator
 
 log = logging.getLogger(__name__)

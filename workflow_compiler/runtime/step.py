@@ -12,13 +12,13 @@ from typing import Any
 from ..errors import NbscaleError, NotebookError, SpecError
 from ..paths import resolve_notebook_path
 from ..stepconfig import StepConfig
+from ..tracking.step_tracker import TrackerProcess, TrackingError
 from ..tracking_uri import tracking_uri
 from .files import ProgressFile, write_json
 from .handoff import HANDOFF_FILE
 from .interrupts import InterruptGuard, StepInterrupted
 from .outcome import StepOutcome, failed, killed
 from .render import preload, render_html
-from .tracker import TrackerProcess, TrackingError
 
 log = logging.getLogger(__name__)
 

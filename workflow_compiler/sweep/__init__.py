@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from .space import Domain, parse_domain_text
-from .spec import SweepSpec, check_sweep
+from .spec import SweepSpec
 
-__all__ = ["Domain", "SweepSpec", "check_sweep", "parse_domain_text", "run_sweep"]
+__all__ = ["Domain", "SweepSpec", "parse_domain_text", "run_sweep"]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """Tune callbacks of the driver: live progress, trial statuses in MLflow, and cancellation.
 
 They are pickled into Tune's experiment state (for resume), so they hold only the sweep id and
-find the driver's live state through ``driver.session(sweep_id)``.
+find the driver's live state through ``session.session(sweep_id)``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 from ray.tune import Callback, Stopper
 
 from . import tracking
+from .session import session, sweeps_dir
 from .summary import row_from_trial
 from .trial import STATUS_KEY
 from .worker import COMPLETED
@@ -23,8 +24,6 @@ class SweepCallback(Callback):
         self.sweep_id = sweep_id
 
     def _update(self, trials: list[Any], trial: Any, *, close: str | None = None, ended: str | None = None) -> None:
-        from .driver import session
-
         current = session(self.sweep_id)
         if current is None or current.spec.sweep is None:
             return
@@ -58,8 +57,6 @@ class SweepCallback(Callback):
         self._update(trials, trial, close="row" if cancelled and not completed else None, ended="TERMINATED")
 
     def _cancelled(self) -> bool:
-        from .driver import session
-
         current = session(self.sweep_id)
         return current is not None and current.cancel.is_set()
 
@@ -73,8 +70,6 @@ class SweepCallback(Callback):
 
     def on_experiment_end(self, trials: list[Any], **info: Any) -> None:
         """Every trial of the experiment, including those finished before a resume."""
-        from .driver import session
-
         current = session(self.sweep_id)
         if current is not None and current.spec.sweep is not None:
             for number, trial in enumerate(trials, start=1):
@@ -103,8 +98,6 @@ class CancelStopper(Stopper):
 
     def stop_all(self) -> bool:
         """True once the sweep was cancelled; then its workers find ``CANCELLED`` in the sweep's folder."""
-        from .driver import session, sweeps_dir
-
         current = session(self.sweep_id)
         if current is None or not current.cancel.is_set():
             return False

@@ -15,9 +15,9 @@ from ..errors import SpecError
 from ..inspection import inspect_notebook
 from ..params import check_parameters, coerce_text, split_assignment
 from ..paths import resolve_notebook_path
-from ..spec import RunSpec, TrackingSpec, parse_model
+from ..spec import RunSpec, TrackingSpec, check_sweep, parse_model
 from .space import Domain, parse_space_item
-from .spec import CLI_KEYS, check_sweep, load_sweep_file, parse_sweep, split_sweep_file
+from .spec import CLI_KEYS, load_sweep_file, parse_sweep, split_sweep_file
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:

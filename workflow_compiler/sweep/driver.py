@@ -19,85 +19,23 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError, SpecError
 from ..spec import RunSpec, check_run_spec
-from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, telemetry_switch, tracking_uri
-from . import plots, tracking, trial_host
+from ..tracking_uri import TELEMETRY_SWITCH, telemetry_switch, tracking_uri
+from . import tracking, trial_host
 from .callbacks import CANCELLED
 from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
-from .results import SweepResult, TrialRow, best_trial, count_statuses
+from .results import SweepResult
+from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
 from .trial import TrialPlan, patient_trainable, run_trial
 
 log = logging.getLogger(__name__)
-
-_SESSIONS: dict[str, _Session] = {}
-#: Seconds between two refreshes of a running sweep's display and progress file.
-REFRESH_S = 0.25
-
-
-@dataclass
-class _Session:
-    """Driver-side state of a running sweep; Tune callbacks find it by sweep id (they must pickle)."""
-
-    sweep_id: str
-    spec: RunSpec
-    client: Any
-    experiment_id: str
-    parent_run_id: str
-    progress: SweepProgress
-    cancel: threading.Event = field(default_factory=threading.Event)
-    cancel_marked: bool = False  # callbacks.CANCELLED written for the workers
-    rows: dict[str, TrialRow] = field(default_factory=dict)
-    _shown: float = float("-inf")  # the first refresh always draws, however young the machine's monotonic clock
-    _plots_warm: bool = False
-
-    def trial_ended(self) -> None:
-        """Warm the plots once the first trial is over: ~1 s of CPU that the driver, mostly waiting on
-        Ray, spends while trials run, but not while the trial workers start and need every core."""
-        if not self._plots_warm:
-            self._plots_warm = True
-            threading.Thread(target=plots.warm_up, name="warm-up-plots", daemon=True).start()
-
-    def refresh(self, *, force: bool = False) -> None:
-        """Show the trial table and write ``progress.json``: at most every ``REFRESH_S`` unless forced.
-
-        Tune calls back several times per trial; redrawing and rewriting each time cost the driver
-        ~3 ms a trial, for a display that refreshes four times a second anyway."""
-        now = time.monotonic()
-        if not force and now - self._shown < REFRESH_S:
-            return
-        self._shown = now
-        rows = sorted(self.rows.values(), key=lambda r: r.number)
-        self.progress.update(rows)
-        write_progress(self.sweep_id, rows, total=self.progress.total, metric=self.progress.metric, mode=self.progress.mode,
-                       parent_run_id=self.parent_run_id, experiment_id=self.experiment_id)
-
-
-def write_progress(sweep_id: str, rows: list[TrialRow], *, total: int, metric: str, mode: str, parent_run_id: str,
-                   experiment_id: str) -> None:
-    """``sweeps/<id>/progress.json``: trial counts and the best so far, for the run record and the UI."""
-    counts = count_statuses(rows)
-    best = best_trial(rows, mode)
-    data = {"total": total, "counts": counts, "metric": metric, "mode": mode, "parent_run_id": parent_run_id,
-            "experiment_id": experiment_id,
-            "best": None if best is None else {"params": best.params, "metric": metric, "value": best.value}}
-    folder = sweeps_dir() / sweep_id
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f"progress.json.{os.getpid()}.tmp"
-    partial.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(partial, folder / "progress.json")  # readers never see half a file
-
-
-def sweeps_dir() -> Path:
-    """Where sweeps keep their state: ``$NBSCALE_HOME/sweeps``."""
-    return nbscale_home() / "sweeps"
-
 
 def new_sweep_id() -> str:
     """``nbs-`` + 10 lowercase hex characters, like every nbscale run id."""
@@ -133,21 +71,21 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     (sweep_dir / CANCELLED).unlink(missing_ok=True)  # a resumed sweep was cancelled before
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)
-    session = _Session(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
-    _SESSIONS[sweep_id] = session
+    session = SweepSession(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
+    SESSIONS[sweep_id] = session
     started = time.monotonic()
     try:
         with display, _cancel_on_signals(session.cancel):
             grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None)
     finally:
-        _SESSIONS.pop(sweep_id, None)
+        SESSIONS.pop(sweep_id, None)
     return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
                         rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
 
 
 def _agent_socket(uri: str) -> str | None:
-    """The warm tracking agent's socket, for trial workers on this machine (trial_tracker.py)."""
-    from ..runtime import agent
+    """The warm tracking agent's socket, for trial workers on this machine (tracking/trial_tracker.py)."""
+    from ..tracking import agent
 
     path = agent.start_for(uri)
     return None if path is None else str(path)
@@ -386,20 +324,6 @@ class _cancel_on_signals:  # noqa: N801 - used as a context manager, named like 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
-
-
-def session(sweep_id: str) -> _Session | None:
-    """The running sweep's driver state (for callbacks in this process)."""
-    return _SESSIONS.get(sweep_id)
-
-
-def cancel_sweep(sweep_id: str) -> bool:
-    """Ask a sweep running in this process to stop all its trials (as Ctrl-C does)."""
-    current = _SESSIONS.get(sweep_id)
-    if current is None:
-        return False
-    current.cancel.set()
-    return True
 
 
 __all__ = ["cancel_sweep", "ensure_ray", "new_sweep_id", "row_from_trial", "run_sweep", "sweeps_dir"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .tracking import MetricHook
+from .trial_metrics import active_run
 from .worker import EARLY_STOPPED, FAILED, TrialOutcome, TrialStopped
 
 #: Beside the trial's output notebook: the fresh process's own stderr (what the notebook wrote to fd 2, a crash).
@@ -69,7 +70,6 @@ def _last_line(path: Path) -> str:
 
 def main() -> int:
     """Child side: run the request from stdin, stream metrics and the outcome to stdout."""
-    from .trial import active_run
     from .worker import quiet_papermill, warm_runner
 
     request = json.loads(sys.stdin.read())

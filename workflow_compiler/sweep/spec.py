@@ -3,7 +3,7 @@
 It lives in ``RunSpec.sweep`` (``RunSpec`` with a ``sweep`` is a sweep of that notebook, with
 ``RunSpec.parameters`` held fixed), and it also loads from a YAML file for
 ``nbscale compile --sweep sweep.yaml``. This module must not import ``workflow_compiler.spec``
-(that module imports this one).
+(that module imports this one; ``spec.check_sweep`` checks a RunSpec's sweep against its notebook).
 """
 
 from __future__ import annotations
@@ -11,17 +11,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import SpecError
-from ..inspection import NotebookSignature
-from .space import Domain, check_space
-
-if TYPE_CHECKING:
-    from ..spec import RunSpec
+from .space import Domain
 
 #: Default number of trials of a random or Optuna search; a grid search runs each point once.
 DEFAULT_SAMPLES = 10
@@ -128,14 +124,6 @@ class SweepSpec(BaseModel):
     def total_trials(self) -> int:
         """How many trials this sweep runs (before retries): the grid's points, ``samples`` times each."""
         return len(self.grid_points()) * self.effective_samples
-
-
-def check_sweep(spec: RunSpec, signature: NotebookSignature) -> RunSpec:
-    """Check ``spec.sweep`` against the notebook; return the spec with normalised domains."""
-    if spec.sweep is None:
-        return spec
-    space = check_space(spec.sweep.space, signature, fixed=spec.parameters)
-    return spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"space": space})})
 
 
 def parse_sweep(data: Any, *, what: str = "sweep spec") -> SweepSpec:

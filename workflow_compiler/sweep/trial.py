@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..tracking.trial_tracker import trial_tracker
 from . import tracking
+from .fresh import run_in_fresh_process
 from .runtime_env import TRIAL_ENV
 from .trial_host import HostChild
-from .trial_tracker import trial_tracker
+from .trial_metrics import KILLED, ReportThrottle, active_run, cancelled
 from .worker import COMPLETED, EARLY_STOPPED, FAILED, TrialOutcome, TrialStopped, quiet_papermill, warm_runner
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 #: it ran in the worker's child of the trial host, or in a fresh process (``fresh_kernel``).
 TAG_WORKER_PID = "nbscale.worker_pid"
 #: Result keys the driver reads back (everything else in a result is the notebook's metrics).
-KILLED = "KILLED"
 STATUS_KEY, RUN_KEY, SECONDS_KEY, PID_KEY, OUTPUT_KEY = "nbscale_status", "nbscale_run_id", "nbscale_seconds", "nbscale_pid", "nbscale_output"
 
 
@@ -54,7 +54,7 @@ class TrialPlan:
     fresh_kernel: bool = False
     kernel_name: str = "python3"
     report_interval: float = 0.0
-    #: The warm tracking agent's socket when it may take the trials' MLflow writes (trial_tracker.py).
+    #: The warm tracking agent's socket when it may take the trials' MLflow writes (tracking/trial_tracker.py).
     agent_socket: str | None = None
     #: The warm trial host's socket when the trial workers run on this machine (trial_host.py).
     trial_host: str | None = None
@@ -63,25 +63,6 @@ class TrialPlan:
     #: Trial workers expected at once, and a folder where each announces its first trial (``_meet_peers``).
     peers: int = 1
     peers_dir: str | None = None
-
-
-class ReportThrottle:
-    """Which of the notebook's metrics go to Tune: the objective, at most every ``interval`` seconds, until stopped."""
-
-    def __init__(self, metric: str, interval: float) -> None:
-        # The clock starts with the trial: a throttled trial that ends within ``interval`` reports only
-        # its final result, one round trip to the driver instead of two (B2 of issue 3).
-        self.metric, self.interval, self._last = metric, interval, time.monotonic()
-        self.stopped = False
-
-    def due(self, name: str) -> bool:
-        if name != self.metric or self.stopped:
-            return False
-        now = time.monotonic()
-        if now - self._last < self.interval:
-            return False
-        self._last = now
-        return True
 
 
 class _TuneReporter(ReportThrottle):
@@ -107,35 +88,6 @@ class _TuneReporter(ReportThrottle):
         except SystemExit:  # Tune's way of ending a function trainable it has stopped
             self.stopped = True
             raise TrialStopped() from None
-
-
-def _cancelled(marker: str | None) -> bool:
-    """Whether the sweep was cancelled: its driver wrote ``marker`` (``callbacks.CANCELLED``) before Tune stopped the trials."""
-    return marker is not None and os.path.exists(marker)
-
-
-@contextmanager
-def active_run(run_id: str, hook: tracking.MetricHook, cancel_marker: str | None = None) -> Iterator[None]:
-    """Inside the trial's sandbox: metrics go to ``hook``, any other fluent MLflow call to the child run.
-
-    The run is not started here: ``MLFLOW_RUN_ID`` is in the sandbox's environment, so the first
-    fluent call that needs a run (``log_param``, ``set_tag``, ``log_artifact``...) resumes it, as it
-    does in a step's kernel. A notebook that only logs metrics costs no store round trip for it.
-    Ending a resumed run here writes its status; the worker writes the final one afterwards. When
-    the sweep was cancelled (``cancel_marker`` exists) that status is KILLED, as the driver's: the
-    worker, stopped with the sweep, may never get to write its own.
-    """
-    import mlflow
-
-    while mlflow.active_run() is not None:  # a run left open by anything before us is not ours to log into
-        mlflow.end_run()
-    try:
-        with tracking.intercept_metrics(hook):
-            yield
-    finally:
-        status = KILLED if _cancelled(cancel_marker) else "FINISHED"
-        while mlflow.active_run() is not None:  # ours, and any the notebook started and left open
-            mlflow.end_run(status)
 
 
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
@@ -165,7 +117,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
         pending = buffer.close()
     if outcome.status == COMPLETED and plan.metric not in buffer.last:
         outcome.status, outcome.error = FAILED, f"the notebook never logged the metric {plan.metric!r} (mlflow.log_metric)"
-    if outcome.status == EARLY_STOPPED and _cancelled(plan.cancel_marker):
+    if outcome.status == EARLY_STOPPED and cancelled(plan.cancel_marker):
         outcome.status = KILLED  # Tune stopped it because the sweep was cancelled, not on the scheduler's word
     artifacts = (str(outcome.output_path),) if outcome.output_path.exists() else ()
     # A completed trial does not wait for its run's end (the agent's, when there is one): Tune's
@@ -202,7 +154,7 @@ def patient_trainable(trainable: Callable[[dict[str, Any]], None], cancel_marker
         def cleanup(self) -> None:
             session = get_session()
             if (session is not None and session.training_started and session.training_thread.is_alive()
-                    and not _cancelled(cancel_marker)):
+                    and not cancelled(cancel_marker)):
                 session.finish(timeout=STOPPED_THREAD_WAIT_S)  # the trial's report raises, and its run ends
             super().cleanup()
 
@@ -224,8 +176,6 @@ def _execute(plan: TrialPlan, params: dict[str, Any], out_dir: Path, env: dict[s
         reporter(name, value, step)
 
     if plan.fresh_kernel:
-        from .fresh import run_in_fresh_process
-
         return run_in_fresh_process(plan.notebook, output, params, cwd=Path(plan.workdir), env=env, kernel_name=plan.kernel_name,
                                     on_metric=on_metric, stopped=lambda: reporter.stopped)
     with quiet_papermill():

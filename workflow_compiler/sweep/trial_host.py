@@ -11,7 +11,7 @@ environment, ``sys.path`` and working directory. The worker keeps what needs Ray
 
 Written here rather than with ``multiprocessing``'s forkserver: that one belongs to a single parent
 process and starts cold with it, while this host is shared by every worker of every sweep on the
-machine and outlives a sweep, like the tracking agent (``runtime/agent.py``). The host runs no
+machine and outlives a sweep, like the tracking agent (``tracking/agent.py``). The host runs no
 thread of its own, so a fork copies no lock that another thread holds. It leaves when it has had
 no connection and no child for ``NBSCALE_TRACKING_AGENT_IDLE`` seconds.
 
@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..private_files import accept_own, connect_own, peer_credentials
+from .trial_metrics import ReportThrottle, active_run
 from .worker import FAILED, TrialOutcome, TrialStopped
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def code_version() -> str:
 
 
 def socket_path(home: Path) -> Path | None:
-    from ..runtime.agent import socket_path as agent_socket
+    from ..tracking.agent import socket_path as agent_socket
 
     path = agent_socket(home)  # the agent's folder, and its check of the path's length
     return None if path is None else path.with_name(SOCKET_NAME)
@@ -79,8 +80,8 @@ def socket_path(home: Path) -> Path | None:
 
 def start_for_local_ray() -> str | None:
     """The host's socket (started if needed) when the sweep's trial workers run on this machine."""
-    from ..runtime.agent import start_daemon
     from ..store import nbscale_home
+    from ..tracking.daemon import start_daemon
 
     address = os.environ.get("RAY_ADDRESS", "")
     if os.environ.get(ENV_HOST) == "0" or (address and not address.startswith(("127.0.0.1:", "localhost:"))):
@@ -98,7 +99,7 @@ def start_for_local_ray() -> str | None:
 
 def stop(home: Path, timeout: float = 10) -> int | None:
     """Stop the host of ``home`` if one runs; returns its pid. For tests, benchmarks and clean-ups."""
-    from ..runtime.agent import stop_daemon
+    from ..tracking.daemon import stop_daemon
 
     path = socket_path(home)
     return None if path is None else stop_daemon(path, path.with_name(PID_NAME), timeout)
@@ -233,7 +234,6 @@ def preload() -> None:
     import papermill  # noqa: F401
     from papermill.engines import papermill_engines  # noqa: F401
 
-    from . import trial  # noqa: F401 - its sandbox and MLflow hooks run in the children
     from .worker import quiet_papermill, warm_runner
 
     # One small notebook through the warm runner: its shell, papermill's parameter injection and
@@ -258,7 +258,7 @@ class Host:
 
     def bind(self) -> None:
         """Listen before the imports: a worker that connects meanwhile waits in its hello."""
-        from ..runtime.agent import listen_on
+        from ..tracking.daemon import listen_on
 
         self.server = listen_on(self.path, self.path.with_name(PID_NAME))
 
@@ -356,7 +356,6 @@ def _serve_worker(reader: IO[str], writer: IO[str], hello: dict[str, Any], worke
 
 
 def _run(request: dict[str, Any], writer: IO[str], inbox: queue.Queue[dict[str, Any]], exchange: threading.Lock) -> TrialOutcome:
-    from .trial import ReportThrottle, active_run
     from .worker import quiet_papermill, warm_runner
 
     throttle = ReportThrottle(request["metric"], request["interval"])
@@ -381,7 +380,7 @@ def _run(request: dict[str, Any], writer: IO[str], inbox: queue.Queue[dict[str, 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the host process (started by a sweep's driver)."""
-    from ..runtime.agent import daemon_arguments
+    from ..tracking.daemon import daemon_arguments
 
     args = daemon_arguments(argv, name="nbscale-trial-host", description="nbscale's warm trial host (started by a sweep's driver)")
     host = Host(args.socket, args.idle)

@@ -13,63 +13,78 @@ Steps that cannot reach the agent (none running, or another version of this code
 helper process exactly as in a pod: the agent is a speed-up, never a dependency.
 
 Protocol: the client's first line is ``{"op": "hello", "version": ..., "uri": ..., "serve": ...}``;
-after an ``{"ok": true}`` the connection speaks tracker.py's protocol (a step), or, with
-``"serve": "trials"``, sweep/trial_tracker.py's (a sweep's trial worker, many runs one after
-another). The socket sits in a 0700 folder of the user's ``NBSCALE_HOME``, and both ends check the
-other's uid (``SO_PEERCRED``, ``private_files``): only that user's processes talk to it, and it to them.
+after an ``{"ok": true}`` the connection speaks the protocol of the handler registered under that
+``serve`` name: ``step`` (step_tracker.py) or ``trials`` (trial_tracker.py, a sweep's trial worker,
+many runs one after another). This module imports neither: the agent process's entry point
+(``python -m workflow_compiler.tracking``, ``__main__.py``) registers them in ``ServeHandlers``.
+The socket sits in a 0700 folder of the user's ``NBSCALE_HOME``, and both ends check the other's uid
+(``SO_PEERCRED``, ``private_files``): only that user's processes talk to it, and it to them.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from ..private_files import (
-    PRIVATE_UMASK,
-    ForeignPeer,
-    accept_own,
-    append_private,
-    connect_own,
-    open_private,
-    private_folder,
-    private_umask,
-    write_private,
-)
-from ..redaction import redact_logs
-from ..tracking_uri import without_telemetry
+from ..errors import ExecutionError
+from ..private_files import ForeignPeer, accept_own, connect_own
+from .daemon import daemon_arguments, listen_on, probe, start_daemon, stop_daemon
 
 log = logging.getLogger(__name__)
 
 #: Set by the local executor for its steps: the agent's socket.
 ENV_SOCKET = "NBSCALE_TRACKING_AGENT"
-ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
-_SOURCES = ("agent.py", "tracker.py", "tracking.py")
-_SWEEP_SOURCES = ("tracking.py", "trial_tracker.py")  # a sweep's trial workers are served too
+#: The code that serves requests, relative to ``workflow_compiler/``: the agent, both protocols and their MLflow calls.
+_SOURCES = ("tracking/agent.py", "tracking/daemon.py", "tracking/__main__.py", "tracking/step_tracker.py",
+            "tracking/trial_tracker.py", "runtime/tracking.py", "sweep/tracking.py", "tracking_uri.py")
+#: The daemon's module, as ``start_daemon`` runs it.
+AGENT_MODULE = "workflow_compiler.tracking"
+
+
+class Handler(Protocol):
+    """A protocol the agent serves on one connection, after the hello: requests in, answers out, for ``uri``'s store."""
+
+    def __call__(self, requests: IO[str], answers: IO[str], *, uri: str) -> None: ...
+
+
+class ServeHandlers:
+    """The protocols an agent serves, by the ``serve`` name a client's hello gives; filled by whoever starts the agent."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, name: str, handler: Handler) -> None:
+        """Serve ``handler``'s protocol to clients whose hello says ``"serve": name``."""
+        self._handlers[name] = handler
+
+    def get(self, name: str) -> Handler:
+        """The handler registered as ``name``; ExecutionError naming the ones there are otherwise."""
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise ExecutionError(f"the tracking agent serves no {name!r} protocol; it serves: "
+                                 f"{', '.join(sorted(self._handlers)) or 'none'}. Update the client or restart the agent "
+                                 "(`nbscale daemons stop`).") from None
 
 
 def code_version() -> str:
     """A digest of the code that serves requests: an agent started from other code is not used."""
     digest = hashlib.sha256()
-    here = Path(__file__).parent
+    package = Path(__file__).parent.parent
     for name in _SOURCES:
-        digest.update((here / name).read_bytes())
-    for name in _SWEEP_SOURCES:
-        digest.update((here.parent / "sweep" / name).read_bytes())
-    digest.update((here.parent / "tracking_uri.py").read_bytes())
+        digest.update((package / name).read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -94,7 +109,7 @@ def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0,
     """A handshaken connection to the agent at ``path`` for ``uri``, or None (then run a helper).
 
     ``wait`` seconds are spent retrying while the socket does not exist yet (an agent being started).
-    ``serve`` picks the protocol: a step's (tracker.py) or a sweep trial worker's (sweep/trial_tracker.py).
+    ``serve`` picks the protocol: a step's (step_tracker.py) or a sweep trial worker's (trial_tracker.py).
     """
     deadline = time.monotonic() + wait
     while True:
@@ -131,38 +146,8 @@ def ensure_started(home: Path) -> Path | None:
     Does not wait for MLflow to be imported: the first step's requests simply wait in the agent.
     """
     path = socket_path(home)
-    return None if path is None else start_daemon(path, "workflow_compiler.runtime.agent", code_version(), lock="start.lock",
+    return None if path is None else start_daemon(path, AGENT_MODULE, code_version(), lock="start.lock",
                                                   log_name="agent.log")
-
-
-def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str) -> Path:
-    """Start ``python -m module --socket path`` unless a daemon of ``version`` answers there; returns ``path``.
-
-    One per socket: ``lock`` (a file beside it) serialises the starts. A daemon of another version
-    is asked to leave (it finishes what it serves first). Waits only until the socket is bound,
-    which the daemons do before their heavy imports. Shared by the tracking agent and the trial
-    host (sweep/trial_host.py).
-    """
-    private_folder(path.parent)  # refused when another user owns it or can write to it
-    with os.fdopen(open_private(path.parent / lock, os.O_WRONLY | os.O_CREAT), "w") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        state = _probe(path, version)
-        if state == "current":
-            return path
-        if state == "other":  # started from other code: it leaves once its clients are done
-            _ask_to_stop(path)
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()  # a stale socket of a daemon that died
-        idle = os.environ.get(ENV_IDLE, "600")
-        log_file = append_private(path.parent / log_name)
-        subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
-                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
-                         env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
-        log_file.close()
-        deadline = time.monotonic() + 5
-        while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy
-            time.sleep(0.01)
-    return path
 
 
 def start_for(uri: str) -> Path | None:
@@ -180,26 +165,9 @@ def start_for(uri: str) -> Path | None:
         return None
 
 
-def _probe(path: Path, version: str | None = None) -> str:
-    """``current`` (``version``, by default this agent's code), ``other`` (another version answers) or ``none``."""
-    try:
-        sock = connect_own(path, timeout=5)
-    except OSError:  # none there, or another user's: a daemon of ours is started (and binds, or says why not)
-        return "none"
-    try:
-        sock.sendall((json.dumps({"op": "ping"}) + "\n").encode())
-        answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")
-    except (OSError, ValueError):
-        return "none"
-    finally:
-        sock.close()
-    return "current" if answer.get("version") == (version or code_version()) else "other"
-
-
-def _ask_to_stop(path: Path) -> None:
-    with contextlib.suppress(OSError), connect_own(path, timeout=5) as sock:
-        sock.sendall((json.dumps({"op": "stop"}) + "\n").encode())
-        sock.makefile("r", encoding="utf-8").readline()
+def _probe(path: Path) -> str:
+    """Whether this code's agent answers at ``path``: ``current``, ``other`` (another version) or ``none``."""
+    return probe(path, code_version())
 
 
 def stop(home: Path, timeout: float = 10) -> int | None:
@@ -208,55 +176,15 @@ def stop(home: Path, timeout: float = 10) -> int | None:
     return None if path is None else stop_daemon(path, home / "agent" / "agent.pid", timeout)
 
 
-def stop_daemon(path: Path, pid_file: Path, timeout: float = 10) -> int | None:
-    """Ask the daemon at ``path`` to leave and wait for the pid in ``pid_file`` to end; returns that pid."""
-    if not pid_file.exists():
-        return None
-    from ..store import pid_alive
-
-    pid = int(pid_file.read_text() or 0)
-    _ask_to_stop(path)
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return pid
-
-
 # -- server side -------------------------------------------------------------------------------
-
-
-def listen_on(path: Path, pid_file: Path) -> socket.socket:
-    """A daemon's listening socket at ``path``, for this user only (accepts time out each second); its pid in ``pid_file``.
-
-    The socket is bound under a name of its own and linked to ``path`` once it listens: a client
-    that finds the path never finds it refusing (``start_daemon`` waits only for the path).
-    Raises OSError when another daemon has the path first.
-    """
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    bound = path.with_name(f".{os.getpid()}.sock")  # no longer than the final name: within sun_path's limit
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            bound.unlink()  # left by a daemon of a recycled pid
-        with private_umask():
-            server.bind(str(bound))
-        server.listen(64)
-        try:
-            os.link(bound, path)  # unlike a rename, refuses to replace another daemon's socket
-        finally:
-            bound.unlink()
-    except OSError:
-        server.close()
-        raise
-    server.settimeout(1.0)
-    write_private(pid_file, str(os.getpid()).encode())
-    return server
 
 
 class Agent:
     """Accepts steps' connections and serves each in a thread until it has been idle long enough."""
 
-    def __init__(self, path: Path, idle: float) -> None:
+    def __init__(self, path: Path, idle: float, handlers: ServeHandlers, warm_up: Callable[[], None]) -> None:
         self.path, self.idle = path, idle
+        self.handlers, self._warm_up = handlers, warm_up
         self.version = code_version()
         self.active = 0
         self.last_seen = time.monotonic()
@@ -269,15 +197,9 @@ class Agent:
         self.inode = self.path.stat().st_ino
 
     def warm_up(self) -> None:
-        """Import MLflow and its SQLite store now, while the first step starts its kernel."""
-        from .speedups import skip_slow_optional_imports
-
-        skip_slow_optional_imports()
+        """Import MLflow and what the handlers need (the starter's ``warm_up``) now, while the first step starts its kernel."""
         started = time.monotonic()
-        from mlflow.store.tracking import sqlalchemy_store  # noqa: F401
-
-        from . import tracking  # noqa: F401 - the import is the point
-
+        self._warm_up()
         log.info("mlflow imported in %.1f s", time.monotonic() - started)
 
     def serve_forever(self) -> None:
@@ -328,16 +250,7 @@ class Agent:
             elif not serves(str(first.get("uri", ""))):
                 _answer(writer, {"ok": False, "error": "the agent serves local SQLite stores only"})
             else:
-                _answer(writer, {"ok": True, "pid": os.getpid()})
-                warm.join()
-                if first.get("serve") == "trials":
-                    from ..sweep.trial_tracker import serve_trials
-
-                    serve_trials(reader, writer, uri=first["uri"])
-                else:
-                    from .tracker import serve
-
-                    serve(reader, writer, uri=first["uri"])
+                self._serve(first, reader, writer, warm)
         except ConnectionResetError:  # a sweep's trial worker that Tune ended before it read its last answer
             log.info("a client left without reading its last answers")
         except (OSError, ValueError) as exc:
@@ -351,26 +264,27 @@ class Agent:
                 self.last_seen = time.monotonic()
 
 
+    def _serve(self, hello: dict[str, Any], reader: IO[str], writer: IO[str], warm: threading.Thread) -> None:
+        """Answer the hello, then hand the connection to the handler its ``serve`` name picks."""
+        try:
+            handler = self.handlers.get(str(hello.get("serve", "step")))
+        except ExecutionError as exc:
+            _answer(writer, {"ok": False, "error": str(exc)})
+            return
+        _answer(writer, {"ok": True, "pid": os.getpid()})
+        warm.join()
+        handler(reader, writer, uri=hello["uri"])
+
+
 def _answer(writer: IO[str], answer: dict[str, Any]) -> None:
     writer.write(json.dumps(answer) + "\n")
     writer.flush()
 
 
-def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> argparse.Namespace:
-    """The command line that ``start_daemon`` gives a daemon (``--socket``, ``--idle``); logging set up for its log file."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--socket", required=True, type=Path)
-    parser.add_argument("--idle", type=float, default=600.0)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
-    redact_logs()
-    return args
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Entry point of the agent process."""
+def run_agent(argv: list[str] | None, handlers: ServeHandlers, warm_up: Callable[[], None]) -> None:
+    """The agent process: serve ``handlers`` on the command line's socket until idle or stopped (or leave if another agent has it)."""
     args = daemon_arguments(argv, name="nbscale-agent", description="nbscale's warm MLflow tracking agent (started by the local executor)")
-    agent = Agent(args.socket, args.idle)
+    agent = Agent(args.socket, args.idle, handlers, warm_up)
     try:
         agent.bind()
     except OSError as exc:  # another agent bound it first
@@ -382,7 +296,3 @@ def main(argv: list[str] | None = None) -> None:
     agent.serve_forever()
     sys.stderr.flush()
     os._exit(0)  # skip tearing down mlflow's modules
-
-
-if __name__ == "__main__":
-    main()

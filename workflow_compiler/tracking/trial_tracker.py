@@ -1,13 +1,13 @@
 """Where a trial worker's MLflow writes go: the warm tracking agent, or the worker's own client.
 
 On the embedded default a sweep's trial workers hand their runs to the local executor's warm
-tracking agent (``runtime/agent.py``), which has MLflow's SQLite store loaded already. A worker
+tracking agent (``agent.py``), which has MLflow's SQLite store loaded already. A worker
 then never imports the store (~1.4 s of CPU per worker on 2 cores, in the sweep's cold start), and
 the end of a completed trial's run overlaps the worker's hand-over to Tune: the worker does not
 wait for that ``finish`` but reports to Tune while the agent attaches the notebook and ends the
 run. Answers come back in order on the one connection, so the next ``open`` also confirms every
 earlier request. The driver waits for those ends before it closes a sweep's dangling runs
-(``tracking.settle_children``).
+(``sweep/tracking.settle_children``).
 
 A failed or early-stopped trial waits for its ``finish``, as Tune's callbacks close those runs too.
 Anything the agent cannot take (not running, another code version, a remote tracking server, a
@@ -35,7 +35,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any, Protocol
 
-from . import tracking
+from ..sweep import tracking
+from . import agent
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +98,6 @@ class AgentTracker:
     @classmethod
     def connect(cls, socket_path: str, uri: str) -> AgentTracker | None:
         """A tracker on the agent at ``socket_path``, or None when it cannot serve ``uri``."""
-        from ..runtime import agent
-
         if not (os.path.isabs(socket_path) and agent.serves(uri)):
             return None
         connection = agent.connect(socket_path, uri, wait=2.0, serve="trials")

@@ -4,7 +4,7 @@ Why a process: ``import mlflow`` (2-4 s here) and the run's creation can then us
 while the main process imports papermill and the kernel starts, instead of adding their time to
 every step. It also ends the run when the main process dies without a word.
 
-On the embedded default the same protocol is served by the local executor's warm agent (agent.py),
+On the embedded default the same protocol is served by the local executor's warm agent (agent.py, the ``step`` protocol),
 which has imported MLflow already; ``TrackerProcess`` connects to it when the executor names one in
 ``NBSCALE_TRACKING_AGENT`` and starts a helper otherwise.
 
@@ -54,7 +54,7 @@ class TrackerProcess:
             log.info("MLflow through the warm tracking agent at %s", agent_socket)
             return
         env = without_telemetry({**os.environ, "MLFLOW_TRACKING_URI": uri})
-        self._proc = subprocess.Popen([sys.executable, "-m", "workflow_compiler.runtime.tracker"], env=env,
+        self._proc = subprocess.Popen([sys.executable, "-m", "workflow_compiler.tracking.step_tracker"], env=env,
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8")
         assert self._proc.stdin is not None and self._proc.stdout is not None
         self._requests, self._answers = self._proc.stdin, self._proc.stdout
@@ -137,7 +137,7 @@ class _Helper:
     """The helper's state: one client, at most one open run."""
 
     def __init__(self, uri: str) -> None:
-        from . import tracking
+        from ..runtime import tracking
 
         self.tracking = tracking
         self.uri = uri
@@ -207,7 +207,7 @@ def serve(requests: IO[str], answers: IO[str], *, uri: str) -> None:
 
 def main() -> None:
     """Entry point of the helper process."""
-    from .speedups import skip_slow_optional_imports
+    from ..runtime.speedups import skip_slow_optional_imports
 
     skip_slow_optional_imports()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

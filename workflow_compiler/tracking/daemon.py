@@ -1,0 +1,138 @@
+"""A daemon of an ``NBSCALE_HOME`` on a Unix socket: started once, found by version, stopped, listening.
+
+The warm tracking agent (``agent.py``) and the sweep's trial host (``sweep/trial_host.py``) are both
+such daemons: ``start_daemon`` runs ``python -m MODULE --socket PATH --idle S`` (those module paths
+are in the started processes' argv), the daemon binds with ``listen_on`` before its heavy imports
+and reads its command line with ``daemon_arguments``; ``probe`` asks a running one its code version
+(``{"op": "ping"}``), and ``ask_to_stop`` / ``stop_daemon`` make it leave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ..private_files import (
+    PRIVATE_UMASK,
+    append_private,
+    connect_own,
+    open_private,
+    private_folder,
+    private_umask,
+    write_private,
+)
+from ..redaction import redact_logs
+from ..tracking_uri import without_telemetry
+
+#: Seconds a daemon waits idle before it leaves (default 600); tests shorten it.
+ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
+
+
+def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str) -> Path:
+    """Start ``python -m module --socket path`` unless a daemon of ``version`` answers there; returns ``path``.
+
+    One per socket: ``lock`` (a file beside it) serialises the starts. A daemon of another version
+    is asked to leave (it finishes what it serves first). Waits only until the socket is bound,
+    which the daemons do before their heavy imports. Shared by the tracking agent and the trial
+    host (sweep/trial_host.py), whose module paths are in the started processes' argv.
+    """
+    private_folder(path.parent)  # refused when another user owns it or can write to it
+    with os.fdopen(open_private(path.parent / lock, os.O_WRONLY | os.O_CREAT), "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        state = probe(path, version)
+        if state == "current":
+            return path
+        if state == "other":  # started from other code: it leaves once its clients are done
+            ask_to_stop(path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()  # a stale socket of a daemon that died
+        idle = os.environ.get(ENV_IDLE, "600")
+        log_file = append_private(path.parent / log_name)
+        subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
+                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
+                         env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
+        log_file.close()
+        deadline = time.monotonic() + 5
+        while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy
+            time.sleep(0.01)
+    return path
+
+def probe(path: Path, version: str) -> str:
+    """``current`` (a daemon of ``version`` answers at ``path``), ``other`` (another version answers) or ``none``."""
+    try:
+        sock = connect_own(path, timeout=5)
+    except OSError:  # none there, or another user's: a daemon of ours is started (and binds, or says why not)
+        return "none"
+    try:
+        sock.sendall((json.dumps({"op": "ping"}) + "\n").encode())
+        answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")
+    except (OSError, ValueError):
+        return "none"
+    finally:
+        sock.close()
+    return "current" if answer.get("version") == version else "other"
+
+
+def ask_to_stop(path: Path) -> None:
+    """Ask the daemon at ``path`` to leave once what it serves is done."""
+    with contextlib.suppress(OSError), connect_own(path, timeout=5) as sock:
+        sock.sendall((json.dumps({"op": "stop"}) + "\n").encode())
+        sock.makefile("r", encoding="utf-8").readline()
+
+def stop_daemon(path: Path, pid_file: Path, timeout: float = 10) -> int | None:
+    """Ask the daemon at ``path`` to leave and wait for the pid in ``pid_file`` to end; returns that pid."""
+    if not pid_file.exists():
+        return None
+    from ..store import pid_alive
+
+    pid = int(pid_file.read_text() or 0)
+    ask_to_stop(path)
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return pid
+
+def listen_on(path: Path, pid_file: Path) -> socket.socket:
+    """A daemon's listening socket at ``path``, for this user only (accepts time out each second); its pid in ``pid_file``.
+
+    The socket is bound under a name of its own and linked to ``path`` once it listens: a client
+    that finds the path never finds it refusing (``start_daemon`` waits only for the path).
+    Raises OSError when another daemon has the path first.
+    """
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound = path.with_name(f".{os.getpid()}.sock")  # no longer than the final name: within sun_path's limit
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            bound.unlink()  # left by a daemon of a recycled pid
+        with private_umask():
+            server.bind(str(bound))
+        server.listen(64)
+        try:
+            os.link(bound, path)  # unlike a rename, refuses to replace another daemon's socket
+        finally:
+            bound.unlink()
+    except OSError:
+        server.close()
+        raise
+    server.settimeout(1.0)
+    write_private(pid_file, str(os.getpid()).encode())
+    return server
+
+def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> argparse.Namespace:
+    """The command line that ``start_daemon`` gives a daemon (``--socket``, ``--idle``); logging set up for its log file."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--socket", required=True, type=Path)
+    parser.add_argument("--idle", type=float, default=600.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
+    redact_logs()
+    return args
