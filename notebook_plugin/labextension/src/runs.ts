@@ -49,6 +49,14 @@ function bestText(run: IRunRecord): string {
   return names.length ? `${names[0]} ${Number(run.metrics[names[0]]).toPrecision(4)}` : '';
 }
 
+/** The badge: the status, or how it reads while Kueue holds every step or a cancel is under way. */
+function badgeText(run: IRunRecord, stopping: boolean): string {
+  if (!TERMINAL.has(run.status) && (stopping || run.cancel_requested)) {
+    return 'stopping';
+  }
+  return run.progress?.queued && !run.progress.running && run.status_label ? run.status_label : run.status;
+}
+
 function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, text = ''): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
   node.className = className;
@@ -102,7 +110,8 @@ export class RunsPanel extends Widget {
     const list = await requestAPI<IRunList>('runs?per_page=50');
     this._message.textContent = list.runs.length ? '' : 'No runs yet. Open a notebook and click "Run at scale".';
     this._summary.textContent = `${list.total} run${list.total === 1 ? '' : 's'}`;
-    this._render(list.runs);
+    this._runs = list.runs;
+    this._render();
     this._announce(list.runs);
     this._hasActive = list.runs.some(run => !TERMINAL.has(run.status));
   }
@@ -128,8 +137,13 @@ export class RunsPanel extends Widget {
     }
   }
 
-  private _render(runs: IRunRecord[]): void {
-    this._list.replaceChildren(...runs.map(run => this._row(run)));
+  private _render(): void {
+    for (const run of this._runs) {
+      if (TERMINAL.has(run.status)) {
+        this._stopping.delete(run.id);
+      }
+    }
+    this._list.replaceChildren(...this._runs.map(run => this._row(run)));
   }
 
   private _row(run: IRunRecord): HTMLElement {
@@ -139,7 +153,7 @@ export class RunsPanel extends Widget {
     const top = element('div', 'jp-nbscale-run-top');
     top.append(
       element('span', 'jp-nbscale-run-notebook', run.notebook),
-      element('span', `jp-nbscale-badge jp-nbscale-badge-${run.status.toLowerCase()}`, run.progress?.queued && !run.progress.running && run.status_label ? run.status_label : run.status)
+      element('span', `jp-nbscale-badge jp-nbscale-badge-${run.status.toLowerCase()}`, badgeText(run, this._stopping.has(run.id)))
     );
     const bar = element('progress', 'jp-nbscale-progress') as HTMLProgressElement;
     bar.max = Math.max(1, run.progress?.total || 1);
@@ -180,15 +194,20 @@ export class RunsPanel extends Widget {
         'Opens the MLflow UI. If the page does not load, start the UI: `make mlflow-ui` in the nbscale checkout.';
     }
     if (!TERMINAL.has(run.status)) {
-      button('Cancel', 'jp-nbscale-cancel jp-mod-warn', () => void this._cancel(run));
+      // A cluster run stops in stages (Stop, then Terminate after a grace period): say so until it has ended.
+      const stopping = this._stopping.has(run.id) || !!run.cancel_requested;
+      button(stopping ? 'Stopping…' : 'Cancel', 'jp-nbscale-cancel jp-mod-warn', () => void this._cancel(run), stopping);
     }
     return actions;
   }
 
   private async _cancel(run: IRunRecord): Promise<void> {
+    this._stopping.add(run.id);
+    this._render();
     try {
       await postJSON<IRunRecord>(`runs/${encodeURIComponent(run.id)}/cancel`, {});
     } catch (error) {
+      this._stopping.delete(run.id);
       Notification.error(`Cancel ${run.id}: ${(error as Error).message}`, { autoClose: 8000 });
     }
     await this._poll.refresh();
@@ -201,5 +220,7 @@ export class RunsPanel extends Widget {
   private _quota = new QuotaLine();
   private _poll: Poll;
   private _seen = new Map<string, string>();
+  private _runs: IRunRecord[] = [];
+  private _stopping = new Set<string>();
   private _hasActive = false;
 }

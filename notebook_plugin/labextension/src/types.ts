@@ -71,6 +71,8 @@ export interface IRunRecord {
   mlflow_run_id: string | null;
   links: { mlflow?: string; output_notebook?: string; html?: string };
   error: string | null;
+  /** When a cancel was asked for: a cluster run stops in stages and ends later. */
+  cancel_requested?: string | null;
 }
 
 export interface IRunList {
