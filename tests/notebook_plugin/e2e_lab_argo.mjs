@@ -84,6 +84,9 @@ try {
   result.doneProgress = await text(row.locator('.jp-nbscale-run-progress'));
   result.doneBar = await row.locator('.jp-nbscale-progress').evaluate(bar => [bar.value, bar.max]);
   result.doneActions = await text(row.locator('.jp-nbscale-run-actions'));
+  result.doneButtons = await row.locator('.jp-nbscale-action').evaluateAll(nodes => nodes.map(node =>
+    ({ label: node.textContent.trim(), disabled: node.disabled, title: node.title, opacity: getComputedStyle(node).opacity })));
+  result.where = await text(row.locator('.jp-nbscale-run-where'));
   await shoot(page, config.shots, 'argo-succeeded.png');
   step('succeeded');
 
@@ -96,6 +99,7 @@ try {
   await stopping.waitFor({ timeout: 5000 });
   result.stoppingButton = await text(stopping);
   result.stoppingDisabled = await stopping.isDisabled();
+  result.stoppingOpacity = await stopping.evaluate(node => getComputedStyle(node).opacity);
   result.stoppingBadge = await text(victim.locator('.jp-nbscale-badge'));
   await shoot(page, config.shots, 'argo-stopping.png');
   step('stopping');

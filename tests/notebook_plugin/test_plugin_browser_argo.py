@@ -93,12 +93,19 @@ def test_the_runs_panel_follows_an_argo_run(argo_lab: JupyterProcess, kube_sim) 
     assert result["doneBadge"] == "SUCCEEDED" and result["doneProgress"] == "1/1 steps"
     assert result["doneBar"] == [1, 1]
     assert "Cancel" not in result["doneActions"]
+    assert result["where"] == f"argo · {kube_sim.namespace}"
+    # no step logged to MLflow here, so there is no output notebook: its button is disabled and looks it
+    buttons = {b["label"]: b for b in result["doneButtons"]}
+    assert buttons["Logs"]["disabled"] is False and float(buttons["Logs"]["opacity"]) == 1
+    assert buttons["Output notebook"]["disabled"] is True and float(buttons["Output notebook"]["opacity"]) < 1
+    assert buttons["Output notebook"]["title"] == "This run kept no output notebook"
     # the log view shows the step's log while it runs, then all of it and the end
     assert result["liveLog"].startswith("----- step notebook -----\nnotebook: line 1\n"), result["liveLog"]
     assert result["finalLog"].splitlines()[1:] == [f"notebook: line {n}" for n in range(1, 5)], result["finalLog"]
     assert result["logState"] == "the run has ended"
     # Cancel: Stop on the Workflow, and KILLED once the simulation says it ended
     assert result["stoppingButton"] == "Stopping…" and result["stoppingDisabled"] and result["stoppingBadge"] == "stopping"
+    assert float(result["stoppingOpacity"]) < 1
     assert result["killedBadge"] == "KILLED" and result["killedError"].startswith("cancelled (Stopped with strategy 'Stop')")
     assert "Stopping" not in result["killedActions"] and "Cancel" not in result["killedActions"]
 

@@ -165,6 +165,12 @@ export class RunsPanel extends Widget {
       element('span', 'jp-nbscale-run-duration', formatDuration(run.duration)),
       element('span', 'jp-nbscale-run-best', bestText(run))
     );
+    if (run.namespace) {
+      // A cluster run says where it runs, so that it is told apart from local ones and found with kubectl.
+      const where = element('span', 'jp-nbscale-run-where', `${run.executor} · ${run.namespace}`);
+      where.title = `Workflow ${run.workflow_name ?? ''} in namespace ${run.namespace}`;
+      meta.appendChild(where);
+    }
     row.append(top, bar, meta);
     if (run.error) {
       row.appendChild(element('div', 'jp-nbscale-run-error', run.error));
@@ -183,7 +189,10 @@ export class RunsPanel extends Widget {
       return node;
     };
     button('Logs', 'jp-nbscale-logs', () => this._actions.openLogs(run));
-    button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
+    const output = button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
+    if (output.disabled) {
+      output.title = TERMINAL.has(run.status) ? 'This run kept no output notebook' : 'Available once the run has ended';
+    }
     // HTML and MLflow open a new tab; as buttons they share the style of Logs and Output notebook.
     const open = (href: string) => () => window.open(href, '_blank', 'noopener,noreferrer');
     if (run.links?.html) {
