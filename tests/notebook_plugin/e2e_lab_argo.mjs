@@ -94,13 +94,24 @@ try {
   result.cancelledRun = await runAtScale(result.runId);
   const victim = panel.locator(`.jp-nbscale-run[data-run-id="${result.cancelledRun}"]`);
   await victim.locator('.jp-nbscale-run-progress', { hasText: '1 running' }).waitFor({ timeout: 30000 });
-  await victim.locator('.jp-nbscale-cancel').click();
+  const answered = page.waitForResponse(response => response.url().includes(`/runs/${result.cancelledRun}/cancel`),
+    { timeout: 30000 });
+  // What the panel shows in the same task as the click, before any answer or poll: the click's own feedback.
+  result.atClick = await victim.locator('.jp-nbscale-cancel').evaluate((node, id) => {
+    node.click();
+    const now = document.querySelector(`#nbscale-runs .jp-nbscale-run[data-run-id="${id}"] .jp-nbscale-cancel`);
+    return [now.textContent.trim(), now.disabled];
+  }, result.cancelledRun);
   const stopping = victim.locator('.jp-nbscale-cancel', { hasText: 'Stopping…' });
-  await stopping.waitFor({ timeout: 5000 });
   result.stoppingButton = await text(stopping);
   result.stoppingDisabled = await stopping.isDisabled();
   result.stoppingOpacity = await stopping.evaluate(node => getComputedStyle(node).opacity);
   result.stoppingBadge = await text(victim.locator('.jp-nbscale-badge'));
+  // The cancel's answer comes while Argo still stops the workflow: from then on the record itself says so.
+  const answer = await (await answered).json();
+  result.cancelAnswer = { status: answer.status, label: answer.status_label, asked: !!answer.cancel_requested };
+  await page.waitForTimeout(500); // the panel refreshes as the answer comes
+  result.stoppingAfterAnswer = [await text(victim.locator('.jp-nbscale-badge')), await text(victim.locator('.jp-nbscale-cancel'))];
   await shoot(page, config.shots, 'argo-stopping.png');
   step('stopping');
   await panel.locator(`.jp-nbscale-run[data-run-id="${result.cancelledRun}"][data-status="KILLED"]`).waitFor({ timeout: 60000 });

@@ -104,8 +104,11 @@ def test_the_runs_panel_follows_an_argo_run(argo_lab: JupyterProcess, kube_sim) 
     assert result["finalLog"].splitlines()[1:] == [f"notebook: line {n}" for n in range(1, 5)], result["finalLog"]
     assert result["logState"] == "the run has ended"
     # Cancel: Stop on the Workflow, and KILLED once the simulation says it ended
+    assert result["atClick"] == ["Stopping…", True]  # at once, not when the cancel's answer comes 5 s later
     assert result["stoppingButton"] == "Stopping…" and result["stoppingDisabled"] and result["stoppingBadge"] == "stopping"
     assert float(result["stoppingOpacity"]) < 1
+    assert result["cancelAnswer"] == {"status": "RUNNING", "label": "stopping", "asked": True}  # Stop outlasts the REST wait
+    assert result["stoppingAfterAnswer"] == ["stopping", "Stopping…"]
     assert result["killedBadge"] == "KILLED" and result["killedError"].startswith("cancelled (Stopped with strategy 'Stop')")
     assert "Stopping" not in result["killedActions"] and "Cancel" not in result["killedActions"]
 
