@@ -88,7 +88,7 @@ def test_the_runs_panel_follows_an_argo_run(argo_lab: JupyterProcess, kube_sim) 
 
     # Kueue's hold, then the step running with its progress, then the end: as the controller moved it
     assert result["queuedBadge"] == f"queued in {QUEUE}"
-    assert result["queuedProgress"] == "0/1 steps"
+    assert result["queuedProgress"] == "0/1 steps (1 queued)"
     assert result["runningBadge"] == "RUNNING" and result["runningProgress"] == "0/1 steps (1 running)"
     assert result["doneBadge"] == "SUCCEEDED" and result["doneProgress"] == "1/1 steps"
     assert result["doneBar"] == [1, 1]

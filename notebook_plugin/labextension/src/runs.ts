@@ -35,7 +35,7 @@ function progressText(run: IRunRecord): string {
   if (!p || !p.total) {
     return '';
   }
-  const extra = [p.running ? `${p.running} running` : '', p.stopped ? `${p.stopped} stopped` : '']
+  const extra = [p.running ? `${p.running} running` : '', p.queued ? `${p.queued} queued` : '', p.stopped ? `${p.stopped} stopped` : '']
     .filter(Boolean)
     .join(', ');
   return `${p.done}/${p.total} ${p.unit}${extra ? ` (${extra})` : ''}`;
