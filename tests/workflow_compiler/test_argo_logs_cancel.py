@@ -122,6 +122,19 @@ def test_cancel_that_cannot_finish_in_time_is_not_killed_yet_and_the_next_look_t
     assert executor.wait(record.id, timeout=10).status == "KILLED"  # a later get escalated to Terminate
 
 
+def test_a_stop_that_takes_longer_than_the_wait_reads_stopping_until_the_workflow_ends(kube_sim, tmp_path):
+    kube_sim.behaviour.step_seconds, kube_sim.behaviour.stop_seconds = 30, 1.5  # pods in their grace period
+    executor = argo_executor(kube_sim, tmp_path)
+    record = submit_run(executor)
+    executor.wait(record.id, timeout=0.8)
+
+    stopping = executor.cancel(record.id, wait=0.3)
+
+    assert stopping.status == "RUNNING" and stopping.status_label == "stopping"
+    killed = executor.wait(record.id, timeout=10)
+    assert killed.status == "KILLED" and killed.status_label == "killed" and "Stopped with strategy 'Stop'" in killed.error
+
+
 @pytest.mark.parametrize("kind", ["sweep", "run"])
 def test_cancel_deletes_the_runs_rayjobs(kube_sim, tmp_path, kind):
     kube_sim.behaviour.step_seconds = 30
