@@ -109,8 +109,11 @@ class RunRecord(BaseModel):
 
     @property
     def status_label(self) -> str:
-        """The status as people read it: "queued in team-a" rather than "running" while admission holds every step."""
+        """The status as people read it: "queued in team-a" rather than "running" while admission holds every
+        step, and "stopping" from a cancel until the run has ended."""
         detail = self.progress.detail
+        if self.cancel_requested and not self.done:
+            return "stopping"
         if self.done or not detail:
             return self.status.lower()
         if self.progress.queued and not self.progress.running:

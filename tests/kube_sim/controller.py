@@ -4,7 +4,7 @@ What it imitates (enough for the executor, not Argo): the entrypoint DAG's tasks
 another, each as a Pod node with a pod (``main`` container log lines appear while it runs); the
 ``onExit`` handler runs at the end and after ``spec.shutdown: Stop``; ``Terminate`` fails at once.
 A pod can be held Pending by a Kueue scheduling gate, nodes can be compressed or offloaded, and
-finished pods can be deleted (pod GC).
+finished pods can be deleted (pod GC), and a Stop can take a while.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class SimBehaviour:
     pod_gc: bool = False
     exit_seconds: float = 0.2
     fail_step: str | None = None
+    stop_seconds: float = 0.0  # how long a Stop takes to end the running pods (their grace period)
 
 
 @dataclass
@@ -54,6 +55,7 @@ class _Run:
     lines: int = 0
     exit_node: str | None = None
     phase: str = "Running"
+    shutdown_seen: float | None = None
 
 
 class ArgoSimController:
@@ -191,6 +193,9 @@ class ArgoSimController:
 
     def _shutdown(self, wf: dict[str, Any], run: _Run, strategy: str) -> bool:
         message = f"Stopped with strategy '{strategy}'"
+        run.shutdown_seen = run.shutdown_seen or time.monotonic()
+        if strategy == "Stop" and time.monotonic() - run.shutdown_seen < self.behaviour.stop_seconds:
+            return False
         exit_id = _node_id(wf["metadata"]["name"], str(run.exit_node)) if run.exit_node else None
         for node in run.nodes.values():
             if node["type"] == "Pod" and node["phase"] in ("Pending", "Running") and (node["id"] != exit_id or strategy == "Terminate"):

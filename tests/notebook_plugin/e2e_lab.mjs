@@ -1,9 +1,7 @@
 // Drives JupyterLab in Debian's chromium: Run at scale on a notebook, watch it in the Runs panel,
 // open its output notebook. Prints one JSON line with what it saw; exits non-zero on failure.
 // Usage: node e2e_lab.mjs CONFIG_JSON   (url, token, notebook, parameter, value, shots: [dirs])
-import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { dismissNews, launchBrowser, openLab, shoot as shootInto } from './e2e_browser.mjs';
 
 const config = JSON.parse(process.argv[2]);
 const result = { ok: false, steps: [] };
@@ -13,33 +11,19 @@ const step = name => {
 };
 
 async function shoot(target, name) {
-  if (target === page) {
-    // Lab asks about its news feed in a toast, sometimes late; answer it to keep screenshots clean.
-    const news = page.locator('.Toastify__toast', { hasText: 'Jupyter news' }).getByRole('button', { name: 'No', exact: true });
-    if (await news.isVisible()) await news.click().catch(() => {});
-    await page.waitForTimeout(300);
-  }
   for (const dir of config.shots) {
     if (dir === config.docsDir && !config.docsNames.includes(name)) continue; // the README's images only
-    mkdirSync(dir, { recursive: true });
-    await target.screenshot({ path: join(dir, name) });
+    await shootInto(target, dir, name);
   }
 }
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-dev-shm-usage']
-});
+const browser = await launchBrowser();
 const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
 page.on('pageerror', error => console.error(`[page error] ${error.message}`));
 try {
-  await page.goto(`${config.url}lab/tree/${config.notebook}?token=${config.token}`);
-  await page.waitForSelector('#jupyterlab-splash', { state: 'detached', timeout: 120000 });
+  await openLab(page, `${config.url}lab/tree/${config.notebook}?token=${config.token}`);
   step('lab loaded');
-  // Lab asks about its news feed in a toast; answer it so it stays out of the screenshots.
-  const news = page.locator('.Toastify__toast', { hasText: 'Jupyter news' }).getByRole('button', { name: 'No', exact: true });
-  await news.click({ timeout: 8000 }).catch(() => step('no news toast'));
+  await dismissNews(page, 8000);
 
   const button = page.locator('.jp-NotebookPanel-toolbar [data-command="nbscale:run-notebook"]');
   await button.waitFor({ timeout: 60000 });
@@ -194,8 +178,7 @@ try {
   // Cancel from the panel: a long run of another notebook ends KILLED.
   if (config.slowNotebook) {
     // A fresh workspace holds only this notebook, so its toolbar is the one clicked.
-    await page.goto(`${config.url}lab/workspaces/cancel/tree/${config.slowNotebook}?reset&token=${config.token}`);
-    await page.waitForSelector('#jupyterlab-splash', { state: 'detached', timeout: 120000 });
+    await openLab(page, `${config.url}lab/workspaces/cancel/tree/${config.slowNotebook}?reset&token=${config.token}`);
     const slowPanel = page.locator('.jp-NotebookPanel', { hasText: 'time.sleep(seconds)' });
     const slowButton = slowPanel.locator('.jp-NotebookPanel-toolbar [data-command="nbscale:run-notebook"]');
     await slowButton.waitFor({ timeout: 60000 });
@@ -229,8 +212,7 @@ try {
 } catch (error) {
   result.error = String(error && error.stack ? error.stack : error);
   for (const dir of config.shots.slice(-1)) {
-    mkdirSync(dir, { recursive: true });
-    await page.screenshot({ path: join(dir, 'failure.png') }).catch(() => {});
+    await shootInto(page, dir, 'failure.png').catch(() => {});
   }
 } finally {
   await browser.close();

@@ -118,3 +118,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def checkout_lab_env(state: Path, build: Path) -> dict[str, str]:
+    """The environment that makes Lab load this checkout's build of the lab extension, ahead of any installed one."""
+    labextensions = state / "checkout-data" / "labextensions"
+    labextensions.mkdir(parents=True, exist_ok=True)
+    (labextensions / "nbscale").symlink_to(build)
+    return {"JUPYTER_PATH": str(labextensions.parent)}
+
+
+def assert_browser_tools(root: Path) -> None:
+    """Fail with what to install when Debian's chromium or playwright-core is missing."""
+    assert Path("/usr/bin/chromium").exists(), "install Debian's chromium: scripts/bootstrap.sh test does it"
+    assert (root / "node_modules" / "playwright-core").is_dir(), "run npm install at the repository root"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from nbplugin_helpers import JupyterProcess, write_notebook
+from nbplugin_helpers import JupyterProcess, assert_browser_tools, checkout_lab_env, write_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -27,18 +27,14 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     shutil.copy(ROOT / "examples" / "train.ipynb", root / "train.ipynb")
     write_notebook(root / "sleepy.ipynb", "seconds = 1  # how long to sleep", "import time\ntime.sleep(seconds)")
     state = tmp_path_factory.mktemp("lab-state")
-    # this checkout's build of the lab extension, ahead of whatever the environment has installed
-    labextensions = state / "checkout-data" / "labextensions"
-    labextensions.mkdir(parents=True)
-    (labextensions / "nbscale").symlink_to(ROOT / "notebook_plugin" / "labextension_build")
-    server = JupyterProcess("lab", root, state, extra_env={"JUPYTER_PATH": str(labextensions.parent)}).start(timeout=120)
+    extra_env = checkout_lab_env(state, ROOT / "notebook_plugin" / "labextension_build")
+    server = JupyterProcess("lab", root, state, extra_env=extra_env).start(timeout=120)
     yield server
     server.stop()
 
 
 def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
-    assert Path("/usr/bin/chromium").exists(), "install Debian's chromium: scripts/bootstrap.sh test does it"
-    assert (ROOT / "node_modules" / "playwright-core").is_dir(), "run npm install at the repository root"
+    assert_browser_tools(ROOT)
     listing = subprocess.run([str(Path(os.sys.executable).with_name("jupyter")), "labextension", "list"],
                              capture_output=True, text=True, env=lab.env, check=True)
     assert "nbscale" in listing.stdout + listing.stderr, "the nbscale lab extension is not installed"

@@ -87,6 +87,7 @@ def test_cancel_stops_runs_the_exit_handler_then_killed(kube_sim, tmp_path):
     wf = kube_sim.sim.get("workflows", kube_sim.namespace, record.workflow_name)
     assert wf["spec"]["shutdown"] == "Stop"  # never escalated: Stop was enough
     assert killed.status == "KILLED" and "Stopped with strategy 'Stop'" in killed.error and killed.cancel_requested
+    assert killed.status_label == "killed"  # once ended, the stop is no longer under way
     exit_node = [n for n in wf["status"]["nodes"].values() if n["name"].endswith(".onExit")]
     assert exit_node and exit_node[0]["phase"] == "Succeeded"  # the parent MLflow run was closed
 
@@ -115,9 +116,23 @@ def test_cancel_that_cannot_finish_in_time_is_not_killed_yet_and_the_next_look_t
     again = executor.cancel(record.id, wait=0.3)
 
     assert stopping.status == again.status == "RUNNING" and stopping.cancel_requested == again.cancel_requested
+    assert stopping.status_label == "stopping" and stopping.to_api()["status_label"] == "stopping"
     assert "still stopping" in executor.stop_hint(stopping) and f"delete workflow {record.workflow_name}" in executor.stop_hint(stopping)
     time.sleep(1.0)
     assert executor.wait(record.id, timeout=10).status == "KILLED"  # a later get escalated to Terminate
+
+
+def test_a_stop_that_takes_longer_than_the_wait_reads_stopping_until_the_workflow_ends(kube_sim, tmp_path):
+    kube_sim.behaviour.step_seconds, kube_sim.behaviour.stop_seconds = 30, 1.5  # pods in their grace period
+    executor = argo_executor(kube_sim, tmp_path)
+    record = submit_run(executor)
+    executor.wait(record.id, timeout=0.8)
+
+    stopping = executor.cancel(record.id, wait=0.3)
+
+    assert stopping.status == "RUNNING" and stopping.status_label == "stopping"
+    killed = executor.wait(record.id, timeout=10)
+    assert killed.status == "KILLED" and killed.status_label == "killed" and "Stopped with strategy 'Stop'" in killed.error
 
 
 @pytest.mark.parametrize("kind", ["sweep", "run"])

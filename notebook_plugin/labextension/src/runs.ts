@@ -35,7 +35,7 @@ function progressText(run: IRunRecord): string {
   if (!p || !p.total) {
     return '';
   }
-  const extra = [p.running ? `${p.running} running` : '', p.stopped ? `${p.stopped} stopped` : '']
+  const extra = [p.running ? `${p.running} running` : '', p.queued ? `${p.queued} queued` : '', p.stopped ? `${p.stopped} stopped` : '']
     .filter(Boolean)
     .join(', ');
   return `${p.done}/${p.total} ${p.unit}${extra ? ` (${extra})` : ''}`;
@@ -47,6 +47,14 @@ function bestText(run: IRunRecord): string {
   }
   const names = Object.keys(run.metrics ?? {});
   return names.length ? `${names[0]} ${Number(run.metrics[names[0]]).toPrecision(4)}` : '';
+}
+
+/** The badge: the status, or how it reads while Kueue holds every step or a cancel is under way. */
+function badgeText(run: IRunRecord, stopping: boolean): string {
+  if (!TERMINAL.has(run.status) && (stopping || run.cancel_requested)) {
+    return 'stopping';
+  }
+  return run.progress?.queued && !run.progress.running && run.status_label ? run.status_label : run.status;
 }
 
 function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, text = ''): HTMLElementTagNameMap[K] {
@@ -102,7 +110,8 @@ export class RunsPanel extends Widget {
     const list = await requestAPI<IRunList>('runs?per_page=50');
     this._message.textContent = list.runs.length ? '' : 'No runs yet. Open a notebook and click "Run at scale".';
     this._summary.textContent = `${list.total} run${list.total === 1 ? '' : 's'}`;
-    this._render(list.runs);
+    this._runs = list.runs;
+    this._render();
     this._announce(list.runs);
     this._hasActive = list.runs.some(run => !TERMINAL.has(run.status));
   }
@@ -128,8 +137,13 @@ export class RunsPanel extends Widget {
     }
   }
 
-  private _render(runs: IRunRecord[]): void {
-    this._list.replaceChildren(...runs.map(run => this._row(run)));
+  private _render(): void {
+    for (const run of this._runs) {
+      if (TERMINAL.has(run.status)) {
+        this._stopping.delete(run.id);
+      }
+    }
+    this._list.replaceChildren(...this._runs.map(run => this._row(run)));
   }
 
   private _row(run: IRunRecord): HTMLElement {
@@ -139,7 +153,7 @@ export class RunsPanel extends Widget {
     const top = element('div', 'jp-nbscale-run-top');
     top.append(
       element('span', 'jp-nbscale-run-notebook', run.notebook),
-      element('span', `jp-nbscale-badge jp-nbscale-badge-${run.status.toLowerCase()}`, run.progress?.queued && !run.progress.running && run.status_label ? run.status_label : run.status)
+      element('span', `jp-nbscale-badge jp-nbscale-badge-${run.status.toLowerCase()}`, badgeText(run, this._stopping.has(run.id)))
     );
     const bar = element('progress', 'jp-nbscale-progress') as HTMLProgressElement;
     bar.max = Math.max(1, run.progress?.total || 1);
@@ -151,6 +165,12 @@ export class RunsPanel extends Widget {
       element('span', 'jp-nbscale-run-duration', formatDuration(run.duration)),
       element('span', 'jp-nbscale-run-best', bestText(run))
     );
+    if (run.namespace) {
+      // A cluster run says where it runs, so that it is told apart from local ones and found with kubectl.
+      const where = element('span', 'jp-nbscale-run-where', `${run.executor} · ${run.namespace}`);
+      where.title = `Workflow ${run.workflow_name ?? ''} in namespace ${run.namespace}`;
+      meta.appendChild(where);
+    }
     row.append(top, bar, meta);
     if (run.error) {
       row.appendChild(element('div', 'jp-nbscale-run-error', run.error));
@@ -169,7 +189,10 @@ export class RunsPanel extends Widget {
       return node;
     };
     button('Logs', 'jp-nbscale-logs', () => this._actions.openLogs(run));
-    button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
+    const output = button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
+    if (output.disabled) {
+      output.title = TERMINAL.has(run.status) ? 'This run kept no output notebook' : 'Available once the run has ended';
+    }
     // HTML and MLflow open a new tab; as buttons they share the style of Logs and Output notebook.
     const open = (href: string) => () => window.open(href, '_blank', 'noopener,noreferrer');
     if (run.links?.html) {
@@ -180,15 +203,20 @@ export class RunsPanel extends Widget {
         'Opens the MLflow UI. If the page does not load, start the UI: `make mlflow-ui` in the nbscale checkout.';
     }
     if (!TERMINAL.has(run.status)) {
-      button('Cancel', 'jp-nbscale-cancel jp-mod-warn', () => void this._cancel(run));
+      // A cluster run stops in stages (Stop, then Terminate after a grace period): say so until it has ended.
+      const stopping = this._stopping.has(run.id) || !!run.cancel_requested;
+      button(stopping ? 'Stopping…' : 'Cancel', 'jp-nbscale-cancel jp-mod-warn', () => void this._cancel(run), stopping);
     }
     return actions;
   }
 
   private async _cancel(run: IRunRecord): Promise<void> {
+    this._stopping.add(run.id);
+    this._render();
     try {
       await postJSON<IRunRecord>(`runs/${encodeURIComponent(run.id)}/cancel`, {});
     } catch (error) {
+      this._stopping.delete(run.id);
       Notification.error(`Cancel ${run.id}: ${(error as Error).message}`, { autoClose: 8000 });
     }
     await this._poll.refresh();
@@ -201,5 +229,7 @@ export class RunsPanel extends Widget {
   private _quota = new QuotaLine();
   private _poll: Poll;
   private _seen = new Map<string, string>();
+  private _runs: IRunRecord[] = [];
+  private _stopping = new Set<string>();
   private _hasActive = false;
 }

@@ -71,6 +71,12 @@ export interface IRunRecord {
   mlflow_run_id: string | null;
   links: { mlflow?: string; output_notebook?: string; html?: string };
   error: string | null;
+  /** Which executor runs it ("local", "argo"), and for cluster runs the namespace of its Workflow. */
+  executor?: string;
+  namespace?: string;
+  workflow_name?: string;
+  /** When a cancel was asked for: a cluster run stops in stages and ends later. */
+  cancel_requested?: string | null;
 }
 
 export interface IRunList {
