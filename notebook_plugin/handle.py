@@ -125,10 +125,15 @@ def _links(record: dict[str, Any]) -> str:
                 parts.append(f'<a href="{html.escape(href, quote=True)}" target="_blank">{label}</a>')
             else:
                 parts.append(f"{label}: <code>{_cell(href)}</code>")
-    hint = ""
-    if "mlflow" in links and mlflow_ui_down(links["mlflow"]):
-        hint = f"<br><small>{html.escape(MLFLOW_UI_DOWN)}: <code>{html.escape(mlflow_ui_command())}</code></small>"
-    return " · ".join(parts) + hint
+    return " · ".join(parts)
+
+
+def _mlflow_ui_hint(records: list[dict[str, Any]]) -> str:
+    """How to start the MLflow UI, once under the table, when the MLflow links point at a UI nothing serves."""
+    link = next((r["links"]["mlflow"] for r in records if "mlflow" in (r.get("links") or {})), None)
+    if link is None or not mlflow_ui_down(link):
+        return ""
+    return f"<p><small>{html.escape(MLFLOW_UI_DOWN)}: <code>{html.escape(mlflow_ui_command())}</code></small></p>"
 
 
 def _metrics(record: dict[str, Any]) -> str:
@@ -148,7 +153,8 @@ def records_html(records: list[dict[str, Any]]) -> str:
         cells = [_cell(r.get("id")), _cell(r.get("kind")), _cell(r.get("notebook")), f"<b>{_cell(r.get('status'))}</b>",
                  _cell(progress), _duration(r.get("duration")), _metrics(r), _links(r), _cell(r.get("error"))]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f'<table class="nbscale-runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    table = f'<table class="nbscale-runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return table + _mlflow_ui_hint(records)
 
 
 def records_text(records: list[dict[str, Any]]) -> str:
