@@ -15,7 +15,7 @@ from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
 from .cli_cluster import add_cluster_commands, add_show_env_option
 from .errors import NbscaleError, NotebookError, RunNotFound, SpecError
-from .executors import get_executor
+from .executors import Executor, get_executor
 from .inspection import inspect_notebook
 from .paths import resolve_notebook_path
 from .redaction import redact, redact_logs
@@ -224,8 +224,13 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def executor_of(run_id: str) -> Executor:
+    """The executor that started ``run_id``: an Argo run is followed and cancelled on its cluster, not here."""
+    return get_executor(RunStore().get(run_id).executor, root=os.getcwd())
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    record = get_executor("local").get(args.run_id)
+    record = executor_of(args.run_id).get(args.run_id)
     if args.json:
         render.print_json(record.to_api())
     else:
@@ -236,7 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     import time
 
-    executor = get_executor("local")
+    executor = executor_of(args.run_id)
     offset = 0
     while True:
         text, offset = executor.logs(args.run_id, offset)
@@ -249,7 +254,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    executor = get_executor("local")
+    executor = executor_of(args.run_id)
     before = executor.get(args.run_id)
     if before.done:
         Console().print(f"{before.id}: already {before.status}, nothing to cancel")
