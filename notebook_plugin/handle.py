@@ -114,14 +114,14 @@ def _duration(seconds: Any) -> str:
     return "" if seconds is None else f"{float(seconds):.1f}s"
 
 
-def _links(record: dict[str, Any]) -> str:
+def _links(record: dict[str, Any], *, local_files: bool) -> str:
     links = record.get("links") or {}
     names = {"mlflow": "MLflow", "output_notebook": "output notebook", "html": "HTML"}
     parts = []
     for key, label in names.items():
         if key in links:
             href = links[key]
-            if href.startswith(("http://", "https://", "/")):
+            if href.startswith(("http://", "https://")) or (href.startswith("/") and not local_files):
                 parts.append(f'<a href="{html.escape(href, quote=True)}" target="_blank">{label}</a>')
             else:
                 parts.append(f"{label}: <code>{_cell(href)}</code>")
@@ -143,15 +143,19 @@ def _metrics(record: dict[str, Any]) -> str:
     return _cell(", ".join(f"{k} = {v:.4g}" for k, v in (record.get("metrics") or {}).items()))
 
 
-def records_html(records: list[dict[str, Any]]) -> str:
-    """A results table: id, kind, notebook, status, progress, duration, metrics, links, error."""
+def records_html(records: list[dict[str, Any]], *, local_files: bool = False) -> str:
+    """A results table: id, kind, notebook, status, progress, duration, metrics, links, error.
+
+    ``local_files``: the output links are paths on this machine (the local executor's records), shown
+    as text to copy; a browser would resolve them against the Jupyter server and find nothing.
+    """
     head = "".join(f"<th>{h}</th>" for h in ("run", "kind", "notebook", "status", "progress", "duration", "metrics", "links", "error"))
     rows = []
     for r in records:
         p = r.get("progress") or {}
         progress = f"{p.get('done', 0)}/{p.get('total', 0)} {p.get('unit', '')}" if p.get("total") else ""
         cells = [_cell(r.get("id")), _cell(r.get("kind")), _cell(r.get("notebook")), f"<b>{_cell(r.get('status'))}</b>",
-                 _cell(progress), _duration(r.get("duration")), _metrics(r), _links(r), _cell(r.get("error"))]
+                 _cell(progress), _duration(r.get("duration")), _metrics(r), _links(r, local_files=local_files), _cell(r.get("error"))]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     table = f'<table class="nbscale-runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     return table + _mlflow_ui_hint(records)

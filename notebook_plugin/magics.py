@@ -27,7 +27,7 @@ from workflow_compiler.errors import NbscaleError
 from workflow_compiler.spec import PipelineSpec
 from workflow_compiler.store import TERMINAL
 
-from .client import RunClient, connect
+from .client import LocalRunClient, RunClient, connect
 from .handle import RunHandle, records_html
 
 USAGE = """%nbscale run NOTEBOOK [-p NAME=VALUE ...] [--gpus N] [--detach]
@@ -139,18 +139,21 @@ class NbscaleMagics(Magics):
         except KeyboardInterrupt:
             print(f"interrupted: cancelling {handle.id} (partial output is kept)")
             handle.cancel()
-        display(HTML(records_html([handle.record])))
+        display(HTML(self._table([handle.record])))
         if handle.record["status"] != "SUCCEEDED":
             print(f"nbscale: {handle.id} {handle.record['status']}: {handle.record.get('error') or 'see %nbscale logs ' + handle.id}")
         return handle
 
+    def _table(self, records: list[dict[str, Any]]) -> str:
+        return records_html(records, local_files=isinstance(self.client, LocalRunClient))
+
     def _status(self, args: argparse.Namespace, cell: str | None) -> Any:
         if args.run_id:
             handle = RunHandle(self.client, self.client.get(args.run_id))
-            display(HTML(records_html([handle.record])))
+            display(HTML(self._table([handle.record])))
             return handle
         records = self.client.list(status=args.filter.upper() if args.filter else None)
-        display(HTML(records_html(records) if records else "<p>No runs yet.</p>"))
+        display(HTML(self._table(records) if records else "<p>No runs yet.</p>"))
         return None
 
     def _logs(self, args: argparse.Namespace, cell: str | None) -> None:

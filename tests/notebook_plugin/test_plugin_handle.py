@@ -28,3 +28,18 @@ def test_how_to_start_the_mlflow_ui_is_said_once_under_the_table(monkeypatch: py
 
 def test_no_hint_when_no_run_has_an_mlflow_link() -> None:
     assert "MLflow UI not running" not in records_html([{**_record("nbs-0000000001", ""), "links": {}}])
+
+
+@pytest.mark.parametrize(
+    ("link", "local_files", "shown"),
+    [
+        ("/tmp/home/runs/nbs-0000000001/steps/notebook/outputs/output.html", True,
+         "HTML: <code>/tmp/home/runs/nbs-0000000001/steps/notebook/outputs/output.html</code>"),
+        ("/user/me/nbscale/api/runs/nbs-0000000001/outputs/output.html", False,
+         '<a href="/user/me/nbscale/api/runs/nbs-0000000001/outputs/output.html" target="_blank">HTML</a>'),
+    ],
+)
+def test_output_links_are_paths_to_copy_or_server_links(link: str, local_files: bool, shown: str) -> None:
+    """A local path as a link would send the browser to the Jupyter server's own /tmp/..., which does not exist."""
+    record = {**_record("nbs-0000000001", ""), "links": {"html": link}}
+    assert shown in records_html([record], local_files=local_files)
