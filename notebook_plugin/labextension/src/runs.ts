@@ -169,7 +169,10 @@ export class RunsPanel extends Widget {
       return node;
     };
     button('Logs', 'jp-nbscale-logs', () => this._actions.openLogs(run));
-    button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
+    // A sweep's notebooks are its trials', in their MLflow runs: it has no one output notebook to open.
+    if (run.kind !== 'sweep') {
+      button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
+    }
     // HTML and MLflow open a new tab; as buttons they share the style of Logs and Output notebook.
     const open = (href: string) => () => window.open(href, '_blank', 'noopener,noreferrer');
     if (run.links?.html) {
