@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from rich.console import Console, Group
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -15,33 +15,59 @@ from .daemons import Daemon
 from .executors import Executor
 from .inspection import NotebookSignature
 from .mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
-from .store import RunRecord
+from .store import TERMINAL, RunRecord
 
 _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
 
 
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m 05s``, ``2h 07m``: as the Runs panel shows it; records keep whole seconds."""
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    m = s // 60
+    return f"{m}m {s % 60:02d}s" if m < 60 else f"{m // 60}h {m % 60:02d}m"
+
+
 def follow(executor: Executor, record: RunRecord, console: Console, *, interval: float = 0.3) -> RunRecord:
-    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends."""
+    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends.
+
+    Its clock is the record's duration, so it keeps going after the last cell (HTML, MLflow, the
+    kernel's exit) and ends on the number the summary prints.
+    """
     unit = "steps" if record.kind == "pipeline" else "cells"
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=console, transient=False) as bar:
-        task = bar.add_task(f"{record.id} {record.notebook}", total=None, unit=unit)
+                  TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[elapsed]}"), console=console,
+                  transient=False) as bar:
+        task = bar.add_task(f"{record.id} {record.notebook}", total=None, unit=unit, elapsed="")
         step_tasks: dict[str, Any] = {}
+        step_clock: dict[str, list[float]] = {}
         while True:
             record = executor.get(record.id)
             bar.update(task, completed=record.progress.done, total=record.progress.total or None,
-                       description=f"{record.id} {record.status.lower()}")
+                       description=f"{record.id} {record.status.lower()}", elapsed=format_duration(record.duration))
             if record.kind == "pipeline":
-                for step in record.steps:
-                    if step.status == "PENDING":
-                        continue
-                    if step.name not in step_tasks:
-                        step_tasks[step.name] = bar.add_task(f"  {step.name}", total=None, unit="cells")
-                    bar.update(step_tasks[step.name], completed=step.progress.done, total=step.progress.total or None,
-                               description=f"  {step.name} {step.status.lower()}")
+                _update_steps(bar, record, step_tasks, step_clock)
             if record.done:
                 return record
             time.sleep(interval)
+
+
+def _update_steps(bar: Progress, record: RunRecord, tasks: dict[str, Any], clocks: dict[str, list[float]]) -> None:
+    """A pipeline's step lines; steps have no times in the record, so their clock is [first seen, ended] here."""
+    for step in record.steps:
+        if step.status == "PENDING":
+            continue
+        if step.name not in tasks:
+            tasks[step.name] = bar.add_task(f"  {step.name}", total=None, unit="cells", elapsed="")
+        clock = clocks.setdefault(step.name, [time.monotonic()])
+        if step.status in TERMINAL and len(clock) == 1:
+            clock.append(time.monotonic())
+        bar.update(tasks[step.name], completed=step.progress.done, total=step.progress.total or None,
+                   description=f"  {step.name} {step.status.lower()}",
+                   elapsed=format_duration((clock[1] if len(clock) > 1 else time.monotonic()) - clock[0]))
 
 
 def summary(record: RunRecord, console: Console) -> None:
@@ -51,8 +77,7 @@ def summary(record: RunRecord, console: Console) -> None:
     wrap), so a user can copy them from an 80-column terminal.
     """
     style = _STYLE.get(record.status, "")
-    duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
-    console.print(Text.assemble((record.status, f"bold {style}"), f" {record.id} in {duration}"))
+    console.print(Text.assemble((record.status, f"bold {style}"), f" {record.id} in {format_duration(record.duration) or '-'}"))
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim", no_wrap=True)
     table.add_column(overflow="fold")
@@ -91,7 +116,7 @@ def runs_table(records: list[RunRecord], total: int) -> Group:
                          Text(" ".join(name.ljust(width) for name, width in _RUN_COLUMNS).rstrip(), style="dim")]
     for r in records:
         progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
-        duration = f"{r.duration:.1f}s" if r.duration is not None else ""
+        duration = format_duration(r.duration)
         started = r.started[:16].replace("T", " ") if r.started else ""
         cells = [(r.id, ""), (r.kind, ""), (r.status, _STYLE.get(r.status, "")), (progress, ""), (started, ""), (duration, "")]
         line = Text()
