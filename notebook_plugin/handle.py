@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from workflow_compiler.mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
-from workflow_compiler.store import TERMINAL
+from workflow_compiler.store import TERMINAL, format_duration
 
 from .client import RunClient
 
@@ -110,10 +110,6 @@ def _cell(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _duration(seconds: Any) -> str:
-    return "" if seconds is None else f"{float(seconds):.1f}s"
-
-
 def _links(record: dict[str, Any], *, local_files: bool) -> str:
     links = record.get("links") or {}
     names = {"mlflow": "MLflow", "output_notebook": "output notebook", "html": "HTML"}
@@ -155,7 +151,7 @@ def records_html(records: list[dict[str, Any]], *, local_files: bool = False) ->
         p = r.get("progress") or {}
         progress = f"{p.get('done', 0)}/{p.get('total', 0)} {p.get('unit', '')}" if p.get("total") else ""
         cells = [_cell(r.get("id")), _cell(r.get("kind")), _cell(r.get("notebook")), f"<b>{_cell(r.get('status'))}</b>",
-                 _cell(progress), _duration(r.get("duration")), _metrics(r), _links(r, local_files=local_files), _cell(r.get("error"))]
+                 _cell(progress), format_duration(r.get("duration")), _metrics(r), _links(r, local_files=local_files), _cell(r.get("error"))]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     table = f'<table class="nbscale-runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
     return table + _mlflow_ui_hint(records)
@@ -165,5 +161,5 @@ def records_text(records: list[dict[str, Any]]) -> str:
     """The same table as plain text, for terminals and logs."""
     lines = [f"{'run':16} {'status':10} {'duration':>9}  notebook"]
     for r in records:
-        lines.append(f"{r.get('id', ''):16} {r.get('status', ''):10} {_duration(r.get('duration')):>9}  {r.get('notebook', '')}")
+        lines.append(f"{r.get('id', ''):16} {r.get('status', ''):10} {format_duration(r.get('duration')):>9}  {r.get('notebook', '')}")
     return "\n".join(lines)

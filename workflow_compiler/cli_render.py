@@ -15,20 +15,9 @@ from .daemons import Daemon
 from .executors import Executor
 from .inspection import NotebookSignature
 from .mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
-from .store import TERMINAL, RunRecord
+from .store import TERMINAL, RunRecord, format_duration
 
 _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
-
-
-def format_duration(seconds: float | None) -> str:
-    """``42s``, ``3m 05s``, ``2h 07m``: as the Runs panel shows it; records keep whole seconds."""
-    if seconds is None:
-        return ""
-    s = round(seconds)
-    if s < 60:
-        return f"{s}s"
-    m = s // 60
-    return f"{m}m {s % 60:02d}s" if m < 60 else f"{m // 60}h {m % 60:02d}m"
 
 
 def follow(executor: Executor, record: RunRecord, console: Console, *, interval: float = 0.3) -> RunRecord:

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from workflow_compiler import cli_render
-from workflow_compiler.store import Progress, RunRecord
+from workflow_compiler.store import Progress, RunRecord, format_duration
 
 LONG_NOTEBOOK = "experiments/a-rather-long-folder-name/another-level/train_gradient_boosting_with_features.ipynb"
 OUTPUT = "/home/someone/.nbscale/runs/nbs-0123456789/outputs/train-gradient-boosting/output.ipynb"
@@ -85,7 +85,7 @@ def test_the_quota_line_says_quotas_are_off_once() -> None:
 
 @pytest.mark.parametrize(("seconds", "shown"), [(0.4, "0s"), (21.0, "21s"), (65.0, "1m 05s"), (7325.0, "2h 02m")])
 def test_durations_read_as_the_runs_panel_shows_them(seconds: float, shown: str) -> None:
-    assert cli_render.format_duration(seconds) == shown
+    assert format_duration(seconds) == shown
 
 
 class _FinishingExecutor:
