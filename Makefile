@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 
 NBSCALE_HOME ?= $(HOME)/.nbscale
 export NBSCALE_HOME
+# the commands demo tells a user to type next name a home other than the default, which their shell may not have
+HOME_PREFIX := $(if $(filter $(HOME)/.nbscale,$(NBSCALE_HOME)),,NBSCALE_HOME=$(NBSCALE_HOME) )
 
 demo:  ## run the examples on the embedded default (local processes, local MLflow)
 	scripts/bootstrap.sh demo
@@ -14,9 +16,9 @@ demo:  ## run the examples on the embedded default (local processes, local MLflo
 	$(VENV)/bin/nbscale run examples/pipeline.yaml
 	$(VENV)/bin/nbscale compile examples/train.ipynb -p n_estimators=200 --gpus 1 --pool a100 -o $(NBSCALE_HOME)/train-workflow.yaml --validate
 	@echo
-	@echo "Runs:           $(VENV)/bin/nbscale runs"
+	@echo "Runs:           $(HOME_PREFIX)$(VENV)/bin/nbscale runs"
 	@echo "Argo manifest:  $(NBSCALE_HOME)/train-workflow.yaml"
-	@echo "MLflow UI:      make mlflow-ui   (then open http://127.0.0.1:5000)"
+	@echo "MLflow UI:      $(HOME_PREFIX)make mlflow-ui   (then open http://127.0.0.1:5000)"
 
 mlflow-ui:  ## browse the local MLflow store the runs were logged to
 	$(VENV)/bin/mlflow ui --host 127.0.0.1 --port 5000 --backend-store-uri sqlite:///$(NBSCALE_HOME)/mlflow.db

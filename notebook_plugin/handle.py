@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from workflow_compiler.mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
-from workflow_compiler.store import TERMINAL
+from workflow_compiler.store import TERMINAL, format_duration
 
 from .client import RunClient
 
@@ -115,25 +115,26 @@ def _cell(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _duration(seconds: Any) -> str:
-    return "" if seconds is None else f"{float(seconds):.1f}s"
-
-
-def _links(record: dict[str, Any]) -> str:
+def _links(record: dict[str, Any], *, local_files: bool) -> str:
     links = record.get("links") or {}
     names = {"mlflow": "MLflow", "output_notebook": "output notebook", "html": "HTML"}
     parts = []
     for key, label in names.items():
         if key in links:
             href = links[key]
-            if href.startswith(("http://", "https://", "/")):
+            if href.startswith(("http://", "https://")) or (href.startswith("/") and not local_files):
                 parts.append(f'<a href="{html.escape(href, quote=True)}" target="_blank">{label}</a>')
             else:
                 parts.append(f"{label}: <code>{_cell(href)}</code>")
-    hint = ""
-    if "mlflow" in links and mlflow_ui_down(links["mlflow"]):
-        hint = f"<br><small>{html.escape(MLFLOW_UI_DOWN)}: <code>{html.escape(mlflow_ui_command())}</code></small>"
-    return " · ".join(parts) + hint
+    return " · ".join(parts)
+
+
+def _mlflow_ui_hint(records: list[dict[str, Any]]) -> str:
+    """How to start the MLflow UI, once under the table, when the MLflow links point at a UI nothing serves."""
+    link = next((r["links"]["mlflow"] for r in records if "mlflow" in (r.get("links") or {})), None)
+    if link is None or not mlflow_ui_down(link):
+        return ""
+    return f"<p><small>{html.escape(MLFLOW_UI_DOWN)}: <code>{html.escape(mlflow_ui_command())}</code></small></p>"
 
 
 def _metrics(record: dict[str, Any]) -> str:
@@ -143,8 +144,12 @@ def _metrics(record: dict[str, Any]) -> str:
     return _cell(", ".join(f"{k} = {v:.4g}" for k, v in (record.get("metrics") or {}).items()))
 
 
-def records_html(records: list[dict[str, Any]]) -> str:
-    """A results table: id, kind, notebook, status, progress, duration, metrics, links, error."""
+def records_html(records: list[dict[str, Any]], *, local_files: bool = False) -> str:
+    """A results table: id, kind, notebook, status, progress, duration, metrics, links, error.
+
+    ``local_files``: the output links are paths on this machine (the local executor's records), shown
+    as text to copy; a browser would resolve them against the Jupyter server and find nothing.
+    """
     head = "".join(f"<th>{h}</th>" for h in ("run", "kind", "notebook", "status", "progress", "duration", "metrics", "links", "error"))
     rows = []
     for r in records:
@@ -153,14 +158,15 @@ def records_html(records: list[dict[str, Any]]) -> str:
         label = status_label(r)
         status = f"<b>{_cell(r.get('status'))}</b>" + ("" if label == str(r.get("status", "")).lower() else f" {_cell(label)}")
         cells = [_cell(r.get("id")), _cell(r.get("kind")), _cell(r.get("notebook")), status,
-                 _cell(progress), _duration(r.get("duration")), _metrics(r), _links(r), _cell(r.get("error"))]
+                 _cell(progress), format_duration(r.get("duration")), _metrics(r), _links(r, local_files=local_files), _cell(r.get("error"))]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return f'<table class="nbscale-runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    table = f'<table class="nbscale-runs"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return table + _mlflow_ui_hint(records)
 
 
 def records_text(records: list[dict[str, Any]]) -> str:
     """The same table as plain text, for terminals and logs."""
     lines = [f"{'run':16} {'status':10} {'duration':>9}  notebook"]
     for r in records:
-        lines.append(f"{r.get('id', ''):16} {r.get('status', ''):10} {_duration(r.get('duration')):>9}  {r.get('notebook', '')}")
+        lines.append(f"{r.get('id', ''):16} {r.get('status', ''):10} {format_duration(r.get('duration')):>9}  {r.get('notebook', '')}")
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from workflow_compiler.errors import NbscaleError
 from workflow_compiler.spec import PipelineSpec
 from workflow_compiler.store import TERMINAL
 
-from .client import RunClient, connect
+from .client import LocalRunClient, RunClient, connect
 from .handle import RunHandle, records_html
 
 USAGE = """%nbscale run NOTEBOOK [-p NAME=VALUE ...] [--gpus N] [--detach]
@@ -39,8 +39,10 @@ def build_magic_parser() -> argparse.ArgumentParser:
     """The ``%nbscale`` grammar: the CLI's run and sweep arguments plus the magic's own commands."""
     from workflow_compiler.sweep.cli_args import add_sweep_arguments
 
-    parser = ThrowingParser(prog="nbscale", usage=USAGE.replace("%", "%%"), add_help=False)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=ThrowingParser)
+    parser = ThrowingParser(prog="%nbscale", usage=USAGE.replace("%", "%%"), add_help=False)
+    # prog names each command in its errors ("%nbscale logs: ..."); argparse would put the whole USAGE there
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ThrowingParser, prog="%nbscale",
+                                metavar="COMMAND")
     run = sub.add_parser("run", add_help=False)
     add_spec_arguments(run)
     run.add_argument("--detach", action="store_true", help="return the handle at once; follow with h.wait()")
@@ -49,13 +51,13 @@ def build_magic_parser() -> argparse.ArgumentParser:
     add_sweep_arguments(sweep)
     sweep.add_argument("--detach", action="store_true", help="return the handle at once; follow with h.wait()")
     status = sub.add_parser("status", add_help=False)
-    status.add_argument("run_id", nargs="?")
+    status.add_argument("run_id", nargs="?", metavar="RUN_ID")
     status.add_argument("--status", dest="filter", help="only runs with this status")
     logs = sub.add_parser("logs", add_help=False)
-    logs.add_argument("run_id")
+    logs.add_argument("run_id", metavar="RUN_ID")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing until the run ends")
     cancel = sub.add_parser("cancel", add_help=False)
-    cancel.add_argument("run_id")
+    cancel.add_argument("run_id", metavar="RUN_ID")
     sub.add_parser("quota", add_help=False)
     return parser
 
@@ -137,18 +139,21 @@ class NbscaleMagics(Magics):
         except KeyboardInterrupt:
             print(f"interrupted: cancelling {handle.id} (partial output is kept)")
             handle.cancel()
-        display(HTML(records_html([handle.record])))
+        display(HTML(self._table([handle.record])))
         if handle.record["status"] != "SUCCEEDED":
             print(f"nbscale: {handle.id} {handle.record['status']}: {handle.record.get('error') or 'see %nbscale logs ' + handle.id}")
         return handle
 
+    def _table(self, records: list[dict[str, Any]]) -> str:
+        return records_html(records, local_files=isinstance(self.client, LocalRunClient))
+
     def _status(self, args: argparse.Namespace, cell: str | None) -> Any:
         if args.run_id:
             handle = RunHandle(self.client, self.client.get(args.run_id))
-            display(HTML(records_html([handle.record])))
+            display(HTML(self._table([handle.record])))
             return handle
         records = self.client.list(status=args.filter.upper() if args.filter else None)
-        display(HTML(records_html(records) if records else "<p>No runs yet.</p>"))
+        display(HTML(self._table(records) if records else "<p>No runs yet.</p>"))
         return None
 
     def _logs(self, args: argparse.Namespace, cell: str | None) -> None:

@@ -61,7 +61,7 @@ class ThrowingParser(argparse.ArgumentParser):
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments that build a RunSpec or PipelineSpec: target, parameters, resources, tracking."""
-    parser.add_argument("target", help="a notebook (.ipynb) or a pipeline (.yaml)")
+    parser.add_argument("target", metavar="NOTEBOOK_OR_PIPELINE", help="a notebook (.ipynb) or a pipeline (.yaml)")
     parser.add_argument("-p", "--parameter", dest="parameters", action="append", default=[], metavar="NAME=VALUE",
                         help="set a notebook parameter; repeat for more (typed by the notebook's parameters cell)")
     group = parser.add_argument_group("resources")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 def add_cluster_commands(sub: Any) -> None:
     """``nbscale cluster ...``: what an administrator generates for the cluster."""
     cluster = sub.add_parser("cluster", help="generate cluster objects (Kueue queues for teams)")
-    commands = cluster.add_subparsers(dest="cluster_command", required=True, parser_class=type(cluster))
+    commands = cluster.add_subparsers(dest="cluster_command", required=True, parser_class=type(cluster), metavar="{kueue}")
     p = commands.add_parser("kueue", help="Kueue ResourceFlavors, ClusterQueues and LocalQueues from a teams file and the GPU pools")
     p.add_argument("--teams", required=True, metavar="FILE", help="teams YAML (see examples/kueue-teams.yaml)")
     p.add_argument("--pools", metavar="FILE", help="GPU pools YAML (default: $NBSCALE_POOLS, else the built-in pools)")

@@ -11,6 +11,7 @@ from rich.text import Text
 from .mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
 
 if TYPE_CHECKING:  # the CLI imports this module for every command: models and rich's heavy parts load where used
+    from rich.progress import Progress
     from rich.table import Table
 
     from .daemons import Daemon
@@ -22,28 +23,49 @@ _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": 
 
 
 def follow(executor: Executor, record: RunRecord, console: Console, *, interval: float = 0.3) -> RunRecord:
-    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends, redrawn as the executor reports."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Show a progress bar (cells of a run, steps of a pipeline) until the run ends, redrawn as the executor reports.
+
+    Its clock is the record's duration, so it keeps going after the last cell (HTML, MLflow, the
+    kernel's exit) and ends on the number the summary prints.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    from .store import format_duration
 
     unit = "steps" if record.kind == "pipeline" else "cells"
     with Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), console=console, transient=False) as bar:
-        task = bar.add_task(f"{record.id} {record.notebook}", total=None, unit=unit)
+                  TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[elapsed]}"), console=console,
+                  transient=False) as bar:
+        task = bar.add_task(f"{record.id} {record.notebook}", total=None, unit=unit, elapsed="")
         step_tasks: dict[str, Any] = {}
+        step_clock: dict[str, list[float]] = {}
         for update in executor.updates(record.id, interval=interval):
             record = update
             bar.update(task, completed=record.progress.done, total=record.progress.total or None,
-                       description=f"{record.id} {record.status_label}", unit=record.progress.unit or unit)
+                       description=f"{record.id} {record.status_label}", unit=record.progress.unit or unit,
+                       elapsed=format_duration(record.duration))
             if record.kind == "pipeline":
-                for step in record.steps:
-                    if step.status == "PENDING" and not step.error:
-                        continue
-                    if step.name not in step_tasks:
-                        step_tasks[step.name] = bar.add_task(f"  {step.name}", total=None, unit="cells")
-                    label = step.error if step.status == "PENDING" else step.status.lower()
-                    bar.update(step_tasks[step.name], completed=step.progress.done, total=step.progress.total or None,
-                               description=f"  {step.name} {label}")
+                _update_steps(bar, record, step_tasks, step_clock)
         return record
+
+
+def _update_steps(bar: Progress, record: RunRecord, tasks: dict[str, Any], clocks: dict[str, list[float]]) -> None:
+    """A pipeline's step lines; steps have no times in the record, so their clock is [first seen, ended] here."""
+    import time
+
+    from .store import TERMINAL, format_duration
+
+    for step in record.steps:
+        if step.status == "PENDING" and not step.error:
+            continue
+        if step.name not in tasks:
+            tasks[step.name] = bar.add_task(f"  {step.name}", total=None, unit="cells", elapsed="")
+        clock = clocks.setdefault(step.name, [time.monotonic()])
+        if step.status in TERMINAL and len(clock) == 1:
+            clock.append(time.monotonic())
+        bar.update(tasks[step.name], completed=step.progress.done, total=step.progress.total or None,
+                   description=f"  {step.name} {step.error if step.status == 'PENDING' else step.status.lower()}",
+                   elapsed=format_duration((clock[1] if len(clock) > 1 else time.monotonic()) - clock[0]))
 
 
 def summary(record: RunRecord, console: Console) -> None:
@@ -54,11 +76,13 @@ def summary(record: RunRecord, console: Console) -> None:
     """
     from rich.table import Table
 
+    from .store import format_duration
+
     style = _STYLE.get(record.status, "")
-    duration = f"{record.duration:.1f}s" if record.duration is not None else "-"
+    duration = format_duration(record.duration) or "-"
     if record.done or not record.progress.detail:
         console.print(Text.assemble((record.status, f"bold {style}"), f" {record.id} in {duration}"))
-    else:  # e.g. "nbs-0123456789 queued in team-a for 2.5s": waiting for admission is not running
+    else:  # e.g. "nbs-0123456789 queued in team-a for 2s": waiting for admission is not running
         console.print(Text.assemble(f"{record.id} ", (record.status_label, f"bold {style}"), f" for {duration}"))
     table = Table.grid(padding=(0, 2))
     table.add_column(style="dim", no_wrap=True)
@@ -94,11 +118,13 @@ _RUN_COLUMNS = (("id", 14), ("kind", 8), ("status", 9), ("progress", 14), ("star
 
 def runs_table(records: list[RunRecord], total: int) -> Group:
     """Recent runs, newest first: one line of fixed columns a run, its notebook path whole on the next."""
+    from .store import format_duration
+
     lines: list[Text] = [Text(f"nbscale runs ({len(records)} of {total})", style="bold"),
                          Text(" ".join(name.ljust(width) for name, width in _RUN_COLUMNS).rstrip(), style="dim")]
     for r in records:
         progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
-        duration = f"{r.duration:.1f}s" if r.duration is not None else ""
+        duration = format_duration(r.duration)
         started = r.started[:16].replace("T", " ") if r.started else ""
         queued = not r.done and r.progress.queued and not r.progress.running  # held by admission: not running
         status = "QUEUED" if queued else r.status

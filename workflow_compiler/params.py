@@ -7,6 +7,7 @@ parameter and the type it expects.
 from __future__ import annotations
 
 import ast
+import difflib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -39,21 +40,29 @@ def parse_cli_parameters(items: Iterable[str], signature: NotebookSignature) -> 
     for item in items:
         name, value = split_assignment(item)
         raw[name] = value
-    return {name: coerce_text(_lookup(signature, name), value) for name, value in raw.items()}
+    return {name: coerce_text(lookup_parameter(signature, name), value) for name, value in raw.items()}
 
 
 def check_parameters(values: Mapping[str, Any], signature: NotebookSignature) -> dict[str, Any]:
     """Check JSON-typed values (REST body, pipeline YAML) against the notebook; return them normalised."""
-    return {name: coerce_json(_lookup(signature, name), value) for name, value in values.items()}
+    return {name: coerce_json(lookup_parameter(signature, name), value) for name, value in values.items()}
 
 
-def _lookup(signature: NotebookSignature, name: str) -> ParameterInfo:
+def lookup_parameter(signature: NotebookSignature, name: str, *, loc: tuple[str, ...] = ("parameters",),
+                     unknown: str = "") -> ParameterInfo:
+    """The notebook's parameter ``name``; else a SpecError listing the known ones and the closest (a typo).
+
+    ``unknown`` replaces the message's opening ("unknown parameter 'x' for nb.ipynb").
+    """
     info = signature.parameter(name)
     if info is None:
-        known = ", ".join(p.name for p in signature.parameters) or "none: the notebook has no cell tagged 'parameters'"
+        names = [p.name for p in signature.parameters]
+        known = ", ".join(names) or "none: the notebook has no cell tagged 'parameters'"
+        close = difflib.get_close_matches(name, names, n=1)
+        guess = f" Did you mean {close[0]!r}?" if close else ""
         raise SpecError(
-            f"unknown parameter {name!r} for {signature.path}. Known parameters: {known}.",
-            errors=[{"loc": ["parameters", name], "msg": f"unknown parameter; known: {known}"}],
+            f"{unknown or f'unknown parameter {name!r} for {signature.path}'}. Known parameters: {known}.{guess}",
+            errors=[{"loc": [*loc, name], "msg": f"unknown parameter; known: {known}"}],
         )
     return info
 

@@ -55,6 +55,17 @@ class Progress(BaseModel):
     detail: str | None = None
 
 
+def format_duration(seconds: float | None) -> str:
+    """``42s``, ``3m 05s``, ``2h 07m``: a record's duration as the CLI, the magics and the Runs panel show it."""
+    if seconds is None:
+        return ""
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    m = s // 60
+    return f"{m}m {s % 60:02d}s" if m < 60 else f"{m // 60}h {m % 60:02d}m"
+
+
 class StepState(BaseModel):
     """One step of a run's workflow, as the executor sees it."""
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from .mlflow_ui import mlflow_run_link
 from .private_files import private_folder, write_private
 from .store import Progress, RunRecord, RunStore, nbscale_home, utcnow
+from .sweep.results import TrialRow, failure_reason
 
 if TYPE_CHECKING:
     from .spec import RunSpec
@@ -114,6 +115,9 @@ def _error(summary: dict[str, Any]) -> str | None:
     if status == "KILLED":
         return "cancelled"
     if status == "FAILED":
+        trials = [TrialRow.model_validate(t) for t in summary.get("trials") or []]
+        if trials:  # the panel and `nbscale status` show this line alone: say why, not where to look
+            return failure_reason(trials)
         return f"no trial completed: {counts.get('FAILED', 0)} of {counts.get('total', 0)} failed; see `nbscale sweep` output"
     return None
 

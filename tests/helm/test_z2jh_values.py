@@ -86,3 +86,16 @@ def test_roles_grant_the_service_scopes() -> None:
     assert set(custom) == {USE_SCOPE, ADMIN_SCOPE}
     assert {f"access:services!service={SERVICE_NAME}", USE_SCOPE} <= set(roles["nbscale-quota-user"]["scopes"])
     assert ADMIN_SCOPE in roles["nbscale-quota-admin"]["scopes"]
+
+
+def test_example_makes_the_single_user_server_submit_to_argo() -> None:
+    """Without it the server extension keeps its local executor: runs would execute inside the user's pod."""
+    from traitlets.config import Config
+
+    from notebook_plugin.extension import NbscaleExtension
+    from workflow_compiler.executors.argo import ArgoExecutor
+
+    files = load_example()["singleuser"].get("extraFiles", {}).values()
+    configs = [f["data"] for f in files if f["mountPath"].startswith("/etc/jupyter/jupyter_server_config.d/")]
+    assert len(configs) == 1, configs
+    assert NbscaleExtension(config=Config(configs[0])).executor_class is ArgoExecutor

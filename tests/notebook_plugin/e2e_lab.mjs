@@ -132,6 +132,12 @@ try {
       style.borderRadius, style.fontWeight, style.paddingLeft].join(' ') };
   }));
 
+  if (config.sweepId) {
+    result.sweepActions = await panel.locator(`.jp-nbscale-run[data-run-id="${config.sweepId}"] .jp-nbscale-run-actions button`)
+      .allInnerTexts();
+    result.sweepActions = result.sweepActions.map(label => label.trim());
+  }
+
   // The HTML link renders the executed notebook as a page (sandboxed), not its source.
   const [htmlPage] = await Promise.all([page.context().waitForEvent('page'), row.locator('.jp-nbscale-html').click()]);
   await htmlPage.waitForLoadState('load');

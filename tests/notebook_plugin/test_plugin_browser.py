@@ -12,12 +12,16 @@ from pathlib import Path
 import pytest
 from nbplugin_helpers import JupyterProcess, assert_browser_tools, checkout_lab_env, write_notebook
 
+from workflow_compiler.private_files import private_home
+from workflow_compiler.store import RunRecord, RunStore
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("e2e_lab.mjs")
 ARTIFACTS = ROOT / "test-artifacts" / "notebook_plugin"
 DOC_IMAGES = ROOT / "docs" / "img"
+SWEEP_ID = "nbs-5eed5eed00"
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +31,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     shutil.copy(ROOT / "examples" / "train.ipynb", root / "train.ipynb")
     write_notebook(root / "sleepy.ipynb", "seconds = 1  # how long to sleep", "import time\ntime.sleep(seconds)")
     state = tmp_path_factory.mktemp("lab-state")
+    # a home of its own, holding one finished sweep as `nbscale sweep` records it: its row in the panel is checked
+    home = private_home(state / "home")
+    RunStore(home / "runs.db").create(RunRecord(id=SWEEP_ID, kind="sweep", notebook="train.ipynb", status="SUCCEEDED",
+                                                links={"mlflow": "http://127.0.0.1:5000/#/experiments/1/runs/0"}))
     extra_env = checkout_lab_env(state, ROOT / "notebook_plugin" / "labextension_build")
-    server = JupyterProcess("lab", root, state, extra_env=extra_env).start(timeout=120)
+    server = JupyterProcess("lab", root, state, extra_env={**extra_env, "NBSCALE_HOME": str(home)}).start(timeout=120)
     yield server
     server.stop()
 
@@ -44,7 +52,7 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
         shots.insert(0, str(DOC_IMAGES))
     config = {"url": lab.url, "token": lab.token, "notebook": "train.ipynb", "parameter": "n_estimators",
               "value": 37, "shots": shots, "timeoutMs": 240_000, "notebook7": True,
-              "slowNotebook": "sleepy.ipynb", "docsDir": str(DOC_IMAGES), "docsNames": ["run-at-scale-dialog.png", "runs-panel.png"]}
+              "slowNotebook": "sleepy.ipynb", "sweepId": SWEEP_ID, "docsDir": str(DOC_IMAGES), "docsNames": ["run-at-scale-dialog.png", "runs-panel.png"]}
     proc = subprocess.run(["node", str(SCRIPT), json.dumps(config)], capture_output=True, text=True, timeout=420, cwd=ROOT)
     (ARTIFACTS).mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "e2e-stderr.txt").write_text(proc.stderr)
@@ -66,6 +74,7 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
     labels = [a["label"] for a in result["actions"]]
     assert {"Logs", "Output notebook", "HTML", "MLflow"} <= set(labels), labels
     assert len({a["style"] for a in result["actions"]}) == 1, result["actions"]  # one button style
+    assert result["sweepActions"] == ["Logs", "MLflow"]  # a sweep has no one output notebook: its trials have theirs
     assert "n_estimators = 37" in result["htmlText"] and "<!DOCTYPE" not in result["htmlText"]  # rendered, not source
     assert result["status"] == "SUCCEEDED"
     assert "succeeded" in result["notification"] and result["runId"] in result["notification"]

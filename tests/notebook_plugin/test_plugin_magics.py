@@ -12,6 +12,7 @@ from kernel_helpers import LocalKernel, run_in_server_kernel
 from nbplugin_helpers import JupyterProcess, write_notebook
 
 from notebook_plugin.magics import build_magic_parser, space_lines_to_params
+from workflow_compiler.cli_args import ArgumentError
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +94,20 @@ def test_bad_input_is_a_usage_error(kernel: LocalKernel, line: str, expected: st
     assert "UsageError: " in text, text  # IPython shows a usage error as one line, no traceback
     assert "Traceback" not in text
     assert expected in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["logs"], "%nbscale logs: the following arguments are required: RUN_ID"),
+        (["cancel"], "%nbscale cancel: the following arguments are required: RUN_ID"),
+        (["launch", "x.ipynb"], "%nbscale: argument COMMAND: invalid choice: 'launch'"),
+    ],
+)
+def test_a_parse_error_names_its_command_not_the_whole_usage(argv: list[str], message: str) -> None:
+    with pytest.raises(ArgumentError) as caught:
+        build_magic_parser().parse_args(argv)
+    assert str(caught.value).startswith(message), caught.value
 
 
 def test_cell_lines_become_sweep_params() -> None:

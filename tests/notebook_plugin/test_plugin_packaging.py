@@ -110,3 +110,13 @@ def test_build_is_not_older_than_its_sources() -> None:
     sources = [p for d in ("src", "style", "schema") for p in (ROOT / "notebook_plugin" / "labextension" / d).rglob("*") if p.is_file()]
     newest = max(p.stat().st_mtime for p in sources)
     assert (BUILD / "package.json").stat().st_mtime >= newest - 1, "stale lab extension build: rerun scripts/bootstrap.sh"
+
+
+@pytest.mark.parametrize(("home", "prefix"), [(None, ""), ("/tmp/elsewhere", "NBSCALE_HOME=/tmp/elsewhere ")])
+def test_make_demo_names_the_home_in_the_commands_it_suggests(home: str | None, prefix: str) -> None:
+    """`NBSCALE_HOME=/tmp/h make demo` then `nbscale runs` as printed would list another home's runs."""
+    env = {k: v for k, v in os.environ.items() if k != "NBSCALE_HOME"} | ({"NBSCALE_HOME": home} if home else {})
+    plan = subprocess.run(["make", "-n", "demo"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+    assert f'echo "Runs:           {prefix}.venv/bin/nbscale runs"' in plan
+    assert f'echo "MLflow UI:      {prefix}make mlflow-ui' in plan

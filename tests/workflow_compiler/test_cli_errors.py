@@ -46,6 +46,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["compile", "train.ipynb", "--pool", "nonexistent"], "nonexistent"),
         (["run", "train.ipynb", "--gpus", "many"], "invalid int value: 'many'"),
         (["status", "nbs-0000000000"], "no run 'nbs-0000000000'"),
+        (["run"], "the following arguments are required: NOTEBOOK_OR_PIPELINE"),
+        (["cluster"], "the following arguments are required: {kueue}"),
     ],
 )
 def test_bad_input_exits_non_zero_with_a_specific_message(workdir, args, message):

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from workflow_compiler import cli_render
-from workflow_compiler.store import Progress, RunRecord
+from workflow_compiler.store import Progress, RunRecord, format_duration
 
 LONG_NOTEBOOK = "experiments/a-rather-long-folder-name/another-level/train_gradient_boosting_with_features.ipynb"
 OUTPUT = "/home/someone/.nbscale/runs/nbs-0123456789/outputs/train-gradient-boosting/output.ipynb"
@@ -81,3 +81,31 @@ def test_the_quota_line_says_quotas_are_off_once() -> None:
 
     text = _printed(cli_render.quota_table(dict(QUOTAS_OFF)))
     assert text.count("quotas are off") == 1, text
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [(0.4, "0s"), (21.0, "21s"), (65.0, "1m 05s"), (7325.0, "2h 02m")])
+def test_durations_read_as_the_runs_panel_shows_them(seconds: float, shown: str) -> None:
+    assert format_duration(seconds) == shown
+
+
+class _FinishingExecutor:
+    """Gives the run's records in turn: cells all done while the step still writes its HTML, then ended."""
+
+    def __init__(self, *records: RunRecord) -> None:
+        self.records = list(records)
+
+    def get(self, run_id: str) -> RunRecord:
+        return self.records.pop(0) if len(self.records) > 1 else self.records[0]
+
+
+def test_the_progress_clock_ends_on_the_summarys_duration() -> None:
+    """rich's own clock stopped at the last cell, seconds before the run ended and the summary's duration."""
+    cells_done = _record(status="RUNNING", finished=None, started="2000-01-01T00:00:00+00:00")
+    ended = _record(started="2000-01-01T00:00:00+00:00", finished="2000-01-01T00:00:21+00:00")
+    out = io.StringIO()
+    console = Console(file=out, width=100, color_system=None)
+    final = cli_render.follow(_FinishingExecutor(cells_done, ended), cells_done, console, interval=0)  # type: ignore[arg-type]
+    cli_render.summary(final, console)
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("2/2 cells 21s"), lines[0]
+    assert lines[1] == "SUCCEEDED nbs-0123456789 in 21s"

@@ -65,6 +65,22 @@ def test_unknown_parameter_lists_known_ones():
         build_run_spec("examples/train.ipynb", root=ROOT, cli_parameters=["n_estimator=5"])
 
 
+@pytest.mark.parametrize(("given", "guess"), [("n_estimator", " Did you mean 'n_estimators'?"), ("seeed", " Did you mean 'seed'?"),
+                                              ("zzz", "")])
+def test_unknown_parameter_suggests_the_closest(given, guess):
+    with pytest.raises(SpecError) as caught:
+        build_run_spec("examples/train.ipynb", root=ROOT, cli_parameters=[f"{given}=5"])
+    assert caught.value.message.endswith(f"report_steps.{guess}")
+
+
+def test_an_unknown_swept_parameter_suggests_the_closest():
+    from workflow_compiler.inspection import inspect_notebook
+    from workflow_compiler.sweep.space import check_space, parse_domain_text
+
+    with pytest.raises(SpecError, match=r"sweep parameter 'max_dept' is not a parameter .* Did you mean 'max_depth'\?$"):
+        check_space({"max_dept": parse_domain_text("grid(3, 5)")}, inspect_notebook(ROOT / "examples/train.ipynb"))
+
+
 @pytest.mark.parametrize("bad", ["n_estimators", "=5", "2x=1", "a-b=1"])
 def test_malformed_assignments(bad):
     with pytest.raises(SpecError, match="NAME=VALUE|identifier"):

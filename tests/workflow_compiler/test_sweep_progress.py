@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from workflow_compiler.sweep.progress import SweepProgress
 from workflow_compiler.sweep.results import TrialRow
@@ -39,3 +41,12 @@ def test_refresh_is_throttled_but_a_forced_one_always_writes(tmp_path: Path, mon
     monkeypatch.setattr("workflow_compiler.sweep.session.REFRESH_S", 0.0)
     session.refresh()
     assert counts().get("COMPLETED") == 2
+
+
+def test_the_last_frame_ends_its_line_when_the_output_is_a_file() -> None:
+    """`nbscale sweep ... 2>&1 | tee log`: the results table must not start on the panel's last line."""
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=80)
+    with SweepProgress(sweep_id="s1", metric="score", mode="max", total=1, console=console) as progress:
+        progress.update([_row(1, "COMPLETED")])
+    assert out.getvalue().endswith("(x=1)\n")

@@ -56,3 +56,15 @@ def test_a_sweep_that_stops_early_says_why(home: Path, raised: BaseException, st
         raise raised
     record = RunStore().get("nbs-00000000a2")
     assert (record.status, record.error) == (status, error) and record.finished
+
+
+def test_a_failed_sweep_says_why_in_its_record(home: Path) -> None:
+    """The panel and `nbscale status` show the record's error alone: it names the first failed trial's reason."""
+    trial = {"trial_id": "t_00000", "number": 0, "params": {"x": 1.0}, "status": "FAILED",
+             "error": "the notebook never logged the metric 'scor' (mlflow.log_metric)"}
+    with recorded_sweep(SPEC, run_id="nbs-00000000a3") as record:
+        _write(home / "sweeps" / record.id / "result.json", {
+            "status": "FAILED", "metric": "scor", "best": None, "parent_run_id": "p" * 32, "experiment_id": "7",
+            "counts": {"FAILED": 1, "total": 1}, "trials": [trial]})
+    assert RunStore().get("nbs-00000000a3").error == (
+        "no trial completed (1 of 1 failed; trial t_00000: the notebook never logged the metric 'scor' (mlflow.log_metric))")

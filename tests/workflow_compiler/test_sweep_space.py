@@ -109,7 +109,7 @@ def test_runspec_carries_a_sweep_and_checks_it_against_the_notebook() -> None:
 
 @pytest.mark.parametrize(("param", "fragment"), [
     ("model=uniform(1, 2)", "is a str in the notebook"),
-    ("nope=choice(1)", "known parameters: model, n_estimators"),
+    ("nope=choice(1)", "Known parameters: model, n_estimators"),
     ("max_depth=choice(3, 'x')", "expects int or None"),
     ("learning_rate=choice(true)", "expects float"),
 ])

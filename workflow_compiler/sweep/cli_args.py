@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import SpecError
 from ..inspection import inspect_notebook
-from ..params import check_parameters, coerce_text, split_assignment
+from ..params import check_parameters, coerce_text, lookup_parameter, split_assignment
 from ..paths import resolve_notebook_path
 from ..spec import RunSpec, TrackingSpec, check_sweep, parse_model
 from .space import Domain, parse_space_item
@@ -66,11 +66,11 @@ def sweep_from_args(args: argparse.Namespace, root: str | os.PathLike[str]) -> R
             space[name] = value
             fixed.pop(name, None)
         else:
-            fixed[name] = coerce_text(_info(signature, name), value)
+            fixed[name] = coerce_text(lookup_parameter(signature, name), value)
             space.pop(name, None)
     for item in args.parameters:
         name, value = split_assignment(item)
-        fixed[name] = coerce_text(_info(signature, name), value)
+        fixed[name] = coerce_text(lookup_parameter(signature, name), value)
     sweep["space"] = space
     for dest, field in CLI_KEYS.items():
         if getattr(args, dest, None) is not None:
@@ -100,14 +100,6 @@ def apply_sweep_file(spec: RunSpec, path: str | os.PathLike[str], *, root: str |
     signature = inspect_notebook(absolute)
     return check_sweep(merged.model_copy(update={"parameters": _checked_fixed(merged, signature)}), signature)
 
-
-def _info(signature: Any, name: str) -> Any:
-    info = signature.parameter(name)
-    if info is None:
-        known = ", ".join(p.name for p in signature.parameters) or "none"
-        raise SpecError(f"unknown parameter {name!r} for {signature.path}. Known parameters: {known}.",
-                        errors=[{"loc": ["parameters", name], "msg": f"unknown parameter; known: {known}"}])
-    return info
 
 
 def _checked_fixed(spec: RunSpec, signature: Any) -> dict[str, Any]:

@@ -37,6 +37,8 @@ class SweepProgress:
         if self._live is not None:
             self._live.update(self._render())
             self._live.stop()
+            if not self.console.is_terminal:  # rich ends its last frame with a newline on terminals only
+                self.console.line()
 
     def update(self, trials: list[TrialRow]) -> None:
         """Redraw with the current state of every trial."""

@@ -63,10 +63,15 @@ def failure_line(result: SweepResult) -> str | None:
     """One line on why a sweep failed, with the first failed trial's reason; None unless it FAILED."""
     if result.status != "FAILED":
         return None
-    failed = [t for t in result.trials if t.status == "FAILED"]
-    reason = next((t.error for t in failed if t.error), None)
-    return f"sweep {result.sweep_id} FAILED: no trial completed ({len(failed)} of {len(result.trials)} failed" + (
-        f"; trial {next(t.trial_id for t in failed if t.error)}: {reason})" if reason else ")")
+    return f"sweep {result.sweep_id} FAILED: {failure_reason(result.trials)}"
+
+
+def failure_reason(trials: list[TrialRow]) -> str:
+    """Why no trial completed: how many failed, and the first failed trial's reason."""
+    failed = [t for t in trials if t.status == "FAILED"]
+    first = next((t for t in failed if t.error), None)
+    return f"no trial completed ({len(failed)} of {len(trials)} failed" + (
+        f"; trial {first.trial_id}: {first.error})" if first else ")")
 
 
 def count_statuses(trials: list[TrialRow]) -> dict[str, int]:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from ..errors import SpecError
 from ..inspection import NotebookSignature, ParameterInfo
-from ..params import coerce_json
+from ..params import coerce_json, lookup_parameter
 
 Kind = Literal["choice", "grid", "uniform", "quniform", "loguniform", "randint"]
 KINDS: tuple[str, ...] = ("choice", "grid", "uniform", "quniform", "loguniform", "randint")
@@ -239,11 +239,8 @@ def check_space(space: dict[str, Domain], signature: NotebookSignature, *, fixed
         raise SpecError(f"{', '.join(map(repr, clash))} is both fixed (parameters) and swept (sweep.space); keep it in one place.",
                         errors=[{"loc": ["sweep", "space", n], "msg": "also given as a fixed parameter"} for n in clash])
     for name, domain in space.items():
-        info = signature.parameter(name)
-        if info is None:
-            known = ", ".join(p.name for p in signature.parameters) or "none (the notebook has no cell tagged 'parameters')"
-            raise SpecError(f"sweep parameter {name!r} is not a parameter of {signature.path}; known parameters: {known}.",
-                            errors=[{"loc": ["sweep", "space", name], "msg": f"unknown parameter; known: {known}"}])
+        info = lookup_parameter(signature, name, loc=("sweep", "space"),
+                                unknown=f"sweep parameter {name!r} is not a parameter of {signature.path}")
         checked[name] = check_domain_type(name, domain, info)
     return checked
 

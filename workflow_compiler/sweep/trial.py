@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +90,15 @@ class _TuneReporter(ReportThrottle):
             raise TrialStopped() from None
 
 
+def missing_metric_error(metric: str, logged: Iterable[str]) -> str:
+    """Why a trial that ran to its end failed: the objective was never logged; names what was, to catch a typo."""
+    names = sorted(logged)
+    if not names:
+        return f"the notebook never logged the metric {metric!r}: call mlflow.log_metric({metric!r}, value) in it"
+    return (f"the notebook never logged the metric {metric!r} (mlflow.log_metric); it logged {', '.join(map(repr, names))}: "
+            "pass one of those as the sweep's metric")
+
+
 def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     """The Tune function trainable: run the notebook once with ``config`` as its swept parameters."""
     from ray import tune
@@ -116,7 +125,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     finally:
         pending = buffer.close()
     if outcome.status == COMPLETED and plan.metric not in buffer.last:
-        outcome.status, outcome.error = FAILED, f"the notebook never logged the metric {plan.metric!r} (mlflow.log_metric)"
+        outcome.status, outcome.error = FAILED, missing_metric_error(plan.metric, buffer.last)
     if outcome.status == EARLY_STOPPED and cancelled(plan.cancel_marker):
         outcome.status = KILLED  # Tune stopped it because the sweep was cancelled, not on the scheduler's word
     artifacts = (str(outcome.output_path),) if outcome.output_path.exists() else ()

@@ -189,9 +189,12 @@ export class RunsPanel extends Widget {
       return node;
     };
     button('Logs', 'jp-nbscale-logs', () => this._actions.openLogs(run));
-    const output = button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
-    if (output.disabled) {
-      output.title = TERMINAL.has(run.status) ? 'This run kept no output notebook' : 'Available once the run has ended';
+    // A sweep's notebooks are its trials', in their MLflow runs: it has no one output notebook to open.
+    if (run.kind !== 'sweep') {
+      const output = button('Output notebook', 'jp-nbscale-open-output', () => this._actions.openOutput(run), !run.links?.output_notebook);
+      if (output.disabled) {
+        output.title = TERMINAL.has(run.status) ? 'This run kept no output notebook' : 'Available once the run has ended';
+      }
     }
     // HTML and MLflow open a new tab; as buttons they share the style of Logs and Output notebook.
     const open = (href: string) => () => window.open(href, '_blank', 'noopener,noreferrer');
