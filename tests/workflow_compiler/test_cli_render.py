@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 from workflow_compiler import cli_render
+from workflow_compiler.executors.base import Executor
 from workflow_compiler.store import Progress, RunRecord, format_duration
 
 LONG_NOTEBOOK = "experiments/a-rather-long-folder-name/another-level/train_gradient_boosting_with_features.ipynb"
@@ -96,6 +97,8 @@ class _FinishingExecutor:
 
     def get(self, run_id: str) -> RunRecord:
         return self.records.pop(0) if len(self.records) > 1 else self.records[0]
+
+    updates = Executor.updates  # follow() reads the records through the executor's updates, as a local run's
 
 
 def test_the_progress_clock_ends_on_the_summarys_duration() -> None:
