@@ -26,7 +26,7 @@ from workflow_compiler.errors import UnsafeFolder
 from workflow_compiler.private_files import append_private, private_folder, write_private
 from workflow_compiler.store import nbscale_home
 from workflow_compiler.sweep import trial_host
-from workflow_compiler.tracking import agent
+from workflow_compiler.tracking import agent, daemon
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -240,7 +240,7 @@ def test_the_trial_host_answers_no_other_user(other_user, home: Path) -> None:
     try:
         _open_to_everyone(path)
         assert other_user.run(_ping_as_other_user, path) == ""
-        assert agent._probe(path, host.version) == "current"
+        assert daemon.probe(path, host.version) == "current"
     finally:
         host.stopping = True
         serving.join(timeout=10)
