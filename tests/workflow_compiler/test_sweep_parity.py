@@ -104,9 +104,11 @@ def sweeps(ray_cluster: str, workspace: Path, tmp_path_factory: pytest.TempPathF
 
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", list(CELLS))
-def test_a_cell_that_works_under_run_works_in_a_sweep_trial(sweeps: dict[str, Any], path: str, case: str) -> None:
-    if path == "in-worker" and case in IN_WORKER_THREAD:
-        pytest.xfail("Tune runs a function trainable in a thread of its own; signal handlers need the main thread")
+def test_a_cell_that_works_under_run_works_in_a_sweep_trial(sweeps: dict[str, Any], path: str, case: str,
+                                                           request: pytest.FixtureRequest) -> None:
+    if path == "in-worker" and case in IN_WORKER_THREAD:  # strict: the day this gap closes, the test says so
+        request.applymarker(pytest.mark.xfail(strict=True, reason="Tune runs a function trainable in a thread of its "
+                                                                  "own; signal handlers need the main thread"))
     (trial,) = [t for t in sweeps[path].trials if t.params["case"] == case]
     assert (trial.status, trial.error) == ("COMPLETED", None)
 
