@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import yaml
-
 from ..cluster import ClusterConfig
 from ..errors import CompileError
 from ..pools import DEFAULT_GPU_RESOURCE, Pool
 from ..spec import RunSpec
 from ..stepconfig import argo_safe_json
 from ..sweep.spec import SweepSpec
+from ..yaml_dump import NO_WRAP, dump_yaml
 from .podspec import PodSettings
 from .templates import cpu_quantity
 
@@ -103,8 +102,8 @@ def entrypoint(workspace_mount: str) -> str:
 
 def runtime_env_yaml(spec: RunSpec) -> str:
     """``runtimeEnvYAML``: the RunSpec as JSON (no ``{{`` possible) in one environment variable."""
-    return yaml.safe_dump({"env_vars": {SPEC_ENV: argo_safe_json(spec.model_dump(mode="json"))}},
-                          default_flow_style=False, width=2**31 - 1)
+    return dump_yaml({"env_vars": {SPEC_ENV: argo_safe_json(spec.model_dump(mode="json"))}},
+                     default_flow_style=False, width=NO_WRAP)
 
 
 def _resources(cpus: float, memory: str, gpus: int, gpu_resource: str, cluster: ClusterConfig) -> dict[str, Any]:
