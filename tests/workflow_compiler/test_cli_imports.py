@@ -87,9 +87,11 @@ def test_help_imports_no_models(workspace: Path) -> None:
 
 
 #: ``compile`` builds plain dicts and checks them against the vendored CRDs: no hera (~0.5 s of CPU), no
-#: executor, store or client of a cluster, MLflow or Ray, whichever kind of spec it compiles.
+#: executor, store or client of a cluster, MLflow or Ray, and no captured-pod model (it captures no pod),
+#: whichever kind of spec it compiles.
 COMPILE_NEVER = (HEAVY - {"workflow_compiler.compiler"}) | {"workflow_compiler.executors", "workflow_compiler.store",
-                                                           "workflow_compiler.tracking", "workflow_compiler.submit"}
+                                                           "workflow_compiler.tracking", "workflow_compiler.submit",
+                                                           "workflow_compiler.podenv"}
 
 
 @pytest.mark.parametrize("argv", [

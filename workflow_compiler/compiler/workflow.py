@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cluster import ClusterConfig, load_cluster_config
 from ..errors import CompileError
 from ..paths import resolve_notebook_path
-from ..podenv import PodEnvironment
 from ..pools import PoolConfig, load_pools
 from ..spec import PipelineSpec, RunSpec
 from ..stepconfig import StepConfig
@@ -25,6 +24,9 @@ from .podspec import effective_cluster, pod_settings
 from .queueing import resolve_queue
 from .sweep import compile_sweep_fanout, compile_sweep_rayjob
 from .workflow_shell import CompileContext, checked_image, notebook_plan, workflow_parameters, workflow_shell
+
+if TYPE_CHECKING:  # the captured pod's model is built only where a pod is captured
+    from ..podenv import PodEnvironment
 
 Spec = RunSpec | PipelineSpec
 #: MLflow tag naming the pipeline, on the parent run and on every step's run.
