@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from ..cluster import ClusterConfig
-from ..pools import Pool
+from ..pools import DEFAULT_GPU_RESOURCE, Pool
 from ..spec import Resources
 from ..stepconfig import StepConfig
 from .manifest import Obj, compact, parameter
@@ -66,15 +66,21 @@ def cpu_quantity(cores: float) -> str:
     return f"{max(1, math.ceil(round(cores * 1000, 6)))}m"
 
 
-def resource_requirements(resources: Resources, pool: Pool | None, cluster: ClusterConfig) -> Obj:
-    """Requests for CPU and memory; limits for memory, GPUs (the pool's resource name) and optionally CPU."""
-    cpu = cpu_quantity(resources.cpu)
-    limits = {"memory": resources.memory}
+def container_resources(cpus: float, memory: str, gpus: int, gpu_resource: str, cluster: ClusterConfig) -> Obj:
+    """Requests for CPU and memory; limits for memory, GPUs (``gpu_resource``) and, if the cluster says so, CPU."""
+    cpu = cpu_quantity(cpus)
+    limits = {"memory": memory}
     if cluster.limit_cpu:
         limits["cpu"] = cpu
-    if resources.gpus:
-        limits[pool.gpu_resource if pool is not None else "nvidia.com/gpu"] = str(resources.gpus)
-    return {"requests": {"cpu": cpu, "memory": resources.memory}, "limits": limits}
+    if gpus:
+        limits[gpu_resource] = str(gpus)
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+
+
+def resource_requirements(resources: Resources, pool: Pool | None, cluster: ClusterConfig) -> Obj:
+    """A step's ``container_resources``: GPUs under the pool's resource name."""
+    gpu_resource = pool.gpu_resource if pool is not None else DEFAULT_GPU_RESOURCE
+    return container_resources(resources.cpu, resources.memory, resources.gpus, gpu_resource, cluster)
 
 
 def step_env(cluster: ClusterConfig, pod: PodSettings) -> list[Obj]:
