@@ -18,28 +18,28 @@ from typing import Any
 WORKFLOW_API_VERSION = "argoproj.io/v1alpha1"
 
 #: A JSON-shaped object of a manifest, in the API's camelCase field names.
-Obj = dict[str, Any]
+ApiObject = dict[str, Any]
 
 
-def compact(fields: Obj) -> Obj:
+def compact(fields: ApiObject) -> ApiObject:
     """``fields`` without the ones whose value is None (unset, so not written)."""
     return {key: value for key, value in fields.items() if value is not None}
 
 
-def parameter(name: str, value: str | None = None) -> Obj:
+def parameter(name: str, value: str | None = None) -> ApiObject:
     """An Argo parameter: an input declaration without ``value``, an argument with one."""
     return compact({"name": name, "value": value})
 
 
-def dag_task(name: str, template: str, *, arguments: list[Obj] | None = None, dependencies: list[str] | None = None,
-             with_items: list[Any] | None = None) -> Obj:
+def dag_task(name: str, template: str, *, arguments: list[ApiObject] | None = None, dependencies: list[str] | None = None,
+             with_items: list[Any] | None = None) -> ApiObject:
     """One task of a DAG: the template it runs, its argument parameters, what it waits for, what it fans out over."""
     return compact({"name": name, "template": template,
                     "arguments": {"parameters": arguments} if arguments else None,
                     "dependencies": dependencies, "withItems": with_items})
 
 
-def dag_template(name: str, tasks: list[Obj], *, parallelism: int | None = None) -> Obj:
+def dag_template(name: str, tasks: list[ApiObject], *, parallelism: int | None = None) -> ApiObject:
     """A ``dag`` template of ``tasks``, at most ``parallelism`` pods at once (Argo's default: no limit)."""
     return compact({"name": name, "dag": {"tasks": tasks}, "parallelism": parallelism})
 

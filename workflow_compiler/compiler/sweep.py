@@ -23,7 +23,7 @@ from ..stepconfig import StepConfig, argo_safe_json
 from ..sweep.spec import SweepSpec
 from ..yaml_dump import NO_WRAP, dump_yaml
 from . import templates as t
-from .manifest import Obj, dag_task, dag_template
+from .manifest import ApiObject, dag_task, dag_template
 from .naming import LABEL_KIND, LABEL_NOTEBOOK, LABEL_RUN_ID, LABEL_USER, label_value, notebook_label
 from .queueing import QUEUE_LABEL
 from .rayjob import RayJobPlan, rayjob_manifest
@@ -45,7 +45,7 @@ METRIC_TAG, MODE_TAG = "nbscale.sweep.metric", "nbscale.sweep.mode"
 MAX_FANOUT_ITEMS = 5000
 
 
-def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> Obj:
+def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> ApiObject:
     """A sweep as one KubeRay RayJob (see ``rayjob.py``), created and watched by an Argo resource template."""
     sweep = _sweep(spec)
     cluster = context.cluster
@@ -77,7 +77,7 @@ def rayjob_labels(labels: dict[str, str], queue: str | None) -> dict[str, str]:
     return own
 
 
-def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Obj:
+def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> ApiObject:
     """A grid sweep as Argo-native fan-out: parent run, ``withItems`` trials, exit handler."""
     sweep = _sweep(spec)
     check_fanout(sweep)

@@ -18,7 +18,7 @@ from ..cluster import ClusterConfig
 from ..pools import DEFAULT_GPU_RESOURCE, Pool
 from ..spec import Resources
 from ..stepconfig import StepConfig
-from .manifest import Obj, compact, parameter
+from .manifest import ApiObject, compact, parameter
 from .podspec import PodSettings
 
 #: The command every step runs; installed in the single-user image (and locally by setup.py).
@@ -66,7 +66,7 @@ def cpu_quantity(cores: float) -> str:
     return f"{max(1, math.ceil(round(cores * 1000, 6)))}m"
 
 
-def container_resources(cpus: float, memory: str, gpus: int, gpu_resource: str, cluster: ClusterConfig) -> Obj:
+def container_resources(cpus: float, memory: str, gpus: int, gpu_resource: str, cluster: ClusterConfig) -> ApiObject:
     """Requests for CPU and memory; limits for memory, GPUs (``gpu_resource``) and, if the cluster says so, CPU."""
     cpu = cpu_quantity(cpus)
     limits = {"memory": memory}
@@ -77,13 +77,13 @@ def container_resources(cpus: float, memory: str, gpus: int, gpu_resource: str, 
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
 
 
-def resource_requirements(resources: Resources, pool: Pool | None, cluster: ClusterConfig) -> Obj:
+def resource_requirements(resources: Resources, pool: Pool | None, cluster: ClusterConfig) -> ApiObject:
     """A step's ``container_resources``: GPUs under the pool's resource name."""
     gpu_resource = pool.gpu_resource if pool is not None else DEFAULT_GPU_RESOURCE
     return container_resources(resources.cpu, resources.memory, resources.gpus, gpu_resource, cluster)
 
 
-def step_env(cluster: ClusterConfig, pod: PodSettings) -> list[Obj]:
+def step_env(cluster: ClusterConfig, pod: PodSettings) -> list[ApiObject]:
     """Environment of every step container: the captured pod's, then nbscale's own (which wins)."""
     own = [{"name": "NBSCALE_WORKFLOW_NAME", "value": "{{workflow.name}}"}]
     if cluster.mlflow_tracking_uri:
@@ -91,13 +91,13 @@ def step_env(cluster: ClusterConfig, pod: PodSettings) -> list[Obj]:
     return pod.container_env(own)
 
 
-def pod_fields(pod: PodSettings) -> Obj:
+def pod_fields(pod: PodSettings) -> ApiObject:
     """Container fields every pod takes from the captured environment (none without one)."""
     return compact({"imagePullPolicy": pod.image_pull_policy, "envFrom": pod.env_from or None,
                     "securityContext": pod.container_security_context or None})
 
 
-def _placement(plan: NotebookTemplatePlan, pod: PodSettings) -> Obj:
+def _placement(plan: NotebookTemplatePlan, pod: PodSettings) -> ApiObject:
     """GPU steps (and steps naming a pool) go where their pool says; CPU steps may follow the notebook's pod."""
     pool = plan.pool
     if pool is not None:
@@ -109,25 +109,25 @@ def _placement(plan: NotebookTemplatePlan, pod: PodSettings) -> Obj:
     return compact({"nodeSelector": selector or None, "tolerations": tolerations or None, "affinity": pod.affinity or None})
 
 
-def _outputs_volume() -> tuple[list[Obj], list[Obj]]:
+def _outputs_volume() -> tuple[list[ApiObject], list[ApiObject]]:
     return [{"name": OUTPUTS_VOLUME, "emptyDir": {}}], [{"name": OUTPUTS_VOLUME, "mountPath": OUTPUT_DIR}]
 
 
-def _artifact(name: str, filename: str, cluster: ClusterConfig) -> Obj:
+def _artifact(name: str, filename: str, cluster: ClusterConfig) -> ApiObject:
     # optional: a run that fails before writing its outputs should fail for its own reason
     return compact({"name": name, "path": f"{OUTPUT_DIR}/{filename}", "optional": True,
                     "archive": None if cluster.archive_artifacts else {"none": {}}})
 
 
 def _step_container(image: str, args: list[str], resources: Resources, cluster: ClusterConfig, pod: PodSettings,
-                    *, mounts: list[Obj] | None = None, pool: Pool | None = None, working_dir: str | None = None) -> Obj:
+                    *, mounts: list[ApiObject] | None = None, pool: Pool | None = None, working_dir: str | None = None) -> ApiObject:
     """The ``container`` of a template that runs ``nbscale-step`` with ``args``."""
     return compact({"image": image, "command": [STEP_COMMAND], "args": args, "env": step_env(cluster, pod),
                     "resources": resource_requirements(resources, pool, cluster), "volumeMounts": mounts,
                     "workingDir": working_dir, **pod_fields(pod)})
 
 
-def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig, pod: PodSettings) -> Obj:
+def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig, pod: PodSettings) -> ApiObject:
     """The container template that executes one notebook with ``nbscale-step run``."""
     args = ["run", "--config", plan.config.to_arg(), "--output-dir", OUTPUT_DIR]
     for name in plan.parameters:
@@ -155,7 +155,7 @@ def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig, pod: P
     })
 
 
-def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig, pod: PodSettings) -> Obj:
+def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig, pod: PodSettings) -> ApiObject:
     """Opens the pipeline's parent MLflow run; its id becomes the global output ``mlflow-parent-run-id``."""
     volumes, mounts = _outputs_volume()
     args = ["open-parent", "--config", config.to_arg(), "--output-dir", OUTPUT_DIR]
@@ -164,19 +164,19 @@ def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig,
             "outputs": {"parameters": [output]}, "volumes": volumes}
 
 
-def close_parent_template(image: str, cluster: ClusterConfig, pod: PodSettings) -> Obj:
+def close_parent_template(image: str, cluster: ClusterConfig, pod: PodSettings) -> ApiObject:
     """The exit handler: ends the parent MLflow run with the workflow's status."""
     args = ["close-parent", "--run-id", f"{{{{workflow.outputs.parameters.{PARENT_RUN_ID_GLOBAL}}}}}",
             "--workflow-status", "{{workflow.status}}"]
     return {"name": CLOSE_PARENT_TEMPLATE, "container": _step_container(image, args, HELPER_RESOURCES, cluster, pod)}
 
 
-def rayjob_template(manifest: str) -> Obj:
+def rayjob_template(manifest: str) -> ApiObject:
     """Creates the sweep's RayJob (owned by the Workflow, so deleted with it) and waits for its job status."""
     return {"name": SWEEP_TEMPLATE, "resource": {"action": "create", "manifest": manifest, "setOwnerReference": True,
                                                  "successCondition": RAYJOB_SUCCESS, "failureCondition": RAYJOB_FAILURE}}
 
 
-def task_arguments(names: dict[str, str]) -> list[Obj]:
+def task_arguments(names: dict[str, str]) -> list[ApiObject]:
     """DAG task arguments: input name → the expression (written by the compiler) that feeds it."""
     return [parameter(name, value) for name, value in names.items()]

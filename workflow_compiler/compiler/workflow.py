@@ -18,7 +18,7 @@ from ..pools import PoolConfig, load_pools
 from ..spec import PipelineSpec, RunSpec
 from ..stepconfig import StepConfig
 from . import templates as t
-from .manifest import Obj, dag_task, dag_template, detached
+from .manifest import ApiObject, dag_task, dag_template, detached
 from .naming import LABEL_KIND, LABEL_NOTEBOOK, LABEL_PIPELINE, LABEL_USER, label_value, notebook_label
 from .podspec import effective_cluster, pod_settings
 from .queueing import resolve_queue
@@ -70,7 +70,7 @@ def compile_workflow(
     raise CompileError(f"cannot compile a {type(spec).__name__}; expected a RunSpec or PipelineSpec.")
 
 
-def compile_run(spec: RunSpec, context: CompileContext) -> Obj:
+def compile_run(spec: RunSpec, context: CompileContext) -> ApiObject:
     """A single notebook run: one DAG task ``notebook``; workflow parameters named as in the notebook."""
     spec = with_notebook_defaults(spec, context.notebook_root)
     plan = notebook_plan(spec, context, name=SINGLE_TASK, user=spec.user, tags=spec.tracking.tags,
@@ -85,7 +85,7 @@ def compile_run(spec: RunSpec, context: CompileContext) -> Obj:
     )
 
 
-def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Obj:
+def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> ApiObject:
     """A pipeline: a parent MLflow run, then one task per step in dependency order, then the exit handler."""
     tags = {**spec.tracking.tags, PIPELINE_TAG: spec.name}
     image = checked_image(None, context.cluster)
@@ -146,7 +146,7 @@ def _is_sweep(spec: Spec) -> bool:
 
 
 #: (does it apply, builder), first match wins.
-_BUILDERS: list[tuple[Callable[[Spec, CompileContext], bool], Callable[[Any, CompileContext], Obj]]] = [
+_BUILDERS: list[tuple[Callable[[Spec, CompileContext], bool], Callable[[Any, CompileContext], ApiObject]]] = [
     (lambda spec, context: _is_sweep(spec) and context.fanout, compile_sweep_fanout),
     (lambda spec, context: _is_sweep(spec), compile_sweep_rayjob),
     (lambda spec, context: isinstance(spec, RunSpec), compile_run),

@@ -21,7 +21,7 @@ from ..pools import PoolConfig
 from ..spec import NotebookStep
 from ..stepconfig import StepConfig, argo_safe_json
 from . import templates as t
-from .manifest import WORKFLOW_API_VERSION, Obj, compact, parameter
+from .manifest import WORKFLOW_API_VERSION, ApiObject, compact, parameter
 from .naming import LABEL_KIND, LABEL_NOTEBOOK, LABEL_STEP, LABEL_USER, generate_name, label_value, notebook_label
 from .podspec import PodSettings
 from .queueing import QUEUE_LABEL
@@ -49,8 +49,8 @@ class CompileContext:
 
 
 def workflow_shell(name: str, labels: dict[str, str], context: CompileContext, *,
-                   arguments: list[Obj], templates: list[Obj], on_exit: str | None = None,
-                   active_deadline_seconds: int | None = None) -> Obj:
+                   arguments: list[ApiObject], templates: list[ApiObject], on_exit: str | None = None,
+                   active_deadline_seconds: int | None = None) -> ApiObject:
     """The shell every compiled workflow shares: metadata, volumes, podGC, service account."""
     cluster, pod = context.cluster, context.pod
     pod_labels = {k: v for k, v in labels.items() if k in (LABEL_USER, LABEL_KIND)}
@@ -97,7 +97,7 @@ def notebook_plan(step: NotebookStep, context: CompileContext, *, name: str, use
     )
 
 
-def workflow_parameters(values: dict[str, tuple[str, Any]]) -> list[Obj]:
+def workflow_parameters(values: dict[str, tuple[str, Any]]) -> list[ApiObject]:
     """Workflow ``arguments.parameters``: each value JSON-encoded with no ``{{`` possible."""
     parameters = []
     for argo_name, (name, value) in values.items():
