@@ -65,7 +65,7 @@ setup(
         "papermill>=2.6",
         "ipykernel>=6.29",
         "mlflow>=2.16",
-        "hera>=5.16",
+        # no hera: the compiler writes Argo's objects as dicts (import cost, see compiler/manifest.py)
         "kubernetes>=29",
         "jsonschema>=4.21",
         "pyyaml>=6",

@@ -42,7 +42,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .compiler.templates import cpu_quantity
@@ -52,6 +51,7 @@ from .pools import PoolConfig
 from .spec import QUANTITY_PATTERN
 from .validation import validate_kueue
 from .yaml_config import load_yaml_model
+from .yaml_dump import dump_yaml, dump_yaml_all
 
 log = logging.getLogger(__name__)
 
@@ -242,5 +242,5 @@ def render_kueue(teams: TeamsConfig, pools: PoolConfig, fmt: Format = "manifests
     """``kueue_objects`` as multi-document YAML, or ``kueue_values`` as one YAML document."""
     objects = kueue_objects(teams, pools)  # validates, whichever format is printed
     if fmt == "helm-values":
-        return yaml.safe_dump(kueue_values(teams, pools), sort_keys=False, default_flow_style=False)
-    return yaml.safe_dump_all(objects, sort_keys=False, default_flow_style=False)
+        return dump_yaml(kueue_values(teams, pools), sort_keys=False, default_flow_style=False)
+    return dump_yaml_all(objects, sort_keys=False, default_flow_style=False)

@@ -6,7 +6,7 @@ every secret value planted in the recorded pods, the token volume and the hub's 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -188,3 +188,25 @@ def test_a_captured_volume_may_not_take_the_outputs_name() -> None:
 def test_compiling_with_a_captured_pod_is_deterministic() -> None:
     assert to_yaml(_compiled("pipeline", "jupyter-alice", "ReadWriteMany", ClusterConfig())) == \
         to_yaml(_compiled("pipeline", "jupyter-alice", "ReadWriteMany", ClusterConfig()))
+
+
+def _containers(node: Any) -> Iterator[Any]:
+    """Every dict and list in a manifest, depth first."""
+    if isinstance(node, dict | list):
+        yield node
+        for child in node.values() if isinstance(node, dict) else node:
+            yield from _containers(child)
+
+
+@pytest.mark.parametrize("kind", SPECS)
+def test_a_manifest_shares_no_object_writes_no_null_and_leaves_the_pod_alone(kind: str) -> None:
+    """Plain dicts: a shared one would become a YAML anchor, and a caller's edit would reach the captured pod."""
+    env = captured("jupyter-alice")
+    pristine = env.model_dump()
+    manifest = compile_workflow(SPECS[kind](), pod_env=env, fanout=kind == "fanout")
+    nodes = list(_containers(manifest))
+    assert len({id(node) for node in nodes}) == len(nodes)
+    assert not any(value is None for node in nodes for value in (node.values() if isinstance(node, dict) else node))
+    for node in nodes:
+        node.clear()
+    assert env.model_dump() == pristine

@@ -106,3 +106,30 @@ def test_a_stale_strict_copy_is_not_used(tmp_path: Path, monkeypatch: pytest.Mon
         assert crd_schemas.strict_crd(relative).kind == "LocalQueue"
     finally:
         crd_schemas.strict_crd.cache_clear()
+
+
+@pytest.mark.parametrize("copy", ["current", "unreadable"])
+@pytest.mark.parametrize("collecting", [True, False])
+def test_reading_a_copy_leaves_the_garbage_collector_as_it_was(copy: str, collecting: bool, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector pauses only for the parse (it made the parse 10x slower), and comes back even when the copy is bad."""
+    import gc
+
+    relative = crd_schemas.KUEUE_CRDS["LocalQueue"]
+    monkeypatch.setattr(crd_schemas, "STRICT_DIR", tmp_path)
+    crd_schemas.strict_copy_path(relative).parent.mkdir(parents=True)
+    text = json.dumps(crd_schemas.convert_crd(relative)) if copy == "current" else "{not json"
+    crd_schemas.strict_copy_path(relative).write_text(text, encoding="utf-8")
+    pauses: list[bool] = []
+    real_loads = json.loads
+    monkeypatch.setattr(crd_schemas.json, "loads", lambda raw: pauses.append(gc.isenabled()) or real_loads(raw))
+    crd_schemas.strict_crd.cache_clear()
+    was_enabled = gc.isenabled()
+    (gc.enable if collecting else gc.disable)()
+    try:
+        assert crd_schemas.strict_crd(relative).kind == "LocalQueue"
+        assert gc.isenabled() is collecting
+    finally:
+        (gc.enable if was_enabled else gc.disable)()
+        crd_schemas.strict_crd.cache_clear()
+    assert pauses[:1] == [False]

@@ -8,11 +8,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..cluster import ClusterConfig
 from ..pools import PoolConfig
 from ..validation import validate_workflow
+from ..yaml_dump import NO_WRAP, dump_yaml
 from .workflow import Spec, compile_workflow
 
 log = logging.getLogger(__name__)
@@ -32,8 +31,7 @@ def _ordered(node: Any) -> Any:
 
 def to_yaml(manifest: dict[str, Any]) -> str:
     """The manifest as block-style YAML with a stable key order and one line per scalar."""
-    return yaml.safe_dump(_ordered(manifest), sort_keys=False, default_flow_style=False,
-                          allow_unicode=True, width=2**31 - 1)
+    return dump_yaml(_ordered(manifest), sort_keys=False, default_flow_style=False, allow_unicode=True, width=NO_WRAP)
 
 
 def compile_to_file(

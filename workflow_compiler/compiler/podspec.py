@@ -19,12 +19,14 @@ cluster config's image and workspace claim. With one, the steps reuse the user's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..cluster import ClusterConfig
 from ..errors import CompileError
-from ..podenv import PodEnvironment
 from .naming import claim_name
+
+if TYPE_CHECKING:  # the captured pod's model is built only where a pod is captured
+    from ..podenv import PodEnvironment
 
 WORKSPACE_VOLUME = "workspace"
 #: Names and paths the compiler's own volumes use; a captured volume must not take them.

@@ -25,16 +25,15 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import yaml
-
 from ..cluster import ClusterConfig
 from ..errors import CompileError
 from ..pools import DEFAULT_GPU_RESOURCE, Pool
 from ..spec import RunSpec
 from ..stepconfig import argo_safe_json
 from ..sweep.spec import SweepSpec
+from ..yaml_dump import NO_WRAP, dump_yaml
 from .podspec import PodSettings
-from .templates import cpu_quantity
+from .templates import container_resources
 
 API_VERSION = "ray.io/v1"
 #: The environment variable (set through runtimeEnvYAML) that carries the RunSpec JSON.
@@ -103,18 +102,8 @@ def entrypoint(workspace_mount: str) -> str:
 
 def runtime_env_yaml(spec: RunSpec) -> str:
     """``runtimeEnvYAML``: the RunSpec as JSON (no ``{{`` possible) in one environment variable."""
-    return yaml.safe_dump({"env_vars": {SPEC_ENV: argo_safe_json(spec.model_dump(mode="json"))}},
-                          default_flow_style=False, width=2**31 - 1)
-
-
-def _resources(cpus: float, memory: str, gpus: int, gpu_resource: str, cluster: ClusterConfig) -> dict[str, Any]:
-    cpu = cpu_quantity(cpus)
-    limits: dict[str, str] = {"memory": memory}
-    if cluster.limit_cpu:
-        limits["cpu"] = cpu
-    if gpus:
-        limits[gpu_resource] = str(gpus)
-    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+    return dump_yaml({"env_vars": {SPEC_ENV: argo_safe_json(spec.model_dump(mode="json"))}},
+                     default_flow_style=False, width=NO_WRAP)
 
 
 def _container(plan: RayJobPlan, role: str, resources: dict[str, Any]) -> dict[str, Any]:
@@ -160,9 +149,9 @@ def rayjob_manifest(plan: RayJobPlan) -> dict[str, Any]:
         raise CompileError("a RayJob runs a sweep; the spec has no 'sweep' section.")
     layout = worker_layout(sweep, plan.spec.resources.memory)
     gpu_resource = plan.pool.gpu_resource if plan.pool is not None else DEFAULT_GPU_RESOURCE
-    head = _pod(plan, "head", _resources(HEAD_CPU, HEAD_MEMORY, 0, gpu_resource, plan.cluster), None, 0)
-    worker = _pod(plan, "worker", _resources(layout.cpus, layout.memory, layout.gpus, gpu_resource, plan.cluster), plan.pool,
-                  layout.gpus)
+    head = _pod(plan, "head", container_resources(HEAD_CPU, HEAD_MEMORY, 0, gpu_resource, plan.cluster), None, 0)
+    worker_resources = container_resources(layout.cpus, layout.memory, layout.gpus, gpu_resource, plan.cluster)
+    worker = _pod(plan, "worker", worker_resources, plan.pool, layout.gpus)
     spec: dict[str, Any] = {
         "entrypoint": entrypoint(plan.cluster.workspace_mount),
         "runtimeEnvYAML": runtime_env_yaml(plan.spec),

@@ -17,15 +17,13 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-import yaml
-from hera.workflows import DAG, Task, Workflow
-from hera.workflows import models as m
-
 from ..errors import CompileError
 from ..spec import RunSpec
 from ..stepconfig import StepConfig, argo_safe_json
 from ..sweep.spec import SweepSpec
+from ..yaml_dump import NO_WRAP, dump_yaml
 from . import templates as t
+from .manifest import ApiObject, dag_task, dag_template
 from .naming import LABEL_KIND, LABEL_NOTEBOOK, LABEL_RUN_ID, LABEL_USER, label_value, notebook_label
 from .queueing import QUEUE_LABEL
 from .rayjob import RayJobPlan, rayjob_manifest
@@ -47,7 +45,7 @@ METRIC_TAG, MODE_TAG = "nbscale.sweep.metric", "nbscale.sweep.mode"
 MAX_FANOUT_ITEMS = 5000
 
 
-def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> Workflow:
+def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> ApiObject:
     """A sweep as one KubeRay RayJob (see ``rayjob.py``), created and watched by an Argo resource template."""
     sweep = _sweep(spec)
     cluster = context.cluster
@@ -62,10 +60,9 @@ def compile_sweep_rayjob(spec: RunSpec, context: CompileContext) -> Workflow:
                       pool=context.pools.resolve(spec.resources.pool, 1 if sweep.gpus_per_trial else 0))
     manifest = rayjob_manifest(plan)
     manifest["metadata"]["labels"] = rayjob_labels(labels, context.queue)
-    text = yaml.safe_dump(manifest, sort_keys=False, default_flow_style=False, allow_unicode=True, width=2**31 - 1)
+    text = dump_yaml(manifest, sort_keys=False, default_flow_style=False, allow_unicode=True, width=NO_WRAP)
     return workflow_shell(PurePosixPath(spec.notebook).stem, labels, context, arguments=[],
-                          templates=[DAG(name="main", tasks=[Task(name=SWEEP_TASK, template=t.SWEEP_TEMPLATE)]),
-                                     t.rayjob_template(text)])
+                          templates=[dag_template("main", [dag_task(SWEEP_TASK, t.SWEEP_TEMPLATE)]), t.rayjob_template(text)])
 
 
 def rayjob_labels(labels: dict[str, str], queue: str | None) -> dict[str, str]:
@@ -80,7 +77,7 @@ def rayjob_labels(labels: dict[str, str], queue: str | None) -> dict[str, str]:
     return own
 
 
-def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
+def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> ApiObject:
     """A grid sweep as Argo-native fan-out: parent run, ``withItems`` trials, exit handler."""
     sweep = _sweep(spec)
     check_fanout(sweep)
@@ -95,10 +92,10 @@ def compile_sweep_fanout(spec: RunSpec, context: CompileContext) -> Workflow:
                         image=plan.image, step=None)
     feeds = {p: f"{{{{item.{p}}}}}" if p in sweep.space else f"{{{{workflow.parameters.{p}}}}}" for p in names}
     feeds[t.PARENT_RUN_INPUT] = f"{{{{tasks.{t.PARENT_TASK}.outputs.parameters.{t.PARENT_RUN_ID}}}}}"
-    tasks: list[Task | m.DAGTask] = [Task(name=t.PARENT_TASK, template=t.OPEN_PARENT_TEMPLATE),
-             Task(name=TRIALS_TASK, template=TRIAL_TEMPLATE, arguments=t.task_arguments(feeds),
-                  dependencies=[t.PARENT_TASK], with_items=grid_items(sweep))]
-    templates = [DAG(name="main", tasks=tasks, parallelism=sweep.concurrency),
+    tasks = [dag_task(t.PARENT_TASK, t.OPEN_PARENT_TEMPLATE),
+             dag_task(TRIALS_TASK, TRIAL_TEMPLATE, arguments=t.task_arguments(feeds), dependencies=[t.PARENT_TASK],
+                      with_items=grid_items(sweep))]
+    templates = [dag_template("main", tasks, parallelism=sweep.concurrency),
                  t.open_parent_template(parent, plan.image, context.cluster, context.pod),
                  t.notebook_template(plan, context.cluster, context.pod), t.close_parent_template(plan.image, context.cluster, context.pod)]
     return workflow_shell(PurePosixPath(spec.notebook).stem, _labels(spec), context,

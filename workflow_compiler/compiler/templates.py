@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-from hera.workflows import Container, Parameter, Resource
-from hera.workflows import models as m
 
 from ..cluster import ClusterConfig
-from ..pools import Pool
+from ..pools import DEFAULT_GPU_RESOURCE, Pool
 from ..spec import Resources
 from ..stepconfig import StepConfig
+from .manifest import ApiObject, compact, parameter
 from .podspec import PodSettings
 
 #: The command every step runs; installed in the single-user image (and locally by setup.py).
@@ -69,38 +66,38 @@ def cpu_quantity(cores: float) -> str:
     return f"{max(1, math.ceil(round(cores * 1000, 6)))}m"
 
 
-def resource_requirements(resources: Resources, pool: Pool | None, cluster: ClusterConfig) -> m.ResourceRequirements:
-    """Requests for CPU and memory; limits for memory, GPUs (the pool's resource name) and optionally CPU."""
-    cpu = cpu_quantity(resources.cpu)
-    requests = {"cpu": m.Quantity(cpu), "memory": m.Quantity(resources.memory)}
-    limits = {"memory": m.Quantity(resources.memory)}
+def container_resources(cpus: float, memory: str, gpus: int, gpu_resource: str, cluster: ClusterConfig) -> ApiObject:
+    """Requests for CPU and memory; limits for memory, GPUs (``gpu_resource``) and, if the cluster says so, CPU."""
+    cpu = cpu_quantity(cpus)
+    limits = {"memory": memory}
     if cluster.limit_cpu:
-        limits["cpu"] = m.Quantity(cpu)
-    if resources.gpus:
-        resource = pool.gpu_resource if pool is not None else "nvidia.com/gpu"
-        limits[resource] = m.Quantity(str(resources.gpus))
-    return m.ResourceRequirements(requests=requests, limits=limits)
+        limits["cpu"] = cpu
+    if gpus:
+        limits[gpu_resource] = str(gpus)
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
 
 
-def step_env(cluster: ClusterConfig, pod: PodSettings) -> list[m.EnvVar]:
+def resource_requirements(resources: Resources, pool: Pool | None, cluster: ClusterConfig) -> ApiObject:
+    """A step's ``container_resources``: GPUs under the pool's resource name."""
+    gpu_resource = pool.gpu_resource if pool is not None else DEFAULT_GPU_RESOURCE
+    return container_resources(resources.cpu, resources.memory, resources.gpus, gpu_resource, cluster)
+
+
+def step_env(cluster: ClusterConfig, pod: PodSettings) -> list[ApiObject]:
     """Environment of every step container: the captured pod's, then nbscale's own (which wins)."""
     own = [{"name": "NBSCALE_WORKFLOW_NAME", "value": "{{workflow.name}}"}]
     if cluster.mlflow_tracking_uri:
         own.insert(0, {"name": "MLFLOW_TRACKING_URI", "value": cluster.mlflow_tracking_uri})
-    return [m.EnvVar.model_validate(e) for e in pod.container_env(own)]
+    return pod.container_env(own)
 
 
-def pod_fields(pod: PodSettings) -> dict[str, Any]:
-    """Container template fields every pod takes from the captured environment (none without one)."""
-    return {
-        "image_pull_policy": pod.image_pull_policy,
-        "env_from": [m.EnvFromSource.model_validate(e) for e in pod.env_from] or None,
-        "security_context": m.SecurityContext.model_validate(pod.container_security_context)
-        if pod.container_security_context else None,
-    }
+def pod_fields(pod: PodSettings) -> ApiObject:
+    """Container fields every pod takes from the captured environment (none without one)."""
+    return compact({"imagePullPolicy": pod.image_pull_policy, "envFrom": pod.env_from or None,
+                    "securityContext": pod.container_security_context or None})
 
 
-def _placement(plan: NotebookTemplatePlan, pod: PodSettings) -> dict[str, Any]:
+def _placement(plan: NotebookTemplatePlan, pod: PodSettings) -> ApiObject:
     """GPU steps (and steps naming a pool) go where their pool says; CPU steps may follow the notebook's pod."""
     pool = plan.pool
     if pool is not None:
@@ -109,94 +106,77 @@ def _placement(plan: NotebookTemplatePlan, pod: PodSettings) -> dict[str, Any]:
         selector, tolerations = pod.cpu_node_selector, pod.cpu_tolerations
     else:
         selector, tolerations = {}, []
-    return {"node_selector": dict(selector) or None, "tolerations": [m.Toleration.model_validate(t) for t in tolerations] or None,
-            "affinity": m.Affinity.model_validate(pod.affinity) if pod.affinity else None}
+    return compact({"nodeSelector": selector or None, "tolerations": tolerations or None, "affinity": pod.affinity or None})
 
 
-def _outputs_volume() -> tuple[list[m.Volume], list[m.VolumeMount]]:
-    return ([m.Volume(name=OUTPUTS_VOLUME, empty_dir=m.EmptyDirVolumeSource())],
-            [m.VolumeMount(name=OUTPUTS_VOLUME, mount_path=OUTPUT_DIR)])
+def _outputs_volume() -> tuple[list[ApiObject], list[ApiObject]]:
+    return [{"name": OUTPUTS_VOLUME, "emptyDir": {}}], [{"name": OUTPUTS_VOLUME, "mountPath": OUTPUT_DIR}]
 
 
-def _artifact(name: str, filename: str, cluster: ClusterConfig) -> m.Artifact:
+def _artifact(name: str, filename: str, cluster: ClusterConfig) -> ApiObject:
     # optional: a run that fails before writing its outputs should fail for its own reason
-    archive = None if cluster.archive_artifacts else m.ArchiveStrategy(none=m.NoneStrategy())
-    return m.Artifact(name=name, path=f"{OUTPUT_DIR}/{filename}", optional=True, archive=archive)
+    return compact({"name": name, "path": f"{OUTPUT_DIR}/{filename}", "optional": True,
+                    "archive": None if cluster.archive_artifacts else {"none": {}}})
 
 
-def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig, pod: PodSettings) -> Container:
+def _step_container(image: str, args: list[str], resources: Resources, cluster: ClusterConfig, pod: PodSettings,
+                    *, mounts: list[ApiObject] | None = None, pool: Pool | None = None, working_dir: str | None = None) -> ApiObject:
+    """The ``container`` of a template that runs ``nbscale-step`` with ``args``."""
+    return compact({"image": image, "command": [STEP_COMMAND], "args": args, "env": step_env(cluster, pod),
+                    "resources": resource_requirements(resources, pool, cluster), "volumeMounts": mounts,
+                    "workingDir": working_dir, **pod_fields(pod)})
+
+
+def notebook_template(plan: NotebookTemplatePlan, cluster: ClusterConfig, pod: PodSettings) -> ApiObject:
     """The container template that executes one notebook with ``nbscale-step run``."""
     args = ["run", "--config", plan.config.to_arg(), "--output-dir", OUTPUT_DIR]
     for name in plan.parameters:
         args += ["--parameter", f"{name}={{{{inputs.parameters.{name}}}}}"]
-    inputs = [Parameter(name=name) for name in plan.parameters]
+    inputs = [parameter(name) for name in plan.parameters]
     if plan.parent_run:
         args += ["--parent-run-id", f"{{{{inputs.parameters.{PARENT_RUN_INPUT}}}}}"]
-        inputs.append(Parameter(name=PARENT_RUN_INPUT))
+        inputs.append(parameter(PARENT_RUN_INPUT))
     artifacts = [_artifact("notebook", "output.ipynb", cluster)]
     if plan.config.html:
         artifacts.append(_artifact("html", "output.html", cluster))
     volumes, mounts = _outputs_volume()
-    return Container(
-        name=plan.name,
-        image=plan.image,
-        command=[STEP_COMMAND],
-        args=args,
-        inputs=inputs or None,
-        outputs=artifacts,
-        env=step_env(cluster, pod),
-        working_dir=cluster.workspace_mount,
-        resources=resource_requirements(plan.resources, plan.pool, cluster),
-        volumes=volumes,
-        volume_mounts=[*(m.VolumeMount.model_validate(v) for v in pod.mounts), *mounts],
-        retry_strategy=m.RetryStrategy(limit=m.IntOrString(plan.retries)) if plan.retries else None,
-        active_deadline_seconds=plan.timeout_seconds,
-        labels=plan.labels or None,
+    container = _step_container(plan.image, args, plan.resources, cluster, pod, mounts=[*pod.mounts, *mounts],
+                                pool=plan.pool, working_dir=cluster.workspace_mount)
+    return compact({
+        "name": plan.name,
+        "metadata": {"labels": plan.labels} if plan.labels else None,
+        "container": container,
+        "inputs": {"parameters": inputs} if inputs else None,
+        "outputs": {"artifacts": artifacts},
+        "volumes": volumes,
+        "retryStrategy": {"limit": plan.retries} if plan.retries else None,
+        "activeDeadlineSeconds": plan.timeout_seconds or None,
         **_placement(plan, pod),
-        **pod_fields(pod),
-    )
+    })
 
 
-def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig, pod: PodSettings) -> Container:
+def open_parent_template(config: StepConfig, image: str, cluster: ClusterConfig, pod: PodSettings) -> ApiObject:
     """Opens the pipeline's parent MLflow run; its id becomes the global output ``mlflow-parent-run-id``."""
     volumes, mounts = _outputs_volume()
-    return Container(
-        name=OPEN_PARENT_TEMPLATE,
-        image=image,
-        command=[STEP_COMMAND],
-        args=["open-parent", "--config", config.to_arg(), "--output-dir", OUTPUT_DIR],
-        outputs=[Parameter(name=PARENT_RUN_ID, value_from=m.ValueFrom(path=f"{OUTPUT_DIR}/{PARENT_RUN_ID}"),
-                           global_name=PARENT_RUN_ID_GLOBAL)],
-        env=step_env(cluster, pod),
-        resources=resource_requirements(HELPER_RESOURCES, None, cluster),
-        volumes=volumes,
-        volume_mounts=mounts,
-        **pod_fields(pod),
-    )
+    args = ["open-parent", "--config", config.to_arg(), "--output-dir", OUTPUT_DIR]
+    output = {"name": PARENT_RUN_ID, "valueFrom": {"path": f"{OUTPUT_DIR}/{PARENT_RUN_ID}"}, "globalName": PARENT_RUN_ID_GLOBAL}
+    return {"name": OPEN_PARENT_TEMPLATE, "container": _step_container(image, args, HELPER_RESOURCES, cluster, pod, mounts=mounts),
+            "outputs": {"parameters": [output]}, "volumes": volumes}
 
 
-def close_parent_template(image: str, cluster: ClusterConfig, pod: PodSettings) -> Container:
+def close_parent_template(image: str, cluster: ClusterConfig, pod: PodSettings) -> ApiObject:
     """The exit handler: ends the parent MLflow run with the workflow's status."""
-    return Container(
-        name=CLOSE_PARENT_TEMPLATE,
-        image=image,
-        command=[STEP_COMMAND],
-        args=["close-parent", "--run-id", f"{{{{workflow.outputs.parameters.{PARENT_RUN_ID_GLOBAL}}}}}",
-              "--workflow-status", "{{workflow.status}}"],
-        env=step_env(cluster, pod),
-        resources=resource_requirements(HELPER_RESOURCES, None, cluster),
-        **pod_fields(pod),
-    )
+    args = ["close-parent", "--run-id", f"{{{{workflow.outputs.parameters.{PARENT_RUN_ID_GLOBAL}}}}}",
+            "--workflow-status", "{{workflow.status}}"]
+    return {"name": CLOSE_PARENT_TEMPLATE, "container": _step_container(image, args, HELPER_RESOURCES, cluster, pod)}
 
 
-def rayjob_template(manifest: str) -> Resource:
+def rayjob_template(manifest: str) -> ApiObject:
     """Creates the sweep's RayJob (owned by the Workflow, so deleted with it) and waits for its job status."""
-    return Resource(name=SWEEP_TEMPLATE, action="create", manifest=manifest, set_owner_reference=True,
-                    success_condition=RAYJOB_SUCCESS, failure_condition=RAYJOB_FAILURE)
+    return {"name": SWEEP_TEMPLATE, "resource": {"action": "create", "manifest": manifest, "setOwnerReference": True,
+                                                 "successCondition": RAYJOB_SUCCESS, "failureCondition": RAYJOB_FAILURE}}
 
 
-def task_arguments(names: dict[str, str]) -> list[Parameter]:
+def task_arguments(names: dict[str, str]) -> list[ApiObject]:
     """DAG task arguments: input name → the expression (written by the compiler) that feeds it."""
-    return [Parameter(name=name, value=value) for name, value in names.items()]
-
-
+    return [parameter(name, value) for name, value in names.items()]

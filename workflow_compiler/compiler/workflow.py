@@ -2,31 +2,31 @@
 
 The shape is the contract in docs/DESIGN.md ("The compiled Workflow and the step command line"):
 a ``dag`` template ``main`` whose tasks feed workflow parameters into container templates that run
-``nbscale-step``. Built with hera's ``Workflow``, whose ``to_dict()`` gives the manifest.
+``nbscale-step``. Built as plain dicts (``manifest.py`` says why), checked against Argo's CRD schema.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-from hera.workflows import DAG, Task, Workflow
-from hera.workflows import models as m
+from typing import TYPE_CHECKING, Any
 
 from ..cluster import ClusterConfig, load_cluster_config
 from ..errors import CompileError
 from ..paths import resolve_notebook_path
-from ..podenv import PodEnvironment
 from ..pools import PoolConfig, load_pools
 from ..spec import PipelineSpec, RunSpec
 from ..stepconfig import StepConfig
 from . import templates as t
+from .manifest import ApiObject, dag_task, dag_template, detached
 from .naming import LABEL_KIND, LABEL_NOTEBOOK, LABEL_PIPELINE, LABEL_USER, label_value, notebook_label
 from .podspec import effective_cluster, pod_settings
 from .queueing import resolve_queue
 from .sweep import compile_sweep_fanout, compile_sweep_rayjob
 from .workflow_shell import CompileContext, checked_image, notebook_plan, workflow_parameters, workflow_shell
+
+if TYPE_CHECKING:  # the captured pod's model is built only where a pod is captured
+    from ..podenv import PodEnvironment
 
 Spec = RunSpec | PipelineSpec
 #: MLflow tag naming the pipeline, on the parent run and on every step's run.
@@ -66,33 +66,33 @@ def compile_workflow(
                              queue=resolve_queue(spec.queue, cluster, hub_queue))
     for applies, builder in _BUILDERS:
         if applies(spec, context):
-            return builder(spec, context).to_dict()
+            return detached(builder(spec, context))
     raise CompileError(f"cannot compile a {type(spec).__name__}; expected a RunSpec or PipelineSpec.")
 
 
-def compile_run(spec: RunSpec, context: CompileContext) -> Workflow:
+def compile_run(spec: RunSpec, context: CompileContext) -> ApiObject:
     """A single notebook run: one DAG task ``notebook``; workflow parameters named as in the notebook."""
     spec = with_notebook_defaults(spec, context.notebook_root)
     plan = notebook_plan(spec, context, name=SINGLE_TASK, user=spec.user, tags=spec.tracking.tags,
                           experiment=spec.experiment, html=spec.outputs.html)
-    task = Task(name=SINGLE_TASK, template=SINGLE_TASK,
-                arguments=t.task_arguments({p: f"{{{{workflow.parameters.{p}}}}}" for p in spec.parameters}) or None)
+    task = dag_task(SINGLE_TASK, SINGLE_TASK,
+                    arguments=t.task_arguments({p: f"{{{{workflow.parameters.{p}}}}}" for p in spec.parameters}))
     labels = {LABEL_USER: label_value(spec.user), LABEL_NOTEBOOK: notebook_label(spec.notebook), LABEL_KIND: "run"}
     return workflow_shell(
         PurePosixPath(spec.notebook).stem, labels, context,
         arguments=workflow_parameters({p: (p, v) for p, v in spec.parameters.items()}),
-        templates=[DAG(name="main", tasks=[task]), t.notebook_template(plan, context.cluster, context.pod)],
+        templates=[dag_template("main", [task]), t.notebook_template(plan, context.cluster, context.pod)],
     )
 
 
-def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
+def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> ApiObject:
     """A pipeline: a parent MLflow run, then one task per step in dependency order, then the exit handler."""
     tags = {**spec.tracking.tags, PIPELINE_TAG: spec.name}
     image = checked_image(None, context.cluster)
     parent = StepConfig(notebook="", experiment=spec.experiment, user=spec.user, tags=tags,
                         html=spec.outputs.html, image=image, step=None)
-    tasks: list[Task | m.DAGTask] = [Task(name=t.PARENT_TASK, template=t.OPEN_PARENT_TEMPLATE)]
-    templates: list[Any] = [t.open_parent_template(parent, image, context.cluster, context.pod)]
+    tasks = [dag_task(t.PARENT_TASK, t.OPEN_PARENT_TEMPLATE)]
+    templates = [t.open_parent_template(parent, image, context.cluster, context.pod)]
     values: dict[str, tuple[str, Any]] = {}
     for step in spec.order():
         _check_task_name(step.name)
@@ -102,14 +102,14 @@ def compile_pipeline(spec: PipelineSpec, context: CompileContext) -> Workflow:
                               html=spec.outputs.html, step_name=step.name, parent_run=True)
         feeds = {p: f"{{{{workflow.parameters.{step.name}-{p}}}}}" for p in step.parameters}
         feeds[t.PARENT_RUN_INPUT] = f"{{{{tasks.{t.PARENT_TASK}.outputs.parameters.{t.PARENT_RUN_ID}}}}}"
-        tasks.append(Task(name=step.name, template=template_name, arguments=t.task_arguments(feeds),
-                          dependencies=[t.PARENT_TASK, *dict.fromkeys(step.after)]))
+        tasks.append(dag_task(step.name, template_name, arguments=t.task_arguments(feeds),
+                              dependencies=[t.PARENT_TASK, *dict.fromkeys(step.after)]))
         templates.append(t.notebook_template(plan, context.cluster, context.pod))
         values.update({f"{step.name}-{p}": (p, v) for p, v in step.parameters.items()})
     templates.append(t.close_parent_template(image, context.cluster, context.pod))
     labels = {LABEL_USER: label_value(spec.user), LABEL_PIPELINE: label_value(spec.name), LABEL_KIND: "pipeline"}
     return workflow_shell(spec.name, labels, context, arguments=workflow_parameters(values),
-                     templates=[DAG(name="main", tasks=tasks), *templates], on_exit=t.CLOSE_PARENT_TEMPLATE)
+                     templates=[dag_template("main", tasks), *templates], on_exit=t.CLOSE_PARENT_TEMPLATE)
 
 
 def with_notebook_defaults(step: Any, notebook_root: Path | None) -> Any:
@@ -146,7 +146,7 @@ def _is_sweep(spec: Spec) -> bool:
 
 
 #: (does it apply, builder), first match wins.
-_BUILDERS: list[tuple[Callable[[Spec, CompileContext], bool], Callable[[Any, CompileContext], Workflow]]] = [
+_BUILDERS: list[tuple[Callable[[Spec, CompileContext], bool], Callable[[Any, CompileContext], ApiObject]]] = [
     (lambda spec, context: _is_sweep(spec) and context.fanout, compile_sweep_fanout),
     (lambda spec, context: _is_sweep(spec), compile_sweep_rayjob),
     (lambda spec, context: isinstance(spec, RunSpec), compile_run),

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hera.workflows import Parameter, Workflow
-from hera.workflows import models as m
-
 from ..cluster import ClusterConfig
 from ..errors import CompileError, NotebookError
 from ..paths import resolve_notebook_path
@@ -24,6 +21,7 @@ from ..pools import PoolConfig
 from ..spec import NotebookStep
 from ..stepconfig import StepConfig, argo_safe_json
 from . import templates as t
+from .manifest import WORKFLOW_API_VERSION, ApiObject, compact, parameter
 from .naming import LABEL_KIND, LABEL_NOTEBOOK, LABEL_STEP, LABEL_USER, generate_name, label_value, notebook_label
 from .podspec import PodSettings
 from .queueing import QUEUE_LABEL
@@ -51,33 +49,31 @@ class CompileContext:
 
 
 def workflow_shell(name: str, labels: dict[str, str], context: CompileContext, *,
-                   arguments: list[Parameter], templates: list[Any], on_exit: str | None = None,
-                   active_deadline_seconds: int | None = None) -> Workflow:
+                   arguments: list[ApiObject], templates: list[ApiObject], on_exit: str | None = None,
+                   active_deadline_seconds: int | None = None) -> ApiObject:
     """The shell every compiled workflow shares: metadata, volumes, podGC, service account."""
-    cluster = context.cluster
+    cluster, pod = context.cluster, context.pod
     pod_labels = {k: v for k, v in labels.items() if k in (LABEL_USER, LABEL_KIND)}
     repository = cluster.artifact_repository_ref
-    return Workflow(
-        generate_name=generate_name(name),
-        namespace=cluster.namespace,
-        labels=labels,
-        entrypoint="main",
-        arguments=arguments or None,
-        templates=templates,
-        on_exit=on_exit,
-        active_deadline_seconds=active_deadline_seconds,
-        service_account_name=cluster.service_account,
-        volumes=[m.Volume.model_validate(v) for v in context.pod.volumes],
-        image_pull_secrets=[m.LocalObjectReference(name=s) for s in context.pod.image_pull_secrets] or None,
-        security_context=m.PodSecurityContext.model_validate(context.pod.pod_security_context)
-        if context.pod.pod_security_context else None,
-        pod_gc=m.PodGC(strategy=cluster.pod_gc_strategy),
-        pod_metadata=m.Metadata(labels=pod_labels),
-        artifact_repository_ref=m.ArtifactRepositoryRef(config_map=repository.get("configMap"), key=repository.get("key"))
+    spec = compact({
+        "arguments": {"parameters": arguments} if arguments else None,
+        "entrypoint": "main",
+        "onExit": on_exit,
+        "activeDeadlineSeconds": active_deadline_seconds,
+        "serviceAccountName": cluster.service_account,
+        "imagePullSecrets": [{"name": s} for s in pod.image_pull_secrets] or None,
+        "securityContext": pod.pod_security_context or None,
+        "podGC": {"strategy": cluster.pod_gc_strategy},
+        "podMetadata": {"labels": pod_labels},
+        "artifactRepositoryRef": compact({"configMap": repository.get("configMap"), "key": repository.get("key")})
         if repository else None,
-        ttl_strategy=m.TTLStrategy(seconds_after_completion=cluster.ttl_seconds_after_finished)
+        "ttlStrategy": {"secondsAfterCompletion": cluster.ttl_seconds_after_finished}
         if cluster.ttl_seconds_after_finished is not None else None,
-    )
+        "templates": templates,
+        "volumes": pod.volumes or None,
+    })
+    metadata = compact({"generateName": generate_name(name), "namespace": cluster.namespace, "labels": labels})
+    return {"apiVersion": WORKFLOW_API_VERSION, "kind": "Workflow", "metadata": metadata, "spec": spec}
 
 
 def notebook_plan(step: NotebookStep, context: CompileContext, *, name: str, user: str, tags: dict[str, str],
@@ -87,8 +83,8 @@ def notebook_plan(step: NotebookStep, context: CompileContext, *, name: str, use
     config = StepConfig(notebook=step.notebook, experiment=experiment, user=user, tags=tags, html=html,
                         notebook_sha256=_notebook_sha256(step.notebook, context.notebook_root), step=step_name,
                         image=image, timeout_seconds=step.timeout_seconds)
-    for parameter in step.parameters:
-        check_parameter_name(parameter, step_name)
+    for parameter_name in step.parameters:
+        check_parameter_name(parameter_name, step_name)
     labels = {LABEL_NOTEBOOK: notebook_label(step.notebook)}
     if step_name is not None:
         labels[LABEL_STEP] = label_value(step_name)
@@ -101,7 +97,7 @@ def notebook_plan(step: NotebookStep, context: CompileContext, *, name: str, use
     )
 
 
-def workflow_parameters(values: dict[str, tuple[str, Any]]) -> list[Parameter]:
+def workflow_parameters(values: dict[str, tuple[str, Any]]) -> list[ApiObject]:
     """Workflow ``arguments.parameters``: each value JSON-encoded with no ``{{`` possible."""
     parameters = []
     for argo_name, (name, value) in values.items():
@@ -110,7 +106,7 @@ def workflow_parameters(values: dict[str, tuple[str, Any]]) -> list[Parameter]:
         except (TypeError, ValueError) as exc:
             raise CompileError(f"parameter {name!r} cannot be sent as JSON: {exc}",
                                errors=[{"loc": ["parameters", name], "msg": str(exc)}]) from None
-        parameters.append(Parameter(name=argo_name, value=encoded))
+        parameters.append(parameter(argo_name, encoded))
     return parameters
 
 
