@@ -11,6 +11,10 @@ the same compile with a new, empty ``NBSCALE_HOME`` each time: a user's first co
 ``magic_status`` is the first ``%nbscale status`` in a warm IPython (the extension loaded), timed
 by that process around the line magic alone.
 
+Every process writes and reads its bytecode under a private ``PYTHONPYCACHEPREFIX`` (and
+``PYTHONDONTWRITEBYTECODE`` is dropped), as an installed package has its ``.pyc`` files: without it,
+a source tree that may not write ``__pycache__`` compiles every nbscale module on every command.
+
 With ``--baseline DIR`` each command also runs from the source tree in DIR (e.g. the commit before
 a change, from ``git archive``), in the same rounds, so both sides share the machine's load.
 
@@ -120,8 +124,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         big_notebook(work / "big.ipynb")
         (work / "train.ipynb").write_bytes(EXAMPLE.read_bytes())
         run_id = seed_runs(work / "home")
-        env = {**os.environ, "NBSCALE_HOME": str(work / "home")}
-        env.pop("MLFLOW_TRACKING_URI", None)
+        env = {**os.environ, "NBSCALE_HOME": str(work / "home"), "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+        for name in ("MLFLOW_TRACKING_URI", "PYTHONDONTWRITEBYTECODE"):
+            env.pop(name, None)
         lines = commands(run_id)
         sides = {"": env}
         if args.baseline:

@@ -13,12 +13,15 @@ import json
 import logging
 import tokenize
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import nbformat
 from pydantic import BaseModel, ConfigDict
 
 from .errors import NotebookError
+from .notebook_schema import plainly_valid
+
+if TYPE_CHECKING:
+    import nbformat
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +64,13 @@ class NotebookSignature(BaseModel):
         return next((p for p in self.parameters if p.name == name), None)
 
 
-def read_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """Read and validate an nbformat v4 notebook, with an error that says what is wrong."""
+def read_notebook(path: str | Path) -> dict[str, Any]:
+    """Read and validate an nbformat v4 notebook, with an error that says what is wrong.
+
+    Returns the notebook's JSON with each cell's source as one string. A notebook that nbformat's
+    schema accepts as it is never imports nbformat (``notebook_schema``); any other is read by
+    nbformat, which validates, normalizes and words the error.
+    """
     p = Path(path)
     if not p.exists():
         raise NotebookError(f"{p}: no such file. Check the path (it is relative to the working directory).", path=str(p), http_status=404)
@@ -85,6 +93,17 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
         raise NotebookError(f"{p} is JSON but not a notebook: it has no 'cells'.", path=str(p))
     if raw.get("nbformat") != 4:
         raise NotebookError(f"{p} is nbformat {raw.get('nbformat')}; nbscale reads nbformat 4. Open and save it in Jupyter to upgrade.", path=str(p))
+    if not plainly_valid(raw):
+        return _read_with_nbformat(text, p)
+    for cell in raw["cells"]:
+        if isinstance(cell["source"], list):  # nbformat joins multi-line sources the same way
+            cell["source"] = "".join(cell["source"])
+    return raw
+
+
+def _read_with_nbformat(text: str, p: Path) -> nbformat.NotebookNode:
+    import nbformat
+
     invalid: dict[str, nbformat.ValidationError] = {}
     nb = nbformat.reads(text, as_version=4, capture_validation_error=invalid)  # validates once; joins multi-line sources
     if "ValidationError" in invalid:
@@ -95,14 +114,14 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
 def inspect_notebook(path: str | Path) -> NotebookSignature:
     """The parameters a notebook declares in its cell tagged ``parameters`` (papermill's convention)."""
     nb = read_notebook(path)
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    kernel = nb["metadata"].get("kernelspec", {}).get("name", "python3")
+    cell = next((c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
         return NotebookSignature(path=str(path), parameters=[], code_cells=len(code_cells), kernel=kernel)
     return NotebookSignature(
         path=str(path),
-        parameters=parse_parameters_source(cell.source, where=f"{path}: parameters cell"),
+        parameters=parse_parameters_source(cell["source"], where=f"{path}: parameters cell"),
         code_cells=len(code_cells),
         kernel=kernel,
         has_parameters_cell=True,
