@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from workflow_compiler import inspection
+from workflow_compiler import inspection, notebook_schema
 from workflow_compiler.notebook_schema import plainly_valid
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -88,3 +88,32 @@ def test_notebook_nbformat_must_normalize_is_still_read(tmp_path: Path) -> None:
     with pytest.warns(nbformat.warnings.MissingIDFieldWarning):
         signature = inspection.inspect_notebook(tmp_path / "old.ipynb")
     assert [p.name for p in signature.parameters] == ["lr", "epochs"] and signature.code_cells == 2
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setenv("NBSCALE_HOME", str(tmp_path / "home"))
+    notebook_schema._validator.cache_clear()
+    yield tmp_path / "home"
+    notebook_schema._validator.cache_clear()
+
+
+def test_compiled_validator_is_cached_privately_and_a_damaged_copy_is_rebuilt(home: Path) -> None:
+    assert plainly_valid(_notebook())
+    (cached,) = (home / "cache").glob("nbformat-validator-*.marshal")
+    assert cached.stat().st_mode & 0o777 == 0o600
+    cached.write_bytes(b"\x00damaged")
+    notebook_schema._validator.cache_clear()
+    bad = _notebook()
+    bad["cells"][0]["cell_type"] = "potato"
+    assert plainly_valid(_notebook()) and not plainly_valid(bad)
+    assert cached.read_bytes() != b"\x00damaged"
+
+
+def test_a_home_others_can_write_is_not_used_and_notebooks_are_still_checked(home: Path) -> None:
+    home.mkdir(mode=0o777)
+    home.chmod(0o777)
+    bad = _notebook()
+    bad["cells"][0]["cell_type"] = "potato"
+    assert plainly_valid(_notebook()) and not plainly_valid(bad)
+    assert not (home / "cache").exists()
