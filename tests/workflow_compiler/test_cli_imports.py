@@ -27,6 +27,7 @@ HEAVY = {"mlflow", "ray", "hera", "kubernetes", "papermill", "IPython", "sqlalch
 MODELS = {"pydantic", "yaml"}  # the run store's and specs' models
 NOTEBOOKS = {"nbformat", "jsonschema"}  # ~0.25 s: only to word an invalid notebook's error, or to write one
 VALIDATOR = {"fastjsonschema"}  # checks a notebook against nbformat's schema: only commands that read one
+RICH = {"rich"}  # ~0.04 s: only to print for people, never for --json or --help
 
 _REPORT = """
 import json, sys
@@ -60,15 +61,15 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize(("argv", "allowed"), [
-    (["inspect", "train.ipynb"], {"pydantic", *VALIDATOR}),
+    (["inspect", "train.ipynb"], {"pydantic", *VALIDATOR, *RICH}),
     (["inspect", "train.ipynb", "--json"], {"pydantic", *VALIDATOR}),
-    (["runs"], {"pydantic"}),  # refreshes the running local run through its executor
+    (["runs"], {"pydantic", *RICH}),  # refreshes the running local run through its executor
     (["runs", "--json"], {"pydantic"}),
-    (["status", "nbs-00000000aa"], {"pydantic"}),
+    (["status", "nbs-00000000aa"], {"pydantic", *RICH}),
     (["status", "nbs-00000000bb", "--json"], {"pydantic"}),
 ])
 def test_light_commands_import_only_what_they_use(argv: list[str], allowed: set[str], workspace: Path) -> None:
-    forbidden = HEAVY | ((MODELS | NOTEBOOKS | VALIDATOR) - allowed)
+    forbidden = HEAVY | ((MODELS | NOTEBOOKS | VALIDATOR | RICH) - allowed)
     assert loaded_by(argv, workspace) & forbidden == set()
 
 
@@ -80,4 +81,4 @@ def test_help_imports_no_models(workspace: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=workspace, env=env, capture_output=True, text=True, timeout=120)
     assert "usage: nbscale" in done.stdout
     loaded = set(done.stdout.split())
-    assert loaded & (HEAVY | MODELS | NOTEBOOKS | VALIDATOR | {"workflow_compiler.store", "workflow_compiler.spec"}) == set()
+    assert loaded & (HEAVY | MODELS | NOTEBOOKS | VALIDATOR | RICH | {"workflow_compiler.store", "workflow_compiler.spec"}) == set()
