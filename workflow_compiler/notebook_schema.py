@@ -9,8 +9,9 @@ cells nbformat would give ids to, a minor version from the future) goes to nbfor
 and words its own message.
 
 fastjsonschema turns the schema into Python source and compiles it: ~60 ms a process. The compiled
-code is kept under ``$NBSCALE_HOME/cache`` (private to the user, like Python's own ``__pycache__``),
-keyed by the schema's bytes, fastjsonschema's version and Python's bytecode version.
+code is kept under ``$NBSCALE_HOME/cache`` when that home exists (private to the user, like Python's
+own ``__pycache__``), keyed by the schema's bytes, fastjsonschema's version and Python's bytecode
+version.
 """
 
 from __future__ import annotations
@@ -58,11 +59,12 @@ def _validator_code(schema: bytes) -> CodeType:
     import fastjsonschema
 
     key = hashlib.sha256(schema + fastjsonschema.VERSION.encode() + importlib.util.MAGIC_NUMBER).hexdigest()[:20]
+    home, cache = nbscale_home(), None
     try:
-        cache: Path | None = private_home(nbscale_home()) / "cache" / f"nbformat-validator-{key}.marshal"
+        if home.is_dir():  # reading a notebook never creates the home (a step in a pod, a first inspect)
+            cache = private_home(home) / "cache" / f"nbformat-validator-{key}.marshal"
     except (NbscaleError, OSError) as exc:  # a home that is not private is neither read nor written; inspect still works
         log.debug("not caching the notebook validator: %s", exc)
-        cache = None
     if cache is not None:
         try:
             code = marshal.loads(cache.read_bytes())

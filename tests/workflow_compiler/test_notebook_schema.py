@@ -93,6 +93,7 @@ def test_notebook_nbformat_must_normalize_is_still_read(tmp_path: Path) -> None:
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.setenv("NBSCALE_HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir(mode=0o700)
     notebook_schema._validator.cache_clear()
     yield tmp_path / "home"
     notebook_schema._validator.cache_clear()
@@ -111,9 +112,14 @@ def test_compiled_validator_is_cached_privately_and_a_damaged_copy_is_rebuilt(ho
 
 
 def test_a_home_others_can_write_is_not_used_and_notebooks_are_still_checked(home: Path) -> None:
-    home.mkdir(mode=0o777)
     home.chmod(0o777)
     bad = _notebook()
     bad["cells"][0]["cell_type"] = "potato"
     assert plainly_valid(_notebook()) and not plainly_valid(bad)
     assert not (home / "cache").exists()
+
+
+def test_reading_a_notebook_never_creates_the_home(home: Path) -> None:
+    home.rmdir()
+    assert plainly_valid(_notebook())
+    assert not home.exists()
