@@ -2,7 +2,10 @@
 
 Issue 19's targets: ``nbscale --help``, ``inspect``, ``runs`` and ``status`` in at most 0.3 s each,
 ``compile --validate`` of a 500-cell notebook in at most 0.6 s. Beside them, ``python -c pass``
-is the floor: what any Python command costs here before it imports anything.
+is the floor: what any Python command costs here before it imports anything. ``store_rich_floor``
+imports only the run store (pydantic and the run records' models) and rich's console: what
+``runs`` and ``status`` cannot go below while they read records through those models and print
+through rich.
 
 Each command runs ``--repeats`` times, the commands alternating, after one untimed round that warms
 the OS caches and the CRD cache under the benchmark's ``NBSCALE_HOME``; the median wall time and
@@ -103,6 +106,7 @@ def commands(run_id: str) -> dict[str, list[str]]:
     nbscale = str(BIN / "nbscale")
     return {
         "python_floor": [sys.executable, "-c", "pass"],
+        "store_rich_floor": [sys.executable, "-c", "import rich.console, workflow_compiler.store"],
         "help": [nbscale, "--help"],
         "inspect": [nbscale, "inspect", "train.ipynb"],
         "runs": [nbscale, "runs"],
@@ -132,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         if args.baseline:
             sides["_baseline"] = {**env, "PYTHONPATH": str(args.baseline.resolve())}
         runs = {name + side: (argv_, side_env) for side, side_env in sides.items() for name, argv_ in lines.items()
-                if not (side and name == "python_floor")}
+                if not (side and name.endswith("_floor"))}
         times: dict[str, list[float]] = {name: [] for name in runs}
         cpu: dict[str, list[float]] = {name: [] for name in runs}
         for round_ in range(args.repeats + 1):  # round 0 warms the OS caches and the CRD cache, untimed
