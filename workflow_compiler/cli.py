@@ -135,9 +135,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .paths import resolve_notebook_path
 
     path, relative = resolve_notebook_path(args.notebook, os.getcwd())
-    signature = inspect_notebook(path).model_copy(update={"path": relative})
+    signature = inspect_notebook(path).with_path(relative)
     if args.json:
-        render.print_json(signature.model_dump(mode="json"))
+        render.print_json(signature.to_api())
     else:
         _console().print(render.signature_table(signature))
     return 0

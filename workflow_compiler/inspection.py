@@ -8,14 +8,14 @@ annotations; we need typed JSON defaults for forms and validation, so the cell i
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import json
 import logging
 import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict
 
 from .errors import NotebookError
 from .notebook_schema import plainly_valid
@@ -34,10 +34,11 @@ _ANNOTATIONS: dict[str, ParamType] = {
 }
 
 
-class ParameterInfo(BaseModel):
+# Dataclasses, not pydantic models: they are built here from the parsed cell, never from outside
+# input, so there is nothing to validate, and `nbscale inspect` answers without importing pydantic.
+@dataclass(frozen=True, kw_only=True)
+class ParameterInfo:
     """One parameter of a notebook: its name, type, default and help text."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str
     type: ParamType
@@ -49,8 +50,13 @@ class ParameterInfo(BaseModel):
     default_source: str = ""
     help: str = ""
 
+    def to_api(self) -> dict[str, Any]:
+        """The JSON form the REST API and ``--json`` give."""
+        return dataclasses.asdict(self)
 
-class NotebookSignature(BaseModel):
+
+@dataclass(kw_only=True)
+class NotebookSignature:
     """What a notebook takes: its parameters in cell order, and its size in code cells."""
 
     path: str
@@ -62,6 +68,14 @@ class NotebookSignature(BaseModel):
     def parameter(self, name: str) -> ParameterInfo | None:
         """The parameter called ``name``, or None."""
         return next((p for p in self.parameters if p.name == name), None)
+
+    def with_path(self, path: str) -> NotebookSignature:
+        """The same signature, naming the notebook by ``path`` (relative to the root the user sees)."""
+        return dataclasses.replace(self, path=path)
+
+    def to_api(self) -> dict[str, Any]:
+        """The JSON form the REST API and ``--json`` give."""
+        return dataclasses.asdict(self)
 
 
 def read_notebook(path: str | Path) -> dict[str, Any]:
