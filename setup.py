@@ -60,6 +60,7 @@ setup(
     install_requires=[
         "pydantic>=2.6",
         "nbformat>=5.9",
+        "fastjsonschema>=2.19",  # checks notebooks against nbformat's schema without importing nbformat (workflow_compiler/notebook_schema.py)
         "nbclient>=0.10",
         "nbconvert>=7.16",
         "papermill>=2.6",

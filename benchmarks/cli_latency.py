@@ -2,7 +2,10 @@
 
 Issue 19's targets: ``nbscale --help``, ``inspect``, ``runs`` and ``status`` in at most 0.3 s each,
 ``compile --validate`` of a 500-cell notebook in at most 0.6 s. Beside them, ``python -c pass``
-is the floor: what any Python command costs here before it imports anything.
+is the floor: what any Python command costs here before it imports anything. ``store_rich_floor``
+imports only the run store (pydantic and the run records' models) and rich's console: what
+``runs`` and ``status`` cannot go below while they read records through those models and print
+through rich.
 
 Each command runs ``--repeats`` times, the commands alternating, after one untimed round that warms
 the OS caches and the CRD cache under the benchmark's ``NBSCALE_HOME``; the median wall time and
@@ -10,6 +13,10 @@ the median CPU time (user + system of the child) are reported. ``compile_validat
 the same compile with a new, empty ``NBSCALE_HOME`` each time: a user's first compile.
 ``magic_status`` is the first ``%nbscale status`` in a warm IPython (the extension loaded), timed
 by that process around the line magic alone.
+
+Every process writes and reads its bytecode under a private ``PYTHONPYCACHEPREFIX`` (and
+``PYTHONDONTWRITEBYTECODE`` is dropped), as an installed package has its ``.pyc`` files: without it,
+a source tree that may not write ``__pycache__`` compiles every nbscale module on every command.
 
 With ``--baseline DIR`` each command also runs from the source tree in DIR (e.g. the commit before
 a change, from ``git archive``), in the same rounds, so both sides share the machine's load.
@@ -99,6 +106,7 @@ def commands(run_id: str) -> dict[str, list[str]]:
     nbscale = str(BIN / "nbscale")
     return {
         "python_floor": [sys.executable, "-c", "pass"],
+        "store_rich_floor": [sys.executable, "-c", "import rich.console, workflow_compiler.store"],
         "help": [nbscale, "--help"],
         "inspect": [nbscale, "inspect", "train.ipynb"],
         "runs": [nbscale, "runs"],
@@ -120,14 +128,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         big_notebook(work / "big.ipynb")
         (work / "train.ipynb").write_bytes(EXAMPLE.read_bytes())
         run_id = seed_runs(work / "home")
-        env = {**os.environ, "NBSCALE_HOME": str(work / "home")}
-        env.pop("MLFLOW_TRACKING_URI", None)
+        env = {**os.environ, "NBSCALE_HOME": str(work / "home"), "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+        for name in ("MLFLOW_TRACKING_URI", "PYTHONDONTWRITEBYTECODE"):
+            env.pop(name, None)
         lines = commands(run_id)
         sides = {"": env}
         if args.baseline:
             sides["_baseline"] = {**env, "PYTHONPATH": str(args.baseline.resolve())}
         runs = {name + side: (argv_, side_env) for side, side_env in sides.items() for name, argv_ in lines.items()
-                if not (side and name == "python_floor")}
+                if not (side and name.endswith("_floor"))}
         times: dict[str, list[float]] = {name: [] for name in runs}
         cpu: dict[str, list[float]] = {name: [] for name in runs}
         for round_ in range(args.repeats + 1):  # round 0 warms the OS caches and the CRD cache, untimed

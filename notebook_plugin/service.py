@@ -74,7 +74,7 @@ class RunService:
         """The notebook's parameters, typed, with defaults and help."""
         absolute, relative = resolve_api_notebook(path, self.root, field="path")
         signature = inspect_relative(absolute, relative, field="path")
-        params = [p.model_dump(mode="json") for p in signature.parameters]
+        params = [p.to_api() for p in signature.parameters]
         return {"path": relative, "parameters": params, "has_parameters_cell": signature.has_parameters_cell}
 
     def schema(self) -> dict[str, Any]:

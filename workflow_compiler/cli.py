@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-from rich.console import Console
 
 from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
@@ -20,16 +19,31 @@ from .redaction import redact, redact_logs
 from .tracking_uri import TELEMETRY_SWITCH, credentials_out_of_uri, telemetry_switch
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .executors import Executor
     from .store import RunRecord
 
 # Each command imports what it needs when it runs (`nbscale --help`, `inspect`, `runs` and `status`
 # must answer at once): the run store's and specs' pydantic models, nbformat, the executors, the
-# compiler, MLflow, Ray and the kubernetes client load only inside the commands that use them.
+# compiler, MLflow, Ray and the kubernetes client load only inside the commands that use them, and
+# rich only to print for people (not for `--help` or `--json`).
 # tests/workflow_compiler/test_cli_imports.py holds each light command to that.
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
-err = Console(stderr=True)
+
+
+def _console(*, stderr: bool = False) -> Console:
+    """A new rich console on stdout (or stderr)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+@functools.cache
+def _err() -> Console:
+    """The console for errors and warnings, made at its first use."""
+    return _console(stderr=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,11 +135,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from .paths import resolve_notebook_path
 
     path, relative = resolve_notebook_path(args.notebook, os.getcwd())
-    signature = inspect_notebook(path).model_copy(update={"path": relative})
+    signature = inspect_notebook(path).with_path(relative)
     if args.json:
-        render.print_json(signature.model_dump(mode="json"))
+        render.print_json(signature.to_api())
     else:
-        Console().print(render.signature_table(signature))
+        _console().print(render.signature_table(signature))
     return 0
 
 
@@ -137,7 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, root=os.getcwd())
     executor = get_executor(args.executor or default_executor_name(), root=os.getcwd())
     record = submit(spec, executor=executor, root=os.getcwd())
-    console = Console(stderr=args.json)
+    console = _console(stderr=args.json)
     if args.detach:
         if args.json:
             render.print_json(record.to_api())
@@ -147,9 +161,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         record = render.follow(executor, record, console)
     except KeyboardInterrupt:
-        err.print(f"interrupted: cancelling {record.id} (partial output is kept)")
+        _err().print(f"interrupted: cancelling {record.id} (partial output is kept)")
         record = executor.cancel(record.id)
-        render.summary(record, err)
+        render.summary(record, _err())
         return EXIT_INTERRUPTED
     record = fetch_outputs(executor, record)
     if args.json:
@@ -157,7 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         render.summary(record, console)
     if record.status != "SUCCEEDED":
-        err.print(f"[red]error:[/] {record.id} {record.status}: {redact(record.error or 'see nbscale logs ' + record.id)}", highlight=False)
+        _err().print(f"[red]error:[/] {record.id} {record.status}: {redact(record.error or 'see nbscale logs ' + record.id)}", highlight=False)
         return EXIT_FAILED
     return 0
 
@@ -241,7 +255,7 @@ def _compile(args: argparse.Namespace) -> int:
                            notebook_root=Path.cwd(), fanout=args.fanout)
     if args.output:
         crds = "the Argo Workflow CRD" + (" and the KubeRay RayJob CRD" if "kind: RayJob" in text else "")
-        err.print(f"wrote {args.output}" + (f" (valid against {crds})" if args.validate else ""))
+        _err().print(f"wrote {args.output}" + (f" (valid against {crds})" if args.validate else ""))
     else:
         sys.stdout.write(text)
     return 0
@@ -266,7 +280,7 @@ def fetch_outputs(executor: Executor, record: RunRecord) -> RunRecord:
                 try:
                     executor.output_file(record.id, name)
                 except NbscaleError as exc:
-                    err.print(f"[yellow]warning:[/] {exc.message}", highlight=False)
+                    _err().print(f"[yellow]warning:[/] {exc.message}", highlight=False)
     return record
 
 
@@ -280,9 +294,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         render.print_json({"runs": [r.to_api() for r in records], "total": total})
     else:
-        Console().print(render.runs_table(records, total), soft_wrap=True)  # notebook paths stay whole
+        _console().print(render.runs_table(records, total), soft_wrap=True)  # notebook paths stay whole
     if unreachable:
-        err.print(f"[yellow]warning:[/] could not refresh runs of the {', '.join(sorted(unreachable))} executor; "
+        _err().print(f"[yellow]warning:[/] could not refresh runs of the {', '.join(sorted(unreachable))} executor; "
                   "their status is the last one recorded.", highlight=False)
     return 0
 
@@ -306,7 +320,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         render.print_json(record.to_api())
     else:
-        render.summary(record, Console())
+        render.summary(record, _console())
     return 0
 
 
@@ -323,14 +337,14 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     executor = executor_for(args.run_id)
     before = executor.get(args.run_id)
     if before.done:
-        Console().print(f"{before.id}: already {before.status}, nothing to cancel")
+        _console().print(f"{before.id}: already {before.status}, nothing to cancel")
         return 0
     record = executor.cancel(args.run_id, wait=args.wait)
     if not record.done:  # asked to stop but not stopped yet: saying KILLED now would be a guess
-        err.print(f"[red]error:[/] {record.id} is still stopping after {args.wait:g} s; its partial output is kept. "
+        _err().print(f"[red]error:[/] {record.id} is still stopping after {args.wait:g} s; its partial output is kept. "
                   f"{executor.stop_hint(record)}", highlight=False)
         return EXIT_FAILED
-    Console().print(f"{record.id}: {record.status}")
+    _console().print(f"{record.id}: {record.status}")
     return 0
 
 
@@ -349,13 +363,13 @@ def cmd_daemons(args: argparse.Namespace) -> int:
         if args.json:
             render.print_json([{"name": name, "pid": pid} for name, pid in stopped])
         else:
-            Console().print("\n".join(f"stopped the {name} (pid {pid})" for name, pid in stopped) or "no daemon was running")
+            _console().print("\n".join(f"stopped the {name} (pid {pid})" for name, pid in stopped) or "no daemon was running")
         return 0
     daemons = list_daemons()
     if args.json:
         render.print_json([{**vars(d), "pid_file": str(d.pid_file)} for d in daemons])
     else:
-        Console().print(render.daemons_lines(daemons), soft_wrap=True)
+        _console().print(render.daemons_lines(daemons), soft_wrap=True)
     return 0
 
 
@@ -366,7 +380,7 @@ def cmd_quota(args: argparse.Namespace) -> int:
     if args.json:
         render.print_json(status)
     else:
-        Console().print(render.quota_table(status))
+        _console().print(render.quota_table(status))
     return 0
 
 
@@ -384,10 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except (SpecError, NotebookError) as exc:
-        err.print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
+        _err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
         return EXIT_USAGE
     except NbscaleError as exc:
-        err.print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
+        _err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
         return EXIT_FAILED
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console, Group
-from rich.text import Text
-
 from .mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
 
-if TYPE_CHECKING:  # the CLI imports this module for every command: models and rich's heavy parts load where used
+if TYPE_CHECKING:  # the CLI imports this module for every command: models and rich load where used
+    from rich.console import Console, Group
     from rich.progress import Progress
     from rich.table import Table
 
@@ -75,6 +73,7 @@ def summary(record: RunRecord, console: Console) -> None:
     wrap), so a user can copy them from an 80-column terminal.
     """
     from rich.table import Table
+    from rich.text import Text
 
     from .store import format_duration
 
@@ -107,6 +106,8 @@ def summary(record: RunRecord, console: Console) -> None:
 
 
 def _whole_line(console: Console, label: str, value: str | None) -> None:
+    from rich.text import Text
+
     console.print(Text(label + (":" if value else ""), style="dim"))
     if value:
         console.print(Text(f"  {value}"), soft_wrap=True)  # never wrapped nor cut: copied whole
@@ -118,6 +119,9 @@ _RUN_COLUMNS = (("id", 14), ("kind", 8), ("status", 9), ("progress", 14), ("star
 
 def runs_table(records: list[RunRecord], total: int) -> Group:
     """Recent runs, newest first: one line of fixed columns a run, its notebook path whole on the next."""
+    from rich.console import Group
+    from rich.text import Text
+
     from .store import format_duration
 
     lines: list[Text] = [Text(f"nbscale runs ({len(records)} of {total})", style="bold"),
@@ -140,6 +144,9 @@ def runs_table(records: list[RunRecord], total: int) -> Group:
 
 def daemons_lines(daemons: list[Daemon]) -> Group:
     """Each warm helper: running with its pid, or not; its pid file's path whole on the next line."""
+    from rich.console import Group
+    from rich.text import Text
+
     lines: list[Text] = []
     for d in daemons:
         state = Text.assemble(("running", "green"), f" (pid {d.pid})") if d.running else Text("not running", style="dim")

@@ -8,17 +8,20 @@ annotations; we need typed JSON defaults for forms and validation, so the cell i
 from __future__ import annotations
 
 import ast
+import dataclasses
 import io
 import json
 import logging
 import tokenize
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
-
-import nbformat
-from pydantic import BaseModel, ConfigDict
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import NotebookError
+from .notebook_schema import plainly_valid
+
+if TYPE_CHECKING:
+    import nbformat
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +34,11 @@ _ANNOTATIONS: dict[str, ParamType] = {
 }
 
 
-class ParameterInfo(BaseModel):
+# Dataclasses, not pydantic models: they are built here from the parsed cell, never from outside
+# input, so there is nothing to validate, and `nbscale inspect` answers without importing pydantic.
+@dataclass(frozen=True, kw_only=True)
+class ParameterInfo:
     """One parameter of a notebook: its name, type, default and help text."""
-
-    model_config = ConfigDict(frozen=True)
 
     name: str
     type: ParamType
@@ -46,8 +50,13 @@ class ParameterInfo(BaseModel):
     default_source: str = ""
     help: str = ""
 
+    def to_api(self) -> dict[str, Any]:
+        """The JSON form the REST API and ``--json`` give."""
+        return dataclasses.asdict(self)
 
-class NotebookSignature(BaseModel):
+
+@dataclass(kw_only=True)
+class NotebookSignature:
     """What a notebook takes: its parameters in cell order, and its size in code cells."""
 
     path: str
@@ -60,9 +69,22 @@ class NotebookSignature(BaseModel):
         """The parameter called ``name``, or None."""
         return next((p for p in self.parameters if p.name == name), None)
 
+    def with_path(self, path: str) -> NotebookSignature:
+        """The same signature, naming the notebook by ``path`` (relative to the root the user sees)."""
+        return dataclasses.replace(self, path=path)
 
-def read_notebook(path: str | Path) -> nbformat.NotebookNode:
-    """Read and validate an nbformat v4 notebook, with an error that says what is wrong."""
+    def to_api(self) -> dict[str, Any]:
+        """The JSON form the REST API and ``--json`` give."""
+        return dataclasses.asdict(self)
+
+
+def read_notebook(path: str | Path) -> dict[str, Any]:
+    """Read and validate an nbformat v4 notebook, with an error that says what is wrong.
+
+    Returns the notebook's JSON with each cell's source as one string. A notebook that nbformat's
+    schema accepts as it is never imports nbformat (``notebook_schema``); any other is read by
+    nbformat, which validates, normalizes and words the error.
+    """
     p = Path(path)
     if not p.exists():
         raise NotebookError(f"{p}: no such file. Check the path (it is relative to the working directory).", path=str(p), http_status=404)
@@ -85,6 +107,17 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
         raise NotebookError(f"{p} is JSON but not a notebook: it has no 'cells'.", path=str(p))
     if raw.get("nbformat") != 4:
         raise NotebookError(f"{p} is nbformat {raw.get('nbformat')}; nbscale reads nbformat 4. Open and save it in Jupyter to upgrade.", path=str(p))
+    if not plainly_valid(raw):
+        return _read_with_nbformat(text, p)
+    for cell in raw["cells"]:
+        if isinstance(cell["source"], list):  # nbformat joins multi-line sources the same way
+            cell["source"] = "".join(cell["source"])
+    return raw
+
+
+def _read_with_nbformat(text: str, p: Path) -> nbformat.NotebookNode:
+    import nbformat
+
     invalid: dict[str, nbformat.ValidationError] = {}
     nb = nbformat.reads(text, as_version=4, capture_validation_error=invalid)  # validates once; joins multi-line sources
     if "ValidationError" in invalid:
@@ -95,14 +128,14 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
 def inspect_notebook(path: str | Path) -> NotebookSignature:
     """The parameters a notebook declares in its cell tagged ``parameters`` (papermill's convention)."""
     nb = read_notebook(path)
-    code_cells = [c for c in nb.cells if c.cell_type == "code"]
-    kernel = nb.metadata.get("kernelspec", {}).get("name", "python3")
-    cell = next((c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    kernel = nb["metadata"].get("kernelspec", {}).get("name", "python3")
+    cell = next((c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)
     if cell is None:
         return NotebookSignature(path=str(path), parameters=[], code_cells=len(code_cells), kernel=kernel)
     return NotebookSignature(
         path=str(path),
-        parameters=parse_parameters_source(cell.source, where=f"{path}: parameters cell"),
+        parameters=parse_parameters_source(cell["source"], where=f"{path}: parameters cell"),
         code_cells=len(code_cells),
         kernel=kernel,
         has_parameters_cell=True,

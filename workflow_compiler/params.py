@@ -7,7 +7,6 @@ parameter and the type it expects.
 from __future__ import annotations
 
 import ast
-import difflib
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -56,6 +55,8 @@ def lookup_parameter(signature: NotebookSignature, name: str, *, loc: tuple[str,
     """
     info = signature.parameter(name)
     if info is None:
+        import difflib  # only to suggest a name after a typo: every spec imports this module
+
         names = [p.name for p in signature.parameters]
         known = ", ".join(names) or "none: the notebook has no cell tagged 'parameters'"
         close = difflib.get_close_matches(name, names, n=1)

@@ -213,7 +213,7 @@ def build_run_spec(
 
 def relative_signature(absolute: Path, relative: str) -> NotebookSignature:
     """The notebook's signature under its root-relative path, so messages never show the root."""
-    return inspect_notebook(absolute).model_copy(update={"path": relative})
+    return inspect_notebook(absolute).with_path(relative)
 
 
 def check_run_spec(spec: RunSpec, *, root: str | os.PathLike[str]) -> RunSpec:

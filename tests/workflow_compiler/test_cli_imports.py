@@ -25,7 +25,9 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "train.ipynb"
 HEAVY = {"mlflow", "ray", "hera", "kubernetes", "papermill", "IPython", "sqlalchemy",
          "workflow_compiler.compiler", "workflow_compiler.executors.argo", "rich.progress"}
 MODELS = {"pydantic", "yaml"}  # the run store's and specs' models
-NOTEBOOKS = {"nbformat", "jsonschema"}  # ~0.15 s: only commands that read a notebook
+NOTEBOOKS = {"nbformat", "jsonschema"}  # ~0.25 s: only to word an invalid notebook's error, or to write one
+VALIDATOR = {"fastjsonschema"}  # checks a notebook against nbformat's schema: only commands that read one
+RICH = {"rich"}  # ~0.04 s: only to print for people, never for --json or --help
 
 _REPORT = """
 import json, sys
@@ -63,15 +65,15 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize(("argv", "allowed"), [
-    (["inspect", "train.ipynb"], {"pydantic", *NOTEBOOKS}),
-    (["inspect", "train.ipynb", "--json"], {"pydantic", *NOTEBOOKS}),
-    (["runs"], {"pydantic"}),  # refreshes the running local run through its executor
+    (["inspect", "train.ipynb"], {*VALIDATOR, *RICH}),  # a notebook's signature is plain dataclasses
+    (["inspect", "train.ipynb", "--json"], VALIDATOR),
+    (["runs"], {"pydantic", *RICH}),  # refreshes the running local run through its executor
     (["runs", "--json"], {"pydantic"}),
-    (["status", "nbs-00000000aa"], {"pydantic"}),
+    (["status", "nbs-00000000aa"], {"pydantic", *RICH}),
     (["status", "nbs-00000000bb", "--json"], {"pydantic"}),
 ])
 def test_light_commands_import_only_what_they_use(argv: list[str], allowed: set[str], workspace: Path) -> None:
-    forbidden = HEAVY | ((MODELS | NOTEBOOKS) - allowed)
+    forbidden = HEAVY | ((MODELS | NOTEBOOKS | VALIDATOR | RICH) - allowed)
     assert loaded_by(argv, workspace) & forbidden == set()
 
 
@@ -83,7 +85,7 @@ def test_help_imports_no_models(workspace: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=workspace, env=env, capture_output=True, text=True, timeout=120)
     assert "usage: nbscale" in done.stdout
     loaded = set(done.stdout.split())
-    assert loaded & (HEAVY | MODELS | NOTEBOOKS | {"workflow_compiler.store", "workflow_compiler.spec"}) == set()
+    assert loaded & (HEAVY | MODELS | NOTEBOOKS | VALIDATOR | RICH | {"workflow_compiler.store", "workflow_compiler.spec"}) == set()
 
 
 #: ``compile`` builds plain dicts and checks them against the vendored CRDs: no hera (~0.5 s of CPU), no
