@@ -355,6 +355,22 @@ def test_compile_to_file_writes_validated_yaml(tmp_path: Path) -> None:
     assert [p.name for p in out.parent.iterdir()] == ["wf.yaml"]
 
 
+def test_compile_to_file_writes_into_a_pipe_or_device_instead_of_replacing_it(tmp_path: Path) -> None:
+    """``-o /dev/null`` once put a regular file in place of the device (a rename, run as root)."""
+    import stat
+    import threading
+
+    pipe = tmp_path / "manifest.fifo"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()))
+    reader.start()
+    text = compile_to_file(_train(), pipe, True)
+    reader.join(timeout=30)
+    assert stat.S_ISFIFO(pipe.stat().st_mode) and received == [text.encode("utf-8")]
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.fifo"]  # no temporary file left beside it
+
+
 def test_compile_to_file_refuses_an_invalid_manifest_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real = compiler_output.compile_workflow
 

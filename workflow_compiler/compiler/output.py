@@ -60,7 +60,15 @@ def compile_to_file(
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a failed write never leaves half a manifest."""
+    """Write via a temporary file and rename, so a failed write never leaves half a manifest.
+
+    ``-o /dev/null``, ``-o /dev/stdout`` or a named pipe is written into: a rename would put a regular file
+    in the device's place (as root), or fail on the device's folder (as anyone else).
+    """
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
