@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import sqlite3
 import time
@@ -149,7 +150,10 @@ class RunRecord(BaseModel):
 
     def to_api(self) -> dict[str, Any]:
         """The JSON form the REST API and ``--json`` print (with the derived duration)."""
-        data = self.model_dump(mode="json", exclude={"pid"})
+        try:
+            data = {name: _as_json(getattr(self, name)) for name in RunRecord.model_fields if name != "pid"}
+        except _NotPlainJson:
+            data = self.model_dump(mode="json", exclude={"pid"})
         data["duration"] = self.duration
         data["status_label"] = self.status_label
         return data
@@ -173,6 +177,29 @@ def record_from_row(text: str) -> RunRecord:
 def _has_fields(data: Any, model: type[BaseModel]) -> bool:
     """True when ``data`` is a dict with exactly the fields of ``model``, as ``model_dump_json`` writes them."""
     return isinstance(data, dict) and data.keys() == model.model_fields.keys()
+
+
+class _NotPlainJson(Exception):
+    """A value that pydantic's JSON mode would convert (a tuple, an enum, a date, infinity, a subclass)."""
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as ``model_dump(mode="json")`` gives it, when it is already plain JSON; _NotPlainJson otherwise."""
+    # dumping through pydantic builds the records' serializers first (~35 ms with its plugin scan): a CLI
+    # reading records prints values that JSON gave it, which dump as themselves
+    kind = type(value)
+    if kind in (Progress, StepState):
+        return {name: _as_json(getattr(value, name)) for name in kind.model_fields}
+    if kind is list:
+        return [_as_json(v) for v in value]
+    if kind is dict and all(type(k) is str for k in value):
+        return {k: _as_json(v) for k, v in value.items()}
+    if kind in _JSON_SCALARS and (kind is not float or math.isfinite(value)):
+        return value
+    raise _NotPlainJson(kind.__name__)
 
 
 _SCHEMA = """

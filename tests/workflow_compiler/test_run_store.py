@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
 import json
 import multiprocessing
 import subprocess
@@ -117,3 +119,24 @@ def test_a_row_of_another_shape_that_is_invalid_fails_loudly():
     del data["id"]
     with pytest.raises(ValidationError, match="id"):
         record_from_row(json.dumps(data))
+
+
+class _Colour(enum.StrEnum):
+    RED = "red"
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"metrics": {"n": 3, "loss": 0.5}, "best": None, "pid": 7},  # an int where a float is declared
+    {"parameters": {"shape": (2, 3)}},  # tuples, enums, dates and infinity are converted by pydantic's JSON mode
+    {"parameters": {"colour": _Colour.RED}},
+    {"best": {"when": datetime.date(2026, 12, 1)}},
+    {"metrics": {"loss": float("inf")}},
+])
+def test_to_api_is_pydantics_json_dump(fields):
+    """``to_api`` writes plain values itself and leaves every other one to pydantic: the same JSON either way."""
+    record = RunRecord.model_validate({**_full_record().model_dump(), **fields})
+    for candidate in (record, record_from_row(record.model_dump_json())):
+        expected = {**candidate.model_dump(mode="json", exclude={"pid"}), "status_label": candidate.status_label}
+        api = candidate.to_api()
+        assert api.pop("duration") is not None and api == expected and json.dumps(api) == json.dumps(expected)
