@@ -58,7 +58,7 @@ setup(
     },
     data_files=_data_files(),
     install_requires=[
-        "pydantic>=2.6",
+        "pydantic>=2.11.5",  # run records are defer_build: 2.11.0-2.11.4 could pick a wrong validator in a concurrent first build (pydantic#11849)
         "nbformat>=5.9",
         "fastjsonschema>=2.19",  # checks notebooks against nbformat's schema without importing nbformat (workflow_compiler/notebook_schema.py)
         "nbclient>=0.10",

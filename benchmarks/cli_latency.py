@@ -5,7 +5,8 @@ Issue 19's targets: ``nbscale --help``, ``inspect``, ``runs`` and ``status`` in 
 is the floor: what any Python command costs here before it imports anything. ``store_rich_floor``
 imports only the run store (pydantic and the run records' models) and rich's console: what
 ``runs`` and ``status`` cannot go below while they read records through those models and print
-through rich.
+through rich. ``runs_json`` and ``status_running_json`` print JSON (no rich); the latter asks the
+local executor about the running run.
 
 Each command runs ``--repeats`` times, the commands alternating, after one untimed round that warms
 the OS caches and the CRD cache under the benchmark's ``NBSCALE_HOME``; the median wall time and
@@ -42,7 +43,8 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from .run_overhead import BIN, EXAMPLE, RESULTS, machine
 
 #: Seconds each command may take, from issue 19 (the floor has none).
-TARGETS = {"help": 0.3, "inspect": 0.3, "runs": 0.3, "status": 0.3, "compile_validate": 0.6, "magic_status": 0.3}
+TARGETS = {"help": 0.3, "inspect": 0.3, "runs": 0.3, "runs_json": 0.3, "status": 0.3, "status_running_json": 0.3,
+           "compile_validate": 0.6, "magic_status": 0.3}
 
 
 def big_notebook(path: Path, cells: int = 500) -> Path:
@@ -57,6 +59,10 @@ def big_notebook(path: Path, cells: int = 500) -> Path:
     return path
 
 
+#: The seeded running run: its worker is the benchmark's own process, alive while it times the commands.
+RUNNING_ID = "nbs-00000000ff"
+
+
 def seed_runs(home: Path, count: int = 20) -> str:
     """``count`` finished local runs and one running (this process stands in for its worker); returns a finished one's id."""
     os.environ["NBSCALE_HOME"] = str(home)  # the store and its home checks read it
@@ -66,7 +72,7 @@ def seed_runs(home: Path, count: int = 20) -> str:
     for i in range(count):
         store.create(RunRecord(id=f"nbs-{i:010x}", notebook="train.ipynb", status="SUCCEEDED", metrics={"accuracy": 0.9},
                                progress=Progress(done=5, total=5, unit="cells"), started="2026-12-01T00:00:00+00:00"))
-    store.create(RunRecord(id="nbs-00000000ff", notebook="train.ipynb", status="RUNNING", pid=os.getpid(),
+    store.create(RunRecord(id=RUNNING_ID, notebook="train.ipynb", status="RUNNING", pid=os.getpid(),
                            progress=Progress(done=2, total=5, unit="cells")))
     return "nbs-0000000000"
 
@@ -110,7 +116,9 @@ def commands(run_id: str) -> dict[str, list[str]]:
         "help": [nbscale, "--help"],
         "inspect": [nbscale, "inspect", "train.ipynb"],
         "runs": [nbscale, "runs"],
+        "runs_json": [nbscale, "runs", "--json"],
         "status": [nbscale, "status", run_id],
+        "status_running_json": [nbscale, "status", RUNNING_ID, "--json"],
         "compile_validate": [nbscale, "compile", "big.ipynb", "--validate", "-o", "out.yaml"],
         "compile_validate_new_home": [nbscale, "compile", "big.ipynb", "--validate", "-o", "out.yaml"],
         "magic_status": [sys.executable, "-c", _MAGIC],  # times itself: see self_timed

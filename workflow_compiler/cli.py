@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .executors import Executor
-    from .store import RunRecord
+    from .store import RunRecord, RunStore
 
 # Each command imports what it needs when it runs (`nbscale --help`, `inspect`, `runs` and `status`
 # must answer at once): the run store's and specs' pydantic models, nbformat, the executors, the
@@ -266,8 +266,8 @@ def executor_for(run_id: str) -> Executor:
     from .executors import get_executor
     from .store import RunStore
 
-    record = RunStore().get(run_id)
-    return get_executor(record.executor, root=os.getcwd())
+    store = RunStore()
+    return get_executor(store.get(run_id).executor, root=os.getcwd(), store=store)
 
 
 def fetch_outputs(executor: Executor, record: RunRecord) -> RunRecord:
@@ -290,7 +290,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     store = RunStore()
     records, total = store.list(status=args.status, notebook=args.notebook, limit=args.limit)
     unreachable: set[str] = set()  # executors that failed once are not asked again (a cluster that is down)
-    records = [r if r.done else _refreshed(r, unreachable) for r in records]
+    refresh = functools.partial(_refreshed, executors={}, store=store, unreachable=unreachable)
+    records = [r if r.done else refresh(r) for r in records]
     if args.json:
         render.print_json({"runs": [r.to_api() for r in records], "total": total})
     else:
@@ -301,13 +302,16 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refreshed(record: RunRecord, unreachable: set[str]) -> RunRecord:
+def _refreshed(record: RunRecord, *, executors: dict[str, Executor], store: RunStore, unreachable: set[str]) -> RunRecord:
+    """The record as its executor sees it now (one executor of each kind, on the command's store)."""
     from .executors import get_executor
 
     if record.executor in unreachable:
         return record
     try:
-        return get_executor(record.executor, root=os.getcwd()).get(record.id)
+        if record.executor not in executors:
+            executors[record.executor] = get_executor(record.executor, root=os.getcwd(), store=store)
+        return executors[record.executor].get(record.id)
     except NbscaleError as exc:  # one unreachable cluster must not hide the other runs
         logging.getLogger(__name__).info("could not refresh %s: %s", record.id, exc.message)
         unreachable.add(record.executor)

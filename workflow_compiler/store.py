@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import math
 import os
 import sqlite3
 import time
@@ -19,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from . import tracking_uri
 from .errors import RunNotFound
@@ -40,8 +41,15 @@ def utcnow() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+#: The record models build their validators at their first validation, not at import: `nbscale runs` and
+#: `status` read rows with ``record_from_row`` and never build one (~0.12 s of CPU with pydantic's plugin scan).
+_DEFERRED = ConfigDict(defer_build=True)
+
+
 class Progress(BaseModel):
     """How far a run is: cells for a run, steps for a pipeline, trials for a sweep."""
+
+    model_config = _DEFERRED
 
     done: int = 0
     total: int = 0
@@ -69,6 +77,8 @@ def format_duration(seconds: float | None) -> str:
 class StepState(BaseModel):
     """One step of a run's workflow, as the executor sees it."""
 
+    model_config = _DEFERRED
+
     name: str
     status: RunStatus = "PENDING"
     attempts: int = 0
@@ -80,6 +90,8 @@ class StepState(BaseModel):
 
 class RunRecord(BaseModel):
     """Everything the CLI, the REST API and the UI show about one run."""
+
+    model_config = _DEFERRED
 
     id: str
     kind: Literal["run", "pipeline", "sweep"] = "run"
@@ -138,10 +150,56 @@ class RunRecord(BaseModel):
 
     def to_api(self) -> dict[str, Any]:
         """The JSON form the REST API and ``--json`` print (with the derived duration)."""
-        data = self.model_dump(mode="json", exclude={"pid"})
+        try:
+            data = {name: _as_json(getattr(self, name)) for name in RunRecord.model_fields if name != "pid"}
+        except _NotPlainJson:
+            data = self.model_dump(mode="json", exclude={"pid"})
         data["duration"] = self.duration
         data["status_label"] = self.status_label
         return data
+
+
+def record_from_row(text: str) -> RunRecord:
+    """A record as the run store keeps it (JSON), nested models and all.
+
+    Every row is validated on its way in (``create``, ``update``) and the file is the user's alone,
+    so a row with exactly the current models' fields is built without validating it again; any
+    other row (written by an older nbscale, or imported) is validated, which fills in what it lacks.
+    """
+    data = json.loads(text)
+    if not _has_fields(data, RunRecord) or not _has_fields(data["progress"], Progress) or not isinstance(data["steps"], list) \
+            or not all(_has_fields(s, StepState) and _has_fields(s["progress"], Progress) for s in data["steps"]):
+        return RunRecord.model_validate(data)
+    steps = [StepState.model_construct(**{**s, "progress": Progress.model_construct(**s["progress"])}) for s in data["steps"]]
+    return RunRecord.model_construct(**{**data, "progress": Progress.model_construct(**data["progress"]), "steps": steps})
+
+
+def _has_fields(data: Any, model: type[BaseModel]) -> bool:
+    """True when ``data`` is a dict with exactly the fields of ``model``, as ``model_dump_json`` writes them."""
+    return isinstance(data, dict) and data.keys() == model.model_fields.keys()
+
+
+class _NotPlainJson(Exception):
+    """A value that pydantic's JSON mode would convert (a tuple, an enum, a date, infinity, a subclass)."""
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as ``model_dump(mode="json")`` gives it, when it is already plain JSON; _NotPlainJson otherwise."""
+    # dumping through pydantic builds the records' serializers first (~35 ms with its plugin scan): a CLI
+    # reading records prints values that JSON gave it, which dump as themselves
+    kind = type(value)
+    if kind in (Progress, StepState):
+        return {name: _as_json(getattr(value, name)) for name in kind.model_fields}
+    if kind is list:
+        return [_as_json(v) for v in value]
+    if kind is dict and all(type(k) is str for k in value):
+        return {k: _as_json(v) for k, v in value.items()}
+    if kind in _JSON_SCALARS and (kind is not float or math.isfinite(value)):
+        return value
+    raise _NotPlainJson(kind.__name__)
 
 
 _SCHEMA = """
@@ -191,7 +249,7 @@ class RunStore:
             row = db.execute("SELECT record FROM runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
             raise RunNotFound(f"no run {run_id!r}. List runs with `nbscale runs`.")
-        return RunRecord.model_validate_json(row[0])
+        return record_from_row(row[0])
 
     def list(self, *, notebook: str | None = None, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[RunRecord], int]:
         """Newest first, filtered; returns one page and the total count."""
@@ -207,7 +265,7 @@ class RunStore:
             total = db.execute(f"SELECT COUNT(*) FROM runs {clause}", args).fetchone()[0]
             rows = db.execute(f"SELECT record FROM runs {clause} ORDER BY created DESC, rowid DESC LIMIT ? OFFSET ?",
                               [*args, limit, offset]).fetchall()
-        return [RunRecord.model_validate_json(r[0]) for r in rows], total
+        return [record_from_row(r[0]) for r in rows], total
 
     def update(self, run_id: str, **fields: Any) -> RunRecord:
         """Change some fields of a record atomically and return the new record."""

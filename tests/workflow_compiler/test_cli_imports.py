@@ -28,24 +28,31 @@ MODELS = {"pydantic", "yaml"}  # the run store's and specs' models
 NOTEBOOKS = {"nbformat", "jsonschema"}  # ~0.25 s: only to word an invalid notebook's error, or to write one
 VALIDATOR = {"fastjsonschema"}  # checks a notebook against nbformat's schema: only commands that read one
 RICH = {"rich"}  # ~0.04 s: only to print for people, never for --json or --help
+#: The run records' validators (and pydantic's scan of every installed distribution for plugins, ~0.1 s
+#: together): built only to validate a new or changed record, not to read or print one.
+VALIDATORS = {"built:Progress", "built:StepState", "built:RunRecord"}
 
 _REPORT = """
 import json, sys
 from workflow_compiler.cli import main
 code = main(json.loads(sys.argv[1]))
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+store = sys.modules.get("workflow_compiler.store")
+built = [name for name in ("Progress", "StepState", "RunRecord") if store and getattr(store, name).__pydantic_complete__]
+print(json.dumps({"code": code, "modules": sorted(sys.modules), "built": built}))
 """
 
 
 def loaded_by(argv: list[str], cwd: Path) -> set[str]:
-    """The top-level packages and our own modules a fresh interpreter holds after ``main(argv)``."""
+    """The top-level packages and our own modules a fresh interpreter holds after ``main(argv)``, and
+    ``built:<model>`` for each run-record model whose pydantic validator it built."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-c", _REPORT, json.dumps(argv)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["code"] == 0, done.stderr
     modules: list[str] = report["modules"]
-    return {m for m in modules if "." not in m} | {m for m in modules if m.startswith(("workflow_compiler.", "rich."))}
+    return ({m for m in modules if "." not in m} | {m for m in modules if m.startswith(("workflow_compiler.", "rich."))}
+            | {f"built:{name}" for name in report["built"]})
 
 
 @pytest.fixture
@@ -70,10 +77,11 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (["runs"], {"pydantic", *RICH}),  # refreshes the running local run through its executor
     (["runs", "--json"], {"pydantic"}),
     (["status", "nbs-00000000aa"], {"pydantic", *RICH}),
+    (["status", "nbs-00000000bb"], {"pydantic", *RICH}),
     (["status", "nbs-00000000bb", "--json"], {"pydantic"}),
 ])
 def test_light_commands_import_only_what_they_use(argv: list[str], allowed: set[str], workspace: Path) -> None:
-    forbidden = HEAVY | ((MODELS | NOTEBOOKS | VALIDATOR | RICH) - allowed)
+    forbidden = HEAVY | ((MODELS | NOTEBOOKS | VALIDATOR | RICH | VALIDATORS) - allowed)
     assert loaded_by(argv, workspace) & forbidden == set()
 
 

@@ -56,3 +56,20 @@ def test_cancel_of_a_remote_run_is_not_decided_here(remote_run: str) -> None:
     """The local executor would call a run without a local process KILLED while it goes on running remotely."""
     cli.main(["cancel", remote_run])
     assert RunStore().get(remote_run).error == "deleted on the cluster"
+
+
+def test_runs_refreshes_each_unfinished_run_through_one_executor_of_its_kind(remote_run: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One executor (and one store) a kind for the whole list, not one a run: a cluster client is made once."""
+    made: list[Executor] = []
+
+    def counting_init(self: Executor, **options: Any) -> None:
+        made.append(self)
+        Executor.__init__(self, **options)
+
+    monkeypatch.setattr(RemoteExecutor, "__init__", counting_init)
+    store = RunStore()
+    store.create(RunRecord(id="nbs-00000000bb", notebook="train.ipynb", status="RUNNING", executor=RemoteExecutor.name))
+    store.create(RunRecord(id="nbs-00000000cc", notebook="train.ipynb", status="SUCCEEDED", executor=RemoteExecutor.name))
+    assert cli.main(["runs", "--json"]) == 0
+    assert sorted(RemoteExecutor.calls) == [("get", "nbs-00000000aa"), ("get", "nbs-00000000bb")]  # a finished run is not asked
+    assert len(made) == 1 and made[0].store.path == store.path

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
+import json
 import multiprocessing
 import subprocess
 import sys
 import threading
 
 import pytest
+from pydantic import ValidationError
 
 from workflow_compiler.errors import RunNotFound
-from workflow_compiler.store import RunRecord, RunStore
+from workflow_compiler.store import Progress, RunRecord, RunStore, StepState, record_from_row
 
 
 def test_records_round_trip_filter_and_page(tmp_path):
@@ -74,3 +78,65 @@ def test_reconcile_marks_runs_without_a_process_as_lost(tmp_path):
     finally:
         alive.kill()
         alive.wait()
+
+
+def _full_record() -> RunRecord:
+    """A record with every nested model filled in: a pipeline with steps, metrics, links and a queued detail."""
+    return RunRecord(id="nbs-00000000aa", kind="pipeline", notebook="p.yaml", status="RUNNING", started="2026-12-01T00:00:00+00:00",
+                     progress=Progress(done=1, total=3, unit="steps", queued=1, detail="queued in team-a"),
+                     steps=[StepState(name="prep", status="SUCCEEDED", progress=Progress(done=2, total=2)), StepState(name="train")],
+                     metrics={"accuracy": 0.9}, best={"trial": 3}, links={"mlflow": "http://127.0.0.1:5000/#/x"},
+                     parameters={"lr": 0.1, "layers": [1, 2]}, pid=123, lease_id="lease-1", lease_gpus=2)
+
+
+def test_a_stored_row_reads_back_equal_to_a_validated_one_with_nested_models():
+    """The store builds its own rows without validating them again: same values, same models, same JSON."""
+    row = _full_record().model_dump_json()
+    record, validated = record_from_row(row), RunRecord.model_validate_json(row)
+    assert record == validated and record.model_fields_set == validated.model_fields_set
+    assert isinstance(record.progress, Progress) and all(isinstance(s, StepState) for s in record.steps)
+    assert isinstance(record.steps[0].progress, Progress) and record.steps[0].progress.done == 2
+    api, validated_api = record.to_api(), validated.to_api()
+    assert validated_api.pop("duration") >= api.pop("duration")  # still running: the clock moves
+    assert (record.status_label, api) == (validated.status_label, validated_api)
+
+
+@pytest.mark.parametrize("change", [
+    lambda d: d.pop("lease_gpus"),  # written by an nbscale without the field: its default is filled in
+    lambda d: d.update(retired_field=1),  # a field this nbscale no longer has: dropped, as validation drops it
+    lambda d: d["progress"].pop("queued"),
+    lambda d: d["steps"][1].pop("attempts"),
+    lambda d: d["steps"][0]["progress"].pop("detail"),
+])
+def test_a_row_of_another_shape_is_validated(change):
+    data = json.loads(_full_record().model_dump_json())
+    change(data)
+    assert record_from_row(json.dumps(data)) == RunRecord.model_validate(data)
+
+
+def test_a_row_of_another_shape_that_is_invalid_fails_loudly():
+    data = json.loads(_full_record().model_dump_json())
+    del data["id"]
+    with pytest.raises(ValidationError, match="id"):
+        record_from_row(json.dumps(data))
+
+
+class _Colour(enum.StrEnum):
+    RED = "red"
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"metrics": {"n": 3, "loss": 0.5}, "best": None, "pid": 7},  # an int where a float is declared
+    {"parameters": {"shape": (2, 3)}},  # tuples, enums, dates and infinity are converted by pydantic's JSON mode
+    {"parameters": {"colour": _Colour.RED}},
+    {"best": {"when": datetime.date(2026, 12, 1)}},
+    {"metrics": {"loss": float("inf")}},
+])
+def test_to_api_is_pydantics_json_dump(fields):
+    """``to_api`` writes plain values itself and leaves every other one to pydantic: the same JSON either way."""
+    record = RunRecord.model_validate({**_full_record().model_dump(), **fields})
+    for candidate in (record, record_from_row(record.model_dump_json())):
+        expected = {**candidate.model_dump(mode="json", exclude={"pid"}), "status_label": candidate.status_label}
+        api = candidate.to_api()
+        assert api.pop("duration") is not None and api == expected and json.dumps(api) == json.dumps(expected)
