@@ -20,33 +20,32 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
-
-from sqlalchemy import Connection
+from typing import Any, Generic, TypeVar
 
 from .errors import QuotaServiceError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Operation = Callable[[Connection], Any]
+C = TypeVar("C")
+Operation = Callable[[Any], Any]
 
 
-class GroupCommit:
+class GroupCommit(Generic[C]):
     """Run write operations from many threads in shared transactions (at most ``max_batch`` each).
 
-    ``begin`` opens a write transaction (a context manager that commits on exit); ``sort_key``
-    orders a batch so that two processes take per-user row locks in the same order (no deadlock).
+    ``begin`` opens a write transaction (a context manager that yields what operations are given,
+    and commits on exit); ``order`` sorts a batch so that two processes take per-user row locks in
+    the same order (no deadlock).
     """
 
-    def __init__(self, begin: Callable[[], AbstractContextManager[Connection]], *, lock: Any,
-                 max_batch: int = 64) -> None:
+    def __init__(self, begin: Callable[[], AbstractContextManager[C]], *, lock: Any, max_batch: int = 64) -> None:
         self.begin = begin
         self.lock = lock
         self.max_batch = max_batch
         self._queue: deque[tuple[str, Operation, Future[Any]]] = deque()
 
-    def run(self, op: Callable[[Connection], T], *, order: str = "") -> T:
+    def run(self, op: Callable[[C], T], *, order: str = "") -> T:
         """Run ``op(conn)`` in a write transaction, possibly shared with other threads' operations."""
         done: Future[Any] = Future()
         self._queue.append((order, op, done))
