@@ -172,6 +172,12 @@ class _NoLock:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
 
 @pytest.mark.slow
 def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaStore) -> None:
