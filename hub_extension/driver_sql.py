@@ -157,13 +157,6 @@ class DriverSQL:
         cursors = [self._start(name, params) for name, params in reads]
         return [self._rows(cursor) for cursor in cursors]
 
-    def scalar(self, name: str, params: Mapping[str, Any]) -> Any:
-        """The first column of the first row of one read."""
-        cursor = self._start(name, params)
-        row = cursor.fetchone()
-        cursor.close()
-        return None if row is None else row[0]
-
     def write(self, name: str, params: Mapping[str, Any]) -> None:
         """One write; in a Postgres pipeline its answer (and any error) comes with the next read or the commit."""
         self._start(name, params)  # not closed: in a pipeline its answer is still to come

@@ -41,6 +41,7 @@ from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from .group_commit import GroupCommit
 from .models import Policy
 from .policy import (
+    DEFAULT_WINDOW_HOURS,
     Limits,
     PolicyValues,
     Refusal,
@@ -127,6 +128,7 @@ class QuotaStore:
         self._write_lock = threading.Lock()
         self._readonly = engine.execution_options(nbscale_readonly=True)
         self._postgres = engine.dialect.name == "postgresql"
+        self._window_hours: dict[str, float] = {}  # per user, written only under the write lock
         self._writes = GroupCommit(self._begin, lock=self._write_lock)
 
     @contextmanager
@@ -156,15 +158,21 @@ class QuotaStore:
     def _admit(self, caller: Caller, req: AdmissionRequest, sql: DriverSQL) -> Admission:
         now = self.clock()
         self._lock_user(sql, caller.name)
-        leases, policies = sql.query_all(
+        # the window is read with the width this user's policies gave last time (one round trip for
+        # all of a decision's reads), and read again below if the policies read now say otherwise
+        window_guess = self._window_hours.get(caller.name, DEFAULT_WINDOW_HOURS)
+        leases, policies, ended = sql.query_all(
             ("active_or_known", {"user": caller.name, "request_id": req.request_id}),
-            self._policies_read(sql, caller.name, caller.groups))
+            self._policies_read(sql, caller.name, caller.groups),
+            self._ended_read(caller.name, now, window_guess))
         known = next((row for row in leases if row["request_id"] == req.request_id), None)
         if known is not None:
             self._check_same_request(known, req)
             return Admission(lease=lease_to_dict(known), replayed=True)
         limits = _resolve(caller.name, caller.groups, policies)
-        usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True)
+        self._window_hours[caller.name] = limits.window_hours
+        usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True,
+                            ended=_first_value(ended) if limits.window_hours == window_guess else None)
         request = Request(
             gpus=req.gpus, pool=req.pool, concurrency=req.concurrency, estimated_seconds=req.estimated_seconds
         )
@@ -300,9 +308,11 @@ class QuotaStore:
         return "policies_for", {"user": user, "groups": sql.name_list(groups)}
 
     def _usage(self, sql: DriverSQL, user: str, now: datetime, window_hours: float, *,
-               active: Sequence[Mapping[str, Any]] | None = None, reclaim: bool) -> Usage:
+               active: Sequence[Mapping[str, Any]] | None = None, ended: float | None = None,
+               reclaim: bool) -> Usage:
         """What ``user`` holds and used in the window; overdue leases are reclaimed, or left out on reads.
 
+        ``ended`` is the window's GPU-seconds of ended leases if already read (before any reclaim).
         Bounded by the user's active leases and the window's hours, never by history (``UsageHour``).
         """
         if active is None:
@@ -311,6 +321,9 @@ class QuotaStore:
         overdue = [row for row in active if row["expires_at"] < now]
         if reclaim and overdue:
             self._reclaim(sql, now, user, overdue=overdue)
+            ended = None  # read again: the reclaimed leases now count as ended
+        if ended is None:
+            ended = _first_value(sql.query(*self._ended_read(user, now, window_hours)))
         live = [row for row in active if row["expires_at"] >= now]
         running = sum(row["gpus_total"] * max(0.0, (now - row["created_at"]).total_seconds()) for row in live)
         # a read counts an overdue lease's GPU-time until its expiry, as its reclaim will charge it
@@ -319,19 +332,18 @@ class QuotaStore:
         return Usage(
             gpus_in_use=sum(row["gpus_total"] for row in live),
             runs_active=len(live),
-            gpu_seconds_in_window=self._ended_in_window(sql, user, now - timedelta(hours=window_hours))
-            + running + pending,
+            gpu_seconds_in_window=ended + running + pending,
         )
 
     @staticmethod
-    def _ended_in_window(sql: DriverSQL, user: str, since: datetime) -> float:
-        """GPU-seconds of ``user``'s leases ended at or after ``since``: whole hours from ``UsageHour``,
-        the part of the first hour from the leases themselves (an index range over one hour)."""
+    def _ended_read(user: str, now: datetime, window_hours: float) -> tuple[str, dict[str, Any]]:
+        """The read of GPU-seconds of ``user``'s leases ended in the window: whole hours from
+        ``UsageHour``, the part of the first hour from the leases themselves (an index range over one hour)."""
+        since = now - timedelta(hours=window_hours)
         first_whole = hour_start(since)
         if first_whole < since:
             first_whole += timedelta(hours=1)
-        total = sql.scalar("ended_since", {"user": user, "since": since, "first_whole_hour": first_whole})
-        return float(total or 0.0)
+        return "ended_since", {"user": user, "since": since, "first_whole_hour": first_whole}
 
     def quota_for(self, user: str, groups: tuple[str, ...]) -> dict[str, Any]:
         """Limits, usage and what is left for ``user`` (expired leases count as released)."""
@@ -354,6 +366,10 @@ class QuotaStore:
                 "remaining": _remaining(limits, usage),
                 "leases": [lease_to_dict(lease) for lease in leases],
             }
+
+
+def _first_value(rows: list[dict[str, Any]]) -> float:
+    return float(next(iter(rows[0].values())) or 0.0)
 
 
 def _resolve(user: str, groups: tuple[str, ...], policies: list[dict[str, Any]]) -> Limits:
