@@ -14,7 +14,10 @@ Measures, in one run, on a shared machine:
 5 users with a limit of 4 GPUs; a client asks for 1 GPU, holds it briefly when admitted and releases
 it. Over-admissions are counted by replaying the service's ledger in commit order (must be 0).
 
-    python -m benchmarks.quota_admission [--seconds 10] [--clients 50]
+    python -m benchmarks.quota_admission [--seconds 10] [--clients 50] [--parts store,http,replicas]
+
+``--parts`` runs some of the measurements only (while working on one of them); the results file
+then holds only those.
 """
 
 from __future__ import annotations
@@ -217,12 +220,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--history-leases", type=int, default=100_000)
     parser.add_argument("--history-ledger", type=int, default=1_000_000)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--parts", type=_parts, default=PARTS, help="comma-separated, of: " + ",".join(PARTS))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, throwaway_postgres() as pg_url:
         workdir = Path(tmp)
-        store = bench_store(workdir, pg_url, args)
-        http = bench_hub(workdir, args)
-        replicas = bench_replicas(workdir, pg_url, args)
+        store = bench_store(workdir, pg_url, args) if "store" in args.parts else {}
+        http = bench_hub(workdir, args) if "http" in args.parts else {"over_admissions": 0}
+        replicas = (bench_replicas(workdir, pg_url, args) if "replicas" in args.parts
+                    else {"over_admissions": 0, "burst_rounds": {"admitted_per_round": []}})
     over = http["over_admissions"] + replicas["over_admissions"]
     report = {
         "benchmark": "quota_admission",
@@ -230,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "load_average_1m_at_end": round(os.getloadavg()[0], 2),
                     "note": "2 cores shared with other engineers' test runs while measured; the clients, the "
                             "proxy, the hub, the service and Postgres all run on the same 2 cores"},
+        "parts": list(args.parts),
         "setup": {"clients": args.clients, "users": len(BENCH_USERS), "max_gpus_per_user": LIMIT,
                   "seconds_per_run": args.seconds, "hold_seconds": args.hold,
                   "http_database": "SQLite (WAL, synchronous=NORMAL, BEGIN IMMEDIATE)"},
@@ -246,6 +252,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{over} over-admission(s), rounds {replicas['burst_rounds']['admitted_per_round']}: "
                          "admission is not atomic")
     return report
+
+
+PARTS = ("store", "http", "replicas")
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or text!r}: choose from {', '.join(PARTS)}")
+    return parts
 
 
 def _memory_gb() -> float | None:
