@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,39 @@ def over_admissions(base_url: str, admin_token: str, users: list[str]) -> int:
     return over
 
 
-def measure_http(url: str, tokens: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def service_pid(hub: LocalHub) -> int | None:
+    """The hub-managed quota service's process id (a child of the hub whose command names it)."""
+    assert hub.process is not None
+    for children in Path(f"/proc/{hub.process.pid}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            if b"hub_extension" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 where /proc cannot tell)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_service_cpu(pid: int | None, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    before = cpu_seconds(pid)
+    figures = measure()
+    used = cpu_seconds(pid) - before
+    # the service's CPU per request: what a loaded machine distorts least
+    return {**figures, "service_cpu_s": round(used, 2),
+            "service_cpu_ms_per_request": round(1000 * used / figures["requests"], 3) if figures["requests"] else None}
+
+
+def measure_http(url: str, tokens: list[str], args: argparse.Namespace, pid: int | None = None) -> dict[str, Any]:
     """The load generator's ceiling (no-op endpoint) and admission, back to back on the same server."""
-    ceiling = run_clients([url], tokens, args.clients, args.seconds, args.hold, path="benchmark/noop")
-    admission = run_clients([url], tokens, args.clients, args.seconds, args.hold)
+    ceiling = _with_service_cpu(pid, lambda: run_clients([url], tokens, args.clients, args.seconds, args.hold,
+                                                         path="benchmark/noop"))
+    admission = _with_service_cpu(pid, lambda: run_clients([url], tokens, args.clients, args.seconds, args.hold))
     return {
         "ceiling_noop": ceiling,
         "admission": admission,
@@ -101,7 +131,7 @@ def bench_hub(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         tokens = _set_limits(hub, admin)
         runs: dict[str, Any] = {}
         for path, url in (("through the proxy", hub.service_url), ("direct to the service", hub.service_direct_url)):
-            runs[path] = measure_http(url, tokens, args)
+            runs[path] = measure_http(url, tokens, args, service_pid(hub))
             print(f"{path}: {json.dumps(runs[path])}", flush=True)
         runs["over_admissions"] = over_admissions(hub.service_url, admin, BENCH_USERS)
     return runs

@@ -19,6 +19,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
@@ -34,18 +35,24 @@ _RECHECK_SECONDS = 0.05
 
 
 class _Pending:
-    """One queued operation: the thread that queued it waits on ``woken`` for its outcome or its turn to lead."""
+    """One queued operation: the thread that queued it waits on ``woken`` for its outcome or its turn
+    to lead; one queued by :meth:`GroupCommit.submit` gets its outcome in ``future``."""
 
-    __slots__ = ("op", "order", "outcome", "woken")
+    __slots__ = ("future", "op", "order", "outcome", "woken")
 
-    def __init__(self, op: Callable[[Any], Any], order: str) -> None:
-        self.op, self.order = op, order
+    def __init__(self, op: Callable[[Any], Any], order: str, future: Future[Any] | None = None) -> None:
+        self.op, self.order, self.future = op, order, future
         self.outcome: tuple[bool, Any] | None = None
         self.woken = threading.Event()
 
     def settle(self, ok: bool, value: Any) -> None:
         self.outcome = (ok, value)
         self.woken.set()
+        if self.future is not None:
+            if ok:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
 
 
 class GroupCommit(Generic[C]):
@@ -54,6 +61,9 @@ class GroupCommit(Generic[C]):
     ``begin`` opens a write transaction (a context manager that yields what operations are given,
     and commits on exit); ``order`` sorts a batch so that two processes take per-user row locks in
     the same order (no deadlock). ``lock`` is held while a batch runs.
+
+    Threads call :meth:`run` and wait; an event loop calls :meth:`submit` and awaits the future,
+    while one thread of the group commit's own runs the queue until it is empty.
 
     A waiting thread sleeps on its own event, not on the lock: it wakes once, with its result, or
     when the thread that ran the last batch hands it the turn to run the next (a thread whose
@@ -65,6 +75,9 @@ class GroupCommit(Generic[C]):
         self.lock = lock
         self.max_batch = max_batch
         self._queue: deque[_Pending] = deque()
+        self._drainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quota-group-commit")
+        self._draining = False
+        self._draining_lock = threading.Lock()
 
     def run(self, op: Callable[[C], T], *, order: str = "") -> T:
         """Run ``op(conn)`` in a write transaction, possibly shared with other threads' operations."""
@@ -88,6 +101,27 @@ class GroupCommit(Generic[C]):
         if not ok:
             raise value
         return value  # type: ignore[no-any-return]
+
+    def submit(self, op: Callable[[C], T], *, order: str = "") -> Future[T]:
+        """Queue ``op(conn)`` without waiting: its result (after the commit) comes in the future."""
+        future: Future[T] = Future()
+        self._queue.append(_Pending(op, order, future))
+        with self._draining_lock:
+            start, self._draining = not self._draining, True
+        if start:
+            self._drainer.submit(self._drain)
+        return future
+
+    def _drain(self) -> None:
+        """Run batches until the queue is empty (what :meth:`submit` queued, and any waiting thread's)."""
+        while True:
+            with self.lock:
+                while self._queue:
+                    self._run_batch(list(self._take()))
+            with self._draining_lock:
+                if not self._queue:  # checked under the flag's lock: a submit now starts a new drain
+                    self._draining = False
+                    return
 
     def _hand_over(self) -> None:
         """Wake the first waiting thread, to run the next batch (nobody else would)."""

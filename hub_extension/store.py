@@ -27,6 +27,7 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -155,6 +156,10 @@ class QuotaStore:
         """Admit ``req`` for ``caller`` atomically, or refuse it with the reason (both go to the ledger)."""
         return self._writes.run(partial(self._admit, caller, req), order=caller.name)
 
+    def submit_admit(self, caller: Caller, req: AdmissionRequest) -> Future[Admission]:
+        """:meth:`admit` for an event loop: queued at once, decided in the group commit's thread."""
+        return self._writes.submit(partial(self._admit, caller, req), order=caller.name)
+
     def _admit(self, caller: Caller, req: AdmissionRequest, sql: DriverSQL) -> Admission:
         now = self.clock()
         self._lock_user(sql, caller.name)
@@ -225,6 +230,10 @@ class QuotaStore:
         """Extend the caller's active lease by its TTL; an expired or released lease is gone (410)."""
         return self._writes.run(partial(self._heartbeat, caller, lease_id), order=caller.name)
 
+    def submit_heartbeat(self, caller: Caller, lease_id: str) -> Future[dict[str, Any]]:
+        """:meth:`heartbeat` for an event loop (see :meth:`submit_admit`)."""
+        return self._writes.submit(partial(self._heartbeat, caller, lease_id), order=caller.name)
+
     def _heartbeat(self, caller: Caller, lease_id: str, sql: DriverSQL) -> dict[str, Any]:
         now = self.clock()
         lease = self._own_lease(sql, caller, lease_id, now)
@@ -244,6 +253,10 @@ class QuotaStore:
         the expiry record.
         """
         return self._writes.run(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
+
+    def submit_release(self, caller: Caller, lease_id: str, gpu_seconds: float | None = None) -> Future[dict[str, Any]]:
+        """:meth:`release` for an event loop (see :meth:`submit_admit`)."""
+        return self._writes.submit(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
 
     def _release(self, caller: Caller, lease_id: str, gpu_seconds: float | None, sql: DriverSQL) -> dict[str, Any]:
         now = self.clock()
