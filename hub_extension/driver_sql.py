@@ -22,7 +22,7 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 ACTIVE, RELEASED, EXPIRED = "active", "released", "expired"  # a lease's status
 _LEASE_COLUMNS = ('id, "user", groups, request_id, label, pool, gpus, concurrency, gpus_total, estimated_seconds, '
@@ -160,3 +160,28 @@ class DriverSQL:
     def write(self, name: str, params: Mapping[str, Any]) -> None:
         """One write; in a Postgres pipeline its answer (and any error) comes with the next read or the commit."""
         self._start(name, params)  # not closed: in a pipeline its answer is still to come
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[DriverSQL]:
+    """A write transaction driven on the DB-API connection: committed on exit, rolled back on an error.
+
+    SQLite's starts with ``BEGIN IMMEDIATE`` (the database write lock before the first read, as
+    :func:`hub_extension.db.make_engine` does for SQLAlchemy's transactions); psycopg opens one with
+    the first statement. Issued here rather than through SQLAlchemy's ``begin`` event: that hop cost
+    more than a whole decision's statements.
+    """
+    with engine.connect() as conn:
+        sql = DriverSQL(conn)
+        try:
+            if sql.sqlite:
+                sql._driver.execute("BEGIN IMMEDIATE")
+            with sql.pipeline():
+                yield sql
+            sql._driver.commit()
+        except BaseException:
+            try:
+                sql._driver.rollback()
+            except Exception:  # a broken connection: the pool must not hand it out again
+                conn.invalidate()
+            raise

@@ -31,13 +31,13 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL
+from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, write_transaction
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from .group_commit import GroupCommit
 from .models import Policy
@@ -130,7 +130,7 @@ class QuotaStore:
         self._readonly = engine.execution_options(nbscale_readonly=True)
         self._postgres = engine.dialect.name == "postgresql"
         self._window_hours: dict[str, float] = {}  # per user, written only under the write lock
-        self._writes = GroupCommit(self._begin, lock=self._write_lock)
+        self._writes = GroupCommit(partial(write_transaction, engine), lock=self._write_lock)
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -141,14 +141,6 @@ class QuotaStore:
     def _read(self) -> Iterator[Session]:
         with Session(self._readonly, expire_on_commit=False) as session, session.begin():
             yield session
-
-    @contextmanager
-    def _begin(self) -> Iterator[DriverSQL]:
-        """A write transaction on the driver's connection (pipelined on Postgres), committed on exit."""
-        with self.engine.begin() as conn:
-            sql = DriverSQL(conn)
-            with sql.pipeline():
-                yield sql
 
     # admission -------------------------------------------------------------------------------
 
@@ -295,7 +287,7 @@ class QuotaStore:
 
     def reclaim_expired(self) -> int:
         """Expire every lease whose holder stopped heartbeating; returns how many were reclaimed."""
-        with self._write_lock, self._begin() as sql:
+        with self._write_lock, write_transaction(self.engine) as sql:
             now = self.clock()
             users = sorted(row["user"] for row in sql.query("overdue_users", {"now": now}))
             for user in users:  # in user order, each under its lock: the order every batch takes them in
@@ -386,7 +378,15 @@ def _first_value(rows: list[dict[str, Any]]) -> float:
 
 
 def _resolve(user: str, groups: tuple[str, ...], policies: list[dict[str, Any]]) -> Limits:
-    return resolve_limits(user, groups, [_row_values(row) for row in policies])
+    # sorted: the database's order is no part of the key (resolve_limits does not depend on it)
+    rows = tuple(sorted((_row_values(row) for row in policies), key=lambda p: (p.kind, p.name)))
+    return _resolve_rows(user, tuple(sorted(groups)), rows)
+
+
+@lru_cache(maxsize=4096)
+def _resolve_rows(user: str, groups: tuple[str, ...], rows: tuple[PolicyValues, ...]) -> Limits:
+    # the policies just read are the key (Limits is frozen): a hit is exactly what resolving again gives
+    return resolve_limits(user, groups, rows)
 
 
 def _row_values(row: Mapping[str, Any]) -> PolicyValues:
