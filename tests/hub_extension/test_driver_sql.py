@@ -7,11 +7,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from hub_extension.admin import set_policy
 from hub_extension.db import make_engine, upgrade_database
+from hub_extension.devhub import drop_quota_schema
 from hub_extension.models import Lease, LedgerEntry, UsageHour
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
 
@@ -40,10 +41,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         url = request.getfixturevalue("postgres_url")
     engine = make_engine(url)
     if request.param == "postgresql":
-        with engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS quota_ledger, quota_leases, quota_policies, quota_user_locks, "
-                              "quota_usage_hours, alembic_version CASCADE"))
-            conn.execute(text("DROP FUNCTION IF EXISTS quota_ledger_append_only() CASCADE"))
+        drop_quota_schema(engine)
     upgrade_database(engine)
     yield engine
     engine.dispose()

@@ -14,6 +14,7 @@ from sqlalchemy import exc, text
 
 from hub_extension.admin import ledger_page, set_policy, usage_overview
 from hub_extension.db import make_engine, upgrade_database
+from hub_extension.devhub import drop_quota_schema
 from hub_extension.errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from hub_extension.models import Base
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
@@ -156,10 +157,7 @@ def test_idempotent_request_ids_and_ownership(store: QuotaStore) -> None:
 def pg_store(postgres_url: str) -> QuotaStore:
     pytest.importorskip("psycopg")
     engine = make_engine(postgres_url, pool_size=60, max_overflow=10)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS quota_ledger, quota_leases, quota_policies, quota_user_locks, "
-                          "alembic_version CASCADE"))
-        conn.execute(text("DROP FUNCTION IF EXISTS quota_ledger_append_only() CASCADE"))
+    drop_quota_schema(engine)  # the session's Postgres may hold another test's schema
     upgrade_database(engine)
     yield QuotaStore(engine)
     engine.dispose()
