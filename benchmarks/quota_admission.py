@@ -11,6 +11,9 @@ Measures, in one run, on a shared machine:
 * two service replicas on one Postgres, 50 clients spread over both, in 20 rounds of 50 requests
   fired at once at one user's limit (exactly the limit must be admitted every round).
 
+Each HTTP measurement also reports the service process's CPU per request (``/proc``), which the
+shared machine distorts less than the rates.
+
 5 users with a limit of 4 GPUs; a client asks for 1 GPU, holds it briefly when admitted and releases
 it. Over-admissions are counted by replaying the service's ledger in commit order (must be 0).
 
