@@ -257,9 +257,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, throwaway_postgres() as pg_url:
         workdir = Path(tmp)
-        store = bench_store(workdir, pg_url, args) if "store" in args.parts else {}
-        http = bench_hub(workdir, args) if "http" in args.parts else {"over_admissions": 0}
-        replicas = (bench_replicas(workdir, pg_url, args) if "replicas" in args.parts
+        store: dict[str, Any] = bench_store(workdir, pg_url, args) if "store" in args.parts else {}
+        http: dict[str, Any] = bench_hub(workdir, args) if "http" in args.parts else {"over_admissions": 0}
+        replicas: dict[str, Any] = (bench_replicas(workdir, pg_url, args) if "replicas" in args.parts
                     else {"over_admissions": 0, "burst_rounds": {"admitted_per_round": []}})
     over = http["over_admissions"] + replicas["over_admissions"]
     report = {
