@@ -6,7 +6,8 @@ Atomicity (no over-admission, ever) comes from serialising every write that read
   instead of spinning in SQLite's busy handler. The threads that queue while a transaction runs
   share the next one (:mod:`hub_extension.group_commit`); inside it their operations run one after
   the other on one connection, each seeing the writes of those before it, and nobody gets a result
-  before the commit.
+  before the commit. On Postgres each user's writes always go to the same one of a few such group
+  commits (lanes), which run side by side; the row locks below keep them apart.
 * Across processes, each write transaction is ``BEGIN IMMEDIATE`` on SQLite (see
   :func:`hub_extension.db.make_engine`): the database write lock is held from before usage is read
   until the lease is committed. On Postgres every write operation first locks the caller's row in
@@ -53,6 +54,9 @@ from .policy import (
 )
 
 log = logging.getLogger(__name__)
+
+#: group commits side by side on Postgres (each its own connection and thread)
+POSTGRES_LANES = 4
 
 def utcnow() -> datetime:
     """Naive UTC now (every timestamp in the quota database is naive UTC)."""
@@ -129,8 +133,17 @@ class QuotaStore:
         self._write_lock = threading.Lock()
         self._readonly = engine.execution_options(nbscale_readonly=True)
         self._postgres = engine.dialect.name == "postgresql"
-        self._window_hours: dict[str, float] = {}  # per user, written only under the write lock
-        self._writes = GroupCommit(partial(write_transaction, engine), lock=self._write_lock)
+        self._window_hours: dict[str, float] = {}  # per user, written only in that user's lane
+        # Postgres locks per user, so lanes of disjoint users run their batches side by side (one
+        # waits for the server while another decides); SQLite's write lock is the whole database
+        lanes = POSTGRES_LANES if self._postgres else 1
+        self._lanes = [GroupCommit(partial(write_transaction, engine), lock=self._write_lock if i == 0
+                                   else threading.Lock()) for i in range(lanes)]
+        self._writes = self._lanes[0]
+
+    def _lane(self, user: str) -> GroupCommit[DriverSQL]:
+        """The group commit that runs ``user``'s writes (the same one every time, in this process)."""
+        return self._lanes[hash(user) % len(self._lanes)]
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -146,11 +159,11 @@ class QuotaStore:
 
     def admit(self, caller: Caller, req: AdmissionRequest) -> Admission:
         """Admit ``req`` for ``caller`` atomically, or refuse it with the reason (both go to the ledger)."""
-        return self._writes.run(partial(self._admit, caller, req), order=caller.name)
+        return self._lane(caller.name).run(partial(self._admit, caller, req), order=caller.name)
 
     def submit_admit(self, caller: Caller, req: AdmissionRequest) -> Future[Admission]:
         """:meth:`admit` for an event loop: queued at once, decided in the group commit's thread."""
-        return self._writes.submit(partial(self._admit, caller, req), order=caller.name)
+        return self._lane(caller.name).submit(partial(self._admit, caller, req), order=caller.name)
 
     def _admit(self, caller: Caller, req: AdmissionRequest, sql: DriverSQL) -> Admission:
         now = self.clock()
@@ -220,11 +233,11 @@ class QuotaStore:
 
     def heartbeat(self, caller: Caller, lease_id: str) -> dict[str, Any]:
         """Extend the caller's active lease by its TTL; an expired or released lease is gone (410)."""
-        return self._writes.run(partial(self._heartbeat, caller, lease_id), order=caller.name)
+        return self._lane(caller.name).run(partial(self._heartbeat, caller, lease_id), order=caller.name)
 
     def submit_heartbeat(self, caller: Caller, lease_id: str) -> Future[dict[str, Any]]:
         """:meth:`heartbeat` for an event loop (see :meth:`submit_admit`)."""
-        return self._writes.submit(partial(self._heartbeat, caller, lease_id), order=caller.name)
+        return self._lane(caller.name).submit(partial(self._heartbeat, caller, lease_id), order=caller.name)
 
     def _heartbeat(self, caller: Caller, lease_id: str, sql: DriverSQL) -> dict[str, Any]:
         now = self.clock()
@@ -244,11 +257,11 @@ class QuotaStore:
         Releasing twice answers the same lease again (idempotent); releasing an expired lease keeps
         the expiry record.
         """
-        return self._writes.run(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
+        return self._lane(caller.name).run(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
 
     def submit_release(self, caller: Caller, lease_id: str, gpu_seconds: float | None = None) -> Future[dict[str, Any]]:
         """:meth:`release` for an event loop (see :meth:`submit_admit`)."""
-        return self._writes.submit(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
+        return self._lane(caller.name).submit(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
 
     def _release(self, caller: Caller, lease_id: str, gpu_seconds: float | None, sql: DriverSQL) -> dict[str, Any]:
         now = self.clock()

@@ -182,7 +182,9 @@ def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaSto
     with pg_store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     # prove the row lock, not the mutex: without it each thread runs its own transactions
-    pg_store._write_lock = pg_store._writes.lock = _NoLock()  # type: ignore[assignment]
+    pg_store._write_lock = _NoLock()  # type: ignore[assignment]
+    for lane in pg_store._lanes:
+        lane.lock = _NoLock()
     set_policy(pg_store, "admin", "user", "alice", {"max_gpus": 4})
     for round_no in range(10):
         results: list = []
