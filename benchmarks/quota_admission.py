@@ -11,10 +11,16 @@ Measures, in one run, on a shared machine:
 * two service replicas on one Postgres, 50 clients spread over both, in 20 rounds of 50 requests
   fired at once at one user's limit (exactly the limit must be admitted every round).
 
+Each HTTP measurement also reports the service process's CPU per request (``/proc``), which the
+shared machine distorts less than the rates.
+
 5 users with a limit of 4 GPUs; a client asks for 1 GPU, holds it briefly when admitted and releases
 it. Over-admissions are counted by replaying the service's ledger in commit order (must be 0).
 
-    python -m benchmarks.quota_admission [--seconds 10] [--clients 50]
+    python -m benchmarks.quota_admission [--seconds 10] [--clients 50] [--parts store,http,replicas]
+
+``--parts`` runs some of the measurements only (while working on one of them); the results file
+then holds only those.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,10 +77,39 @@ def over_admissions(base_url: str, admin_token: str, users: list[str]) -> int:
     return over
 
 
-def measure_http(url: str, tokens: list[str], args: argparse.Namespace) -> dict[str, Any]:
+def service_pid(hub: LocalHub) -> int | None:
+    """The hub-managed quota service's process id (a child of the hub whose command names it)."""
+    assert hub.process is not None
+    for children in Path(f"/proc/{hub.process.pid}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            if b"hub_extension" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return int(pid)
+    return None
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0 where /proc cannot tell)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_service_cpu(pid: int | None, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    before = cpu_seconds(pid)
+    figures = measure()
+    used = cpu_seconds(pid) - before
+    # the service's CPU per request: what a loaded machine distorts least
+    return {**figures, "service_cpu_s": round(used, 2),
+            "service_cpu_ms_per_request": round(1000 * used / figures["requests"], 3) if figures["requests"] else None}
+
+
+def measure_http(url: str, tokens: list[str], args: argparse.Namespace, pid: int | None = None) -> dict[str, Any]:
     """The load generator's ceiling (no-op endpoint) and admission, back to back on the same server."""
-    ceiling = run_clients([url], tokens, args.clients, args.seconds, args.hold, path="benchmark/noop")
-    admission = run_clients([url], tokens, args.clients, args.seconds, args.hold)
+    ceiling = _with_service_cpu(pid, lambda: run_clients([url], tokens, args.clients, args.seconds, args.hold,
+                                                         path="benchmark/noop"))
+    admission = _with_service_cpu(pid, lambda: run_clients([url], tokens, args.clients, args.seconds, args.hold))
     return {
         "ceiling_noop": ceiling,
         "admission": admission,
@@ -98,7 +134,7 @@ def bench_hub(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         tokens = _set_limits(hub, admin)
         runs: dict[str, Any] = {}
         for path, url in (("through the proxy", hub.service_url), ("direct to the service", hub.service_direct_url)):
-            runs[path] = measure_http(url, tokens, args)
+            runs[path] = measure_http(url, tokens, args, service_pid(hub))
             print(f"{path}: {json.dumps(runs[path])}", flush=True)
         runs["over_admissions"] = over_admissions(hub.service_url, admin, BENCH_USERS)
     return runs
@@ -217,12 +253,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--history-leases", type=int, default=100_000)
     parser.add_argument("--history-ledger", type=int, default=1_000_000)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--parts", type=_parts, default=PARTS, help="comma-separated, of: " + ",".join(PARTS))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, throwaway_postgres() as pg_url:
         workdir = Path(tmp)
-        store = bench_store(workdir, pg_url, args)
-        http = bench_hub(workdir, args)
-        replicas = bench_replicas(workdir, pg_url, args)
+        store: dict[str, Any] = bench_store(workdir, pg_url, args) if "store" in args.parts else {}
+        http: dict[str, Any] = bench_hub(workdir, args) if "http" in args.parts else {"over_admissions": 0}
+        replicas: dict[str, Any] = (bench_replicas(workdir, pg_url, args) if "replicas" in args.parts
+                    else {"over_admissions": 0, "burst_rounds": {"admitted_per_round": []}})
     over = http["over_admissions"] + replicas["over_admissions"]
     report = {
         "benchmark": "quota_admission",
@@ -230,6 +268,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "load_average_1m_at_end": round(os.getloadavg()[0], 2),
                     "note": "2 cores shared with other engineers' test runs while measured; the clients, the "
                             "proxy, the hub, the service and Postgres all run on the same 2 cores"},
+        "parts": list(args.parts),
         "setup": {"clients": args.clients, "users": len(BENCH_USERS), "max_gpus_per_user": LIMIT,
                   "seconds_per_run": args.seconds, "hold_seconds": args.hold,
                   "http_database": "SQLite (WAL, synchronous=NORMAL, BEGIN IMMEDIATE)"},
@@ -246,6 +285,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit(f"{over} over-admission(s), rounds {replicas['burst_rounds']['admitted_per_round']}: "
                          "admission is not atomic")
     return report
+
+
+PARTS = ("store", "http", "replicas")
+
+
+def _parts(text: str) -> tuple[str, ...]:
+    parts = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown or not parts:
+        raise argparse.ArgumentTypeError(f"unknown part(s) {unknown or text!r}: choose from {', '.join(PARTS)}")
+    return parts
 
 
 def _memory_gb() -> float | None:

@@ -18,6 +18,7 @@ from typing import Any
 from benchmarks.quota_clients import latency_figures
 from hub_extension.admin import set_policy
 from hub_extension.db import make_engine, upgrade_database
+from hub_extension.devhub import drop_quota_schema
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore, utcnow
 
 USERS, LIMIT = 5, 4
@@ -28,10 +29,7 @@ def open_store(url: str, *, fresh: bool = True) -> QuotaStore:
     """A migrated store at ``url`` with the benchmark users' limits (Postgres tables dropped first if ``fresh``)."""
     engine = make_engine(url, **({"pool_size": 60, "max_overflow": 10} if url.startswith("postgresql") else {}))
     if fresh and url.startswith("postgresql"):
-        with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS quota_ledger, quota_leases, quota_policies, quota_user_locks, "
-                                 "quota_usage_hours, alembic_version CASCADE")
-            conn.exec_driver_sql("DROP FUNCTION IF EXISTS quota_ledger_append_only() CASCADE")
+        drop_quota_schema(engine)
     upgrade_database(engine)
     store = QuotaStore(engine)
     for user in BENCH_USERS:

@@ -82,6 +82,14 @@ def throwaway_postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def drop_quota_schema(engine: Any) -> None:
+    """Drop every quota table and function from a reused Postgres database (tests and benchmarks)."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS quota_ledger, quota_leases, quota_policies, quota_user_locks, "
+                             "quota_usage_hours, alembic_version CASCADE")
+        conn.exec_driver_sql("DROP FUNCTION IF EXISTS quota_ledger_append_only() CASCADE")
+
+
 def find_proxy() -> str:
     """The configurable-http-proxy binary from the repo's ``node_modules`` (``npm install`` puts it there)."""
     path = ROOT / "node_modules" / ".bin" / "configurable-http-proxy"

@@ -16,73 +16,145 @@ error rolls the batch back and each operation runs again alone, so only the fail
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
-
-from sqlalchemy import Connection
+from typing import Any, Generic, TypeVar
 
 from .errors import QuotaServiceError
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Operation = Callable[[Connection], Any]
+C = TypeVar("C")
+#: how long a waiting thread sleeps before it looks at the lock again, in case its holder (an
+#: admin write, the periodic reclaim) does not wake the queue when it lets go
+_RECHECK_SECONDS = 0.05
 
 
-class GroupCommit:
+class _Pending:
+    """One queued operation: the thread that queued it waits on ``woken`` for its outcome or its turn
+    to lead; one queued by :meth:`GroupCommit.submit` gets its outcome in ``future``."""
+
+    __slots__ = ("future", "op", "order", "outcome", "woken")
+
+    def __init__(self, op: Callable[[Any], Any], order: str, future: Future[Any] | None = None) -> None:
+        self.op, self.order, self.future = op, order, future
+        self.outcome: tuple[bool, Any] | None = None
+        self.woken = threading.Event()
+
+    def settle(self, ok: bool, value: Any) -> None:
+        self.outcome = (ok, value)
+        self.woken.set()
+        if self.future is not None:
+            if ok:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
+
+
+class GroupCommit(Generic[C]):
     """Run write operations from many threads in shared transactions (at most ``max_batch`` each).
 
-    ``begin`` opens a write transaction (a context manager that commits on exit); ``sort_key``
-    orders a batch so that two processes take per-user row locks in the same order (no deadlock).
+    ``begin`` opens a write transaction (a context manager that yields what operations are given,
+    and commits on exit); ``order`` sorts a batch so that two processes take per-user row locks in
+    the same order (no deadlock). ``lock`` is held while a batch runs.
+
+    Threads call :meth:`run` and wait; an event loop calls :meth:`submit` and awaits the future,
+    while one thread of the group commit's own runs the queue until it is empty.
+
+    A waiting thread sleeps on its own event, not on the lock: it wakes once, with its result, or
+    when the thread that ran the last batch hands it the turn to run the next (a thread whose
+    operation is done never has to queue for the lock just to leave).
     """
 
-    def __init__(self, begin: Callable[[], AbstractContextManager[Connection]], *, lock: Any,
-                 max_batch: int = 64) -> None:
+    def __init__(self, begin: Callable[[], AbstractContextManager[C]], *, lock: Any, max_batch: int = 64) -> None:
         self.begin = begin
         self.lock = lock
         self.max_batch = max_batch
-        self._queue: deque[tuple[str, Operation, Future[Any]]] = deque()
+        self._queue: deque[_Pending] = deque()
+        self._drainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quota-group-commit")
+        self._draining = False
+        self._draining_lock = threading.Lock()
 
-    def run(self, op: Callable[[Connection], T], *, order: str = "") -> T:
+    def run(self, op: Callable[[C], T], *, order: str = "") -> T:
         """Run ``op(conn)`` in a write transaction, possibly shared with other threads' operations."""
-        done: Future[Any] = Future()
-        self._queue.append((order, op, done))
-        with self.lock:
-            while not done.done() and self._queue:
-                self._run_batch(list(self._take()))
-        return done.result()  # type: ignore[no-any-return]
+        mine = _Pending(op, order)
+        self._queue.append(mine)
+        while mine.outcome is None:
+            if self.lock.acquire(blocking=False):
+                try:
+                    while mine.outcome is None and self._queue:
+                        self._run_batch(list(self._take()))
+                finally:
+                    self.lock.release()
+                self._hand_over()
+                if mine.outcome is None:  # another thread runs it (only if the lock lets two in: tests)
+                    mine.woken.wait(_RECHECK_SECONDS)
+                    mine.woken.clear()
+            else:
+                mine.woken.wait(_RECHECK_SECONDS)
+                mine.woken.clear()
+        ok, value = mine.outcome
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
 
-    def _take(self) -> Iterator[tuple[str, Operation, Future[Any]]]:
+    def submit(self, op: Callable[[C], T], *, order: str = "") -> Future[T]:
+        """Queue ``op(conn)`` without waiting: its result (after the commit) comes in the future."""
+        future: Future[T] = Future()
+        self._queue.append(_Pending(op, order, future))
+        with self._draining_lock:
+            start, self._draining = not self._draining, True
+        if start:
+            self._drainer.submit(self._drain)
+        return future
+
+    def _drain(self) -> None:
+        """Run batches until the queue is empty (what :meth:`submit` queued, and any waiting thread's)."""
+        while True:
+            with self.lock:
+                while self._queue:
+                    self._run_batch(list(self._take()))
+            with self._draining_lock:
+                if not self._queue:  # checked under the flag's lock: a submit now starts a new drain
+                    self._draining = False
+                    return
+
+    def _hand_over(self) -> None:
+        """Wake the first waiting thread, to run the next batch (nobody else would)."""
+        try:
+            self._queue[0].woken.set()
+        except IndexError:
+            pass
+
+    def _take(self) -> Iterator[_Pending]:
         for _ in range(self.max_batch):
             try:
                 yield self._queue.popleft()
             except IndexError:
                 return
 
-    def _run_batch(self, batch: list[tuple[str, Operation, Future[Any]]]) -> None:
-        batch.sort(key=lambda item: item[0])  # same lock order in every process
-        outcomes: list[tuple[Future[Any], bool, Any]] = []
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        batch.sort(key=lambda item: item.order)  # same lock order in every process
+        outcomes: list[tuple[_Pending, bool, Any]] = []
         try:
             with self.begin() as conn:
-                for _, op, done in batch:
+                for item in batch:
                     try:
-                        outcomes.append((done, True, op(conn)))
+                        outcomes.append((item, True, item.op(conn)))
                     except QuotaServiceError as exc:
-                        outcomes.append((done, False, exc))
+                        outcomes.append((item, False, exc))
         except Exception as exc:
             if len(batch) == 1:
-                batch[0][2].set_exception(exc)
+                batch[0].settle(False, exc)
                 return
             log.warning("a shared write transaction of %s operations failed (%s); running them one by one",
                         len(batch), exc)
             for item in batch:
                 self._run_batch([item])
             return
-        for done, ok, value in outcomes:
-            if ok:
-                done.set_result(value)
-            else:
-                done.set_exception(value)
+        for item, ok, value in outcomes:
+            item.settle(ok, value)

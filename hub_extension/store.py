@@ -6,7 +6,8 @@ Atomicity (no over-admission, ever) comes from serialising every write that read
   instead of spinning in SQLite's busy handler. The threads that queue while a transaction runs
   share the next one (:mod:`hub_extension.group_commit`); inside it their operations run one after
   the other on one connection, each seeing the writes of those before it, and nobody gets a result
-  before the commit.
+  before the commit. On Postgres each user's writes always go to the same one of a few such group
+  commits (lanes), which run side by side; the row locks below keep them apart.
 * Across processes, each write transaction is ``BEGIN IMMEDIATE`` on SQLite (see
   :func:`hub_extension.db.make_engine`): the database write lock is held from before usage is read
   until the lease is committed. On Postgres every write operation first locks the caller's row in
@@ -27,20 +28,22 @@ import logging
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from . import queries as q
+from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, write_transaction
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from .group_commit import GroupCommit
 from .models import Policy
 from .policy import (
+    DEFAULT_WINDOW_HOURS,
     Limits,
     PolicyValues,
     Refusal,
@@ -49,9 +52,11 @@ from .policy import (
     check_request,
     resolve_limits,
 )
-from .queries import ACTIVE, EXPIRED, RELEASED
 
 log = logging.getLogger(__name__)
+
+#: group commits side by side on Postgres (each its own connection and thread)
+POSTGRES_LANES = 4
 
 def utcnow() -> datetime:
     """Naive UTC now (every timestamp in the quota database is naive UTC)."""
@@ -128,8 +133,17 @@ class QuotaStore:
         self._write_lock = threading.Lock()
         self._readonly = engine.execution_options(nbscale_readonly=True)
         self._postgres = engine.dialect.name == "postgresql"
-        self._add_to_hour = q.ADD_TO_HOUR[engine.dialect.name]
-        self._writes = GroupCommit(engine.begin, lock=self._write_lock)
+        self._window_hours: dict[str, float] = {}  # per user, written only in that user's lane
+        # Postgres locks per user, so lanes of disjoint users run their batches side by side (one
+        # waits for the server while another decides); SQLite's write lock is the whole database
+        lanes = POSTGRES_LANES if self._postgres else 1
+        self._lanes = [GroupCommit(partial(write_transaction, engine), lock=self._write_lock if i == 0
+                                   else threading.Lock()) for i in range(lanes)]
+        self._writes = self._lanes[0]
+
+    def _lane(self, user: str) -> GroupCommit[DriverSQL]:
+        """The group commit that runs ``user``'s writes (the same one every time, in this process)."""
+        return self._lanes[hash(user) % len(self._lanes)]
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -145,27 +159,38 @@ class QuotaStore:
 
     def admit(self, caller: Caller, req: AdmissionRequest) -> Admission:
         """Admit ``req`` for ``caller`` atomically, or refuse it with the reason (both go to the ledger)."""
-        return self._writes.run(partial(self._admit, caller, req), order=caller.name)
+        return self._lane(caller.name).run(partial(self._admit, caller, req), order=caller.name)
 
-    def _admit(self, caller: Caller, req: AdmissionRequest, conn: Connection) -> Admission:
-        # the hot paths use Core on a bare connection: an ORM session costs more Python than the SQL
+    def submit_admit(self, caller: Caller, req: AdmissionRequest) -> Future[Admission]:
+        """:meth:`admit` for an event loop: queued at once, decided in the group commit's thread."""
+        return self._lane(caller.name).submit(partial(self._admit, caller, req), order=caller.name)
+
+    def _admit(self, caller: Caller, req: AdmissionRequest, sql: DriverSQL) -> Admission:
         now = self.clock()
-        self._lock_user(conn, caller.name)
-        leases = conn.execute(q.ACTIVE_OR_KNOWN, {"user": caller.name, "request_id": req.request_id}).all()
-        known = next((row._mapping for row in leases if row.request_id == req.request_id), None)
+        self._lock_user(sql, caller.name)
+        # the window is read with the width this user's policies gave last time (one round trip for
+        # all of a decision's reads), and read again below if the policies read now say otherwise
+        window_guess = self._window_hours.get(caller.name, DEFAULT_WINDOW_HOURS)
+        leases, policies, ended = sql.query_all(
+            ("active_or_known", {"user": caller.name, "request_id": req.request_id}),
+            self._policies_read(sql, caller.name, caller.groups),
+            self._ended_read(caller.name, now, window_guess))
+        known = next((row for row in leases if row["request_id"] == req.request_id), None)
         if known is not None:
             self._check_same_request(known, req)
             return Admission(lease=lease_to_dict(known), replayed=True)
-        limits = self._limits(conn, caller.name, caller.groups)
-        usage = self._usage(conn, caller.name, now, limits.window_hours, active=leases, reclaim=True)
+        limits = _resolve(caller.name, caller.groups, policies)
+        self._window_hours[caller.name] = limits.window_hours
+        usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True,
+                            ended=_first_value(ended) if limits.window_hours == window_guess else None)
         request = Request(
             gpus=req.gpus, pool=req.pool, concurrency=req.concurrency, estimated_seconds=req.estimated_seconds
         )
         refusal = check_request(limits, usage, request)
         if refusal is not None:
-            conn.execute(q.INSERT_LEDGER, [self._entry(now, "refused", caller.name, caller.name, req, detail={
+            sql.write("insert_ledger", self._entry(sql, now, "refused", caller.name, caller.name, req, detail={
                 "limit": refusal.limit, "limit_value": refusal.limit_value, "message": refusal.message,
-            }, gpus_total=request.gpus_total)])
+            }, gpus_total=request.gpus_total))
             return Admission(refusal=refusal)
         ttl = min(req.ttl_seconds or self.default_ttl_seconds, self.max_ttl_seconds)
         lease = {
@@ -175,18 +200,18 @@ class QuotaStore:
             "estimated_seconds": req.estimated_seconds, "ttl_seconds": ttl, "status": ACTIVE,
             "created_at": now, "expires_at": now + timedelta(seconds=ttl), "ended_at": None, "gpu_seconds": None,
         }
-        conn.execute(q.INSERT_LEASE, [lease])
-        conn.execute(q.INSERT_LEDGER, [self._entry(now, "admitted", caller.name, caller.name, req,
-                                                  gpus_total=request.gpus_total, lease_id=lease["id"])])
+        sql.write("insert_lease", {**lease, "groups": sql.json(lease["groups"])})
+        sql.write("insert_ledger", self._entry(sql, now, "admitted", caller.name, caller.name, req,
+                                               gpus_total=request.gpus_total, lease_id=lease["id"]))
         return Admission(lease=lease_to_dict(lease))
 
-    def _lock_user(self, conn: Connection, user: str) -> None:
+    def _lock_user(self, sql: DriverSQL, user: str) -> None:
         if not self._postgres:
             return  # BEGIN IMMEDIATE already holds the database write lock
-        conn.execute(q.LOCK_USER, {"user": user})
+        sql.write("lock_user", {"user": user})  # the reads sent after it run once it holds the lock
 
     @staticmethod
-    def _check_same_request(known: Mapping[Any, Any], req: AdmissionRequest) -> None:
+    def _check_same_request(known: Mapping[str, Any], req: AdmissionRequest) -> None:
         same = (known["gpus"], known["pool"], known["concurrency"]) == (req.gpus, req.pool, req.concurrency)
         if not same:
             raise RequestIdConflict(
@@ -196,31 +221,34 @@ class QuotaStore:
             )
 
     @staticmethod
-    def _entry(now: datetime, event: str, actor: str, user: str, req: AdmissionRequest | None = None,
+    def _entry(sql: DriverSQL, now: datetime, event: str, actor: str, user: str, req: AdmissionRequest | None = None,
                **fields: Any) -> dict[str, Any]:
         row = dict.fromkeys(("lease_id", "request_id", "label", "pool", "gpus_total", "gpu_seconds", "detail"))
         if req is not None:
             row.update(request_id=req.request_id, label=req.label, pool=req.pool)
-        return {**row, **fields, "at": now, "event": event, "actor": actor, "user": user}
+        row.update(fields)
+        return {**row, "detail": sql.json(row["detail"]), "at": now, "event": event, "actor": actor, "user": user}
 
     # leases ----------------------------------------------------------------------------------
 
     def heartbeat(self, caller: Caller, lease_id: str) -> dict[str, Any]:
         """Extend the caller's active lease by its TTL; an expired or released lease is gone (410)."""
-        return self._writes.run(partial(self._heartbeat, caller, lease_id), order=caller.name)
+        return self._lane(caller.name).run(partial(self._heartbeat, caller, lease_id), order=caller.name)
 
-    def _heartbeat(self, caller: Caller, lease_id: str, conn: Connection) -> dict[str, Any]:
+    def submit_heartbeat(self, caller: Caller, lease_id: str) -> Future[dict[str, Any]]:
+        """:meth:`heartbeat` for an event loop (see :meth:`submit_admit`)."""
+        return self._lane(caller.name).submit(partial(self._heartbeat, caller, lease_id), order=caller.name)
+
+    def _heartbeat(self, caller: Caller, lease_id: str, sql: DriverSQL) -> dict[str, Any]:
         now = self.clock()
-        self._lock_user(conn, caller.name)
-        self._reclaim(conn, now, user=caller.name)
-        lease = self._own_lease(conn, caller, lease_id)
+        lease = self._own_lease(sql, caller, lease_id, now)
         if lease["status"] != ACTIVE:
             raise LeaseGone(
                 f"Lease {lease_id} is {lease['status']}; its GPUs are no longer reserved. "
                 "Submit the run again to get a new lease."
             )
         expires = now + timedelta(seconds=lease["ttl_seconds"])
-        conn.execute(q.EXTEND_LEASE, {"lease_id": lease_id, "expires_at": expires})
+        sql.write("extend_lease", {"lease_id": lease_id, "expires_at": expires})
         return lease_to_dict({**lease, "expires_at": expires})
 
     def release(self, caller: Caller, lease_id: str, gpu_seconds: float | None = None) -> dict[str, Any]:
@@ -229,107 +257,120 @@ class QuotaStore:
         Releasing twice answers the same lease again (idempotent); releasing an expired lease keeps
         the expiry record.
         """
-        return self._writes.run(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
+        return self._lane(caller.name).run(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
 
-    def _release(self, caller: Caller, lease_id: str, gpu_seconds: float | None, conn: Connection) -> dict[str, Any]:
+    def submit_release(self, caller: Caller, lease_id: str, gpu_seconds: float | None = None) -> Future[dict[str, Any]]:
+        """:meth:`release` for an event loop (see :meth:`submit_admit`)."""
+        return self._lane(caller.name).submit(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
+
+    def _release(self, caller: Caller, lease_id: str, gpu_seconds: float | None, sql: DriverSQL) -> dict[str, Any]:
         now = self.clock()
-        self._lock_user(conn, caller.name)
-        self._reclaim(conn, now, user=caller.name)
-        lease = self._own_lease(conn, caller, lease_id)
+        lease = self._own_lease(sql, caller, lease_id, now)
         if lease["status"] != ACTIVE:
             return lease_to_dict(lease)
         most = lease["gpus_total"] * max(0.0, (now - lease["created_at"]).total_seconds())
         used = most if gpu_seconds is None else min(float(gpu_seconds), most)
         ended = {"status": RELEASED, "ended_at": now, "gpu_seconds": used}
-        self._end_lease(conn, lease, ended, now, "released", caller.name, {"reported_gpu_seconds": gpu_seconds})
+        self._end_lease(sql, lease, ended, now, "released", caller.name, {"reported_gpu_seconds": gpu_seconds})
         return lease_to_dict({**lease, **ended})
 
-    def _end_lease(self, conn: Connection, lease: Mapping[Any, Any], ended: dict[str, Any], now: datetime,
+    def _end_lease(self, sql: DriverSQL, lease: Mapping[str, Any], ended: dict[str, Any], now: datetime,
                    event: str, actor: str, detail: dict[str, Any] | None = None) -> None:
         """Mark ``lease`` ended, add its GPU-seconds to its hour, and write the ledger entry."""
-        conn.execute(q.END_LEASE, {"lease_id": lease["id"], **ended})
-        conn.execute(self._add_to_hour, {
+        sql.write("end_lease", {"lease_id": lease["id"], **ended})
+        sql.write("add_to_hour", {
             "user": lease["user"], "hour": hour_start(ended["ended_at"]), "gpu_seconds": ended["gpu_seconds"]})
-        conn.execute(q.INSERT_LEDGER, [self._entry(
-            now, event, actor, lease["user"], lease_id=lease["id"], request_id=lease["request_id"],
+        sql.write("insert_ledger", self._entry(
+            sql, now, event, actor, lease["user"], lease_id=lease["id"], request_id=lease["request_id"],
             label=lease["label"], pool=lease["pool"], gpus_total=lease["gpus_total"],
-            gpu_seconds=ended["gpu_seconds"], detail=detail)])
+            gpu_seconds=ended["gpu_seconds"], detail=detail))
 
-    @staticmethod
-    def _own_lease(conn: Connection, caller: Caller, lease_id: str) -> dict[str, Any]:
-        row = conn.execute(q.LEASE_BY_ID, {"lease_id": lease_id}).first()
-        if row is None or row.user != caller.name:
+    def _own_lease(self, sql: DriverSQL, caller: Caller, lease_id: str, now: datetime) -> dict[str, Any]:
+        """The caller's lease ``lease_id`` under the caller's lock, after reclaiming their overdue leases."""
+        self._lock_user(sql, caller.name)
+        overdue, found = sql.query_all(("overdue_of_user", {"now": now, "user": caller.name}),
+                                       ("lease_by_id", {"lease_id": lease_id}))
+        self._reclaim(sql, now, caller.name, overdue=overdue)
+        if not found or found[0]["user"] != caller.name:
             raise LeaseNotFound(f"You have no lease '{lease_id}'.")
-        return dict(row._mapping)
+        lease = found[0]
+        if any(row["id"] == lease_id for row in overdue):  # reclaimed just now: read it as it is now
+            lease = sql.query("lease_by_id", {"lease_id": lease_id})[0]
+        return lease
 
     def reclaim_expired(self) -> int:
         """Expire every lease whose holder stopped heartbeating; returns how many were reclaimed."""
-        with self._write_lock, self.engine.begin() as conn:
+        with self._write_lock, write_transaction(self.engine) as sql:
             now = self.clock()
-            users = sorted({row.user for row in conn.execute(q.OVERDUE, {"now": now})})
+            users = sorted(row["user"] for row in sql.query("overdue_users", {"now": now}))
             for user in users:  # in user order, each under its lock: the order every batch takes them in
-                self._lock_user(conn, user)
-            return sum(self._reclaim(conn, now, user=user) for user in users)
+                self._lock_user(sql, user)
+            return sum(self._reclaim(sql, now, user=user) for user in users)
 
-    def _reclaim(self, conn: Connection, now: datetime, user: str,
-                 overdue: Sequence[Mapping[Any, Any]] | None = None) -> int:
+    def _reclaim(self, sql: DriverSQL, now: datetime, user: str,
+                 overdue: Sequence[Mapping[str, Any]] | None = None) -> int:
         if overdue is None:
-            overdue = [row._mapping for row in conn.execute(q.OVERDUE_OF_USER, {"now": now, "user": user})]
+            overdue = sql.query("overdue_of_user", {"now": now, "user": user})
         for lease in overdue:
             held = max(0.0, (lease["expires_at"] - lease["created_at"]).total_seconds())
             ended = {"status": EXPIRED, "ended_at": lease["expires_at"], "gpu_seconds": held * lease["gpus_total"]}
-            self._end_lease(conn, lease, ended, now, "expired", "nbscale-quotas")
+            self._end_lease(sql, lease, ended, now, "expired", "nbscale-quotas")
         if overdue:
             log.info("reclaimed %s expired lease(s)", len(overdue))
         return len(overdue)
 
     # usage and limits ------------------------------------------------------------------------
 
-    def _limits(self, conn: Connection, user: str, groups: tuple[str, ...]) -> Limits:
-        rows = conn.execute(q.POLICIES_FOR, {"user": user, "groups": list(groups)})
-        return resolve_limits(user, groups, [_row_values(row) for row in rows])
+    @staticmethod
+    def _policies_read(sql: DriverSQL, user: str, groups: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
+        return "policies_for", {"user": user, "groups": sql.name_list(groups)}
 
-    def _usage(self, conn: Connection, user: str, now: datetime, window_hours: float, *,
-               active: Sequence[Row[Any]] | None = None, reclaim: bool) -> Usage:
+    def _usage(self, sql: DriverSQL, user: str, now: datetime, window_hours: float, *,
+               active: Sequence[Mapping[str, Any]] | None = None, ended: float | None = None,
+               reclaim: bool) -> Usage:
         """What ``user`` holds and used in the window; overdue leases are reclaimed, or left out on reads.
 
+        ``ended`` is the window's GPU-seconds of ended leases if already read (before any reclaim).
         Bounded by the user's active leases and the window's hours, never by history (``UsageHour``).
         """
         if active is None:
-            active = conn.execute(q.ACTIVE_OF_USER, {"user": user}).all()
-        active = [row for row in active if row.status == ACTIVE]
-        overdue = [row._mapping for row in active if row.expires_at < now]
+            active = sql.query("active_of_user", {"user": user})
+        active = [row for row in active if row["status"] == ACTIVE]
+        overdue = [row for row in active if row["expires_at"] < now]
         if reclaim and overdue:
-            self._reclaim(conn, now, user, overdue=overdue)
-        live = [row for row in active if row.expires_at >= now]
-        running = sum(row.gpus_total * max(0.0, (now - row.created_at).total_seconds()) for row in live)
+            self._reclaim(sql, now, user, overdue=overdue)
+            ended = None  # read again: the reclaimed leases now count as ended
+        if ended is None:
+            ended = _first_value(sql.query(*self._ended_read(user, now, window_hours)))
+        live = [row for row in active if row["expires_at"] >= now]
+        running = sum(row["gpus_total"] * max(0.0, (now - row["created_at"]).total_seconds()) for row in live)
         # a read counts an overdue lease's GPU-time until its expiry, as its reclaim will charge it
         pending = 0.0 if reclaim else sum(
             row["gpus_total"] * max(0.0, (row["expires_at"] - row["created_at"]).total_seconds()) for row in overdue)
         return Usage(
-            gpus_in_use=sum(row.gpus_total for row in live),
+            gpus_in_use=sum(row["gpus_total"] for row in live),
             runs_active=len(live),
-            gpu_seconds_in_window=self._ended_in_window(conn, user, now - timedelta(hours=window_hours))
-            + running + pending,
+            gpu_seconds_in_window=ended + running + pending,
         )
 
     @staticmethod
-    def _ended_in_window(conn: Connection, user: str, since: datetime) -> float:
-        """GPU-seconds of ``user``'s leases ended at or after ``since``: whole hours from ``UsageHour``,
-        the part of the first hour from the leases themselves (an index range over one hour)."""
+    def _ended_read(user: str, now: datetime, window_hours: float) -> tuple[str, dict[str, Any]]:
+        """The read of GPU-seconds of ``user``'s leases ended in the window: whole hours from
+        ``UsageHour``, the part of the first hour from the leases themselves (an index range over one hour)."""
+        since = now - timedelta(hours=window_hours)
         first_whole = hour_start(since)
         if first_whole < since:
             first_whole += timedelta(hours=1)
-        total = conn.execute(q.ENDED_SINCE, {"user": user, "since": since, "first_whole_hour": first_whole}).scalar()
-        return float(total or 0.0)
+        return "ended_since", {"user": user, "since": since, "first_whole_hour": first_whole}
 
     def quota_for(self, user: str, groups: tuple[str, ...]) -> dict[str, Any]:
         """Limits, usage and what is left for ``user`` (expired leases count as released)."""
         with self._readonly.connect() as conn, conn.begin():
+            sql = DriverSQL(conn)
             now = self.clock()
-            limits = self._limits(conn, user, groups)
-            usage = self._usage(conn, user, now, limits.window_hours, reclaim=False)
-            leases = conn.execute(q.LIVE_OF_USER, {"user": user, "now": now})
+            limits = _resolve(user, groups, sql.query(*self._policies_read(sql, user, groups)))
+            usage = self._usage(sql, user, now, limits.window_hours, reclaim=False)
+            leases = sql.query("live_of_user", {"user": user, "now": now})
             return {
                 "enabled": True,
                 "user": user,
@@ -341,12 +382,28 @@ class QuotaStore:
                     "gpu_hours_in_window": round(usage.gpu_hours_in_window, 4),
                 },
                 "remaining": _remaining(limits, usage),
-                "leases": [lease_to_dict(lease._mapping) for lease in leases],
+                "leases": [lease_to_dict(lease) for lease in leases],
             }
 
 
-def _row_values(row: Any) -> PolicyValues:
-    values = dict(row._mapping)
+def _first_value(rows: list[dict[str, Any]]) -> float:
+    return float(next(iter(rows[0].values())) or 0.0)
+
+
+def _resolve(user: str, groups: tuple[str, ...], policies: list[dict[str, Any]]) -> Limits:
+    # sorted: the database's order is no part of the key (resolve_limits does not depend on it)
+    rows = tuple(sorted((_row_values(row) for row in policies), key=lambda p: (p.kind, p.name)))
+    return _resolve_rows(user, tuple(sorted(groups)), rows)
+
+
+@lru_cache(maxsize=4096)
+def _resolve_rows(user: str, groups: tuple[str, ...], rows: tuple[PolicyValues, ...]) -> Limits:
+    # the policies just read are the key (Limits is frozen): a hit is exactly what resolving again gives
+    return resolve_limits(user, groups, rows)
+
+
+def _row_values(row: Mapping[str, Any]) -> PolicyValues:
+    values = dict(row)
     pools = values.pop("allowed_pools")
     return PolicyValues(**values, allowed_pools=tuple(pools) if pools is not None else None)
 

@@ -14,6 +14,7 @@ from sqlalchemy import exc, text
 
 from hub_extension.admin import ledger_page, set_policy, usage_overview
 from hub_extension.db import make_engine, upgrade_database
+from hub_extension.devhub import drop_quota_schema
 from hub_extension.errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from hub_extension.models import Base
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
@@ -156,10 +157,7 @@ def test_idempotent_request_ids_and_ownership(store: QuotaStore) -> None:
 def pg_store(postgres_url: str) -> QuotaStore:
     pytest.importorskip("psycopg")
     engine = make_engine(postgres_url, pool_size=60, max_overflow=10)
-    with engine.begin() as conn:
-        conn.execute(text("DROP TABLE IF EXISTS quota_ledger, quota_leases, quota_policies, quota_user_locks, "
-                          "alembic_version CASCADE"))
-        conn.execute(text("DROP FUNCTION IF EXISTS quota_ledger_append_only() CASCADE"))
+    drop_quota_schema(engine)  # the session's Postgres may hold another test's schema
     upgrade_database(engine)
     yield QuotaStore(engine)
     engine.dispose()
@@ -172,13 +170,21 @@ class _NoLock:
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
 
 @pytest.mark.slow
 def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaStore) -> None:
     with pg_store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     # prove the row lock, not the mutex: without it each thread runs its own transactions
-    pg_store._write_lock = pg_store._writes.lock = _NoLock()  # type: ignore[assignment]
+    pg_store._write_lock = _NoLock()  # type: ignore[assignment]
+    for lane in pg_store._lanes:
+        lane.lock = _NoLock()
     set_policy(pg_store, "admin", "user", "alice", {"max_gpus": 4})
     for round_no in range(10):
         results: list = []

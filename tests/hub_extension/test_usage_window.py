@@ -5,13 +5,15 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Engine, event, insert, select, text
+from sqlalchemy import Engine, insert, select, text
 
 from hub_extension.admin import set_policy
 from hub_extension.db import make_engine, upgrade_database
@@ -158,7 +160,15 @@ def test_a_failing_operation_does_not_spoil_the_others_in_its_transaction(tmp_pa
             errors.append(exc)
 
     commits: list[object] = []
-    event.listen(engine, "commit", commits.append)
+    begin = store._writes.begin
+
+    @contextmanager
+    def counted() -> Iterator[object]:
+        with begin() as sql:
+            yield sql
+        commits.append(sql)  # reached only when the transaction committed
+
+    store._writes.begin = counted
     holder = threading.Thread(target=hold_the_lock, daemon=True)
     holder.start()
     workers = [threading.Thread(target=admit, args=(i,), daemon=True) for i in range(6)] + [
