@@ -25,8 +25,8 @@ from typing import Any
 
 from ..errors import ExecutionError, SpecError
 from ..spec import RunSpec, check_run_spec
-from ..tracking_uri import TELEMETRY_SWITCH, telemetry_switch, tracking_uri
-from . import tracking, trial_host
+from ..tracking_uri import tracking_uri
+from . import ray_head, tracking, trial_host
 from .callbacks import CANCELLED
 from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
@@ -77,10 +77,11 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     try:
         with display, _cancel_on_signals(session.cancel):
             grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None)
+        return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
+                            rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
     finally:
         SESSIONS.pop(sweep_id, None)
-    return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
-                        rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
+        release_warm_ray()
 
 
 def _agent_socket(uri: str) -> str | None:
@@ -133,7 +134,8 @@ def _load_state(sweep_id: str) -> tuple[RunSpec, dict[str, Any]]:
 
 
 def ensure_ray() -> None:
-    """Connect to Ray: as initialised already, ``RAY_ADDRESS`` when set, else a local Ray on this machine."""
+    """Connect to Ray: as initialised already, ``RAY_ADDRESS`` when set, else this machine's warm
+    Ray head (``ray_head.py``), else a Ray of this process's own."""
     if not os.environ.get("RAY_ADDRESS"):
         # The embedded default is one machine: Ray's single-node mode (its default on macOS) binds
         # every process to 127.0.0.1 instead of the first network interface. Read when ray is imported.
@@ -142,21 +144,31 @@ def ensure_ray() -> None:
 
     if ray.is_initialized():
         return
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if not os.environ.get("RAY_ADDRESS"):
+        from ray._private import ray_constants
+
+        # Ray read the variable set above when it was imported, and a caller may have imported it first:
+        # this driver's copy of the flag decides the addresses it uses (127.0.0.1, not the first interface's).
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    if ray_head.wanted() and _join_warm_head(kwargs):
+        return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # The raylet waits 30 s for its metrics agent by default, too short on a busy 2-core machine.
     os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     address = os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address:
         if address.startswith("127.0.0.1:"):  # a loopback-only head: this driver is on that node
             kwargs["_node_ip_address"] = "127.0.0.1"
         ray.init(address=address, **kwargs)
         return
-    from ray._private import ray_constants
+    _start_own_ray(kwargs)
 
-    # Ray read the variable set above when it was imported, and a caller may have imported it first:
-    # this driver's copy of the flag decides the addresses the new node's processes are given.
-    ray_constants.ENABLE_RAY_CLUSTER = False
+
+def _start_own_ray(kwargs: dict[str, Any]) -> None:
+    """A Ray of this process's own (``NBSCALE_WARM_RAY=0``, or no warm head to use): it ends with the process."""
+    import ray
+
     gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
     # address="local" starts our own Ray: a bare ray.init() would join whatever cluster a stale
     # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
@@ -171,6 +183,73 @@ def ensure_ray() -> None:
                 raise
             log.warning("local Ray did not start in time (%s); trying again", exc)
             ray.shutdown()
+
+
+#: This process's lease on the warm Ray head while it is connected to it, and Ray's auth settings
+#: from before (``release_warm_ray``).
+_LEASE: tuple[ray_head.Lease, dict[str, str | None]] | None = None
+
+
+def _join_warm_head(kwargs: dict[str, Any]) -> bool:
+    """Connect to the warm head of this ``NBSCALE_HOME``; False when there is none to use.
+
+    A head whose Ray has just died (before its daemon noticed) refuses the connection: it is
+    stopped and another one started, once."""
+    global _LEASE
+    import ray
+
+    from ..store import nbscale_home
+
+    home = nbscale_home()
+    for _ in range(2):
+        lease = ray_head.lease(home)
+        if lease is None:
+            return False
+        previous = _set_ray_auth({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": lease.token_path})
+        try:
+            ray.init(address=lease.address, _node_ip_address="127.0.0.1", **kwargs)
+        except Exception as exc:  # noqa: BLE001 - whatever Ray raised, a Ray of our own still serves the sweep
+            log.warning("the warm Ray head at %s did not answer (%s): replacing it", lease.address, exc)
+            lease.release()
+            ray.shutdown()
+            _set_ray_auth(previous)
+            ray_head.stop(home)
+            continue
+        _LEASE = (lease, previous)
+        return True
+    return False
+
+
+def _set_ray_auth(values: dict[str, str | None]) -> dict[str, str | None]:
+    """Ray's token settings in this process (None: unset), read again by Ray; returns the previous ones.
+
+    Ray reads them once into its config and token cache, perhaps when a caller imported it: both
+    are reloaded as Ray's own authentication tests do, the config first."""
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+    previous = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+    return previous
+
+
+def release_warm_ray() -> None:
+    """Disconnect from the warm head if this process leased it: its idle time starts (a no-op otherwise)."""
+    global _LEASE
+    if _LEASE is None:
+        return
+    import ray
+
+    lease, previous = _LEASE
+    _LEASE = None
+    ray.shutdown()
+    lease.release()
+    _set_ray_auth(previous)
 
 
 @contextmanager
@@ -189,12 +268,8 @@ def _scoped_environ(values: dict[str, str]) -> Iterator[None]:
 
 
 def _embedded_site() -> AbstractContextManager[None]:
-    """While the embedded Ray starts, ``PYTHONPATH`` leads with ``raysite``: every process it starts
-    (agents, idle workers, trial actors) inherits it and skips a slow optional import (see there).
-    Those processes also keep MLflow's telemetry off, as nbscale's others do (``telemetry_switch``)."""
-    previous = os.environ.get("PYTHONPATH")
-    return _scoped_environ({"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).with_name("raysite")), previous])),
-                            TELEMETRY_SWITCH: telemetry_switch(os.environ)})
+    """While a Ray of this process's own starts, its processes get ``ray_head.embedded_ray_environ``."""
+    return _scoped_environ(ray_head.embedded_ray_environ(os.environ))
 
 
 def _tune_environ() -> dict[str, str]:
