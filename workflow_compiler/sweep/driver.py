@@ -74,6 +74,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     session = SweepSession(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
     SESSIONS[sweep_id] = session
     started = time.monotonic()
+    connected_before = _LEASE is not None  # a caller that joined the warm head itself (ensure_ray) stays joined
     try:
         with display, _cancel_on_signals(session.cancel):
             grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None)
@@ -81,7 +82,8 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                             rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
     finally:
         SESSIONS.pop(sweep_id, None)
-        release_warm_ray()
+        if not connected_before:
+            release_warm_ray()
 
 
 def _agent_socket(uri: str) -> str | None:
