@@ -195,7 +195,8 @@ def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
     from workflow_compiler.sweep import ray_head
     from workflow_compiler.sweep.driver import release_warm_ray
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    # this process joined the head (B1-B3): its token settings are not the sweeps' (a Ray of their own runs without)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}, "RAY_AUTH_MODE": "disabled"}
     modes = {"warm_head": env, "own_ray": {**env, ray_head.ENV_WARM_RAY: "0"}}
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
 

@@ -52,8 +52,9 @@ ENV_WARM_RAY = "NBSCALE_WARM_RAY"  # "0": each sweep starts and stops a Ray of i
 SOCKET_NAME, PID_NAME, TOKEN_NAME = "ray.sock", "ray-head.pid", "ray-token"
 LEASE_TIMEOUT_S = 300.0  # Ray's start on a loaded 2-core machine (its raylet may wait 180 s for its agent)
 _MAX_TEMP_DIR = 44  # Ray's socket paths add ~63 bytes (session_<date>_<time>_<us>_<pid>/sockets/plasma_store) within sun_path's 107
-# Variables a shell changes between two commands, which do not change what a trial sees.
-_VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES"})
+# Variables a shell changes between two commands, which do not change what a trial sees, and
+# Ray's token settings, which the head sets for its Ray itself (a joined driver has them too).
+_VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"})
 
 
 def code_version(environ: Mapping[str, str]) -> str:
