@@ -17,8 +17,6 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,10 +24,11 @@ from typing import Any
 from ..errors import ExecutionError, SpecError
 from ..spec import RunSpec, check_run_spec
 from ..tracking_uri import tracking_uri
-from . import ray_head, tracking, trial_host
+from . import tracking, trial_host
 from .callbacks import CANCELLED
 from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
+from .ray_connect import ensure_ray, joined_warm_head, release_warm_ray, scoped_environ
 from .results import SweepResult
 from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
@@ -74,7 +73,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     session = SweepSession(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
     SESSIONS[sweep_id] = session
     started = time.monotonic()
-    connected_before = _LEASE is not None  # a caller that joined the warm head itself (ensure_ray) stays joined
+    connected_before = joined_warm_head()  # a caller that joined the warm head itself (ensure_ray) stays joined
     try:
         with display, _cancel_on_signals(session.cancel):
             grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None)
@@ -135,145 +134,6 @@ def _load_state(sweep_id: str) -> tuple[RunSpec, dict[str, Any]]:
     return RunSpec.model_validate(state["spec"]), state
 
 
-def ensure_ray() -> None:
-    """Connect to Ray: as initialised already, ``RAY_ADDRESS`` when set, else this machine's warm
-    Ray head (``ray_head.py``), else a Ray of this process's own."""
-    if not os.environ.get("RAY_ADDRESS"):
-        # The embedded default is one machine: Ray's single-node mode (its default on macOS) binds
-        # every process to 127.0.0.1 instead of the first network interface. Read when ray is imported.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if not os.environ.get("RAY_ADDRESS"):
-        from ray._private import ray_constants
-
-        # Ray read the variable set above when it was imported, and a caller may have imported it first:
-        # this driver's copy of the flag decides the addresses it uses (127.0.0.1, not the first interface's).
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    if ray_head.wanted() and _join_warm_head(kwargs):
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # The raylet waits 30 s for its metrics agent by default, too short on a busy 2-core machine.
-    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        if address.startswith("127.0.0.1:"):  # a loopback-only head: this driver is on that node
-            kwargs["_node_ip_address"] = "127.0.0.1"
-        ray.init(address=address, **kwargs)
-        return
-    _start_own_ray(kwargs)
-
-
-def _start_own_ray(kwargs: dict[str, Any]) -> None:
-    """A Ray of this process's own (``NBSCALE_WARM_RAY=0``, or no warm head to use): it ends with the process."""
-    import ray
-
-    gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
-    # address="local" starts our own Ray: a bare ray.init() would join whatever cluster a stale
-    # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
-    for attempt in range(3):
-        try:
-            # ray.init's hint says int, but Ray keeps resources as floats; float() keeps accepting "2.0" and "0.5"
-            with _embedded_site():
-                ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)  # type: ignore[arg-type]
-            return
-        except Exception as exc:  # Ray gives its raylet a fixed 30 s to register; a loaded machine can miss it
-            if "timed out during startup" not in str(exc) or attempt == 2:
-                raise
-            log.warning("local Ray did not start in time (%s); trying again", exc)
-            ray.shutdown()
-
-
-#: This process's lease on the warm Ray head while it is connected to it, and Ray's auth settings
-#: from before (``release_warm_ray``).
-_LEASE: tuple[ray_head.Lease, dict[str, str | None]] | None = None
-
-
-def _join_warm_head(kwargs: dict[str, Any]) -> bool:
-    """Connect to the warm head of this ``NBSCALE_HOME``; False when there is none to use.
-
-    A head whose Ray has just died (before its daemon noticed) refuses the connection: it is
-    stopped and another one started, once."""
-    global _LEASE
-    import ray
-
-    from ..store import nbscale_home
-
-    home = nbscale_home()
-    for _ in range(2):
-        lease = ray_head.lease(home)
-        if lease is None:
-            return False
-        previous = _set_ray_auth({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": lease.token_path})
-        try:
-            ray.init(address=lease.address, _node_ip_address="127.0.0.1", **kwargs)
-        except Exception as exc:  # noqa: BLE001 - whatever Ray raised, a Ray of our own still serves the sweep
-            log.warning("the warm Ray head at %s did not answer (%s): replacing it", lease.address, exc)
-            lease.release()
-            ray.shutdown()
-            _set_ray_auth(previous)
-            ray_head.stop(home)
-            continue
-        _LEASE = (lease, previous)
-        return True
-    return False
-
-
-def _set_ray_auth(values: dict[str, str | None]) -> dict[str, str | None]:
-    """Ray's token settings in this process (None: unset), read again by Ray; returns the previous ones.
-
-    Ray reads them once into its config and token cache, perhaps when a caller imported it: both
-    are reloaded as Ray's own authentication tests do, the config first."""
-    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
-
-    previous = {name: os.environ.get(name) for name in values}
-    for name, value in values.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    Config.initialize("")
-    AuthenticationTokenLoader.instance().reset_cache()
-    return previous
-
-
-def release_warm_ray() -> None:
-    """Disconnect from the warm head if this process leased it: its idle time starts (a no-op otherwise)."""
-    global _LEASE
-    if _LEASE is None:
-        return
-    import ray
-
-    lease, previous = _LEASE
-    _LEASE = None
-    ray.shutdown()
-    lease.release()
-    _set_ray_auth(previous)
-
-
-@contextmanager
-def _scoped_environ(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in this process's environment while the block runs; what was there before afterwards."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _embedded_site() -> AbstractContextManager[None]:
-    """While a Ray of this process's own starts, its processes get ``ray_head.embedded_ray_environ``."""
-    return _scoped_environ(ray_head.embedded_ray_environ(os.environ))
-
-
 def _tune_environ() -> dict[str, str]:
     """Tune's settings for a sweep, read by Tune while it runs; a caller's own Tune runs keep theirs."""
     defaults = {
@@ -297,7 +157,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
     if plan.trial_host:
         plan = _with_peers(spec, plan, sweep_dir)
     # default_runtime_env: trial actors may then start on Ray's idle workers
-    with _scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG):
+    with scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG):
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
         experiment = sweep_dir / "tune" / plan.sweep_id
         if resume:
@@ -403,4 +263,4 @@ class _cancel_on_signals:  # noqa: N801 - used as a context manager, named like 
             signal.signal(sig, handler)
 
 
-__all__ = ["cancel_sweep", "ensure_ray", "new_sweep_id", "row_from_trial", "run_sweep", "sweeps_dir"]
+__all__ = ["cancel_sweep", "ensure_ray", "new_sweep_id", "release_warm_ray", "row_from_trial", "run_sweep", "sweeps_dir"]
