@@ -179,3 +179,26 @@ def _healthy(url: str) -> bool:
             return bool(answer.status == 200)
     except OSError:
         return False
+
+
+def cli_sweep(root: Path, notebook: str, n: int, record: Path, env: dict[str, str]) -> dict[str, float]:
+    """One ``nbscale sweep`` of ``n`` grid trials as a whole process, as a user runs it: its wall,
+    its own CPU time (user + system), and when its first trial finished, from the command's start."""
+    import resource
+    import subprocess
+    import sys
+    import time
+
+    command = [str(Path(sys.executable).with_name("nbscale")), "sweep", notebook, "--param",
+               f"seed=grid({', '.join(map(str, range(n)))})", "--search", "grid", "--metric", "useful", "--concurrency", "2",
+               "-p", f"record={record}", "--json"]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started_epoch, started = time.time(), time.perf_counter()
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0 or json.loads(done.stdout)["counts"].get("COMPLETED") != n:
+        raise RuntimeError(f"nbscale sweep failed ({done.returncode}): {done.stderr[-2000:]}")
+    stamps = sorted(r["t"] for r in read_records(record))
+    return {"wall_s": round(wall, 3), "cli_cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3),
+            "first_trial_done_s": round(stamps[0] - started_epoch, 3), "useful_s": round(sum(r["useful"] for r in read_records(record)), 3)}

@@ -188,6 +188,39 @@ def bench_b2(root: Path, n: int, repeats: int) -> dict[str, Any]:
             "overhead_ratio_tune_papermill_over_nbscale": round(overhead["tune_papermill"] / overhead["nbscale"], 2)}
 
 
+def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
+    """B2 end to end: ``nbscale sweep`` of N near-empty trials as a process, the wall a user waits for;
+    with the warm Ray head (a sweep of the idle window before it), against a Ray of the sweep's own
+    (``NBSCALE_WARM_RAY=0``, as before issue 19), alternating; then one whose head starts cold."""
+    from workflow_compiler.sweep import ray_head
+    from workflow_compiler.sweep.driver import release_warm_ray
+
+    # this process joined the head (B1-B3): its token settings are not the sweeps' (a Ray of their own runs without)
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}, "RAY_AUTH_MODE": "disabled"}
+    modes = {"warm_head": env, "own_ray": {**env, ray_head.ENV_WARM_RAY: "0"}}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+
+    def once(mode: str, tag: str) -> dict[str, Any]:
+        record = root / f"b2cli-{tag}.jsonl"
+        run = {"load_1m_before": round(os.getloadavg()[0], 2), **setup.cli_sweep(root, "trivial.ipynb", n, record, modes[mode])}
+        run["overhead_per_trial_s"] = round((CORES * run["wall_s"] - run["useful_s"]) / n, 4)
+        print(f"  b2 end to end, {mode:9s}: {run['wall_s']:.1f} s, first trial done after {run['first_trial_done_s']:.1f} s "
+              f"(CLI CPU {run['cli_cpu_s']:.1f} s, load {run['load_1m_before']})", flush=True)
+        return run
+
+    once("warm_head", "warm-up")  # the head of this home is up for the timed runs, as for a second sweep
+    for repeat in range(repeats):
+        for mode in modes:
+            runs[mode].append(once(mode, f"{mode}-{repeat}"))
+    release_warm_ray()  # this process's own lease (B1-B3), then the head: the next sweep starts it
+    ray_head.stop(Path(os.environ["NBSCALE_HOME"]))
+    cold = once("warm_head", "cold-head")
+    summary = {mode: {key: _median(per, key) for key in ("wall_s", "first_trial_done_s", "cli_cpu_s", "overhead_per_trial_s")}
+               for mode, per in runs.items()}
+    return {"setup": {"trials": n, "concurrency": 2, "command": "nbscale sweep trivial.ipynb --param seed=grid(...)"},
+            "runs": runs, "median": summary, "cold_head_run": cold}
+
+
 def bench_b3(root: Path, repeats: int, steps: int = 1000) -> dict[str, Any]:
     """B3: the wall time 1000 step metrics add to a trial, batched (nbscale) vs synchronous calls."""
     import mlflow
@@ -259,12 +292,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few trials, one repeat")
     parser.add_argument("--repeats", type=int, default=None, help="runs per contender (default 3, 1 with --quick)")
-    parser.add_argument("--only", default="b1,b2,b3", help="comma-separated subset of b1,b2,b3")
+    parser.add_argument("--only", default="b1,b2,b3,b2cli", help="comma-separated subset of b1,b2,b3,b2cli")
+    parser.add_argument("--cli-trials", type=int, default=20, help="trials of each end-to-end sweep (b2cli; default 20)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-    if set(chosen) - {"b1", "b2", "b3"}:
-        parser.error(f"--only takes b1, b2, b3; got {args.only!r}")
+    if set(chosen) - {"b1", "b2", "b3", "b2cli"}:
+        parser.error(f"--only takes b1, b2, b3, b2cli; got {args.only!r}")
     n1, n2 = (6, 10) if args.quick else (40, 100)
     result: dict[str, Any] = {"benchmark": "sweeps", "quick": args.quick, "repeats": repeats, "machine": machine(), "targets": TARGETS}
     with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp:
@@ -282,14 +316,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["b2"] = bench_b2(root, n2, repeats)
         if "b3" in chosen:
             result["b3"] = bench_b3(root, repeats)
-        import ray
-
-        from workflow_compiler.sweep import trial_host
+        if "b2cli" in chosen:
+            result["b2_cli"] = bench_b2_cli(root, args.cli_trials, repeats)
+        from workflow_compiler.sweep import ray_head, trial_host
+        from workflow_compiler.sweep.driver import release_warm_ray
         from workflow_compiler.tracking import agent
 
-        ray.shutdown()
-        agent.stop(root / "home")  # the warm tracking agent and trial host the sweeps started, by their pid files
-        trial_host.stop(root / "home")
+        release_warm_ray()
+        for stop in (agent.stop, trial_host.stop, ray_head.stop):  # the helpers the sweeps started, by their pid files
+            stop(root / "home")
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / ("sweeps.quick.json" if args.quick else "sweeps.json")).write_text(json.dumps(result, indent=2))
@@ -317,6 +352,12 @@ def _print_summary(result: dict[str, Any]) -> None:
         if steady:
             print("   between the first and last trial (start-up and finish left out): "
                   + ", ".join(f"{name} {value:.3f}s" for name, value in steady.items()))
+    if "b2_cli" in result:
+        cli = result["b2_cli"]
+        for mode, figures in cli["median"].items():
+            print(f"B2 end to end, {cli['setup']['trials']} trials, {mode}: {figures['wall_s']:.1f}s wall, first trial done after "
+                  f"{figures['first_trial_done_s']:.1f}s, {figures['overhead_per_trial_s']:.3f}s overhead a trial")
+        print(f"   with the head cold: {cli['cold_head_run']['wall_s']:.1f}s")
     if "b3" in result:
         b3 = result["b3"]
         print(f"B3 1000 step metrics add: nbscale {b3['nbscale_added_s']:.2f}s wall ({b3['nbscale_added_in_trial_s']:.2f}s in the trial), "

@@ -1,6 +1,7 @@
 """The warm helpers nbscale leaves running per ``NBSCALE_HOME``: list them, stop them.
 
-The tracking agent (``tracking/agent.py``) and the trial host (``sweep/trial_host.py``) each keep
+The tracking agent (``tracking/agent.py``), the trial host (``sweep/trial_host.py``) and the warm
+Ray head (``sweep/ray_head.py``) each keep
 a pid file and a Unix socket under ``$NBSCALE_HOME/agent/`` and leave by themselves after
 ``NBSCALE_TRACKING_AGENT_IDLE`` idle seconds; ``nbscale daemons stop`` ends them now.
 """
@@ -26,10 +27,11 @@ class Daemon:
 
 def _kinds() -> list[tuple[str, str, Callable[[Path], int | None]]]:
     """(name, pid file under agent/, stop function) of each kind of helper."""
-    from .sweep import trial_host
+    from .sweep import ray_head, trial_host
     from .tracking import agent
 
-    return [("tracking agent", "agent.pid", agent.stop), ("trial host", trial_host.PID_NAME, trial_host.stop)]
+    return [("tracking agent", "agent.pid", agent.stop), ("trial host", trial_host.PID_NAME, trial_host.stop),
+            ("ray head", ray_head.PID_NAME, ray_head.stop)]
 
 
 def list_daemons(home: Path | None = None) -> list[Daemon]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_compiler.sweep import trial_host
+from workflow_compiler.sweep import ray_head, trial_host
 from workflow_compiler.tracking import agent
 
 pytestmark = pytest.mark.slow  # a run, a pipeline and a sweep: about 100 s here
@@ -52,6 +52,7 @@ def used_home() -> Iterator[Path]:
     finally:
         agent.stop(home)
         trial_host.stop(home)
+        ray_head.stop(home)
         shutil.rmtree(parent, ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ def test_off_by_default_and_a_users_choice_is_kept() -> None:
 @pytest.mark.parametrize(("before", "inside"), [(None, "true"), ("false", "false")])
 def test_the_embedded_rays_processes_inherit_the_setting_while_it_starts(monkeypatch: pytest.MonkeyPatch,
                                                                          before: str | None, inside: str) -> None:
-    from workflow_compiler.sweep.driver import _embedded_site
+    from workflow_compiler.sweep.ray_connect import _embedded_site
 
     if before is None:
         monkeypatch.delenv(TELEMETRY_SWITCH, raising=False)

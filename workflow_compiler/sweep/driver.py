@@ -17,19 +17,18 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError, SpecError
 from ..spec import RunSpec, check_run_spec
-from ..tracking_uri import TELEMETRY_SWITCH, telemetry_switch, tracking_uri
+from ..tracking_uri import tracking_uri
 from . import tracking, trial_host
 from .callbacks import CANCELLED
 from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
+from .ray_connect import ensure_ray, joined_warm_head, release_warm_ray, scoped_environ
 from .results import SweepResult
 from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
@@ -74,13 +73,16 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     session = SweepSession(sweep_id, spec, mc, state["experiment_id"], state["parent_run_id"], display)
     SESSIONS[sweep_id] = session
     started = time.monotonic()
+    connected_before = joined_warm_head()  # a caller that joined the warm head itself (ensure_ray) stays joined
     try:
         with display, _cancel_on_signals(session.cancel):
             grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None)
+        return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
+                            rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
     finally:
         SESSIONS.pop(sweep_id, None)
-    return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
-                        rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
+        if not connected_before:
+            release_warm_ray()
 
 
 def _agent_socket(uri: str) -> str | None:
@@ -132,71 +134,6 @@ def _load_state(sweep_id: str) -> tuple[RunSpec, dict[str, Any]]:
     return RunSpec.model_validate(state["spec"]), state
 
 
-def ensure_ray() -> None:
-    """Connect to Ray: as initialised already, ``RAY_ADDRESS`` when set, else a local Ray on this machine."""
-    if not os.environ.get("RAY_ADDRESS"):
-        # The embedded default is one machine: Ray's single-node mode (its default on macOS) binds
-        # every process to 127.0.0.1 instead of the first network interface. Read when ray is imported.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import ray
-
-    if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # The raylet waits 30 s for its metrics agent by default, too short on a busy 2-core machine.
-    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
-    address = os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address:
-        if address.startswith("127.0.0.1:"):  # a loopback-only head: this driver is on that node
-            kwargs["_node_ip_address"] = "127.0.0.1"
-        ray.init(address=address, **kwargs)
-        return
-    from ray._private import ray_constants
-
-    # Ray read the variable set above when it was imported, and a caller may have imported it first:
-    # this driver's copy of the flag decides the addresses the new node's processes are given.
-    ray_constants.ENABLE_RAY_CLUSTER = False
-    gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
-    # address="local" starts our own Ray: a bare ray.init() would join whatever cluster a stale
-    # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
-    for attempt in range(3):
-        try:
-            # ray.init's hint says int, but Ray keeps resources as floats; float() keeps accepting "2.0" and "0.5"
-            with _embedded_site():
-                ray.init(address="local", include_dashboard=False, num_gpus=float(gpus) if gpus else None, **kwargs)  # type: ignore[arg-type]
-            return
-        except Exception as exc:  # Ray gives its raylet a fixed 30 s to register; a loaded machine can miss it
-            if "timed out during startup" not in str(exc) or attempt == 2:
-                raise
-            log.warning("local Ray did not start in time (%s); trying again", exc)
-            ray.shutdown()
-
-
-@contextmanager
-def _scoped_environ(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in this process's environment while the block runs; what was there before afterwards."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _embedded_site() -> AbstractContextManager[None]:
-    """While the embedded Ray starts, ``PYTHONPATH`` leads with ``raysite``: every process it starts
-    (agents, idle workers, trial actors) inherits it and skips a slow optional import (see there).
-    Those processes also keep MLflow's telemetry off, as nbscale's others do (``telemetry_switch``)."""
-    previous = os.environ.get("PYTHONPATH")
-    return _scoped_environ({"PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).with_name("raysite")), previous])),
-                            TELEMETRY_SWITCH: telemetry_switch(os.environ)})
-
-
 def _tune_environ() -> dict[str, str]:
     """Tune's settings for a sweep, read by Tune while it runs; a caller's own Tune runs keep theirs."""
     defaults = {
@@ -220,7 +157,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
     if plan.trial_host:
         plan = _with_peers(spec, plan, sweep_dir)
     # default_runtime_env: trial actors may then start on Ray's idle workers
-    with _scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG):
+    with scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG):
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
         experiment = sweep_dir / "tune" / plan.sweep_id
         if resume:
@@ -326,4 +263,4 @@ class _cancel_on_signals:  # noqa: N801 - used as a context manager, named like 
             signal.signal(sig, handler)
 
 
-__all__ = ["cancel_sweep", "ensure_ray", "new_sweep_id", "row_from_trial", "run_sweep", "sweeps_dir"]
+__all__ = ["cancel_sweep", "ensure_ray", "new_sweep_id", "release_warm_ray", "row_from_trial", "run_sweep", "sweeps_dir"]
