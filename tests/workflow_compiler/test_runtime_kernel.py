@@ -16,7 +16,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from papermill.inspection import _infer_parameters
 
 from workflow_compiler.runtime.execute import StepKernelManager
-from workflow_compiler.runtime.kernel import start_python_kernel, stop_kernel
+from workflow_compiler.runtime.kernel import python_kernel_manager, start_python_kernel, stop_kernel
 from workflow_compiler.runtime.translator import register_translator
 
 PARAMETERS = "limit: int | None = None  # rows to read\nname: str = 'x'\nrate = 0.5\nlayers: list[int] = [1, 2]"
@@ -91,8 +91,9 @@ def _short_folder() -> Path:
 
 def test_a_python_kernel_started_ahead_talks_over_private_unix_sockets_and_is_stopped() -> None:
     folder = _short_folder()
-    km = start_python_kernel("python3", cwd=folder, env={**os.environ, "NBSCALE_PROBE": "yes"}, folder=folder)
+    km = python_kernel_manager("python3", folder=folder)
     assert km is not None and km.transport == "ipc" and km.ip.startswith(str(folder))
+    assert start_python_kernel(km, cwd=folder, env={**os.environ, "NBSCALE_PROBE": "yes"})
     assert km.has_kernel  # launched, not waited for: the caller goes on importing papermill
     seen: list[str] = []
 
@@ -123,9 +124,5 @@ def test_a_kernel_that_cannot_start_ahead_is_left_to_papermill_and_long_paths_us
         kernel: str, long_folder: bool, expected: str | None) -> None:
     folder = _short_folder() / ("x" * 120 if long_folder else "")
     folder.mkdir(exist_ok=True)
-    km = start_python_kernel(kernel, cwd=folder, env=dict(os.environ), folder=folder)
-    try:
-        assert (km.transport if km else None) == expected
-    finally:
-        if km is not None:
-            stop_kernel(km)
+    km = python_kernel_manager(kernel, folder=folder)
+    assert (km.transport if km else None) == expected

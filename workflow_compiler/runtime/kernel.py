@@ -2,8 +2,10 @@
 
 A Python kernel takes about a second of CPU to start (ipykernel, IPython); papermill, nbclient and
 nbconvert take as long to import in the step. Started one after the other, as papermill does, they
-add up; here the kernel is launched as soon as the parameters are checked, on the other core, and
-handed to papermill's client, which then owns it (and shuts it down) as if it had started it.
+add up; with the warm agent the kernel is launched as soon as the parameters are checked, on the
+other core, and handed to papermill's client, which then owns it (and shuts it down) as if it had
+started it. A cold step's longest chain is its helper's ``import mlflow`` instead: a kernel started
+that early only takes CPU from it, so there the client starts the kernel, through the same manager.
 
 Only jupyter_client is imported here. Kernels of other languages get the step's MLflow run in their
 launch environment, so they start later, the usual way (``execute.StepNotebookClient``).
@@ -45,26 +47,35 @@ def is_python(km: AsyncKernelManager) -> bool:
     return km.kernel_spec is not None and km.kernel_spec.language.lower() == "python"
 
 
-def start_python_kernel(kernel_name: str, *, cwd: Path, env: dict[str, str], folder: Path) -> StepKernelManager | None:
-    """Launch ``kernel_name`` now if it is a Python kernel, without waiting for it to be ready; else None.
+def python_kernel_manager(kernel_name: str, *, folder: Path) -> StepKernelManager | None:
+    """A manager for ``kernel_name`` if it is a Python kernel (not started yet); else, or when the spec cannot be read, None.
 
     Its sockets are Unix sockets in ``folder`` (the step's private output folder) when the path is
-    short enough, TCP on 127.0.0.1 otherwise. Any failure (no such kernel...) returns None: papermill
-    then starts the kernel itself and reports the error as it always did.
+    short enough, TCP on 127.0.0.1 otherwise. None leaves the kernel to papermill, which reports a
+    missing kernel with its usual message.
     """
     try:
         km = StepKernelManager(kernel_name=kernel_name)
         if not is_python(km):
             return None
-        ipc = str(folder / "kernel")
-        if len(os.fsencode(ipc)) + 6 <= _MAX_SOCKET_PATH:  # no encryption over TCP: ipc keeps the channels the user's own
-            km.transport, km.ip = "ipc", ipc
+    except Exception as exc:  # noqa: BLE001 - papermill's own start reports it
+        log.debug("no manager for kernel %s: %s", kernel_name, exc)
+        return None
+    ipc = str(folder / "kernel")
+    if len(os.fsencode(ipc)) + 6 <= _MAX_SOCKET_PATH:  # no encryption over TCP: ipc keeps the channels the user's own
+        km.transport, km.ip = "ipc", ipc
+    return km
+
+
+def start_python_kernel(km: StepKernelManager, *, cwd: Path, env: dict[str, str]) -> bool:
+    """Launch ``km``'s kernel now, without waiting for it to be ready; False (papermill starts it later) on failure."""
+    try:
         run_sync(km.start_kernel)(extra_arguments=[_HISTORY] if km.ipykernel else [], cwd=str(cwd), env=env)
     except Exception as exc:  # noqa: BLE001 - papermill's own start reports it with its usual message
-        log.debug("kernel %s not started ahead: %s", kernel_name, exc)
-        return None
-    log.info("kernel %s starting (%s)", kernel_name, km.transport)
-    return km
+        log.debug("kernel %s not started ahead: %s", km.kernel_name, exc)
+        return False
+    log.info("kernel %s starting (%s)", km.kernel_name, km.transport)
+    return True
 
 
 def stop_kernel(km: AsyncKernelManager) -> None:

@@ -19,7 +19,7 @@ from ..tracking_uri import tracking_uri
 from .files import ProgressFile, write_json
 from .handoff import HANDOFF_FILE
 from .interrupts import InterruptGuard, StepInterrupted
-from .kernel import StepKernelManager, start_python_kernel, stop_kernel
+from .kernel import StepKernelManager, python_kernel_manager, start_python_kernel, stop_kernel
 from .outcome import StepOutcome, failed, killed
 from .render import preload, render_html
 
@@ -126,8 +126,9 @@ class StepRunner:
 
         values, effective = check_parameters(self.request.parameters, notebook)
         launch_env = {"MLFLOW_TRACKING_URI": self.tracker.uri}
-        # the kernel starts while this process imports papermill and nbconvert (kernel.py)
-        self.kernel = start_python_kernel(config.kernel, cwd=notebook.parent, env={**os.environ, **launch_env}, folder=self.out)
+        self.kernel = python_kernel_manager(config.kernel, folder=self.out)
+        if self.kernel is not None and self.tracker.warm:  # it starts while this process imports papermill (kernel.py)
+            start_python_kernel(self.kernel, cwd=notebook.parent, env={**os.environ, **launch_env})
         from .execute import (
             execute_notebook,  # papermill: the heavy import, overlapped with the helper's and the kernel's start
         )
