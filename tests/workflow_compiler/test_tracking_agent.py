@@ -93,6 +93,9 @@ def test_a_step_that_vanishes_leaves_its_run_failed_not_running(short_home: Path
     opened = tracker.request("open", experiment="agent-test", run_name="gone", tags={"nbscale.user": "t"}, params={"a": "1"},
                              parent_run_id=None)
     tracker.close()  # as if the step died: no finish, no abort
+    again = TrackerProcess(_uri(short_home))
+    assert again.warm and again.ready  # the agent has imported MLflow by now: the next step may start its kernel ahead
+    again.close()
     mc = MlflowClient(_uri(short_home))
     run = _wait_for(lambda: mc.get_run(opened["run_id"]), lambda r: r.info.status != "RUNNING")
     assert run.info.status == "FAILED"

@@ -127,7 +127,7 @@ class StepRunner:
         values, effective = check_parameters(self.request.parameters, notebook)
         launch_env = {"MLFLOW_TRACKING_URI": self.tracker.uri}
         self.kernel = python_kernel_manager(config.kernel, folder=self.out)
-        if self.kernel is not None and self.tracker.warm:  # it starts while this process imports papermill (kernel.py)
+        if self.kernel is not None and self.tracker.ready:  # it starts while this process imports papermill (kernel.py)
             start_python_kernel(self.kernel, cwd=notebook.parent, env={**os.environ, **launch_env})
         from .execute import (
             execute_notebook,  # papermill: the heavy import, overlapped with the helper's and the kernel's start
@@ -141,7 +141,7 @@ class StepRunner:
             # this thread mostly waits on the kernel's messages: with the CPU-bound preload beside it, each
             # wake-up would wait up to 5 ms (the default) for the GIL; measured: the cells' phase 2-3x longer
             sys.setswitchinterval(_SWITCH_INTERVAL)
-            self._preload = threading.Thread(target=preload, kwargs={"render": self.tracker.warm}, name="preload-nbconvert", daemon=True)
+            self._preload = threading.Thread(target=preload, kwargs={"render": self.tracker.ready}, name="preload-nbconvert", daemon=True)
             self._preload.start()
         outcome = execute_notebook(notebook, self.out / OUTPUT_NOTEBOOK, values, kernel_name=config.kernel,
                                    launch_env=launch_env, run_env=self._run_env, progress=self.progress, guard=guard,
