@@ -43,10 +43,11 @@ def submit(spec: RunSpec | PipelineSpec, *, executor: Executor | None = None, ro
            run_id: str | None = None, **compile_options: Any) -> RunRecord:
     """Compile, validate and start ``spec``; returns the new record at once (the run goes on)."""
     executor = executor or get_executor("local", root=root)
+    record = record_for(spec, run_id=run_id)
+    executor.prepare(record)  # e.g. the local tracking agent imports MLflow while we compile
     if executor.name == "argo":
         compile_options = {**cluster_inputs(spec), **compile_options}
     manifest = build_manifest(spec, root=root, **compile_options)
-    record = record_for(spec, run_id=run_id)
     lease_id = quota.admit(spec, request_id=record.id)  # refused or unreachable: nothing starts
     if lease_id:
         request = quota.lease_request(spec) or {}

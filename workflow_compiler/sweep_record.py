@@ -8,7 +8,6 @@ every sweep is in the one run list whatever started it.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .mlflow_ui import mlflow_run_link
 from .private_files import private_folder, write_private
+from .runtime.files import read_json
 from .store import Progress, RunRecord, RunStore, nbscale_home, utcnow
 from .sweep.results import TrialRow, failure_reason
 
@@ -29,17 +29,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two copies of the driver's progress into the record (the panel polls about as often).
 PUBLISH_INTERVAL = 0.5
-
-
-def read_json(path: Path | None) -> dict[str, Any]:
-    """A JSON object from a file another process writes; {} when absent, partial or not an object."""
-    if path is None:
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # written concurrently; the next poll reads it whole
-    return data if isinstance(data, dict) else {}
 
 
 def sweep_progress(data: dict[str, Any]) -> tuple[Progress, dict[str, Any] | None]:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,27 @@ def test_two_runs_share_one_agent_and_both_land_in_mlflow(short_home: Path, tmp_
     assert not (short_home / "agent" / "tracking.sock").exists() and not pid_alive(pid)
 
 
+@pytest.mark.parametrize(("kind", "opt_out", "started"), [
+    ("run", None, True),  # the first run of a session: the agent imports MLflow while the run compiles
+    ("pipeline", None, True),
+    ("run", "0", False),  # NBSCALE_TRACKING_AGENT=0 turns it off here too
+    ("sweep", None, False),  # the sweep driver starts what it uses
+])
+def test_submitting_starts_the_agent_before_the_worker(short_home: Path, monkeypatch: pytest.MonkeyPatch, kind: str,
+                                                       opt_out: str | None, started: bool) -> None:
+    from workflow_compiler.executors.local import LocalExecutor
+    from workflow_compiler.store import RunRecord
+
+    if opt_out is not None:
+        monkeypatch.setenv(agent.ENV_SOCKET, opt_out)
+    LocalExecutor(root=str(short_home)).prepare(RunRecord(id="nbs-00000000aa", kind=kind, notebook="x.ipynb"))  # type: ignore[arg-type]
+    for thread in threading.enumerate():
+        if thread.name == "start-tracking-agent":
+            thread.join(timeout=60)
+    path = agent.socket_path(short_home)
+    assert path is not None and (agent._probe(path) == "current") is started
+
+
 def test_a_step_that_vanishes_leaves_its_run_failed_not_running(short_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = agent.ensure_started(short_home)
     assert path is not None
@@ -71,6 +93,9 @@ def test_a_step_that_vanishes_leaves_its_run_failed_not_running(short_home: Path
     opened = tracker.request("open", experiment="agent-test", run_name="gone", tags={"nbscale.user": "t"}, params={"a": "1"},
                              parent_run_id=None)
     tracker.close()  # as if the step died: no finish, no abort
+    again = TrackerProcess(_uri(short_home))
+    assert again.warm and again.ready  # the agent has imported MLflow by now: the next step may start its kernel ahead
+    again.close()
     mc = MlflowClient(_uri(short_home))
     run = _wait_for(lambda: mc.get_run(opened["run_id"]), lambda r: r.info.status != "RUNNING")
     assert run.info.status == "FAILED"

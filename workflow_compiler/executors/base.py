@@ -42,6 +42,10 @@ class Executor(ABC):
     def submit(self, manifest: dict[str, Any], *, record: RunRecord) -> RunRecord:
         """Start running ``manifest``; ``record`` (from ``new_record``) is stored and returned updated."""
 
+    def prepare(self, record: RunRecord) -> None:
+        """Start, in the background, what running ``record`` will need, while the caller compiles it (nothing here)."""
+        return None
+
     @abstractmethod
     def cancel(self, run_id: str, *, wait: float = 60.0) -> RunRecord:
         """Stop a run (waiting up to ``wait`` s for it to end); its steps end KILLED and keep partial outputs."""

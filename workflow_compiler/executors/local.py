@@ -8,6 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,16 @@ class LocalExecutor(Executor):
         """The workspace root: notebooks' paths in the manifest are relative to it."""
         return Path(self.options.get("root") or os.getcwd()).resolve()
 
+    def prepare(self, record: RunRecord) -> None:
+        """Start the warm tracking agent (when the run's steps will use it) in the background.
+
+        A first run of a session otherwise starts it only in its worker, after compiling: started
+        here, its ``import mlflow`` (2-4 s) overlaps the compile, on the other core.
+        """
+        if record.kind == "sweep":  # the sweep driver starts what it uses
+            return
+        threading.Thread(target=_start_tracking_agent, name="start-tracking-agent", daemon=True).start()
+
     def submit(self, manifest: dict[str, Any], *, record: RunRecord) -> RunRecord:
         """Write the manifest into the run's folder and start a worker for it."""
         from ..compiler.naming import LABEL_RUN_ID  # the compiler (hera) loads for submits only, not for status
@@ -57,8 +70,22 @@ class LocalExecutor(Executor):
             proc = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=subprocess.STDOUT, start_new_session=True, umask=PRIVATE_UMASK)
         log.info("run %s: worker pid %s in %s", record.id, proc.pid, run_dir)
-        _reap_later(proc)
+        self.__dict__.setdefault("_exits", {})[record.id] = _reap_later(proc)
         return self.store.update(record.id, pid=proc.pid)
+
+    def updates(self, run_id: str, *, interval: float = 0.3) -> Iterator[RunRecord]:
+        """The record now and as it changes, until the run ends: every ``interval`` seconds, and at once
+        when a worker this executor started exits (it writes the final record just before)."""
+        exited = self.__dict__.get("_exits", {}).get(run_id)
+        while True:
+            record = self.get(run_id)
+            yield record
+            if record.done:
+                return
+            if exited is None:
+                time.sleep(interval)
+            elif exited.wait(interval):
+                exited = None  # ended: the next look is the last (or reports the worker lost)
 
     def get(self, run_id: str) -> RunRecord:
         """The record; a run whose worker died without a word is marked FAILED (lost)."""
@@ -119,11 +146,26 @@ class LocalExecutor(Executor):
         return data.decode("utf-8", errors="replace"), offset + len(data)
 
 
-def _reap_later(proc: subprocess.Popen[bytes]) -> None:
-    """Collect the worker's exit status in the background, so a long-lived caller leaves no zombie."""
-    import threading
+def _reap_later(proc: subprocess.Popen[bytes]) -> threading.Event:
+    """Collect the worker's exit status in the background, so a long-lived caller leaves no zombie; the event is set then."""
+    exited = threading.Event()
 
-    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
+    def reap() -> None:
+        proc.wait()
+        exited.set()
+
+    threading.Thread(target=reap, name=f"reap-{proc.pid}", daemon=True).start()
+    return exited
+
+
+def _start_tracking_agent() -> None:
+    """``agent.start_for`` the default store, from a background thread: a failure is the worker's to report."""
+    from ..tracking import agent
+
+    try:
+        agent.start_for(tracking_uri())
+    except Exception as exc:  # noqa: BLE001 - the worker starts it again and says why it cannot
+        log.debug("tracking agent not started ahead: %s", exc)
 
 
 def check_local_manifest(manifest: dict[str, Any]) -> None:

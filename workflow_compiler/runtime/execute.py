@@ -20,7 +20,6 @@ from typing import Any
 
 import nbformat
 import papermill  # type: ignore[import-untyped]
-from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from nbclient.util import run_sync
 from papermill.clientwrap import PapermillNotebookClient  # type: ignore[import-untyped]
@@ -35,6 +34,7 @@ from ..tracking.step_tracker import TrackingError
 from .files import ProgressFile, write_atomic
 from .handoff import gate_code, publish_run_env
 from .interrupts import InterruptGuard, StepInterrupted
+from .kernel import StepKernelManager, is_python
 from .outcome import StepOutcome, cell_error, failed, killed, outcome_of_notebook
 from .translator import register_translator
 
@@ -85,43 +85,31 @@ class StepExecutionManager(NotebookExecutionManager):
             log.info("cell %s/%s done", self.progress.cells_done, self.progress.cells_total)
 
 
-class StepKernelManager(AsyncKernelManager):
-    """A kernel manager that shuts the kernel down without interrupting it first.
-
-    jupyter_client sends SIGINT before every shutdown request, to stop a cell still running. A
-    step's cells have all ended by then (a stopped step kills its kernel), so that SIGINT only lands
-    in whatever the idle kernel handles at that moment, and it logs "KeyboardInterrupt caught in
-    kernel" into a run that succeeded.
-    """
-
-    async def _async_interrupt_kernel(self) -> None:
-        if self.shutting_down:  # set by shutdown_kernel just before it interrupts
-            return
-        await super()._async_interrupt_kernel()
-
-
 class StepNotebookClient(PapermillNotebookClient):
     """papermill's client, giving the kernel the MLflow run to log into.
 
     ``launch_env`` is known up front; ``run_env()`` blocks until the step's MLflow run exists. A
     Python kernel is started without waiting for it and receives it in ``os.environ`` before the
     first cell runs, so the kernel's start-up overlaps the run's creation; other kernels get both
-    in their launch environment.
+    in their launch environment. ``km``, a kernel the step started ahead (``kernel.py``), becomes
+    the client's own: it is shut down at the end as if the client had started it.
     """
 
     def __init__(self, nb_man: StepExecutionManager, *, launch_env: dict[str, str], run_env: Callable[[], dict[str, str]],
-                 guard: InterruptGuard | None, handoff: Path | None = None, **kwargs: Any) -> None:
-        super().__init__(nb_man, kernel_manager_class=StepKernelManager, **kwargs)
+                 guard: InterruptGuard | None, handoff: Path | None = None, km: StepKernelManager | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(nb_man, km=km, kernel_manager_class=StepKernelManager, **kwargs)
+        self.owns_km = True
         self._launch_env = launch_env
         self._run_env = run_env
         self._handoff = handoff
         self._guard = guard
-        self._python = False
+        self._python = km is not None and is_python(km)
 
     async def async_start_new_kernel(self, **kwargs: Any) -> None:
         """Start the kernel with our environment plus ``launch_env`` (and ``run_env()`` unless Python)."""
         assert self.km is not None
-        self._python = self.km.kernel_spec is not None and self.km.kernel_spec.language.lower() == "python"
+        self._python = is_python(self.km)
         env = {**os.environ, **self._launch_env}
         if not self._python:
             env.update(self._run_env())
@@ -208,11 +196,13 @@ class StepEngine(NBClientEngine):
     def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, log_output: bool = False, stdout_file: Any = None,
                                  stderr_file: Any = None, start_timeout: int = 60, execution_timeout: int | None = None,
                                  *, launch_env: dict[str, str], run_env: Callable[[], dict[str, str]],
-                                 guard: InterruptGuard | None = None, handoff: Path | None = None, **kwargs: Any) -> Any:
-        """Run every cell with ``StepNotebookClient``."""
+                                 guard: InterruptGuard | None = None, handoff: Path | None = None,
+                                 kernel: StepKernelManager | None = None, **kwargs: Any) -> Any:
+        """Run every cell with ``StepNotebookClient`` (in ``kernel`` when one was started ahead)."""
         for unused in ("input_path", "timeout", "startup_timeout"):
             kwargs.pop(unused, None)
-        client = StepNotebookClient(nb_man, launch_env=launch_env, run_env=run_env, guard=guard, handoff=handoff, timeout=execution_timeout,
+        client = StepNotebookClient(nb_man, launch_env=launch_env, run_env=run_env, guard=guard, handoff=handoff, km=kernel,
+                                    timeout=execution_timeout,
                                     startup_timeout=start_timeout, kernel_name=kernel_name, log=log,
                                     log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file, **kwargs)
         return client.execute()
@@ -239,8 +229,10 @@ def notebook_language(nb_path: Path, kernel_name: str) -> str | None:
 
 def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any], *, kernel_name: str,
                      launch_env: dict[str, str], run_env: Callable[[], dict[str, str]], progress: ProgressFile,
-                     guard: InterruptGuard | None, handoff: Path | None = None) -> StepOutcome:
+                     guard: InterruptGuard | None, handoff: Path | None = None, kernel: StepKernelManager | None = None) -> StepOutcome:
     """Run ``notebook`` in its own folder with ``parameters`` injected; the executed copy goes to ``output``.
+
+    ``kernel``: a Python kernel of ``kernel_name`` started ahead (``kernel.start_python_kernel``).
 
     Never raises for a notebook's own failure: the outcome says what happened. ``StepInterrupted``
     (cancel, deadline) also becomes an outcome, after the kernel is gone and the notebook saved.
@@ -254,6 +246,7 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict[str, Any], *
             kernel_name=kernel_name, language=notebook_language(notebook, kernel_name), cwd=str(notebook.parent),
             progress_bar=False, stdout_file=sys.stdout, stderr_file=sys.stderr, autosave_cell_every=AUTOSAVE_SECONDS,
             progress=progress, manager_box=managers, launch_env=launch_env, run_env=run_env, guard=guard, handoff=handoff,
+            kernel=kernel,
         )
     except StepInterrupted as exc:
         return killed(exc.reason, exc.exit_code)

@@ -1,4 +1,4 @@
-"""Small file helpers: atomic JSON writes, so a reader never sees half a file."""
+"""Small file helpers: atomic JSON writes, so a reader never sees half a file, and tolerant JSON reads."""
 
 from __future__ import annotations
 
@@ -19,6 +19,17 @@ def write_atomic(path: Path, data: bytes) -> None:
 def write_json(path: Path, value: Any) -> None:
     """Write ``value`` as indented JSON, atomically."""
     write_atomic(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_json(path: Path | None) -> dict[str, Any]:
+    """A JSON object from a file another process writes; {} when absent, partial or not an object."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # written concurrently; the next poll reads it whole
+    return data if isinstance(data, dict) else {}
 
 
 class ProgressFile:

@@ -104,12 +104,13 @@ def serves(uri: str) -> bool:
 # -- client side -------------------------------------------------------------------------------
 
 
-def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0,
-            serve: str = "step") -> tuple[socket.socket, IO[str], IO[str]] | None:
+def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0, serve: str = "step",
+            hello: dict[str, Any] | None = None) -> tuple[socket.socket, IO[str], IO[str]] | None:
     """A handshaken connection to the agent at ``path`` for ``uri``, or None (then run a helper).
 
     ``wait`` seconds are spent retrying while the socket does not exist yet (an agent being started).
     ``serve`` picks the protocol: a step's (step_tracker.py) or a sweep trial worker's (trial_tracker.py).
+    ``hello``, when given, receives the agent's answer (``ready``: whether it has imported MLflow yet).
     """
     deadline = time.monotonic() + wait
     while True:
@@ -137,6 +138,8 @@ def connect(path: str | os.PathLike[str], uri: str, *, wait: float = 0.0,
         for handle in (reader, writer, sock):
             handle.close()
         return None
+    if hello is not None:
+        hello.update(answer)
     return sock, reader, writer
 
 
@@ -271,7 +274,7 @@ class Agent:
         except ExecutionError as exc:
             _answer(writer, {"ok": False, "error": str(exc)})
             return
-        _answer(writer, {"ok": True, "pid": os.getpid()})
+        _answer(writer, {"ok": True, "pid": os.getpid(), "ready": not warm.is_alive()})
         warm.join()
         handler(reader, writer, uri=hello["uri"])
 

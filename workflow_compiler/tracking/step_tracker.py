@@ -47,10 +47,13 @@ class TrackerProcess:
         self._socket: Any = None
         self._requests: IO[str]
         self._answers: IO[str]
+        self._ready = False
         agent_socket = os.environ.get(ENV_SOCKET, "")
-        connection = connect(agent_socket, uri, wait=2.0) if os.path.isabs(agent_socket) and serves(uri) else None
-        if connection is not None:  # the local executor's warm agent: MLflow is imported already
+        hello: dict[str, Any] = {}
+        connection = connect(agent_socket, uri, wait=2.0, hello=hello) if os.path.isabs(agent_socket) and serves(uri) else None
+        if connection is not None:  # the local executor's warm agent: MLflow is imported already, or being imported
             self._socket, self._answers, self._requests = connection
+            self._ready = bool(hello.get("ready"))
             log.info("MLflow through the warm tracking agent at %s", agent_socket)
             return
         env = without_telemetry({**os.environ, "MLFLOW_TRACKING_URI": uri})
@@ -61,8 +64,14 @@ class TrackerProcess:
 
     @property
     def warm(self) -> bool:
-        """Whether requests go to the warm agent (MLflow imported already) rather than a new helper."""
+        """Whether requests go to the warm agent rather than a new helper."""
         return self._proc is None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the agent had imported MLflow when the step connected (not one that the first run of a
+        session started moments ago, which still needs the CPU): the step may then spend its own freely."""
+        return self._proc is None and self._ready
 
     def _gone(self) -> str:
         if self._proc is None:
