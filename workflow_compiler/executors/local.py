@@ -49,7 +49,7 @@ class LocalExecutor(Executor):
 
     def submit(self, manifest: dict[str, Any], *, record: RunRecord) -> RunRecord:
         """Write the manifest into the run's folder and start a worker for it."""
-        from ..compiler.naming import LABEL_RUN_ID  # the compiler (hera) loads for submits only, not for status
+        from ..compiler.naming import LABEL_RUN_ID  # the compiler loads for submits only, not for status
 
         check_local_manifest(manifest)  # refused here, before any record or worker exists
         run_dir = private_folder(nbscale_home() / "runs") / record.id
