@@ -2,7 +2,8 @@
 
 Real ``nbscale sweep`` processes against a real Ray, in one home for the module, in order: two
 sweeps at once share one head that stays up afterwards and refuses a driver without its token;
-a killed Ray is noticed and the next sweep starts another; ``nbscale daemons stop`` ends the head
+a sweep from another environment gets a head of its own while the old one stops; a killed Ray
+is noticed and the next sweep starts another; ``nbscale daemons stop`` ends the head
 and its Ray, and the next sweep starts it again.
 """
 
@@ -100,8 +101,8 @@ def test_two_sweeps_at_once_share_one_head_that_stays_private_and_needs_its_toke
               if not p.is_symlink() and not p.is_socket() and stat.S_IMODE(p.lstat().st_mode) & 0o077]
     assert shared == []  # Ray makes its folders 0777: the head closes them
 
-    address = (warm_home / "agent" / "ray" / "ray_current_cluster").read_text().strip()  # written by `ray start`
-    token = warm_home / "agent" / ray_head.TOKEN_NAME
+    address = (ray_files / str(pid) / "ray_current_cluster").read_text().strip()  # written by `ray start`, in its head's folder
+    token = warm_home / "agent" / f"{ray_head.TOKEN_NAME}-{pid}"
     assert address.startswith("127.0.0.1:")
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     without = {k: v for k, v in _environ(warm_home).items() if not k.startswith("RAY_AUTH")}
@@ -109,6 +110,20 @@ def test_two_sweeps_at_once_share_one_head_that_stays_private_and_needs_its_toke
     assert not refused.endswith("connected"), refused
     joined = _connect(address, {**without, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)})
     assert joined.endswith("connected"), joined
+
+
+def test_a_sweep_from_another_environment_gets_a_head_of_its_own_while_the_old_one_stops(warm_home: Path) -> None:
+    """The old head stops as the new one starts: it once unlinked the new head's token and session files,
+    so the new Ray timed out after 30 s and the sweep fell back to a Ray of its own."""
+    old = _head_pid(warm_home)
+    sweep = subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 3.0)", "--search", "grid", "--metric", "score",
+                              "--mode", "max", "--json"], cwd=warm_home.parent, env={**_environ(warm_home), "NBSCALE_TEST_FLAVOUR": "other"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0 and json.loads(out)["status"] == "SUCCEEDED", err[-3000:]
+    assert "no warm Ray head" not in err, err[-3000:]
+    assert not pid_alive(old)
+    assert (warm_home / "agent" / f"{ray_head.TOKEN_NAME}-{_head_pid(warm_home)}").exists()
 
 
 def test_a_killed_ray_is_noticed_and_the_next_sweep_starts_another(warm_home: Path) -> None:

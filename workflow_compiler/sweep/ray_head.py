@@ -142,15 +142,31 @@ def stop(home: Path, timeout: float = 30) -> int | None:
 
 
 def _temp_dir(agent_dir: Path) -> Path:
-    """Ray's session folder: ``agent/ray`` (inside the private agent folder) when its paths fit a Unix socket, else a 0700 one of its own."""
-    inside = agent_dir / "ray"
+    """Ray's session folder: ``agent/ray/<pid>`` (inside the private agent folder) when its paths fit a Unix socket, else a 0700 one of its own.
+
+    One folder per head: a head started from another environment runs while the one it replaces
+    stops, and the two Rays must not share session files (the stopping one would remove the other's).
+    """
+    parent = agent_dir / "ray"
+    inside = parent / str(os.getpid())
     if len(os.fsencode(str(inside))) <= _MAX_TEMP_DIR:
-        inside.mkdir(mode=0o700, exist_ok=True)
-        for old in inside.glob("session_*"):  # an earlier head's logs: only the running Ray's are kept
-            if not old.is_symlink():
+        parent.mkdir(mode=0o700, exist_ok=True)
+        for old in parent.iterdir():  # earlier heads' logs: only running heads' are kept
+            if not old.is_symlink() and old.is_dir() and not (old.name.isdigit() and _alive(int(old.name))):
                 shutil.rmtree(old, ignore_errors=True)
+        inside.mkdir(mode=0o700, exist_ok=True)
         return inside
     return Path(tempfile.mkdtemp(prefix="nbs-ray-"))  # mkdtemp's folder is 0700 and this user's
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _tighten(folder: Path) -> None:
@@ -196,7 +212,7 @@ class Head:
         """``ray start --head --block`` on 127.0.0.1 with a new token, in a process group of its own."""
         agent_dir = self.path.parent
         self.temp_dir = _temp_dir(agent_dir)
-        self.token_path = agent_dir / TOKEN_NAME
+        self.token_path = agent_dir / f"{TOKEN_NAME}-{os.getpid()}"  # its own: a replaced head unlinks only its token
         with contextlib.suppress(FileNotFoundError):
             self.token_path.unlink()
         write_private(self.token_path, secrets.token_hex(32).encode())
@@ -228,7 +244,7 @@ class Head:
             os.killpg(self.ray.pid, signal.SIGKILL)
         self.ray.wait()
         self.token_path.unlink(missing_ok=True)
-        if self.temp_dir.name != "ray":
+        if self.temp_dir.parent.name != "ray":  # a folder of its own outside the home: the next head would not find it
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def serve_forever(self) -> None:
