@@ -288,7 +288,7 @@ def _start_ray(attempts: int = 3) -> int:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Run the chosen benchmarks, write benchmarks/results/sweeps.json (sweeps.quick.json with --quick)."""
+    """Run the chosen benchmarks, write benchmarks/results/sweeps.json (``.quick`` with --quick, ``.b2cli`` etc. for a subset)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few trials, one repeat")
     parser.add_argument("--repeats", type=int, default=None, help="runs per contender (default 3, 1 with --quick)")
@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stop(root / "home")
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("sweeps.quick.json" if args.quick else "sweeps.json")).write_text(json.dumps(result, indent=2))
+    part = "" if set(chosen) == {"b1", "b2", "b3", "b2cli"} else "." + "-".join(chosen)  # a subset keeps the full run's file
+    (RESULTS / f"sweeps{'.quick' if args.quick else ''}{part}.json").write_text(json.dumps(result, indent=2))
     _print_summary(result)
     return result
 
