@@ -37,7 +37,6 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'd.sqlite'}"
     else:
-        pytest.importorskip("psycopg")
         url = request.getfixturevalue("postgres_url")
     engine = make_engine(url)
     if request.param == "postgresql":

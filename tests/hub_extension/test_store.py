@@ -155,7 +155,6 @@ def test_idempotent_request_ids_and_ownership(store: QuotaStore) -> None:
 
 @pytest.fixture
 def pg_store(postgres_url: str) -> QuotaStore:
-    pytest.importorskip("psycopg")
     engine = make_engine(postgres_url, pool_size=60, max_overflow=10)
     drop_quota_schema(engine)  # the session's Postgres may hold another test's schema
     upgrade_database(engine)
