@@ -147,26 +147,18 @@ def _temp_dir(agent_dir: Path) -> Path:
     One folder per head: a head started from another environment runs while the one it replaces
     stops, and the two Rays must not share session files (the stopping one would remove the other's).
     """
+    from ..store import pid_alive
+
     parent = agent_dir / "ray"
     inside = parent / str(os.getpid())
     if len(os.fsencode(str(inside))) <= _MAX_TEMP_DIR:
         parent.mkdir(mode=0o700, exist_ok=True)
         for old in parent.iterdir():  # earlier heads' logs: only running heads' are kept
-            if not old.is_symlink() and old.is_dir() and not (old.name.isdigit() and _alive(int(old.name))):
+            if not old.is_symlink() and old.is_dir() and not (old.name.isdigit() and pid_alive(int(old.name))):
                 shutil.rmtree(old, ignore_errors=True)
         inside.mkdir(mode=0o700, exist_ok=True)
         return inside
     return Path(tempfile.mkdtemp(prefix="nbs-ray-"))  # mkdtemp's folder is 0700 and this user's
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _tighten(folder: Path) -> None:
