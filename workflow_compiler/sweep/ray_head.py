@@ -250,10 +250,10 @@ class Head:
                 self.address = self.pending_address
                 log.info("Ray is up at %s", self.address)
             if self.address is not None and self.waiting and self._ray_answers():
-                _tighten(self.temp_dir)
                 for conn in self.waiting:
                     self._answer(conn, {"address": self.address, "token_path": str(self.token_path)}, keep=True)
                 self.waiting.clear()
+                _tighten(self.temp_dir)  # after answering: the walk grows with Ray's logs, and agent/ is 0700 anyway
             if self.leases or self.waiting:
                 last_used = time.monotonic()
             elif self.stopping or time.monotonic() - last_used > self.idle:
@@ -308,10 +308,9 @@ class Head:
             conn.close()
 
     def _unlink_socket(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            if self.path.with_name(PID_NAME).read_text().strip() == str(os.getpid()):
-                self.path.unlink()
-                self.path.with_name(PID_NAME).unlink()
+        from ..tracking.daemon import release_files
+
+        release_files(self.path, self.path.with_name(PID_NAME))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -277,11 +277,10 @@ class Host:
             with contextlib.suppress(OSError, ValueError):
                 self._greet(conn)
             conn.close()
+        from ..tracking.daemon import release_files
+
         self.server.close()
-        with contextlib.suppress(FileNotFoundError):
-            if self.path.with_name(PID_NAME).read_text().strip() == str(os.getpid()):
-                self.path.unlink()
-                self.path.with_name(PID_NAME).unlink()
+        release_files(self.path, self.path.with_name(PID_NAME))
 
     def _greet(self, conn: socket.socket) -> None:
         conn.settimeout(5)  # the host serves one greeting at a time: a silent client must not hold it

@@ -127,6 +127,15 @@ def listen_on(path: Path, pid_file: Path) -> socket.socket:
     write_private(pid_file, str(os.getpid()).encode())
     return server
 
+
+def release_files(path: Path, pid_file: Path) -> None:
+    """Remove the socket and pid file ``listen_on`` made, unless a newer daemon has taken them over since."""
+    with contextlib.suppress(FileNotFoundError):
+        if pid_file.read_text().strip() == str(os.getpid()):
+            path.unlink()
+            pid_file.unlink()
+
+
 def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> argparse.Namespace:
     """The command line that ``start_daemon`` gives a daemon (``--socket``, ``--idle``); logging set up for its log file."""
     parser = argparse.ArgumentParser(description=description)
