@@ -26,6 +26,7 @@ then holds only those.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -222,7 +223,7 @@ def bench_replicas(workdir: Path, db_url: str, args: argparse.Namespace) -> dict
     return {"sustained": sustained, "burst_rounds": bursts, "over_admissions": over}
 
 
-def bench_store(workdir: Path, db_url: str | None, args: argparse.Namespace) -> dict[str, Any]:
+def bench_store(workdir: Path, db_url: str, args: argparse.Namespace) -> dict[str, Any]:
     """The store alone: SQLite empty, SQLite with a long history, Postgres."""
     out: dict[str, Any] = {}
     history_url = f"sqlite:///{workdir / 'history.sqlite'}"
@@ -232,8 +233,6 @@ def bench_store(workdir: Path, db_url: str | None, args: argparse.Namespace) -> 
           f"in {time.perf_counter() - started:.0f} s", flush=True)
     for name, url, fresh in (("sqlite_empty", f"sqlite:///{workdir / 'empty.sqlite'}", True),
                              ("sqlite_with_history", history_url, False), ("postgres", db_url, True)):
-        if url is None:
-            continue
         store = open_store(url, fresh=fresh)
         out[name] = run_store_only(store, args.clients, args.seconds, args.hold)
         store.engine.dispose()
@@ -255,8 +254,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--parts", type=_parts, default=PARTS, help="comma-separated, of: " + ",".join(PARTS))
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, throwaway_postgres() as pg_url:
+    with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
+        needs_postgres = bool({"store", "replicas"} & set(args.parts))  # the HTTP part runs on SQLite
+        pg_url = stack.enter_context(throwaway_postgres()) if needs_postgres else ""
         store: dict[str, Any] = bench_store(workdir, pg_url, args) if "store" in args.parts else {}
         http: dict[str, Any] = bench_hub(workdir, args) if "http" in args.parts else {"over_admissions": 0}
         replicas: dict[str, Any] = (bench_replicas(workdir, pg_url, args) if "replicas" in args.parts
