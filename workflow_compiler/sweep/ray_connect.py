@@ -111,12 +111,7 @@ def _set_ray_auth(values: dict[str, str | None]) -> dict[str, str | None]:
     are reloaded as Ray's own authentication tests do, the config first."""
     from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 
-    previous = {name: os.environ.get(name) for name in values}
-    for name, value in values.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    previous = _apply_environ(values)
     Config.initialize("")
     AuthenticationTokenLoader.instance().reset_cache()
     return previous
@@ -139,16 +134,22 @@ def release_warm_ray() -> None:
 @contextmanager
 def scoped_environ(values: dict[str, str]) -> Iterator[None]:
     """``values`` in this process's environment while the block runs; what was there before afterwards."""
-    previous = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
+    previous = _apply_environ(dict(values))
     try:
         yield
     finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _apply_environ(previous)
+
+
+def _apply_environ(values: dict[str, str | None]) -> dict[str, str | None]:
+    """Set ``values`` in this process's environment (None: unset); returns what was there before."""
+    previous = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return previous
 
 
 def _embedded_site() -> AbstractContextManager[None]:
