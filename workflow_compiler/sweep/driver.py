@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import secrets
 import signal
 import threading
@@ -150,6 +151,7 @@ def _tune_environ() -> dict[str, str]:
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
     from ray import tune
 
+    from .points import PointSearcher
     from .runtime_env import default_runtime_env
 
     assert spec.sweep is not None  # noqa: S101
@@ -166,8 +168,10 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
         else:
-            tuner = tune.Tuner(trainable, param_space={k: d.to_tune() for k, d in spec.sweep.space.items()},
-                               tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
+            config = _tune_config(spec)
+            listed = isinstance(config.search_alg, PointSearcher)  # it gives whole trials: no space for Tune to sample
+            tuner = tune.Tuner(trainable, param_space={} if listed else {k: d.to_tune() for k, d in spec.sweep.space.items()},
+                               tune_config=config, run_config=_run_config(spec, plan, sweep_dir))
         return tuner.fit()
 
 
@@ -206,7 +210,13 @@ def _tune_config(spec: RunSpec) -> Any:
     sweep = spec.sweep
     assert sweep is not None  # noqa: S101
     search_alg: Any = None
-    if sweep.search == "optuna":
+    num_samples = sweep.effective_samples
+    points = sweep.distinct_points(random.Random(sweep.seed))
+    if points is not None:
+        from .points import PointSearcher
+
+        search_alg, num_samples = PointSearcher(points, metric=sweep.metric, mode=sweep.mode), len(points)
+    elif sweep.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=sweep.seed)
@@ -221,7 +231,7 @@ def _tune_config(spec: RunSpec) -> Any:
 
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_steps,
                                   grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
-    return tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.effective_samples,
+    return tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=num_samples,
                            max_concurrent_trials=sweep.concurrency, search_alg=search_alg, scheduler=scheduler,
                            time_budget_s=sweep.time_budget_s, reuse_actors=True)
 
