@@ -31,6 +31,7 @@ from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .ray_connect import ensure_ray, joined_warm_head, release_warm_ray, scoped_environ
 from .results import SweepResult
+from .resume import completed_trials
 from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
 from .trial import TrialPlan, patient_trainable, run_trial
@@ -57,9 +58,12 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     assert spec.sweep is not None  # noqa: S101 - checked above or when the state was saved
     sweep_dir = sweeps_dir() / sweep_id
     mc = tracking.client(state["tracking_uri"])
+    completed: dict[str, dict[str, Any]] = {}
     if resume_id is not None:
         tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"], status="KILLED")
         mc.update_run(state["parent_run_id"], status="RUNNING")
+        completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
+                                     trials_dir=str(sweep_dir / "trials"))
     plan = TrialPlan(sweep_id=sweep_id, notebook=state["notebook_path"], workdir=state["workdir"],
                      trials_dir=str(sweep_dir / "trials"), fixed=spec.parameters, metric=spec.sweep.metric,
                      tracking_uri=state["tracking_uri"], experiment_id=state["experiment_id"],
@@ -67,7 +71,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                      fresh_kernel=spec.sweep.fresh_kernel,
                      report_interval=_report_interval(spec), agent_socket=_agent_socket(state["tracking_uri"]),
                      trial_host=None if spec.sweep.fresh_kernel else trial_host.start_for_local_ray(),
-                     cancel_marker=str(sweep_dir / CANCELLED))
+                     cancel_marker=str(sweep_dir / CANCELLED), completed=completed)
     (sweep_dir / CANCELLED).unlink(missing_ok=True)  # a resumed sweep was cancelled before
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)

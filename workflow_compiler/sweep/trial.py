@@ -63,6 +63,8 @@ class TrialPlan:
     #: Trial workers expected at once, and a folder where each announces its first trial (``_meet_peers``).
     peers: int = 1
     peers_dir: str | None = None
+    #: A resumed sweep's trials whose runs completed before it was interrupted: their final reports (resume.py).
+    completed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _TuneReporter(ReportThrottle):
@@ -105,6 +107,9 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(STOPPED_THREAD_WAIT_S)  # time to close the run after an early stop
     trial_id = tune.get_context().get_trial_id()
+    if trial_id in plan.completed:  # it completed before the sweep was interrupted: Tune hears its result again
+        tune.report(plan.completed[trial_id])
+        return
     out_dir = _attempt_dir(Path(plan.trials_dir) / trial_id)
     params = {**plan.fixed, **config}
     tracker = trial_tracker(plan.tracking_uri, plan.agent_socket)
