@@ -60,7 +60,8 @@ class SweepSpec(BaseModel):
     metric: str = Field(..., pattern=_METRIC_NAME, description="The objective: a metric the notebook logs with mlflow.log_metric; its last value counts")
     mode: Literal["max", "min"] = Field("max", description="Maximise or minimise the metric")
     samples: int | None = Field(None, ge=1, le=100_000,
-                                description="Trials to run (random, optuna); repeats of the grid (grid). Default 10 for random/optuna, 1 for grid")
+                                description="Trials to run (random, optuna); repeats of the grid (grid). Default 10 for random/optuna, 1 for grid. "
+                                            "When every parameter is grid(...)/choice(...), at most their combinations: a random search never repeats one")
     concurrency: int = Field(2, ge=1, le=1024, description="Trials running at once, at most")
     search: Literal["random", "grid", "optuna"] = Field("random", description="random sampling, full grid, or Optuna TPE")
     scheduler: Literal["fifo", "asha"] = Field("fifo", description="fifo runs every trial to the end; asha stops poor trials early")
