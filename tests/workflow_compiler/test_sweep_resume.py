@@ -49,7 +49,8 @@ def _completed_runs(home: Path, sweep_id: str) -> list[Any]:
 
     if not (home / "sweeps" / sweep_id / "sweep.json").is_file():
         return []
-    return [r for r in _children(home, sweep_id) if r.data.tags.get(tracking.TAG_STATUS) == "COMPLETED"]
+    # FINISHED too: a run whose worker died between its status tag and its end is closed KILLED by the resume
+    return [r for r in _children(home, sweep_id) if r.data.tags.get(tracking.TAG_STATUS) == "COMPLETED" and r.info.status == "FINISHED"]
 
 
 def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: str, env: dict[str, str]) -> list[Any]:
@@ -92,6 +93,27 @@ def test_a_trial_that_completed_after_tunes_last_save_is_not_run_again(ray_clust
         assert [p.name for p in (home / "sweeps" / sweep_id / "trials" / row.trial_id).iterdir()] == ["attempt-1"]
     summary = json.loads((Path(result.sweep_dir) / "result.json").read_text(encoding="utf-8"))
     assert summary["counts"]["COMPLETED"] == 4 and len(summary["trials"]) == 4
+
+
+def test_a_drawn_trial_tune_had_not_created_at_its_last_save_finds_its_run_by_its_parameters(ray_cluster: str, home: Path,
+                                                                                             workspace: Path) -> None:
+    """A random search over listed values: Tune creates a trial only as a slot frees, so its one save
+    at the start holds the first trial alone; the others come back with new ids, and no point runs twice."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = "nbs-00000drawn"
+    values = ", ".join(str(float(x)) for x in range(1, 7))
+    before = _kill_after_completed(workspace, home, _spec({"x": f"choice({values})"}, samples=4, seed=5), sweep_id,
+                                   {"TUNE_GLOBAL_CHECKPOINT_S": "3600"})
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+    xs = sorted(t.params["x"] for t in result.trials)
+    assert result.counts["COMPLETED"] == 4 and len(set(xs)) == 4, xs
+    runs = _completed_runs(home, sweep_id)
+    assert sorted(float(r.data.params["x"]) for r in runs) == xs  # one COMPLETED run per point
+    by_run = {t.run_id: t for t in result.trials}
+    assert all(by_run[r.info.run_id].value == r.data.metrics["score"] for r in before)  # their rows are those runs
+    assert {r.data.tags[tracking.TAG_TRIAL] for r in before} - {t.trial_id for t in result.trials}  # some came back with new ids
 
 
 def test_a_random_search_over_listed_values_runs_each_combination_once(ray_cluster: str, home: Path, workspace: Path) -> None:

@@ -62,8 +62,8 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     if resume_id is not None:
         tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"], status="KILLED")
         mc.update_run(state["parent_run_id"], status="RUNNING")
-        completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
-                                     trials_dir=str(sweep_dir / "trials"))
+        completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"], trials_dir=str(sweep_dir / "trials"),
+                                     distinct=list(spec.sweep.space) if spec.sweep.draws_points else None)
     plan = TrialPlan(sweep_id=sweep_id, notebook=state["notebook_path"], workdir=state["workdir"],
                      trials_dir=str(sweep_dir / "trials"), fixed=spec.parameters, metric=spec.sweep.metric,
                      tracking_uri=state["tracking_uri"], experiment_id=state["experiment_id"],

@@ -6,10 +6,14 @@ RUNNING or PENDING in the state a resume restores, and Tune starts it again: its
 twice and its trial would have two COMPLETED runs. MLflow is the record that was written first, so
 the driver lists those runs before Tune restores (``completed_trials``), and a trial given one hands
 Tune the recorded result instead of running the notebook (``trial.run_trial``).
+
+A trial Tune had not created yet at its last save comes back with a new id. When the sweep's trials
+are drawn points (``points.PointSearcher``: no two alike), its parameters still find its run.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +22,10 @@ from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, STATUS_KEY
 from .worker import COMPLETED
 
 
-def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, trials_dir: str) -> dict[str, dict[str, Any]]:
-    """Trial id -> the final report of its first COMPLETED child run, as the trial made it to Tune."""
+def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, trials_dir: str,
+                     distinct: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Trial id -> the final report of its first COMPLETED child run, as the trial made it to Tune;
+    with ``distinct`` (the swept names of a sweep whose trials never repeat), also ``point_key`` -> it."""
     results: dict[str, dict[str, Any]] = {}
     for run in tracking.child_runs(mlflow_client, experiment_id=experiment_id, parent_run_id=parent_run_id):
         trial_id = run.data.tags.get(tracking.TAG_TRIAL)
@@ -30,4 +36,17 @@ def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: s
         seconds = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time and run.info.start_time else None
         results[trial_id] = {**run.data.metrics, STATUS_KEY: COMPLETED, RUN_KEY: run.info.run_id, SECONDS_KEY: seconds,
                              OUTPUT_KEY: str(Path(trials_dir) / trial_id / attempt / "output.ipynb"), "step": -1}
+        if distinct is not None:
+            results.setdefault(_point_key({name: run.data.params.get(name) for name in distinct}), results[trial_id])
     return results
+
+
+def recorded_result(completed: dict[str, dict[str, Any]], trial_id: str, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The final report to give Tune again for this trial, if it completed before the sweep was interrupted."""
+    found = completed.get(trial_id)
+    return found if found is not None else completed.get(_point_key({k: tracking.param_text(v) for k, v in config.items()}))
+
+
+def _point_key(params: dict[str, str | None]) -> str:
+    """A trial's swept parameters as MLflow holds them (``tracking.param_text``): never a trial id's shape."""
+    return "point:" + json.dumps(params, sort_keys=True)

@@ -140,12 +140,17 @@ class SweepSpec(BaseModel):
             return None
         return math.prod(len(distinct_values(d.values or [])) for d in self.space.values() if d.kind == "choice")
 
+    @property
+    def draws_points(self) -> bool:
+        """True for a random search whose every parameter lists its values: its trials are ``distinct_points``."""
+        return self.search == "random" and self.choice_combinations() is not None
+
     def distinct_points(self, rng: random.Random) -> list[dict[str, Any]] | None:
         """A random search's trials over listed values only, drawn without replacement: each grid point
         with ``effective_samples`` different combinations of the ``choice(...)`` values. None for any
         other sweep: Tune samples it (a range never repeats a point; Optuna chooses its own)."""
         combinations = self.choice_combinations()
-        if self.search != "random" or combinations is None:
+        if not self.draws_points or combinations is None:
             return None
         axes = [(name, distinct_values(d.values or [])) for name, d in self.space.items() if d.kind == "choice"]
         points = []

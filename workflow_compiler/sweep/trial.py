@@ -107,9 +107,13 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(STOPPED_THREAD_WAIT_S)  # time to close the run after an early stop
     trial_id = tune.get_context().get_trial_id()
-    if trial_id in plan.completed:  # it completed before the sweep was interrupted: Tune hears its result again
-        tune.report(plan.completed[trial_id])
-        return
+    if plan.completed:  # a resumed sweep: a trial that completed before the interruption reports its result again
+        from .resume import recorded_result
+
+        recorded = recorded_result(plan.completed, trial_id, config)
+        if recorded is not None:
+            tune.report(recorded)
+            return
     out_dir = _attempt_dir(Path(plan.trials_dir) / trial_id)
     params = {**plan.fixed, **config}
     tracker = trial_tracker(plan.tracking_uri, plan.agent_socket)
