@@ -8,12 +8,12 @@ the driver lists those runs before Tune restores (``completed_trials``), and a t
 Tune the recorded result instead of running the notebook (``trial.run_trial``).
 
 A trial Tune had not created yet at its last save comes back with a new id. When the sweep's trials
-are drawn points (``points.PointSearcher``: no two alike), its parameters still find its run.
+are drawn points (``points.PointSearcher``: no two alike), its parameters still find its run
+(``tracking.point_key``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +37,5 @@ def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: s
         results[trial_id] = {**run.data.metrics, STATUS_KEY: COMPLETED, RUN_KEY: run.info.run_id, SECONDS_KEY: seconds,
                              OUTPUT_KEY: str(Path(trials_dir) / trial_id / attempt / "output.ipynb"), "step": -1}
         if distinct is not None:
-            results.setdefault(_point_key({name: run.data.params.get(name) for name in distinct}), results[trial_id])
+            results.setdefault(tracking.point_key({name: run.data.params.get(name) for name in distinct}), results[trial_id])
     return results
-
-
-def recorded_result(completed: dict[str, dict[str, Any]], trial_id: str, config: dict[str, Any]) -> dict[str, Any] | None:
-    """The final report to give Tune again for this trial, if it completed before the sweep was interrupted."""
-    found = completed.get(trial_id)
-    return found if found is not None else completed.get(_point_key({k: tracking.param_text(v) for k, v in config.items()}))
-
-
-def _point_key(params: dict[str, str | None]) -> str:
-    """A trial's swept parameters as MLflow holds them (``tracking.param_text``): never a trial id's shape."""
-    return "point:" + json.dumps(params, sort_keys=True)

@@ -198,6 +198,13 @@ def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str
     mlflow_client.set_terminated(run_id, MLFLOW_STATUS[status])
 
 
+def point_key(params: dict[str, str | None]) -> str:
+    """A trial's swept parameters as its run holds them (``param_text``), as one key: never a trial id's shape."""
+    import json
+
+    return "point:" + json.dumps(params, sort_keys=True)
+
+
 def param_text(value: Any) -> str:
     """A parameter's value as MLflow holds it: JSON, unless it is a string."""
     import json

@@ -108,9 +108,8 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(STOPPED_THREAD_WAIT_S)  # time to close the run after an early stop
     trial_id = tune.get_context().get_trial_id()
     if plan.completed:  # a resumed sweep: a trial that completed before the interruption reports its result again
-        from .resume import recorded_result
-
-        recorded = recorded_result(plan.completed, trial_id, config)
+        recorded = plan.completed.get(trial_id) or plan.completed.get(
+            tracking.point_key({name: tracking.param_text(value) for name, value in config.items()}))
         if recorded is not None:
             tune.report(recorded)
             return
