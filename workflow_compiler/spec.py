@@ -24,7 +24,7 @@ from .limits import parameter_problems
 from .params import check_parameters, parse_cli_parameters
 from .paths import resolve_notebook_path
 from .sweep.space import check_space
-from .sweep.spec import SweepSpec
+from .sweep.spec import SweepSpec, parse_sweep
 
 #: The single-user image, which also runs the steps; clusters override it per run or in config.
 DEFAULT_IMAGE = "nbscale/singleuser:0.1.0"
@@ -229,7 +229,8 @@ def check_sweep(spec: RunSpec, signature: NotebookSignature) -> RunSpec:
     if spec.sweep is None:
         return spec
     space = check_space(spec.sweep.space, signature, fixed=spec.parameters)
-    return spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"space": space})})
+    # validated again: values typed by the notebook may coincide (1 and 1.0 for a float), which changes what samples may be
+    return spec.model_copy(update={"sweep": parse_sweep({**spec.sweep.model_dump(exclude={"space"}), "space": space})})
 
 
 def load_pipeline(path: str | os.PathLike[str], *, root: str | os.PathLike[str] = ".") -> PipelineSpec:

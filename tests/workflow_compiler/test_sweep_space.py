@@ -157,3 +157,52 @@ def test_cli_needs_something_to_sweep_and_a_metric() -> None:
         parse_space_item("randint(1, 2)")
     assert parse_space_item("seed=7") == ("seed", "7")
     assert isinstance(SweepSpec.model_json_schema(), dict)
+
+
+# --- a random search over listed values only (all grid/choice) never repeats a trial ---------------
+
+@pytest.mark.parametrize(("sweep", "samples", "trials"), [
+    ({"a": "choice(1, 2)", "b": "choice('x', 'y')"}, None, 4),  # the default 10 is capped at the 4 combinations
+    ({"a": "choice(1, 2)", "b": "choice('x', 'y')"}, 3, 3),
+    ({"a": "choice(1, 1, 2)"}, None, 2),  # a value listed twice is one value
+    ({"a": "grid(1, 2, 3)", "b": "choice('x', 'y')"}, 2, 6),  # per grid point: 2 of its 2 combinations
+    ({"a": "grid(1, 2)"}, None, 2),  # grid(...) only: each point once
+    ({"a": "choice(1, 2)", "b": "uniform(0, 1)"}, 10, 10),  # a range never runs out: Tune samples it
+])
+def test_random_search_over_listed_values_runs_each_combination_at_most_once(sweep: dict, samples: int | None, trials: int) -> None:
+    import random
+
+    spec = parse_sweep({"space": sweep, "metric": "m", **({"samples": samples} if samples else {})})
+    assert spec.total_trials() == trials
+    points = spec.distinct_points(random.Random(7))
+    if "uniform" in str(sweep):
+        assert points is None
+        return
+    assert points is not None and len(points) == trials
+    assert len({json.dumps(p, sort_keys=True) for p in points}) == trials  # no trial repeats another
+    assert all(list(p) == list(sweep) for p in points)  # every parameter, in the space's order
+    assert points == spec.distinct_points(random.Random(7))  # a seed gives the same trials
+
+
+@pytest.mark.parametrize(("sweep", "fragment"), [
+    ({"space": {"a": "choice(1, 2)", "b": "choice(3, 4)"}, "samples": 10},
+     "samples 10 would repeat trials: the values listed for a, b make only 4 different combinations. Use samples 4 or fewer"),
+    ({"space": {"a": "grid(1, 2)", "b": "choice(3, 4)"}, "samples": 3}, "only 2 different combinations for each grid point"),
+    ({"space": {"a": "grid(1, 2)"}, "samples": 3}, "would run every grid point 3 times"),
+    ({"space": {"a": "choice(1, 2)"}, "samples": 3, "search": "optuna"}, "Use samples 2 or fewer, or list them with grid(...)"),
+])
+def test_samples_beyond_the_listed_combinations_are_refused_with_what_to_do(sweep: dict, fragment: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_sweep({"metric": "m", **sweep})
+    assert fragment in info.value.message
+    assert parse_sweep({"metric": "m", **sweep, "search": "grid"}).total_trials() >= 2  # grid's samples repeats it on purpose
+
+
+def test_values_the_notebook_types_alike_count_once() -> None:
+    """learning_rate is a float in the notebook: choice(1, 1.0, 0.1) lists two values once checked."""
+    spec = parse_model(RunSpec, {"notebook": "examples/train.ipynb", "sweep": {
+        "space": {"learning_rate": "choice(1, 1.0, 0.1)"}, "metric": "val_accuracy", "samples": 3}}, what="run")
+    with pytest.raises(SpecError, match="only 2 different combinations"):
+        check_run_spec(spec, root=REPO)
+    default = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"samples": None})})  # type: ignore[union-attr]
+    assert check_run_spec(default, root=REPO).sweep.total_trials() == 2  # type: ignore[union-attr]

@@ -30,7 +30,8 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a fixed notebook parameter for every trial; repeatable")
     parser.add_argument("--sweep", dest="sweep_file", metavar="FILE", help="YAML file with the sweep (space, metric, ...); flags override it")
     search = parser.add_argument_group("search")
-    search.add_argument("--samples", type=int, help="number of trials (random/optuna; default 10) or grid repeats (default 1)")
+    search.add_argument("--samples", type=int, help="number of trials (random/optuna; default 10, at most the combinations when every parameter "
+                                                     "is grid(...)/choice(...), which a random search never repeats) or grid repeats (default 1)")
     search.add_argument("--concurrency", type=int, help="trials at once (default 2)")
     search.add_argument("--metric", help="objective metric the notebook logs with mlflow.log_metric")
     search.add_argument("--mode", choices=["max", "min"], help="maximise or minimise the metric (default max)")

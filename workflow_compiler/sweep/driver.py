@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import secrets
 import signal
 import threading
@@ -30,6 +31,7 @@ from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .ray_connect import ensure_ray, joined_warm_head, release_warm_ray, scoped_environ
 from .results import SweepResult
+from .resume import completed_trials
 from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
 from .trial import TrialPlan, patient_trainable, run_trial
@@ -56,9 +58,12 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     assert spec.sweep is not None  # noqa: S101 - checked above or when the state was saved
     sweep_dir = sweeps_dir() / sweep_id
     mc = tracking.client(state["tracking_uri"])
+    completed: dict[str, dict[str, Any]] = {}
     if resume_id is not None:
         tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"], status="KILLED")
         mc.update_run(state["parent_run_id"], status="RUNNING")
+        completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"], trials_dir=str(sweep_dir / "trials"),
+                                     distinct=list(spec.sweep.space) if spec.sweep.draws_points else None)
     plan = TrialPlan(sweep_id=sweep_id, notebook=state["notebook_path"], workdir=state["workdir"],
                      trials_dir=str(sweep_dir / "trials"), fixed=spec.parameters, metric=spec.sweep.metric,
                      tracking_uri=state["tracking_uri"], experiment_id=state["experiment_id"],
@@ -66,7 +71,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                      fresh_kernel=spec.sweep.fresh_kernel,
                      report_interval=_report_interval(spec), agent_socket=_agent_socket(state["tracking_uri"]),
                      trial_host=None if spec.sweep.fresh_kernel else trial_host.start_for_local_ray(),
-                     cancel_marker=str(sweep_dir / CANCELLED))
+                     cancel_marker=str(sweep_dir / CANCELLED), completed=completed)
     (sweep_dir / CANCELLED).unlink(missing_ok=True)  # a resumed sweep was cancelled before
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)
@@ -150,6 +155,7 @@ def _tune_environ() -> dict[str, str]:
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
     from ray import tune
 
+    from .points import PointSearcher
     from .runtime_env import default_runtime_env
 
     assert spec.sweep is not None  # noqa: S101
@@ -166,8 +172,10 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False)
         else:
-            tuner = tune.Tuner(trainable, param_space={k: d.to_tune() for k, d in spec.sweep.space.items()},
-                               tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
+            config = _tune_config(spec)
+            listed = isinstance(config.search_alg, PointSearcher)  # it gives whole trials: no space for Tune to sample
+            tuner = tune.Tuner(trainable, param_space={} if listed else {k: d.to_tune() for k, d in spec.sweep.space.items()},
+                               tune_config=config, run_config=_run_config(spec, plan, sweep_dir))
         return tuner.fit()
 
 
@@ -206,7 +214,13 @@ def _tune_config(spec: RunSpec) -> Any:
     sweep = spec.sweep
     assert sweep is not None  # noqa: S101
     search_alg: Any = None
-    if sweep.search == "optuna":
+    num_samples = sweep.effective_samples
+    points = sweep.distinct_points(random.Random(sweep.seed))
+    if points is not None:
+        from .points import PointSearcher
+
+        search_alg, num_samples = PointSearcher(points, metric=sweep.metric, mode=sweep.mode), len(points)
+    elif sweep.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=sweep.seed)
@@ -221,7 +235,7 @@ def _tune_config(spec: RunSpec) -> Any:
 
         scheduler = ASHAScheduler(time_attr="training_iteration", max_t=sweep.max_steps,
                                   grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
-    return tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.effective_samples,
+    return tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=num_samples,
                            max_concurrent_trials=sweep.concurrency, search_alg=search_alg, scheduler=scheduler,
                            time_budget_s=sweep.time_budget_s, reuse_actors=True)
 

@@ -12,6 +12,7 @@ works in Python-minded and JSON-minded hands.
 from __future__ import annotations
 
 import ast
+import json
 import math
 from typing import Any, Literal
 
@@ -195,6 +196,14 @@ def _check_domain(d: Domain) -> None:
 
 def _all_whole(*values: Any) -> bool:
     return all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in values)
+
+
+def distinct_values(values: list[Any]) -> list[Any]:
+    """``values`` without repeats, in order (compared as JSON: values may be lists or dicts, which do not hash)."""
+    seen: dict[str, Any] = {}
+    for value in values:
+        seen.setdefault(json.dumps(value, sort_keys=True, default=repr), value)
+    return list(seen.values())
 
 
 def _literal_text(value: Any) -> str:

@@ -11,13 +11,16 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import SpecError
-from .space import Domain
+from .space import Domain, distinct_values
+
+if TYPE_CHECKING:
+    import random
 
 #: Default number of trials of a random or Optuna search; a grid search runs each point once.
 DEFAULT_SAMPLES = 10
@@ -57,7 +60,8 @@ class SweepSpec(BaseModel):
     metric: str = Field(..., pattern=_METRIC_NAME, description="The objective: a metric the notebook logs with mlflow.log_metric; its last value counts")
     mode: Literal["max", "min"] = Field("max", description="Maximise or minimise the metric")
     samples: int | None = Field(None, ge=1, le=100_000,
-                                description="Trials to run (random, optuna); repeats of the grid (grid). Default 10 for random/optuna, 1 for grid")
+                                description="Trials to run (random, optuna); repeats of the grid (grid). Default 10 for random/optuna, 1 for grid. "
+                                            "When every parameter is grid(...)/choice(...), at most their combinations: a random search never repeats one")
     concurrency: int = Field(2, ge=1, le=1024, description="Trials running at once, at most")
     search: Literal["random", "grid", "optuna"] = Field("random", description="random sampling, full grid, or Optuna TPE")
     scheduler: Literal["fifo", "asha"] = Field("fifo", description="fifo runs every trial to the end; asha stops poor trials early")
@@ -104,10 +108,60 @@ class SweepSpec(BaseModel):
             raise ValueError(f"Optuna cannot take grid(...) ({', '.join(gridded)}); use choice(...) with search 'optuna', or search 'grid'")
         return self
 
+    @model_validator(mode="after")
+    def _samples_fit_listed_values(self) -> SweepSpec:
+        combinations = self.choice_combinations()
+        if combinations is None or self.search == "grid" or self.samples is None or self.samples <= combinations:
+            return self
+        chosen = [n for n, d in self.space.items() if d.kind == "choice"]
+        if not chosen:
+            raise ValueError(f"samples {self.samples} would run every grid point {self.samples} times: every parameter is grid(...). "
+                             f"To repeat the grid on purpose use search 'grid' (its samples repeats the grid); else leave samples out")
+        where = " for each grid point" if len(chosen) < len(self.space) else ""
+        raise ValueError(f"samples {self.samples} would repeat trials: the values listed for {', '.join(chosen)} make only "
+                         f"{combinations} different combination{'s' if combinations != 1 else ''}{where}. Use samples {combinations} "
+                         f"or fewer{' (a random search never repeats one)' if self.search == 'random' else ''}, or list them with grid(...) and search 'grid' "
+                         "to run every combination (samples then repeats the grid)")
+
     @property
     def effective_samples(self) -> int:
-        """``samples`` with its default filled in."""
-        return self.samples or (1 if self.search == "grid" else DEFAULT_SAMPLES)
+        """``samples`` with its default filled in: at most the different ``choice(...)`` combinations when every parameter lists its values."""
+        if self.samples:
+            return self.samples
+        if self.search == "grid":
+            return 1
+        combinations = self.choice_combinations()
+        return DEFAULT_SAMPLES if combinations is None else min(DEFAULT_SAMPLES, combinations)
+
+    def choice_combinations(self) -> int | None:
+        """How many different combinations of the ``choice(...)`` values there are when every parameter
+        lists its values (``grid``/``choice``; 1 with no ``choice``), else None: a range never runs out."""
+        if any(d.kind not in ("grid", "choice") for d in self.space.values()):
+            return None
+        return math.prod(len(distinct_values(d.values or [])) for d in self.space.values() if d.kind == "choice")
+
+    @property
+    def draws_points(self) -> bool:
+        """True for a random search whose every parameter lists its values: its trials are ``distinct_points``."""
+        return self.search == "random" and self.choice_combinations() is not None
+
+    def distinct_points(self, rng: random.Random) -> list[dict[str, Any]] | None:
+        """A random search's trials over listed values only, drawn without replacement: each grid point
+        with ``effective_samples`` different combinations of the ``choice(...)`` values. None for any
+        other sweep: Tune samples it (a range never repeats a point; Optuna chooses its own)."""
+        combinations = self.choice_combinations()
+        if not self.draws_points or combinations is None:
+            return None
+        axes = [(name, distinct_values(d.values or [])) for name, d in self.space.items() if d.kind == "choice"]
+        points = []
+        for grid_point in self.grid_points():
+            for index in rng.sample(range(combinations), min(self.effective_samples, combinations)):
+                chosen = dict(grid_point)
+                for name, values in reversed(axes):  # the index in mixed radix: the last axis varies fastest
+                    index, digit = divmod(index, len(values))
+                    chosen[name] = values[digit]
+                points.append({name: chosen[name] for name in self.space})
+        return points
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every point of the ``grid(...)`` axes, crossed, in order (the last parameter varies fastest).

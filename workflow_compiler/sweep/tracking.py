@@ -167,7 +167,7 @@ def log_params(mlflow_client: Any, run_id: str, params: dict[str, Any]) -> None:
     """A trial's parameters, JSON-encoded unless they are strings (MLflow takes 100 per call)."""
     from mlflow.entities import Param
 
-    items = [Param(k, _param_text(v)) for k, v in sorted(params.items())]
+    items = [Param(k, param_text(v)) for k, v in sorted(params.items())]
     for start in range(0, len(items), 100):
         mlflow_client.log_batch(run_id, params=items[start:start + 100])
 
@@ -198,7 +198,15 @@ def finish_trial_run(mlflow_client: Any, run_id: str, status: str, *, error: str
     mlflow_client.set_terminated(run_id, MLFLOW_STATUS[status])
 
 
-def _param_text(value: Any) -> str:
+def point_key(params: dict[str, str | None]) -> str:
+    """A trial's swept parameters as its run holds them (``param_text``), as one key: never a trial id's shape."""
+    import json
+
+    return "point:" + json.dumps(params, sort_keys=True)
+
+
+def param_text(value: Any) -> str:
+    """A parameter's value as MLflow holds it: JSON, unless it is a string."""
     import json
 
     return value if isinstance(value, str) else json.dumps(value)
@@ -211,8 +219,8 @@ def open_parent_run(mlflow_client: Any, *, experiment_id: str, sweep_id: str, na
 
     run = mlflow_client.create_run(experiment_id, run_name=name, tags={**tags, TAG_KIND: "sweep", TAG_SWEEP: sweep_id})
     params = [Param(f"space.{k}", v[:6000]) for k, v in space.items()]
-    params += [Param(f"sweep.{k}", _param_text(v)) for k, v in settings.items() if v is not None]
-    params += [Param(f"fixed.{k}", _param_text(v)[:6000]) for k, v in fixed.items()]
+    params += [Param(f"sweep.{k}", param_text(v)) for k, v in settings.items() if v is not None]
+    params += [Param(f"fixed.{k}", param_text(v)[:6000]) for k, v in fixed.items()]
     for start in range(0, len(params), 100):
         mlflow_client.log_batch(run.info.run_id, params=params[start:start + 100])
     mlflow_client.log_dict(run.info.run_id, {"space": space, "settings": settings, "fixed": fixed}, "search_space.json")

@@ -63,6 +63,8 @@ class TrialPlan:
     #: Trial workers expected at once, and a folder where each announces its first trial (``_meet_peers``).
     peers: int = 1
     peers_dir: str | None = None
+    #: A resumed sweep's trials whose runs completed before it was interrupted: their final reports (resume.py).
+    completed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class _TuneReporter(ReportThrottle):
@@ -105,6 +107,12 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(STOPPED_THREAD_WAIT_S)  # time to close the run after an early stop
     trial_id = tune.get_context().get_trial_id()
+    if plan.completed:  # a resumed sweep: a trial that completed before the interruption reports its result again
+        recorded = plan.completed.get(trial_id) or plan.completed.get(
+            tracking.point_key({name: tracking.param_text(value) for name, value in config.items()}))
+        if recorded is not None:
+            tune.report(recorded)
+            return
     out_dir = _attempt_dir(Path(plan.trials_dir) / trial_id)
     params = {**plan.fixed, **config}
     tracker = trial_tracker(plan.tracking_uri, plan.agent_socket)

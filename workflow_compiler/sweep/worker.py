@@ -12,7 +12,8 @@ A trial sees what a kernel gives a notebook: ``__name__ == "__main__"``, and ``s
 ``nbscale run`` reads them (``runtime.execute.notebook_language``). One gap remains where the
 trial runs in the Ray worker itself: Tune calls the trainable in a thread, and Python installs
 signal handlers only from the main thread (the trial host's child and ``fresh_kernel`` run the
-notebook on their main thread).
+notebook on their main thread). There ``signal.signal`` raises Python's ValueError with what to do
+(``SIGNAL_IN_THREAD``).
 
 Isolation per trial (``TrialSandbox``): a fresh user namespace, a fresh random state (``random``,
 NumPy, torch reseeded from OS entropy, as in a new process), and the working directory,
@@ -234,6 +235,23 @@ def warm_runner() -> WarmNotebookRunner:
     return _RUNNER
 
 
+#: Why a notebook's ``signal.signal`` fails in a trial that runs in a Ray worker's thread, and what to do.
+SIGNAL_IN_THREAD = ("signal only works in main thread of the main interpreter, and this sweep trial runs in a thread of a Ray worker "
+                    "(no warm trial host: on a cluster, or with NBSCALE_TRIAL_HOST=0). Run the sweep with --fresh-kernel "
+                    "(fresh_kernel: true in a sweep file): each trial's notebook then has a process, and a main thread, of its own")
+
+
+def _explained_signal(original: Callable[..., Any]) -> Callable[..., Any]:
+    """``signal.signal`` as a trial off the main thread sees it: Python's ValueError, saying what to do instead."""
+
+    def install(signalnum: int, handler: Any) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            return original(signalnum, handler)
+        raise ValueError(SIGNAL_IN_THREAD)
+
+    return install
+
+
 class TrialSandbox:
     """Gives a trial a fresh namespace and random state, and undoes its process-wide changes."""
 
@@ -251,6 +269,9 @@ class TrialSandbox:
         self._streams = (sys.stdout, sys.stderr)
         self._faulthandler = faulthandler.is_enabled()
         self._signals = _signal_handlers()
+        self._signal_function = signal.signal
+        if threading.current_thread() is not threading.main_thread():
+            signal.signal = _explained_signal(signal.signal)
         os.environ.update(self.env)
         os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
         os.chdir(self.cwd)
@@ -268,6 +289,7 @@ class TrialSandbox:
         sys.stdout, sys.stderr = self._streams
         if not self._faulthandler:
             faulthandler.disable()
+        signal.signal = self._signal_function
         for signum, handler in self._signals.items():
             if signal.getsignal(signum) is not handler:
                 signal.signal(signum, handler)

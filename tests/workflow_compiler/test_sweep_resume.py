@@ -1,0 +1,139 @@
+"""``--resume`` reruns no completed trial, and a random search over listed values never repeats one,
+on the session's Ray (``ray_cluster``) with a notebook written with nbformat, as a user's would be."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from workflow_compiler.spec import RunSpec, parse_model
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``objective.ipynb``: parameters ``x`` and ``sleep``; logs ``score`` = x twice, ``sleep`` s apart."""
+    folder = tmp_path_factory.mktemp("resume")
+    cells = [nbformat.v4.new_code_cell("x = 1.0\nsleep = 0.0", metadata={"tags": ["parameters"]}),
+             nbformat.v4.new_code_cell("import time\nimport mlflow\nfor step in range(2):\n    time.sleep(sleep)\n"
+                                       "    mlflow.log_metric('score', x, step=step)")]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), folder / "objective.ipynb")
+    return folder
+
+
+def _spec(space: dict[str, str], **sweep: Any) -> RunSpec:
+    return parse_model(RunSpec, {"notebook": "objective.ipynb", "parameters": {"sleep": 0.3},
+                                 "sweep": {"space": space, "metric": "score", "concurrency": 1, **sweep}}, what="test sweep")
+
+
+def _children(home: Path, sweep_id: str) -> list[Any]:
+    from workflow_compiler.sweep import tracking
+
+    state = json.loads((home / "sweeps" / sweep_id / "sweep.json").read_text(encoding="utf-8"))
+    mc = tracking.client(state["tracking_uri"])
+    return tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"])
+
+
+def _completed_runs(home: Path, sweep_id: str) -> list[Any]:
+    from workflow_compiler.sweep import tracking
+
+    if not (home / "sweeps" / sweep_id / "sweep.json").is_file():
+        return []
+    # FINISHED too: a run whose worker died between its status tag and its end is closed KILLED by the resume
+    return [r for r in _children(home, sweep_id) if r.data.tags.get(tracking.TAG_STATUS) == "COMPLETED" and r.info.status == "FINISHED"]
+
+
+def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: str, env: dict[str, str]) -> list[Any]:
+    """Run the sweep's driver in a process of its own and kill it once two trials' runs completed; those runs."""
+    driver = subprocess.Popen([sys.executable, "-m", "workflow_compiler.sweep", "--spec-json", spec.model_dump_json(),
+                               "--root", str(workspace), "--sweep-id", sweep_id, "--no-progress", "--json"],
+                              env={**os.environ, "NBSCALE_HOME": str(home), **env}, cwd=workspace,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while len(_completed_runs(home, sweep_id)) < 2:
+            assert driver.poll() is None and time.monotonic() < deadline, "the driver ended or took too long"
+            time.sleep(0.2)
+    finally:
+        driver.kill()  # without a word: no cleanup of its own
+        driver.wait()
+    return _completed_runs(home, sweep_id)
+
+
+def test_a_trial_that_completed_after_tunes_last_save_is_not_run_again(ray_cluster: str, home: Path, workspace: Path) -> None:
+    """Tune saves its state once, at the start (a long checkpoint period): every trial that completed
+    before the kill is PENDING or RUNNING in what the resume restores. Each keeps its one run."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = "nbs-00000resum"
+    before = _kill_after_completed(workspace, home, _spec({"x": "grid(1.0, 2.0, 3.0, 4.0)"}, search="grid"), sweep_id,
+                                   {"TUNE_GLOBAL_CHECKPOINT_S": "3600"})
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+
+    assert result.status == "SUCCEEDED" and result.counts["COMPLETED"] == result.counts["total"] == 4
+    assert sorted(t.params["x"] for t in result.trials) == [1.0, 2.0, 3.0, 4.0]  # one row per trial
+    completed = Counter(r.data.tags[tracking.TAG_TRIAL] for r in _completed_runs(home, sweep_id))
+    assert completed == Counter({t.trial_id: 1 for t in result.trials}), completed  # one COMPLETED run per trial
+    rows = {t.trial_id: t for t in result.trials}
+    for run in before:  # its row is the run from before the kill, and its notebook ran once
+        row = rows[run.data.tags[tracking.TAG_TRIAL]]
+        assert (row.run_id, row.value, row.status) == (run.info.run_id, run.data.metrics["score"], "COMPLETED")
+        assert row.output_notebook is not None and Path(row.output_notebook).is_file()
+        assert [p.name for p in (home / "sweeps" / sweep_id / "trials" / row.trial_id).iterdir()] == ["attempt-1"]
+    summary = json.loads((Path(result.sweep_dir) / "result.json").read_text(encoding="utf-8"))
+    assert summary["counts"]["COMPLETED"] == 4 and len(summary["trials"]) == 4
+
+
+def test_a_drawn_trial_tune_had_not_created_at_its_last_save_finds_its_run_by_its_parameters(ray_cluster: str, home: Path,
+                                                                                             workspace: Path) -> None:
+    """A random search over listed values: Tune creates a trial only as a slot frees, so its one save
+    at the start holds the first trial alone; the others come back with new ids, and no point runs twice."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = "nbs-00000drawn"
+    values = ", ".join(str(float(x)) for x in range(1, 7))
+    before = _kill_after_completed(workspace, home, _spec({"x": f"choice({values})"}, samples=4, seed=5), sweep_id,
+                                   {"TUNE_GLOBAL_CHECKPOINT_S": "3600"})
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+    xs = sorted(t.params["x"] for t in result.trials)
+    assert result.counts["COMPLETED"] == 4 and len(set(xs)) == 4, xs
+    runs = _completed_runs(home, sweep_id)
+    assert sorted(float(r.data.params["x"]) for r in runs) == xs  # one COMPLETED run per point
+    by_run = {t.run_id: t for t in result.trials}
+    assert all(by_run[r.info.run_id].value == r.data.metrics["score"] for r in before)  # their rows are those runs
+    assert {r.data.tags[tracking.TAG_TRIAL] for r in before} - {t.trial_id for t in result.trials}  # some came back with new ids
+
+
+def test_a_random_search_over_listed_values_runs_each_combination_once(ray_cluster: str, home: Path, workspace: Path) -> None:
+    from workflow_compiler.sweep.driver import run_sweep
+
+    combinations = [{"x": x, "sleep": s} for x in (1.0, 2.0) for s in (0.0, 0.01)]
+    spec = _spec({"x": "choice(1.0, 2.0)", "sleep": "choice(0.0, 0.01)"}, seed=7, concurrency=2)
+    spec = spec.model_copy(update={"parameters": {}})
+    result = run_sweep(spec, root=workspace, progress=False)  # samples left out: the default 10 is capped at 4
+    assert sorted(json.dumps(t.params, sort_keys=True) for t in result.trials) == sorted(json.dumps(c, sort_keys=True) for c in combinations)
+    assert result.counts["COMPLETED"] == 4 and len(_children(home, result.sweep_id)) == 4
+
+
+def test_a_resumed_random_search_over_listed_values_goes_on_where_it_was(ray_cluster: str, home: Path, workspace: Path) -> None:
+    """The searcher that hands out the drawn trials is saved with Tune's state and taken up again."""
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = "nbs-00000rands"
+    values = ", ".join(str(float(x)) for x in range(1, 7))
+    _kill_after_completed(workspace, home, _spec({"x": f"choice({values})"}, samples=5, seed=3), sweep_id, {})
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+    xs = [t.params["x"] for t in result.trials]
+    assert result.counts["COMPLETED"] == 5 and len(xs) == len(set(xs)) == 5, xs  # five different values, none twice

@@ -1,0 +1,41 @@
+"""A resumed sweep reruns no trial that completed: what it takes from MLflow before Tune restores.
+
+Tune saves its experiment state at most every ``TUNE_GLOBAL_CHECKPOINT_S`` (1 s here). A trial that
+completed after the last save (its worker ended the child run COMPLETED, then reported to Tune) is
+RUNNING or PENDING in the state a resume restores, and Tune starts it again: its notebook would run
+twice and its trial would have two COMPLETED runs. MLflow is the record that was written first, so
+the driver lists those runs before Tune restores (``completed_trials``), and a trial given one hands
+Tune the recorded result instead of running the notebook (``trial.run_trial``).
+
+A trial Tune had not created yet at its last save comes back with a new id. When the sweep's trials
+are drawn points (``points.PointSearcher``: no two alike), its parameters still find its run
+(``tracking.point_key``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import tracking
+from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, STATUS_KEY
+from .worker import COMPLETED
+
+
+def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, trials_dir: str,
+                     distinct: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Trial id -> the final report of its first COMPLETED child run, as the trial made it to Tune;
+    with ``distinct`` (the swept names of a sweep whose trials never repeat), also ``point_key`` -> it."""
+    results: dict[str, dict[str, Any]] = {}
+    for run in tracking.child_runs(mlflow_client, experiment_id=experiment_id, parent_run_id=parent_run_id):
+        trial_id = run.data.tags.get(tracking.TAG_TRIAL)
+        if (not trial_id or trial_id in results or run.info.status != "FINISHED"
+                or run.data.tags.get(tracking.TAG_STATUS) != COMPLETED):
+            continue
+        attempt = (run.info.run_name or "").removeprefix(f"{trial_id}-")  # trial.run_trial names it <trial id>-attempt-N
+        seconds = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time and run.info.start_time else None
+        results[trial_id] = {**run.data.metrics, STATUS_KEY: COMPLETED, RUN_KEY: run.info.run_id, SECONDS_KEY: seconds,
+                             OUTPUT_KEY: str(Path(trials_dir) / trial_id / attempt / "output.ipynb"), "step": -1}
+        if distinct is not None:
+            results.setdefault(tracking.point_key({name: run.data.params.get(name) for name in distinct}), results[trial_id])
+    return results
