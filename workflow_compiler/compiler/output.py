@@ -8,30 +8,46 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ..cluster import ClusterConfig
 from ..pools import PoolConfig
 from ..validation import validate_workflow
-from ..yaml_dump import NO_WRAP, dump_yaml
+from ..yaml_dump import NO_WRAP, ManifestDumper
 from .workflow import Spec, compile_workflow
 
 log = logging.getLogger(__name__)
 
 # Keys that read best first; every other key follows in alphabetical order.
 _FIRST_KEYS = ("apiVersion", "kind", "name", "generateName", "namespace", "metadata", "spec")
+_MAP = "tag:yaml.org,2002:map"
 
 
-def _ordered(node: Any) -> Any:
-    if isinstance(node, dict):
-        keys = sorted(node, key=lambda k: (_FIRST_KEYS.index(k) if k in _FIRST_KEYS else len(_FIRST_KEYS), k))
-        return {key: _ordered(node[key]) for key in keys}
-    if isinstance(node, list):
-        return [_ordered(item) for item in node]
-    return node
+def _key_rank(key: Any) -> tuple[int, Any]:
+    return (_FIRST_KEYS.index(key) if key in _FIRST_KEYS else len(_FIRST_KEYS), key)
+
+
+class _ReviewDumper(ManifestDumper):
+    """``ManifestDumper`` writing each mapping's keys in review order, without a reordered copy of the manifest."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        """Never an anchor: a dict a caller's manifest shares is written out at each place, as a copy would be."""
+        return True
+
+
+def _represent_ordered(dumper: yaml.SafeDumper, data: dict[Any, Any]) -> yaml.MappingNode:
+    # The manifest is already a private copy (``compile_workflow`` detaches it): ordering it again would copy it twice.
+    return dumper.represent_mapping(_MAP, sorted(data.items(), key=lambda item: _key_rank(item[0])))
+
+
+_ReviewDumper.add_representer(dict, _represent_ordered)
+_ReviewDumper.add_multi_representer(dict, _represent_ordered)
 
 
 def to_yaml(manifest: dict[str, Any]) -> str:
     """The manifest as block-style YAML with a stable key order and one line per scalar."""
-    return dump_yaml(_ordered(manifest), sort_keys=False, default_flow_style=False, allow_unicode=True, width=NO_WRAP)
+    return yaml.dump(manifest, Dumper=_ReviewDumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
+                     width=NO_WRAP)
 
 
 def compile_to_file(
