@@ -230,13 +230,6 @@ def _ensure_sweep_record(sweep_id: str) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .gc_pause import collector_paused
-
-    with collector_paused():  # a one-shot burst of allocation: the collector cost ~15% of the command
-        return _compile(args)
-
-
-def _compile(args: argparse.Namespace) -> int:
     from .compiler import compile_to_file
 
     if args.sweep_file and str(args.target).endswith((".yaml", ".yml")):
