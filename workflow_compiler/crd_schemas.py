@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .gc_pause import collector_paused
-from .private_files import private_folder, private_home, write_private
-from .tracking_uri import nbscale_home
+from .home_cache import cached_in_home
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -111,23 +110,24 @@ def load_crd(relative: str) -> CrdSchema:
 def _cached_crd_spec(path: Path) -> dict[str, Any]:
     """The CRD's ``spec``, parsed from YAML once per machine and then read from a JSON copy.
 
-    Parsing the 46,000-line Argo CRD takes 1-2.5 s here, on every `nbscale compile --validate`;
-    its JSON copy under $NBSCALE_HOME/cache (keyed by the YAML's sha256) loads in ~50 ms.
+    Parsing the 46,000-line Argo CRD takes 1-2.5 s here; its JSON copy under $NBSCALE_HOME/cache
+    (``home_cache.py``, keyed by the YAML's bytes) loads in ~50 ms.
     """
     raw = path.read_bytes()
-    cache = private_home(nbscale_home()) / "cache" / f"crd-{hashlib.sha256(raw).hexdigest()[:20]}.json"
-    try:
-        return json.loads(cache.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    spec = yaml.load(raw, Loader=loader)["spec"]
-    try:
-        private_folder(cache.parent)
-        write_private(cache, json.dumps(spec).encode("utf-8"))  # atomic: concurrent processes never read half a file
-    except OSError as exc:
-        log.debug("could not cache %s: %s", path.name, exc)
-    return spec
+
+    def parse() -> dict[str, Any]:
+        spec: dict[str, Any] = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["spec"]
+        return spec
+
+    return cached_in_home("crd", raw, parse, dump=lambda spec: json.dumps(spec).encode("utf-8"), load=_json_object,
+                          suffix=".json")
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise TypeError(f"a cached CRD holds a {type(value).__name__}, not an object")
+    return value
 
 
 def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:

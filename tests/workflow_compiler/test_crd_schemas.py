@@ -133,3 +133,4 @@ def test_reading_a_copy_leaves_the_garbage_collector_as_it_was(copy: str, collec
         (gc.enable if was_enabled else gc.disable)()
         crd_schemas.strict_crd.cache_clear()
     assert pauses[:1] == [False]
+
