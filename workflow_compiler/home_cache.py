@@ -1,7 +1,8 @@
 """Files derived from other files, kept in ``$NBSCALE_HOME/cache`` so that the next process skips the work.
 
-The compiled notebook validator (``notebook_schema.py``) and the parsed CRD YAML (``crd_schemas.py``)
-are slow to derive and the same in every process. One set of rules for all of them, since a cache file is code or data the next process trusts:
+The compiled notebook validator (``notebook_schema.py``), the parsed CRD YAML and the vendored CRDs'
+digests (``crd_schemas.py``) are slow to derive and the same in every process. One set of rules for
+all of them, since a cache file is code or data the next process trusts:
 
 - **Never outside a private home.** The home is not created for a cache (reading a notebook or
   validating a manifest has no side effect); a home that is not the user's alone (``private_home``
@@ -9,8 +10,9 @@ are slow to derive and the same in every process. One set of rules for all of th
 - **Private, and never through a link.** The ``cache/`` folder is checked like ``agent/``
   (``private_folder``) before anything is read from it; files are opened with ``O_NOFOLLOW`` and
   written 0600 through a new temporary file and a rename, so a concurrent process never reads half a file.
-- **Keyed by all that decides the content.** The caller's key names its inputs (a digest of them)
-  and the versions of the tools that derive it; a copy that does not load is derived again and replaced.
+- **Keyed by all that decides the content.** The caller's key names its inputs (a digest of them, or
+  a file's identity from ``file_identity``) and the versions of the tools that derive it; a copy that
+  does not load is derived again and replaced.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -29,6 +32,25 @@ from .tracking_uri import nbscale_home
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: A file changed less than this long ago may change again within its timestamp's resolution
+#: unseen (git's "racy" entries): its identity is not trusted as a key until it is older.
+RACY_SECONDS = 2.0
+
+
+def file_identity(path: Path) -> bytes | None:
+    """What changes whenever ``path``'s content does (device, inode, size, mtime and ctime), or None.
+
+    None when the file was changed in the last ``RACY_SECONDS``: a rewrite within the same
+    timestamp tick would keep every field, so such a file is read afresh until it has settled.
+    A rename over it (how editors and Jupyter save) gives a new inode; ``utime`` cannot set ctime.
+    """
+    info = os.stat(path)
+    if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) < RACY_SECONDS * 1e9:
+        return None
+    fields = (os.path.realpath(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    return "\0".join(map(str, fields)).encode()
+
 
 def cached_in_home(name: str, key: bytes, make: Callable[[], T], *, dump: Callable[[T], bytes],
                    load: Callable[[bytes], T], suffix: str = "") -> T:

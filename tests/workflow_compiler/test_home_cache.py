@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from workflow_compiler.home_cache import cached_in_home
+from workflow_compiler import home_cache
+from workflow_compiler.home_cache import cached_in_home, file_identity
 
 
 @pytest.fixture
@@ -95,3 +96,16 @@ def test_a_cached_file_that_is_a_link_is_not_followed(home: Path) -> None:
     assert _cached(calls) == "v" and calls == ["v", "v"]
     assert planted.read_text() == "planted" and not cached.is_symlink()
 
+
+def test_a_file_identity_changes_with_its_content_even_with_its_old_times(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "schema.yaml"
+    path.write_text("kind: A\n")
+    assert file_identity(path) is None  # just written: not trusted yet
+    monkeypatch.setattr(home_cache, "RACY_SECONDS", 0.0)
+    first = file_identity(path)
+    assert first is not None and file_identity(path) == first
+    times = os.stat(path)
+    path.write_text("kind: B\n")  # same size
+    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))  # and the old mtime: ctime still moves
+    assert file_identity(path) not in (None, first)
