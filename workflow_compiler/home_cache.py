@@ -38,14 +38,15 @@ T = TypeVar("T")
 RACY_SECONDS = 2.0
 
 
-def file_identity(path: Path) -> bytes | None:
+def file_identity(path: Path, info: os.stat_result | None = None) -> bytes | None:
     """What changes whenever ``path``'s content does (device, inode, size, mtime and ctime), or None.
 
     None when the file was changed in the last ``RACY_SECONDS``: a rewrite within the same
     timestamp tick would keep every field, so such a file is read afresh until it has settled.
     A rename over it (how editors and Jupyter save) gives a new inode; ``utime`` cannot set ctime.
+    ``info``: the file's stat when the caller has it (``os.fstat`` of the file it reads).
     """
-    info = os.stat(path)
+    info = info or os.stat(path)
     if time.time_ns() - max(info.st_mtime_ns, info.st_ctime_ns) < RACY_SECONDS * 1e9:
         return None
     fields = (os.path.realpath(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
