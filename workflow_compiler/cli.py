@@ -15,6 +15,7 @@ from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
 from .cli_cluster import add_cluster_commands, add_show_env_option
 from .errors import NbscaleError, NotebookError, RunNotFound, SpecError
+from .gc_pause import collector_paused
 from .redaction import redact, redact_logs
 from .tracking_uri import TELEMETRY_SWITCH, credentials_out_of_uri, telemetry_switch
 
@@ -144,13 +145,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .executors import get_executor
-    from .executors.selection import default_executor_name
-    from .submit import submit  # the compiler is imported only for commands that need it
-
-    spec = spec_from_args(args, root=os.getcwd())
-    executor = get_executor(args.executor or default_executor_name(), root=os.getcwd())
-    record = submit(spec, executor=executor, root=os.getcwd())
+    with collector_paused():  # importing, building the spec and submitting are one burst; following the run is not
+        executor, record = _submit_run(args)
     console = _console(stderr=args.json)
     if args.detach:
         if args.json:
@@ -174,6 +170,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         _err().print(f"[red]error:[/] {record.id} {record.status}: {redact(record.error or 'see nbscale logs ' + record.id)}", highlight=False)
         return EXIT_FAILED
     return 0
+
+
+def _submit_run(args: argparse.Namespace) -> tuple[Executor, RunRecord]:
+    from .executors import get_executor
+    from .executors.selection import default_executor_name
+    from .submit import submit  # the compiler is imported only for commands that need it
+
+    spec = spec_from_args(args, root=os.getcwd())
+    executor = get_executor(args.executor or default_executor_name(), root=os.getcwd())
+    return executor, submit(spec, executor=executor, root=os.getcwd())
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -230,9 +236,7 @@ def _ensure_sweep_record(sweep_id: str) -> None:
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .gc_pause import collector_paused
-
-    with collector_paused():  # a one-shot burst of allocation: the collector cost ~15% of the command
+    with collector_paused():  # importing the compiler and the models and building the spec: the command's burst
         return _compile(args)
 
 

@@ -130,8 +130,7 @@ def runs_table(records: list[RunRecord], total: int) -> Group:
         progress = f"{r.progress.done}/{r.progress.total} {r.progress.unit}" if r.progress.total else ""
         duration = format_duration(r.duration)
         started = r.started[:16].replace("T", " ") if r.started else ""
-        queued = not r.done and r.progress.queued and not r.progress.running  # held by admission: not running
-        status = "QUEUED" if queued else r.status
+        status = r.phase.upper() if r.phase else r.status  # QUEUED (held by admission), STOPPING (a cancel under way)
         cells = [(r.id, ""), (r.kind, ""), (status, _STYLE.get(r.status, "")), (progress, ""), (started, ""), (duration, "")]
         line = Text()
         for (value, style), (_, width) in zip(cells, _RUN_COLUMNS, strict=True):

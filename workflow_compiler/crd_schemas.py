@@ -6,7 +6,8 @@ rule into explicit ``additionalProperties: false`` so that plain ``jsonschema`` 
 
 Validation reads the strict schemas already converted, from ``schemas/strict/`` (``strict_crd``):
 parsing the 46,000-line Argo CRD's YAML takes 1-2.5 s here, its strict JSON copy ~10 ms. Each copy
-names the SHA-256 of the YAML it came from, so a CRD updated without its copy is converted afresh.
+names the SHA-256 of the YAML it came from, so a CRD updated without its copy is converted afresh;
+the YAML's own digest is cached per version of the file (``source_sha256``).
 Regenerate them with ``NBSCALE_REGEN_GOLDEN=1 pytest tests/workflow_compiler/test_crd_schemas.py``.
 """
 
@@ -25,8 +26,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .gc_pause import collector_paused
-from .private_files import private_folder, private_home, write_private
-from .tracking_uri import nbscale_home
+from .home_cache import cached_in_home, file_identity
 
 if TYPE_CHECKING:
     from jsonschema.exceptions import ValidationError
@@ -111,23 +111,49 @@ def load_crd(relative: str) -> CrdSchema:
 def _cached_crd_spec(path: Path) -> dict[str, Any]:
     """The CRD's ``spec``, parsed from YAML once per machine and then read from a JSON copy.
 
-    Parsing the 46,000-line Argo CRD takes 1-2.5 s here, on every `nbscale compile --validate`;
-    its JSON copy under $NBSCALE_HOME/cache (keyed by the YAML's sha256) loads in ~50 ms.
+    Parsing the 46,000-line Argo CRD takes 1-2.5 s here; its JSON copy under $NBSCALE_HOME/cache
+    (``home_cache.py``, keyed by the YAML's bytes) loads in ~50 ms.
     """
     raw = path.read_bytes()
-    cache = private_home(nbscale_home()) / "cache" / f"crd-{hashlib.sha256(raw).hexdigest()[:20]}.json"
-    try:
-        return json.loads(cache.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        pass
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    spec = yaml.load(raw, Loader=loader)["spec"]
-    try:
-        private_folder(cache.parent)
-        write_private(cache, json.dumps(spec).encode("utf-8"))  # atomic: concurrent processes never read half a file
-    except OSError as exc:
-        log.debug("could not cache %s: %s", path.name, exc)
-    return spec
+
+    def parse() -> dict[str, Any]:
+        spec: dict[str, Any] = yaml.load(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["spec"]
+        return spec
+
+    return cached_in_home("crd", raw, parse, dump=lambda spec: json.dumps(spec).encode("utf-8"), load=_json_object,
+                          suffix=".json")
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    value = json.loads(data)
+    if not isinstance(value, dict):
+        raise TypeError(f"a cached CRD holds a {type(value).__name__}, not an object")
+    return value
+
+
+def source_sha256(relative: str) -> str:
+    """The SHA-256 of a vendored CRD's YAML, computed once per version of the file on this machine.
+
+    Hashing the 2.8 MB Argo YAML in every validating process only confirmed that its strict copy
+    is current; the digest is cached under the file's identity (``home_cache.file_identity``:
+    inode, size, mtime, ctime), which any change of the file changes.
+    """
+    path = SCHEMA_DIR / relative
+
+    def digest() -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    identity = file_identity(path)
+    if identity is None:  # changed a moment ago: hashed afresh until it settles
+        return digest()
+    return cached_in_home("crd-sha256", identity, digest, dump=str.encode, load=_hex_digest)
+
+
+def _hex_digest(data: bytes) -> str:
+    text = data.decode("ascii")
+    if len(text) != 64 or text.strip("0123456789abcdef"):
+        raise ValueError("a cached digest that is not 64 hex digits")
+    return text
 
 
 def to_json_schema(node: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +220,7 @@ def convert_crd(relative: str) -> dict[str, Any]:
     crd = load_crd(relative)
     return {
         "source": relative,
-        "source_sha256": hashlib.sha256((SCHEMA_DIR / relative).read_bytes()).hexdigest(),
+        "source_sha256": hashlib.sha256((SCHEMA_DIR / relative).read_bytes()).hexdigest(),  # the regenerated copy: never cached
         "group": crd.group,
         "kind": crd.kind,
         "storage_version": crd.storage_version,
@@ -205,7 +231,7 @@ def convert_crd(relative: str) -> dict[str, Any]:
 @cache
 def strict_crd(relative: str) -> CrdSchema:
     """A vendored CRD whose ``schemas`` are already strict JSON Schema, from its copy when that is current."""
-    digest = hashlib.sha256((SCHEMA_DIR / relative).read_bytes()).hexdigest()
+    digest = source_sha256(relative)
     try:
         text = strict_copy_path(relative).read_text(encoding="utf-8")
         with collector_paused():  # ~100,000 dicts and lists, no cycle: 6 ms instead of 40-70

@@ -8,16 +8,22 @@ annotations; we need typed JSON defaults for forms and validation, so the cell i
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
+import hashlib
 import io
 import json
 import logging
+import os
+import threading
 import tokenize
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import NotebookError
+from .home_cache import file_identity
 from .notebook_schema import plainly_valid
 
 if TYPE_CHECKING:
@@ -85,6 +91,11 @@ def read_notebook(path: str | Path) -> dict[str, Any]:
     schema accepts as it is never imports nbformat (``notebook_schema``); any other is read by
     nbformat, which validates, normalizes and words the error.
     """
+    p = _checked_notebook_path(path)
+    return _parse_notebook(_read_bytes(p)[0], p)
+
+
+def _checked_notebook_path(path: str | Path) -> Path:
     p = Path(path)
     if not p.exists():
         raise NotebookError(f"{p}: no such file. Check the path (it is relative to the working directory).", path=str(p), http_status=404)
@@ -92,27 +103,40 @@ def read_notebook(path: str | Path) -> dict[str, Any]:
         raise NotebookError(f"{p} is a directory, not a notebook.", path=str(p))
     if p.suffix != ".ipynb":
         raise NotebookError(f"{p} is not a notebook: nbscale runs .ipynb files.", path=str(p))
+    return p
+
+
+def _read_bytes(p: Path) -> tuple[bytes, bytes | None]:
+    """The file's bytes and its identity (``home_cache.file_identity``) as of that read, from one open file."""
+    with open(p, "rb") as handle:
+        identity = file_identity(p, os.fstat(handle.fileno()))
+        return handle.read(), identity
+
+
+def _parse_notebook(raw: bytes, p: Path) -> dict[str, Any]:
     try:
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise NotebookError(f"{p} is not a notebook: it is not UTF-8 text ({exc.reason}).", path=str(p)) from None
+    if "\r" in text:  # the newlines text mode would have given (JSON error positions count lines)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     try:
-        raw = json.loads(text)
+        raw_nb = json.loads(text)
     except json.JSONDecodeError as exc:
         raise NotebookError(
             f"{p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}). "
             "Was it saved completely? Try opening it in Jupyter and saving again.", path=str(p)
         ) from None
-    if not isinstance(raw, dict) or "cells" not in raw:
+    if not isinstance(raw_nb, dict) or "cells" not in raw_nb:
         raise NotebookError(f"{p} is JSON but not a notebook: it has no 'cells'.", path=str(p))
-    if raw.get("nbformat") != 4:
-        raise NotebookError(f"{p} is nbformat {raw.get('nbformat')}; nbscale reads nbformat 4. Open and save it in Jupyter to upgrade.", path=str(p))
-    if not plainly_valid(raw):
+    if raw_nb.get("nbformat") != 4:
+        raise NotebookError(f"{p} is nbformat {raw_nb.get('nbformat')}; nbscale reads nbformat 4. Open and save it in Jupyter to upgrade.", path=str(p))
+    if not plainly_valid(raw_nb):
         return _read_with_nbformat(text, p)
-    for cell in raw["cells"]:
+    for cell in raw_nb["cells"]:
         if isinstance(cell["source"], list):  # nbformat joins multi-line sources the same way
             cell["source"] = "".join(cell["source"])
-    return raw
+    return raw_nb
 
 
 def _read_with_nbformat(text: str, p: Path) -> nbformat.NotebookNode:
@@ -125,9 +149,71 @@ def _read_with_nbformat(text: str, p: Path) -> nbformat.NotebookNode:
     return nb
 
 
+@dataclass
+class _Read:
+    """What one read of a notebook file gave: its digest, and its signature once parsed."""
+
+    sha256: str
+    signature: NotebookSignature | None = None
+
+
+# `nbscale run` and `compile` inspect a notebook to build the spec, the compiler inspects it again for
+# its defaults and hashes its bytes: one read and one parse serve all three, keyed by the file's
+# identity (any change of the file is a new key); a long-lived server keeps the last few.
+_READS: OrderedDict[bytes, _Read] = OrderedDict()
+_READS_KEPT = 32
+_READS_LOCK = threading.Lock()
+
+
+def _remembered(identity: bytes | None) -> _Read | None:
+    if identity is None:
+        return None
+    with _READS_LOCK:
+        return _READS.get(identity)
+
+
+def _remember(identity: bytes | None, read: _Read) -> None:
+    if identity is None:
+        return
+    with _READS_LOCK:
+        _READS[identity] = read
+        _READS.move_to_end(identity)
+        while len(_READS) > _READS_KEPT:
+            _READS.popitem(last=False)
+
+
+def _identity(p: Path) -> bytes | None:
+    try:
+        return file_identity(p)
+    except OSError:
+        return None  # read below, where the error is worded
+
+
 def inspect_notebook(path: str | Path) -> NotebookSignature:
     """The parameters a notebook declares in its cell tagged ``parameters`` (papermill's convention)."""
-    nb = read_notebook(path)
+    p = _checked_notebook_path(path)
+    known = _remembered(_identity(p))
+    signature = known.signature if known else None
+    if signature is None:
+        raw, identity = _read_bytes(p)
+        signature = _signature(_parse_notebook(raw, p), path)
+        _remember(identity, _Read(hashlib.sha256(raw).hexdigest(), signature))
+    # A copy: a caller may change its defaults (lists, dicts) without changing what the next one gets.
+    return dataclasses.replace(signature, path=str(path), parameters=copy.deepcopy(signature.parameters))
+
+
+def notebook_sha256(path: str | Path) -> str:
+    """The SHA-256 of the notebook file's bytes (from the same read as ``inspect_notebook``'s when it had one)."""
+    p = Path(path)
+    known = _remembered(_identity(p))
+    if known is None:
+        raw, identity = _read_bytes(p)
+        known = _Read(hashlib.sha256(raw).hexdigest())
+        _remember(identity, known)
+    return known.sha256
+
+
+def _signature(nb: dict[str, Any], path: str | Path) -> NotebookSignature:
     code_cells = [c for c in nb["cells"] if c["cell_type"] == "code"]
     kernel = nb["metadata"].get("kernelspec", {}).get("name", "python3")
     cell = next((c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])), None)

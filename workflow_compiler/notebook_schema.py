@@ -9,15 +9,14 @@ cells nbformat would give ids to, a minor version from the future) goes to nbfor
 and words its own message.
 
 fastjsonschema turns the schema into Python source and compiles it: ~60 ms a process. The compiled
-code is kept under ``$NBSCALE_HOME/cache`` when that home exists (private to the user, like Python's
-own ``__pycache__``), keyed by the schema's bytes, fastjsonschema's version and Python's bytecode
-version.
+code is kept under ``$NBSCALE_HOME/cache`` when that home exists (``home_cache.py``: private to the
+user, like Python's own ``__pycache__``), keyed by the schema's bytes, fastjsonschema's version and
+Python's bytecode version.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import json
 import logging
@@ -27,9 +26,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
-from .errors import NbscaleError
-from .private_files import private_folder, private_home, write_private
-from .tracking_uri import nbscale_home
+from .home_cache import cached_in_home
 
 log = logging.getLogger(__name__)
 
@@ -58,27 +55,17 @@ def _validator_code(schema: bytes) -> CodeType:
     """The compiled validator of ``schema`` (what ``fastjsonschema.compile`` runs), from the cache when it is there."""
     import fastjsonschema
 
-    key = hashlib.sha256(schema + fastjsonschema.VERSION.encode() + importlib.util.MAGIC_NUMBER).hexdigest()[:20]
-    home, cache = nbscale_home(), None
-    try:
-        if home.is_dir():  # reading a notebook never creates the home (a step in a pod, a first inspect)
-            cache = private_home(home) / "cache" / f"nbformat-validator-{key}.marshal"
-    except (NbscaleError, OSError) as exc:  # a home that is not private is neither read nor written; inspect still works
-        log.debug("not caching the notebook validator: %s", exc)
-    if cache is not None:
-        try:
-            code = marshal.loads(cache.read_bytes())
-            if isinstance(code, CodeType):
-                return code
-        except (OSError, ValueError, EOFError, TypeError):
-            pass
-    code = compile(fastjsonschema.compile_to_code(json.loads(schema)), "<nbformat schema validator>", "exec")
-    if cache is not None:
-        try:
-            private_folder(cache.parent)
-            write_private(cache, marshal.dumps(code))  # atomic: concurrent processes never read half a file
-        except (OSError, NbscaleError) as exc:
-            log.debug("could not cache the notebook validator: %s", exc)
+    def make() -> CodeType:
+        return compile(fastjsonschema.compile_to_code(json.loads(schema)), "<nbformat schema validator>", "exec")
+
+    key = schema + fastjsonschema.VERSION.encode() + importlib.util.MAGIC_NUMBER
+    return cached_in_home("nbformat-validator", key, make, dump=marshal.dumps, load=_code_object, suffix=".marshal")
+
+
+def _code_object(data: bytes) -> CodeType:
+    code = marshal.loads(data)
+    if not isinstance(code, CodeType):
+        raise TypeError(f"a cached validator holds a {type(code).__name__}, not code")
     return code
 
 

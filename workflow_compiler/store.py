@@ -131,15 +131,28 @@ class RunRecord(BaseModel):
         return max(0.0, (end - datetime.fromisoformat(self.started)).total_seconds())
 
     @property
+    def phase(self) -> Literal["stopping", "queued"] | None:
+        """What an unfinished run's status does not say: "stopping" from a cancel until the run has ended, "queued"
+        while admission (a Kueue LocalQueue) holds every step; else None. The one rule the CLI, the magics and the
+        Runs panel (the API's ``phase``) show both states by."""
+        if self.done:
+            return None
+        if self.cancel_requested:
+            return "stopping"
+        if self.progress.queued and not self.progress.running:
+            return "queued"
+        return None
+
+    @property
     def status_label(self) -> str:
         """The status as people read it: "queued in team-a" rather than "running" while admission holds every
-        step, and "stopping" from a cancel until the run has ended."""
-        detail = self.progress.detail
-        if self.cancel_requested and not self.done:
+        step, and "stopping" from a cancel until the run has ended (``phase``)."""
+        phase, detail = self.phase, self.progress.detail
+        if phase == "stopping":
             return "stopping"
         if self.done or not detail:
             return self.status.lower()
-        if self.progress.queued and not self.progress.running:
+        if phase == "queued":
             return detail
         return f"{self.status.lower()} ({detail})"
 
@@ -156,6 +169,7 @@ class RunRecord(BaseModel):
             data = self.model_dump(mode="json", exclude={"pid"})
         data["duration"] = self.duration
         data["status_label"] = self.status_label
+        data["phase"] = self.phase
         return data
 
 

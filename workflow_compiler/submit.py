@@ -9,14 +9,13 @@ from typing import Any
 
 from . import quota
 from .cluster import load_cluster_config
-from .compiler import compile_workflow
+from .compiler.output import checked_manifest
 from .compiler.queueing import queue_from_quota
 from .errors import QuotaUnavailable
 from .executors import Executor, get_executor, new_run_id
 from .podenv import capture_pod_environment
 from .spec import PipelineSpec, RunSpec
 from .store import Progress, RunRecord
-from .validation import validate_workflow
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +33,7 @@ def record_for(spec: RunSpec | PipelineSpec, *, run_id: str | None = None) -> Ru
 
 def build_manifest(spec: RunSpec | PipelineSpec, *, root: str | os.PathLike[str] = ".", **compile_options: Any) -> dict[str, Any]:
     """Compile ``spec`` and check the manifest against the Argo CRD before anything runs."""
-    manifest = compile_workflow(spec, notebook_root=Path(root), **compile_options)
-    validate_workflow(manifest)
-    return manifest
+    return checked_manifest(spec, notebook_root=Path(root), **compile_options)
 
 
 def submit(spec: RunSpec | PipelineSpec, *, executor: Executor | None = None, root: str | os.PathLike[str] = ".",

@@ -105,21 +105,25 @@ def test_default_executor_name(tmp_path, service_host, namespace_file, cluster_c
     assert default_executor_class(env).rsplit(".", 1)[1] == {"argo": "ArgoExecutor", "local": "LocalExecutor"}[expected]
 
 
-@pytest.mark.parametrize(("progress", "status", "headline", "table"), [
-    ({"queued": 1, "detail": "queued in team-a"}, "RUNNING", "nbs-0123456789 queued in team-a for", "QUEUED"),
-    ({"queued": 1, "running": 1, "detail": "queued in team-a"}, "RUNNING", "nbs-0123456789 running (queued in team-a) for",
-     "RUNNING"),
-    ({}, "RUNNING", "RUNNING nbs-0123456789 in", "RUNNING"),
-    ({"queued": 1, "detail": "queued in team-a"}, "KILLED", "KILLED nbs-0123456789 in", "KILLED"),
+@pytest.mark.parametrize(("progress", "status", "cancel", "headline", "table"), [
+    ({"queued": 1, "detail": "queued in team-a"}, "RUNNING", False, "nbs-0123456789 queued in team-a for", "QUEUED"),
+    ({"queued": 1, "running": 1, "detail": "queued in team-a"}, "RUNNING", False,
+     "nbs-0123456789 running (queued in team-a) for", "RUNNING"),
+    ({}, "RUNNING", False, "RUNNING nbs-0123456789 in", "RUNNING"),
+    ({"queued": 1, "detail": "queued in team-a"}, "KILLED", False, "KILLED nbs-0123456789 in", "KILLED"),
+    ({"queued": 1, "detail": "queued in team-a"}, "RUNNING", True, "nbs-0123456789 stopping for", "STOPPING"),
+    ({}, "KILLED", True, "KILLED nbs-0123456789 in", "KILLED"),
 ])
-def test_the_cli_shows_a_queued_run_as_queued(progress, status, headline, table):
+def test_the_cli_shows_a_queued_or_stopping_run_as_such(progress, status, cancel, headline, table):
+    """The headline and the table's status column both follow the record's ``phase`` (as the Runs panel's badge does)."""
     from rich.console import Console
 
     from workflow_compiler import cli_render
     from workflow_compiler.store import Progress, RunRecord
 
     record = RunRecord(id="nbs-0123456789", notebook="train.ipynb", status=status, started="2026-01-01T00:00:00+00:00",
-                       finished="2026-01-01T00:00:01+00:00" if status == "KILLED" else None, progress=Progress(**progress))
+                       finished="2026-01-01T00:00:01+00:00" if status == "KILLED" else None, progress=Progress(**progress),
+                       cancel_requested="2026-01-01T00:00:00.5+00:00" if cancel else None)
     console = Console(record=True, width=200, color_system=None)
     cli_render.summary(record, console)
     console.print(cli_render.runs_table([record], 1))
@@ -128,6 +132,7 @@ def test_the_cli_shows_a_queued_run_as_queued(progress, status, headline, table)
     row = next(i for i, line in enumerate(lines) if line.startswith("id ")) + 1
     assert lines[row].split()[2] == table
     assert lines[row + 1].strip() == "train.ipynb" + ("" if status == "KILLED" or not progress else f"  ({progress['detail']})")
+    assert record.to_api()["phase"] == (table.lower() if table in ("QUEUED", "STOPPING") else None)
 
 
 def test_runs_with_the_cluster_down_lists_what_was_recorded_and_says_so(kube_sim, cli_env, tmp_path):

@@ -99,6 +99,7 @@ class _FinishingExecutor:
         return self.records.pop(0) if len(self.records) > 1 else self.records[0]
 
     updates = Executor.updates  # follow() reads the records through the executor's updates, as a local run's
+    pause = Executor.pause
 
 
 def test_the_progress_clock_ends_on_the_summarys_duration() -> None:

@@ -399,3 +399,13 @@ def test_to_yaml_puts_identity_first_and_keeps_long_strings_on_one_line() -> Non
     config_line = next(line for line in text.splitlines() if '"experiment"' in line)
     assert json.loads(yaml.safe_load(config_line.strip()[2:]))["experiment"] == "x" * 250
     assert load_pools().get("a100").gpu_resource == "nvidia.com/gpu"
+
+
+def test_to_yaml_orders_keys_and_writes_a_shared_object_out_in_full() -> None:
+    """The dumper orders keys itself (no reordered copy), and a dict a caller's manifest shares gets no anchor."""
+    shared = {"name": "x", "value": "1"}
+    manifest = {"spec": {"b": [shared], "a": [shared]}, "kind": "Workflow", "apiVersion": "argoproj.io/v1alpha1"}
+    text = to_yaml(manifest)
+    assert "&" not in text and "*" not in text
+    assert text.splitlines()[:4] == ["apiVersion: argoproj.io/v1alpha1", "kind: Workflow", "spec:", "  a:"]
+    assert yaml.safe_load(text) == manifest

@@ -133,3 +133,45 @@ def test_reading_a_copy_leaves_the_garbage_collector_as_it_was(copy: str, collec
         (gc.enable if was_enabled else gc.disable)()
         crd_schemas.strict_crd.cache_clear()
     assert pauses[:1] == [False]
+
+
+def test_the_yaml_digest_is_cached_and_a_changed_yaml_invalidates_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validating process does not hash the vendored YAML again, yet any change of the YAML is seen."""
+    from workflow_compiler import home_cache
+
+    relative = crd_schemas.KUEUE_CRDS["LocalQueue"]
+    # A copy that names the YAML's true digest but another kind: used exactly while the digest matches.
+    marked = {**crd_schemas.convert_crd(relative), "kind": "FromTheCopy"}
+    schemas, home = tmp_path / "schemas", tmp_path / "home"
+    (schemas / relative).parent.mkdir(parents=True)
+    (schemas / relative).write_bytes((crd_schemas.SCHEMA_DIR / relative).read_bytes())
+    home.mkdir(mode=0o700)
+    monkeypatch.setattr(crd_schemas, "SCHEMA_DIR", schemas)
+    monkeypatch.setattr(crd_schemas, "STRICT_DIR", schemas / "strict")
+    monkeypatch.setattr(home_cache, "RACY_SECONDS", 0.0)
+    monkeypatch.setenv("NBSCALE_HOME", str(home))
+    crd_schemas.strict_copy_path(relative).parent.mkdir(parents=True)
+    crd_schemas.strict_copy_path(relative).write_text(json.dumps(marked), encoding="utf-8")
+    reads: list[str] = []
+    real_read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real_read(self))
+
+    def kind() -> str:
+        crd_schemas.strict_crd.cache_clear()
+        crd_schemas.load_crd.cache_clear()
+        return crd_schemas.strict_crd(relative).kind
+
+    try:
+        assert kind() == "FromTheCopy" and reads == [Path(relative).name]  # hashed once...
+        assert kind() == "FromTheCopy" and reads == [Path(relative).name]  # ...and not by the next process
+        yaml_file = schemas / relative
+        times = yaml_file.stat()
+        text = yaml_file.read_text(encoding="utf-8")
+        yaml_file.write_text(text.replace("LocalQueue", "LocalQueuX", 1).replace("localqueue", "localqueuX", 1),
+                             encoding="utf-8")  # same size, and below its old times again
+        os.utime(yaml_file, ns=(times.st_atime_ns, times.st_mtime_ns))
+        assert yaml_file.stat().st_size == times.st_size
+        assert kind() != "FromTheCopy"  # the copy no longer matches: converted from the YAML itself
+    finally:
+        crd_schemas.strict_crd.cache_clear()
+        crd_schemas.load_crd.cache_clear()

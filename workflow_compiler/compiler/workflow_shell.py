@@ -8,7 +8,6 @@ imports neither of them.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 from ..cluster import ClusterConfig
 from ..errors import CompileError, NotebookError
+from ..inspection import notebook_sha256
 from ..paths import resolve_notebook_path
 from ..pools import PoolConfig
 from ..spec import NotebookStep
@@ -134,7 +134,7 @@ def _notebook_sha256(notebook: str, root: Path | None) -> str:
         return ""
     path, _ = resolve_notebook_path(notebook, root)
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return notebook_sha256(path)  # the bytes the spec's inspection read, when the file has not changed since
     except OSError as exc:
         raise NotebookError(f"{notebook}: cannot read the notebook to hash it ({exc.strerror}).", path=notebook,
                             http_status=404 if isinstance(exc, FileNotFoundError) else 400) from None

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NbscaleError, RunNotFound
-from ..store import RunRecord, RunStore, wait_until
+from ..store import RunRecord, RunStore
 
 #: The entry-point group executors register under, and the distribution that ships local and argo.
 ENTRY_POINT_GROUP, DISTRIBUTION = "nbscale.executors", "nbscale"
@@ -72,18 +72,27 @@ class Executor(ABC):
         return self.store.get(run_id)
 
     def wait(self, run_id: str, *, timeout: float | None = None, interval: float = 0.3) -> RunRecord:
-        """Block until the run reaches a final status (or ``timeout`` seconds pass)."""
-        wait_until(lambda: self.get(run_id).done, timeout=timeout, interval=interval)
-        return self.get(run_id)
+        """Block until the run reaches a final status (or ``timeout`` seconds pass); looks again after each ``pause``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.get(run_id)
+            left = interval if deadline is None else min(interval, deadline - time.monotonic())
+            if record.done or left <= 0:
+                return record
+            self.pause(run_id, left)
 
     def updates(self, run_id: str, *, interval: float = 0.3) -> Iterator[RunRecord]:
-        """The record now and as it changes, until the run ends (here: every ``interval`` seconds)."""
+        """The record now and as it changes, until the run ends (here: after each ``pause``)."""
         while True:
             record = self.get(run_id)
             yield record
             if record.done:
                 return
-            time.sleep(interval)
+            self.pause(run_id, interval)
+
+    def pause(self, run_id: str, seconds: float) -> None:
+        """Wait before the next look at an unfinished run: ``seconds`` here; an executor that hears of changes wakes sooner."""
+        time.sleep(seconds)
 
     def stream_logs(self, run_id: str, *, interval: float = 0.5) -> Iterator[str]:
         """The run's log as it is written, until the run ends and its log is read to the end."""

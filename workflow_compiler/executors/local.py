@@ -10,18 +10,20 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError
 from ..private_files import FOLDER_MODE, PRIVATE_UMASK, append_private, private_folder, write_private
-from ..store import RunRecord, nbscale_home, pid_alive, utcnow, wait_until
+from ..store import RunRecord, nbscale_home, pid_alive, utcnow
 from ..tracking_uri import credentials_out_of_uri, tracking_uri, without_telemetry
 from .base import Executor
 
 log = logging.getLogger(__name__)
+
+#: How often a cancel looks whether a worker it did not start has stopped (its own wake it at once).
+CANCEL_LOOK = 0.2
 
 
 class LocalExecutor(Executor):
@@ -73,19 +75,14 @@ class LocalExecutor(Executor):
         self.__dict__.setdefault("_exits", {})[record.id] = _reap_later(proc)
         return self.store.update(record.id, pid=proc.pid)
 
-    def updates(self, run_id: str, *, interval: float = 0.3) -> Iterator[RunRecord]:
-        """The record now and as it changes, until the run ends: every ``interval`` seconds, and at once
-        when a worker this executor started exits (it writes the final record just before)."""
+    def pause(self, run_id: str, seconds: float) -> None:
+        """Until ``seconds`` pass, or at once when a worker this executor started exits: it records the run's end
+        just before (``wait``, ``updates`` and so ``nbscale run`` wake on that rather than on their next look)."""
         exited = self.__dict__.get("_exits", {}).get(run_id)
-        while True:
-            record = self.get(run_id)
-            yield record
-            if record.done:
-                return
-            if exited is None:
-                time.sleep(interval)
-            elif exited.wait(interval):
-                exited = None  # ended: the next look is the last (or reports the worker lost)
+        if exited is None or exited.is_set():  # not ours, or ended: the next look is the last (or reports it lost)
+            time.sleep(seconds)
+        else:
+            exited.wait(seconds)
 
     def get(self, run_id: str) -> RunRecord:
         """The record; a run whose worker died without a word is marked FAILED (lost)."""
@@ -110,8 +107,9 @@ class LocalExecutor(Executor):
                 os.kill(record.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            pid = record.pid
-            wait_until(lambda: self.store.get(run_id).done or not pid_alive(pid), timeout=wait)
+            pid, deadline = record.pid, time.monotonic() + wait
+            while not self.store.get(run_id).done and pid_alive(pid) and (left := deadline - time.monotonic()) > 0:
+                self.pause(run_id, min(CANCEL_LOOK, left))
             record = self.store.get(run_id)
             if record.done or pid_alive(pid):  # still alive after the grace period: not ours to call KILLED
                 return record

@@ -49,12 +49,15 @@ function bestText(run: IRunRecord): string {
   return names.length ? `${names[0]} ${Number(run.metrics[names[0]]).toPrecision(4)}` : '';
 }
 
-/** The badge: the status, or how it reads while Kueue holds every step or a cancel is under way. */
-function badgeText(run: IRunRecord, stopping: boolean): string {
-  if (!TERMINAL.has(run.status) && (stopping || run.cancel_requested)) {
+/**
+ * The badge: the status, or its label while the server says the run is queued or stopping (`phase`, the one
+ * rule of the CLI and the magics too), or "stopping" from a click on Cancel until the server has heard it.
+ */
+function badgeText(run: IRunRecord, cancelClicked: boolean): string {
+  if (cancelClicked && !TERMINAL.has(run.status)) {
     return 'stopping';
   }
-  return run.progress?.queued && !run.progress.running && run.status_label ? run.status_label : run.status;
+  return run.phase && run.status_label ? run.status_label : run.status;
 }
 
 function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, text = ''): HTMLElementTagNameMap[K] {
@@ -207,7 +210,7 @@ export class RunsPanel extends Widget {
     }
     if (!TERMINAL.has(run.status)) {
       // A cluster run stops in stages (Stop, then Terminate after a grace period): say so until it has ended.
-      const stopping = this._stopping.has(run.id) || !!run.cancel_requested;
+      const stopping = this._stopping.has(run.id) || run.phase === 'stopping';
       button(stopping ? 'Stopping…' : 'Cancel', 'jp-nbscale-cancel jp-mod-warn', () => void this._cancel(run), stopping);
     }
     return actions;

@@ -61,6 +61,8 @@ export interface IRunRecord {
   status: RunStatus;
   /** The status as people read it, e.g. "queued in team-a" while Kueue holds every step. */
   status_label?: string;
+  /** What an unfinished run's status does not say: a cancel under way, or admission holding every step. */
+  phase?: 'stopping' | 'queued' | null;
   progress: IProgress;
   created: string;
   started: string | null;
