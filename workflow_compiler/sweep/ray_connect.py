@@ -38,8 +38,6 @@ def ensure_ray() -> None:
     if ray_head.wanted() and _join_warm_head(kwargs):
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # The raylet waits 30 s for its metrics agent by default, too short on a busy 2-core machine.
-    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     address = os.environ.get("RAY_ADDRESS")
     if address:
         if address.startswith("127.0.0.1:"):  # a loopback-only head: this driver is on that node
