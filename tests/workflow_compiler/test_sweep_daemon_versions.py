@@ -20,7 +20,8 @@ CLI = {**BASE, "PWD": "/home/ada/work", "OLDPWD": "/home/ada", "SHLVL": "2", "_"
 #: What ipykernel and jupyter-server add in a kernel, and the local executor for the sweep it drives.
 KERNEL = {**BASE, "JPY_PARENT_PID": "4242", "JPY_SESSION_NAME": "/home/ada/work/train.ipynb", "PYDEVD_USE_FRAME_EVAL": "NO",
           "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TERM": "xterm-color", "CLICOLOR": "1", "FORCE_COLOR": "1",
-          "CLICOLOR_FORCE": "1", "PAGER": "cat", "GIT_PAGER": "cat", "NBSCALE_SWEEP_ID": "nbs-0123456789"}
+          "CLICOLOR_FORCE": "1", "PAGER": "cat", "GIT_PAGER": "cat", "NBSCALE_SWEEP_ID": "nbs-0123456789",
+          "NBSCALE_WARM_DRIVER": "0"}
 
 
 def test_a_cli_and_a_kernel_environment_share_one_ray_head() -> None:
