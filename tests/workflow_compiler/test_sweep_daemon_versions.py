@@ -28,6 +28,11 @@ def test_a_cli_and_a_kernel_environment_share_one_ray_head() -> None:
     assert ray_head.code_version(CLI) == ray_head.code_version(KERNEL)
 
 
+def test_a_process_that_has_run_a_sweep_finds_the_same_head_again() -> None:
+    """``ray.init`` sets ``PYTHONBREAKPOINT`` in its driver: a second in-process sweep once started a new head (~10 s)."""
+    assert ray_head.code_version({**CLI, "PYTHONBREAKPOINT": "ray.util.rpdb._driver_set_trace"}) == ray_head.code_version(CLI)
+
+
 @pytest.mark.parametrize("change", [{"MY_DATA": "/data/v2"}, {"PYTHONPATH": "/home/ada/lib2"},
                                     {"MLFLOW_TRACKING_URI": "sqlite:////tmp/other.db"}, {"OMP_NUM_THREADS": "1"}])
 def test_a_variable_trials_may_read_gets_a_head_of_its_own(change: dict[str, str]) -> None:

@@ -54,11 +54,13 @@ LEASE_TIMEOUT_S = 300.0  # Ray's start on a loaded 2-core machine (its raylet ma
 _MAX_TEMP_DIR = 44  # Ray's socket paths add ~63 bytes (session_<date>_<time>_<us>_<pid>/sockets/plasma_store) within sun_path's 107
 # Variables that describe the caller, not what its trials see: a shell's per-command ones, the
 # terminal's, those ipykernel and jupyter-server set in a kernel (colours, pager, matplotlib's inline
-# backend, the parent's pid), the local executor's per-run sweep id, the sweep driver's switch, and Ray's token settings, which
-# the head sets for its Ray itself. Left out of the digest, so that a CLI sweep and a kernel's share
-# one head (a head keeps the values of the caller that started it).
+# backend, the parent's pid), the local executor's per-run sweep id, the sweep driver's switch, Ray's
+# token settings, which the head sets for its Ray itself, and the debugger hook that ``ray.init`` sets
+# in its driver (else a process's second sweep found a head of another environment). Left out of the
+# digest, so that a CLI sweep and a kernel's share one head (a head keeps the values of the caller that started it).
 _VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "TERM", "COLORTERM", "CLICOLOR", "CLICOLOR_FORCE",
-                       "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"})
+                       "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER",
+                       "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
 _VOLATILE_PREFIXES = ("JPY_", "PYDEVD_")
 #: How long the raylet waits for its metrics agent: Ray's 30 s is too short on a busy 2-core machine.
 AGENT_REGISTER_TIMEOUT = ("RAY_agent_register_timeout_ms", "180000")
