@@ -106,10 +106,11 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     nothing has been run or printed then."""
     if not wanted() or not all(_is_open(fd) for fd in STREAMS):
         return None
-    from ..store import nbscale_home
+    from ..private_files import private_home
     from ..tracking.daemon import start_daemon
+    from ..tracking_uri import nbscale_home
 
-    path = socket_path(nbscale_home())  # nbscale_home refuses a home that is not private
+    path = socket_path(private_home(nbscale_home()))  # a home that is not private is refused, as the command would
     if path is None:
         return None
     version = code_version(os.environ)
@@ -127,7 +128,7 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
 
 
 def _request(entry: str, argv: list[str], version: str) -> dict[str, Any]:
-    from .trial_host import environ_changes
+    from .caller_environ import environ_changes
 
     changed, removed = environ_changes()
     umask = os.umask(0o077)

@@ -72,7 +72,7 @@ def take_streams(fds: list[int], streams: list[list[str] | None]) -> None:
 
 def take_place(request: dict[str, Any], client_pid: int) -> None:
     """The client's environment, working directory, umask, ``sys.path`` and ``sys.argv``."""
-    from .trial_host import start_environ
+    from .caller_environ import start_environ
 
     environ = start_environ(client_pid)  # the client's, as the kernel keeps it: its secrets never cross the socket
     environ.update(request["environ_changed"])
