@@ -131,6 +131,8 @@ class Driver:
 
         last_seen = time.monotonic()
         while not (self.stopping and not self.children):
+            if self.stopping:  # on stop or SIGTERM: no new sweeps here; the next one starts a new driver
+                self._release()
             self._reap()
             if self.children:
                 last_seen = time.monotonic()
@@ -215,7 +217,6 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
 def _run_entry(main: Callable[[list[str]], int], argv: list[str]) -> int:
     """``main(argv)``'s exit code as the process would have had it, at-exit handlers run."""
     import atexit
-    import traceback
 
     try:
         code = main(argv)
@@ -223,8 +224,8 @@ def _run_entry(main: Callable[[list[str]], int], argv: list[str]) -> int:
         code = exit_code(exc)
     except KeyboardInterrupt:
         code = 128 + signal.SIGINT
-    except BaseException:  # noqa: BLE001 - printed as Python prints an uncaught exception
-        traceback.print_exc()
+    except BaseException:  # noqa: BLE001 - printed as an uncaught exception is: by sys.excepthook, which the command may redact
+        sys.excepthook(*sys.exc_info())
         code = 1
     atexit._run_exitfuncs()
     return code
