@@ -3,7 +3,8 @@
 Real ``nbscale sweep`` and ``python -m workflow_compiler.sweep`` processes against a real Ray, in
 one home for the module, in order: the child takes on the caller's environment, working folder,
 umask and stdout; exit codes and messages are those of the command run on its own
-(``NBSCALE_WARM_DRIVER=0``); Ctrl-C reaches the sweep, which ends KILLED with exit 130; two
+(``NBSCALE_WARM_DRIVER=0``); Ctrl-C and SIGTERM reach the sweep, which ends KILLED with exit 130,
+as it does when its command is killed; two
 sweeps at once share the driver; a driver of another version, a killed one and one stopped by
 ``nbscale daemons stop`` are replaced by the next sweep; another user cannot reach it.
 """
@@ -116,36 +117,60 @@ def test_a_sweep_whose_trials_all_fail_exits_1(work: Path) -> None:
     assert json.loads(done.stdout)["status"] == "FAILED"
 
 
-def test_ctrl_c_reaches_the_sweep_which_ends_killed_with_exit_130_and_keeps_its_runs(work: Path) -> None:
+def _slow_sweep(work: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0, 3.0, 4.0)", "-p", "sleep=1.0",
+                             "-p", "steps=30", "--search", "grid", "--metric", "score", "--concurrency", "2", "--json"],
+                            cwd=work, env=_environ(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_trial_runs(work: Path, known: set[Path], client: subprocess.Popen[str]) -> dict[str, Any]:
+    """The new sweep's saved state, once its trials have MLflow runs."""
     from workflow_compiler.sweep import tracking
 
-    sweeps = work / "home" / "sweeps"
-    known = set(sweeps.glob("*"))
-    client = subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0, 3.0, 4.0)", "-p", "sleep=1.0",
-                               "-p", "steps=30", "--search", "grid", "--metric", "score", "--concurrency", "2", "--json"],
-                              cwd=work, env=_environ(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 180
-
-    def trial_runs() -> list[Any]:  # the trials' MLflow runs, once the sweep has saved its state
-        states = [folder / "sweep.json" for folder in set(sweeps.glob("*")) - known if (folder / "sweep.json").is_file()]
-        if not states:
-            return []
-        state = json.loads(states[0].read_text())
-        mc = tracking.client(state["tracking_uri"])
-        return list(tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"]))
-
-    while not trial_runs():
+    while True:
+        states = [folder / "sweep.json" for folder in set((work / "home" / "sweeps").glob("*")) - known if (folder / "sweep.json").is_file()]
+        if states:
+            state: dict[str, Any] = json.loads(states[0].read_text())
+            mc = tracking.client(state["tracking_uri"])
+            if tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"]):
+                return state
         assert time.monotonic() < deadline and client.poll() is None, "no trial started"
         time.sleep(0.5)
-    client.send_signal(signal.SIGINT)
+
+
+def _killed_with_its_runs(state: dict[str, Any]) -> bool:
+    from workflow_compiler.sweep import tracking
+
+    mc = tracking.client(state["tracking_uri"])
+    runs = tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"])
+    return mc.get_run(state["parent_run_id"]).info.status == "KILLED" and bool(runs) and all(r.info.status == "KILLED" for r in runs)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_reaches_the_sweep_which_ends_killed_with_exit_130_and_keeps_its_runs(work: Path, signum: int) -> None:
+    """SIGTERM once ended the sweep through the exit handler that ``ray.init`` installs, its runs left RUNNING."""
+    known = set((work / "home" / "sweeps").glob("*"))
+    client = _slow_sweep(work)
+    state = _wait_for_trial_runs(work, known, client)
+    client.send_signal(signum)
     out, err = client.communicate(timeout=120)
     assert client.returncode == 130, err[-3000:]
     summary = json.loads(out)
     assert summary["status"] == "KILLED" and summary["counts"]["COMPLETED"] == 0, summary
-    mc = tracking.client(summary["tracking_uri"])
-    assert mc.get_run(summary["parent_run_id"]).info.status == "KILLED"
-    runs = tracking.child_runs(mc, experiment_id=summary["experiment_id"], parent_run_id=summary["parent_run_id"])
-    assert runs and all(r.info.status == "KILLED" for r in runs)
+    assert _killed_with_its_runs(state)
+
+
+def test_a_sweep_whose_command_is_killed_is_cancelled_not_left_running(work: Path) -> None:
+    known = set((work / "home" / "sweeps").glob("*"))
+    client = _slow_sweep(work)
+    state = _wait_for_trial_runs(work, known, client)
+    client.kill()  # no chance to pass anything on: its child sees the connection close
+    client.communicate(timeout=60)
+    deadline = time.monotonic() + 120
+    while not _killed_with_its_runs(state):
+        assert time.monotonic() < deadline, "the sweep went on without its command"
+        time.sleep(1)
 
 
 def test_two_sweeps_at_once_are_two_children_of_one_driver(work: Path) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -28,6 +30,28 @@ def ensure_ray() -> None:
 
     if ray.is_initialized():
         return
+    with _sigterm_handler_kept():
+        _connect()
+
+
+@contextmanager
+def _sigterm_handler_kept() -> Iterator[None]:
+    """``ray.init`` replaces the SIGTERM handler with one that exits: a caller's own (the sweep's, which
+    stops every trial and marks them KILLED) is put back once connected. Without one, Ray's stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _connect() -> None:
+    import ray
+
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if not os.environ.get("RAY_ADDRESS"):
         from ray._private import ray_constants
