@@ -53,6 +53,8 @@ START_TIMEOUT_S = 120.0  # a driver that has just started imports Ray Tune and M
 #: Variables read when the preloaded modules are imported (Ray's and Tune's settings, Python's
 #: own, the C locale): a child cannot take them on afterwards, so they name the daemon's version.
 IMPORT_TIME_PREFIXES = ("RAY_", "TUNE_", "PYTHON", "LANG", "LC_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+#: Of those, what is read later, and set by Ray in its drivers (a sweep command started from one has them).
+_READ_LATER = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
 STREAMS = (0, 1, 2)
 
 #: True in a child of the daemon (``warm_driver_daemon.py``): the command it runs must not ask the daemon again.
@@ -75,7 +77,7 @@ def code_version(environ: Mapping[str, str]) -> str:
     digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n{package}\n".encode())
     for source in sorted(package.rglob("*.py")):
         digest.update(source.read_bytes())
-    for name in sorted(n for n in environ if n.startswith(IMPORT_TIME_PREFIXES) and not n.startswith("RAY_AUTH_")):
+    for name in sorted(n for n in environ if n.startswith(IMPORT_TIME_PREFIXES) and n not in _READ_LATER):
         digest.update(f"{name}={environ[name]}\0".encode())
     return digest.hexdigest()[:16]
 
