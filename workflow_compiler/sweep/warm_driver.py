@@ -118,6 +118,7 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     version = code_version(os.environ)
     try:
         start_daemon(path, f"{__package__}.warm_driver_daemon", version, lock="driver-start.lock", log_name="sweep-driver.log")
+        _wait_for(path)
         sock = connect_own(path, timeout=START_TIMEOUT_S)
     except OSError as exc:
         log.warning("no warm sweep driver: %s", exc)
@@ -127,6 +128,16 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
         if child is None:
             return None
         return _follow(sock, child)
+
+
+def _wait_for(path: Path, seconds: float = 30) -> None:
+    """Until the socket is there: ``start_daemon`` waits 5 s for it, too short for a new driver's start-up
+    on a heavily loaded machine, and a sweep that does not find it runs the slow way in its own process."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _request(entry: str, argv: list[str], version: str) -> dict[str, Any]:
