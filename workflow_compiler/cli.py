@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_quota)
 
-    p = sub.add_parser("daemons", help="the warm tracking agent, trial host and Ray head of $NBSCALE_HOME; `daemons stop` ends them")
+    p = sub.add_parser("daemons", help="the warm sweep driver, tracking agent, trial host and Ray head of $NBSCALE_HOME; `daemons stop` ends them")
     p.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_daemons)
