@@ -204,6 +204,7 @@ def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
 
     def once(mode: str, tag: str) -> dict[str, Any]:
         record = root / f"b2cli-{tag}.jsonl"
+        _reap_finished_children()
         run = {"load_1m_before": round(os.getloadavg()[0], 2), **setup.cli_sweep(root, "trivial.ipynb", n, record, modes[mode])}
         run["overhead_per_trial_s"] = round((CORES * run["wall_s"] - run["useful_s"]) / n, 4)
         print(f"  b2 end to end, {mode:11s}: {run['wall_s']:.1f} s, first trial done after {run['first_trial_done_s']:.1f} s "
@@ -225,6 +226,18 @@ def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
                for mode, per in runs.items()}
     return {"setup": {"trials": n, "concurrency": 2, "command": "nbscale sweep trivial.ipynb --param seed=grid(...)"},
             "runs": runs, "median": summary, "cold_head_run": cold, "idle_driver_pss_mb": idle_driver_mb}
+
+
+def _reap_finished_children() -> None:
+    """Reap this process's children that have ended (the Ray head it started for B1-B3, once stopped):
+    else their CPU, and their Ray's, lands in the next sweep's ``cli_cpu_s`` when ``subprocess`` reaps them."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _pss_mb(pid_file: Path) -> float | None:
