@@ -190,35 +190,64 @@ def bench_b2(root: Path, n: int, repeats: int) -> dict[str, Any]:
 
 def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
     """B2 end to end: ``nbscale sweep`` of N near-empty trials as a process, the wall a user waits for;
-    with the warm Ray head (a sweep of the idle window before it), against a Ray of the sweep's own
-    (``NBSCALE_WARM_RAY=0``, as before issue 19), alternating; then one whose head starts cold."""
-    from workflow_compiler.sweep import ray_head
+    with the warm sweep driver and Ray head (a sweep of the idle window before it), with the head
+    alone (``NBSCALE_WARM_DRIVER=0``, as before the driver) and with a Ray of the sweep's own
+    (``NBSCALE_WARM_RAY=0``, as before issue 19), alternating; then one whose driver and head start
+    cold. ``cli_cpu_s`` is the command's own process: with the driver, only its thin client."""
+    from workflow_compiler.sweep import ray_head, warm_driver
     from workflow_compiler.sweep.driver import release_warm_ray
 
     # this process joined the head (B1-B3): its token settings are not the sweeps' (a Ray of their own runs without)
     env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}, "RAY_AUTH_MODE": "disabled"}
-    modes = {"warm_head": env, "own_ray": {**env, ray_head.ENV_WARM_RAY: "0"}}
+    modes = {"warm_driver": env, "warm_head": {**env, warm_driver.ENV_WARM_DRIVER: "0"}, "own_ray": {**env, ray_head.ENV_WARM_RAY: "0"}}
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
 
     def once(mode: str, tag: str) -> dict[str, Any]:
         record = root / f"b2cli-{tag}.jsonl"
+        _reap_finished_children()
         run = {"load_1m_before": round(os.getloadavg()[0], 2), **setup.cli_sweep(root, "trivial.ipynb", n, record, modes[mode])}
         run["overhead_per_trial_s"] = round((CORES * run["wall_s"] - run["useful_s"]) / n, 4)
-        print(f"  b2 end to end, {mode:9s}: {run['wall_s']:.1f} s, first trial done after {run['first_trial_done_s']:.1f} s "
+        print(f"  b2 end to end, {mode:11s}: {run['wall_s']:.1f} s, first trial done after {run['first_trial_done_s']:.1f} s "
               f"(CLI CPU {run['cli_cpu_s']:.1f} s, load {run['load_1m_before']})", flush=True)
         return run
 
-    once("warm_head", "warm-up")  # the head of this home is up for the timed runs, as for a second sweep
+    home = Path(os.environ["NBSCALE_HOME"])
+    once("warm_driver", "warm-up")  # the driver and head of this home are up for the timed runs, as for a second sweep
     for repeat in range(repeats):
         for mode in modes:
             runs[mode].append(once(mode, f"{mode}-{repeat}"))
-    release_warm_ray()  # this process's own lease (B1-B3), then the head: the next sweep starts it
-    ray_head.stop(Path(os.environ["NBSCALE_HOME"]))
-    cold = once("warm_head", "cold-head")
+    time.sleep(2)  # the driver's last child has ended
+    idle_driver_mb = _pss_mb(home / "agent" / warm_driver.PID_NAME)
+    release_warm_ray()  # this process's own lease (B1-B3), then the driver and the head: the next sweep starts them
+    warm_driver.stop(home)
+    ray_head.stop(home)
+    cold = once("warm_driver", "cold-head")
     summary = {mode: {key: _median(per, key) for key in ("wall_s", "first_trial_done_s", "cli_cpu_s", "overhead_per_trial_s")}
                for mode, per in runs.items()}
     return {"setup": {"trials": n, "concurrency": 2, "command": "nbscale sweep trivial.ipynb --param seed=grid(...)"},
-            "runs": runs, "median": summary, "cold_head_run": cold}
+            "runs": runs, "median": summary, "cold_head_run": cold, "idle_driver_pss_mb": idle_driver_mb}
+
+
+def _reap_finished_children() -> None:
+    """Reap this process's children that have ended (the Ray head it started for B1-B3, once stopped):
+    else their CPU, and their Ray's, lands in the next sweep's ``cli_cpu_s`` when ``subprocess`` reaps them."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _pss_mb(pid_file: Path) -> float | None:
+    """The proportional set size of the daemon named by ``pid_file`` (its share of pages it shares), in MB."""
+    try:
+        rollup = Path(f"/proc/{int(pid_file.read_text())}/smaps_rollup").read_text()
+    except (OSError, ValueError):
+        return None
+    kilobytes = next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
+    return round(kilobytes / 1024, 1)
 
 
 def bench_b3(root: Path, repeats: int, steps: int = 1000) -> dict[str, Any]:
@@ -318,12 +347,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["b3"] = bench_b3(root, repeats)
         if "b2cli" in chosen:
             result["b2_cli"] = bench_b2_cli(root, args.cli_trials, repeats)
-        from workflow_compiler.sweep import ray_head, trial_host
+        from workflow_compiler.sweep import ray_head, trial_host, warm_driver
         from workflow_compiler.sweep.driver import release_warm_ray
         from workflow_compiler.tracking import agent
 
         release_warm_ray()
-        for stop in (agent.stop, trial_host.stop, ray_head.stop):  # the helpers the sweeps started, by their pid files
+        for stop in (warm_driver.stop, agent.stop, trial_host.stop, ray_head.stop):  # the helpers the sweeps started, by their pid files
             stop(root / "home")
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(exist_ok=True)
@@ -358,7 +387,8 @@ def _print_summary(result: dict[str, Any]) -> None:
         for mode, figures in cli["median"].items():
             print(f"B2 end to end, {cli['setup']['trials']} trials, {mode}: {figures['wall_s']:.1f}s wall, first trial done after "
                   f"{figures['first_trial_done_s']:.1f}s, {figures['overhead_per_trial_s']:.3f}s overhead a trial")
-        print(f"   with the head cold: {cli['cold_head_run']['wall_s']:.1f}s")
+        print(f"   with the driver and head cold: {cli['cold_head_run']['wall_s']:.1f}s; the idle driver holds "
+              f"{cli['idle_driver_pss_mb']} MB (PSS)")
     if "b3" in result:
         b3 = result["b3"]
         print(f"B3 1000 step metrics add: nbscale {b3['nbscale_added_s']:.2f}s wall ({b3['nbscale_added_in_trial_s']:.2f}s in the trial), "

@@ -36,9 +36,11 @@ def nbscale_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     os.environ.setdefault("NO_COLOR", "1")
     os.environ.setdefault("NBSCALE_TRACKING_AGENT_IDLE", "30")
     yield home
-    from workflow_compiler.sweep import ray_head, trial_host
+    from workflow_compiler.sweep import ray_head, trial_host, warm_driver
     from workflow_compiler.tracking import agent
 
+    for pid_file in tmp_path_factory.getbasetemp().rglob(f"agent/{warm_driver.PID_NAME}"):  # first: its sweeps use the others
+        warm_driver.stop(pid_file.parent.parent)
     for pid_file in tmp_path_factory.getbasetemp().rglob("agent/agent.pid"):
         agent.stop(pid_file.parent.parent)
     for pid_file in tmp_path_factory.getbasetemp().rglob(f"agent/{trial_host.PID_NAME}"):

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_quota)
 
-    p = sub.add_parser("daemons", help="the warm tracking agent, trial host and Ray head of $NBSCALE_HOME; `daemons stop` ends them")
+    p = sub.add_parser("daemons", help="the warm sweep driver, tracking agent, trial host and Ray head of $NBSCALE_HOME; `daemons stop` ends them")
     p.add_argument("action", nargs="?", choices=["list", "stop"], default="list")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_daemons)
@@ -392,6 +392,16 @@ def cmd_quota(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep_in_warm_driver(argv: list[str]) -> int | None:
+    """``nbscale sweep ...`` run whole by the warm sweep driver (``sweep/warm_driver.py``); None: run here."""
+    command = next((word for word in argv if not word.startswith("-")), None)
+    if command != "sweep":
+        return None
+    from .sweep.warm_driver import run_in_driver
+
+    return run_in_driver("cli", argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nbscale`` console script."""
     # Before MLflow is imported: it decides at import whether to start its telemetry client.
@@ -400,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(credentials_out_of_uri(os.environ))
     parser = build_parser()
     try:
+        forwarded = _sweep_in_warm_driver(sys.argv[1:] if argv is None else list(argv))
+        if forwarded is not None:
+            return forwarded
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         redact_logs()

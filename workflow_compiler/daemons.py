@@ -1,7 +1,7 @@
 """The warm helpers nbscale leaves running per ``NBSCALE_HOME``: list them, stop them.
 
-The tracking agent (``tracking/agent.py``), the trial host (``sweep/trial_host.py``) and the warm
-Ray head (``sweep/ray_head.py``) each keep
+The warm sweep driver (``sweep/warm_driver.py``), the tracking agent (``tracking/agent.py``), the
+trial host (``sweep/trial_host.py``) and the warm Ray head (``sweep/ray_head.py``) each keep
 a pid file and a Unix socket under ``$NBSCALE_HOME/agent/`` and leave by themselves after
 ``NBSCALE_TRACKING_AGENT_IDLE`` idle seconds; ``nbscale daemons stop`` ends them now.
 """
@@ -27,11 +27,12 @@ class Daemon:
 
 def _kinds() -> list[tuple[str, str, Callable[[Path], int | None]]]:
     """(name, pid file under agent/, stop function) of each kind of helper."""
-    from .sweep import ray_head, trial_host
+    from .sweep import ray_head, trial_host, warm_driver
     from .tracking import agent
 
-    return [("tracking agent", "agent.pid", agent.stop), ("trial host", trial_host.PID_NAME, trial_host.stop),
-            ("ray head", ray_head.PID_NAME, ray_head.stop)]
+    # the sweep driver first: its sweeps hold leases on the Ray head and use the host and the agent
+    return [("sweep driver", warm_driver.PID_NAME, warm_driver.stop), ("tracking agent", "agent.pid", agent.stop),
+            ("trial host", trial_host.PID_NAME, trial_host.stop), ("ray head", ray_head.PID_NAME, ray_head.stop)]
 
 
 def list_daemons(home: Path | None = None) -> list[Daemon]:

@@ -48,5 +48,5 @@ def test_daemons_lists_and_stops_the_tracking_agent(short_home: Path) -> None:
     assert nbscale("stop", home=short_home) == [{"name": "tracking agent", "pid": pid}]
     assert not pid_alive(pid)
     assert nbscale("stop", home=short_home) == []
-    assert {d["name"]: d["running"] for d in nbscale(home=short_home)} == {"tracking agent": False, "trial host": False,
-                                                                          "ray head": False}
+    assert {d["name"]: d["running"] for d in nbscale(home=short_home)} == {"sweep driver": False, "tracking agent": False,
+                                                                          "trial host": False, "ray head": False}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_compiler.sweep import ray_head, trial_host
+from workflow_compiler.sweep import ray_head, trial_host, warm_driver
 from workflow_compiler.tracking import agent
 
 pytestmark = pytest.mark.slow  # a run, a pipeline and a sweep: about 100 s here
@@ -50,6 +50,7 @@ def used_home() -> Iterator[Path]:
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         yield home
     finally:
+        warm_driver.stop(home)
         agent.stop(home)
         trial_host.stop(home)
         ray_head.stop(home)

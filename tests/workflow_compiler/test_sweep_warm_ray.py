@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 from workflow_compiler.store import pid_alive
-from workflow_compiler.sweep import ray_head, trial_host
+from workflow_compiler.sweep import ray_head, trial_host, warm_driver
 from workflow_compiler.tracking import agent
 
 pytestmark = pytest.mark.slow  # five sweeps and three Ray starts: about 3 minutes here
@@ -43,7 +43,7 @@ def warm_home() -> Iterator[Path]:
     try:
         yield home
     finally:
-        for stop in (ray_head.stop, trial_host.stop, agent.stop):
+        for stop in (warm_driver.stop, ray_head.stop, trial_host.stop, agent.stop):
             stop(home)
         shutil.rmtree(parent, ignore_errors=True)
 

@@ -20,7 +20,13 @@ EXIT = {"SUCCEEDED": 0, "FAILED": 1, "KILLED": 130}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run or resume one sweep and print its summary."""
+    """Run or resume one sweep and print its summary (in a child of the warm sweep driver when there is one)."""
+    from .warm_driver import run_in_driver
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    forwarded = run_in_driver("sweep", argv)
+    if forwarded is not None:
+        return forwarded
     parser = argparse.ArgumentParser(prog="python -m workflow_compiler.sweep", description=__doc__)
     add_sweep_arguments(parser)
     parser.add_argument("--spec-json", help="the whole RunSpec (with 'sweep') as JSON, instead of the flags")

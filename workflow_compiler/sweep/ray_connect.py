@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
@@ -28,6 +30,28 @@ def ensure_ray() -> None:
 
     if ray.is_initialized():
         return
+    with _sigterm_handler_kept():
+        _connect()
+
+
+@contextmanager
+def _sigterm_handler_kept() -> Iterator[None]:
+    """``ray.init`` replaces the SIGTERM handler with one that exits: a caller's own (the sweep's, which
+    stops every trial and marks them KILLED) is put back once connected. Without one, Ray's stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _connect() -> None:
+    import ray
+
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if not os.environ.get("RAY_ADDRESS"):
         from ray._private import ray_constants
@@ -38,8 +62,6 @@ def ensure_ray() -> None:
     if ray_head.wanted() and _join_warm_head(kwargs):
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    # The raylet waits 30 s for its metrics agent by default, too short on a busy 2-core machine.
-    os.environ.setdefault("RAY_agent_register_timeout_ms", "180000")
     address = os.environ.get("RAY_ADDRESS")
     if address:
         if address.startswith("127.0.0.1:"):  # a loopback-only head: this driver is on that node

@@ -52,16 +52,25 @@ ENV_WARM_RAY = "NBSCALE_WARM_RAY"  # "0": each sweep starts and stops a Ray of i
 SOCKET_NAME, PID_NAME, TOKEN_NAME = "ray.sock", "ray-head.pid", "ray-token"
 LEASE_TIMEOUT_S = 300.0  # Ray's start on a loaded 2-core machine (its raylet may wait 180 s for its agent)
 _MAX_TEMP_DIR = 44  # Ray's socket paths add ~63 bytes (session_<date>_<time>_<us>_<pid>/sockets/plasma_store) within sun_path's 107
-# Variables a shell changes between two commands, which do not change what a trial sees, and
-# Ray's token settings, which the head sets for its Ray itself (a joined driver has them too).
-_VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"})
+# Variables that describe the caller, not what its trials see: a shell's per-command ones, the
+# terminal's, those ipykernel and jupyter-server set in a kernel (colours, pager, matplotlib's inline
+# backend, the parent's pid), the local executor's per-run sweep id, the sweep driver's switch, Ray's
+# token settings, which the head sets for its Ray itself, and the debugger hook that ``ray.init`` sets
+# in its driver (else a process's second sweep found a head of another environment). Left out of the
+# digest, so that a CLI sweep and a kernel's share one head (a head keeps the values of the caller that started it).
+_VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "TERM", "COLORTERM", "CLICOLOR", "CLICOLOR_FORCE",
+                       "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER",
+                       "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
+_VOLATILE_PREFIXES = ("JPY_", "PYDEVD_")
+#: How long the raylet waits for its metrics agent: Ray's 30 s is too short on a busy 2-core machine.
+AGENT_REGISTER_TIMEOUT = ("RAY_agent_register_timeout_ms", "180000")
 
 
 def code_version(environ: Mapping[str, str]) -> str:
     """This module, the Python environment, and ``environ`` (what Ray's workers will inherit)."""
     digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n".encode())
     digest.update(Path(__file__).read_bytes())
-    for name in sorted(set(environ) - _VOLATILE):
+    for name in sorted(n for n in environ if n not in _VOLATILE and not n.startswith(_VOLATILE_PREFIXES)):
         digest.update(f"{name}={environ[name]}\0".encode())
     return digest.hexdigest()[:16]
 
@@ -85,7 +94,7 @@ def embedded_ray_environ(environ: Mapping[str, str]) -> dict[str, str]:
     raysite = str(Path(__file__).with_name("raysite"))
     return {"PYTHONPATH": os.pathsep.join(filter(None, [raysite, environ.get("PYTHONPATH")])),
             TELEMETRY_SWITCH: telemetry_switch(environ), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "RAY_agent_register_timeout_ms": environ.get("RAY_agent_register_timeout_ms", "180000")}
+            AGENT_REGISTER_TIMEOUT[0]: environ.get(*AGENT_REGISTER_TIMEOUT)}
 
 
 def wanted() -> bool:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..private_files import accept_own, connect_own, peer_credentials
+from .caller_environ import environ_changes, start_environ
 from .trial_metrics import ReportThrottle, active_run
 from .worker import FAILED, TrialOutcome, TrialStopped
 
@@ -185,27 +186,6 @@ class HostChild:
     @property
     def closed(self) -> bool:
         return self.sock.fileno() < 0
-
-
-def environ_changes() -> tuple[dict[str, str], list[str]]:
-    """What this process changed in its environment since it started (Ray sets a few variables at run time):
-    the variables set or changed, and those removed. The rest the host's child reads from ``/proc``.
-
-    Both sides read the same ``/proc/<pid>/environ``, so the child ends with exactly this
-    ``os.environ`` even if something had overwritten that memory (a long process title): then
-    more travels in the hello, to a host already known to run as this user.
-    """
-    started = start_environ(os.getpid())
-    changed = {k: v for k, v in os.environ.items() if started.get(k) != v}
-    return changed, sorted(set(started) - set(os.environ))
-
-
-def start_environ(pid: int) -> dict[str, str]:
-    """The environment process ``pid`` started with, from ``/proc/<pid>/environ`` (readable by its own user only)."""
-    with open(f"/proc/{pid}/environ", "rb") as handle:
-        entries = handle.read().split(b"\0")
-    pairs = (os.fsdecode(e).partition("=") for e in entries if e)
-    return {name: value for name, sep, value in pairs if sep}
 
 
 def _send(writer: IO[str], message: dict[str, Any]) -> None:

@@ -1,0 +1,211 @@
+"""The warm sweep driver: ``nbscale sweep`` forked from a process that has imported Ray Tune and MLflow.
+
+A sweep's command spends ~4 s of CPU importing Ray Tune, MLflow's client, pandas and rich before
+its first trial can start (issue 19). On this machine (the warm Ray head's case: no
+``RAY_ADDRESS``, not ``NBSCALE_WARM_RAY=0``, not ``NBSCALE_WARM_DRIVER=0``) the command is a thin
+client instead: it asks the driver daemon of its ``NBSCALE_HOME`` (socket ``agent/driver.sock``),
+which did those imports once, to fork a child that runs the very same command as the caller
+would have, in the caller's place:
+
+- its environment, read from ``/proc/<client pid>/environ`` (the kernel shows it to this user
+  only, so no value crosses the socket) plus what the client changed since it started;
+- its working directory, umask, ``sys.path`` and ``sys.argv``;
+- its stdin, stdout and stderr, passed over the socket (``SCM_RIGHTS``): rich sees the caller's
+  terminal, so progress, colours and messages look as they do without the driver.
+
+The client passes SIGINT and SIGTERM on (a cancelled sweep still ends KILLED, exit 130, results
+kept) and exits with the child's exit code; a client that dies is a SIGTERM to its child.
+
+The daemon imports only, never connects: Ray's gRPC threads, MLflow's database connections and
+any other thread would be copied half-held into every child. Each child joins the warm Ray head
+itself. The daemon's version names this package's code and location, the Python, and the few
+variables read when those modules are imported (``IMPORT_TIME_PREFIXES``); a client of another
+version has the old daemon leave once its sweeps end, and starts its own.
+
+Protocol, between processes of one user (``SO_PEERCRED`` on both ends): ``ping`` and ``stop`` as
+the other daemons' (one JSON line). A ``run`` sends the three descriptors first (one byte of
+data), then a JSON line (version, entry, argv, cwd, umask, path, environ_changed,
+environ_removed, streams); the forked child answers ``{"ok", "pid"}``, waits for ``go``, and
+ends with ``{"exit": code}``. Meanwhile the client may send ``{"signal": n}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..private_files import connect_own
+
+log = logging.getLogger(__name__)
+
+ENV_WARM_DRIVER = "NBSCALE_WARM_DRIVER"  # "0": every sweep command imports and drives in its own process, as before
+SOCKET_NAME, PID_NAME = "driver.sock", "sweep-driver.pid"
+START_TIMEOUT_S = 120.0  # a driver that has just started imports Ray Tune and MLflow first (~3 s; longer on a loaded machine)
+#: Variables read when the preloaded modules are imported (Ray's and Tune's settings, Python's
+#: own, the C locale): a child cannot take them on afterwards, so they name the daemon's version.
+IMPORT_TIME_PREFIXES = ("RAY_", "TUNE_", "PYTHON", "LANG", "LC_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+#: Of those, what is read later, and set by Ray in its drivers (a sweep command started from one has them).
+_READ_LATER = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
+STREAMS = (0, 1, 2)
+
+#: True in a child of the daemon (``warm_driver_daemon.py``): the command it runs must not ask the daemon again.
+IN_DRIVER = False
+
+
+def wanted() -> bool:
+    """Whether a sweep command here goes to the warm driver: the warm Ray head's case, and not ``NBSCALE_WARM_DRIVER=0``."""
+    from .ray_head import wanted as warm_ray_wanted
+
+    return not IN_DRIVER and os.environ.get(ENV_WARM_DRIVER) != "0" and warm_ray_wanted()
+
+
+def code_version(environ: Mapping[str, str]) -> str:
+    """This package's code and place, the Python, and the import-time variables of ``environ``."""
+    package = Path(__file__).resolve().parent.parent
+    from ..tracking_uri import without_telemetry
+
+    environ = without_telemetry(environ)  # as the daemon is started
+    digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n{package}\n".encode())
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.read_bytes())
+    for name in sorted(n for n in environ if n.startswith(IMPORT_TIME_PREFIXES) and n not in _READ_LATER):
+        digest.update(f"{name}={environ[name]}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def socket_path(home: Path) -> Path | None:
+    """``<home>/agent/driver.sock``, or None when that path is too long for a Unix socket."""
+    from ..tracking.agent import socket_path as agent_socket
+
+    path = agent_socket(home)
+    return None if path is None else path.with_name(SOCKET_NAME)
+
+
+def stop(home: Path, timeout: float = 30) -> int | None:
+    """Stop the driver of ``home`` if one runs (it leaves once its sweeps end); returns its pid."""
+    from ..tracking.daemon import stop_daemon
+
+    path = socket_path(home)
+    return None if path is None else stop_daemon(path, path.with_name(PID_NAME), timeout)
+
+
+# -- client side -------------------------------------------------------------------------------
+
+
+def run_in_driver(entry: str, argv: list[str]) -> int | None:
+    """Run ``entry`` (``cli`` or ``sweep``) with ``argv`` in a child of the warm driver; its exit code.
+
+    None when there is no driver to use (the caller then runs the command itself, as before):
+    nothing has been run or printed then."""
+    if not wanted() or not all(_is_open(fd) for fd in STREAMS):
+        return None
+    from ..private_files import private_home
+    from ..tracking.daemon import start_daemon
+    from ..tracking_uri import nbscale_home
+
+    path = socket_path(private_home(nbscale_home()))  # a home that is not private is refused, as the command would
+    if path is None:
+        return None
+    version = code_version(os.environ)
+    try:
+        start_daemon(path, f"{__package__}.warm_driver_daemon", version, lock="driver-start.lock", log_name="sweep-driver.log")
+        _wait_for(path)
+        sock = connect_own(path, timeout=START_TIMEOUT_S)
+    except OSError as exc:
+        log.warning("no warm sweep driver: %s", exc)
+        return None
+    with sock:
+        child = _start_child(sock, _request(entry, argv, version))
+        if child is None:
+            return None
+        return _follow(sock, child)
+
+
+def _wait_for(path: Path, seconds: float = 30) -> None:
+    """Until the socket is there: ``start_daemon`` waits 5 s for it, too short for a new driver's start-up
+    on a heavily loaded machine, and a sweep that does not find it runs the slow way in its own process."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _request(entry: str, argv: list[str], version: str) -> dict[str, Any]:
+    from .caller_environ import environ_changes
+
+    changed, removed = environ_changes()
+    umask = os.umask(0o077)
+    os.umask(umask)
+    streams = [None if s is None else [s.encoding, s.errors] for s in (sys.stdin, sys.stdout, sys.stderr)]
+    return {"op": "run", "version": version, "entry": entry, "argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(),
+            "umask": umask, "path": sys.path, "environ_changed": changed, "environ_removed": removed, "streams": streams}
+
+
+def _start_child(sock: socket.socket, request: dict[str, Any]) -> int | None:
+    """Send the request and our stdio; the child's pid once it is ready, None when the driver would not serve it."""
+    try:
+        socket.send_fds(sock, [b"F"], list(STREAMS))
+        sock.sendall((json.dumps(request) + "\n").encode())
+        answer = json.loads(read_line(sock) or "{}")
+        if not answer.get("ok"):
+            log.warning("the warm sweep driver did not take the sweep: %s", answer.get("error") or "no answer")
+            return None
+        sock.sendall(b'{"op": "go"}\n')  # only now does the child run it: a client that gave up is never run twice
+    except (OSError, ValueError) as exc:
+        log.warning("the warm sweep driver did not answer: %s", exc)
+        return None
+    sock.settimeout(None)  # a sweep runs as long as it runs
+    return int(answer["pid"])
+
+
+def _follow(sock: socket.socket, child: int) -> int:
+    """Pass SIGINT and SIGTERM on to the child until it reports its exit code."""
+    forwarded: list[int] = []
+
+    def forward(signum: int, _frame: Any) -> None:
+        forwarded.append(signum)
+        with contextlib.suppress(OSError):
+            sock.sendall((json.dumps({"signal": signum}) + "\n").encode())
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        line = read_line(sock)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if line:
+        return int(json.loads(line)["exit"])
+    if forwarded:  # ended by the signal it was sent, before it could answer: as a process of our own would have
+        return 128 + forwarded[-1]
+    print(f"error: the sweep's process (pid {child}) ended without an exit code; its driver's log is "
+          f"{Path(os.environ.get('NBSCALE_HOME', '~/.nbscale')) / 'agent' / 'sweep-driver.log'}", file=sys.stderr)
+    return 1
+
+
+def read_line(sock: socket.socket) -> str:
+    """One line from ``sock`` without a buffered reader (which would swallow what follows); '' at its end."""
+    data = bytearray()
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(1)
+        if not chunk:
+            return ""
+        data += chunk
+    return data.decode()
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,298 @@
+"""The warm sweep driver's daemon: imports a sweep command's modules once, forks a child per command.
+
+The client side, the protocol and the version are in ``warm_driver.py``. The daemon runs no thread
+of its own and connects to nothing, so a fork copies no lock another thread holds; each child
+takes on its client's environment, place and stdio, runs the command, and reports its exit code.
+It leaves when it has had no child for ``NBSCALE_TRACKING_AGENT_IDLE`` seconds, or once its
+children end after ``stop`` or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from . import warm_driver
+from .warm_driver import PID_NAME, START_TIMEOUT_S, STREAMS, code_version, read_line
+
+log = logging.getLogger(__name__)
+
+
+def entries() -> dict[str, Callable[[list[str]], int]]:
+    """The commands a child may run, by name: ``nbscale`` and ``python -m workflow_compiler.sweep``."""
+    from .. import cli
+    from . import __main__ as sweep_main
+
+    return {"cli": cli.main, "sweep": sweep_main.main}
+
+
+def send_line(sock: socket.socket, message: dict[str, Any]) -> None:
+    """One JSON line to ``sock``."""
+    sock.sendall((json.dumps(message) + "\n").encode())
+
+
+def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    """A connection's request and the descriptors that came with it (none for ``ping`` and ``stop``)."""
+    first, fds, _flags, _address = socket.recv_fds(conn, 1, len(STREAMS))
+    line = read_line(conn)
+    if first != b"F":  # ping or stop: the byte read was the start of their line, and no descriptors came
+        for fd in fds:
+            os.close(fd)
+        return json.loads(first.decode() + line or "{}"), []
+    return json.loads(line or "{}"), list(fds)
+
+
+def take_streams(fds: list[int], streams: list[list[str] | None]) -> None:
+    """The client's stdin, stdout and stderr as this process's, with its encodings."""
+    for target, fd in zip(STREAMS, fds, strict=True):
+        os.dup2(fd, target)
+        os.close(fd)
+    made: list[IO[str] | None] = []
+    for fd, settings in zip(STREAMS, streams, strict=True):
+        if settings is None:
+            made.append(None)
+            continue
+        encoding, errors = settings
+        # as Python makes them: stdout line-buffered on a terminal, stderr always
+        line_buffered = fd == 2 or (fd == 1 and os.isatty(fd))
+        made.append(open(fd, "r" if fd == 0 else "w", encoding=encoding, errors=errors, closefd=False,  # noqa: SIM115
+                         buffering=1 if line_buffered else -1))
+    sys.stdin, sys.stdout, sys.stderr = made  # type: ignore[assignment]
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc,assignment]
+
+
+def take_place(request: dict[str, Any], client_pid: int) -> None:
+    """The client's environment, working directory, umask, ``sys.path`` and ``sys.argv``."""
+    from .caller_environ import start_environ
+
+    environ = start_environ(client_pid)  # the client's, as the kernel keeps it: its secrets never cross the socket
+    environ.update(request["environ_changed"])
+    for name in request["environ_removed"]:
+        environ.pop(name, None)
+    os.environ.clear()
+    os.environ.update(environ)
+    time.tzset()
+    os.chdir(request["cwd"])
+    os.umask(int(request["umask"]))
+    sys.path[:] = request["path"]
+    sys.argv[:] = [request["argv0"], *request["argv"]]
+
+
+def exit_code(exc: SystemExit) -> int:
+    """The exit code Python gives a process that raises ``exc``."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def preload() -> None:
+    """Import what a sweep command imports before its first trial, and warm the plots; connect to nothing."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # as ensure_ray: read when ray is imported
+    import mlflow  # noqa: F401
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - the embedded default's store
+    import ray.tune  # noqa: F401
+    from mlflow.tracking import MlflowClient  # noqa: F401
+    from ray.tune.logger import JsonLoggerCallback  # noqa: F401
+    from ray.tune.schedulers import ASHAScheduler  # noqa: F401
+    from ray.tune.search import BasicVariantGenerator  # noqa: F401
+
+    from .. import quota, store, sweep_record  # noqa: F401
+    from . import callbacks, driver, plots, progress, summary  # noqa: F401
+    from .cli_args import add_sweep_arguments  # noqa: F401
+
+    entries()
+    plots.warm_up()  # matplotlib's fonts and first figure (~1 s), in the daemon's only thread
+
+
+class Driver:
+    """Accepts sweep commands on ``path`` and forks a child for each."""
+
+    def __init__(self, path: Path, idle: float, server: socket.socket) -> None:
+        self.path, self.idle, self.server = path, idle, server
+        self.version = code_version(os.environ)
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def serve_forever(self) -> None:
+        """Fork a child per ``run`` until asked to stop or idle (no child) for ``idle`` seconds."""
+        from ..private_files import accept_own
+
+        last_seen = time.monotonic()
+        while not (self.stopping and not self.children):
+            if self.stopping:  # on stop or SIGTERM: no new sweeps here; the next one starts a new driver
+                self._release()
+            self._reap()
+            if self.children:
+                last_seen = time.monotonic()
+            try:
+                conn = accept_own(self.server)
+            except TimeoutError:
+                if not self.children and time.monotonic() - last_seen > self.idle:
+                    log.info("idle for %.0f s: leaving", self.idle)
+                    break
+                continue
+            except OSError:  # the socket was closed on stop: wait for the children
+                time.sleep(0.25)
+                continue
+            with conn, contextlib.suppress(OSError, ValueError):
+                self._serve(conn)
+
+    def _serve(self, conn: socket.socket) -> None:
+        conn.settimeout(5)  # one request at a time: a silent client must not hold the driver
+        request, fds = read_request(conn)
+        op = request.get("op")
+        if op == "ping":
+            send_line(conn, {"ok": True, "version": self.version, "pid": os.getpid()})
+        elif op == "stop":
+            self.stopping = True
+            self._release()  # the next sweep starts a new driver; the sweeps running here finish first
+            send_line(conn, {"ok": True})
+        elif op != "run" or request.get("version") != self.version or len(fds) != len(STREAMS):
+            send_line(conn, {"ok": False, "error": f"the sweep driver runs code version {self.version}"})
+        else:
+            from ..private_files import peer_credentials
+
+            client_pid = peer_credentials(conn)[0]
+            pid = os.fork()
+            if pid == 0:
+                os._exit(_child(conn, self.server, request, fds, client_pid))
+            self.children.add(pid)
+        for fd in fds:  # the child's copies alone stay open
+            os.close(fd)
+
+    def _reap(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                    continue
+            self.children.discard(pid)
+
+    def _release(self) -> None:
+        from ..tracking.daemon import release_files
+
+        release_files(self.path, self.path.with_name(PID_NAME))
+        with contextlib.suppress(OSError):
+            self.server.close()
+
+
+def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], fds: list[int], client_pid: int) -> int:
+    """In the forked child: become the client's command, run it, report its exit code; returns it."""
+    code = 1
+    try:
+        server.close()
+        os.setsid()  # a process group of its own: the daemon's signals are not its
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        send_line(conn, {"ok": True, "pid": os.getpid()})
+        conn.settimeout(START_TIMEOUT_S)
+        if json.loads(read_line(conn) or "{}").get("op") != "go":
+            return 0  # the client gave up waiting and runs the command itself
+        conn.settimeout(None)
+        _reset_logging()
+        take_place(request, client_pid)
+        take_streams(fds, request["streams"])
+        warm_driver.IN_DRIVER = True
+        done = _watch_client(conn)
+        code = _run_entry(entries()[request["entry"]], list(request["argv"]))
+        done.append(True)
+        _flush()
+        send_line(conn, {"exit": code})
+    except BaseException:  # noqa: BLE001 - the child must reach os._exit, whatever happened
+        log.exception("the sweep's process %d failed", os.getpid())
+    return code
+
+
+def _run_entry(main: Callable[[list[str]], int], argv: list[str]) -> int:
+    """``main(argv)``'s exit code as the process would have had it, at-exit handlers run."""
+    import atexit
+
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = exit_code(exc)
+    except KeyboardInterrupt:
+        code = 128 + signal.SIGINT
+    except BaseException:  # noqa: BLE001 - printed as an uncaught exception is: by sys.excepthook, which the command may redact
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    atexit._run_exitfuncs()
+    return code
+
+
+def _watch_client(conn: socket.socket) -> list[bool]:
+    """A thread that raises the client's forwarded signals here, and SIGTERM when the client is gone."""
+    import threading
+
+    done: list[bool] = []
+
+    def watch() -> None:
+        while True:
+            try:
+                line = read_line(conn)
+            except OSError:
+                line = ""
+            if not line:
+                if not done:  # the client died: the sweep is cancelled as on SIGTERM
+                    os.kill(os.getpid(), signal.SIGTERM)
+                return
+            os.kill(os.getpid(), int(json.loads(line)["signal"]))
+
+    threading.Thread(target=watch, name="client-signals", daemon=True).start()
+    return done
+
+
+def _reset_logging() -> None:
+    """The daemon's log handlers off: the command sets up its own logging, as in a process of its own."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            if stream is not None:
+                stream.flush()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the driver's daemon (started by a sweep command)."""
+    from ..tracking.daemon import daemon_arguments, listen_on
+
+    args = daemon_arguments(argv, name="nbscale-sweep-driver", description="nbscale's warm sweep driver (started by a sweep command)")
+    try:
+        server = listen_on(args.socket, args.socket.with_name(PID_NAME))  # bound before the imports: clients wait in the backlog
+    except OSError as exc:  # another driver bound it first
+        log.info("not starting: %s", exc)
+        return
+    driver = Driver(args.socket, args.idle, server)
+    started = time.monotonic()
+    preload()
+    import threading
+
+    log.info("serving %s (code %s, preloaded in %.1f s, %d thread(s))", args.socket, driver.version, time.monotonic() - started,
+             threading.active_count())
+    signal.signal(signal.SIGTERM, lambda *_: setattr(driver, "stopping", True))
+    try:
+        driver.serve_forever()
+    finally:
+        driver._release()
+    sys.stderr.flush()
+    os._exit(0)  # skip tearing down Ray's and MLflow's modules
+
+
+if __name__ == "__main__":
+    main()
