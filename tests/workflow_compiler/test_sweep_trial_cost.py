@@ -74,3 +74,34 @@ def test_the_agent_and_the_trial_host_start_side_by_side_while_the_driver_talks_
         together.wait()  # the driver's MLflow work
         sockets = helpers()
     assert sockets == ("uri.sock", None if fresh_kernel else "trials.sock")
+
+
+def _mutate_rc_list() -> None:
+    import matplotlib
+
+    matplotlib.rcParams["font.sans-serif"].insert(0, "Trial Font")  # in place: the same list object
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda: __import__("matplotlib").rcParams.update({"lines.linewidth": 7.0}), id="matplotlib option"),
+    pytest.param(_mutate_rc_list, id="matplotlib list changed in place"),
+    pytest.param(lambda: __import__("pandas").set_option("display.max_rows", 3), id="pandas option"),
+])
+def test_a_trials_library_options_are_reset_and_untouched_ones_are_not_set_anew(monkeypatch: pytest.MonkeyPatch,
+                                                                                 change: Any) -> None:
+    import matplotlib
+    import pandas
+
+    from workflow_compiler.sweep import worker
+
+    worker._reset_library_state()
+    clean = (matplotlib.rcParams["lines.linewidth"], list(matplotlib.rcParams["font.sans-serif"]), pandas.get_option("display.max_rows"))
+    change()
+    worker._reset_library_state()
+    assert (matplotlib.rcParams["lines.linewidth"], list(matplotlib.rcParams["font.sans-serif"]),
+            pandas.get_option("display.max_rows")) == clean
+    resets: list[str] = []
+    monkeypatch.setattr(matplotlib, "rcdefaults", lambda: resets.append("matplotlib"))
+    monkeypatch.setattr(pandas, "reset_option", lambda pattern: resets.append("pandas"))
+    worker._reset_library_state()  # a trial that changed nothing
+    assert resets == []
