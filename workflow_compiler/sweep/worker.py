@@ -344,8 +344,8 @@ def _reset_library_state() -> None:
 def _reset_if_changed(name: str, options: dict[str, Any] | None, reset: Callable[[], None]) -> None:
     """``reset()`` unless ``options`` still equal, value by value, what the last reset left.
 
-    ``rcdefaults()`` and ``reset_option("all")`` validate and set every option anew: ~3 and ~2 ms,
-    half of what a trivial trial costs the trial host's child (B2 of issue 19), for options that
+    ``rcdefaults()`` and ``reset_option("all")`` validate and set every option anew: 2-3 ms together,
+    a third of what a trivial trial costs the trial host's child (B2 of issue 19), for options that
     most notebooks never touch. The copy is deep, so a list changed in place also differs.
     """
     if options is not None and name in _CLEAN_OPTIONS and dict.__eq__(options, _CLEAN_OPTIONS[name]) is True:
