@@ -12,7 +12,10 @@ local ``mlflow server --workers 1``.
 Contenders run side by side, alternating, in one process that starts Ray once; the median of
 ``--repeats`` runs counts. Raw results go to benchmarks/results/sweeps.json.
 
-    python -m benchmarks.sweeps [--quick] [--repeats 3] [--only b1,b2,b3]
+    python -m benchmarks.sweeps [--quick] [--repeats 3] [--only b1,b2,b3,b2cli]
+
+For development, ``--only b2nbscale`` runs only nbscale's side of B2 (and its cold run), and
+``--only b2cold`` only that cold run; neither starts the Tune + papermill baseline.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from . import sweep_setup as setup
 
 RESULTS = Path(__file__).parent / "results"
 CORES = os.cpu_count() or 1
+PARTS = ("b1", "b2", "b3", "b2cli", "b2nbscale", "b2cold")
 TARGETS = {"b1_vs_papermill_loop": 3.0, "b1_vs_tune_papermill": 1.7, "b1_eta": 0.75,
-           "b2_overhead_s": 0.2, "b2_vs_tune_papermill": 8.0, "b3_added_s": 2.0}
+           "b2_overhead_s": 0.1, "b2_cold_overhead_s": 0.15, "b2_vs_tune_papermill": 8.0, "b3_added_s": 2.0}
 
 
 def machine() -> dict[str, Any]:
@@ -160,32 +164,45 @@ def bench_b1(root: Path, n: int, repeats: int) -> dict[str, Any]:
             "eta_cpu": {name: _median(per, "eta_cpu") for name, per in runs.items()}}
 
 
-def bench_b2(root: Path, n: int, repeats: int) -> dict[str, Any]:
-    """B2: N trials of almost nothing: what a trial costs beyond its own compute."""
-    names = ["nbscale", "tune_papermill"]
-    runs = _rounds(root, "trivial.ipynb", n, {}, names, repeats, "b2")
+def bench_b2(root: Path, n: int, repeats: int, *, names: tuple[str, ...] = ("nbscale", "tune_papermill"),
+             cold: bool = True) -> dict[str, Any]:
+    """B2: N trials of almost nothing: what a trial costs beyond its own compute.
+
+    ``names`` without ``tune_papermill`` (``--only b2nbscale``) leaves out the ~10 minutes a repeat of
+    the baseline, for development; ``cold`` adds the run whose tracking agent and trial host start cold.
+    """
+    runs = _rounds(root, "trivial.ipynb", n, {}, list(names), repeats, "b2")
     for per in runs.values():
         for r in per:
             r["overhead_per_trial_s"] = round((CORES * r["wall_s"] - r["useful_s"]) / n, 4)
     overhead = {name: _median(per, "overhead_per_trial_s") for name, per in runs.items()}
+    steady = {name: _median(per, "steady_overhead_per_trial_s") for name, per in runs.items()
+              if all("steady_overhead_per_trial_s" in r for r in per)}
+    result: dict[str, Any] = {"setup": {"trials": n, "concurrency": 2}, "runs": runs, "median_overhead_per_trial_s": overhead,
+                              "median_steady_overhead_per_trial_s": steady}
+    if runs:
+        result["cpu_reference_s_range"] = [min(r["cpu_reference_s"] for per in runs.values() for r in per),
+                                           max(r["cpu_reference_s"] for per in runs.values() for r in per)]
+    if "tune_papermill" in overhead and "nbscale" in overhead:
+        result["overhead_ratio_tune_papermill_over_nbscale"] = round(overhead["tune_papermill"] / overhead["nbscale"], 2)
+    if cold:
+        result["nbscale_cold_agent_run"] = _b2_cold(root, n)
+    return result
+
+
+def _b2_cold(root: Path, n: int) -> dict[str, Any]:
+    """The first sweep of a session: its tracking agent and trial host start (each imports MLflow) beside the workers."""
     from workflow_compiler.sweep import trial_host
     from workflow_compiler.tracking import agent
 
-    # the first sweep of a session: its tracking agent and trial host start (each imports MLflow) beside the workers
     agent.stop(root / "home")
     trial_host.stop(root / "home")
-    cold = _measure(_contenders(root, "trivial.ipynb", n, {}, root / "b2-nbscale-cold-agent.jsonl", ["nbscale"])["nbscale"],
-                    root / "b2-nbscale-cold-agent.jsonl")
+    record = root / f"b2-nbscale-cold-agent-{time.time_ns()}.jsonl"
+    cold = _measure(_contenders(root, "trivial.ipynb", n, {}, record, ["nbscale"])["nbscale"], record)
     cold["overhead_per_trial_s"] = round((CORES * cold["wall_s"] - cold["useful_s"]) / n, 4)
-    print(f"  b2 nbscale, cold tracking agent and trial host: {cold['wall_s']:.1f} s", flush=True)
-    steady = {name: _median(per, "steady_overhead_per_trial_s") for name, per in runs.items()
-              if all("steady_overhead_per_trial_s" in r for r in per)}
-    return {"setup": {"trials": n, "concurrency": 2}, "runs": runs, "median_overhead_per_trial_s": overhead,
-            "nbscale_cold_agent_run": cold,
-            "cpu_reference_s_range": [min(r["cpu_reference_s"] for per in runs.values() for r in per),
-                                      max(r["cpu_reference_s"] for per in runs.values() for r in per)],
-            "median_steady_overhead_per_trial_s": steady,
-            "overhead_ratio_tune_papermill_over_nbscale": round(overhead["tune_papermill"] / overhead["nbscale"], 2)}
+    print(f"  b2 nbscale, cold tracking agent and trial host: {cold['wall_s']:.1f} s, "
+          f"{cold['overhead_per_trial_s']:.3f} s a trial (load {cold['load_1m_after']})", flush=True)
+    return cold
 
 
 def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
@@ -289,9 +306,9 @@ def _sync_loop(steps: int, log: bool) -> None:
         mlflow.log_metric("score", value)
 
 
-def _warm_up(root: Path) -> None:
+def _warm_up(root: Path, names: list[str]) -> None:
     """Untimed: imports in this process (Tune, papermill, MLflow), Ray's worker pool, OS caches."""
-    for name, run in _contenders(root, "trivial.ipynb", 2, {}, root / "warmup.jsonl", ["nbscale", "tune_papermill", "papermill_loop"]).items():
+    for name, run in _contenders(root, "trivial.ipynb", 2, {}, root / "warmup.jsonl", names).items():
         started = time.perf_counter()
         run()
         print(f"  warm-up {name}: {time.perf_counter() - started:.1f} s", flush=True)
@@ -321,13 +338,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: few trials, one repeat")
     parser.add_argument("--repeats", type=int, default=None, help="runs per contender (default 3, 1 with --quick)")
-    parser.add_argument("--only", default="b1,b2,b3,b2cli", help="comma-separated subset of b1,b2,b3,b2cli")
+    parser.add_argument("--only", default="b1,b2,b3,b2cli",
+                        help=f"comma-separated subset of {','.join(PARTS)} (b2nbscale, b2cold: nbscale's side of B2 only)")
     parser.add_argument("--cli-trials", type=int, default=20, help="trials of each end-to-end sweep (b2cli; default 20)")
     args = parser.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 3)
     chosen = [name.strip() for name in args.only.split(",") if name.strip()]
-    if set(chosen) - {"b1", "b2", "b3", "b2cli"}:
-        parser.error(f"--only takes b1, b2, b3, b2cli; got {args.only!r}")
+    if not chosen or set(chosen) - set(PARTS):
+        parser.error(f"--only takes {', '.join(PARTS)}; got {args.only!r}")
     n1, n2 = (6, 10) if args.quick else (40, 100)
     result: dict[str, Any] = {"benchmark": "sweeps", "quick": args.quick, "repeats": repeats, "machine": machine(), "targets": TARGETS}
     with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp:
@@ -338,11 +356,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         started = time.perf_counter()
         result["ray_start_attempts"] = _start_ray()
         result["ray_init_s"] = round(time.perf_counter() - started, 1)
-        _warm_up(root)
+        baselines = bool({"b1", "b2", "b3"} & set(chosen))  # b2nbscale, b2cold and b2cli need only nbscale warm
+        _warm_up(root, ["nbscale", "tune_papermill", "papermill_loop"] if baselines else ["nbscale"])
         if "b1" in chosen:
             result["b1"] = bench_b1(root, n1, repeats)
         if "b2" in chosen:
             result["b2"] = bench_b2(root, n2, repeats)
+        if "b2nbscale" in chosen:
+            result["b2"] = bench_b2(root, n2, repeats, names=("nbscale",))
+        elif "b2cold" in chosen:
+            result["b2"] = bench_b2(root, n2, 0, names=(), cold=True)
         if "b3" in chosen:
             result["b3"] = bench_b3(root, repeats)
         if "b2cli" in chosen:
@@ -362,6 +385,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return result
 
 
+def _print_b2(b2: dict[str, Any]) -> None:
+    overhead = b2["median_overhead_per_trial_s"]
+    if "nbscale" in overhead:
+        print(f"B2 overhead per trial: nbscale {overhead['nbscale']:.3f}s (target {TARGETS['b2_overhead_s']}s)"
+              + (f", Tune+papermill {overhead['tune_papermill']:.3f}s, ratio {b2['overhead_ratio_tune_papermill_over_nbscale']}x "
+                 f"(target {TARGETS['b2_vs_tune_papermill']}x)" if "tune_papermill" in overhead else ""))
+    if "cpu_reference_s_range" in b2:
+        low, high = b2["cpu_reference_s_range"]
+        print(f"   machine speed during B2: the reference loop took {low}-{high} s")
+    steady = b2.get("median_steady_overhead_per_trial_s") or {}
+    if steady:
+        print("   between the first and last trial (start-up and finish left out): "
+              + ", ".join(f"{name} {value:.3f}s" for name, value in steady.items()))
+    if "nbscale_cold_agent_run" in b2:
+        cold = b2["nbscale_cold_agent_run"]
+        print(f"   first sweep of a session (agent and trial host cold): {cold['overhead_per_trial_s']:.3f}s a trial "
+              f"(target {TARGETS['b2_cold_overhead_s']}s), wall {cold['wall_s']:.1f}s")
+
+
 def _print_summary(result: dict[str, Any]) -> None:
     m = result["machine"]
     print(f"\nsweeps [{m['cores']} cores, {m['memory_gb']} GB, load {m['load_average_at_start'][0]} -> {m['load_average_at_end'][0]}]")
@@ -373,15 +415,7 @@ def _print_summary(result: dict[str, Any]) -> None:
         print(f"   speedup {b1['speedup_vs_papermill_loop']}x vs loop (target 3x), {b1['speedup_vs_tune_papermill']}x vs Tune (target 1.7x); "
               f"eta nbscale {b1['eta']['nbscale']} (target 0.75), Tune {b1['eta']['tune_papermill']}, loop {b1['eta']['papermill_loop']}")
     if "b2" in result:
-        b2 = result["b2"]["median_overhead_per_trial_s"]
-        print(f"B2 overhead per trial: nbscale {b2['nbscale']:.3f}s (target 0.2s), Tune+papermill {b2['tune_papermill']:.3f}s, "
-              f"ratio {result['b2']['overhead_ratio_tune_papermill_over_nbscale']}x (target 8x)")
-        low, high = result["b2"]["cpu_reference_s_range"]
-        print(f"   machine speed during B2: the reference loop took {low}-{high} s")
-        steady = result["b2"].get("median_steady_overhead_per_trial_s") or {}
-        if steady:
-            print("   between the first and last trial (start-up and finish left out): "
-                  + ", ".join(f"{name} {value:.3f}s" for name, value in steady.items()))
+        _print_b2(result["b2"])
     if "b2_cli" in result:
         cli = result["b2_cli"]
         for mode, figures in cli["median"].items():

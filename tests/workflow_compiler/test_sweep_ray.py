@@ -130,6 +130,9 @@ def test_fresh_kernel_runs_each_trial_in_its_own_process(ray_cluster: str, home:
     assert [t.status for t in result.trials] == ["COMPLETED"], [t.error for t in result.trials]
     (child,) = _children(result)
     assert int(child.data.metrics["pid"]) != int(child.data.tags[TAG_WORKER_PID])  # the notebook ran outside the actor
+    # MLflow holds the results: Tune wrote no per-trial result files, and said nothing about reading none back
+    assert [p.name for p in (Path(result.sweep_dir) / "tune").rglob("*") if p.name.startswith(("result.", "progress.", "params."))] == []
+    assert "Failed to fetch metrics" not in (Path(result.sweep_dir) / "driver.log").read_text()
 
 
 def test_leak_notebook_does_detect_a_shared_namespace(tmp_path: Path) -> None:

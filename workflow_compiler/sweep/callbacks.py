@@ -23,11 +23,13 @@ class SweepCallback(Callback):
     def __init__(self, sweep_id: str) -> None:
         self.sweep_id = sweep_id
 
-    def _update(self, trials: list[Any], trial: Any, *, close: str | None = None, ended: str | None = None) -> None:
+    def _update(self, trials: list[Any], trial: Any, *, close: str | None = None, ended: str | None = None,
+                last: dict[str, Any] | None = None) -> None:
         current = session(self.sweep_id)
         if current is None or current.spec.sweep is None:
             return
-        row = row_from_trial(trial, trials.index(trial) + 1, metric=current.spec.sweep.metric, cancelled=current.cancel.is_set(), ended=ended)
+        row = row_from_trial(trial, trials.index(trial) + 1, metric=current.spec.sweep.metric, cancelled=current.cancel.is_set(),
+                             ended=ended, last=last)
         current.rows[trial.trial_id] = row
         if ended is not None:
             current.trial_ended()
@@ -37,8 +39,9 @@ class SweepCallback(Callback):
         current.refresh(force=ended in ("ERROR", "PENDING"))  # failures show at once; the rest at the display's pace
 
     def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        """A trial (or its retry) started."""
-        self._update(trials, trial)
+        """A trial (or its retry) started: it has reported nothing yet (Tune's ``last_result`` would ask its actor, a
+        round trip that held up Tune's loop at every trial)."""
+        self._update(trials, trial, last={})
 
     def on_trial_result(self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any) -> None:
         """An intermediate result: the objective as logged so far."""

@@ -18,6 +18,9 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -46,32 +49,36 @@ def new_sweep_id() -> str:
 def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: bool = True,
               resume_id: str | None = None, sweep_id: str | None = None) -> SweepResult:
     """Run (or, with ``resume_id``, finish) a sweep and return its result."""
+    state: dict[str, Any] | None = None
     if resume_id is not None:
         spec, state = _load_state(resume_id)
-        sweep_id = resume_id
+        sweep_id, uri = resume_id, state["tracking_uri"]
     else:
         if spec is None or spec.sweep is None:
             raise SpecError("run_sweep needs a RunSpec with a 'sweep' section (search space and metric).")
         spec = check_run_spec(spec, root=root)
-        sweep_id = sweep_id or new_sweep_id()
-        state = _create_state(spec, sweep_id, Path(root))
+        sweep_id, uri = sweep_id or new_sweep_id(), tracking_uri()
     assert spec.sweep is not None  # noqa: S101 - checked above or when the state was saved
     sweep_dir = sweeps_dir() / sweep_id
-    mc = tracking.client(state["tracking_uri"])
-    completed: dict[str, dict[str, Any]] = {}
-    if resume_id is not None:
-        tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"], status="KILLED")
-        mc.update_run(state["parent_run_id"], status="RUNNING")
-        completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"], trials_dir=str(sweep_dir / "trials"),
-                                     distinct=list(spec.sweep.space) if spec.sweep.draws_points else None)
+    with _helpers_starting(uri, fresh_kernel=spec.sweep.fresh_kernel) as helpers:
+        state = state or _create_state(spec, sweep_id, Path(root), uri)
+        mc = tracking.client(uri)
+        completed: dict[str, dict[str, Any]] = {}
+        if resume_id is not None:
+            tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
+                                         status="KILLED")
+            mc.update_run(state["parent_run_id"], status="RUNNING")
+            completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
+                                         trials_dir=str(sweep_dir / "trials"),
+                                         distinct=list(spec.sweep.space) if spec.sweep.draws_points else None)
+        agent_socket, host_socket = helpers()
     plan = TrialPlan(sweep_id=sweep_id, notebook=state["notebook_path"], workdir=state["workdir"],
                      trials_dir=str(sweep_dir / "trials"), fixed=spec.parameters, metric=spec.sweep.metric,
-                     tracking_uri=state["tracking_uri"], experiment_id=state["experiment_id"],
+                     tracking_uri=uri, experiment_id=state["experiment_id"],
                      parent_run_id=state["parent_run_id"], tags=dict(spec.tracking.tags),
-                     fresh_kernel=spec.sweep.fresh_kernel,
-                     report_interval=_report_interval(spec), agent_socket=_agent_socket(state["tracking_uri"]),
-                     trial_host=None if spec.sweep.fresh_kernel else trial_host.start_for_local_ray(),
-                     cancel_marker=str(sweep_dir / CANCELLED), completed=completed)
+                     fresh_kernel=spec.sweep.fresh_kernel, report_interval=_report_interval(spec),
+                     agent_socket=agent_socket, trial_host=host_socket, cancel_marker=str(sweep_dir / CANCELLED),
+                     completed=completed)
     (sweep_dir / CANCELLED).unlink(missing_ok=True)  # a resumed sweep was cancelled before
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)
@@ -88,6 +95,21 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
         SESSIONS.pop(sweep_id, None)
         if not connected_before:
             release_warm_ray()
+
+
+@contextmanager
+def _helpers_starting(uri: str, *, fresh_kernel: bool) -> Iterator[Callable[[], tuple[str | None, str | None]]]:
+    """Start the warm tracking agent and trial host side by side while the block talks to MLflow;
+    the callable gives their sockets (None for one that is not used), waiting until both are bound.
+
+    Each takes ~0.5 s to bind its socket when it has to start (the first sweep of a session), and
+    the driver's MLflow work needs neither: one after the other and before that work, they held
+    back the first trial (B2 of issue 19). Threads: both starts mostly wait for another process.
+    """
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="nbscale-helpers") as pool:
+        agent = pool.submit(_agent_socket, uri)
+        host = None if fresh_kernel else pool.submit(trial_host.start_for_local_ray)
+        yield lambda: (agent.result(), None if host is None else host.result())
 
 
 def _agent_socket(uri: str) -> str | None:
@@ -108,12 +130,11 @@ def _report_interval(spec: RunSpec) -> float:
     return 0.0 if spec.sweep is not None and spec.sweep.scheduler == "asha" else 0.5
 
 
-def _create_state(spec: RunSpec, sweep_id: str, root: Path) -> dict[str, Any]:
+def _create_state(spec: RunSpec, sweep_id: str, root: Path, uri: str) -> dict[str, Any]:
     from ..paths import resolve_notebook_path
 
     assert spec.sweep is not None  # noqa: S101 - run_sweep checked it
     absolute, _ = resolve_notebook_path(spec.notebook, root)
-    uri = tracking_uri()
     mc = tracking.client(uri)
     experiment_id = tracking.ensure_experiment(mc, spec.experiment, uri)
     settings = spec.sweep.model_dump(mode="json", exclude={"space"})
@@ -144,8 +165,9 @@ def _tune_environ() -> dict[str, str]:
     defaults = {
         "TUNE_GLOBAL_CHECKPOINT_S": "1",  # a killed driver loses at most ~1 s of state
         "RAY_AIR_NEW_OUTPUT": "0",
-        # MLflow holds every result: of Tune's per-trial loggers only the JSON one stays (its result grid reads it),
-        # not the CSV one nor TensorBoard's, which cost the driver ~6 ms a trial (B2 of issue 3).
+        # MLflow holds every result: none of Tune's per-trial loggers (CSV, JSON, TensorBoard) runs. They cost
+        # the driver ~6 ms a trial (B2 of issue 3), and the JSON one's files ~3 ms more when Tune read them
+        # all back after the last trial for a result grid that no one reads (B2 of issue 19).
         "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
     }
     return {"TUNE_DISABLE_SIGINT_HANDLER": "1",  # ours stops the trials and marks them KILLED
@@ -242,14 +264,13 @@ def _tune_config(spec: RunSpec) -> Any:
 
 def _run_config(spec: RunSpec, plan: TrialPlan, sweep_dir: Path) -> Any:
     from ray import tune
-    from ray.tune.logger import JsonLoggerCallback
 
     from .callbacks import CancelStopper, SweepCallback
 
     assert spec.sweep is not None  # noqa: S101
     return tune.RunConfig(name=plan.sweep_id, storage_path=str(sweep_dir / "tune"), verbose=0,
                           failure_config=tune.FailureConfig(max_failures=spec.sweep.max_failures),
-                          callbacks=[SweepCallback(plan.sweep_id), JsonLoggerCallback()], stop=CancelStopper(plan.sweep_id),
+                          callbacks=[SweepCallback(plan.sweep_id)], stop=CancelStopper(plan.sweep_id),
                           checkpoint_config=tune.CheckpointConfig(num_to_keep=1))
 
 

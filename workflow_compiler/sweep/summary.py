@@ -19,9 +19,11 @@ log = logging.getLogger(__name__)
 _TRIAL_FAILED = f"{TrialFailed.__module__}.{TrialFailed.__qualname__}: "
 
 
-def row_from_trial(trial: Any, number: int, *, metric: str, cancelled: bool, ended: str | None = None) -> TrialRow:
-    """A Tune ``Trial`` as a row of our table; ``ended`` ("TERMINATED"/"ERROR") when a callback knows before Tune's state does."""
-    last = trial.last_result or {}
+def row_from_trial(trial: Any, number: int, *, metric: str, cancelled: bool, ended: str | None = None,
+                   last: dict[str, Any] | None = None) -> TrialRow:
+    """A Tune ``Trial`` as a row of our table; ``ended`` ("TERMINATED"/"ERROR") when a callback knows before Tune's state
+    does, ``last`` when it knows the trial's last result (``{}``: none yet)."""
+    last = (trial.last_result or {}) if last is None else last
     state = ended or str(trial.status)
     if state == "ERROR":
         status = "FAILED"
