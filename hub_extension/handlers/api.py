@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from asyncio import wrap_future
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache, partial
@@ -20,6 +19,7 @@ from ..errors import UserNotFound
 from ..schemas import AdmissionBody, PolicyBody, ReleaseBody
 from ..store import AdmissionRequest, Caller
 from .base import APIHandler
+from .thread_results import thread_result
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class LeasesHandler(APIHandler):
     async def post(self) -> None:
         caller = self.require_user()
         body = AdmissionBody.model_validate(self.json_body())
-        result = await wrap_future(self.store.submit_admit(caller, AdmissionRequest(**body.model_dump())))
+        result = await thread_result(self.store.submit_admit(caller, AdmissionRequest(**body.model_dump())))
         if result.refusal is not None:
             self.write_json(result.refusal.to_dict(), status=409)
         else:
@@ -63,7 +63,7 @@ class HeartbeatHandler(APIHandler):
     """POST ``leases/{id}/heartbeat``: extend the caller's lease."""
 
     async def post(self, lease_id: str) -> None:
-        self.write_json({"lease": await wrap_future(self.store.submit_heartbeat(self.require_user(), lease_id))})
+        self.write_json({"lease": await thread_result(self.store.submit_heartbeat(self.require_user(), lease_id))})
 
 
 class ReleaseHandler(APIHandler):
@@ -72,7 +72,7 @@ class ReleaseHandler(APIHandler):
     async def post(self, lease_id: str) -> None:
         caller = self.require_user()
         body = ReleaseBody.model_validate(self.json_body())
-        self.write_json({"lease": await wrap_future(self.store.submit_release(caller, lease_id, body.gpu_seconds))})
+        self.write_json({"lease": await thread_result(self.store.submit_release(caller, lease_id, body.gpu_seconds))})
 
 
 class MyQuotaHandler(APIHandler):
