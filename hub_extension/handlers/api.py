@@ -45,7 +45,7 @@ class LeasesHandler(APIHandler):
 
     async def post(self) -> None:
         caller = self.require_user()
-        body = AdmissionBody.model_validate(self.json_body())
+        body = self.body_as(AdmissionBody)
         result = await thread_result(self.store.submit_admit(caller, AdmissionRequest(**body.model_dump())))
         if result.refusal is not None:
             self.write_json(result.refusal.to_dict(), status=409)
@@ -71,7 +71,7 @@ class ReleaseHandler(APIHandler):
 
     async def post(self, lease_id: str) -> None:
         caller = self.require_user()
-        body = ReleaseBody.model_validate(self.json_body())
+        body = self.body_as(ReleaseBody)
         self.write_json({"lease": await thread_result(self.store.submit_release(caller, lease_id, body.gpu_seconds))})
 
 
@@ -138,7 +138,7 @@ class PolicyHandler(APIHandler):
 
     def put(self, kind: str, name: str) -> None:
         self.require_admin()
-        body = PolicyBody.model_validate(self.json_body())
+        body = self.body_as(PolicyBody)
         self.write_json(admin.set_policy(self.store, self.actor, kind, name, body.model_dump()))
 
     def delete(self, kind: str, name: str) -> None:
@@ -167,7 +167,7 @@ class BenchmarkNoopHandler(APIHandler):
 
     def post(self) -> None:
         self.require_user()
-        AdmissionBody.model_validate(self.json_body())
+        self.body_as(AdmissionBody)
         self.write_json({"message": "benchmark no-op: nothing was admitted", "errors": [], "limit": "none"},
                         status=409)
 
