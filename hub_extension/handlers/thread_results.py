@@ -1,4 +1,5 @@
-"""Results of the store's threads handed to the event loop in batches: one wake-up for many.
+"""Store work off the event loop: blocking calls in a pool of threads, and the group commit's results
+handed back to the loop in batches, one wake-up for many.
 
 The group commit settles a whole batch of decisions one after the other in its thread. With
 ``asyncio.wrap_future`` every one of them wakes the event loop on its own (a write to the loop's
@@ -12,8 +13,12 @@ import asyncio
 import threading
 import weakref
 from collections import deque
-from concurrent.futures import Future
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import cache
 from typing import Any, TypeVar
+
+from tornado.ioloop import IOLoop
 
 T = TypeVar("T")
 
@@ -69,3 +74,15 @@ def thread_result(future: Future[T]) -> asyncio.Future[T]:
     if results is None:
         results = _BY_LOOP[loop] = ThreadResults(loop)
     return results.wait_for(future)
+
+
+@cache
+def _database_threads() -> ThreadPoolExecutor:
+    # the store blocks (locks, commits): in threads, the event loop keeps reading requests meanwhile;
+    # lease writes skip this pool: the group commit's own thread decides them (store.submit_admit)
+    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="quota-db")
+
+
+async def in_database_thread(func: Callable[..., T], *args: Any) -> T:
+    """Run the blocking store call ``func(*args)`` off the event loop (reads, and the admin's writes)."""
+    return await IOLoop.current().run_in_executor(_database_threads(), func, *args)
