@@ -6,18 +6,24 @@ Measures, in one run, on a shared machine:
   ended leases) and on a throwaway Postgres (:mod:`benchmarks.quota_store`);
 * HTTP through the hub's proxy and direct to the service (SQLite), each next to the load
   generator's ceiling: the same clients against a no-op endpoint of the same service
-  (``api/v1/benchmark/noop``, served only with ``$NBSCALE_QUOTA_BENCHMARK_ENDPOINTS=1``), which
-  checks the token and the body as admission does and touches no database;
+  (``api/v1/benchmark/noop``, served only with ``$NBSCALE_QUOTA_BENCHMARK_ENDPOINTS=1``). It does
+  what an admission request does up to the decision: the hub token check (HubOAuth and its cache),
+  the use scope, the body parsed and validated as an admission body, a JSON answer with status 409
+  (logged as a refusal is); it skips only the decision itself (the hand-off to the group commit's
+  thread and the database);
 * two service replicas on one Postgres, 50 clients spread over both, in 20 rounds of 50 requests
   fired at once at one user's limit (exactly the limit must be admitted every round).
 
 Each HTTP measurement also reports the service process's CPU per request (``/proc``), which the
-shared machine distorts less than the rates.
+shared machine distorts less than the rates, split into the event loop's thread and the others
+(the database's). With ``--baseline DIR`` (a source tree such as ``git archive`` of main, with its
+``node_modules``) the HTTP part also runs from DIR, before each of ``--rounds`` rounds of this tree.
 
 5 users with a limit of 4 GPUs; a client asks for 1 GPU, holds it briefly when admitted and releases
 it. Over-admissions are counted by replaying the service's ledger in commit order (must be 0).
 
     python -m benchmarks.quota_admission [--seconds 10] [--clients 50] [--parts store,http,replicas]
+        [--baseline DIR] [--rounds N]
 
 ``--parts`` runs some of the measurements only (while working on one of them); the results file
 then holds only those.
@@ -90,20 +96,41 @@ def service_pid(hub: LocalHub) -> int | None:
 
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU seconds of process ``pid`` so far (0 where /proc cannot tell)."""
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def _stat_cpu(stat: Path) -> float:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
+    """CPU seconds of ``pid``'s event loop (its main thread) and of all its other threads together
+    (the database: the group commit's and the store's threads)."""
+    loop = other = 0.0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        if task.name == str(pid):
+            loop += _stat_cpu(task / "stat")
+        else:
+            other += _stat_cpu(task / "stat")
+    return {"event_loop": loop, "other_threads": other}
+
+
 def _with_service_cpu(pid: int | None, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    before = cpu_seconds(pid)
+    before, threads_before = cpu_seconds(pid), thread_cpu_seconds(pid)
     figures = measure()
     used = cpu_seconds(pid) - before
+    threads = {name: seconds - threads_before[name] for name, seconds in thread_cpu_seconds(pid).items()}
+    requests = figures["requests"]
     # the service's CPU per request: what a loaded machine distorts least
     return {**figures, "service_cpu_s": round(used, 2),
-            "service_cpu_ms_per_request": round(1000 * used / figures["requests"], 3) if figures["requests"] else None}
+            "service_cpu_ms_per_request": round(1000 * used / requests, 3) if requests else None,
+            # threads that ended during the run (a pool's) are missing here, not in the total
+            "service_cpu_ms_per_request_by_thread": {
+                name: round(1000 * seconds / requests, 3) if requests else None for name, seconds in threads.items()}}
 
 
 def measure_http(url: str, tokens: list[str], args: argparse.Namespace, pid: int | None = None) -> dict[str, Any]:
@@ -139,6 +166,35 @@ def bench_hub(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
             print(f"{path}: {json.dumps(runs[path])}", flush=True)
         runs["over_admissions"] = over_admissions(hub.service_url, admin, BENCH_USERS)
     return runs
+
+
+def baseline_http(tree: Path, args: argparse.Namespace, output: Path) -> dict[str, Any]:
+    """The HTTP part of this benchmark as the source tree ``tree`` (e.g. ``git archive`` of main) runs it."""
+    command = [sys.executable, "-m", "benchmarks.quota_admission", "--parts", "http", "--seconds", str(args.seconds),
+               "--clients", str(args.clients), "--hold", str(args.hold), "--output", str(output)]
+    env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+    subprocess.run(command, cwd=tree, env=env, check=True)
+    return dict(json.loads(output.read_text(encoding="utf-8"))["http"])
+
+
+def bench_http_rounds(workdir: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``--rounds`` HTTP measurements of this tree, each after one of ``--baseline`` (if given), so both
+    sides share the machine's load as it comes and goes."""
+    rounds: list[dict[str, Any]] = []
+    for i in range(args.rounds):
+        entry: dict[str, Any] = {}
+        if args.baseline:
+            entry["baseline"] = baseline_http(args.baseline, args, workdir / f"baseline-{i}.json")
+        entry["this"] = bench_hub(workdir / f"round-{i}", args)
+        for side, http in entry.items():
+            print(f"round {i + 1}, {side}: " + "; ".join(
+                f"{path}: {run['admission']['requests_per_s']}/s = {run['requests_share_of_ceiling']:.0%} of "
+                f"{run['ceiling_noop']['requests_per_s']}/s, p99 {run['admission']['p99_ms']} ms, "
+                f"{run['admission']['service_cpu_ms_per_request']} ms CPU/request "
+                f"(no-op {run['ceiling_noop']['service_cpu_ms_per_request']})"
+                for path, run in http.items() if path != "over_admissions"), flush=True)
+        rounds.append(entry)
+    return rounds
 
 
 def start_replica(hub: LocalHub, api_token: str, db_url: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -252,6 +308,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--history-leases", type=int, default=100_000)
     parser.add_argument("--history-ledger", type=int, default=1_000_000)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--baseline", type=Path, help="also run the HTTP part from this source tree (its own "
+                        "node_modules included), alternating with this one round by round")
+    parser.add_argument("--rounds", type=int, default=1, help="HTTP measurements of each side")
     parser.add_argument("--parts", type=_parts, default=PARTS, help="comma-separated, of: " + ",".join(PARTS))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, contextlib.ExitStack() as stack:
@@ -259,10 +318,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         needs_postgres = bool({"store", "replicas"} & set(args.parts))  # the HTTP part runs on SQLite
         pg_url = stack.enter_context(throwaway_postgres()) if needs_postgres else ""
         store: dict[str, Any] = bench_store(workdir, pg_url, args) if "store" in args.parts else {}
-        http: dict[str, Any] = bench_hub(workdir, args) if "http" in args.parts else {"over_admissions": 0}
+        rounds = bench_http_rounds(workdir, args) if "http" in args.parts else []
+        http: dict[str, Any] = rounds[0]["this"] if rounds else {"over_admissions": 0}
         replicas: dict[str, Any] = (bench_replicas(workdir, pg_url, args) if "replicas" in args.parts
                     else {"over_admissions": 0, "burst_rounds": {"admitted_per_round": []}})
-    over = http["over_admissions"] + replicas["over_admissions"]
+    over = sum(side["over_admissions"] for entry in rounds for side in entry.values()) + replicas["over_admissions"]
     report = {
         "benchmark": "quota_admission",
         "machine": {"cores": os.cpu_count(), "memory_gb": _memory_gb(), "python": platform.python_version(),
@@ -275,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "http_database": "SQLite (WAL, synchronous=NORMAL, BEGIN IMMEDIATE)"},
         "store_alone": store,
         "http": http,
+        **({"http_rounds": rounds, "baseline": str(args.baseline)} if args.baseline or len(rounds) > 1 else {}),
         "two_replicas_on_postgres": replicas,
         "over_admissions": over,
         "over_admissions_counted_over": "every HTTP run, by replaying each service's ledger in commit order",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import JSON, DateTime, Float, String, bindparam, delete, select, text
 
 from .errors import QuotaServiceError
 from .models import Lease, LedgerEntry, Policy
@@ -91,13 +90,42 @@ def list_policies(store: QuotaStore) -> list[dict[str, Any]]:
         return [policy_to_dict(p) for p in sorted(rows, key=lambda p: (order.get(p.kind, 9), p.name))]
 
 
+#: per user who ever ended a lease (found by a loose index scan of ``quota_usage_hours``' key: one
+#: seek per user), the window's whole hours from their hourly rows, the part of its first hour and
+#: the groups of their latest ended lease from the leases' ``(user, ended_at)`` index: bounded by
+#: users and the window, never by the history (SQL written here: SQLAlchemy has no loose index scan)
+_ENDED_IN_WINDOW = text("""
+WITH RECURSIVE users(name) AS (
+    SELECT min("user") FROM quota_usage_hours
+    UNION ALL
+    SELECT (SELECT min("user") FROM quota_usage_hours WHERE "user" > users.name) FROM users
+    WHERE users.name IS NOT NULL
+)
+SELECT name,
+    (SELECT sum(gpu_seconds) FROM quota_usage_hours
+     WHERE "user" = name AND hour >= :first_whole_hour) AS whole_hours_seconds,
+    (SELECT coalesce(sum(coalesce(gpu_seconds, 0.0)), 0.0) FROM quota_leases
+     WHERE "user" = name AND ended_at >= :since AND ended_at < :first_whole_hour) AS first_hour_seconds,
+    (SELECT groups FROM quota_leases WHERE "user" = name AND ended_at >= :since
+     ORDER BY ended_at DESC LIMIT 1) AS last_groups
+FROM users WHERE name IS NOT NULL
+""").bindparams(bindparam("since", type_=DateTime()), bindparam("first_whole_hour", type_=DateTime())).columns(
+    name=String(), whole_hours_seconds=Float(), first_hour_seconds=Float(), last_groups=JSON())
+
+
+def _new_usage_row() -> dict[str, Any]:
+    return {"gpus_in_use": 0, "runs_active": 0, "gpu_hours_in_window": 0.0, "groups": []}
+
+
 def usage_overview(store: QuotaStore, window_hours: float = 168.0) -> dict[str, Any]:
-    """Live usage per user and per group: GPUs and runs held now, GPU-hours used in the window."""
+    """Live usage per user and per group: GPUs and runs held now, GPU-hours used in the window.
+
+    A user's groups are those of their live leases and of the latest lease they ended in the window.
+    """
     with store._read() as s:
         now = store.clock()
-        since = now - timedelta(hours=window_hours)
-        users: dict[str, dict[str, Any]] = defaultdict(lambda: {"gpus_in_use": 0, "runs_active": 0,
-                                                                "gpu_hours_in_window": 0.0, "groups": []})
+        bounds = QuotaStore._ended_read("", now, window_hours)[1]  # the window's edges, as admission reads them
+        users: dict[str, dict[str, Any]] = defaultdict(_new_usage_row)
         live = s.scalars(select(Lease).where(Lease.status == ACTIVE, Lease.expires_at >= now))
         for lease in live:
             row = users[lease.user]
@@ -105,23 +133,29 @@ def usage_overview(store: QuotaStore, window_hours: float = 168.0) -> dict[str, 
             row["runs_active"] += 1
             row["gpu_hours_in_window"] += lease.gpus_total * (now - lease.created_at).total_seconds() / 3600
             row["groups"] = sorted(set(row["groups"]) | set(lease.groups))
-        ended = s.execute(select(Lease.user, Lease.groups, func.coalesce(Lease.gpu_seconds, 0.0)).where(
-            Lease.status != ACTIVE, Lease.ended_at >= since))
-        for user, groups, seconds in ended:
+        ended = s.execute(_ENDED_IN_WINDOW, {"since": bounds["since"], "first_whole_hour": bounds["first_whole_hour"]})
+        for user, whole_hours, first_hour, last_groups in ended:
+            if whole_hours is None and last_groups is None:
+                continue  # nothing ended in the window
             row = users[user]
-            row["gpu_hours_in_window"] += seconds / 3600
-            row["groups"] = sorted(set(row["groups"]) | set(groups))
-        groups_out: dict[str, dict[str, Any]] = defaultdict(lambda: {"gpus_in_use": 0, "runs_active": 0,
-                                                                     "gpu_hours_in_window": 0.0, "users": []})
-        for user, row in users.items():
-            row["gpu_hours_in_window"] = round(row["gpu_hours_in_window"], 4)
-            for group in row["groups"]:
-                g = groups_out[group]
-                for key in ("gpus_in_use", "runs_active", "gpu_hours_in_window"):
-                    g[key] += row[key]
-                g["users"].append(user)
-        return {"window_hours": window_hours, "users": dict(sorted(users.items())),
-                "groups": dict(sorted(groups_out.items()))}
+            row["gpu_hours_in_window"] += ((whole_hours or 0.0) + first_hour) / 3600
+            row["groups"] = sorted(set(row["groups"]) | set(last_groups or ()))
+        groups = _group_totals(users)
+        return {"window_hours": window_hours, "users": dict(sorted(users.items())), "groups": groups}
+
+
+def _group_totals(users: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each group's sums over its users (rounding each user's GPU-hours first)."""
+    groups_out: dict[str, dict[str, Any]] = defaultdict(lambda: {"gpus_in_use": 0, "runs_active": 0,
+                                                                 "gpu_hours_in_window": 0.0, "users": []})
+    for user, row in sorted(users.items()):
+        row["gpu_hours_in_window"] = round(row["gpu_hours_in_window"], 4)
+        for group in row["groups"]:
+            g = groups_out[group]
+            for key in ("gpus_in_use", "runs_active", "gpu_hours_in_window"):
+                g[key] += row[key]
+            g["users"].append(user)
+    return dict(sorted(groups_out.items()))
 
 
 def ledger_page(store: QuotaStore, *, user: str | None = None, limit: int = 100,

@@ -20,6 +20,7 @@ from traitlets.config import Application
 from . import SERVICE_NAME
 from .db import make_engine, upgrade_database
 from .handlers.api import api_routes
+from .handlers.base import AllowedModels
 from .handlers.health import health_routes
 from .handlers.pages import PolicyFormHandler, QuotaPageHandler
 from .store import QuotaStore
@@ -44,7 +45,7 @@ def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub
     # Lax: the hub's OAuth redirect back (a top-level GET) still carries them; other sites' forms do not.
     hub_auth.cookie_options = {"samesite": COOKIE_SAMESITE, **hub_auth.cookie_options}
     return WebApplication(
-        routes, hub_auth=hub_auth, cookie_secret=cookie_secret, jinja_env=jinja_env, service_prefix=service_prefix,
+        routes, hub_auth=hub_auth, allowed_models=AllowedModels(), cookie_secret=cookie_secret, jinja_env=jinja_env, service_prefix=service_prefix,
         hub_prefix=hub_prefix, xsrf_cookie_kwargs={"path": service_prefix, "samesite": COOKIE_SAMESITE},
     )
 

@@ -5,39 +5,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from asyncio import wrap_future
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache, partial
-from typing import Any, TypeVar
+from functools import partial
 
 from tornado.escape import url_escape
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from tornado.ioloop import IOLoop
 
 from .. import admin
 from ..errors import UserNotFound
 from ..schemas import AdmissionBody, PolicyBody, ReleaseBody
 from ..store import AdmissionRequest, Caller
 from .base import APIHandler
+from .thread_results import in_database_thread, thread_result
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 #: serves ``api/v1/benchmark/...`` (the load generator's ceiling); never set in production
 BENCHMARK_ENV = "NBSCALE_QUOTA_BENCHMARK_ENDPOINTS"
-
-
-@cache
-def _database_threads() -> ThreadPoolExecutor:
-    # the store blocks (locks, commits): in threads, the event loop keeps reading requests meanwhile;
-    # lease writes skip this pool: the group commit's own thread decides them (store.submit_admit)
-    return ThreadPoolExecutor(max_workers=16, thread_name_prefix="quota-db")
-
-
-async def in_database_thread(func: Callable[..., T], *args: Any) -> T:
-    """Run the blocking store call ``func(*args)`` off the event loop."""
-    return await IOLoop.current().run_in_executor(_database_threads(), func, *args)
 
 
 class LeasesHandler(APIHandler):
@@ -45,8 +28,8 @@ class LeasesHandler(APIHandler):
 
     async def post(self) -> None:
         caller = self.require_user()
-        body = AdmissionBody.model_validate(self.json_body())
-        result = await wrap_future(self.store.submit_admit(caller, AdmissionRequest(**body.model_dump())))
+        body = self.body_as(AdmissionBody)
+        result = await thread_result(self.store.submit_admit(caller, AdmissionRequest(**body.model_dump())))
         if result.refusal is not None:
             self.write_json(result.refusal.to_dict(), status=409)
         else:
@@ -63,7 +46,7 @@ class HeartbeatHandler(APIHandler):
     """POST ``leases/{id}/heartbeat``: extend the caller's lease."""
 
     async def post(self, lease_id: str) -> None:
-        self.write_json({"lease": await wrap_future(self.store.submit_heartbeat(self.require_user(), lease_id))})
+        self.write_json({"lease": await thread_result(self.store.submit_heartbeat(self.require_user(), lease_id))})
 
 
 class ReleaseHandler(APIHandler):
@@ -71,8 +54,8 @@ class ReleaseHandler(APIHandler):
 
     async def post(self, lease_id: str) -> None:
         caller = self.require_user()
-        body = ReleaseBody.model_validate(self.json_body())
-        self.write_json({"lease": await wrap_future(self.store.submit_release(caller, lease_id, body.gpu_seconds))})
+        body = self.body_as(ReleaseBody)
+        self.write_json({"lease": await thread_result(self.store.submit_release(caller, lease_id, body.gpu_seconds))})
 
 
 class MyQuotaHandler(APIHandler):
@@ -128,22 +111,23 @@ class UsageHandler(APIHandler):
 class PoliciesHandler(APIHandler):
     """GET ``policies``: every policy (admins only)."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         self.require_admin()
-        self.write_json({"policies": admin.list_policies(self.store)})
+        self.write_json({"policies": await in_database_thread(admin.list_policies, self.store)})
 
 
 class PolicyHandler(APIHandler):
     """PUT/DELETE ``policies/{kind}/{name}`` (``default`` takes the name ``*``), admins only."""
 
-    def put(self, kind: str, name: str) -> None:
+    async def put(self, kind: str, name: str) -> None:
         self.require_admin()
-        body = PolicyBody.model_validate(self.json_body())
-        self.write_json(admin.set_policy(self.store, self.actor, kind, name, body.model_dump()))
+        body = self.body_as(PolicyBody)
+        self.write_json(await in_database_thread(admin.set_policy, self.store, self.actor, kind, name,
+                                                 body.model_dump()))
 
-    def delete(self, kind: str, name: str) -> None:
+    async def delete(self, kind: str, name: str) -> None:
         self.require_admin()
-        admin.delete_policy(self.store, self.actor, kind, name)
+        await in_database_thread(admin.delete_policy, self.store, self.actor, kind, name)
         self.set_status(204)
         self.finish()
 
@@ -167,7 +151,7 @@ class BenchmarkNoopHandler(APIHandler):
 
     def post(self) -> None:
         self.require_user()
-        AdmissionBody.model_validate(self.json_body())
+        self.body_as(AdmissionBody)
         self.write_json({"message": "benchmark no-op: nothing was admitted", "errors": [], "limit": "none"},
                         status=409)
 

@@ -11,7 +11,9 @@ from workflow_compiler.errors import NbscaleError
 
 from .. import ADMIN_SCOPE, admin
 from ..schemas import PolicyBody
+from ..store import QuotaStore
 from .base import QuotaHandler, validation_errors
+from .thread_results import in_database_thread
 
 
 class PageHandler(QuotaHandler):
@@ -47,34 +49,44 @@ class QuotaPageHandler(PageHandler):
     """GET ``/``: the admin page for quota admins, the caller's own quota for everyone else."""
 
     @authenticated
-    def get(self) -> None:
+    async def get(self) -> None:
         model = self.model
         is_admin = ADMIN_SCOPE in set(model.get("scopes", ()))
         context: dict[str, Any] = {"is_admin": is_admin, "form_error": self.get_argument("error", "")[:300]}
-        if model.get("kind", "user") == "user":
-            context["quota"] = self.store.quota_for(model["name"], tuple(sorted(model.get("groups") or ())))
-        if is_admin:
-            context.update(
-                policies=admin.list_policies(self.store),
-                usage=admin.usage_overview(self.store),
-                ledger=admin.ledger_page(self.store, limit=50),
-            )
+        user = model["name"] if model.get("kind", "user") == "user" else None
+        groups = tuple(sorted(model.get("groups") or ()))
+        context.update(await in_database_thread(_page_reads, self.store, user, groups, is_admin))
         self.render_page("quota.html", **context)
+
+
+def _page_reads(store: QuotaStore, user: str | None, groups: tuple[str, ...], is_admin: bool) -> dict[str, Any]:
+    """What the page shows from the database: the caller's quota (users), policies, usage and ledger (admins)."""
+    context: dict[str, Any] = {}
+    if user is not None:
+        context["quota"] = store.quota_for(user, groups)
+    if is_admin:
+        context.update(
+            policies=admin.list_policies(store),
+            usage=admin.usage_overview(store),
+            ledger=admin.ledger_page(store, limit=50),
+        )
+    return context
 
 
 class PolicyFormHandler(PageHandler):
     """POST ``policies``: the admin page's form (cookie auth, so XSRF-checked in ``prepare``)."""
 
     @authenticated
-    def post(self) -> None:
+    async def post(self) -> None:
         if ADMIN_SCOPE not in set(self.model.get("scopes", ())):
             raise HTTPError(403, f"Changing quotas needs the '{ADMIN_SCOPE}' scope.")
         kind, name = self.get_body_argument("kind", ""), self.get_body_argument("name", "").strip()
         try:
             if self.get_body_argument("action", "save") == "delete":
-                admin.delete_policy(self.store, self.actor, kind, name)
+                await in_database_thread(admin.delete_policy, self.store, self.actor, kind, name)
             else:
-                admin.set_policy(self.store, self.actor, kind, name, self._fields())
+                fields = self._fields()
+                await in_database_thread(admin.set_policy, self.store, self.actor, kind, name, fields)
         except ValidationError as exc:
             return self._back("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in validation_errors(exc)))
         except NbscaleError as exc:
