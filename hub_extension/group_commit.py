@@ -60,7 +60,8 @@ class GroupCommit(Generic[C]):
 
     ``begin`` opens a write transaction (a context manager that yields what operations are given,
     and commits on exit); ``order`` sorts a batch so that two processes take per-user row locks in
-    the same order (no deadlock). ``lock`` is held while a batch runs.
+    the same order (no deadlock). ``lock`` is held while a batch runs. ``prepare``, if given, sees
+    the whole batch (``(order, op)`` pairs) in its transaction before the operations run.
 
     Threads call :meth:`run` and wait; an event loop calls :meth:`submit` and awaits the future,
     while one thread of the group commit's own runs the queue until it is empty.
@@ -70,9 +71,11 @@ class GroupCommit(Generic[C]):
     operation is done never has to queue for the lock just to leave).
     """
 
-    def __init__(self, begin: Callable[[], AbstractContextManager[C]], *, lock: Any, max_batch: int = 64) -> None:
+    def __init__(self, begin: Callable[[], AbstractContextManager[C]], *, lock: Any, max_batch: int = 64,
+                 prepare: Callable[[C, list[tuple[str, Callable[[C], Any]]]], None] | None = None) -> None:
         self.begin = begin
         self.lock = lock
+        self.prepare = prepare
         self.max_batch = max_batch
         self._queue: deque[_Pending] = deque()
         self._drainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quota-group-commit")
@@ -142,6 +145,8 @@ class GroupCommit(Generic[C]):
         outcomes: list[tuple[_Pending, bool, Any]] = []
         try:
             with self.begin() as conn:
+                if self.prepare is not None:
+                    self.prepare(conn, [(item.order, item.op) for item in batch])
                 for item in batch:
                     try:
                         outcomes.append((item, True, item.op(conn)))

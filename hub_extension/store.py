@@ -38,10 +38,11 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, write_transaction
+from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, WriteConnection
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from .group_commit import GroupCommit
 from .models import Policy
+from .pg_admission import decide_batch
 from .policy import (
     DEFAULT_WINDOW_HOURS,
     Limits,
@@ -56,7 +57,7 @@ from .policy import (
 log = logging.getLogger(__name__)
 
 #: group commits side by side on Postgres (each its own connection and thread)
-POSTGRES_LANES = 4
+POSTGRES_LANES = int(__import__("os").environ.get("XLANES", "4"))
 
 def utcnow() -> datetime:
     """Naive UTC now (every timestamp in the quota database is naive UTC)."""
@@ -137,9 +138,11 @@ class QuotaStore:
         # Postgres locks per user, so lanes of disjoint users run their batches side by side (one
         # waits for the server while another decides); SQLite's write lock is the whole database
         lanes = POSTGRES_LANES if self._postgres else 1
-        self._lanes = [GroupCommit(partial(write_transaction, engine), lock=self._write_lock if i == 0
-                                   else threading.Lock()) for i in range(lanes)]
+        prepare = self._decide_in_postgres if self._postgres else None
+        self._lanes = [GroupCommit(WriteConnection(engine).transaction, prepare=prepare,
+                                   lock=self._write_lock if i == 0 else threading.Lock()) for i in range(lanes)]
         self._writes = self._lanes[0]
+        self._reclaim_connection = WriteConnection(engine)
 
     def _lane(self, user: str) -> GroupCommit[DriverSQL]:
         """The group commit that runs ``user``'s writes (the same one every time, in this process)."""
@@ -159,11 +162,41 @@ class QuotaStore:
 
     def admit(self, caller: Caller, req: AdmissionRequest) -> Admission:
         """Admit ``req`` for ``caller`` atomically, or refuse it with the reason (both go to the ledger)."""
-        return self._lane(caller.name).run(partial(self._admit, caller, req), order=caller.name)
+        return self._lane(caller.name).run(_AdmitOp(self, caller, req), order=caller.name)
 
     def submit_admit(self, caller: Caller, req: AdmissionRequest) -> Future[Admission]:
         """:meth:`admit` for an event loop: queued at once, decided in the group commit's thread."""
-        return self._lane(caller.name).submit(partial(self._admit, caller, req), order=caller.name)
+        return self._lane(caller.name).submit(_AdmitOp(self, caller, req), order=caller.name)
+
+    def _decide_in_postgres(self, sql: DriverSQL, batch: list[tuple[str, Callable[[DriverSQL], Any]]]) -> None:
+        """Postgres: lock the batch's users and decide its admissions in one call (:mod:`.pg_admission`)."""
+        admissions = [op for _, op in batch if isinstance(op, _AdmitOp)]
+        if not admissions:
+            return
+        now = self.clock()
+        requests = []
+        for op in admissions:
+            op.now, op.lease = now, self._new_lease(op.caller, op.req, now)
+            requests.append({"user": op.caller.name, "groups": list(op.caller.groups), "request_id": op.req.request_id,
+                             "pool": op.req.pool, "gpus": op.req.gpus, "gpus_total": op.lease["gpus_total"],
+                             "estimated_seconds": op.req.estimated_seconds, "now": now, "lease": op.lease})
+        for op, decided in zip(admissions, decide_batch(sql, [user for user, _ in batch], requests), strict=True):
+            op.decided = decided
+
+    def _admit_decided(self, op: _AdmitOp, sql: DriverSQL) -> Admission:
+        """The Python half of an admission Postgres decided: the answer, and its ledger entry."""
+        caller, req, decided, now = op.caller, op.req, op.decided or {}, op.now
+        if decided["outcome"] == "known":
+            self._check_same_request(decided["lease"], req)
+            return Admission(lease=lease_to_dict(decided["lease"]), replayed=True)
+        if decided["outcome"] == "admitted":
+            return self._admitted(sql, now, caller, req, op.lease)
+        limits = _resolve(caller.name, caller.groups, decided["policies"])
+        refusal = check_request(limits, Usage(**decided["usage"]), _request(req))
+        if refusal is None:  # the two checks disagree: a bug, never an admission nobody checked
+            raise RuntimeError(f"Postgres refused request {req.request_id} of {caller.name} but the policy check "
+                               f"admits it (limits {limits}, usage {decided['usage']})")
+        return self._refused(sql, now, caller, req, refusal)
 
     def _admit(self, caller: Caller, req: AdmissionRequest, sql: DriverSQL) -> Admission:
         now = self.clock()
@@ -183,26 +216,34 @@ class QuotaStore:
         self._window_hours[caller.name] = limits.window_hours
         usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True,
                             ended=_first_value(ended) if limits.window_hours == window_guess else None)
-        request = Request(
-            gpus=req.gpus, pool=req.pool, concurrency=req.concurrency, estimated_seconds=req.estimated_seconds
-        )
-        refusal = check_request(limits, usage, request)
+        refusal = check_request(limits, usage, _request(req))
         if refusal is not None:
-            sql.write("insert_ledger", self._entry(sql, now, "refused", caller.name, caller.name, req, detail={
-                "limit": refusal.limit, "limit_value": refusal.limit_value, "message": refusal.message,
-            }, gpus_total=request.gpus_total))
-            return Admission(refusal=refusal)
+            return self._refused(sql, now, caller, req, refusal)
+        lease = self._new_lease(caller, req, now)
+        sql.write("insert_lease", {**lease, "groups": sql.json(lease["groups"])})
+        return self._admitted(sql, now, caller, req, lease)
+
+    def _new_lease(self, caller: Caller, req: AdmissionRequest, now: datetime) -> dict[str, Any]:
         ttl = min(req.ttl_seconds or self.default_ttl_seconds, self.max_ttl_seconds)
-        lease = {
+        return {
             "id": "lease-" + secrets.token_hex(8), "user": caller.name, "groups": sorted(caller.groups),
             "request_id": req.request_id, "label": req.label, "pool": req.pool, "gpus": req.gpus,
-            "concurrency": req.concurrency, "gpus_total": request.gpus_total,
+            "concurrency": req.concurrency, "gpus_total": req.gpus * req.concurrency,
             "estimated_seconds": req.estimated_seconds, "ttl_seconds": ttl, "status": ACTIVE,
             "created_at": now, "expires_at": now + timedelta(seconds=ttl), "ended_at": None, "gpu_seconds": None,
         }
-        sql.write("insert_lease", {**lease, "groups": sql.json(lease["groups"])})
+
+    def _refused(self, sql: DriverSQL, now: datetime, caller: Caller, req: AdmissionRequest,
+                 refusal: Refusal) -> Admission:
+        sql.write("insert_ledger", self._entry(sql, now, "refused", caller.name, caller.name, req, detail={
+            "limit": refusal.limit, "limit_value": refusal.limit_value, "message": refusal.message,
+        }, gpus_total=req.gpus * req.concurrency))
+        return Admission(refusal=refusal)
+
+    def _admitted(self, sql: DriverSQL, now: datetime, caller: Caller, req: AdmissionRequest,
+                  lease: dict[str, Any]) -> Admission:
         sql.write("insert_ledger", self._entry(sql, now, "admitted", caller.name, caller.name, req,
-                                               gpus_total=request.gpus_total, lease_id=lease["id"]))
+                                               gpus_total=lease["gpus_total"], lease_id=lease["id"]))
         return Admission(lease=lease_to_dict(lease))
 
     def _lock_user(self, sql: DriverSQL, user: str) -> None:
@@ -300,7 +341,7 @@ class QuotaStore:
 
     def reclaim_expired(self) -> int:
         """Expire every lease whose holder stopped heartbeating; returns how many were reclaimed."""
-        with self._write_lock, write_transaction(self.engine) as sql:
+        with self._write_lock, self._reclaim_connection.transaction() as sql:
             now = self.clock()
             users = sorted(row["user"] for row in sql.query("overdue_users", {"now": now}))
             for user in users:  # in user order, each under its lock: the order every batch takes them in
@@ -384,6 +425,27 @@ class QuotaStore:
                 "remaining": _remaining(limits, usage),
                 "leases": [lease_to_dict(lease) for lease in leases],
             }
+
+
+class _AdmitOp:
+    """One admission in a group commit: decided in Postgres with its batch (``decided``), else in Python."""
+
+    __slots__ = ("caller", "decided", "lease", "now", "req", "store")
+
+    def __init__(self, store: QuotaStore, caller: Caller, req: AdmissionRequest) -> None:
+        self.store, self.caller, self.req = store, caller, req
+        self.decided: dict[str, Any] | None = None
+        self.lease: dict[str, Any] = {}
+        self.now = datetime.min
+
+    def __call__(self, sql: DriverSQL) -> Admission:
+        if self.decided is None or self.decided["outcome"] == "slow":
+            return self.store._admit(self.caller, self.req, sql)
+        return self.store._admit_decided(self, sql)
+
+
+def _request(req: AdmissionRequest) -> Request:
+    return Request(gpus=req.gpus, pool=req.pool, concurrency=req.concurrency, estimated_seconds=req.estimated_seconds)
 
 
 def _first_value(rows: list[dict[str, Any]]) -> float:
