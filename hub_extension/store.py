@@ -57,7 +57,7 @@ from .policy import (
 log = logging.getLogger(__name__)
 
 #: group commits side by side on Postgres (each its own connection and thread)
-POSTGRES_LANES = int(__import__("os").environ.get("XLANES", "4"))
+POSTGRES_LANES = 4
 
 def utcnow() -> datetime:
     """Naive UTC now (every timestamp in the quota database is naive UTC)."""
