@@ -13,8 +13,9 @@ Atomicity (no over-admission, ever) comes from serialising every write that read
   until the lease is committed. On Postgres every write operation first locks the caller's row in
   ``quota_user_locks`` (an upsert, which holds the row lock to the commit like ``SELECT ... FOR
   UPDATE``); limits are per user, so admissions of different users still run in parallel, and a
-  shared transaction takes its users' locks in name order, as the periodic reclaim does, so two
-  replicas cannot deadlock.
+  shared transaction takes all its users' locks first, in name order, as the periodic reclaim does,
+  so two replicas cannot deadlock. Its admissions are then decided inside Postgres, in order, each
+  after the leases of those before it (:mod:`hub_extension.pg_admission`).
 
 Every read on the admission path is bounded: a user's active leases (index ``user, status``), the
 replayed request (unique ``user, request_id``), and the GPU-hour window, summed from
