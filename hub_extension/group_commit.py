@@ -2,9 +2,9 @@
 
 Admission is serialised anyway (one database write lock on SQLite, the process's mutex, a row lock
 per user on Postgres), so a transaction's fixed cost (``BEGIN IMMEDIATE``, ``COMMIT``, the pool,
-thread hand-offs) is paid once per batch instead of once per decision. Whoever takes the lock runs
-every queued operation in order in one transaction and hands each thread its own result after the
-commit; nobody learns a result that was not committed.
+thread hand-offs) is paid once per batch instead of once per decision. The group commit's own thread
+takes the lock and runs every queued operation in order in one transaction, and hands each caller
+its own result after the commit; nobody learns a result that was not committed.
 
 Each operation sees the writes of the ones before it (same connection), so the no-over-admission
 argument of :mod:`hub_extension.store` holds operation by operation. An operation that raises a
@@ -29,30 +29,21 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 C = TypeVar("C")
-#: how long a waiting thread sleeps before it looks at the lock again, in case its holder (an
-#: admin write, the periodic reclaim) does not wake the queue when it lets go
-_RECHECK_SECONDS = 0.05
 
 
 class _Pending:
-    """One queued operation: the thread that queued it waits on ``woken`` for its outcome or its turn
-    to lead; one queued by :meth:`GroupCommit.submit` gets its outcome in ``future``."""
+    """One queued operation; its outcome (after the commit) goes to ``future``."""
 
-    __slots__ = ("future", "op", "order", "outcome", "woken")
+    __slots__ = ("future", "op", "order")
 
-    def __init__(self, op: Callable[[Any], Any], order: str, future: Future[Any] | None = None) -> None:
+    def __init__(self, op: Callable[[Any], Any], order: str, future: Future[Any]) -> None:
         self.op, self.order, self.future = op, order, future
-        self.outcome: tuple[bool, Any] | None = None
-        self.woken = threading.Event()
 
     def settle(self, ok: bool, value: Any) -> None:
-        self.outcome = (ok, value)
-        self.woken.set()
-        if self.future is not None:
-            if ok:
-                self.future.set_result(value)
-            else:
-                self.future.set_exception(value)
+        if ok:
+            self.future.set_result(value)
+        else:
+            self.future.set_exception(value)
 
 
 class GroupCommit(Generic[C]):
@@ -63,12 +54,9 @@ class GroupCommit(Generic[C]):
     the same order (no deadlock). ``lock`` is held while a batch runs. ``prepare``, if given, sees
     the whole batch (``(order, op)`` pairs) in its transaction before the operations run.
 
-    Threads call :meth:`run` and wait; an event loop calls :meth:`submit` and awaits the future,
-    while one thread of the group commit's own runs the queue until it is empty.
-
-    A waiting thread sleeps on its own event, not on the lock: it wakes once, with its result, or
-    when the thread that ran the last batch hands it the turn to run the next (a thread whose
-    operation is done never has to queue for the lock just to leave).
+    Operations queue (:meth:`submit`, or :meth:`run` to wait for the result); one thread of the
+    group commit's own runs the queue until it is empty, so a waiting caller sleeps on its future and
+    nobody polls.
     """
 
     def __init__(self, begin: Callable[[], AbstractContextManager[C]], *, lock: Any, max_batch: int = 64,
@@ -84,26 +72,7 @@ class GroupCommit(Generic[C]):
 
     def run(self, op: Callable[[C], T], *, order: str = "") -> T:
         """Run ``op(conn)`` in a write transaction, possibly shared with other threads' operations."""
-        mine = _Pending(op, order)
-        self._queue.append(mine)
-        while mine.outcome is None:
-            if self.lock.acquire(blocking=False):
-                try:
-                    while mine.outcome is None and self._queue:
-                        self._run_batch(list(self._take()))
-                finally:
-                    self.lock.release()
-                self._hand_over()
-                if mine.outcome is None:  # another thread runs it (only if the lock lets two in: tests)
-                    mine.woken.wait(_RECHECK_SECONDS)
-                    mine.woken.clear()
-            else:
-                mine.woken.wait(_RECHECK_SECONDS)
-                mine.woken.clear()
-        ok, value = mine.outcome
-        if not ok:
-            raise value
-        return value  # type: ignore[no-any-return]
+        return self.submit(op, order=order).result()
 
     def submit(self, op: Callable[[C], T], *, order: str = "") -> Future[T]:
         """Queue ``op(conn)`` without waiting: its result (after the commit) comes in the future."""
@@ -116,7 +85,7 @@ class GroupCommit(Generic[C]):
         return future
 
     def _drain(self) -> None:
-        """Run batches until the queue is empty (what :meth:`submit` queued, and any waiting thread's)."""
+        """Run batches until the queue is empty."""
         while True:
             with self.lock:
                 while self._queue:
@@ -125,13 +94,6 @@ class GroupCommit(Generic[C]):
                 if not self._queue:  # checked under the flag's lock: a submit now starts a new drain
                     self._draining = False
                     return
-
-    def _hand_over(self) -> None:
-        """Wake the first waiting thread, to run the next batch (nobody else would)."""
-        try:
-            self._queue[0].woken.set()
-        except IndexError:
-            pass
 
     def _take(self) -> Iterator[_Pending]:
         for _ in range(self.max_batch):
