@@ -143,7 +143,10 @@ class QuotaStore:
         self._lanes = [GroupCommit(WriteConnection(engine).transaction, prepare=prepare,
                                    lock=self._write_lock if i == 0 else threading.Lock()) for i in range(lanes)]
         self._writes = self._lanes[0]
-        self._reclaim_connection = WriteConnection(engine)
+        # the periodic reclaim, off the event loop: its own thread and connection, behind the same
+        # mutex as the first lane (on SQLite, the database's only writer in this process)
+        self._maintenance: GroupCommit[DriverSQL] = GroupCommit(WriteConnection(engine).transaction,
+                                                                lock=self._write_lock)
 
     def _lane(self, user: str) -> GroupCommit[DriverSQL]:
         """The group commit that runs ``user``'s writes (the same one every time, in this process)."""
@@ -342,12 +345,18 @@ class QuotaStore:
 
     def reclaim_expired(self) -> int:
         """Expire every lease whose holder stopped heartbeating; returns how many were reclaimed."""
-        with self._write_lock, self._reclaim_connection.transaction() as sql:
-            now = self.clock()
-            users = sorted(row["user"] for row in sql.query("overdue_users", {"now": now}))
-            for user in users:  # in user order, each under its lock: the order every batch takes them in
-                self._lock_user(sql, user)
-            return sum(self._reclaim(sql, now, user=user) for user in users)
+        return self._maintenance.run(self._reclaim_expired)
+
+    def reclaim_in_background(self) -> None:
+        """:meth:`reclaim_expired` for an event loop's timer: queued, not awaited; a failure is logged."""
+        self._maintenance.submit(self._reclaim_expired).add_done_callback(_log_reclaim_failure)
+
+    def _reclaim_expired(self, sql: DriverSQL) -> int:
+        now = self.clock()
+        users = sorted(row["user"] for row in sql.query("overdue_users", {"now": now}))
+        for user in users:  # in user order, each under its lock: the order every batch takes them in
+            self._lock_user(sql, user)
+        return sum(self._reclaim(sql, now, user=user) for user in users)
 
     def _reclaim(self, sql: DriverSQL, now: datetime, user: str,
                  overdue: Sequence[Mapping[str, Any]] | None = None) -> int:
@@ -426,6 +435,11 @@ class QuotaStore:
                 "remaining": _remaining(limits, usage),
                 "leases": [lease_to_dict(lease) for lease in leases],
             }
+
+
+def _log_reclaim_failure(done: Future[int]) -> None:
+    if done.exception() is not None:
+        log.error("reclaiming expired leases failed (tried again at the next interval): %s", done.exception())
 
 
 class _AdmitOp:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -189,3 +191,31 @@ def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaSto
             pg_store.release(ALICE, lease["id"])
     with pg_store.engine.begin() as conn, pytest.raises(exc.DatabaseError, match="append-only"):
         conn.execute(text("DELETE FROM quota_ledger"))
+
+
+def test_the_periodic_reclaim_runs_in_the_background_and_logs_a_failure(db_url: str,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    store = QuotaStore(engine, default_ttl_seconds=60, clock=clock)
+    lease = store.admit(ALICE, request("a")).lease
+    clock.now += timedelta(seconds=600)
+    store.reclaim_in_background()  # what the service's timer calls on the event loop: it does not wait
+    deadline = time.monotonic() + 20
+    while [e["event"] for e in ledger_page(store, user="alice")] != ["expired", "admitted"]:
+        assert time.monotonic() < deadline, "the background reclaim never expired the lease"
+        time.sleep(0.05)
+    assert ledger_page(store, user="alice")[0]["lease_id"] == lease["id"]
+
+    def broken(sql: object) -> int:
+        raise RuntimeError("database gone")
+
+    store._reclaim_expired = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="hub_extension.store"):
+        store.reclaim_in_background()
+        deadline = time.monotonic() + 20
+        while "database gone" not in caplog.text:
+            assert time.monotonic() < deadline, "a failed reclaim was not logged"
+            time.sleep(0.05)
+    engine.dispose()
