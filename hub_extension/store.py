@@ -45,7 +45,6 @@ from .group_commit import GroupCommit
 from .models import Policy
 from .pg_admission import decide_batch
 from .policy import (
-    DEFAULT_WINDOW_HOURS,
     Limits,
     PolicyValues,
     Refusal,
@@ -135,7 +134,6 @@ class QuotaStore:
         self._write_lock = threading.Lock()
         self._readonly = engine.execution_options(nbscale_readonly=True)
         self._postgres = engine.dialect.name == "postgresql"
-        self._window_hours: dict[str, float] = {}  # per user, written only in that user's lane
         # Postgres locks per user, so lanes of disjoint users run their batches side by side (one
         # waits for the server while another decides); SQLite's write lock is the whole database
         lanes = POSTGRES_LANES if self._postgres else 1
@@ -205,21 +203,15 @@ class QuotaStore:
     def _admit(self, caller: Caller, req: AdmissionRequest, sql: DriverSQL) -> Admission:
         now = self.clock()
         self._lock_user(sql, caller.name)
-        # the window is read with the width this user's policies gave last time (one round trip for
-        # all of a decision's reads), and read again below if the policies read now say otherwise
-        window_guess = self._window_hours.get(caller.name, DEFAULT_WINDOW_HOURS)
-        leases, policies, ended = sql.query_all(
-            ("active_or_known", {"user": caller.name, "request_id": req.request_id}),
-            self._policies_read(sql, caller.name, caller.groups),
-            self._ended_read(caller.name, now, window_guess))
+        leases, policies = sql.query_all(("active_or_known", {"user": caller.name, "request_id": req.request_id}),
+                                         self._policies_read(sql, caller.name, caller.groups))
         known = next((row for row in leases if row["request_id"] == req.request_id), None)
         if known is not None:
             self._check_same_request(known, req)
             return Admission(lease=lease_to_dict(known), replayed=True)
         limits = _resolve(caller.name, caller.groups, policies)
-        self._window_hours[caller.name] = limits.window_hours
-        usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True,
-                            ended=_first_value(ended) if limits.window_hours == window_guess else None)
+        # the window's width comes from the policies just read (then its sum, after any reclaim)
+        usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True)
         refusal = check_request(limits, usage, _request(req))
         if refusal is not None:
             return self._refused(sql, now, caller, req, refusal)
