@@ -100,6 +100,11 @@ def _for_dialect(dialect: str) -> dict[str, str]:
 
 _TEXTS = {dialect: _for_dialect(dialect) for dialect in _IN_LIST}
 
+
+def sqlite_statement(name: str) -> str:
+    """Statement ``name`` as sqlite3 runs it (``:name`` parameters; timestamps given as stored text)."""
+    return _TEXTS["sqlite"][name]
+
 # Postgres: the write transaction's statements in one function ------------------------------------
 
 #: ``SELECT quota_step(writes, reads)``: runs ``writes`` (a JSON list of ``[name, params]``) in
