@@ -2,9 +2,9 @@
 
 Admission is serialised anyway (one database write lock on SQLite, the process's mutex, a row lock
 per user on Postgres), so a transaction's fixed cost (``BEGIN IMMEDIATE``, ``COMMIT``, the pool,
-thread hand-offs) is paid once per batch instead of once per decision. The group commit's own thread
-takes the lock and runs every queued operation in order in one transaction, and hands each caller
-its own result after the commit; nobody learns a result that was not committed.
+thread hand-offs) is paid once per batch instead of once per decision. Whoever takes the lock runs
+every queued operation in order in one transaction and hands each thread its own result after the
+commit; nobody learns a result that was not committed.
 
 Each operation sees the writes of the ones before it (same connection), so the no-over-admission
 argument of :mod:`hub_extension.store` holds operation by operation. An operation that raises a
@@ -31,19 +31,55 @@ T = TypeVar("T")
 C = TypeVar("C")
 
 
+class SharedLock:
+    """A mutex that several writers share (group commits, admin writes): letting go of it wakes the
+    first waiting thread of every group commit that uses it, so none of them has to poll the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakes: list[Callable[[], None]] = []
+
+    def on_release(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever the lock is let go."""
+        self._wakes.append(wake)
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock (as :meth:`threading.Lock.acquire`)."""
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        """Let go, then wake the waiters."""
+        self._lock.release()
+        for wake in self._wakes:
+            wake()
+
+    def __enter__(self) -> SharedLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class _Pending:
-    """One queued operation; its outcome (after the commit) goes to ``future``."""
+    """One queued operation: the thread that queued it waits on ``woken`` for its outcome or its turn
+    to lead; one queued by :meth:`GroupCommit.submit` gets its outcome in ``future``."""
 
-    __slots__ = ("future", "op", "order")
+    __slots__ = ("future", "op", "order", "outcome", "woken")
 
-    def __init__(self, op: Callable[[Any], Any], order: str, future: Future[Any]) -> None:
+    def __init__(self, op: Callable[[Any], Any], order: str, future: Future[Any] | None = None) -> None:
         self.op, self.order, self.future = op, order, future
+        self.outcome: tuple[bool, Any] | None = None
+        self.woken = threading.Event()
 
     def settle(self, ok: bool, value: Any) -> None:
-        if ok:
-            self.future.set_result(value)
-        else:
-            self.future.set_exception(value)
+        self.outcome = (ok, value)
+        self.woken.set()
+        if self.future is not None:
+            if ok:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
 
 
 class GroupCommit(Generic[C]):
@@ -54,9 +90,14 @@ class GroupCommit(Generic[C]):
     the same order (no deadlock). ``lock`` is held while a batch runs. ``prepare``, if given, sees
     the whole batch (``(order, op)`` pairs) in its transaction before the operations run.
 
-    Operations queue (:meth:`submit`, or :meth:`run` to wait for the result); one thread of the
-    group commit's own runs the queue until it is empty, so a waiting caller sleeps on its future and
-    nobody polls.
+    Threads call :meth:`run` and wait; an event loop calls :meth:`submit` and awaits the future,
+    while one thread of the group commit's own runs the queue until it is empty.
+
+    A waiting thread sleeps on its own event, not on the lock: it wakes once, with its result, or
+    when the thread that ran the last batch hands it the turn to run the next (a thread whose
+    operation is done never has to queue for the lock just to leave). Nobody polls: the batch's
+    runner, the drain thread, and every holder of a :class:`SharedLock` hand the turn over when they
+    let go, so ``lock`` must be this group commit's own or a :class:`SharedLock`.
     """
 
     def __init__(self, begin: Callable[[], AbstractContextManager[C]], *, lock: Any, max_batch: int = 64,
@@ -64,6 +105,8 @@ class GroupCommit(Generic[C]):
         self.begin = begin
         self.lock = lock
         self.prepare = prepare
+        if isinstance(lock, SharedLock):  # its other holders wake this queue too
+            lock.on_release(self._hand_over)
         self.max_batch = max_batch
         self._queue: deque[_Pending] = deque()
         self._drainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quota-group-commit")
@@ -72,7 +115,23 @@ class GroupCommit(Generic[C]):
 
     def run(self, op: Callable[[C], T], *, order: str = "") -> T:
         """Run ``op(conn)`` in a write transaction, possibly shared with other threads' operations."""
-        return self.submit(op, order=order).result()
+        mine = _Pending(op, order)
+        self._queue.append(mine)
+        while mine.outcome is None:
+            if self.lock.acquire(blocking=False):
+                try:
+                    while mine.outcome is None and self._queue:
+                        self._run_batch(list(self._take()))
+                finally:
+                    self.lock.release()
+                self._hand_over()
+            if mine.outcome is None:  # its turn comes when whoever holds the lock lets go (hand-over)
+                mine.woken.wait()
+                mine.woken.clear()
+        ok, value = mine.outcome
+        if not ok:
+            raise value
+        return value  # type: ignore[no-any-return]
 
     def submit(self, op: Callable[[C], T], *, order: str = "") -> Future[T]:
         """Queue ``op(conn)`` without waiting: its result (after the commit) comes in the future."""
@@ -85,15 +144,23 @@ class GroupCommit(Generic[C]):
         return future
 
     def _drain(self) -> None:
-        """Run batches until the queue is empty."""
+        """Run batches until the queue is empty (what :meth:`submit` queued, and any waiting thread's)."""
         while True:
             with self.lock:
                 while self._queue:
                     self._run_batch(list(self._take()))
+            self._hand_over()  # a thread that queued in run() meanwhile
             with self._draining_lock:
                 if not self._queue:  # checked under the flag's lock: a submit now starts a new drain
                     self._draining = False
                     return
+
+    def _hand_over(self) -> None:
+        """Wake the first waiting thread, to run the next batch (nobody else would)."""
+        try:
+            self._queue[0].woken.set()
+        except IndexError:
+            pass
 
     def _take(self) -> Iterator[_Pending]:
         for _ in range(self.max_batch):

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 
 from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, WriteConnection
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
-from .group_commit import GroupCommit
+from .group_commit import GroupCommit, SharedLock
 from .models import Policy
 from .pg_admission import decide_batch
 from .policy import (
@@ -131,7 +131,7 @@ class QuotaStore:
         self.default_ttl_seconds = default_ttl_seconds
         self.max_ttl_seconds = max_ttl_seconds
         self.clock = clock
-        self._write_lock = threading.Lock()
+        self._write_lock = SharedLock()  # lane 0, the maintenance group commit and admin writes
         self._readonly = engine.execution_options(nbscale_readonly=True)
         self._postgres = engine.dialect.name == "postgresql"
         # Postgres locks per user, so lanes of disjoint users run their batches side by side (one

@@ -213,3 +213,18 @@ def test_a_database_error_reruns_the_batch_one_by_one(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert sorted(conn.execute(text("SELECT k FROM t")).scalars()) == [1, 2]
     engine.dispose()
+
+
+def test_a_thread_waiting_behind_an_admin_write_is_woken_when_it_ends(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.sqlite'}")
+    upgrade_database(engine)
+    store = QuotaStore(engine)
+    results: list[object] = []
+    with store._write():  # an admin write holds the mutex the first group commit shares
+        waiter = threading.Thread(target=lambda: results.append(store.admit(Caller(name="bob"), AdmissionRequest(
+            gpus=1, pool="default", concurrency=1, estimated_seconds=60, request_id="r"))), daemon=True)
+        waiter.start()
+        _wait_for_queue(store._writes, 1)
+    _join_all([waiter])  # nobody polls: letting go of the lock handed the waiting thread its turn
+    assert len(results) == 1
+    engine.dispose()
