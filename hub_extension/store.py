@@ -31,9 +31,8 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache, partial
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -42,79 +41,26 @@ from sqlalchemy.orm import Session
 from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, WriteConnection
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from .group_commit import GroupCommit, SharedLock
-from .models import Policy
 from .pg_admission import decide_batch
-from .policy import (
-    Limits,
-    PolicyValues,
-    Refusal,
-    Request,
-    Usage,
-    check_request,
-    resolve_limits,
+from .policy import Refusal, Usage, check_request
+from .store_values import (
+    Admission,
+    AdmissionRequest,
+    Caller,
+    first_value,
+    hour_start,
+    lease_to_dict,
+    remaining,
+    request_of,
+    resolve_policy_rows,
+    utcnow,
 )
+from .store_values import policy_values as policy_values  # re-exported: admin.py's import
 
 log = logging.getLogger(__name__)
 
 #: group commits side by side on Postgres (each its own connection and thread)
 POSTGRES_LANES = 4
-
-def utcnow() -> datetime:
-    """Naive UTC now (every timestamp in the quota database is naive UTC)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Caller:
-    """Who is calling, as the hub's token check said: never taken from a request body."""
-
-    name: str
-    kind: str = "user"
-    groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class AdmissionRequest:
-    """One admission request (already validated at the REST boundary)."""
-
-    gpus: int
-    pool: str
-    concurrency: int
-    estimated_seconds: float
-    request_id: str
-    label: str = ""
-    ttl_seconds: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Admission:
-    """Outcome of :meth:`QuotaStore.admit`: a lease, or a refusal; ``replayed`` for a known request id."""
-
-    lease: dict[str, Any] | None = None
-    refusal: Refusal | None = None
-    replayed: bool = False
-
-
-def lease_to_dict(lease: Mapping[Any, Any]) -> dict[str, Any]:
-    """JSON form of a lease (a row mapping of ``quota_leases``)."""
-    ended = lease["ended_at"]
-    return {
-        **{key: lease[key] for key in LEASE_FIELDS},
-        "created_at": lease["created_at"].isoformat() + "Z",
-        "expires_at": lease["expires_at"].isoformat() + "Z",
-        "ended_at": ended.isoformat() + "Z" if ended else None,
-        "gpu_seconds": lease["gpu_seconds"],
-    }
-
-
-LEASE_FIELDS = ("id", "user", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total",
-                "estimated_seconds", "ttl_seconds", "status")
-
-
-def hour_start(at: datetime) -> datetime:
-    """The start of ``at``'s clock hour: the key of its ``quota_usage_hours`` row."""
-    return at.replace(minute=0, second=0, microsecond=0)
-
 
 class QuotaStore:
     """All reads and writes of quota state. Thread-safe; one instance per service process."""
@@ -189,12 +135,12 @@ class QuotaStore:
         """The Python half of an admission Postgres decided: the answer, and its ledger entry."""
         caller, req, decided, now = op.caller, op.req, op.decided or {}, op.now
         if decided["outcome"] == "known":
-            self._check_same_request(decided["lease"], req)
+            self._check_samerequest_of(decided["lease"], req)
             return Admission(lease=lease_to_dict(decided["lease"]), replayed=True)
         if decided["outcome"] == "admitted":
             return self._admitted(sql, now, caller, req, op.lease)
-        limits = _resolve(caller.name, caller.groups, decided["policies"])
-        refusal = check_request(limits, Usage(**decided["usage"]), _request(req))
+        limits = resolve_policy_rows(caller.name, caller.groups, decided["policies"])
+        refusal = check_request(limits, Usage(**decided["usage"]), request_of(req))
         if refusal is None:  # the two checks disagree: a bug, never an admission nobody checked
             raise RuntimeError(f"Postgres refused request {req.request_id} of {caller.name} but the policy check "
                                f"admits it (limits {limits}, usage {decided['usage']})")
@@ -207,12 +153,12 @@ class QuotaStore:
                                          self._policies_read(sql, caller.name, caller.groups))
         known = next((row for row in leases if row["request_id"] == req.request_id), None)
         if known is not None:
-            self._check_same_request(known, req)
+            self._check_samerequest_of(known, req)
             return Admission(lease=lease_to_dict(known), replayed=True)
-        limits = _resolve(caller.name, caller.groups, policies)
+        limits = resolve_policy_rows(caller.name, caller.groups, policies)
         # the window's width comes from the policies just read (then its sum, after any reclaim)
         usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True)
-        refusal = check_request(limits, usage, _request(req))
+        refusal = check_request(limits, usage, request_of(req))
         if refusal is not None:
             return self._refused(sql, now, caller, req, refusal)
         lease = self._new_lease(caller, req, now)
@@ -248,7 +194,7 @@ class QuotaStore:
         sql.write("lock_user", {"user": user})  # the reads sent after it run once it holds the lock
 
     @staticmethod
-    def _check_same_request(known: Mapping[str, Any], req: AdmissionRequest) -> None:
+    def _check_samerequest_of(known: Mapping[str, Any], req: AdmissionRequest) -> None:
         same = (known["gpus"], known["pool"], known["concurrency"]) == (req.gpus, req.pool, req.concurrency)
         if not same:
             raise RequestIdConflict(
@@ -384,7 +330,7 @@ class QuotaStore:
             self._reclaim(sql, now, user, overdue=overdue)
             ended = None  # read again: the reclaimed leases now count as ended
         if ended is None:
-            ended = _first_value(sql.query(*self._ended_read(user, now, window_hours)))
+            ended = first_value(sql.query(*self._ended_read(user, now, window_hours)))
         live = [row for row in active if row["expires_at"] >= now]
         running = sum(row["gpus_total"] * max(0.0, (now - row["created_at"]).total_seconds()) for row in live)
         # a read counts an overdue lease's GPU-time until its expiry, as its reclaim will charge it
@@ -411,7 +357,7 @@ class QuotaStore:
         with self._readonly.connect() as conn, conn.begin():
             sql = DriverSQL(conn)
             now = self.clock()
-            limits = _resolve(user, groups, sql.query(*self._policies_read(sql, user, groups)))
+            limits = resolve_policy_rows(user, groups, sql.query(*self._policies_read(sql, user, groups)))
             usage = self._usage(sql, user, now, limits.window_hours, reclaim=False)
             leases = sql.query("live_of_user", {"user": user, "now": now})
             return {
@@ -424,7 +370,7 @@ class QuotaStore:
                     "runs_active": usage.runs_active,
                     "gpu_hours_in_window": round(usage.gpu_hours_in_window, 4),
                 },
-                "remaining": _remaining(limits, usage),
+                "remaining": remaining(limits, usage),
                 "leases": [lease_to_dict(lease) for lease in leases],
             }
 
@@ -449,51 +395,3 @@ class _AdmitOp:
         if self.decided is None or self.decided["outcome"] == "slow":
             return self.store._admit(self.caller, self.req, sql)
         return self.store._admit_decided(self, sql)
-
-
-def _request(req: AdmissionRequest) -> Request:
-    return Request(gpus=req.gpus, pool=req.pool, concurrency=req.concurrency, estimated_seconds=req.estimated_seconds)
-
-
-def _first_value(rows: list[dict[str, Any]]) -> float:
-    return float(next(iter(rows[0].values())) or 0.0)
-
-
-def _resolve(user: str, groups: tuple[str, ...], policies: list[dict[str, Any]]) -> Limits:
-    # sorted: the database's order is no part of the key (resolve_limits does not depend on it)
-    rows = tuple(sorted((_row_values(row) for row in policies), key=lambda p: (p.kind, p.name)))
-    return _resolve_rows(user, tuple(sorted(groups)), rows)
-
-
-@lru_cache(maxsize=4096)
-def _resolve_rows(user: str, groups: tuple[str, ...], rows: tuple[PolicyValues, ...]) -> Limits:
-    # the policies just read are the key (Limits is frozen): a hit is exactly what resolving again gives
-    return resolve_limits(user, groups, rows)
-
-
-def _row_values(row: Mapping[str, Any]) -> PolicyValues:
-    values = dict(row)
-    pools = values.pop("allowed_pools")
-    return PolicyValues(**values, allowed_pools=tuple(pools) if pools is not None else None)
-
-
-def policy_values(p: Policy) -> PolicyValues:
-    """Pure view of a policy row."""
-    return PolicyValues(
-        kind=p.kind, name=p.name, max_gpus=p.max_gpus, max_runs=p.max_runs,
-        max_gpus_per_run=p.max_gpus_per_run, gpu_hours_budget=p.gpu_hours_budget,
-        window_hours=p.window_hours,
-        allowed_pools=tuple(p.allowed_pools) if p.allowed_pools is not None else None,
-    )
-
-
-def _remaining(limits: Limits, usage: Usage) -> dict[str, Any]:
-    def left(limit: float | None, used: float) -> float | None:
-        return None if limit is None else max(0, limit - used)
-
-    return {
-        "gpus": left(limits.max_gpus, usage.gpus_in_use),
-        "runs": left(limits.max_runs, usage.runs_active),
-        "gpu_hours": None if limits.gpu_hours_budget is None
-        else round(max(0.0, limits.gpu_hours_budget - usage.gpu_hours_in_window), 4),
-    }
