@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import Engine
 
 from hub_extension import store as store_module
 from hub_extension.admin import set_policy
-from hub_extension.db import make_engine, upgrade_database
+from hub_extension.db import alembic_config, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
 
@@ -135,3 +136,18 @@ def test_postgres_decides_as_the_python_check(engines: dict[str, Engine], monkey
     # the last request was decided in the server (or, with a lease to reclaim, handed back to Python)
     assert outcomes[-1] == ("slow" if "overdue" in case else {"replayed": "known"}.get(expected, expected)
                             if expected in ("admitted", "replayed") else "refused")
+
+
+def test_migration_0003_creates_the_functions_and_downgrades_without_them(engines: dict[str, Engine]) -> None:
+    engine = engines["postgresql"]
+    functions = "SELECT count(*) FROM pg_proc WHERE proname IN ('quota_step', 'quota_admit_batch')"
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(functions).scalar() == 2
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql(functions).scalar() == 0
+    upgrade_database(engine)  # and back: the store works again
+    assert QuotaStore(engine).admit(ALICE, ask("after")).lease is not None
