@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -48,13 +47,6 @@ def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub
         routes, hub_auth=hub_auth, allowed_models=AllowedModels(), cookie_secret=cookie_secret, jinja_env=jinja_env, service_prefix=service_prefix,
         hub_prefix=hub_prefix, xsrf_cookie_kwargs={"path": service_prefix, "samesite": COOKIE_SAMESITE},
     )
-
-
-def _ignore_result(func: Callable[[], object]) -> Callable[[], None]:
-    def call() -> None:
-        func()
-
-    return call
 
 
 class QuotaServiceApp(Application):
@@ -114,7 +106,7 @@ class QuotaServiceApp(Application):
         web = make_web_app(store, service_prefix=prefix, hub_prefix=hub_prefix, hub_auth=hub_auth,
                            cookie_secret=bytes.fromhex(secret) if secret else secrets.token_bytes(32))
         web.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
-        reclaim = PeriodicCallback(_ignore_result(store.reclaim_expired), self.reclaim_interval_seconds * 1000)
+        reclaim = PeriodicCallback(store.reclaim_in_background, self.reclaim_interval_seconds * 1000)
         reclaim.start()
         loop = IOLoop.current()
         for sig in (signal.SIGTERM, signal.SIGINT):

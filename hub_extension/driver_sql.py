@@ -7,10 +7,12 @@ written once per dialect and runs on the driver's cursor, inside the transaction
 the migrations; ``tests/hub_extension/test_driver_sql.py`` runs every statement against a migrated
 database of each dialect and compares what it reads and writes with what SQLAlchemy sees.
 
-On Postgres a whole shared transaction runs in psycopg's pipeline mode: writes are sent without
-waiting for their answers, and the reads a decision needs together go in one round trip
-(:meth:`DriverSQL.query_all`). The server still runs the statements one after the other, each with
-its own snapshot (READ COMMITTED), so a read sent after the user's lock sees every commit before it.
+On Postgres a write transaction's statements run inside the server, in :data:`STEP_FUNCTION` (a
+plpgsql function that migration 0003 renders from :data:`STATEMENTS`): writes wait in
+:class:`DriverSQL` and go, in order, with the next read, so a decision costs one call and one round
+trip (psycopg's own per-statement cost was most of a decision's CPU). The function runs them one
+after the other; being ``VOLATILE``, each statement takes a fresh snapshot (READ COMMITTED), so a
+read that follows the user's lock sees every commit before it, as separate statements would.
 """
 
 from __future__ import annotations
@@ -22,30 +24,48 @@ from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import JSON, Column, Connection, Engine, Table
+
+from .models import Lease, LedgerEntry, Policy, UsageHour
 
 ACTIVE, RELEASED, EXPIRED = "active", "released", "expired"  # a lease's status
-_LEASE_COLUMNS = ('id, "user", groups, request_id, label, pool, gpus, concurrency, gpus_total, estimated_seconds, '
-                  'ttl_seconds, status, created_at, expires_at, ended_at, gpu_seconds')
-_POLICY_COLUMNS = "kind, name, max_gpus, max_runs, max_gpus_per_run, gpu_hours_budget, window_hours, allowed_pools"
-_LEDGER_COLUMNS = ("at", "event", "actor", "user", "lease_id", "request_id", "label", "pool", "gpus_total",
-                   "gpu_seconds", "detail")
-_DATETIME_COLUMNS = frozenset({"created_at", "expires_at", "ended_at"})
-_JSON_COLUMNS = frozenset({"groups", "allowed_pools"})
-_ACTIVE_OF_USER = f"SELECT {_LEASE_COLUMNS} FROM quota_leases WHERE \"user\" = :user AND status = 'active'"
+
+
+def _columns(table: Table, *, leave_out: tuple[str, ...] = ()) -> list[Column[Any]]:
+    return [column for column in table.columns if column.name not in leave_out]
+
+
+def _names(columns: Sequence[Column[Any]]) -> str:
+    return ", ".join(f'"{column.name}"' for column in columns)  # quoted: "user" is reserved in both databases
+
+
+_LEASE = _columns(Lease.__table__)  # type: ignore[arg-type]
+_POLICY = _columns(Policy.__table__, leave_out=("id", "updated_at", "updated_by"))  # type: ignore[arg-type]
+_LEDGER = _columns(LedgerEntry.__table__, leave_out=("id",))  # type: ignore[arg-type]
+LEASE_COLUMNS, POLICY_COLUMNS = _names(_LEASE), _names(_POLICY)
+_READ_COLUMNS = [*_LEASE, *_POLICY]
+_DATETIME_COLUMNS = frozenset(c.name for c in _READ_COLUMNS if c.type.python_type is datetime)
+_JSON_COLUMNS = frozenset(c.name for c in _READ_COLUMNS if isinstance(c.type, JSON))
+_FLOAT_COLUMNS = frozenset(c.name for c in _READ_COLUMNS if not isinstance(c.type, JSON) and c.type.python_type is float)
+_ACTIVE_OF_USER = f"SELECT {LEASE_COLUMNS} FROM quota_leases WHERE \"user\" = :user AND status = 'active'"
+
+
+def _values(columns: Sequence[Column[Any]]) -> str:
+    return ", ".join(f":{column.name}" for column in columns)
+
 
 #: statements by name, with ``:name`` parameters; ``{groups}`` is the dialect's "name in a list"
 STATEMENTS: dict[str, str] = {
     "active_of_user": _ACTIVE_OF_USER,
     # a user's active leases, plus the lease of ``request_id`` in any state (the replay check): two
     # index searches (as one ``OR``, SQLite would walk every lease of the user)
-    "active_or_known": f"{_ACTIVE_OF_USER} UNION ALL SELECT {_LEASE_COLUMNS} FROM quota_leases "
+    "active_or_known": f"{_ACTIVE_OF_USER} UNION ALL SELECT {LEASE_COLUMNS} FROM quota_leases "
                        "WHERE \"user\" = :user AND request_id = :request_id AND status <> 'active'",
     "live_of_user": f"{_ACTIVE_OF_USER} AND expires_at >= :now ORDER BY created_at",
-    "lease_by_id": f"SELECT {_LEASE_COLUMNS} FROM quota_leases WHERE id = :lease_id",
+    "lease_by_id": f"SELECT {LEASE_COLUMNS} FROM quota_leases WHERE id = :lease_id",
     "overdue_users": "SELECT DISTINCT \"user\" FROM quota_leases WHERE status = 'active' AND expires_at < :now",
     "overdue_of_user": f"{_ACTIVE_OF_USER} AND expires_at < :now",
-    "policies_for": f"SELECT {_POLICY_COLUMNS} FROM quota_policies WHERE (kind = 'user' AND name = :user) "
+    "policies_for": f"SELECT {POLICY_COLUMNS} FROM quota_policies WHERE (kind = 'user' AND name = :user) "
                     "OR (kind = 'group' AND {groups}) OR kind = 'default'",
     # GPU-seconds ended since ``since``: whole hours from quota_usage_hours, the rest of the first
     # hour from the leases themselves (an index range over less than an hour)
@@ -53,11 +73,8 @@ STATEMENTS: dict[str, str] = {
                    "WHERE \"user\" = :user AND hour >= :first_whole_hour) + "
                    "(SELECT coalesce(sum(gpu_seconds), 0.0) FROM quota_leases "
                    "WHERE \"user\" = :user AND ended_at >= :since AND ended_at < :first_whole_hour)",
-    "insert_lease": f"INSERT INTO quota_leases ({_LEASE_COLUMNS}) VALUES "
-                    "(:id, :user, :groups, :request_id, :label, :pool, :gpus, :concurrency, :gpus_total, "
-                    ":estimated_seconds, :ttl_seconds, :status, :created_at, :expires_at, :ended_at, :gpu_seconds)",
-    "insert_ledger": "INSERT INTO quota_ledger ({}) VALUES ({})".format(
-        ", ".join(f'"{name}"' for name in _LEDGER_COLUMNS), ", ".join(f":{name}" for name in _LEDGER_COLUMNS)),
+    "insert_lease": f"INSERT INTO quota_leases ({LEASE_COLUMNS}) VALUES ({_values(_LEASE)})",
+    "insert_ledger": f"INSERT INTO quota_ledger ({_names(_LEDGER)}) VALUES ({_values(_LEDGER)})",
     "extend_lease": "UPDATE quota_leases SET expires_at = :expires_at WHERE id = :lease_id",
     "end_lease": "UPDATE quota_leases SET status = :status, ended_at = :ended_at, gpu_seconds = :gpu_seconds "
                  "WHERE id = :lease_id",
@@ -84,6 +101,90 @@ def _for_dialect(dialect: str) -> dict[str, str]:
 _TEXTS = {dialect: _for_dialect(dialect) for dialect in _IN_LIST}
 
 
+def sqlite_statement(name: str) -> str:
+    """Statement ``name`` as sqlite3 runs it (``:name`` parameters; timestamps given as stored text)."""
+    return _TEXTS["sqlite"][name]
+
+# Postgres: the write transaction's statements in one function ------------------------------------
+
+#: ``SELECT quota_step(writes, reads)``: runs ``writes`` (a JSON list of ``[name, params]``) in
+#: order, then ``reads`` likewise, and returns each read's rows (a JSON list of lists of objects)
+STEP_FUNCTION = "quota_step"
+_PG_TYPES = {str: "text", int: "integer", float: "double precision", datetime: "timestamp"}
+
+
+def param_types() -> dict[str, str]:
+    """The Postgres type of each statement parameter: its column's (text, not varchar(n): an
+    explicit cast to varchar(n) would cut a long value where an insert rejects it)."""
+    types = {"now": "timestamp", "since": "timestamp", "first_whole_hour": "timestamp"}
+    for model in (Lease, LedgerEntry, UsageHour, Policy):
+        for column in model.__table__.columns:
+            is_json = isinstance(column.type, JSON)
+            types.setdefault(column.name, "json" if is_json else _PG_TYPES[column.type.python_type])
+    return types
+
+
+def step_statement(name: str, types: Mapping[str, str]) -> str:
+    """Statement ``name`` as plpgsql, its parameters taken from the JSON object ``p`` (reads: into ``answers``)."""
+    sql = STATEMENTS[name].replace("{groups}", "name IN (SELECT jsonb_array_elements_text(p -> 'groups'))")
+
+    def param(match: re.Match[str]) -> str:
+        kind = types[match[1]]
+        return f"(p -> '{match[1]}')::json" if kind == "json" else f"(p ->> '{match[1]}')::{kind}"
+
+    sql = _PARAM.sub(param, sql)
+    if sql.startswith("SELECT"):
+        return f"SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM ({sql}) r;\n" \
+               "      answers := answers || jsonb_build_array(found);"
+    return sql + ";"
+
+
+def step_function_sql() -> str:
+    """``CREATE OR REPLACE FUNCTION quota_step`` from :data:`STATEMENTS` (run by the migrations only:
+    a change of a statement needs a new migration that runs this again)."""
+    types = param_types()
+    cases = "\n".join(f"    WHEN '{name}' THEN\n      {step_statement(name, types)}" for name in STATEMENTS)
+    return f"""CREATE OR REPLACE FUNCTION {STEP_FUNCTION}(writes jsonb, reads jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE AS $step$
+DECLARE
+  todo jsonb := writes || reads;
+  p jsonb;
+  found jsonb;
+  answers jsonb := '[]';
+BEGIN
+  FOR i IN 0 .. jsonb_array_length(todo) - 1 LOOP
+    p := todo -> i -> 1;
+    CASE todo -> i ->> 0
+{cases}
+    ELSE
+      RAISE EXCEPTION '{STEP_FUNCTION}: no statement %', todo -> i ->> 0;
+    END CASE;
+  END LOOP;
+  RETURN answers;
+END
+$step$"""
+
+
+def json_default(value: Any) -> str:
+    """``json.dumps``'s ``default`` for statement parameters: timestamps in ISO form."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not a statement parameter")
+
+
+TYPED_IN_JSON = _DATETIME_COLUMNS | _FLOAT_COLUMNS
+
+
+def typed_rows(rows: list[dict[str, Any]], columns: frozenset[str]) -> list[dict[str, Any]]:
+    """Timestamps (text in SQLite and in JSON) as ``datetime``, floats as ``float`` (JSON's 60 is an int)."""
+    for row in rows:
+        for key in columns.intersection(row):
+            value = row[key]
+            if value is not None:
+                row[key] = datetime.fromisoformat(value) if key in _DATETIME_COLUMNS else float(value)
+    return rows
+
+
 def sqlite_datetime(at: datetime) -> str:
     """``at`` as SQLAlchemy's SQLite ``DateTime`` stores it (compared as text, so always with microseconds)."""
     return at.isoformat(" ", "microseconds")
@@ -93,30 +194,30 @@ class DriverSQL:
     """Runs :data:`STATEMENTS` on the DB-API connection under a SQLAlchemy ``Connection``.
 
     Parameters and rows are plain dicts with the Python values SQLAlchemy would give (naive
-    ``datetime``, parsed JSON); on SQLite they are converted here, psycopg adapts them itself.
+    ``datetime``, parsed JSON); they are converted here. With ``step`` (Postgres write
+    transactions) statements go through :data:`STEP_FUNCTION`: a write's answer (and any error)
+    comes with the next read or the commit.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, step: bool = False) -> None:
         self.conn = conn
         self.dialect = conn.dialect.name
         if self.dialect not in _TEXTS:
             raise ValueError(f"the quota store supports SQLite and Postgres, not {self.dialect}")
         self.sqlite = self.dialect == "sqlite"
+        self.step = step and not self.sqlite
         self._texts = _TEXTS[self.dialect]
         self._driver: Any = conn.connection.driver_connection
+        self._writes: list[tuple[str, Mapping[str, Any]]] = []
         if not self.sqlite:
             from psycopg.types.json import Json  # only with Postgres
 
             self._json = Json
 
-    @contextmanager
-    def pipeline(self) -> Iterator[None]:
-        """Postgres: send statements without waiting for each answer until a read needs one."""
-        with nullcontext() if self.sqlite else self._driver.pipeline():
-            yield
-
     def json(self, value: Any) -> Any:
         """A value for a JSON column."""
+        if self.step:
+            return value  # a part of the call's JSON already
         return json.dumps(value) if self.sqlite else self._json(value)
 
     def name_list(self, names: Sequence[str]) -> Any:
@@ -134,54 +235,94 @@ class DriverSQL:
         return cursor
 
     def _rows(self, cursor: Any) -> list[dict[str, Any]]:
-        fetched = cursor.fetchall()  # first: in a pipeline, the description comes with the rows
         names = [column[0] for column in cursor.description]
-        rows = [dict(zip(names, values, strict=True)) for values in fetched]
+        rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
         cursor.close()
         if self.sqlite:
             for row in rows:
-                for key in _DATETIME_COLUMNS.intersection(row):
-                    if row[key] is not None:
-                        row[key] = datetime.fromisoformat(row[key])
                 for key in _JSON_COLUMNS.intersection(row):
                     if row[key] is not None:
                         row[key] = json.loads(row[key])
-        return rows
+        return typed_rows(rows, _DATETIME_COLUMNS) if self.sqlite else rows
+
+    def call(self, function: str, *args: Any) -> Any:
+        """``SELECT function(args)`` (each argument a JSON value) after the waiting writes; its answer."""
+        self._send_writes()
+        return self._call(function, args).fetchone()[0]
+
+    def _call(self, function: str, args: Sequence[Any]) -> Any:
+        cursor = self._driver.cursor()
+        placeholders = ", ".join(["%s::jsonb"] * len(args))
+        cursor.execute(f"SELECT {function}({placeholders})", [json.dumps(arg, default=json_default) for arg in args])
+        return cursor
+
+    def _send_writes(self) -> None:
+        """The waiting writes, in one call whose answer comes with the next one (pipeline)."""
+        if self._writes:
+            writes, self._writes = self._writes, []
+            self._call(STEP_FUNCTION, (writes, []))
 
     def query(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The rows of one read."""
-        return self._rows(self._start(name, params))
+        return self.query_all((name, params))[0]
 
     def query_all(self, *reads: tuple[str, Mapping[str, Any]]) -> list[list[dict[str, Any]]]:
-        """The rows of several reads, sent together (one round trip in a Postgres pipeline)."""
+        """The rows of several reads, sent together (with the waiting writes: one call on Postgres)."""
+        if self.step:
+            return [typed_rows(rows, TYPED_IN_JSON) for rows in self.call(STEP_FUNCTION, self._writes_taken(), reads)]
         cursors = [self._start(name, params) for name, params in reads]
         return [self._rows(cursor) for cursor in cursors]
 
     def write(self, name: str, params: Mapping[str, Any]) -> None:
-        """One write; in a Postgres pipeline its answer (and any error) comes with the next read or the commit."""
-        self._start(name, params)  # not closed: in a pipeline its answer is still to come
+        """One write; through the step function, it goes with the next read or the commit."""
+        if self.step:
+            self._writes.append((name, params))
+        else:
+            self._start(name, params).close()
+
+    def _writes_taken(self) -> list[tuple[str, Mapping[str, Any]]]:
+        writes, self._writes = self._writes, []
+        return writes
+
+    def commit(self) -> None:
+        """Send the waiting writes and commit (one round trip in the pipeline; their errors raise here)."""
+        self._send_writes()
+        self._driver.commit()
 
 
-@contextmanager
-def write_transaction(engine: Engine) -> Iterator[DriverSQL]:
-    """A write transaction driven on the DB-API connection: committed on exit, rolled back on an error.
+class WriteConnection:
+    """One group commit's connection, kept from batch to batch (no pool checkout, nor its ping, a batch).
 
-    SQLite's starts with ``BEGIN IMMEDIATE`` (the database write lock before the first read, as
-    :func:`hub_extension.db.make_engine` does for SQLAlchemy's transactions); psycopg opens one with
-    the first statement. Issued here rather than through SQLAlchemy's ``begin`` event: that hop cost
-    more than a whole decision's statements.
+    :meth:`transaction` is a write transaction driven on the DB-API connection: committed on exit,
+    rolled back on an error. SQLite's starts with ``BEGIN IMMEDIATE`` (the database write lock before
+    the first read, as :func:`hub_extension.db.make_engine` does for SQLAlchemy's transactions);
+    psycopg opens one with the first call, in the same round trip (pipeline). Issued here rather than
+    through SQLAlchemy's ``begin`` event: that hop cost more than a whole decision's statements. A
+    connection that fails to roll back is dropped, and the next transaction opens a new one.
     """
-    with engine.connect() as conn:
-        sql = DriverSQL(conn)
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[DriverSQL]:
+        """A write transaction on this connection (opened now if there is none)."""
+        if self._conn is None:
+            self._conn = self.engine.connect()
+        conn = self._conn
+        sql = DriverSQL(conn, step=True)
         try:
             if sql.sqlite:
                 sql._driver.execute("BEGIN IMMEDIATE")
-            with sql.pipeline():
+            with nullcontext() if sql.sqlite else sql._driver.pipeline():  # BEGIN goes with the first call
                 yield sql
-            sql._driver.commit()
+                sql.commit()
         except BaseException:
             try:
                 sql._driver.rollback()
-            except Exception:  # a broken connection: the pool must not hand it out again
+            except Exception:  # a broken connection: never used again
+                self._conn = None
                 conn.invalidate()
+                conn.close()
             raise

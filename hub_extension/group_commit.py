@@ -29,9 +29,36 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 C = TypeVar("C")
-#: how long a waiting thread sleeps before it looks at the lock again, in case its holder (an
-#: admin write, the periodic reclaim) does not wake the queue when it lets go
-_RECHECK_SECONDS = 0.05
+
+
+class SharedLock:
+    """A mutex that several writers share (group commits, admin writes): letting go of it wakes the
+    first waiting thread of every group commit that uses it, so none of them has to poll the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wakes: list[Callable[[], None]] = []
+
+    def on_release(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever the lock is let go."""
+        self._wakes.append(wake)
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock (as :meth:`threading.Lock.acquire`)."""
+        return self._lock.acquire(blocking)
+
+    def release(self) -> None:
+        """Let go, then wake the waiters."""
+        self._lock.release()
+        for wake in self._wakes:
+            wake()
+
+    def __enter__(self) -> SharedLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class _Pending:
@@ -60,19 +87,26 @@ class GroupCommit(Generic[C]):
 
     ``begin`` opens a write transaction (a context manager that yields what operations are given,
     and commits on exit); ``order`` sorts a batch so that two processes take per-user row locks in
-    the same order (no deadlock). ``lock`` is held while a batch runs.
+    the same order (no deadlock). ``lock`` is held while a batch runs. ``prepare``, if given, sees
+    the whole batch (``(order, op)`` pairs) in its transaction before the operations run.
 
     Threads call :meth:`run` and wait; an event loop calls :meth:`submit` and awaits the future,
     while one thread of the group commit's own runs the queue until it is empty.
 
     A waiting thread sleeps on its own event, not on the lock: it wakes once, with its result, or
     when the thread that ran the last batch hands it the turn to run the next (a thread whose
-    operation is done never has to queue for the lock just to leave).
+    operation is done never has to queue for the lock just to leave). Nobody polls: the batch's
+    runner, the drain thread, and every holder of a :class:`SharedLock` hand the turn over when they
+    let go, so ``lock`` must be this group commit's own or a :class:`SharedLock`.
     """
 
-    def __init__(self, begin: Callable[[], AbstractContextManager[C]], *, lock: Any, max_batch: int = 64) -> None:
+    def __init__(self, begin: Callable[[], AbstractContextManager[C]], *, lock: Any, max_batch: int = 64,
+                 prepare: Callable[[C, list[tuple[str, Callable[[C], Any]]]], None] | None = None) -> None:
         self.begin = begin
         self.lock = lock
+        self.prepare = prepare
+        if isinstance(lock, SharedLock):  # its other holders wake this queue too
+            lock.on_release(self._hand_over)
         self.max_batch = max_batch
         self._queue: deque[_Pending] = deque()
         self._drainer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="quota-group-commit")
@@ -91,11 +125,8 @@ class GroupCommit(Generic[C]):
                 finally:
                     self.lock.release()
                 self._hand_over()
-                if mine.outcome is None:  # another thread runs it (only if the lock lets two in: tests)
-                    mine.woken.wait(_RECHECK_SECONDS)
-                    mine.woken.clear()
-            else:
-                mine.woken.wait(_RECHECK_SECONDS)
+            if mine.outcome is None:  # its turn comes when whoever holds the lock lets go (hand-over)
+                mine.woken.wait()
                 mine.woken.clear()
         ok, value = mine.outcome
         if not ok:
@@ -118,6 +149,7 @@ class GroupCommit(Generic[C]):
             with self.lock:
                 while self._queue:
                     self._run_batch(list(self._take()))
+            self._hand_over()  # a thread that queued in run() meanwhile
             with self._draining_lock:
                 if not self._queue:  # checked under the flag's lock: a submit now starts a new drain
                     self._draining = False
@@ -142,6 +174,8 @@ class GroupCommit(Generic[C]):
         outcomes: list[tuple[_Pending, bool, Any]] = []
         try:
             with self.begin() as conn:
+                if self.prepare is not None:
+                    self.prepare(conn, [(item.order, item.op) for item in batch])
                 for item in batch:
                     try:
                         outcomes.append((item, True, item.op(conn)))

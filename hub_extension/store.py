@@ -13,8 +13,9 @@ Atomicity (no over-admission, ever) comes from serialising every write that read
   until the lease is committed. On Postgres every write operation first locks the caller's row in
   ``quota_user_locks`` (an upsert, which holds the row lock to the commit like ``SELECT ... FOR
   UPDATE``); limits are per user, so admissions of different users still run in parallel, and a
-  shared transaction takes its users' locks in name order, as the periodic reclaim does, so two
-  replicas cannot deadlock.
+  shared transaction takes all its users' locks first, in name order, as the periodic reclaim does,
+  so two replicas cannot deadlock. Its admissions are then decided inside Postgres, in order, each
+  after the leases of those before it (:mod:`hub_extension.pg_admission`).
 
 Every read on the admission path is bounded: a user's active leases (index ``user, status``), the
 replayed request (unique ``user, request_id``), and the GPU-hour window, summed from
@@ -30,90 +31,36 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from functools import lru_cache, partial
+from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, write_transaction
+from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, WriteConnection
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
-from .group_commit import GroupCommit
-from .models import Policy
-from .policy import (
-    DEFAULT_WINDOW_HOURS,
-    Limits,
-    PolicyValues,
-    Refusal,
-    Request,
-    Usage,
-    check_request,
-    resolve_limits,
+from .group_commit import GroupCommit, SharedLock
+from .pg_admission import decide_batch
+from .policy import Refusal, Usage, check_request
+from .store_values import (
+    Admission,
+    AdmissionRequest,
+    Caller,
+    first_value,
+    hour_start,
+    lease_to_dict,
+    remaining,
+    request_of,
+    resolve_policy_rows,
+    utcnow,
 )
+from .store_values import policy_values as policy_values  # re-exported: admin.py's import
 
 log = logging.getLogger(__name__)
 
 #: group commits side by side on Postgres (each its own connection and thread)
 POSTGRES_LANES = 4
-
-def utcnow() -> datetime:
-    """Naive UTC now (every timestamp in the quota database is naive UTC)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Caller:
-    """Who is calling, as the hub's token check said: never taken from a request body."""
-
-    name: str
-    kind: str = "user"
-    groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, kw_only=True)
-class AdmissionRequest:
-    """One admission request (already validated at the REST boundary)."""
-
-    gpus: int
-    pool: str
-    concurrency: int
-    estimated_seconds: float
-    request_id: str
-    label: str = ""
-    ttl_seconds: float | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class Admission:
-    """Outcome of :meth:`QuotaStore.admit`: a lease, or a refusal; ``replayed`` for a known request id."""
-
-    lease: dict[str, Any] | None = None
-    refusal: Refusal | None = None
-    replayed: bool = False
-
-
-def lease_to_dict(lease: Mapping[Any, Any]) -> dict[str, Any]:
-    """JSON form of a lease (a row mapping of ``quota_leases``)."""
-    ended = lease["ended_at"]
-    return {
-        **{key: lease[key] for key in LEASE_FIELDS},
-        "created_at": lease["created_at"].isoformat() + "Z",
-        "expires_at": lease["expires_at"].isoformat() + "Z",
-        "ended_at": ended.isoformat() + "Z" if ended else None,
-        "gpu_seconds": lease["gpu_seconds"],
-    }
-
-
-LEASE_FIELDS = ("id", "user", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total",
-                "estimated_seconds", "ttl_seconds", "status")
-
-
-def hour_start(at: datetime) -> datetime:
-    """The start of ``at``'s clock hour: the key of its ``quota_usage_hours`` row."""
-    return at.replace(minute=0, second=0, microsecond=0)
-
 
 class QuotaStore:
     """All reads and writes of quota state. Thread-safe; one instance per service process."""
@@ -130,16 +77,20 @@ class QuotaStore:
         self.default_ttl_seconds = default_ttl_seconds
         self.max_ttl_seconds = max_ttl_seconds
         self.clock = clock
-        self._write_lock = threading.Lock()
+        self._write_lock = SharedLock()  # lane 0, the maintenance group commit and admin writes
         self._readonly = engine.execution_options(nbscale_readonly=True)
         self._postgres = engine.dialect.name == "postgresql"
-        self._window_hours: dict[str, float] = {}  # per user, written only in that user's lane
         # Postgres locks per user, so lanes of disjoint users run their batches side by side (one
         # waits for the server while another decides); SQLite's write lock is the whole database
         lanes = POSTGRES_LANES if self._postgres else 1
-        self._lanes = [GroupCommit(partial(write_transaction, engine), lock=self._write_lock if i == 0
-                                   else threading.Lock()) for i in range(lanes)]
+        prepare = self._decide_in_postgres if self._postgres else None
+        self._lanes = [GroupCommit(WriteConnection(engine).transaction, prepare=prepare,
+                                   lock=self._write_lock if i == 0 else threading.Lock()) for i in range(lanes)]
         self._writes = self._lanes[0]
+        # the periodic reclaim, off the event loop: its own thread and connection, behind the same
+        # mutex as the first lane (on SQLite, the database's only writer in this process)
+        self._maintenance: GroupCommit[DriverSQL] = GroupCommit(WriteConnection(engine).transaction,
+                                                                lock=self._write_lock)
 
     def _lane(self, user: str) -> GroupCommit[DriverSQL]:
         """The group commit that runs ``user``'s writes (the same one every time, in this process)."""
@@ -159,50 +110,82 @@ class QuotaStore:
 
     def admit(self, caller: Caller, req: AdmissionRequest) -> Admission:
         """Admit ``req`` for ``caller`` atomically, or refuse it with the reason (both go to the ledger)."""
-        return self._lane(caller.name).run(partial(self._admit, caller, req), order=caller.name)
+        return self._lane(caller.name).run(_AdmitOp(self, caller, req), order=caller.name)
 
     def submit_admit(self, caller: Caller, req: AdmissionRequest) -> Future[Admission]:
         """:meth:`admit` for an event loop: queued at once, decided in the group commit's thread."""
-        return self._lane(caller.name).submit(partial(self._admit, caller, req), order=caller.name)
+        return self._lane(caller.name).submit(_AdmitOp(self, caller, req), order=caller.name)
+
+    def _decide_in_postgres(self, sql: DriverSQL, batch: list[tuple[str, Callable[[DriverSQL], Any]]]) -> None:
+        """Postgres: lock the batch's users and decide its admissions in one call (:mod:`.pg_admission`)."""
+        admissions = [op for _, op in batch if isinstance(op, _AdmitOp)]
+        if not admissions:
+            return
+        now = self.clock()
+        requests = []
+        for op in admissions:
+            op.now, op.lease = now, self._new_lease(op.caller, op.req, now)
+            requests.append({"user": op.caller.name, "groups": list(op.caller.groups), "request_id": op.req.request_id,
+                             "pool": op.req.pool, "gpus": op.req.gpus, "gpus_total": op.lease["gpus_total"],
+                             "estimated_seconds": op.req.estimated_seconds, "now": now, "lease": op.lease})
+        for op, decided in zip(admissions, decide_batch(sql, [user for user, _ in batch], requests), strict=True):
+            op.decided = decided
+
+    def _admit_decided(self, op: _AdmitOp, sql: DriverSQL) -> Admission:
+        """The Python half of an admission Postgres decided: the answer, and its ledger entry."""
+        caller, req, decided, now = op.caller, op.req, op.decided or {}, op.now
+        if decided["outcome"] == "known":
+            self._check_samerequest_of(decided["lease"], req)
+            return Admission(lease=lease_to_dict(decided["lease"]), replayed=True)
+        if decided["outcome"] == "admitted":
+            return self._admitted(sql, now, caller, req, op.lease)
+        limits = resolve_policy_rows(caller.name, caller.groups, decided["policies"])
+        refusal = check_request(limits, Usage(**decided["usage"]), request_of(req))
+        if refusal is None:  # the two checks disagree: a bug, never an admission nobody checked
+            raise RuntimeError(f"Postgres refused request {req.request_id} of {caller.name} but the policy check "
+                               f"admits it (limits {limits}, usage {decided['usage']})")
+        return self._refused(sql, now, caller, req, refusal)
 
     def _admit(self, caller: Caller, req: AdmissionRequest, sql: DriverSQL) -> Admission:
         now = self.clock()
         self._lock_user(sql, caller.name)
-        # the window is read with the width this user's policies gave last time (one round trip for
-        # all of a decision's reads), and read again below if the policies read now say otherwise
-        window_guess = self._window_hours.get(caller.name, DEFAULT_WINDOW_HOURS)
-        leases, policies, ended = sql.query_all(
-            ("active_or_known", {"user": caller.name, "request_id": req.request_id}),
-            self._policies_read(sql, caller.name, caller.groups),
-            self._ended_read(caller.name, now, window_guess))
+        leases, policies = sql.query_all(("active_or_known", {"user": caller.name, "request_id": req.request_id}),
+                                         self._policies_read(sql, caller.name, caller.groups))
         known = next((row for row in leases if row["request_id"] == req.request_id), None)
         if known is not None:
-            self._check_same_request(known, req)
+            self._check_samerequest_of(known, req)
             return Admission(lease=lease_to_dict(known), replayed=True)
-        limits = _resolve(caller.name, caller.groups, policies)
-        self._window_hours[caller.name] = limits.window_hours
-        usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True,
-                            ended=_first_value(ended) if limits.window_hours == window_guess else None)
-        request = Request(
-            gpus=req.gpus, pool=req.pool, concurrency=req.concurrency, estimated_seconds=req.estimated_seconds
-        )
-        refusal = check_request(limits, usage, request)
+        limits = resolve_policy_rows(caller.name, caller.groups, policies)
+        # the window's width comes from the policies just read (then its sum, after any reclaim)
+        usage = self._usage(sql, caller.name, now, limits.window_hours, active=leases, reclaim=True)
+        refusal = check_request(limits, usage, request_of(req))
         if refusal is not None:
-            sql.write("insert_ledger", self._entry(sql, now, "refused", caller.name, caller.name, req, detail={
-                "limit": refusal.limit, "limit_value": refusal.limit_value, "message": refusal.message,
-            }, gpus_total=request.gpus_total))
-            return Admission(refusal=refusal)
+            return self._refused(sql, now, caller, req, refusal)
+        lease = self._new_lease(caller, req, now)
+        sql.write("insert_lease", {**lease, "groups": sql.json(lease["groups"])})
+        return self._admitted(sql, now, caller, req, lease)
+
+    def _new_lease(self, caller: Caller, req: AdmissionRequest, now: datetime) -> dict[str, Any]:
         ttl = min(req.ttl_seconds or self.default_ttl_seconds, self.max_ttl_seconds)
-        lease = {
+        return {
             "id": "lease-" + secrets.token_hex(8), "user": caller.name, "groups": sorted(caller.groups),
             "request_id": req.request_id, "label": req.label, "pool": req.pool, "gpus": req.gpus,
-            "concurrency": req.concurrency, "gpus_total": request.gpus_total,
+            "concurrency": req.concurrency, "gpus_total": req.gpus * req.concurrency,
             "estimated_seconds": req.estimated_seconds, "ttl_seconds": ttl, "status": ACTIVE,
             "created_at": now, "expires_at": now + timedelta(seconds=ttl), "ended_at": None, "gpu_seconds": None,
         }
-        sql.write("insert_lease", {**lease, "groups": sql.json(lease["groups"])})
+
+    def _refused(self, sql: DriverSQL, now: datetime, caller: Caller, req: AdmissionRequest,
+                 refusal: Refusal) -> Admission:
+        sql.write("insert_ledger", self._entry(sql, now, "refused", caller.name, caller.name, req, detail={
+            "limit": refusal.limit, "limit_value": refusal.limit_value, "message": refusal.message,
+        }, gpus_total=req.gpus * req.concurrency))
+        return Admission(refusal=refusal)
+
+    def _admitted(self, sql: DriverSQL, now: datetime, caller: Caller, req: AdmissionRequest,
+                  lease: dict[str, Any]) -> Admission:
         sql.write("insert_ledger", self._entry(sql, now, "admitted", caller.name, caller.name, req,
-                                               gpus_total=request.gpus_total, lease_id=lease["id"]))
+                                               gpus_total=lease["gpus_total"], lease_id=lease["id"]))
         return Admission(lease=lease_to_dict(lease))
 
     def _lock_user(self, sql: DriverSQL, user: str) -> None:
@@ -211,7 +194,7 @@ class QuotaStore:
         sql.write("lock_user", {"user": user})  # the reads sent after it run once it holds the lock
 
     @staticmethod
-    def _check_same_request(known: Mapping[str, Any], req: AdmissionRequest) -> None:
+    def _check_samerequest_of(known: Mapping[str, Any], req: AdmissionRequest) -> None:
         same = (known["gpus"], known["pool"], known["concurrency"]) == (req.gpus, req.pool, req.concurrency)
         if not same:
             raise RequestIdConflict(
@@ -300,12 +283,18 @@ class QuotaStore:
 
     def reclaim_expired(self) -> int:
         """Expire every lease whose holder stopped heartbeating; returns how many were reclaimed."""
-        with self._write_lock, write_transaction(self.engine) as sql:
-            now = self.clock()
-            users = sorted(row["user"] for row in sql.query("overdue_users", {"now": now}))
-            for user in users:  # in user order, each under its lock: the order every batch takes them in
-                self._lock_user(sql, user)
-            return sum(self._reclaim(sql, now, user=user) for user in users)
+        return self._maintenance.run(self._reclaim_expired)
+
+    def reclaim_in_background(self) -> None:
+        """:meth:`reclaim_expired` for an event loop's timer: queued, not awaited; a failure is logged."""
+        self._maintenance.submit(self._reclaim_expired).add_done_callback(_log_reclaim_failure)
+
+    def _reclaim_expired(self, sql: DriverSQL) -> int:
+        now = self.clock()
+        users = sorted(row["user"] for row in sql.query("overdue_users", {"now": now}))
+        for user in users:  # in user order, each under its lock: the order every batch takes them in
+            self._lock_user(sql, user)
+        return sum(self._reclaim(sql, now, user=user) for user in users)
 
     def _reclaim(self, sql: DriverSQL, now: datetime, user: str,
                  overdue: Sequence[Mapping[str, Any]] | None = None) -> int:
@@ -341,7 +330,7 @@ class QuotaStore:
             self._reclaim(sql, now, user, overdue=overdue)
             ended = None  # read again: the reclaimed leases now count as ended
         if ended is None:
-            ended = _first_value(sql.query(*self._ended_read(user, now, window_hours)))
+            ended = first_value(sql.query(*self._ended_read(user, now, window_hours)))
         live = [row for row in active if row["expires_at"] >= now]
         running = sum(row["gpus_total"] * max(0.0, (now - row["created_at"]).total_seconds()) for row in live)
         # a read counts an overdue lease's GPU-time until its expiry, as its reclaim will charge it
@@ -368,7 +357,7 @@ class QuotaStore:
         with self._readonly.connect() as conn, conn.begin():
             sql = DriverSQL(conn)
             now = self.clock()
-            limits = _resolve(user, groups, sql.query(*self._policies_read(sql, user, groups)))
+            limits = resolve_policy_rows(user, groups, sql.query(*self._policies_read(sql, user, groups)))
             usage = self._usage(sql, user, now, limits.window_hours, reclaim=False)
             leases = sql.query("live_of_user", {"user": user, "now": now})
             return {
@@ -381,50 +370,28 @@ class QuotaStore:
                     "runs_active": usage.runs_active,
                     "gpu_hours_in_window": round(usage.gpu_hours_in_window, 4),
                 },
-                "remaining": _remaining(limits, usage),
+                "remaining": remaining(limits, usage),
                 "leases": [lease_to_dict(lease) for lease in leases],
             }
 
 
-def _first_value(rows: list[dict[str, Any]]) -> float:
-    return float(next(iter(rows[0].values())) or 0.0)
+def _log_reclaim_failure(done: Future[int]) -> None:
+    if done.exception() is not None:
+        log.error("reclaiming expired leases failed (tried again at the next interval): %s", done.exception())
 
 
-def _resolve(user: str, groups: tuple[str, ...], policies: list[dict[str, Any]]) -> Limits:
-    # sorted: the database's order is no part of the key (resolve_limits does not depend on it)
-    rows = tuple(sorted((_row_values(row) for row in policies), key=lambda p: (p.kind, p.name)))
-    return _resolve_rows(user, tuple(sorted(groups)), rows)
+class _AdmitOp:
+    """One admission in a group commit: decided in Postgres with its batch (``decided``), else in Python."""
 
+    __slots__ = ("caller", "decided", "lease", "now", "req", "store")
 
-@lru_cache(maxsize=4096)
-def _resolve_rows(user: str, groups: tuple[str, ...], rows: tuple[PolicyValues, ...]) -> Limits:
-    # the policies just read are the key (Limits is frozen): a hit is exactly what resolving again gives
-    return resolve_limits(user, groups, rows)
+    def __init__(self, store: QuotaStore, caller: Caller, req: AdmissionRequest) -> None:
+        self.store, self.caller, self.req = store, caller, req
+        self.decided: dict[str, Any] | None = None
+        self.lease: dict[str, Any] = {}
+        self.now = datetime.min
 
-
-def _row_values(row: Mapping[str, Any]) -> PolicyValues:
-    values = dict(row)
-    pools = values.pop("allowed_pools")
-    return PolicyValues(**values, allowed_pools=tuple(pools) if pools is not None else None)
-
-
-def policy_values(p: Policy) -> PolicyValues:
-    """Pure view of a policy row."""
-    return PolicyValues(
-        kind=p.kind, name=p.name, max_gpus=p.max_gpus, max_runs=p.max_runs,
-        max_gpus_per_run=p.max_gpus_per_run, gpu_hours_budget=p.gpu_hours_budget,
-        window_hours=p.window_hours,
-        allowed_pools=tuple(p.allowed_pools) if p.allowed_pools is not None else None,
-    )
-
-
-def _remaining(limits: Limits, usage: Usage) -> dict[str, Any]:
-    def left(limit: float | None, used: float) -> float | None:
-        return None if limit is None else max(0, limit - used)
-
-    return {
-        "gpus": left(limits.max_gpus, usage.gpus_in_use),
-        "runs": left(limits.max_runs, usage.runs_active),
-        "gpu_hours": None if limits.gpu_hours_budget is None
-        else round(max(0.0, limits.gpu_hours_budget - usage.gpu_hours_in_window), 4),
-    }
+    def __call__(self, sql: DriverSQL) -> Admission:
+        if self.decided is None or self.decided["outcome"] == "slow":
+            return self.store._admit(self.caller, self.req, sql)
+        return self.store._admit_decided(self, sql)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import threading
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -45,7 +47,7 @@ def test_migrations_create_exactly_the_model_schema_and_rerun_cleanly(db_url: st
     upgrade_database(engine)  # the service runs this at every start
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
     engine.dispose()
 
 
@@ -162,28 +164,13 @@ def pg_store(postgres_url: str) -> QuotaStore:
     engine.dispose()
 
 
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        return True
-
-    def release(self) -> None:
-        return None
-
-
 @pytest.mark.slow
 def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaStore) -> None:
     with pg_store.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-    # prove the row lock, not the mutex: without it each thread runs its own transactions
-    pg_store._write_lock = _NoLock()  # type: ignore[assignment]
-    for lane in pg_store._lanes:
-        lane.lock = _NoLock()
+    # prove the row lock, not the process's mutex: ten stores (as ten replicas) share the database,
+    # each with its own group commits and connections, five threads each
+    replicas = [pg_store, *(QuotaStore(pg_store.engine) for _ in range(9))]
     set_policy(pg_store, "admin", "user", "alice", {"max_gpus": 4})
     for round_no in range(10):
         results: list = []
@@ -191,7 +178,7 @@ def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaSto
 
         def ask(rid: str, barrier: threading.Barrier, results: list) -> None:
             barrier.wait()
-            results.append(pg_store.admit(ALICE, request(rid)))
+            results.append(replicas[int(rid.rsplit("-", 1)[1]) % 10].admit(ALICE, request(rid)))
 
         threads = [threading.Thread(target=ask, args=(f"pg{round_no}-{i}", barrier, results)) for i in range(50)]
         for t in threads:
@@ -204,3 +191,31 @@ def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaSto
             pg_store.release(ALICE, lease["id"])
     with pg_store.engine.begin() as conn, pytest.raises(exc.DatabaseError, match="append-only"):
         conn.execute(text("DELETE FROM quota_ledger"))
+
+
+def test_the_periodic_reclaim_runs_in_the_background_and_logs_a_failure(db_url: str,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    engine = make_engine(db_url)
+    upgrade_database(engine)
+    store = QuotaStore(engine, default_ttl_seconds=60, clock=clock)
+    lease = store.admit(ALICE, request("a")).lease
+    clock.now += timedelta(seconds=600)
+    store.reclaim_in_background()  # what the service's timer calls on the event loop: it does not wait
+    deadline = time.monotonic() + 20
+    while [e["event"] for e in ledger_page(store, user="alice")] != ["expired", "admitted"]:
+        assert time.monotonic() < deadline, "the background reclaim never expired the lease"
+        time.sleep(0.05)
+    assert ledger_page(store, user="alice")[0]["lease_id"] == lease["id"]
+
+    def broken(sql: object) -> int:
+        raise RuntimeError("database gone")
+
+    store._reclaim_expired = broken  # type: ignore[method-assign]
+    with caplog.at_level(logging.ERROR, logger="hub_extension.store"):
+        store.reclaim_in_background()
+        deadline = time.monotonic() + 20
+        while "database gone" not in caplog.text:
+            assert time.monotonic() < deadline, "a failed reclaim was not logged"
+            time.sleep(0.05)
+    engine.dispose()

@@ -144,10 +144,10 @@ def test_a_failing_operation_does_not_spoil_the_others_in_its_transaction(tmp_pa
     store = QuotaStore(engine)
     bob = Caller(name="bob")
     set_policy(store, "admin", "user", "bob", {"max_gpus": 3})
-    gate, results, errors = threading.Event(), [], []
+    gate, running, results, errors = threading.Event(), threading.Event(), [], []
 
     def hold_the_lock() -> None:  # while this runs, the others queue up and then share one transaction
-        store._writes.run(lambda conn: gate.wait(5))
+        store._writes.run(lambda conn: (running.set(), gate.wait(5)))
 
     def admit(i: int) -> None:
         results.append(store.admit(bob, AdmissionRequest(gpus=1, pool="default", concurrency=1,
@@ -171,6 +171,7 @@ def test_a_failing_operation_does_not_spoil_the_others_in_its_transaction(tmp_pa
     store._writes.begin = counted
     holder = threading.Thread(target=hold_the_lock, daemon=True)
     holder.start()
+    assert running.wait(10)  # the holder's transaction runs: whatever comes now waits for the next one
     workers = [threading.Thread(target=admit, args=(i,), daemon=True) for i in range(6)] + [
         threading.Thread(target=bad_release, daemon=True)]
     for t in workers:
@@ -198,8 +199,10 @@ def test_a_database_error_reruns_the_batch_one_by_one(tmp_path: Path) -> None:
         except Exception as exc:  # the duplicate key
             out[k] = type(exc).__name__
 
-    holder = threading.Thread(target=lambda: writes.run(lambda conn: gate.wait(5)), daemon=True)
+    running = threading.Event()
+    holder = threading.Thread(target=lambda: writes.run(lambda conn: (running.set(), gate.wait(5))), daemon=True)
     holder.start()
+    assert running.wait(10)
     threads = [threading.Thread(target=put, args=(k,), daemon=True) for k in (1, 2, 5)]  # 5 % 4 == 1: a duplicate
     for t in threads:
         t.start()
@@ -209,4 +212,19 @@ def test_a_database_error_reruns_the_batch_one_by_one(tmp_path: Path) -> None:
     assert sorted(map(str, out.values())) == ["1", "1", "IntegrityError"]
     with engine.connect() as conn:
         assert sorted(conn.execute(text("SELECT k FROM t")).scalars()) == [1, 2]
+    engine.dispose()
+
+
+def test_a_thread_waiting_behind_an_admin_write_is_woken_when_it_ends(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.sqlite'}")
+    upgrade_database(engine)
+    store = QuotaStore(engine)
+    results: list[object] = []
+    with store._write():  # an admin write holds the mutex the first group commit shares
+        waiter = threading.Thread(target=lambda: results.append(store.admit(Caller(name="bob"), AdmissionRequest(
+            gpus=1, pool="default", concurrency=1, estimated_seconds=60, request_id="r"))), daemon=True)
+        waiter.start()
+        _wait_for_queue(store._writes, 1)
+    _join_all([waiter])  # nobody polls: letting go of the lock handed the waiting thread its turn
+    assert len(results) == 1
     engine.dispose()

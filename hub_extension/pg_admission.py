@@ -1,0 +1,136 @@
+"""Postgres: a group commit's admissions decided inside the server, in one call.
+
+``quota_admit_batch(users, requests)`` locks every user of the batch (in name order, as every
+transaction takes them), then decides the requests in order: a known request id answers its lease;
+otherwise the user's limits are resolved from their policy rows, their usage summed, and a request
+that fits gets its lease inserted. Each statement in the function takes a fresh snapshot (it is
+``VOLATILE``; READ COMMITTED), so a request sees every commit before its user's lock and every lease
+of the requests before it: the argument of :mod:`hub_extension.store` holds request by request.
+
+The function only says *whether* a request fits; the refusal itself (which limit, the message) and
+every ledger entry stay in Python (:func:`hub_extension.policy.check_request`), from the policy rows
+and usage the function hands back. ``tests/hub_extension/test_pg_admission.py`` checks a table of
+policies, usage and requests against ``check_request``. A user with overdue leases (to reclaim) is
+left to the Python path for the rest of the batch (``slow``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .driver_sql import (
+    LEASE_COLUMNS,
+    POLICY_COLUMNS,
+    TYPED_IN_JSON,
+    DriverSQL,
+    param_types,
+    step_statement,
+    typed_rows,
+)
+from .policy import DEFAULT_WINDOW_HOURS
+
+ADMIT_FUNCTION = "quota_admit_batch"
+
+
+def _limit(name: str) -> str:
+    """A numeric limit as :func:`hub_extension.policy.resolve_limits` resolves it: the user's, else the
+    largest of the groups', else the default's."""
+    levels = ", ".join(f"max({name}) FILTER (WHERE kind = '{kind}')" for kind in ("user", "group", "default"))
+    return f"coalesce({levels}) AS {name}"
+
+
+def _pool_ok() -> str:
+    """``allowed_pools`` as resolve_limits has it: the first level that sets it (groups: their union)."""
+    levels = " ".join(f"WHEN bool_or(pools IS NOT NULL) FILTER (WHERE kind = '{kind}') "
+                      f"THEN coalesce(bool_or(pools ? r_pool) FILTER (WHERE kind = '{kind}'), false)"
+                      for kind in ("user", "group", "default"))
+    return f"CASE {levels} ELSE true END AS pool_ok"
+
+
+def admit_function_sql() -> str:
+    """``CREATE OR REPLACE FUNCTION quota_admit_batch`` (run by the migrations only)."""
+    insert_lease = step_statement("insert_lease", param_types())
+    limits = ",\n      ".join(_limit(name) for name in
+                               ("max_gpus", "max_runs", "max_gpus_per_run", "gpu_hours_budget", "window_hours"))
+    return f"""CREATE OR REPLACE FUNCTION {ADMIT_FUNCTION}(users jsonb, requests jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE AS $admit$
+DECLARE
+  r jsonb; p jsonb; u text; cur text; r_pool text; now_ timestamp; since timestamp; first_whole timestamp;
+  slow boolean; known jsonb; lim record; n_runs integer; n_gpus integer; used_seconds double precision;
+  policies jsonb; fits boolean; answers jsonb := '[]';
+BEGIN
+  -- every user of the batch, in name order: the order every transaction takes them in (no deadlock)
+  INSERT INTO quota_user_locks ("user") SELECT value FROM jsonb_array_elements_text(users) ORDER BY 1
+    ON CONFLICT ("user") DO UPDATE SET "user" = excluded."user";
+  FOR i IN 0 .. jsonb_array_length(requests) - 1 LOOP
+    r := requests -> i; u := r ->> 'user'; r_pool := r ->> 'pool'; now_ := (r ->> 'now')::timestamp;
+    IF u || (r ->> 'groups') IS DISTINCT FROM cur THEN
+      -- a user's state, once a batch: the batch holds their lock, so only its own leases change it
+      cur := u || (r ->> 'groups'); policies := NULL;
+      slow := EXISTS (SELECT 1 FROM quota_leases WHERE "user" = u AND status = 'active' AND expires_at < now_);
+      SELECT {limits},
+        {_pool_ok()}
+      INTO lim FROM (SELECT *, nullif(allowed_pools::jsonb, 'null') AS pools FROM quota_policies
+        WHERE (kind = 'user' AND name = u) OR kind = 'default'
+          OR (kind = 'group' AND name IN (SELECT jsonb_array_elements_text(r -> 'groups')))) policy;
+      SELECT count(*), coalesce(sum(gpus_total), 0),
+        coalesce(sum(gpus_total * greatest(0, extract(epoch FROM now_ - created_at)))::double precision, 0)
+      INTO n_runs, n_gpus, used_seconds FROM quota_leases WHERE "user" = u AND status = 'active';
+      since := now_ - make_interval(secs => coalesce(lim.window_hours, {DEFAULT_WINDOW_HOURS}) * 3600);
+      first_whole := date_trunc('hour', since);
+      IF first_whole < since THEN first_whole := first_whole + interval '1 hour'; END IF;
+      used_seconds := used_seconds
+        + (SELECT coalesce(sum(gpu_seconds), 0.0) FROM quota_usage_hours WHERE "user" = u AND hour >= first_whole)
+        + (SELECT coalesce(sum(gpu_seconds), 0.0) FROM quota_leases
+           WHERE "user" = u AND ended_at >= since AND ended_at < first_whole);
+    END IF;
+    IF slow THEN  -- leases to reclaim: Python does it, and decides this user's requests after it
+      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'slow'));
+      CONTINUE;
+    END IF;
+    SELECT to_jsonb(l) INTO known FROM (SELECT {LEASE_COLUMNS} FROM quota_leases
+      WHERE "user" = u AND request_id = r ->> 'request_id') l;
+    IF known IS NOT NULL THEN
+      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'known', 'lease', known));
+      CONTINUE;
+    END IF;
+    -- check_request's conditions, all of them (which one failed is Python's to say)
+    fits := lim.pool_ok
+      AND (lim.max_gpus_per_run IS NULL OR (r ->> 'gpus')::integer <= lim.max_gpus_per_run)
+      AND (lim.max_runs IS NULL OR n_runs + 1 <= lim.max_runs)
+      AND (lim.max_gpus IS NULL OR n_gpus + (r ->> 'gpus_total')::integer <= lim.max_gpus)
+      AND (lim.gpu_hours_budget IS NULL OR (r ->> 'gpus_total')::integer <= 0
+           OR used_seconds / 3600.0
+              + (r ->> 'gpus_total')::integer * (r ->> 'estimated_seconds')::double precision / 3600.0
+              <= lim.gpu_hours_budget);
+    IF fits THEN
+      p := r -> 'lease';
+      {insert_lease}
+      n_runs := n_runs + 1;  -- its GPU-time so far is nothing: created now
+      n_gpus := n_gpus + (r ->> 'gpus_total')::integer;
+      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'admitted'));
+    ELSE
+      IF policies IS NULL THEN
+        SELECT coalesce(jsonb_agg(to_jsonb(policy)), '[]') INTO policies FROM (SELECT {POLICY_COLUMNS}
+          FROM quota_policies WHERE (kind = 'user' AND name = u) OR kind = 'default'
+            OR (kind = 'group' AND name IN (SELECT jsonb_array_elements_text(r -> 'groups')))) policy;
+      END IF;
+      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'refused', 'policies', policies,
+        'usage', jsonb_build_object('gpus_in_use', n_gpus, 'runs_active', n_runs, 'gpu_seconds_in_window', used_seconds)));
+    END IF;
+  END LOOP;
+  RETURN answers;
+END
+$admit$"""
+
+
+def decide_batch(sql: DriverSQL, users: Sequence[str], requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One call of ``quota_admit_batch`` (after the waiting writes): an outcome per request, in order."""
+    answers: list[dict[str, Any]] = sql.call(ADMIT_FUNCTION, sorted(set(users)), list(requests))
+    for answer in answers:
+        if "lease" in answer:
+            answer["lease"] = typed_rows([answer["lease"]], TYPED_IN_JSON)[0]
+        if "policies" in answer:
+            answer["policies"] = typed_rows(answer["policies"], TYPED_IN_JSON)
+    return answers
