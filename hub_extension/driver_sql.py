@@ -8,7 +8,7 @@ the migrations; ``tests/hub_extension/test_driver_sql.py`` runs every statement 
 database of each dialect and compares what it reads and writes with what SQLAlchemy sees.
 
 On Postgres a write transaction's statements run inside the server, in :data:`STEP_FUNCTION` (a
-plpgsql function that migration 0003 renders from :data:`STATEMENTS`): writes wait in
+plpgsql function built from :data:`STATEMENTS`, whose SQL migration 0003 holds as text): writes wait in
 :class:`DriverSQL` and go, in order, with the next read, so a decision costs one call and one round
 trip (psycopg's own per-statement cost was most of a decision's CPU). The function runs them one
 after the other; being ``VOLATILE``, each statement takes a fresh snapshot (READ COMMITTED), so a
@@ -140,8 +140,8 @@ def step_statement(name: str, types: Mapping[str, str]) -> str:
 
 
 def step_function_sql() -> str:
-    """``CREATE OR REPLACE FUNCTION quota_step`` from :data:`STATEMENTS` (run by the migrations only:
-    a change of a statement needs a new migration that runs this again)."""
+    """``CREATE OR REPLACE FUNCTION quota_step`` from :data:`STATEMENTS`. A migration holds it as
+    literal text: a change of a statement needs a new migration with the new text (a test says so)."""
     types = param_types()
     cases = "\n".join(f"    WHEN '{name}' THEN\n      {step_statement(name, types)}" for name in STATEMENTS)
     return f"""CREATE OR REPLACE FUNCTION {STEP_FUNCTION}(writes jsonb, reads jsonb) RETURNS jsonb
@@ -235,8 +235,9 @@ class DriverSQL:
         return cursor
 
     def _rows(self, cursor: Any) -> list[dict[str, Any]]:
+        values = cursor.fetchall()  # first: in psycopg's pipeline, the description comes with the rows
         names = [column[0] for column in cursor.description]
-        rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+        rows = [dict(zip(names, row, strict=True)) for row in values]
         cursor.close()
         if self.sqlite:
             for row in rows:
@@ -299,10 +300,13 @@ class WriteConnection:
     psycopg opens one with the first call, in the same round trip (pipeline). Issued here rather than
     through SQLAlchemy's ``begin`` event: that hop cost more than a whole decision's statements. A
     connection that fails to roll back is dropped, and the next transaction opens a new one.
+    ``step`` (Postgres): statements go through :data:`STEP_FUNCTION` (the database has it, as this
+    code expects it: :func:`hub_extension.pg_admission.use_server_functions`).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, step: bool = True) -> None:
         self.engine = engine
+        self.step = step
         self._conn: Connection | None = None
 
     @contextmanager
@@ -311,7 +315,7 @@ class WriteConnection:
         if self._conn is None:
             self._conn = self.engine.connect()
         conn = self._conn
-        sql = DriverSQL(conn, step=True)
+        sql = DriverSQL(conn, step=self.step)
         try:
             if sql.sqlite:
                 sql._driver.execute("BEGIN IMMEDIATE")
