@@ -18,6 +18,7 @@ read that follows the user's lock sees every commit before it, as separate state
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -26,7 +27,10 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Connection, Engine, Table
 
+from .errors import CommitOutcomeUnknown, DatabaseConnectionLost
 from .models import Lease, LedgerEntry, Policy, UsageHour
+
+log = logging.getLogger(__name__)
 
 ACTIVE, RELEASED, EXPIRED = "active", "released", "expired"  # a lease's status
 
@@ -311,22 +315,57 @@ class WriteConnection:
 
     @contextmanager
     def transaction(self) -> Iterator[DriverSQL]:
-        """A write transaction on this connection (opened now if there is none)."""
+        """A write transaction on this connection (opened now if there is none).
+
+        Kept between batches without a ping, the connection may have been ended by the server (a
+        restart, an idle timeout, ``pg_terminate_backend``): then the transaction raises
+        :class:`~hub_extension.errors.DatabaseConnectionLost` if it failed before its commit
+        (nothing saved: safe to run again) or :class:`~hub_extension.errors.CommitOutcomeUnknown`
+        if during it, and the next transaction opens a new connection.
+        """
         if self._conn is None:
             self._conn = self.engine.connect()
         conn = self._conn
         sql = DriverSQL(conn, step=self.step)
+        committing = False
         try:
             if sql.sqlite:
                 sql._driver.execute("BEGIN IMMEDIATE")
             with nullcontext() if sql.sqlite else sql._driver.pipeline():  # BEGIN goes with the first call
                 yield sql
+                committing = True
                 sql.commit()
+        except Exception as exc:
+            if self._rolled_back(conn, sql):
+                raise
+            raise _lost(exc, committing) from exc
         except BaseException:
-            try:
-                sql._driver.rollback()
-            except Exception:  # a broken connection: never used again
-                self._conn = None
-                conn.invalidate()
-                conn.close()
+            self._rolled_back(conn, sql)
             raise
+
+    def _rolled_back(self, conn: Connection, sql: DriverSQL) -> bool:
+        """Roll back; a connection the server ended, or that fails to roll back, is dropped (False)."""
+        try:
+            if getattr(sql._driver, "closed", False):  # psycopg: ended by the server
+                raise ConnectionError("closed by the server")
+            sql._driver.rollback()
+            return True
+        except Exception:  # a broken connection: never used again
+            self._conn = None
+            conn.invalidate()
+            conn.close()
+            return False
+
+
+def _lost(exc: Exception, committing: bool) -> Exception:
+    """The error a transaction whose connection was lost raises instead of the driver's."""
+    if committing:
+        log.warning("the quota database connection was lost while committing (%s); the outcome is unknown", exc)
+        return CommitOutcomeUnknown(
+            f"The connection to the quota database was lost while this change was being committed ({exc}); "
+            "whether it was saved is unknown. Send the same request again (with the same request id): "
+            "it is idempotent.")
+    log.warning("the quota database connection was lost before the commit (%s); nothing was saved", exc)
+    return DatabaseConnectionLost(
+        f"The connection to the quota database was lost before this change was committed ({exc}); nothing "
+        "was saved. Try again shortly; if it keeps failing, ask a hub admin to check the quota database.")

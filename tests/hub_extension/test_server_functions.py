@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
@@ -22,6 +23,8 @@ from hub_extension import store as store_module
 from hub_extension.admin import set_policy
 from hub_extension.db import alembic_config, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
+from hub_extension.driver_sql import DriverSQL
+from hub_extension.errors import CommitOutcomeUnknown
 from hub_extension.pg_admission import function_body, server_functions, stale_functions
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
 
@@ -131,3 +134,66 @@ def test_other_functions_are_logged_and_admission_takes_the_python_path(
     assert answers[1].refusal is not None and answers[1].refusal.limit == "max_gpus"
     assert decided_in_server == []  # nothing went through quota_admit_batch
     assert _ledger(postgres) == [("admitted", "a"), ("refused", "b")]
+
+
+def _end_the_store_connections(engine: Engine) -> int:
+    """What a server restart, an idle timeout or an admin does to connections kept between batches."""
+    with engine.connect() as conn:
+        ended = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                  "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                                  "AND backend_type = 'client backend'")).scalar()
+    return int(ended or 0)
+
+
+def _admitted(engine: Engine) -> tuple[list[str], list[str]]:
+    with engine.connect() as conn:
+        leases = conn.execute(text("SELECT request_id FROM quota_leases ORDER BY request_id")).scalars().all()
+        ledger = conn.execute(text("SELECT request_id FROM quota_ledger WHERE event = 'admitted' "
+                                   "ORDER BY request_id")).scalars().all()
+    return list(leases), list(ledger)
+
+
+@pytest.mark.parametrize("threads", [1, 8])
+def test_a_connection_the_server_ended_is_replaced_and_no_decision_is_lost_or_doubled(
+        postgres: Engine, threads: int) -> None:
+    store = QuotaStore(postgres)
+    for rid in ("warm-0", "warm-1", "warm-2", "warm-3", "warm-4", "warm-5"):  # every lane keeps a connection
+        store.admit(Caller(name=f"user-{rid}", groups=()), ask(rid))
+    assert _end_the_store_connections(postgres) >= 1
+    answers: list[Any] = []
+    barrier = threading.Barrier(threads)
+
+    def admit(i: int) -> None:
+        barrier.wait()
+        answers.append(store.admit(Caller(name=f"user-warm-{i % 6}", groups=()), ask(f"after-{i}")))
+
+    workers = [threading.Thread(target=admit, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert len(answers) == threads and all(a.lease is not None and not a.replayed for a in answers)
+    leases, ledger = _admitted(postgres)
+    expected = sorted([f"warm-{i}" for i in range(6)] + [f"after-{i}" for i in range(threads)])
+    assert leases == expected and ledger == expected  # each once: none lost, none doubled
+
+
+def test_a_connection_ended_during_the_commit_is_an_error_to_retry_never_a_second_run(
+        postgres: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = QuotaStore(postgres)
+    commit = DriverSQL.commit
+    ended: list[int] = []
+
+    def commit_after_the_server_ends_it(sql: DriverSQL) -> None:
+        if not ended:
+            ended.append(_end_the_store_connections(postgres))
+        commit(sql)
+
+    monkeypatch.setattr(DriverSQL, "commit", commit_after_the_server_ends_it)
+    with pytest.raises(CommitOutcomeUnknown, match="same request id") as lost:
+        store.admit(ALICE, ask("r"))
+    assert ended[0] >= 1 and lost.value.http_status == 503  # the client retries a 503
+    assert _admitted(postgres) == ([], [])  # not run again behind the caller's back
+    answer = store.admit(ALICE, ask("r"))  # the caller's retry
+    assert answer.lease is not None
+    assert _admitted(postgres) == (["r"], ["r"])
