@@ -8,7 +8,7 @@ the migrations; ``tests/hub_extension/test_driver_sql.py`` runs every statement 
 database of each dialect and compares what it reads and writes with what SQLAlchemy sees.
 
 On Postgres a write transaction's statements run inside the server, in :data:`STEP_FUNCTION` (a
-plpgsql function that migration 0003 renders from :data:`STATEMENTS`): writes wait in
+plpgsql function built from :data:`STATEMENTS`, whose SQL migration 0003 holds as text): writes wait in
 :class:`DriverSQL` and go, in order, with the next read, so a decision costs one call and one round
 trip (psycopg's own per-statement cost was most of a decision's CPU). The function runs them one
 after the other; being ``VOLATILE``, each statement takes a fresh snapshot (READ COMMITTED), so a
@@ -18,6 +18,7 @@ read that follows the user's lock sees every commit before it, as separate state
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
@@ -26,7 +27,10 @@ from typing import Any
 
 from sqlalchemy import JSON, Column, Connection, Engine, Table
 
+from .errors import CommitOutcomeUnknown, DatabaseConnectionLost
 from .models import Lease, LedgerEntry, Policy, UsageHour
+
+log = logging.getLogger(__name__)
 
 ACTIVE, RELEASED, EXPIRED = "active", "released", "expired"  # a lease's status
 
@@ -140,8 +144,8 @@ def step_statement(name: str, types: Mapping[str, str]) -> str:
 
 
 def step_function_sql() -> str:
-    """``CREATE OR REPLACE FUNCTION quota_step`` from :data:`STATEMENTS` (run by the migrations only:
-    a change of a statement needs a new migration that runs this again)."""
+    """``CREATE OR REPLACE FUNCTION quota_step`` from :data:`STATEMENTS`. A migration holds it as
+    literal text: a change of a statement needs a new migration with the new text (a test says so)."""
     types = param_types()
     cases = "\n".join(f"    WHEN '{name}' THEN\n      {step_statement(name, types)}" for name in STATEMENTS)
     return f"""CREATE OR REPLACE FUNCTION {STEP_FUNCTION}(writes jsonb, reads jsonb) RETURNS jsonb
@@ -235,8 +239,9 @@ class DriverSQL:
         return cursor
 
     def _rows(self, cursor: Any) -> list[dict[str, Any]]:
+        values = cursor.fetchall()  # first: in psycopg's pipeline, the description comes with the rows
         names = [column[0] for column in cursor.description]
-        rows = [dict(zip(names, values, strict=True)) for values in cursor.fetchall()]
+        rows = [dict(zip(names, row, strict=True)) for row in values]
         cursor.close()
         if self.sqlite:
             for row in rows:
@@ -299,30 +304,68 @@ class WriteConnection:
     psycopg opens one with the first call, in the same round trip (pipeline). Issued here rather than
     through SQLAlchemy's ``begin`` event: that hop cost more than a whole decision's statements. A
     connection that fails to roll back is dropped, and the next transaction opens a new one.
+    ``step`` (Postgres): statements go through :data:`STEP_FUNCTION` (the database has it, as this
+    code expects it: :func:`hub_extension.pg_admission.use_server_functions`).
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, step: bool = True) -> None:
         self.engine = engine
+        self.step = step
         self._conn: Connection | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[DriverSQL]:
-        """A write transaction on this connection (opened now if there is none)."""
+        """A write transaction on this connection (opened now if there is none).
+
+        Kept between batches without a ping, the connection may have been ended by the server (a
+        restart, an idle timeout, ``pg_terminate_backend``): then the transaction raises
+        :class:`~hub_extension.errors.DatabaseConnectionLost` if it failed before its commit
+        (nothing saved: safe to run again) or :class:`~hub_extension.errors.CommitOutcomeUnknown`
+        if during it, and the next transaction opens a new connection.
+        """
         if self._conn is None:
             self._conn = self.engine.connect()
         conn = self._conn
-        sql = DriverSQL(conn, step=True)
+        sql = DriverSQL(conn, step=self.step)
+        committing = False
         try:
             if sql.sqlite:
                 sql._driver.execute("BEGIN IMMEDIATE")
             with nullcontext() if sql.sqlite else sql._driver.pipeline():  # BEGIN goes with the first call
                 yield sql
+                committing = True
                 sql.commit()
+        except Exception as exc:
+            if self._rolled_back(conn, sql):
+                raise
+            raise _lost(exc, committing) from exc
         except BaseException:
-            try:
-                sql._driver.rollback()
-            except Exception:  # a broken connection: never used again
-                self._conn = None
-                conn.invalidate()
-                conn.close()
+            self._rolled_back(conn, sql)
             raise
+
+    def _rolled_back(self, conn: Connection, sql: DriverSQL) -> bool:
+        """Roll back; a connection the server ended, or that fails to roll back, is dropped (False)."""
+        try:
+            if getattr(sql._driver, "closed", False):  # psycopg: ended by the server
+                raise ConnectionError("closed by the server")
+            sql._driver.rollback()
+            return True
+        except Exception:  # a broken connection: never used again
+            self._conn = None
+            conn.invalidate()
+            conn.close()
+            return False
+
+
+def _lost(exc: Exception, committing: bool) -> Exception:
+    """The error a transaction whose connection was lost raises instead of the driver's."""
+    if committing:
+        log.warning("the quota database connection was lost while committing (%s); the outcome is unknown", exc)
+        return CommitOutcomeUnknown(
+            f"The connection to the quota database was lost while this change was being committed ({exc}); "
+            "whether it was saved is unknown. Send the same request again (with the same request id): "
+            "it is idempotent.")
+    log.warning("the quota database connection was lost before the commit (%s); nothing was saved", exc)
+    return DatabaseConnectionLost(
+        f"The connection to the quota database was lost before this change was committed ({exc}); nothing "
+        "was saved. Try again shortly; if it keeps failing, ask a hub admin to check the quota database.")

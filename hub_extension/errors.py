@@ -37,3 +37,17 @@ class UserNotFound(QuotaServiceError):
     """The hub has no such user."""
 
     http_status = 404
+
+
+class DatabaseConnectionLost(QuotaServiceError):
+    """The quota database ended the connection of a write transaction before its commit: nothing of
+    it was saved (the group commit runs it again once, on a new connection, before saying so)."""
+
+    http_status = 503
+
+
+class CommitOutcomeUnknown(QuotaServiceError):
+    """The quota database ended the connection while a write transaction was committing: whether it
+    was saved is unknown until the caller asks again (every call of the service is idempotent)."""
+
+    http_status = 503

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar
 
-from .errors import QuotaServiceError
+from .errors import CommitOutcomeUnknown, DatabaseConnectionLost, QuotaServiceError
 
 log = logging.getLogger(__name__)
 
@@ -169,18 +169,20 @@ class GroupCommit(Generic[C]):
             except IndexError:
                 return
 
-    def _run_batch(self, batch: list[_Pending]) -> None:
+    def _run_batch(self, batch: list[_Pending], *, again: bool = True) -> None:
         batch.sort(key=lambda item: item.order)  # same lock order in every process
-        outcomes: list[tuple[_Pending, bool, Any]] = []
         try:
-            with self.begin() as conn:
-                if self.prepare is not None:
-                    self.prepare(conn, [(item.order, item.op) for item in batch])
-                for item in batch:
-                    try:
-                        outcomes.append((item, True, item.op(conn)))
-                    except QuotaServiceError as exc:
-                        outcomes.append((item, False, exc))
+            outcomes = self._outcomes(batch)
+        except DatabaseConnectionLost as exc:  # nothing was saved: run it again, once, on a new connection
+            if again:
+                log.info("running a batch of %s operations again on a new connection", len(batch))
+                self._run_batch(batch, again=False)
+            else:
+                self._settle_all(batch, exc)
+            return
+        except CommitOutcomeUnknown as exc:  # running it again could apply it twice: the callers ask again
+            self._settle_all(batch, exc)
+            return
         except Exception as exc:
             if len(batch) == 1:
                 batch[0].settle(False, exc)
@@ -192,3 +194,21 @@ class GroupCommit(Generic[C]):
             return
         for item, ok, value in outcomes:
             item.settle(ok, value)
+
+    def _outcomes(self, batch: list[_Pending]) -> list[tuple[_Pending, bool, Any]]:
+        """Run ``batch`` in one transaction: each operation's outcome, known once it has committed."""
+        outcomes: list[tuple[_Pending, bool, Any]] = []
+        with self.begin() as conn:
+            if self.prepare is not None:
+                self.prepare(conn, [(item.order, item.op) for item in batch])
+            for item in batch:
+                try:
+                    outcomes.append((item, True, item.op(conn)))
+                except QuotaServiceError as exc:
+                    outcomes.append((item, False, exc))
+        return outcomes
+
+    @staticmethod
+    def _settle_all(batch: list[_Pending], exc: Exception) -> None:
+        for item in batch:
+            item.settle(False, exc)

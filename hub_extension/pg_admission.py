@@ -16,19 +16,27 @@ left to the Python path for the rest of the batch (``slow``).
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from sqlalchemy import Connection
 
 from .driver_sql import (
     LEASE_COLUMNS,
     POLICY_COLUMNS,
+    STEP_FUNCTION,
     TYPED_IN_JSON,
     DriverSQL,
     param_types,
+    step_function_sql,
     step_statement,
     typed_rows,
 )
 from .policy import DEFAULT_WINDOW_HOURS
+
+log = logging.getLogger(__name__)
 
 ADMIT_FUNCTION = "quota_admit_batch"
 
@@ -49,7 +57,7 @@ def _pool_ok() -> str:
 
 
 def admit_function_sql() -> str:
-    """``CREATE OR REPLACE FUNCTION quota_admit_batch`` (run by the migrations only)."""
+    """``CREATE OR REPLACE FUNCTION quota_admit_batch`` (a migration holds it as literal text: a change needs a new one)."""
     insert_lease = step_statement("insert_lease", param_types())
     limits = ",\n      ".join(_limit(name) for name in
                                ("max_gpus", "max_runs", "max_gpus_per_run", "gpu_hours_budget", "window_hours"))
@@ -134,3 +142,48 @@ def decide_batch(sql: DriverSQL, users: Sequence[str], requests: Sequence[Mappin
         if "policies" in answer:
             answer["policies"] = typed_rows(answer["policies"], TYPED_IN_JSON)
     return answers
+
+
+# the functions a migration created, against what this code calls ---------------------------------
+
+_BODY = re.compile(r"\bAS (\$\w*\$)(.*)\1\s*$", re.DOTALL)
+
+
+def server_functions() -> dict[str, str]:
+    """Each server function this code calls, by name: its ``CREATE OR REPLACE FUNCTION`` as the code
+    builds it now (what the newest migration that creates it must hold, as literal text)."""
+    return {STEP_FUNCTION: step_function_sql(), ADMIT_FUNCTION: admit_function_sql()}
+
+
+def function_body(create_sql: str) -> str:
+    """The body of a ``CREATE FUNCTION ... AS $tag$ body $tag$`` (what Postgres keeps as ``prosrc``)."""
+    match = _BODY.search(create_sql)
+    if match is None:
+        raise ValueError(f"no dollar-quoted body in {create_sql[:60]!r}...")
+    return match[2]
+
+
+def stale_functions(conn: Connection) -> list[str]:
+    """The server functions missing from the database or not the ones this code expects (compared by
+    their source text, read once at start): empty when admission may run inside Postgres."""
+    stale = []
+    for name, sql in server_functions().items():
+        # resolved through search_path, as the call will be; NULL when there is no such function
+        found = conn.exec_driver_sql("SELECT prosrc FROM pg_proc WHERE oid = to_regprocedure(%(f)s)",
+                                     {"f": f"{name}(jsonb, jsonb)"}).scalar()
+        if found != function_body(sql):
+            stale.append(name)
+    return stale
+
+
+def use_server_functions(conn: Connection) -> bool:
+    """Whether this Postgres database has the functions this code expects; if not, say so in the log
+    (admission then runs statement by statement, correct but slower)."""
+    stale = stale_functions(conn)
+    if stale:
+        log.warning("the quota database's functions %s are missing or not the ones this version of nbscale "
+                    "expects (a database not migrated to the latest revision, or migrated by another version): "
+                    "deciding admissions statement by statement, which is correct but slower. Restart the "
+                    "quota service of this version (it migrates at start), or run `alembic -c "
+                    "hub_extension/alembic.ini -x url=URL upgrade head`", ", ".join(stale))
+    return not stale

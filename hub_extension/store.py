@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session
 from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, WriteConnection
 from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from .group_commit import GroupCommit, SharedLock
-from .pg_admission import decide_batch
+from .pg_admission import decide_batch, use_server_functions
 from .policy import Refusal, Usage, check_request
 from .store_values import (
     Admission,
@@ -83,14 +83,20 @@ class QuotaStore:
         # Postgres locks per user, so lanes of disjoint users run their batches side by side (one
         # waits for the server while another decides); SQLite's write lock is the whole database
         lanes = POSTGRES_LANES if self._postgres else 1
-        prepare = self._decide_in_postgres if self._postgres else None
-        self._lanes = [GroupCommit(WriteConnection(engine).transaction, prepare=prepare,
+        # inside the server only with the functions this code expects (else the Python path, logged)
+        server = self._postgres and self._has_server_functions()
+        prepare = self._decide_in_postgres if server else None
+        self._lanes = [GroupCommit(WriteConnection(engine, step=server).transaction, prepare=prepare,
                                    lock=self._write_lock if i == 0 else threading.Lock()) for i in range(lanes)]
         self._writes = self._lanes[0]
         # the periodic reclaim, off the event loop: its own thread and connection, behind the same
         # mutex as the first lane (on SQLite, the database's only writer in this process)
-        self._maintenance: GroupCommit[DriverSQL] = GroupCommit(WriteConnection(engine).transaction,
+        self._maintenance: GroupCommit[DriverSQL] = GroupCommit(WriteConnection(engine, step=server).transaction,
                                                                 lock=self._write_lock)
+
+    def _has_server_functions(self) -> bool:
+        with self.engine.connect() as conn:
+            return use_server_functions(conn)
 
     def _lane(self, user: str) -> GroupCommit[DriverSQL]:
         """The group commit that runs ``user``'s writes (the same one every time, in this process)."""

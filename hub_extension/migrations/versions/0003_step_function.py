@@ -1,33 +1,172 @@
 """Postgres: the store's statements, and a group commit's admissions, run inside the server.
 
-``quota_step(writes, reads)`` runs the store's statements (:data:`hub_extension.driver_sql.STATEMENTS`)
+``quota_step(writes, reads)`` runs the store's statements (``hub_extension.driver_sql.STATEMENTS``)
 in order and returns what the reads found (one call and one round trip instead of one a statement);
-``quota_admit_batch(users, requests)`` decides a batch of admissions (:mod:`hub_extension.pg_admission`).
+``quota_admit_batch(users, requests)`` decides a batch of admissions (``hub_extension.pg_admission``).
 SQLite runs the statements in-process and needs neither.
+
+The SQL is literal text, generated once from ``driver_sql.step_function_sql()`` and
+``pg_admission.admit_function_sql()`` when this migration was written: running it creates the same
+functions whatever the code version. ``tests/hub_extension/test_server_functions.py`` fails when the
+live code would generate other SQL than the newest migration's ``FUNCTIONS``: such a change needs a
+new migration that creates the functions again.
 
 Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-02
 """
 
-from alembic import op
+# ruff: noqa: E501  (the SQL is the generated text, frozen as it is: its long lines included)
 
-from hub_extension.driver_sql import STEP_FUNCTION, step_function_sql
-from hub_extension.pg_admission import ADMIT_FUNCTION, admit_function_sql
+from alembic import op
 
 revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+QUOTA_STEP = r"""CREATE OR REPLACE FUNCTION quota_step(writes jsonb, reads jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE AS $step$
+DECLARE
+  todo jsonb := writes || reads;
+  p jsonb;
+  found jsonb;
+  answers jsonb := '[]';
+BEGIN
+  FOR i IN 0 .. jsonb_array_length(todo) - 1 LOOP
+    p := todo -> i -> 1;
+    CASE todo -> i ->> 0
+    WHEN 'active_of_user' THEN
+      SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM (SELECT "id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds" FROM quota_leases WHERE "user" = (p ->> 'user')::text AND status = 'active') r;
+      answers := answers || jsonb_build_array(found);
+    WHEN 'active_or_known' THEN
+      SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM (SELECT "id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds" FROM quota_leases WHERE "user" = (p ->> 'user')::text AND status = 'active' UNION ALL SELECT "id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds" FROM quota_leases WHERE "user" = (p ->> 'user')::text AND request_id = (p ->> 'request_id')::text AND status <> 'active') r;
+      answers := answers || jsonb_build_array(found);
+    WHEN 'live_of_user' THEN
+      SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM (SELECT "id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds" FROM quota_leases WHERE "user" = (p ->> 'user')::text AND status = 'active' AND expires_at >= (p ->> 'now')::timestamp ORDER BY created_at) r;
+      answers := answers || jsonb_build_array(found);
+    WHEN 'lease_by_id' THEN
+      SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM (SELECT "id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds" FROM quota_leases WHERE id = (p ->> 'lease_id')::text) r;
+      answers := answers || jsonb_build_array(found);
+    WHEN 'overdue_users' THEN
+      SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM (SELECT DISTINCT "user" FROM quota_leases WHERE status = 'active' AND expires_at < (p ->> 'now')::timestamp) r;
+      answers := answers || jsonb_build_array(found);
+    WHEN 'overdue_of_user' THEN
+      SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM (SELECT "id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds" FROM quota_leases WHERE "user" = (p ->> 'user')::text AND status = 'active' AND expires_at < (p ->> 'now')::timestamp) r;
+      answers := answers || jsonb_build_array(found);
+    WHEN 'policies_for' THEN
+      SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM (SELECT "kind", "name", "max_gpus", "max_runs", "max_gpus_per_run", "gpu_hours_budget", "window_hours", "allowed_pools" FROM quota_policies WHERE (kind = 'user' AND name = (p ->> 'user')::text) OR (kind = 'group' AND name IN (SELECT jsonb_array_elements_text(p -> 'groups'))) OR kind = 'default') r;
+      answers := answers || jsonb_build_array(found);
+    WHEN 'ended_since' THEN
+      SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]') INTO found FROM (SELECT (SELECT coalesce(sum(gpu_seconds), 0.0) FROM quota_usage_hours WHERE "user" = (p ->> 'user')::text AND hour >= (p ->> 'first_whole_hour')::timestamp) + (SELECT coalesce(sum(gpu_seconds), 0.0) FROM quota_leases WHERE "user" = (p ->> 'user')::text AND ended_at >= (p ->> 'since')::timestamp AND ended_at < (p ->> 'first_whole_hour')::timestamp)) r;
+      answers := answers || jsonb_build_array(found);
+    WHEN 'insert_lease' THEN
+      INSERT INTO quota_leases ("id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds") VALUES ((p ->> 'id')::text, (p ->> 'user')::text, (p -> 'groups')::json, (p ->> 'request_id')::text, (p ->> 'label')::text, (p ->> 'pool')::text, (p ->> 'gpus')::integer, (p ->> 'concurrency')::integer, (p ->> 'gpus_total')::integer, (p ->> 'estimated_seconds')::double precision, (p ->> 'ttl_seconds')::double precision, (p ->> 'status')::text, (p ->> 'created_at')::timestamp, (p ->> 'expires_at')::timestamp, (p ->> 'ended_at')::timestamp, (p ->> 'gpu_seconds')::double precision);
+    WHEN 'insert_ledger' THEN
+      INSERT INTO quota_ledger ("at", "event", "actor", "user", "lease_id", "request_id", "label", "pool", "gpus_total", "gpu_seconds", "detail") VALUES ((p ->> 'at')::timestamp, (p ->> 'event')::text, (p ->> 'actor')::text, (p ->> 'user')::text, (p ->> 'lease_id')::text, (p ->> 'request_id')::text, (p ->> 'label')::text, (p ->> 'pool')::text, (p ->> 'gpus_total')::integer, (p ->> 'gpu_seconds')::double precision, (p -> 'detail')::json);
+    WHEN 'extend_lease' THEN
+      UPDATE quota_leases SET expires_at = (p ->> 'expires_at')::timestamp WHERE id = (p ->> 'lease_id')::text;
+    WHEN 'end_lease' THEN
+      UPDATE quota_leases SET status = (p ->> 'status')::text, ended_at = (p ->> 'ended_at')::timestamp, gpu_seconds = (p ->> 'gpu_seconds')::double precision WHERE id = (p ->> 'lease_id')::text;
+    WHEN 'add_to_hour' THEN
+      INSERT INTO quota_usage_hours ("user", hour, gpu_seconds) VALUES ((p ->> 'user')::text, (p ->> 'hour')::timestamp, (p ->> 'gpu_seconds')::double precision) ON CONFLICT ("user", hour) DO UPDATE SET gpu_seconds = quota_usage_hours.gpu_seconds + excluded.gpu_seconds;
+    WHEN 'lock_user' THEN
+      INSERT INTO quota_user_locks ("user") VALUES ((p ->> 'user')::text) ON CONFLICT ("user") DO UPDATE SET "user" = excluded."user";
+    ELSE
+      RAISE EXCEPTION 'quota_step: no statement %', todo -> i ->> 0;
+    END CASE;
+  END LOOP;
+  RETURN answers;
+END
+$step$"""
+
+QUOTA_ADMIT_BATCH = r"""CREATE OR REPLACE FUNCTION quota_admit_batch(users jsonb, requests jsonb) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE AS $admit$
+DECLARE
+  r jsonb; p jsonb; u text; cur text; r_pool text; now_ timestamp; since timestamp; first_whole timestamp;
+  slow boolean; known jsonb; lim record; n_runs integer; n_gpus integer; used_seconds double precision;
+  policies jsonb; fits boolean; answers jsonb := '[]';
+BEGIN
+  -- every user of the batch, in name order: the order every transaction takes them in (no deadlock)
+  INSERT INTO quota_user_locks ("user") SELECT value FROM jsonb_array_elements_text(users) ORDER BY 1
+    ON CONFLICT ("user") DO UPDATE SET "user" = excluded."user";
+  FOR i IN 0 .. jsonb_array_length(requests) - 1 LOOP
+    r := requests -> i; u := r ->> 'user'; r_pool := r ->> 'pool'; now_ := (r ->> 'now')::timestamp;
+    IF u || (r ->> 'groups') IS DISTINCT FROM cur THEN
+      -- a user's state, once a batch: the batch holds their lock, so only its own leases change it
+      cur := u || (r ->> 'groups'); policies := NULL;
+      slow := EXISTS (SELECT 1 FROM quota_leases WHERE "user" = u AND status = 'active' AND expires_at < now_);
+      SELECT coalesce(max(max_gpus) FILTER (WHERE kind = 'user'), max(max_gpus) FILTER (WHERE kind = 'group'), max(max_gpus) FILTER (WHERE kind = 'default')) AS max_gpus,
+      coalesce(max(max_runs) FILTER (WHERE kind = 'user'), max(max_runs) FILTER (WHERE kind = 'group'), max(max_runs) FILTER (WHERE kind = 'default')) AS max_runs,
+      coalesce(max(max_gpus_per_run) FILTER (WHERE kind = 'user'), max(max_gpus_per_run) FILTER (WHERE kind = 'group'), max(max_gpus_per_run) FILTER (WHERE kind = 'default')) AS max_gpus_per_run,
+      coalesce(max(gpu_hours_budget) FILTER (WHERE kind = 'user'), max(gpu_hours_budget) FILTER (WHERE kind = 'group'), max(gpu_hours_budget) FILTER (WHERE kind = 'default')) AS gpu_hours_budget,
+      coalesce(max(window_hours) FILTER (WHERE kind = 'user'), max(window_hours) FILTER (WHERE kind = 'group'), max(window_hours) FILTER (WHERE kind = 'default')) AS window_hours,
+        CASE WHEN bool_or(pools IS NOT NULL) FILTER (WHERE kind = 'user') THEN coalesce(bool_or(pools ? r_pool) FILTER (WHERE kind = 'user'), false) WHEN bool_or(pools IS NOT NULL) FILTER (WHERE kind = 'group') THEN coalesce(bool_or(pools ? r_pool) FILTER (WHERE kind = 'group'), false) WHEN bool_or(pools IS NOT NULL) FILTER (WHERE kind = 'default') THEN coalesce(bool_or(pools ? r_pool) FILTER (WHERE kind = 'default'), false) ELSE true END AS pool_ok
+      INTO lim FROM (SELECT *, nullif(allowed_pools::jsonb, 'null') AS pools FROM quota_policies
+        WHERE (kind = 'user' AND name = u) OR kind = 'default'
+          OR (kind = 'group' AND name IN (SELECT jsonb_array_elements_text(r -> 'groups')))) policy;
+      SELECT count(*), coalesce(sum(gpus_total), 0),
+        coalesce(sum(gpus_total * greatest(0, extract(epoch FROM now_ - created_at)))::double precision, 0)
+      INTO n_runs, n_gpus, used_seconds FROM quota_leases WHERE "user" = u AND status = 'active';
+      since := now_ - make_interval(secs => coalesce(lim.window_hours, 168.0) * 3600);
+      first_whole := date_trunc('hour', since);
+      IF first_whole < since THEN first_whole := first_whole + interval '1 hour'; END IF;
+      used_seconds := used_seconds
+        + (SELECT coalesce(sum(gpu_seconds), 0.0) FROM quota_usage_hours WHERE "user" = u AND hour >= first_whole)
+        + (SELECT coalesce(sum(gpu_seconds), 0.0) FROM quota_leases
+           WHERE "user" = u AND ended_at >= since AND ended_at < first_whole);
+    END IF;
+    IF slow THEN  -- leases to reclaim: Python does it, and decides this user's requests after it
+      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'slow'));
+      CONTINUE;
+    END IF;
+    SELECT to_jsonb(l) INTO known FROM (SELECT "id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds" FROM quota_leases
+      WHERE "user" = u AND request_id = r ->> 'request_id') l;
+    IF known IS NOT NULL THEN
+      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'known', 'lease', known));
+      CONTINUE;
+    END IF;
+    -- check_request's conditions, all of them (which one failed is Python's to say)
+    fits := lim.pool_ok
+      AND (lim.max_gpus_per_run IS NULL OR (r ->> 'gpus')::integer <= lim.max_gpus_per_run)
+      AND (lim.max_runs IS NULL OR n_runs + 1 <= lim.max_runs)
+      AND (lim.max_gpus IS NULL OR n_gpus + (r ->> 'gpus_total')::integer <= lim.max_gpus)
+      AND (lim.gpu_hours_budget IS NULL OR (r ->> 'gpus_total')::integer <= 0
+           OR used_seconds / 3600.0
+              + (r ->> 'gpus_total')::integer * (r ->> 'estimated_seconds')::double precision / 3600.0
+              <= lim.gpu_hours_budget);
+    IF fits THEN
+      p := r -> 'lease';
+      INSERT INTO quota_leases ("id", "user", "groups", "request_id", "label", "pool", "gpus", "concurrency", "gpus_total", "estimated_seconds", "ttl_seconds", "status", "created_at", "expires_at", "ended_at", "gpu_seconds") VALUES ((p ->> 'id')::text, (p ->> 'user')::text, (p -> 'groups')::json, (p ->> 'request_id')::text, (p ->> 'label')::text, (p ->> 'pool')::text, (p ->> 'gpus')::integer, (p ->> 'concurrency')::integer, (p ->> 'gpus_total')::integer, (p ->> 'estimated_seconds')::double precision, (p ->> 'ttl_seconds')::double precision, (p ->> 'status')::text, (p ->> 'created_at')::timestamp, (p ->> 'expires_at')::timestamp, (p ->> 'ended_at')::timestamp, (p ->> 'gpu_seconds')::double precision);
+      n_runs := n_runs + 1;  -- its GPU-time so far is nothing: created now
+      n_gpus := n_gpus + (r ->> 'gpus_total')::integer;
+      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'admitted'));
+    ELSE
+      IF policies IS NULL THEN
+        SELECT coalesce(jsonb_agg(to_jsonb(policy)), '[]') INTO policies FROM (SELECT "kind", "name", "max_gpus", "max_runs", "max_gpus_per_run", "gpu_hours_budget", "window_hours", "allowed_pools"
+          FROM quota_policies WHERE (kind = 'user' AND name = u) OR kind = 'default'
+            OR (kind = 'group' AND name IN (SELECT jsonb_array_elements_text(r -> 'groups')))) policy;
+      END IF;
+      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'refused', 'policies', policies,
+        'usage', jsonb_build_object('gpus_in_use', n_gpus, 'runs_active', n_runs, 'gpu_seconds_in_window', used_seconds)));
+    END IF;
+  END LOOP;
+  RETURN answers;
+END
+$admit$"""
+
+
+#: each server function this migration creates, by name: its ``CREATE OR REPLACE FUNCTION`` statement
+FUNCTIONS = {"quota_step": QUOTA_STEP, "quota_admit_batch": QUOTA_ADMIT_BATCH}
+
 
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(step_function_sql())
-        op.execute(admit_function_sql())
+        for sql in FUNCTIONS.values():
+            op.execute(sql)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute(f"DROP FUNCTION IF EXISTS {ADMIT_FUNCTION}(jsonb, jsonb)")
-        op.execute(f"DROP FUNCTION IF EXISTS {STEP_FUNCTION}(jsonb, jsonb)")
+        for name in reversed(FUNCTIONS):
+            op.execute(f"DROP FUNCTION IF EXISTS {name}(jsonb, jsonb)")
