@@ -206,3 +206,28 @@ def test_values_the_notebook_types_alike_count_once() -> None:
         check_run_spec(spec, root=REPO)
     default = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"samples": None})})  # type: ignore[union-attr]
     assert check_run_spec(default, root=REPO).sweep.total_trials() == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("sweep", [
+    {"space": {"a": "choice(1, 2)", "b": "choice(3, 4)"}, "samples": 10},
+    {"space": {"a": "grid(1, 2)", "b": "choice(3, 4)"}, "samples": 3},
+    {"space": {"a": "choice(1, 2)"}, "samples": 3, "search": "optuna"},
+])
+def test_a_sweep_saved_before_samples_were_checked_still_resumes(sweep: dict, home: Path) -> None:
+    """A sweep saved (or queued) by an earlier nbscale with more samples than combinations is loaded as it ran:
+    its trials were Tune's draws, repeats and all, so ``--resume`` neither refuses it nor drops repeats."""
+    from workflow_compiler.cli import _ensure_sweep_record
+    from workflow_compiler.store import RunStore
+    from workflow_compiler.sweep.driver import _load_state, sweeps_dir
+
+    saved = {"notebook": "objective.ipynb", "sweep": {"metric": "m", **sweep}}
+    with pytest.raises(SpecError, match="would"):
+        parse_model(RunSpec, saved, what="run")  # a new sweep like it is still refused
+    folder = sweeps_dir() / "nbs-0123456789"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({"sweep_id": "nbs-0123456789", "spec": saved}), encoding="utf-8")
+    spec, _ = _load_state("nbs-0123456789")
+    assert spec.sweep is not None and spec.sweep.samples == sweep["samples"] and not spec.sweep.draws_points
+    assert spec.sweep.total_trials() == sweep["samples"] * len(spec.sweep.grid_points())
+    _ensure_sweep_record("nbs-0123456789")  # a sweep saved before sweeps had records gets one
+    assert RunStore().get("nbs-0123456789").kind == "sweep"
