@@ -189,7 +189,9 @@ def test_random_search_over_listed_values_runs_each_combination_at_most_once(swe
      "samples 10 would repeat trials: the values listed for a, b make only 4 different combinations. Use samples 4 or fewer"),
     ({"space": {"a": "grid(1, 2)", "b": "choice(3, 4)"}, "samples": 3}, "only 2 different combinations for each grid point"),
     ({"space": {"a": "grid(1, 2)"}, "samples": 3}, "would run every grid point 3 times"),
-    ({"space": {"a": "choice(1, 2)"}, "samples": 3, "search": "optuna"}, "Use samples 2 or fewer, or list them with grid(...)"),
+    ({"space": {"a": "choice(1, 2)"}, "samples": 3, "search": "optuna"},
+     "Use samples 2 or fewer (Optuna cannot suggest more without repeating one), or give a parameter a range such as uniform(...) "
+     "or randint(...) for Optuna to search, or list them with grid(...) and search 'grid'"),
 ])
 def test_samples_beyond_the_listed_combinations_are_refused_with_what_to_do(sweep: dict, fragment: str) -> None:
     with pytest.raises(SpecError) as info:

@@ -121,9 +121,12 @@ class SweepSpec(BaseModel):
             raise ValueError(f"samples {self.samples} would run every grid point {self.samples} times: every parameter is grid(...). "
                              f"To repeat the grid on purpose use search 'grid' (its samples repeats the grid); else leave samples out")
         where = " for each grid point" if len(chosen) < len(self.space) else ""
+        # Optuna too: past that many trials it must suggest a combination again, and Tune's OptunaSearch runs it again
+        aside = {"random": " (a random search never repeats one)", "optuna": " (Optuna cannot suggest more without repeating one)"}
+        ranged = ", or give a parameter a range such as uniform(...) or randint(...) for Optuna to search" if self.search == "optuna" else ""
         raise ValueError(f"samples {self.samples} would repeat trials: the values listed for {', '.join(chosen)} make only "
                          f"{combinations} different combination{'s' if combinations != 1 else ''}{where}. Use samples {combinations} "
-                         f"or fewer{' (a random search never repeats one)' if self.search == 'random' else ''}, or list them with grid(...) and search 'grid' "
+                         f"or fewer{aside[self.search]}{ranged}, or list them with grid(...) and search 'grid' "
                          "to run every combination (samples then repeats the grid)")
 
     @property
