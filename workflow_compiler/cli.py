@@ -218,7 +218,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _ensure_sweep_record(sweep_id: str) -> None:
     """A sweep started before sweeps were recorded gets its record on resume, from its saved spec."""
-    from .spec import RunSpec
+    from .spec import saved_run_spec
     from .store import RunStore
     from .submit import record_for
     from .sweep.driver import sweeps_dir
@@ -232,7 +232,7 @@ def _ensure_sweep_record(sweep_id: str) -> None:
     except RunNotFound:
         state = read_json(sweeps_dir() / sweep_id / "sweep.json")
         if state.get("spec"):  # else run_sweep says there is no such sweep
-            store.create(record_for(RunSpec.model_validate(state["spec"]), run_id=sweep_id))
+            store.create(record_for(saved_run_spec(state["spec"]), run_id=sweep_id))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from .limits import parameter_problems
 from .params import check_parameters, parse_cli_parameters
 from .paths import resolve_notebook_path
 from .sweep.space import check_space
-from .sweep.spec import SweepSpec, parse_sweep
+from .sweep.spec import SAVED, SweepSpec, parse_sweep
 
 #: The single-user image, which also runs the steps; clusters override it per run or in config.
 DEFAULT_IMAGE = "nbscale/singleuser:0.1.0"
@@ -193,6 +193,12 @@ def parse_model(model: type[M], data: Any, *, what: str) -> M:
     except ValidationError as exc:
         errors, lines = field_errors(exc, patterns=PATTERN_WORDS)
         raise SpecError(f"invalid {what}: {lines}", errors=errors) from None
+
+
+def saved_run_spec(data: Any) -> RunSpec:
+    """A RunSpec that nbscale saved itself (a sweep's state): the checks added since it was saved,
+    which refuse what it then accepted, are not applied, so ``--resume`` finishes it as it began."""
+    return RunSpec.model_validate(data, context=SAVED)
 
 
 def build_run_spec(

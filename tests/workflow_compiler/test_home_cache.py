@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from file_times import restore_old_times
 
 from workflow_compiler import home_cache
 from workflow_compiler.home_cache import cached_in_home, file_identity
@@ -107,5 +108,5 @@ def test_a_file_identity_changes_with_its_content_even_with_its_old_times(tmp_pa
     assert first is not None and file_identity(path) == first
     times = os.stat(path)
     path.write_text("kind: B\n")  # same size
-    os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))  # and the old mtime: ctime still moves
+    restore_old_times(path, times)  # and the old mtime: ctime still moves
     assert file_identity(path) not in (None, first)

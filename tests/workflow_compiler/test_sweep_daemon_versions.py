@@ -8,6 +8,10 @@ driver's modules are imported, must still part them.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
 import pytest
 
 from workflow_compiler.sweep import ray_head, warm_driver
@@ -21,11 +25,36 @@ CLI = {**BASE, "PWD": "/home/ada/work", "OLDPWD": "/home/ada", "SHLVL": "2", "_"
 KERNEL = {**BASE, "JPY_PARENT_PID": "4242", "JPY_SESSION_NAME": "/home/ada/work/train.ipynb", "PYDEVD_USE_FRAME_EVAL": "NO",
           "MPLBACKEND": "module://matplotlib_inline.backend_inline", "TERM": "xterm-color", "CLICOLOR": "1", "FORCE_COLOR": "1",
           "CLICOLOR_FORCE": "1", "PAGER": "cat", "GIT_PAGER": "cat", "NBSCALE_SWEEP_ID": "nbs-0123456789",
-          "NBSCALE_WARM_DRIVER": "0"}
+          "NBSCALE_WARM_DRIVER": "0", "JPY_API_TOKEN": "kernel-secret"}
 
 
 def test_a_cli_and_a_kernel_environment_share_one_ray_head() -> None:
     assert ray_head.code_version(CLI) == ray_head.code_version(KERNEL)
+
+
+def test_a_head_gives_ray_the_same_environment_whichever_caller_started_it(tmp_path: Path) -> None:
+    """A head started from a kernel once gave every later sweep's trials the kernel's token, colours and sweep id."""
+    token = tmp_path / "ray-token"
+    from_kernel, from_cli = ray_head.head_environ(KERNEL, token), ray_head.head_environ(CLI, token)
+    assert from_kernel == from_cli
+    assert not {"JPY_API_TOKEN", "FORCE_COLOR", "CLICOLOR_FORCE", "NBSCALE_SWEEP_ID", "TERM"} & set(from_kernel)
+    assert from_kernel["MY_DATA"] == "/data/v1"  # what trials may read stays: it is in the version, so callers agree on it
+    assert (from_kernel["RAY_AUTH_MODE"], from_kernel["RAY_AUTH_TOKEN_PATH"]) == ("token", str(token))
+
+
+def test_the_head_starts_ray_with_that_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Head.start_ray`` hands ``ray start`` ``head_environ`` of its own environment, never its whole environment."""
+    started: list[dict[str, str]] = []
+    monkeypatch.setattr(ray_head.subprocess, "Popen", lambda *args, **kwargs: started.append(kwargs["env"]) or SimpleNamespace(pid=0))
+    monkeypatch.setattr(ray_head, "_temp_dir", lambda agent_dir: tmp_path)
+    for name in list(os.environ):
+        monkeypatch.delenv(name)
+    for name, value in KERNEL.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "agent").mkdir(mode=0o700)
+    ray_head.Head(tmp_path / "agent" / ray_head.SOCKET_NAME, 60, server=None).start_ray()  # type: ignore[arg-type]
+    assert started and "JPY_API_TOKEN" not in started[0] and "FORCE_COLOR" not in started[0]
+    assert started[0] == ray_head.head_environ(KERNEL, tmp_path / "agent" / f"{ray_head.TOKEN_NAME}-{os.getpid()}")
 
 
 def test_a_process_that_has_run_a_sweep_finds_the_same_head_again() -> None:

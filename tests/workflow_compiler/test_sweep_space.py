@@ -189,7 +189,9 @@ def test_random_search_over_listed_values_runs_each_combination_at_most_once(swe
      "samples 10 would repeat trials: the values listed for a, b make only 4 different combinations. Use samples 4 or fewer"),
     ({"space": {"a": "grid(1, 2)", "b": "choice(3, 4)"}, "samples": 3}, "only 2 different combinations for each grid point"),
     ({"space": {"a": "grid(1, 2)"}, "samples": 3}, "would run every grid point 3 times"),
-    ({"space": {"a": "choice(1, 2)"}, "samples": 3, "search": "optuna"}, "Use samples 2 or fewer, or list them with grid(...)"),
+    ({"space": {"a": "choice(1, 2)"}, "samples": 3, "search": "optuna"},
+     "Use samples 2 or fewer (Optuna cannot suggest more without repeating one), or give a parameter a range such as uniform(...) "
+     "or randint(...) for Optuna to search, or list them with grid(...) and search 'grid'"),
 ])
 def test_samples_beyond_the_listed_combinations_are_refused_with_what_to_do(sweep: dict, fragment: str) -> None:
     with pytest.raises(SpecError) as info:
@@ -206,3 +208,28 @@ def test_values_the_notebook_types_alike_count_once() -> None:
         check_run_spec(spec, root=REPO)
     default = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"samples": None})})  # type: ignore[union-attr]
     assert check_run_spec(default, root=REPO).sweep.total_trials() == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("sweep", [
+    {"space": {"a": "choice(1, 2)", "b": "choice(3, 4)"}, "samples": 10},
+    {"space": {"a": "grid(1, 2)", "b": "choice(3, 4)"}, "samples": 3},
+    {"space": {"a": "choice(1, 2)"}, "samples": 3, "search": "optuna"},
+])
+def test_a_sweep_saved_before_samples_were_checked_still_resumes(sweep: dict, home: Path) -> None:
+    """A sweep saved (or queued) by an earlier nbscale with more samples than combinations is loaded as it ran:
+    its trials were Tune's draws, repeats and all, so ``--resume`` neither refuses it nor drops repeats."""
+    from workflow_compiler.cli import _ensure_sweep_record
+    from workflow_compiler.store import RunStore
+    from workflow_compiler.sweep.driver import _load_state, sweeps_dir
+
+    saved = {"notebook": "objective.ipynb", "sweep": {"metric": "m", **sweep}}
+    with pytest.raises(SpecError, match="would"):
+        parse_model(RunSpec, saved, what="run")  # a new sweep like it is still refused
+    folder = sweeps_dir() / "nbs-0123456789"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text(json.dumps({"sweep_id": "nbs-0123456789", "spec": saved}), encoding="utf-8")
+    spec, _ = _load_state("nbs-0123456789")
+    assert spec.sweep is not None and spec.sweep.samples == sweep["samples"] and not spec.sweep.draws_points
+    assert spec.sweep.total_trials() == sweep["samples"] * len(spec.sweep.grid_points())
+    _ensure_sweep_record("nbs-0123456789")  # a sweep saved before sweeps had records gets one
+    assert RunStore().get("nbs-0123456789").kind == "sweep"

@@ -2,7 +2,8 @@
 
 Real ``nbscale sweep`` processes against a real Ray, in one home for the module, in order: two
 sweeps at once share one head that stays up afterwards and refuses a driver without its token;
-a sweep from another environment gets a head of its own while the old one stops; a killed Ray
+a sweep from another environment gets a head of its own while the old one stops; a CLI sweep
+after a kernel-started head sees none of the kernel's variables; a killed Ray
 is noticed and the next sweep starts another; ``nbscale daemons stop`` ends the head
 and its Ray, and the next sweep starts it again.
 """
@@ -38,7 +39,8 @@ NBSCALE = str(Path(sys.executable).parent / "nbscale")
 def warm_home() -> Iterator[Path]:
     """A home whose socket paths fit (under /tmp), with the sweep notebook beside it; its daemons stopped afterwards."""
     parent = Path(tempfile.mkdtemp(prefix="nbs-warm-"))
-    shutil.copy(NOTEBOOKS / "objective.ipynb", parent / "objective.ipynb")
+    for name in ("objective.ipynb", "environ.ipynb"):
+        shutil.copy(NOTEBOOKS / name, parent / name)
     home = parent / "home"
     try:
         yield home
@@ -124,6 +126,26 @@ def test_a_sweep_from_another_environment_gets_a_head_of_its_own_while_the_old_o
     assert "no warm Ray head" not in err, err[-3000:]
     assert not pid_alive(old)
     assert (warm_home / "agent" / f"{ray_head.TOKEN_NAME}-{_head_pid(warm_home)}").exists()
+
+
+def _environ_sweep(home: Path, x: float, env: dict[str, str]) -> dict[str, str | None]:
+    """Run ``environ.ipynb`` as a one-trial sweep with ``env``: what its trial saw of the variables it records."""
+    sweep = subprocess.run([NBSCALE, "sweep", "environ.ipynb", "--param", f"x=grid({x})", "--search", "grid", "--metric", "score",
+                            "--json"], cwd=home.parent, env=env, capture_output=True, text=True, timeout=600)
+    assert sweep.returncode == 0 and json.loads(sweep.stdout)["status"] == "SUCCEEDED", sweep.stderr[-3000:]
+    return dict(json.loads((home.parent / f"environ-{x}.json").read_text()))
+
+
+def test_a_cli_sweep_after_a_kernel_started_head_sees_its_own_variables_not_the_kernels(warm_home: Path) -> None:
+    """A head started from a kernel once gave later CLI sweeps' trials the kernel's token and colours."""
+    mine = {**_environ(warm_home), "NBSCALE_TEST_MINE": "both"}
+    kernel = {**mine, "JPY_API_TOKEN": "kernel-secret", "FORCE_COLOR": "1", "CLICOLOR_FORCE": "1"}
+    ray_head.stop(warm_home)  # the next head is the kernel's
+    assert _environ_sweep(warm_home, 1.0, kernel)["NBSCALE_TEST_MINE"] == "both"
+    head = _head_pid(warm_home)
+    seen = _environ_sweep(warm_home, 2.0, mine)
+    assert _head_pid(warm_home) == head  # the two callers share the head
+    assert seen == {"JPY_API_TOKEN": None, "FORCE_COLOR": None, "CLICOLOR_FORCE": None, "NBSCALE_TEST_MINE": "both"}
 
 
 def test_a_killed_ray_is_noticed_and_the_next_sweep_starts_another(warm_home: Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ExecutionError, SpecError
-from ..spec import RunSpec, check_run_spec
+from ..spec import RunSpec, check_run_spec, saved_run_spec
 from ..tracking_uri import tracking_uri
 from . import tracking, trial_host
 from .callbacks import CANCELLED
@@ -157,7 +157,7 @@ def _load_state(sweep_id: str) -> tuple[RunSpec, dict[str, Any]]:
 
         raise RunNotFound(f"no sweep {sweep_id!r} under {sweeps_dir()}; `nbscale runs` lists sweeps.")
     state = json.loads(file.read_text(encoding="utf-8"))
-    return RunSpec.model_validate(state["spec"]), state
+    return saved_run_spec(state["spec"]), state
 
 
 def _tune_environ() -> dict[str, str]:

@@ -15,7 +15,8 @@ The daemon stops Ray and leaves after ``NBSCALE_TRACKING_AGENT_IDLE`` seconds wi
 every Ray process when one of them dies): the next sweep starts another. Ray's processes get
 SIGTERM if the daemon is killed (``PR_SET_PDEATHSIG``).
 
-A head serves the environment it was started with (Ray's workers inherit it): its version names
+A head serves the environment it was started with, less the variables that describe its caller
+(Ray's workers inherit it, ``head_environ``): its version names
 this code, the Python and a digest of that environment, and a driver whose environment differs
 starts a head of its own (the other leaves when its leases end).
 """
@@ -57,7 +58,8 @@ _MAX_TEMP_DIR = 44  # Ray's socket paths add ~63 bytes (session_<date>_<time>_<u
 # backend, the parent's pid), the local executor's per-run sweep id, the sweep driver's switch, Ray's
 # token settings, which the head sets for its Ray itself, and the debugger hook that ``ray.init`` sets
 # in its driver (else a process's second sweep found a head of another environment). Left out of the
-# digest, so that a CLI sweep and a kernel's share one head (a head keeps the values of the caller that started it).
+# digest, so that a CLI sweep and a kernel's share one head, and out of the head's (so Ray's workers')
+# environment (``head_environ``): else a kernel's ``JPY_API_TOKEN`` (a credential) or colours reached later callers' trials.
 _VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "TERM", "COLORTERM", "CLICOLOR", "CLICOLOR_FORCE",
                        "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER",
                        "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
@@ -66,13 +68,31 @@ _VOLATILE_PREFIXES = ("JPY_", "PYDEVD_")
 AGENT_REGISTER_TIMEOUT = ("RAY_agent_register_timeout_ms", "180000")
 
 
+def _shared(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without the variables that describe its caller (``_VOLATILE``): what every caller of one head has alike."""
+    return {n: v for n, v in environ.items() if n not in _VOLATILE and not n.startswith(_VOLATILE_PREFIXES)}
+
+
 def code_version(environ: Mapping[str, str]) -> str:
     """This module, the Python environment, and ``environ`` (what Ray's workers will inherit)."""
     digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n".encode())
     digest.update(Path(__file__).read_bytes())
-    for name in sorted(n for n in environ if n not in _VOLATILE and not n.startswith(_VOLATILE_PREFIXES)):
-        digest.update(f"{name}={environ[name]}\0".encode())
+    shared = _shared(environ)
+    for name in sorted(shared):
+        digest.update(f"{name}={shared[name]}\0".encode())
     return digest.hexdigest()[:16]
+
+
+def head_environ(environ: Mapping[str, str], token_path: Path) -> dict[str, str]:
+    """The environment ``ray start`` (and so every Ray worker, every trial) gets from a head started with ``environ``.
+
+    Only what the version digest covers, so it is the same whichever caller started the head: a
+    kernel's ``JPY_API_TOKEN``, colour switches or sweep id would otherwise reach the trials of every
+    later sweep of the home. A trial's own per-run variables come with its run request (``trial.py``).
+    """
+    env = {**_shared(environ), **embedded_ray_environ(environ), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_path)}
+    env.pop("RAY_ADDRESS", None)
+    return env
 
 
 def socket_path(home: Path) -> Path | None:
@@ -222,8 +242,7 @@ class Head:
             self.ready_file.unlink()
         port = _free_port()
         self.pending_address = f"127.0.0.1:{port}"
-        env = {**os.environ, **embedded_ray_environ(os.environ), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token_path)}
-        env.pop("RAY_ADDRESS", None)
+        env = head_environ(os.environ, self.token_path)
         command = [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                    f"--port={port}", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}"]
         gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect

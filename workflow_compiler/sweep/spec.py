@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from ..errors import SpecError
 from .space import Domain, distinct_values
@@ -22,6 +22,9 @@ from .space import Domain, distinct_values
 if TYPE_CHECKING:
     import random
 
+#: Validation context of a spec that an earlier nbscale saved (a sweep's state, for ``--resume``):
+#: checks added since, which refuse what it once accepted, let it through (``SweepSpec.repeats_combinations``).
+SAVED = {"nbscale.saved": True}
 #: Default number of trials of a random or Optuna search; a grid search runs each point once.
 DEFAULT_SAMPLES = 10
 _METRIC_NAME = r"^[A-Za-z0-9_\-. /]{1,250}$"  # the characters MLflow accepts in a metric name
@@ -109,19 +112,29 @@ class SweepSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
-    def _samples_fit_listed_values(self) -> SweepSpec:
+    def _samples_fit_listed_values(self, info: ValidationInfo) -> SweepSpec:
         combinations = self.choice_combinations()
-        if combinations is None or self.search == "grid" or self.samples is None or self.samples <= combinations:
+        if not self.repeats_combinations or info.context == SAVED:  # saved: it ran with Tune's repeats, --resume finishes it so
             return self
         chosen = [n for n, d in self.space.items() if d.kind == "choice"]
         if not chosen:
             raise ValueError(f"samples {self.samples} would run every grid point {self.samples} times: every parameter is grid(...). "
                              f"To repeat the grid on purpose use search 'grid' (its samples repeats the grid); else leave samples out")
         where = " for each grid point" if len(chosen) < len(self.space) else ""
+        # Optuna too: past that many trials it must suggest a combination again, and Tune's OptunaSearch runs it again
+        aside = {"random": " (a random search never repeats one)", "optuna": " (Optuna cannot suggest more without repeating one)"}
+        ranged = ", or give a parameter a range such as uniform(...) or randint(...) for Optuna to search" if self.search == "optuna" else ""
         raise ValueError(f"samples {self.samples} would repeat trials: the values listed for {', '.join(chosen)} make only "
                          f"{combinations} different combination{'s' if combinations != 1 else ''}{where}. Use samples {combinations} "
-                         f"or fewer{' (a random search never repeats one)' if self.search == 'random' else ''}, or list them with grid(...) and search 'grid' "
+                         f"or fewer{aside[self.search]}{ranged}, or list them with grid(...) and search 'grid' "
                          "to run every combination (samples then repeats the grid)")
+
+    @property
+    def repeats_combinations(self) -> bool:
+        """``samples`` above the different ``choice(...)`` combinations (not grid): refused now, so only a sweep saved
+        by an earlier nbscale has it (``SAVED``). Its trials were Tune's draws, repeats and all, not ``distinct_points``."""
+        combinations = self.choice_combinations()
+        return combinations is not None and self.search != "grid" and self.samples is not None and self.samples > combinations
 
     @property
     def effective_samples(self) -> int:
@@ -143,7 +156,7 @@ class SweepSpec(BaseModel):
     @property
     def draws_points(self) -> bool:
         """True for a random search whose every parameter lists its values: its trials are ``distinct_points``."""
-        return self.search == "random" and self.choice_combinations() is not None
+        return self.search == "random" and self.choice_combinations() is not None and not self.repeats_combinations
 
     def distinct_points(self, rng: random.Random) -> list[dict[str, Any]] | None:
         """A random search's trials over listed values only, drawn without replacement: each grid point
