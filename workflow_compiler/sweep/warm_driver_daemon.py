@@ -26,6 +26,8 @@ from .warm_driver import PID_NAME, START_TIMEOUT_S, STREAMS, code_version, read_
 
 log = logging.getLogger(__name__)
 
+REQUEST_TIMEOUT_S = 5.0  # for a request's line: the driver reads one request at a time
+
 
 def entries() -> dict[str, Callable[[list[str]], int]]:
     """The commands a child may run, by name: ``nbscale`` and ``python -m workflow_compiler.sweep``."""
@@ -43,12 +45,22 @@ def send_line(sock: socket.socket, message: dict[str, Any]) -> None:
 def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """A connection's request and the descriptors that came with it (none for ``ping`` and ``stop``)."""
     first, fds, _flags, _address = socket.recv_fds(conn, 1, len(STREAMS))
-    line = read_line(conn)
-    if first != b"F":  # ping or stop: the byte read was the start of their line, and no descriptors came
-        for fd in fds:
+    try:
+        line = read_line(conn)
+        if first != b"F":  # ping or stop: the byte read was the start of their line, and no descriptors came
+            close_all(fds)
+            return json.loads(first.decode() + line or "{}"), []
+        return json.loads(line or "{}"), list(fds)
+    except BaseException:  # a silent client or a bad line: its terminal or pipe must not stay open here
+        close_all(fds)
+        raise
+
+
+def close_all(fds: list[int]) -> None:
+    """Close each of ``fds`` (those already closed are skipped)."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        return json.loads(first.decode() + line or "{}"), []
-    return json.loads(line or "{}"), list(fds)
 
 
 def take_streams(fds: list[int], streams: list[list[str] | None]) -> None:
@@ -150,8 +162,14 @@ class Driver:
                 self._serve(conn)
 
     def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(5)  # one request at a time: a silent client must not hold the driver
+        conn.settimeout(REQUEST_TIMEOUT_S)  # one request at a time: a silent client must not hold the driver
         request, fds = read_request(conn)
+        try:
+            self._answer(conn, request, fds)
+        finally:  # whatever happened, the child's copies alone stay open: else `nbscale sweep | tee` never ends
+            close_all(fds)
+
+    def _answer(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         op = request.get("op")
         if op == "ping":
             send_line(conn, {"ok": True, "version": self.version, "pid": os.getpid()})
@@ -169,8 +187,6 @@ class Driver:
             if pid == 0:
                 os._exit(_child(conn, self.server, request, fds, client_pid))
             self.children.add(pid)
-        for fd in fds:  # the child's copies alone stay open
-            os.close(fd)
 
     def _reap(self) -> None:
         for pid in list(self.children):
