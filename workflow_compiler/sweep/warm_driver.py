@@ -54,7 +54,8 @@ START_TIMEOUT_S = 120.0  # a driver that has just started imports Ray Tune and M
 #: own, the C locale): a child cannot take them on afterwards, so they name the daemon's version.
 IMPORT_TIME_PREFIXES = ("RAY_", "TUNE_", "PYTHON", "LANG", "LC_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 #: Of those, what is read later, and set by Ray in its drivers (a sweep command started from one has them).
-_READ_LATER = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
+#: PYTHONUNBUFFERED is read at start-up, but a child takes on its caller's stream buffering (``streams`` in the request).
+_READ_LATER = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT", "PYTHONUNBUFFERED"})
 STREAMS = (0, 1, 2)
 
 #: True in a child of the daemon (``warm_driver_daemon.py``): the command it runs must not ask the daemon again.
@@ -146,9 +147,17 @@ def _request(entry: str, argv: list[str], version: str) -> dict[str, Any]:
     changed, removed = environ_changes()
     umask = os.umask(0o077)
     os.umask(umask)
-    streams = [None if s is None else [s.encoding, s.errors] for s in (sys.stdin, sys.stdout, sys.stderr)]
+    streams = [None if s is None else [s.encoding, s.errors, getattr(s, "line_buffering", False), getattr(s, "write_through", False)]
+               for s in (sys.stdin, sys.stdout, sys.stderr)]
     return {"op": "run", "version": version, "entry": entry, "argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(),
-            "umask": umask, "path": sys.path, "environ_changed": changed, "environ_removed": removed, "streams": streams}
+            "umask": umask, "path": sys.path, "environ_changed": changed, "environ_removed": removed, "streams": streams,
+            **interpreter_options()}
+
+
+def interpreter_options() -> dict[str, Any]:
+    """This interpreter's command-line options (``-W``, ``-X``, ``-B``, ``-O``...) as a child of the driver takes them on."""
+    return {"flags": {name: getattr(sys.flags, name) for name in dir(sys.flags) if not name.startswith(("_", "n_")) and name not in ("count", "index")},
+            "warnoptions": list(sys.warnoptions), "xoptions": {k: v if isinstance(v, str) else True for k, v in sys._xoptions.items()}}
 
 
 def _start_child(sock: socket.socket, request: dict[str, Any]) -> int | None:

@@ -10,6 +10,7 @@ children end after ``stop`` or SIGTERM.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -63,23 +64,67 @@ def close_all(fds: list[int]) -> None:
             os.close(fd)
 
 
-def take_streams(fds: list[int], streams: list[list[str] | None]) -> None:
-    """The client's stdin, stdout and stderr as this process's, with its encodings."""
+def take_streams(fds: list[int], streams: list[list[Any] | None]) -> None:
+    """The client's stdin, stdout and stderr as this process's, with its encodings and buffering."""
     for target, fd in zip(STREAMS, fds, strict=True):
         os.dup2(fd, target)
         os.close(fd)
-    made: list[IO[str] | None] = []
-    for fd, settings in zip(STREAMS, streams, strict=True):
-        if settings is None:
-            made.append(None)
-            continue
-        encoding, errors = settings
-        # as Python makes them: stdout line-buffered on a terminal, stderr always
-        line_buffered = fd == 2 or (fd == 1 and os.isatty(fd))
-        made.append(open(fd, "r" if fd == 0 else "w", encoding=encoding, errors=errors, closefd=False,  # noqa: SIM115
-                         buffering=1 if line_buffered else -1))
+    made = [None if settings is None else make_stream(fd, settings) for fd, settings in zip(STREAMS, streams, strict=True)]
     sys.stdin, sys.stdout, sys.stderr = made  # type: ignore[assignment]
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc,assignment]
+
+
+def make_stream(fd: int, settings: list[Any]) -> IO[str]:
+    """A text stream on ``fd`` as the client had it: ``[encoding, errors, line_buffering, write_through]``.
+
+    Built as Python builds its standard streams: with ``-u`` or ``PYTHONUNBUFFERED`` (write-through)
+    there is no buffer under the text layer, so a sweep's log written to a file shows each line at once.
+    """
+    encoding, errors, line_buffering, write_through = settings
+    raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+    buffer: io.RawIOBase | io.BufferedIOBase = raw
+    if fd == 0:
+        buffer = io.BufferedReader(raw)
+    elif not write_through:
+        buffer = io.BufferedWriter(raw)
+    return io.TextIOWrapper(buffer, encoding=encoding, errors=errors, line_buffering=bool(line_buffering),  # type: ignore[arg-type,type-var]
+                            write_through=bool(write_through))
+
+
+#: Interpreter flags a child takes on (the rest must be the daemon's own, or the client runs the command itself).
+APPLIED_FLAGS = frozenset({"dont_write_bytecode", "int_max_str_digits"})
+APPLIED_XOPTIONS = frozenset({"faulthandler"})
+
+
+def other_interpreter(request: dict[str, Any]) -> str | None:
+    """Why a child of this daemon cannot take on the client's interpreter options (``-O``, ``-X dev``...); None when it can."""
+    from .warm_driver import interpreter_options
+
+    own = interpreter_options()
+    flags = {name for name, value in request.get("flags", {}).items() if own["flags"].get(name) != value} - APPLIED_FLAGS
+    xoptions = {name for name in set(own["xoptions"]) | set(request.get("xoptions", {}))
+                if own["xoptions"].get(name) != request.get("xoptions", {}).get(name)} - APPLIED_XOPTIONS
+    if request.get("warnoptions", [])[:len(sys.warnoptions)] != sys.warnoptions:
+        flags.add("warnings")
+    if flags or xoptions:
+        return f"the sweep driver's Python runs with other options ({', '.join(sorted(flags | xoptions))})"
+    return None
+
+
+def take_interpreter(request: dict[str, Any]) -> None:
+    """The client's ``-W`` and ``PYTHONWARNINGS`` filters, ``-B``, ``-X faulthandler`` and integer digit limit."""
+    import warnings
+
+    flags = request["flags"]
+    sys.dont_write_bytecode = bool(flags["dont_write_bytecode"])
+    sys.set_int_max_str_digits(max(flags["int_max_str_digits"], 0))
+    added = request["warnoptions"][len(sys.warnoptions):]  # after the daemon's own (its PYTHONWARNINGS is the client's: same version)
+    sys.warnoptions[:] = request["warnoptions"]
+    warnings._processoptions(added)  # type: ignore[attr-defined]  # the parser behind -W, on top as at start-up: no public twin
+    if "faulthandler" in request["xoptions"]:
+        import faulthandler
+
+        faulthandler.enable()
 
 
 def take_place(request: dict[str, Any], client_pid: int) -> None:
@@ -179,6 +224,8 @@ class Driver:
             send_line(conn, {"ok": True})
         elif op != "run" or request.get("version") != self.version or len(fds) != len(STREAMS):
             send_line(conn, {"ok": False, "error": f"the sweep driver runs code version {self.version}"})
+        elif (other := other_interpreter(request)) is not None:
+            send_line(conn, {"ok": False, "error": other})
         else:
             from ..private_files import peer_credentials
 
@@ -219,6 +266,7 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
         _reset_logging()
         take_place(request, client_pid)
         take_streams(fds, request["streams"])
+        take_interpreter(request)
         warm_driver.IN_DRIVER = True
         done = _watch_client(conn)
         code = _run_entry(entries()[request["entry"]], list(request["argv"]))
