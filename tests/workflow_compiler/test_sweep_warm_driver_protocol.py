@@ -118,3 +118,19 @@ def test_the_child_takes_on_the_callers_warning_options(monkeypatch: pytest.Monk
 @pytest.mark.parametrize("options", [("-O",), ("-X", "dev"), ("-s",)])
 def test_a_caller_whose_python_options_a_child_cannot_take_on_runs_the_command_itself(options: tuple[str, ...]) -> None:
     assert "other options" in str(warm_driver_daemon.other_interpreter(_callers_request(*options)))
+
+
+def test_a_password_in_the_tracking_uri_does_not_cross_the_socket() -> None:
+    """``nbscale`` moves it to MLFLOW_TRACKING_PASSWORD: that change must come after the request is made, not travel in it."""
+    probe = ("import json, sys\n"
+             "from workflow_compiler import cli\n"
+             "from workflow_compiler.sweep import warm_driver\n"
+             "def sent(entry, argv):\n"
+             "    print(json.dumps(warm_driver._request(entry, argv, 'v')))\n"
+             "    return 0\n"
+             "warm_driver.run_in_driver = sent\n"
+             "sys.exit(cli.main(['sweep', 'objective.ipynb', '--metric', 'score']))\n")
+    env = {**os.environ, "PYTHONPATH": ":".join(sys.path), "MLFLOW_TRACKING_URI": "https://alice:hunter2-secret@mlflow.example"}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=True)
+    request = json.loads(done.stdout)
+    assert request["argv"][0] == "sweep" and "hunter2" not in done.stdout, request["environ_changed"]
