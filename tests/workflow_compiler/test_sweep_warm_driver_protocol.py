@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +138,77 @@ def test_a_password_in_the_tracking_uri_does_not_cross_the_socket() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=True)
     request = json.loads(done.stdout)
     assert request["argv"][0] == "sweep" and "hunter2" not in done.stdout, request["environ_changed"]
+
+
+@pytest.fixture()
+def listening(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Callable[[float], threading.Thread]]]:
+    """A driver's socket path, and a function that serves it in a thread with an idle time (stopped afterwards)."""
+    from workflow_compiler.tracking.daemon import ask_to_stop, listen_on
+
+    folder = Path(tempfile.mkdtemp(prefix="nbs-drv-"))  # short: a Unix socket's path has ~100 bytes
+    path = folder / "driver.sock"
+    threads: list[threading.Thread] = []
+
+    def serve(idle: float) -> threading.Thread:
+        server = listen_on(path, folder / warm_driver.PID_NAME)
+        server.settimeout(0.1)
+        thread = threading.Thread(target=warm_driver_daemon.Driver(path, idle, server).serve_forever, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return thread
+
+    yield path, serve
+    monkeypatch.undo()
+    for thread in threads:
+        if thread.is_alive():
+            ask_to_stop(path)
+        thread.join(10)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_ping_starts_the_idle_time_again(listening: tuple[Path, Callable[[float], threading.Thread]]) -> None:
+    """A client pings before it sends its sweep: the driver must not leave between the two."""
+    from workflow_compiler.tracking.daemon import probe
+
+    path, serve = listening
+    thread = serve(1.5)
+    time.sleep(1.0)
+    assert probe(path, warm_driver.code_version(os.environ)) == "current"
+    time.sleep(1.0)  # 2 s after the start, 1 s after the ping
+    assert thread.is_alive(), "the driver left 1 s after a ping, its idle time counted from its start"
+    thread.join(10)
+    assert not thread.is_alive()  # and it does leave, once idle
+
+
+def test_another_users_connection_is_closed_unheard(listening: tuple[Path, Callable[[float], threading.Thread]],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beside the home's 0700 folder: the driver itself refuses a peer of another uid (SO_PEERCRED)."""
+    from workflow_compiler.tracking.daemon import probe
+
+    path, serve = listening
+    serve(60)
+    assert probe(path, warm_driver.code_version(os.environ)) == "current"
+    monkeypatch.setattr("workflow_compiler.private_files.is_own_peer", lambda _sock: False)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(str(path))
+        sock.settimeout(10)
+        try:
+            sock.sendall(b'{"op": "ping"}\n')
+            answer = sock.recv(100)
+        except (BrokenPipeError, ConnectionResetError):  # closed before the ping was read
+            answer = b""
+        assert answer == b""  # closed without an answer
+
+
+def test_a_driver_that_cannot_start_leaves_the_command_to_itself_printing_nothing(tmp_path: Path) -> None:
+    probe = ("import sys\n"
+             "from workflow_compiler.tracking import daemon\n"
+             "from workflow_compiler.sweep import warm_driver\n"
+             "def broken(*args, **kwargs):\n"
+             "    raise OSError('no room for a socket')\n"
+             "daemon.start_daemon = broken\n"
+             "print(warm_driver.run_in_driver('cli', ['sweep', '--help']))\n")
+    env = {name: value for name, value in os.environ.items() if name not in ("RAY_ADDRESS", "NBSCALE_WARM_RAY", warm_driver.ENV_WARM_DRIVER)}
+    env.update(PYTHONPATH=":".join(sys.path), NBSCALE_HOME=str(tmp_path / "home"))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert (done.stdout, done.stderr) == ("None\n", "")

@@ -106,7 +106,8 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     """Run ``entry`` (``cli`` or ``sweep``) with ``argv`` in a child of the warm driver; its exit code.
 
     None when there is no driver to use (the caller then runs the command itself, as before):
-    nothing has been run or printed then."""
+    nothing has been run or printed then (why goes to the debug log: no handler is set up yet, and
+    Python's last-resort one would print a warning on the caller's stderr)."""
     if not wanted() or not all(_is_open(fd) for fd in STREAMS):
         return None
     from ..private_files import private_home
@@ -122,7 +123,7 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
         _wait_for(path)
         sock = connect_own(path, timeout=START_TIMEOUT_S)
     except OSError as exc:
-        log.warning("no warm sweep driver: %s", exc)
+        log.debug("no warm sweep driver: %s", exc)
         return None
     with sock:
         child = _start_child(sock, _request(entry, argv, version))
@@ -167,11 +168,11 @@ def _start_child(sock: socket.socket, request: dict[str, Any]) -> int | None:
         sock.sendall((json.dumps(request) + "\n").encode())
         answer = json.loads(read_line(sock) or "{}")
         if not answer.get("ok"):
-            log.warning("the warm sweep driver did not take the sweep: %s", answer.get("error") or "no answer")
+            log.debug("the warm sweep driver did not take the sweep: %s", answer.get("error") or "no answer")
             return None
         sock.sendall(b'{"op": "go"}\n')  # only now does the child run it: a client that gave up is never run twice
     except (OSError, ValueError) as exc:
-        log.warning("the warm sweep driver did not answer: %s", exc)
+        log.debug("the warm sweep driver did not answer: %s", exc)
         return None
     sock.settimeout(None)  # a sweep runs as long as it runs
     return int(answer["pid"])

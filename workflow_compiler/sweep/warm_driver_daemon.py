@@ -203,6 +203,7 @@ class Driver:
             except OSError:  # the socket was closed on stop: wait for the children
                 time.sleep(0.25)
                 continue
+            last_seen = time.monotonic()  # a ping is a sweep about to come: the idle time starts again
             with conn, contextlib.suppress(OSError, ValueError):
                 self._serve(conn)
 
