@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -212,3 +213,42 @@ def test_a_driver_that_cannot_start_leaves_the_command_to_itself_printing_nothin
     env.update(PYTHONPATH=":".join(sys.path), NBSCALE_HOME=str(tmp_path / "home"))
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=True)
     assert (done.stdout, done.stderr) == ("None\n", "")
+
+
+def test_the_child_takes_on_the_callers_nice_level_and_cpus() -> None:
+    cpus = sorted(os.sched_getaffinity(0))[-1:]
+    env = {**os.environ, "PYTHONPATH": ":".join(sys.path)}
+    probe = "import json; from workflow_compiler.sweep import warm_driver; print(json.dumps(warm_driver._request('cli', [], 'v')))"
+    request = json.loads(subprocess.run(["nice", "-n", "7", "taskset", "-c", str(cpus[0]), sys.executable, "-c", probe],
+                                        capture_output=True, text=True, timeout=60, env=env, check=True).stdout)
+    assert (request["nice"], request["affinity"]) == (os.getpriority(os.PRIO_PROCESS, 0) + 7, cpus)
+    child = ("import json, os, sys; from workflow_compiler.sweep import warm_driver_daemon\n"
+             "warm_driver_daemon.take_scheduling(json.loads(sys.argv[1]))\n"
+             "print(json.dumps([os.getpriority(os.PRIO_PROCESS, 0), sorted(os.sched_getaffinity(0))]))\n")
+    done = subprocess.run([sys.executable, "-c", child, json.dumps(request)], capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert json.loads(done.stdout) == [request["nice"], cpus]
+
+
+@pytest.mark.parametrize(("ignored", "forwarded"), [(False, True), (True, False)], ids=["handled", "ignored"])
+def test_a_signal_the_caller_ignores_is_not_passed_on(ignored: bool, forwarded: bool) -> None:
+    """A script's ``nbscale sweep &`` ignores SIGINT: a Ctrl-C in its terminal must not cancel the sweep."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN if ignored else signal.default_int_handler)
+    client, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with client, child:
+        def interrupt_then_exit() -> None:
+            time.sleep(0.3)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+            child.sendall(b'{"exit": 0}\n')
+
+        threading.Thread(target=interrupt_then_exit, daemon=True).start()
+        try:
+            assert warm_driver._follow(client, 1) == 0
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        child.settimeout(0.5)
+        try:
+            sent = child.recv(100)
+        except TimeoutError:
+            sent = b""
+    assert (b'"signal": 2' in sent) is forwarded

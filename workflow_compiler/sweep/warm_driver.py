@@ -152,7 +152,7 @@ def _request(entry: str, argv: list[str], version: str) -> dict[str, Any]:
                for s in (sys.stdin, sys.stdout, sys.stderr)]
     return {"op": "run", "version": version, "entry": entry, "argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(),
             "umask": umask, "path": sys.path, "environ_changed": changed, "environ_removed": removed, "streams": streams,
-            **interpreter_options()}
+            "nice": os.getpriority(os.PRIO_PROCESS, 0), "affinity": sorted(os.sched_getaffinity(0)), **interpreter_options()}
 
 
 def interpreter_options() -> dict[str, Any]:
@@ -187,7 +187,8 @@ def _follow(sock: socket.socket, child: int) -> int:
         with contextlib.suppress(OSError):
             sock.sendall((json.dumps({"signal": signum}) + "\n").encode())
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # not those we ignore: a script's `nbscale sweep &` ignores SIGINT, and so must its sweep
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         line = read_line(sock)
     finally:

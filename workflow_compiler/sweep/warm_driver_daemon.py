@@ -127,6 +127,12 @@ def take_interpreter(request: dict[str, Any]) -> None:
         faulthandler.enable()
 
 
+def take_scheduling(request: dict[str, Any]) -> None:
+    """The client's nice level and CPU affinity (``nice -n 10 nbscale sweep``, ``taskset``). Raises OSError when not allowed."""
+    os.setpriority(os.PRIO_PROCESS, 0, int(request["nice"]))
+    os.sched_setaffinity(0, request["affinity"])
+
+
 def take_place(request: dict[str, Any], client_pid: int) -> None:
     """The client's environment, working directory, umask, ``sys.path`` and ``sys.argv``."""
     from .caller_environ import start_environ
@@ -259,6 +265,11 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
         os.setsid()  # a process group of its own: the daemon's signals are not its
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            take_scheduling(request)
+        except OSError as exc:  # a lower nice than the daemon's, or CPUs outside its set: the client runs it itself
+            send_line(conn, {"ok": False, "error": f"the sweep driver cannot take on your scheduling: {exc}"})
+            return 0
         send_line(conn, {"ok": True, "pid": os.getpid()})
         conn.settimeout(START_TIMEOUT_S)
         if json.loads(read_line(conn) or "{}").get("op") != "go":
