@@ -252,3 +252,13 @@ def test_a_signal_the_caller_ignores_is_not_passed_on(ignored: bool, forwarded: 
         except TimeoutError:
             sent = b""
     assert (b'"signal": 2' in sent) is forwarded
+
+
+def test_an_upgraded_ray_mlflow_or_pandas_is_another_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver holds them imported: after ``pip install -U mlflow`` the next sweep must not run the old one."""
+    from importlib import metadata
+
+    before = warm_driver.code_version({})
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "mlflow" else real(name))
+    assert warm_driver.code_version({}) != before

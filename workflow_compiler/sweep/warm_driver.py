@@ -75,12 +75,29 @@ def code_version(environ: Mapping[str, str]) -> str:
     from ..tracking_uri import without_telemetry
 
     environ = without_telemetry(environ)  # as the daemon is started
-    digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n{package}\n".encode())
+    digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n{package}\n{preloaded_versions()}\n".encode())
     for source in sorted(package.rglob("*.py")):
         digest.update(source.read_bytes())
     for name in sorted(n for n in environ if n.startswith(IMPORT_TIME_PREFIXES) and n not in _READ_LATER):
         digest.update(f"{name}={environ[name]}\0".encode())
     return digest.hexdigest()[:16]
+
+
+#: The distributions whose modules the driver holds imported: a ``pip install -U`` of one replaces the driver.
+PRELOADED_DISTRIBUTIONS = ("ray", "mlflow", "pandas")
+
+
+def preloaded_versions() -> str:
+    """The installed versions of ``PRELOADED_DISTRIBUTIONS`` (from their metadata: nothing is imported)."""
+    from importlib import metadata
+
+    versions = []
+    for name in PRELOADED_DISTRIBUTIONS:
+        try:
+            versions.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    return " ".join(versions)
 
 
 def socket_path(home: Path) -> Path | None:
