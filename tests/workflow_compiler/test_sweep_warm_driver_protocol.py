@@ -262,3 +262,19 @@ def test_an_upgraded_ray_mlflow_or_pandas_is_another_version(monkeypatch: pytest
     real = metadata.version
     monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "mlflow" else real(name))
     assert warm_driver.code_version({}) != before
+
+
+def test_a_driver_dying_at_start_up_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It cost every sweep 5 + 30 s before the command ran itself; now it runs itself once the started process has exited."""
+    home = Path(tempfile.mkdtemp(prefix="nbs-drv-"))
+    for name in ("RAY_ADDRESS", "NBSCALE_WARM_RAY", warm_driver.ENV_WARM_DRIVER):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NBSCALE_HOME", str(home))
+    monkeypatch.setattr(warm_driver, "DAEMON_MODULE", "workflow_compiler.sweep.no_such_daemon")  # python -m exits with 1
+    try:
+        started = time.monotonic()
+        assert warm_driver.run_in_driver("cli", ["sweep", "--help"]) is None
+        assert time.monotonic() - started < 4.0, "waited for a driver that had already exited"
+        assert "no_such_daemon" in (home / "agent" / warm_driver.LOG_NAME).read_text()  # why, in the driver's log
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

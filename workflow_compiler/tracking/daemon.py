@@ -45,26 +45,36 @@ def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: 
     which the daemons do before their heavy imports. Shared by the tracking agent and the trial
     host (sweep/trial_host.py), whose module paths are in the started processes' argv.
     """
+    launch_daemon(path, module, version, lock=lock, log_name=log_name)
+    return path
+
+
+def launch_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str) -> subprocess.Popen[bytes] | None:
+    """``start_daemon``, returning the process it started (None when a daemon of ``version`` answered already).
+
+    Stops waiting for the socket as soon as that process has exited (a daemon dying at start-up), so
+    a caller can tell "not bound yet" from "never will be" with ``poll()``.
+    """
     private_folder(path.parent)  # refused when another user owns it or can write to it
     with os.fdopen(open_private(path.parent / lock, os.O_WRONLY | os.O_CREAT), "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         state = probe(path, version)
         if state == "current":
-            return path
+            return None
         if state == "other":  # started from other code: it leaves once its clients are done
             ask_to_stop(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale socket of a daemon that died
         idle = os.environ.get(ENV_IDLE, "600")
         log_file = append_private(path.parent / log_name)
-        subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
-                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
-                         env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
+        process = subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
+                                   stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
+                                   cwd=path.parent, env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
         log_file.close()
         deadline = time.monotonic() + 5
-        while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy
+        while not path.exists() and process.poll() is None and time.monotonic() < deadline:  # bound before its heavy imports
             time.sleep(0.01)
-    return path
+    return process
 
 def probe(path: Path, version: str) -> str:
     """``current`` (a daemon of ``version`` answers at ``path``), ``other`` (another version answers) or ``none``."""
