@@ -243,7 +243,7 @@ def test_a_signal_the_caller_ignores_is_not_passed_on(ignored: bool, forwarded: 
 
         threading.Thread(target=interrupt_then_exit, daemon=True).start()
         try:
-            assert warm_driver._follow(client, 1) == 0
+            assert warm_driver._follow(client, 1, Path("driver.log")) == 0
         finally:
             signal.signal(signal.SIGINT, previous)
         child.settimeout(0.5)
@@ -278,3 +278,14 @@ def test_a_driver_dying_at_start_up_is_not_waited_for(monkeypatch: pytest.Monkey
         assert "no_such_daemon" in (home / "agent" / warm_driver.LOG_NAME).read_text()  # why, in the driver's log
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_child_that_ends_without_an_exit_code_names_the_drivers_log_beside_its_socket(capsys: pytest.CaptureFixture[str],
+                                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NBSCALE_HOME", raising=False)  # the log is where the socket is, whatever the variable says
+    client, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    child.close()
+    with client:
+        assert warm_driver._follow(client, 42, Path("/srv/home/agent") / warm_driver.LOG_NAME) == 1
+    shown = capsys.readouterr().err
+    assert "(pid 42)" in shown and f"/srv/home/agent/{warm_driver.LOG_NAME}" in shown

@@ -148,7 +148,7 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
         child = _start_child(sock, _request(entry, argv, version))
         if child is None:
             return None
-        return _follow(sock, child)
+        return _follow(sock, child, path.with_name(LOG_NAME))
 
 
 def _wait_for(path: Path, process: subprocess.Popen[bytes] | None, seconds: float = 30) -> None:
@@ -199,7 +199,7 @@ def _start_child(sock: socket.socket, request: dict[str, Any]) -> int | None:
     return int(answer["pid"])
 
 
-def _follow(sock: socket.socket, child: int) -> int:
+def _follow(sock: socket.socket, child: int, log_path: Path) -> int:
     """Pass SIGINT and SIGTERM on to the child until it reports its exit code."""
     forwarded: list[int] = []
 
@@ -219,8 +219,7 @@ def _follow(sock: socket.socket, child: int) -> int:
         return int(json.loads(line)["exit"])
     if forwarded:  # ended by the signal it was sent, before it could answer: as a process of our own would have
         return 128 + forwarded[-1]
-    print(f"error: the sweep's process (pid {child}) ended without an exit code; its driver's log is "
-          f"{Path(os.environ.get('NBSCALE_HOME', '~/.nbscale')) / 'agent' / 'sweep-driver.log'}", file=sys.stderr)
+    print(f"error: the sweep's process (pid {child}) ended without an exit code; its driver's log is {log_path}", file=sys.stderr)
     return 1
 
 
