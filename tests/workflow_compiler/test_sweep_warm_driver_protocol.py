@@ -289,3 +289,20 @@ def test_a_child_that_ends_without_an_exit_code_names_the_drivers_log_beside_its
         assert warm_driver._follow(client, 42, Path("/srv/home/agent") / warm_driver.LOG_NAME) == 1
     shown = capsys.readouterr().err
     assert "(pid 42)" in shown and f"/srv/home/agent/{warm_driver.LOG_NAME}" in shown
+
+
+def test_a_child_that_fails_prints_its_traceback_redacted() -> None:
+    """Its log handlers are gone by then: Python's last-resort handler printed the secret on the caller's stderr."""
+    probe = ("import json, os, socket, sys\n"
+             "from workflow_compiler.sweep import warm_driver_daemon\n"
+             "conn, client = socket.socketpair()\n"
+             "client.sendall(b'{\"op\": \"go\"}\\n')\n"
+             "request = {'nice': os.getpriority(os.PRIO_PROCESS, 0), 'affinity': sorted(os.sched_getaffinity(0)),\n"
+             "           'environ_changed': {}, 'environ_removed': [], 'umask': 63, 'path': sys.path, 'argv0': 'nbscale', 'argv': [],\n"
+             "           'cwd': '/nonexistent/https://alice:hunter2-secret@mlflow.example/x'}\n"
+             "read_end, write_end = os.pipe()\n"
+             "print(warm_driver_daemon._child(conn, socket.socket(socket.AF_UNIX), request, [write_end] * 3, os.getpid()))\n")
+    env = {**os.environ, "PYTHONPATH": ":".join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=True)
+    assert done.stdout.strip() == "1"
+    assert "FileNotFoundError" in done.stderr and "mlflow.example" in done.stderr and "hunter2" not in done.stderr, done.stderr

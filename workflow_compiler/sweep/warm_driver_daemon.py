@@ -286,7 +286,12 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
         _flush()
         send_line(conn, {"exit": code})
     except BaseException:  # noqa: BLE001 - the child must reach os._exit, whatever happened
-        log.exception("the sweep's process %d failed", os.getpid())
+        from ..redaction import print_redacted_exception
+
+        # no log handler is left (_reset_logging): printed redacted on the stderr it has, the caller's once taken on
+        print(f"the sweep's process {os.getpid()} failed:", file=sys.stderr)
+        print_redacted_exception(*sys.exc_info())  # type: ignore[arg-type]
+        _flush()
     return code
 
 
