@@ -70,7 +70,7 @@ def take_streams(fds: list[int], streams: list[list[Any] | None]) -> None:
         os.dup2(fd, target)
         os.close(fd)
     made = [None if settings is None else make_stream(fd, settings) for fd, settings in zip(STREAMS, streams, strict=True)]
-    sys.stdin, sys.stdout, sys.stderr = made  # type: ignore[assignment]
+    sys.stdin, sys.stdout, sys.stderr = made
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc,assignment]
 
 
@@ -87,7 +87,7 @@ def make_stream(fd: int, settings: list[Any]) -> IO[str]:
         buffer = io.BufferedReader(raw)
     elif not write_through:
         buffer = io.BufferedWriter(raw)
-    return io.TextIOWrapper(buffer, encoding=encoding, errors=errors, line_buffering=bool(line_buffering),  # type: ignore[arg-type,type-var]
+    return io.TextIOWrapper(buffer, encoding=encoding, errors=errors, line_buffering=bool(line_buffering),  # type: ignore[type-var]
                             write_through=bool(write_through))
 
 
@@ -290,7 +290,7 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
 
         # no log handler is left (_reset_logging): printed redacted on the stderr it has, the caller's once taken on
         print(f"the sweep's process {os.getpid()} failed:", file=sys.stderr)
-        print_redacted_exception(*sys.exc_info())  # type: ignore[arg-type]
+        print_redacted_exception(*sys.exc_info())
         _flush()
     return code
 
