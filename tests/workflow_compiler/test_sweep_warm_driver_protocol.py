@@ -57,7 +57,7 @@ def test_the_callers_descriptors_are_closed_whatever_goes_wrong(driver: warm_dri
         client.sendall(line)
         os.close(write_end)  # ours: the driver's copies alone keep the pipe open now
         with pytest.raises((OSError, ValueError)):
-            driver._serve(conn)
+            driver.handle(conn)
     os.set_blocking(read_end, False)
     try:
         assert os.read(read_end, 1) == b""  # the end of the pipe: no copy of its write end is left open
@@ -207,7 +207,7 @@ def test_a_driver_that_cannot_start_leaves_the_command_to_itself_printing_nothin
              "from workflow_compiler.sweep import warm_driver\n"
              "def broken(*args, **kwargs):\n"
              "    raise OSError('no room for a socket')\n"
-             "daemon.start_daemon = broken\n"
+             "daemon.launch_daemon = broken\n"
              "print(warm_driver.run_in_driver('cli', ['sweep', '--help']))\n")
     env = {name: value for name, value in os.environ.items() if name not in ("RAY_ADDRESS", "NBSCALE_WARM_RAY", warm_driver.ENV_WARM_DRIVER)}
     env.update(PYTHONPATH=":".join(sys.path), NBSCALE_HOME=str(tmp_path / "home"))
