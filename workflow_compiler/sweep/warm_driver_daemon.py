@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from ..tracking.daemon import ForkingServer
 from . import warm_driver
 from .warm_driver import PID_NAME, START_TIMEOUT_S, STREAMS, code_version, read_line
 
@@ -179,41 +180,22 @@ def preload() -> None:
     plots.warm_up()  # matplotlib's fonts and first figure (~1 s), in the daemon's only thread
 
 
-class Driver:
-    """Accepts sweep commands on ``path`` and forks a child for each."""
+class Driver(ForkingServer):
+    """Accepts sweep commands on ``path`` and forks a child for each; on stop, leaves once they end."""
+
+    wait_for_children = True
 
     def __init__(self, path: Path, idle: float, server: socket.socket) -> None:
-        self.path, self.idle, self.server = path, idle, server
+        super().__init__(path, idle)
+        self.server = server
         self.version = code_version(os.environ)
-        self.children: set[int] = set()
-        self.stopping = False
 
-    def serve_forever(self) -> None:
-        """Fork a child per ``run`` until asked to stop or idle (no child) for ``idle`` seconds."""
-        from ..private_files import accept_own
+    def on_stopping(self) -> None:
+        """No new sweeps here: the next one starts a new driver."""
+        self._release()
 
-        last_seen = time.monotonic()
-        while not (self.stopping and not self.children):
-            if self.stopping:  # on stop or SIGTERM: no new sweeps here; the next one starts a new driver
-                self._release()
-            self._reap()
-            if self.children:
-                last_seen = time.monotonic()
-            try:
-                conn = accept_own(self.server)
-            except TimeoutError:
-                if not self.children and time.monotonic() - last_seen > self.idle:
-                    log.info("idle for %.0f s: leaving", self.idle)
-                    break
-                continue
-            except OSError:  # the socket was closed on stop: wait for the children
-                time.sleep(0.25)
-                continue
-            last_seen = time.monotonic()  # a ping is a sweep about to come: the idle time starts again
-            with conn, contextlib.suppress(OSError, ValueError):
-                self._serve(conn)
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
+        """One request: ``ping``, ``stop`` or ``run`` (a child forked for it)."""
         conn.settimeout(REQUEST_TIMEOUT_S)  # one request at a time: a silent client must not hold the driver
         request, fds = read_request(conn)
         try:
@@ -241,13 +223,6 @@ class Driver:
             if pid == 0:
                 os._exit(_child(conn, self.server, request, fds, client_pid))
             self.children.add(pid)
-
-    def _reap(self) -> None:
-        for pid in list(self.children):
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                    continue
-            self.children.discard(pid)
 
     def _release(self) -> None:
         from ..tracking.daemon import release_files

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..private_files import (
     PRIVATE_UMASK,
+    accept_own,
     append_private,
     connect_own,
     open_private,
@@ -32,6 +33,8 @@ from ..private_files import (
 )
 from ..redaction import redact_logs
 from ..tracking_uri import without_telemetry
+
+log = logging.getLogger(__name__)
 
 #: Seconds a daemon waits idle before it leaves (default 600); tests shorten it.
 ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
@@ -155,3 +158,63 @@ def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
     redact_logs()
     return args
+
+
+class ForkingServer:
+    """The loop of a daemon that forks a child per connection (the trial host, the warm sweep driver).
+
+    It accepts this user's connections only (``accept_own``), one at a time, and hands each to
+    ``handle``; it leaves once it has had no child and no connection for ``idle`` seconds (a ping
+    counts: a client pings before it sends its work), or once ``stopping`` is set (after its
+    children end when ``wait_for_children``). Subclasses set ``server`` and implement ``handle``.
+    """
+
+    wait_for_children = False
+
+    def __init__(self, path: Path, idle: float) -> None:
+        self.path, self.idle = path, idle
+        self.server: socket.socket
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def handle(self, conn: socket.socket) -> None:
+        """Serve one accepted connection (forking a child into ``children`` for work)."""
+        raise NotImplementedError
+
+    def on_stopping(self) -> None:
+        """Called in each round of the loop once ``stopping`` is set."""
+
+    def serve_forever(self) -> None:
+        """Accept and handle connections until stopped or idle."""
+        last_seen = time.monotonic()
+        while not (self.stopping and not (self.wait_for_children and self.children)):
+            if self.stopping:
+                self.on_stopping()
+            self.reap()
+            if self.children:
+                last_seen = time.monotonic()
+            try:
+                conn = accept_own(self.server)
+            except TimeoutError:
+                if not self.children and time.monotonic() - last_seen > self.idle:
+                    log.info("idle for %.0f s: leaving", self.idle)
+                    break
+                continue
+            except OSError:  # the socket was closed on stop: wait for the children
+                time.sleep(0.25)
+                continue
+            last_seen = time.monotonic()
+            with conn, contextlib.suppress(OSError, ValueError):
+                self.handle(conn)
+
+    def reap(self) -> None:
+        """Forget the children that have ended, logging those that failed."""
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done == 0:
+                    continue
+                if status:
+                    log.info("child %d ended: %s", pid, f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                             else f"exit code {os.waitstatus_to_exitcode(status)}")
+            self.children.discard(pid)
