@@ -13,7 +13,7 @@ would have, in the caller's place:
 - its stdin, stdout and stderr, passed over the socket (``SCM_RIGHTS``): rich sees the caller's
   terminal, so progress, colours and messages look as they do without the driver.
 
-The client passes SIGINT and SIGTERM on (a cancelled sweep still ends KILLED, exit 130, results
+The client passes SIGINT and SIGTERM on (unless it ignores them) (a cancelled sweep still ends KILLED, exit 130, results
 kept) and exits with the child's exit code; a client that dies is a SIGTERM to its child.
 
 The daemon imports only, never connects: Ray's gRPC threads, MLflow's database connections and
@@ -25,7 +25,7 @@ version has the old daemon leave once its sweeps end, and starts its own.
 Protocol, between processes of one user (``SO_PEERCRED`` on both ends): ``ping`` and ``stop`` as
 the other daemons' (one JSON line). A ``run`` sends the three descriptors first (one byte of
 data), then a JSON line (version, entry, argv, cwd, umask, path, environ_changed,
-environ_removed, streams); the forked child answers ``{"ok", "pid"}``, waits for ``go``, and
+environ_removed, streams with their buffering, nice, affinity, flags, warnoptions, xoptions); the forked child answers ``{"ok", "pid"}``, waits for ``go``, and
 ends with ``{"exit": code}``. Meanwhile the client may send ``{"signal": n}``.
 """
 

@@ -4,7 +4,7 @@ The client side, the protocol and the version are in ``warm_driver.py``. The dae
 of its own and connects to nothing, so a fork copies no lock another thread holds; each child
 takes on its client's environment, place and stdio, runs the command, and reports its exit code.
 It leaves when it has had no child for ``NBSCALE_TRACKING_AGENT_IDLE`` seconds, or once its
-children end after ``stop`` or SIGTERM.
+children end after ``stop`` or SIGTERM. Its loop is ``tracking/daemon.ForkingServer``, shared with the trial host.
 """
 
 from __future__ import annotations
@@ -118,7 +118,8 @@ def take_interpreter(request: dict[str, Any]) -> None:
 
     flags = request["flags"]
     sys.dont_write_bytecode = bool(flags["dont_write_bytecode"])
-    sys.set_int_max_str_digits(max(flags["int_max_str_digits"], 0))
+    digits = flags["int_max_str_digits"]  # -1: not set, Python's default limit
+    sys.set_int_max_str_digits(sys.int_info.default_max_str_digits if digits < 0 else digits)
     added = request["warnoptions"][len(sys.warnoptions):]  # after the daemon's own (its PYTHONWARNINGS is the client's: same version)
     sys.warnoptions[:] = request["warnoptions"]
     warnings._processoptions(added)  # type: ignore[attr-defined]  # the parser behind -W, on top as at start-up: no public twin

@@ -4,7 +4,8 @@ The warm tracking agent (``agent.py``) and the sweep's trial host (``sweep/trial
 such daemons: ``start_daemon`` runs ``python -m MODULE --socket PATH --idle S`` (those module paths
 are in the started processes' argv), the daemon binds with ``listen_on`` before its heavy imports
 and reads its command line with ``daemon_arguments``; ``probe`` asks a running one its code version
-(``{"op": "ping"}``), and ``ask_to_stop`` / ``stop_daemon`` make it leave.
+(``{"op": "ping"}``), and ``ask_to_stop`` / ``stop_daemon`` make it leave. ``ForkingServer`` is the
+loop of those that fork a child per connection (the trial host, the warm sweep driver).
 """
 
 from __future__ import annotations
