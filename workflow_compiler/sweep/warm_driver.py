@@ -19,7 +19,7 @@ kept) and exits with the child's exit code; a client that dies is a SIGTERM to i
 The daemon imports only, never connects: Ray's gRPC threads, MLflow's database connections and
 any other thread would be copied half-held into every child. Each child joins the warm Ray head
 itself. The daemon's version names this package's code and location, the Python, and the few
-variables read when those modules are imported (``IMPORT_TIME_PREFIXES``); a client of another
+variables read when those modules are imported (``IMPORT_TIME_PREFIXES``) and the installed ray, mlflow and pandas; a client of another
 version has the old daemon leave once its sweeps end, and starts its own.
 
 Protocol, between processes of one user (``SO_PEERCRED`` on both ends): ``ping`` and ``stop`` as
