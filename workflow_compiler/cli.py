@@ -404,16 +404,17 @@ def _sweep_in_warm_driver(argv: list[str]) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nbscale`` console script."""
-    # Before MLflow is imported: it decides at import whether to start its telemetry client.
-    os.environ[TELEMETRY_SWITCH] = telemetry_switch(os.environ)
-    # A tracking URI's password goes to MLflow's credential variables: MLflow prints the URIs it is given.
-    os.environ.update(credentials_out_of_uri(os.environ))
-    parser = build_parser()
+    # First, with os.environ as it started: what this process changes travels in the request, and a
+    # password moved out of the tracking URI must not (the driver's child moves it again, from /proc).
     try:
         forwarded = _sweep_in_warm_driver(sys.argv[1:] if argv is None else list(argv))
         if forwarded is not None:
             return forwarded
-        args = parser.parse_args(argv)
+        # Before MLflow is imported: it decides at import whether to start its telemetry client.
+        os.environ[TELEMETRY_SWITCH] = telemetry_switch(os.environ)
+        # A tracking URI's password goes to MLflow's credential variables: MLflow prints the URIs it is given.
+        os.environ.update(credentials_out_of_uri(os.environ))
+        args = build_parser().parse_args(argv)
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         redact_logs()
         handler: Callable[[argparse.Namespace], int] = args.handler

@@ -46,7 +46,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from ..private_files import accept_own, connect_own, peer_credentials
+from ..private_files import connect_own, peer_credentials
+from ..tracking.daemon import ForkingServer
 from .caller_environ import environ_changes, start_environ
 from .trial_metrics import ReportThrottle, active_run
 from .worker import FAILED, TrialOutcome, TrialStopped
@@ -227,14 +228,12 @@ def preload() -> None:
         warm_runner().run(Path(folder) / "warm.ipynb", Path(folder) / "out.ipynb", {"x": 2}, cwd=Path(folder))
 
 
-class Host:
+class Host(ForkingServer):
     """Accepts trial workers' connections on ``path`` and forks a child for each."""
 
     def __init__(self, path: Path, idle: float) -> None:
-        self.path, self.idle = path, idle
+        super().__init__(path, idle)
         self.version = code_version()
-        self.children: set[int] = set()
-        self.stopping = False
 
     def bind(self) -> None:
         """Listen before the imports: a worker that connects meanwhile waits in its hello."""
@@ -243,26 +242,15 @@ class Host:
         self.server = listen_on(self.path, self.path.with_name(PID_NAME))
 
     def serve_forever(self) -> None:
-        last_seen = time.monotonic()
-        while not self.stopping:
-            self._reap()
-            try:
-                conn = accept_own(self.server)
-            except TimeoutError:
-                if not self.children and time.monotonic() - last_seen > self.idle:
-                    log.info("idle for %.0f s: leaving", self.idle)
-                    break
-                continue
-            last_seen = time.monotonic()
-            with contextlib.suppress(OSError, ValueError):
-                self._greet(conn)
-            conn.close()
+        """Serve workers until stopped or idle; then the socket is released (children finish on their own)."""
+        super().serve_forever()
         from ..tracking.daemon import release_files
 
         self.server.close()
         release_files(self.path, self.path.with_name(PID_NAME))
 
-    def _greet(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
+        """A worker's greeting: ``ping``, ``stop`` or ``hello`` (a child forked to serve it)."""
         conn.settimeout(5)  # the host serves one greeting at a time: a silent client must not hold it
         reader, writer = conn.makefile("r", encoding="utf-8"), conn.makefile("w", encoding="utf-8")
         first = json.loads(reader.readline() or "{}")
@@ -290,17 +278,6 @@ class Host:
             self.children.add(pid)
         for handle in (reader, writer):  # then the child's copy alone keeps the connection: its end is the worker's EOF
             handle.close()
-
-    def _reap(self) -> None:
-        for pid in list(self.children):
-            with contextlib.suppress(ChildProcessError):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done == 0:
-                    continue
-                if status:  # a notebook that ended its process, or a crash: the worker reports the trial failed
-                    log.warning("child %d ended: %s", pid, f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-                                else f"exit code {os.waitstatus_to_exitcode(status)}")
-            self.children.discard(pid)
 
 
 def _serve_worker(reader: IO[str], writer: IO[str], hello: dict[str, Any], worker_pid: int) -> int:

@@ -13,19 +13,19 @@ would have, in the caller's place:
 - its stdin, stdout and stderr, passed over the socket (``SCM_RIGHTS``): rich sees the caller's
   terminal, so progress, colours and messages look as they do without the driver.
 
-The client passes SIGINT and SIGTERM on (a cancelled sweep still ends KILLED, exit 130, results
+The client passes SIGINT and SIGTERM on (unless it ignores them) (a cancelled sweep still ends KILLED, exit 130, results
 kept) and exits with the child's exit code; a client that dies is a SIGTERM to its child.
 
 The daemon imports only, never connects: Ray's gRPC threads, MLflow's database connections and
 any other thread would be copied half-held into every child. Each child joins the warm Ray head
 itself. The daemon's version names this package's code and location, the Python, and the few
-variables read when those modules are imported (``IMPORT_TIME_PREFIXES``); a client of another
+variables read when those modules are imported (``IMPORT_TIME_PREFIXES``) and the installed ray, mlflow and pandas; a client of another
 version has the old daemon leave once its sweeps end, and starts its own.
 
 Protocol, between processes of one user (``SO_PEERCRED`` on both ends): ``ping`` and ``stop`` as
 the other daemons' (one JSON line). A ``run`` sends the three descriptors first (one byte of
 data), then a JSON line (version, entry, argv, cwd, umask, path, environ_changed,
-environ_removed, streams); the forked child answers ``{"ok", "pid"}``, waits for ``go``, and
+environ_removed, streams with their buffering, nice, affinity, flags, warnoptions, xoptions); the forked child answers ``{"ok", "pid"}``, waits for ``go``, and
 ends with ``{"exit": code}``. Meanwhile the client may send ``{"signal": n}``.
 """
 
@@ -38,6 +38,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -48,13 +49,15 @@ from ..private_files import connect_own
 log = logging.getLogger(__name__)
 
 ENV_WARM_DRIVER = "NBSCALE_WARM_DRIVER"  # "0": every sweep command imports and drives in its own process, as before
-SOCKET_NAME, PID_NAME = "driver.sock", "sweep-driver.pid"
+SOCKET_NAME, PID_NAME, LOG_NAME = "driver.sock", "sweep-driver.pid", "sweep-driver.log"
+DAEMON_MODULE = f"{__package__}.warm_driver_daemon"
 START_TIMEOUT_S = 120.0  # a driver that has just started imports Ray Tune and MLflow first (~3 s; longer on a loaded machine)
 #: Variables read when the preloaded modules are imported (Ray's and Tune's settings, Python's
 #: own, the C locale): a child cannot take them on afterwards, so they name the daemon's version.
 IMPORT_TIME_PREFIXES = ("RAY_", "TUNE_", "PYTHON", "LANG", "LC_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 #: Of those, what is read later, and set by Ray in its drivers (a sweep command started from one has them).
-_READ_LATER = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
+#: PYTHONUNBUFFERED is read at start-up, but a child takes on its caller's stream buffering (``streams`` in the request).
+_READ_LATER = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT", "PYTHONUNBUFFERED"})
 STREAMS = (0, 1, 2)
 
 #: True in a child of the daemon (``warm_driver_daemon.py``): the command it runs must not ask the daemon again.
@@ -74,12 +77,29 @@ def code_version(environ: Mapping[str, str]) -> str:
     from ..tracking_uri import without_telemetry
 
     environ = without_telemetry(environ)  # as the daemon is started
-    digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n{package}\n".encode())
+    digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n{package}\n{preloaded_versions()}\n".encode())
     for source in sorted(package.rglob("*.py")):
         digest.update(source.read_bytes())
     for name in sorted(n for n in environ if n.startswith(IMPORT_TIME_PREFIXES) and n not in _READ_LATER):
         digest.update(f"{name}={environ[name]}\0".encode())
     return digest.hexdigest()[:16]
+
+
+#: The distributions whose modules the driver holds imported: a ``pip install -U`` of one replaces the driver.
+PRELOADED_DISTRIBUTIONS = ("ray", "mlflow", "pandas")
+
+
+def preloaded_versions() -> str:
+    """The installed versions of ``PRELOADED_DISTRIBUTIONS`` (from their metadata: nothing is imported)."""
+    from importlib import metadata
+
+    versions = []
+    for name in PRELOADED_DISTRIBUTIONS:
+        try:
+            versions.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    return " ".join(versions)
 
 
 def socket_path(home: Path) -> Path | None:
@@ -105,11 +125,12 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     """Run ``entry`` (``cli`` or ``sweep``) with ``argv`` in a child of the warm driver; its exit code.
 
     None when there is no driver to use (the caller then runs the command itself, as before):
-    nothing has been run or printed then."""
+    nothing has been run or printed then (why goes to the debug log: no handler is set up yet, and
+    Python's last-resort one would print a warning on the caller's stderr)."""
     if not wanted() or not all(_is_open(fd) for fd in STREAMS):
         return None
     from ..private_files import private_home
-    from ..tracking.daemon import start_daemon
+    from ..tracking.daemon import launch_daemon
     from ..tracking_uri import nbscale_home
 
     path = socket_path(private_home(nbscale_home()))  # a home that is not private is refused, as the command would
@@ -117,26 +138,28 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
         return None
     version = code_version(os.environ)
     try:
-        start_daemon(path, f"{__package__}.warm_driver_daemon", version, lock="driver-start.lock", log_name="sweep-driver.log")
-        _wait_for(path)
+        process = launch_daemon(path, DAEMON_MODULE, version, lock="driver-start.lock", log_name=LOG_NAME)
+        _wait_for(path, process)
         sock = connect_own(path, timeout=START_TIMEOUT_S)
     except OSError as exc:
-        log.warning("no warm sweep driver: %s", exc)
+        log.debug("no warm sweep driver: %s", exc)
         return None
     with sock:
         child = _start_child(sock, _request(entry, argv, version))
         if child is None:
             return None
-        return _follow(sock, child)
+        return _follow(sock, child, path.with_name(LOG_NAME))
 
 
-def _wait_for(path: Path, seconds: float = 30) -> None:
-    """Until the socket is there: ``start_daemon`` waits 5 s for it, too short for a new driver's start-up
-    on a heavily loaded machine, and a sweep that does not find it runs the slow way in its own process."""
+def _wait_for(path: Path, process: subprocess.Popen[bytes] | None, seconds: float = 30) -> None:
+    """Until the socket is there: ``launch_daemon`` waits 5 s for it, too short for a new driver's start-up
+    on a heavily loaded machine. Raises OSError at once if the driver we started has exited without it."""
     import time
 
     deadline = time.monotonic() + seconds
     while not path.exists() and time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise OSError(f"the sweep driver exited at start-up (exit code {process.returncode}); see {path.with_name(LOG_NAME)}")
         time.sleep(0.05)
 
 
@@ -146,9 +169,17 @@ def _request(entry: str, argv: list[str], version: str) -> dict[str, Any]:
     changed, removed = environ_changes()
     umask = os.umask(0o077)
     os.umask(umask)
-    streams = [None if s is None else [s.encoding, s.errors] for s in (sys.stdin, sys.stdout, sys.stderr)]
+    streams = [None if s is None else [s.encoding, s.errors, getattr(s, "line_buffering", False), getattr(s, "write_through", False)]
+               for s in (sys.stdin, sys.stdout, sys.stderr)]
     return {"op": "run", "version": version, "entry": entry, "argv": argv, "argv0": sys.argv[0], "cwd": os.getcwd(),
-            "umask": umask, "path": sys.path, "environ_changed": changed, "environ_removed": removed, "streams": streams}
+            "umask": umask, "path": sys.path, "environ_changed": changed, "environ_removed": removed, "streams": streams,
+            "nice": os.getpriority(os.PRIO_PROCESS, 0), "affinity": sorted(os.sched_getaffinity(0)), **interpreter_options()}
+
+
+def interpreter_options() -> dict[str, Any]:
+    """This interpreter's command-line options (``-W``, ``-X``, ``-B``, ``-O``...) as a child of the driver takes them on."""
+    return {"flags": {name: getattr(sys.flags, name) for name in dir(sys.flags) if not name.startswith(("_", "n_")) and name not in ("count", "index")},
+            "warnoptions": list(sys.warnoptions), "xoptions": {k: v if isinstance(v, str) else True for k, v in sys._xoptions.items()}}
 
 
 def _start_child(sock: socket.socket, request: dict[str, Any]) -> int | None:
@@ -158,17 +189,17 @@ def _start_child(sock: socket.socket, request: dict[str, Any]) -> int | None:
         sock.sendall((json.dumps(request) + "\n").encode())
         answer = json.loads(read_line(sock) or "{}")
         if not answer.get("ok"):
-            log.warning("the warm sweep driver did not take the sweep: %s", answer.get("error") or "no answer")
+            log.debug("the warm sweep driver did not take the sweep: %s", answer.get("error") or "no answer")
             return None
         sock.sendall(b'{"op": "go"}\n')  # only now does the child run it: a client that gave up is never run twice
     except (OSError, ValueError) as exc:
-        log.warning("the warm sweep driver did not answer: %s", exc)
+        log.debug("the warm sweep driver did not answer: %s", exc)
         return None
     sock.settimeout(None)  # a sweep runs as long as it runs
     return int(answer["pid"])
 
 
-def _follow(sock: socket.socket, child: int) -> int:
+def _follow(sock: socket.socket, child: int, log_path: Path) -> int:
     """Pass SIGINT and SIGTERM on to the child until it reports its exit code."""
     forwarded: list[int] = []
 
@@ -177,7 +208,8 @@ def _follow(sock: socket.socket, child: int) -> int:
         with contextlib.suppress(OSError):
             sock.sendall((json.dumps({"signal": signum}) + "\n").encode())
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # not those we ignore: a script's `nbscale sweep &` ignores SIGINT, and so must its sweep
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         line = read_line(sock)
     finally:
@@ -187,8 +219,7 @@ def _follow(sock: socket.socket, child: int) -> int:
         return int(json.loads(line)["exit"])
     if forwarded:  # ended by the signal it was sent, before it could answer: as a process of our own would have
         return 128 + forwarded[-1]
-    print(f"error: the sweep's process (pid {child}) ended without an exit code; its driver's log is "
-          f"{Path(os.environ.get('NBSCALE_HOME', '~/.nbscale')) / 'agent' / 'sweep-driver.log'}", file=sys.stderr)
+    print(f"error: the sweep's process (pid {child}) ended without an exit code; its driver's log is {log_path}", file=sys.stderr)
     return 1
 
 

@@ -4,12 +4,13 @@ The client side, the protocol and the version are in ``warm_driver.py``. The dae
 of its own and connects to nothing, so a fork copies no lock another thread holds; each child
 takes on its client's environment, place and stdio, runs the command, and reports its exit code.
 It leaves when it has had no child for ``NBSCALE_TRACKING_AGENT_IDLE`` seconds, or once its
-children end after ``stop`` or SIGTERM.
+children end after ``stop`` or SIGTERM. Its loop is ``tracking/daemon.ForkingServer``, shared with the trial host.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -21,10 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from ..tracking.daemon import ForkingServer
 from . import warm_driver
 from .warm_driver import PID_NAME, START_TIMEOUT_S, STREAMS, code_version, read_line
 
 log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT_S = 5.0  # for a request's line: the driver reads one request at a time
 
 
 def entries() -> dict[str, Callable[[list[str]], int]]:
@@ -43,31 +47,92 @@ def send_line(sock: socket.socket, message: dict[str, Any]) -> None:
 def read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     """A connection's request and the descriptors that came with it (none for ``ping`` and ``stop``)."""
     first, fds, _flags, _address = socket.recv_fds(conn, 1, len(STREAMS))
-    line = read_line(conn)
-    if first != b"F":  # ping or stop: the byte read was the start of their line, and no descriptors came
-        for fd in fds:
+    try:
+        line = read_line(conn)
+        if first != b"F":  # ping or stop: the byte read was the start of their line, and no descriptors came
+            close_all(fds)
+            return json.loads(first.decode() + line or "{}"), []
+        return json.loads(line or "{}"), list(fds)
+    except BaseException:  # a silent client or a bad line: its terminal or pipe must not stay open here
+        close_all(fds)
+        raise
+
+
+def close_all(fds: list[int]) -> None:
+    """Close each of ``fds`` (those already closed are skipped)."""
+    for fd in fds:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        return json.loads(first.decode() + line or "{}"), []
-    return json.loads(line or "{}"), list(fds)
 
 
-def take_streams(fds: list[int], streams: list[list[str] | None]) -> None:
-    """The client's stdin, stdout and stderr as this process's, with its encodings."""
+def take_streams(fds: list[int], streams: list[list[Any] | None]) -> None:
+    """The client's stdin, stdout and stderr as this process's, with its encodings and buffering."""
     for target, fd in zip(STREAMS, fds, strict=True):
         os.dup2(fd, target)
         os.close(fd)
-    made: list[IO[str] | None] = []
-    for fd, settings in zip(STREAMS, streams, strict=True):
-        if settings is None:
-            made.append(None)
-            continue
-        encoding, errors = settings
-        # as Python makes them: stdout line-buffered on a terminal, stderr always
-        line_buffered = fd == 2 or (fd == 1 and os.isatty(fd))
-        made.append(open(fd, "r" if fd == 0 else "w", encoding=encoding, errors=errors, closefd=False,  # noqa: SIM115
-                         buffering=1 if line_buffered else -1))
-    sys.stdin, sys.stdout, sys.stderr = made  # type: ignore[assignment]
+    made = [None if settings is None else make_stream(fd, settings) for fd, settings in zip(STREAMS, streams, strict=True)]
+    sys.stdin, sys.stdout, sys.stderr = made
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc,assignment]
+
+
+def make_stream(fd: int, settings: list[Any]) -> IO[str]:
+    """A text stream on ``fd`` as the client had it: ``[encoding, errors, line_buffering, write_through]``.
+
+    Built as Python builds its standard streams: with ``-u`` or ``PYTHONUNBUFFERED`` (write-through)
+    there is no buffer under the text layer, so a sweep's log written to a file shows each line at once.
+    """
+    encoding, errors, line_buffering, write_through = settings
+    raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+    buffer: io.RawIOBase | io.BufferedIOBase = raw
+    if fd == 0:
+        buffer = io.BufferedReader(raw)
+    elif not write_through:
+        buffer = io.BufferedWriter(raw)
+    return io.TextIOWrapper(buffer, encoding=encoding, errors=errors, line_buffering=bool(line_buffering),  # type: ignore[type-var]
+                            write_through=bool(write_through))
+
+
+#: Interpreter flags a child takes on (the rest must be the daemon's own, or the client runs the command itself).
+APPLIED_FLAGS = frozenset({"dont_write_bytecode", "int_max_str_digits"})
+APPLIED_XOPTIONS = frozenset({"faulthandler"})
+
+
+def other_interpreter(request: dict[str, Any]) -> str | None:
+    """Why a child of this daemon cannot take on the client's interpreter options (``-O``, ``-X dev``...); None when it can."""
+    from .warm_driver import interpreter_options
+
+    own = interpreter_options()
+    flags = {name for name, value in request.get("flags", {}).items() if own["flags"].get(name) != value} - APPLIED_FLAGS
+    xoptions = {name for name in set(own["xoptions"]) | set(request.get("xoptions", {}))
+                if own["xoptions"].get(name) != request.get("xoptions", {}).get(name)} - APPLIED_XOPTIONS
+    if request.get("warnoptions", [])[:len(sys.warnoptions)] != sys.warnoptions:
+        flags.add("warnings")
+    if flags or xoptions:
+        return f"the sweep driver's Python runs with other options ({', '.join(sorted(flags | xoptions))})"
+    return None
+
+
+def take_interpreter(request: dict[str, Any]) -> None:
+    """The client's ``-W`` and ``PYTHONWARNINGS`` filters, ``-B``, ``-X faulthandler`` and integer digit limit."""
+    import warnings
+
+    flags = request["flags"]
+    sys.dont_write_bytecode = bool(flags["dont_write_bytecode"])
+    digits = flags["int_max_str_digits"]  # -1: not set, Python's default limit
+    sys.set_int_max_str_digits(sys.int_info.default_max_str_digits if digits < 0 else digits)
+    added = request["warnoptions"][len(sys.warnoptions):]  # after the daemon's own (its PYTHONWARNINGS is the client's: same version)
+    sys.warnoptions[:] = request["warnoptions"]
+    warnings._processoptions(added)  # type: ignore[attr-defined]  # the parser behind -W, on top as at start-up: no public twin
+    if "faulthandler" in request["xoptions"]:
+        import faulthandler
+
+        faulthandler.enable()
+
+
+def take_scheduling(request: dict[str, Any]) -> None:
+    """The client's nice level and CPU affinity (``nice -n 10 nbscale sweep``, ``taskset``). Raises OSError when not allowed."""
+    os.setpriority(os.PRIO_PROCESS, 0, int(request["nice"]))
+    os.sched_setaffinity(0, request["affinity"])
 
 
 def take_place(request: dict[str, Any], client_pid: int) -> None:
@@ -116,42 +181,30 @@ def preload() -> None:
     plots.warm_up()  # matplotlib's fonts and first figure (~1 s), in the daemon's only thread
 
 
-class Driver:
-    """Accepts sweep commands on ``path`` and forks a child for each."""
+class Driver(ForkingServer):
+    """Accepts sweep commands on ``path`` and forks a child for each; on stop, leaves once they end."""
+
+    wait_for_children = True
 
     def __init__(self, path: Path, idle: float, server: socket.socket) -> None:
-        self.path, self.idle, self.server = path, idle, server
+        super().__init__(path, idle)
+        self.server = server
         self.version = code_version(os.environ)
-        self.children: set[int] = set()
-        self.stopping = False
 
-    def serve_forever(self) -> None:
-        """Fork a child per ``run`` until asked to stop or idle (no child) for ``idle`` seconds."""
-        from ..private_files import accept_own
+    def on_stopping(self) -> None:
+        """No new sweeps here: the next one starts a new driver."""
+        self._release()
 
-        last_seen = time.monotonic()
-        while not (self.stopping and not self.children):
-            if self.stopping:  # on stop or SIGTERM: no new sweeps here; the next one starts a new driver
-                self._release()
-            self._reap()
-            if self.children:
-                last_seen = time.monotonic()
-            try:
-                conn = accept_own(self.server)
-            except TimeoutError:
-                if not self.children and time.monotonic() - last_seen > self.idle:
-                    log.info("idle for %.0f s: leaving", self.idle)
-                    break
-                continue
-            except OSError:  # the socket was closed on stop: wait for the children
-                time.sleep(0.25)
-                continue
-            with conn, contextlib.suppress(OSError, ValueError):
-                self._serve(conn)
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(5)  # one request at a time: a silent client must not hold the driver
+    def handle(self, conn: socket.socket) -> None:
+        """One request: ``ping``, ``stop`` or ``run`` (a child forked for it)."""
+        conn.settimeout(REQUEST_TIMEOUT_S)  # one request at a time: a silent client must not hold the driver
         request, fds = read_request(conn)
+        try:
+            self._answer(conn, request, fds)
+        finally:  # whatever happened, the child's copies alone stay open: else `nbscale sweep | tee` never ends
+            close_all(fds)
+
+    def _answer(self, conn: socket.socket, request: dict[str, Any], fds: list[int]) -> None:
         op = request.get("op")
         if op == "ping":
             send_line(conn, {"ok": True, "version": self.version, "pid": os.getpid()})
@@ -161,6 +214,8 @@ class Driver:
             send_line(conn, {"ok": True})
         elif op != "run" or request.get("version") != self.version or len(fds) != len(STREAMS):
             send_line(conn, {"ok": False, "error": f"the sweep driver runs code version {self.version}"})
+        elif (other := other_interpreter(request)) is not None:
+            send_line(conn, {"ok": False, "error": other})
         else:
             from ..private_files import peer_credentials
 
@@ -169,15 +224,6 @@ class Driver:
             if pid == 0:
                 os._exit(_child(conn, self.server, request, fds, client_pid))
             self.children.add(pid)
-        for fd in fds:  # the child's copies alone stay open
-            os.close(fd)
-
-    def _reap(self) -> None:
-        for pid in list(self.children):
-            with contextlib.suppress(ChildProcessError):
-                if os.waitpid(pid, os.WNOHANG)[0] == 0:
-                    continue
-            self.children.discard(pid)
 
     def _release(self) -> None:
         from ..tracking.daemon import release_files
@@ -195,6 +241,11 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
         os.setsid()  # a process group of its own: the daemon's signals are not its
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        try:
+            take_scheduling(request)
+        except OSError as exc:  # a lower nice than the daemon's, or CPUs outside its set: the client runs it itself
+            send_line(conn, {"ok": False, "error": f"the sweep driver cannot take on your scheduling: {exc}"})
+            return 0
         send_line(conn, {"ok": True, "pid": os.getpid()})
         conn.settimeout(START_TIMEOUT_S)
         if json.loads(read_line(conn) or "{}").get("op") != "go":
@@ -203,6 +254,7 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
         _reset_logging()
         take_place(request, client_pid)
         take_streams(fds, request["streams"])
+        take_interpreter(request)
         warm_driver.IN_DRIVER = True
         done = _watch_client(conn)
         code = _run_entry(entries()[request["entry"]], list(request["argv"]))
@@ -210,7 +262,12 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
         _flush()
         send_line(conn, {"exit": code})
     except BaseException:  # noqa: BLE001 - the child must reach os._exit, whatever happened
-        log.exception("the sweep's process %d failed", os.getpid())
+        from ..redaction import print_redacted_exception
+
+        # no log handler is left (_reset_logging): printed redacted on the stderr it has, the caller's once taken on
+        print(f"the sweep's process {os.getpid()} failed:", file=sys.stderr)
+        print_redacted_exception(*sys.exc_info())
+        _flush()
     return code
 
 

@@ -4,7 +4,8 @@ The warm tracking agent (``agent.py``) and the sweep's trial host (``sweep/trial
 such daemons: ``start_daemon`` runs ``python -m MODULE --socket PATH --idle S`` (those module paths
 are in the started processes' argv), the daemon binds with ``listen_on`` before its heavy imports
 and reads its command line with ``daemon_arguments``; ``probe`` asks a running one its code version
-(``{"op": "ping"}``), and ``ask_to_stop`` / ``stop_daemon`` make it leave.
+(``{"op": "ping"}``), and ``ask_to_stop`` / ``stop_daemon`` make it leave. ``ForkingServer`` is the
+loop of those that fork a child per connection (the trial host, the warm sweep driver).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from ..private_files import (
     PRIVATE_UMASK,
+    accept_own,
     append_private,
     connect_own,
     open_private,
@@ -32,6 +34,8 @@ from ..private_files import (
 )
 from ..redaction import redact_logs
 from ..tracking_uri import without_telemetry
+
+log = logging.getLogger(__name__)
 
 #: Seconds a daemon waits idle before it leaves (default 600); tests shorten it.
 ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
@@ -45,26 +49,36 @@ def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: 
     which the daemons do before their heavy imports. Shared by the tracking agent and the trial
     host (sweep/trial_host.py), whose module paths are in the started processes' argv.
     """
+    launch_daemon(path, module, version, lock=lock, log_name=log_name)
+    return path
+
+
+def launch_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str) -> subprocess.Popen[bytes] | None:
+    """``start_daemon``, returning the process it started (None when a daemon of ``version`` answered already).
+
+    Stops waiting for the socket as soon as that process has exited (a daemon dying at start-up), so
+    a caller can tell "not bound yet" from "never will be" with ``poll()``.
+    """
     private_folder(path.parent)  # refused when another user owns it or can write to it
     with os.fdopen(open_private(path.parent / lock, os.O_WRONLY | os.O_CREAT), "w") as lock_file:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         state = probe(path, version)
         if state == "current":
-            return path
+            return None
         if state == "other":  # started from other code: it leaves once its clients are done
             ask_to_stop(path)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()  # a stale socket of a daemon that died
         idle = os.environ.get(ENV_IDLE, "600")
         log_file = append_private(path.parent / log_name)
-        subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
-                         stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True, cwd=path.parent,
-                         env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
+        process = subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
+                                   stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
+                                   cwd=path.parent, env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
         log_file.close()
         deadline = time.monotonic() + 5
-        while not path.exists() and time.monotonic() < deadline:  # bound before it imports anything heavy
+        while not path.exists() and process.poll() is None and time.monotonic() < deadline:  # bound before its heavy imports
             time.sleep(0.01)
-    return path
+    return process
 
 def probe(path: Path, version: str) -> str:
     """``current`` (a daemon of ``version`` answers at ``path``), ``other`` (another version answers) or ``none``."""
@@ -145,3 +159,63 @@ def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {name}[%(process)d] %(levelname)s %(message)s")
     redact_logs()
     return args
+
+
+class ForkingServer:
+    """The loop of a daemon that forks a child per connection (the trial host, the warm sweep driver).
+
+    It accepts this user's connections only (``accept_own``), one at a time, and hands each to
+    ``handle``; it leaves once it has had no child and no connection for ``idle`` seconds (a ping
+    counts: a client pings before it sends its work), or once ``stopping`` is set (after its
+    children end when ``wait_for_children``). Subclasses set ``server`` and implement ``handle``.
+    """
+
+    wait_for_children = False
+
+    def __init__(self, path: Path, idle: float) -> None:
+        self.path, self.idle = path, idle
+        self.server: socket.socket
+        self.children: set[int] = set()
+        self.stopping = False
+
+    def handle(self, conn: socket.socket) -> None:
+        """Serve one accepted connection (forking a child into ``children`` for work)."""
+        raise NotImplementedError
+
+    def on_stopping(self) -> None:
+        """Called in each round of the loop once ``stopping`` is set."""
+
+    def serve_forever(self) -> None:
+        """Accept and handle connections until stopped or idle."""
+        last_seen = time.monotonic()
+        while not (self.stopping and not (self.wait_for_children and self.children)):
+            if self.stopping:
+                self.on_stopping()
+            self.reap()
+            if self.children:
+                last_seen = time.monotonic()
+            try:
+                conn = accept_own(self.server)
+            except TimeoutError:
+                if not self.children and time.monotonic() - last_seen > self.idle:
+                    log.info("idle for %.0f s: leaving", self.idle)
+                    break
+                continue
+            except OSError:  # the socket was closed on stop: wait for the children
+                time.sleep(0.25)
+                continue
+            last_seen = time.monotonic()
+            with conn, contextlib.suppress(OSError, ValueError):
+                self.handle(conn)
+
+    def reap(self) -> None:
+        """Forget the children that have ended, logging those that failed."""
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done == 0:
+                    continue
+                if status:
+                    log.info("child %d ended: %s", pid, f"signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                             else f"exit code {os.waitstatus_to_exitcode(status)}")
+            self.children.discard(pid)
