@@ -110,6 +110,18 @@ def test_messages_and_exit_codes_are_those_of_the_command_on_its_own(work: Path,
     assert warm.returncode == code and shown in warm.stdout + warm.stderr
 
 
+def _sampled(work: Path, *extra: str) -> list[float]:
+    done = _nbscale(work, "sweep", "objective.ipynb", "--param", "x=uniform(0, 100)", "--metric", "score", "--samples", "2",
+                    "--json", *extra)
+    return sorted(trial["params"]["x"] for trial in _succeeded(done)["trials"])
+
+
+def test_each_sweep_samples_afresh_unless_seeded(work: Path) -> None:
+    """Tune samples from NumPy's global generator, which every child of the driver would inherit in one state."""
+    assert _sampled(work) != _sampled(work)
+    assert _sampled(work, "--seed", "7") == _sampled(work, "--seed", "7")
+
+
 def test_a_sweep_whose_trials_all_fail_exits_1(work: Path) -> None:
     done = _nbscale(work, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 3.0)", "-p", "fail=raise", "--search", "grid",
                     "--metric", "score", "--json")

@@ -255,6 +255,9 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
         take_place(request, client_pid)
         take_streams(fds, request["streams"])
         take_interpreter(request)
+        from .worker import reseed_random
+
+        reseed_random()  # Tune samples from NumPy's global generator: a fork would give every sweep the same trials
         warm_driver.IN_DRIVER = True
         done = _watch_client(conn)
         code = _run_entry(entries()[request["entry"]], list(request["argv"]))

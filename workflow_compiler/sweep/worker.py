@@ -282,7 +282,7 @@ class TrialSandbox:
         sys.stdout = CellStream(capture, "stdout", self._streams[0])
         sys.stderr = CellStream(capture, "stderr", self._streams[1])
         _fresh_namespace(self.shell)
-        _reseed_random()
+        reseed_random()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -325,8 +325,8 @@ def _fresh_namespace(shell: Any) -> None:
     gc.collect(1)
 
 
-def _reseed_random() -> None:
-    """Fresh entropy, as a new process would have: no trial continues its predecessor's sequence."""
+def reseed_random() -> None:
+    """Fresh entropy, as a new process would have: no trial (and no forked sweep) continues its predecessor's sequence."""
     random.seed()
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
