@@ -102,24 +102,27 @@ def test_a_trial_that_completed_after_tunes_last_save_is_not_run_again(ray_clust
     assert summary["counts"]["COMPLETED"] == 4 and len(summary["trials"]) == 4
 
 
-def test_a_sweep_cancelled_by_ctrl_c_is_finished_by_its_resume(ray_cluster: str, home: Path, workspace: Path) -> None:
+@pytest.mark.parametrize(("space", "sweep"), [
+    ({"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0, 6.0)"}, {"search": "grid"}),  # PointSearcher under Tune's SearchGenerator
+    ({"x": "uniform(0.0, 1.0)"}, {"samples": 6, "seed": 4}),  # Tune's BasicVariantGenerator
+], ids=["grid", "random"])
+def test_a_sweep_cancelled_by_ctrl_c_is_finished_by_its_resume(ray_cluster: str, home: Path, workspace: Path,
+                                                              space: dict[str, str], sweep: dict[str, Any]) -> None:
     """Ctrl-C ends the sweep KILLED part-way; ``--resume`` then runs the killed trials again and the ones
-    never started, and reruns none that completed: every grid point COMPLETED exactly once."""
+    never started, and reruns none that completed: every point COMPLETED exactly once."""
     from workflow_compiler.sweep import tracking
     from workflow_compiler.sweep.driver import run_sweep
 
-    sweep_id = "nbs-00000ctrlc"
-    grid = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
-    before = _kill_after_completed(workspace, home, _spec({"x": f"grid({', '.join(map(str, grid))})"}, search="grid"),
-                                   sweep_id, {}, interrupt=True)
-    assert 2 <= len(before) < len(grid)
+    sweep_id = f"nbs-0000ctrlc{len(sweep)}"
+    before = _kill_after_completed(workspace, home, _spec(space, **sweep), sweep_id, {}, interrupt=True)
+    assert 2 <= len(before) < 6
     result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
 
     assert result.status == "SUCCEEDED", (result.status, result.counts)
-    assert result.counts["COMPLETED"] == result.counts["total"] == len(grid), result.counts
-    assert sorted(t.params["x"] for t in result.trials) == grid
+    assert result.counts["COMPLETED"] == result.counts["total"] == 6, result.counts
     runs = _completed_runs(home, sweep_id)
-    assert sorted(float(r.data.params["x"]) for r in runs) == grid  # one COMPLETED run per point
+    assert sorted(float(r.data.params["x"]) for r in runs) == sorted(t.params["x"] for t in result.trials)  # one run a point
+    assert len({t.params["x"] for t in result.trials}) == 6
     assert {r.info.run_id for r in before} <= {r.info.run_id for r in runs}  # those that completed did not run again
     others = [r for r in _children(home, sweep_id) if r.info.run_id not in {c.info.run_id for c in runs}]
     assert all(r.info.status == "KILLED" and r.data.tags.get(tracking.TAG_STATUS) != "COMPLETED" for r in others)  # cancelled attempts
