@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -53,8 +54,11 @@ def _completed_runs(home: Path, sweep_id: str) -> list[Any]:
     return [r for r in _children(home, sweep_id) if r.data.tags.get(tracking.TAG_STATUS) == "COMPLETED" and r.info.status == "FINISHED"]
 
 
-def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: str, env: dict[str, str]) -> list[Any]:
-    """Run the sweep's driver in a process of its own and kill it once two trials' runs completed; those runs."""
+def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: str, env: dict[str, str],
+                          interrupt: bool = False) -> list[Any]:
+    """Run the sweep's driver in a process of its own and kill it once two trials' runs completed; those runs.
+
+    With ``interrupt``, send it SIGINT instead (a user's Ctrl-C) and wait for it to end KILLED (exit 130)."""
     driver = subprocess.Popen([sys.executable, "-m", "workflow_compiler.sweep", "--spec-json", spec.model_dump_json(),
                                "--root", str(workspace), "--sweep-id", sweep_id, "--no-progress", "--json"],
                               env={**os.environ, "NBSCALE_HOME": str(home), **env}, cwd=workspace,
@@ -64,6 +68,9 @@ def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: 
         while len(_completed_runs(home, sweep_id)) < 2:
             assert driver.poll() is None and time.monotonic() < deadline, "the driver ended or took too long"
             time.sleep(0.2)
+        if interrupt:
+            driver.send_signal(signal.SIGINT)
+            assert driver.wait(timeout=120) == 130
     finally:
         driver.kill()  # without a word: no cleanup of its own
         driver.wait()
@@ -93,6 +100,32 @@ def test_a_trial_that_completed_after_tunes_last_save_is_not_run_again(ray_clust
         assert [p.name for p in (home / "sweeps" / sweep_id / "trials" / row.trial_id).iterdir()] == ["attempt-1"]
     summary = json.loads((Path(result.sweep_dir) / "result.json").read_text(encoding="utf-8"))
     assert summary["counts"]["COMPLETED"] == 4 and len(summary["trials"]) == 4
+
+
+@pytest.mark.parametrize(("space", "sweep"), [
+    ({"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0, 6.0)"}, {"search": "grid"}),  # PointSearcher under Tune's SearchGenerator
+    ({"x": "uniform(0.0, 1.0)"}, {"samples": 6, "seed": 4}),  # Tune's BasicVariantGenerator
+], ids=["grid", "random"])
+def test_a_sweep_cancelled_by_ctrl_c_is_finished_by_its_resume(ray_cluster: str, home: Path, workspace: Path,
+                                                              space: dict[str, str], sweep: dict[str, Any]) -> None:
+    """Ctrl-C ends the sweep KILLED part-way; ``--resume`` then runs the killed trials again and the ones
+    never started, and reruns none that completed: every point COMPLETED exactly once."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = f"nbs-0000ctrlc{len(sweep)}"
+    before = _kill_after_completed(workspace, home, _spec(space, **sweep), sweep_id, {}, interrupt=True)
+    assert 2 <= len(before) < 6
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+
+    assert result.status == "SUCCEEDED", (result.status, result.counts)
+    assert result.counts["COMPLETED"] == result.counts["total"] == 6, result.counts
+    runs = _completed_runs(home, sweep_id)
+    assert sorted(float(r.data.params["x"]) for r in runs) == sorted(t.params["x"] for t in result.trials)  # one run a point
+    assert len({t.params["x"] for t in result.trials}) == 6
+    assert {r.info.run_id for r in before} <= {r.info.run_id for r in runs}  # those that completed did not run again
+    others = [r for r in _children(home, sweep_id) if r.info.run_id not in {c.info.run_id for c in runs}]
+    assert all(r.info.status == "KILLED" and r.data.tags.get(tracking.TAG_STATUS) != "COMPLETED" for r in others)  # cancelled attempts
 
 
 def test_a_drawn_trial_tune_had_not_created_at_its_last_save_finds_its_run_by_its_parameters(ray_cluster: str, home: Path,

@@ -34,7 +34,7 @@ from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .ray_connect import ensure_ray, joined_warm_head, release_warm_ray, scoped_environ
 from .results import SweepResult
-from .resume import completed_trials
+from .resume import completed_trials, reopen_cancelled
 from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
 from .trial import TrialPlan, patient_trainable, run_trial
@@ -79,6 +79,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                      fresh_kernel=spec.sweep.fresh_kernel, report_interval=_report_interval(spec),
                      agent_socket=agent_socket, trial_host=host_socket, cancel_marker=str(sweep_dir / CANCELLED),
                      completed=completed)
+    was_cancelled = resume_id is not None and (sweep_dir / CANCELLED).exists()
     (sweep_dir / CANCELLED).unlink(missing_ok=True)  # a resumed sweep was cancelled before
     display = SweepProgress(sweep_id=sweep_id, metric=spec.sweep.metric, mode=spec.sweep.mode,
                             total=spec.sweep.total_trials(), enabled=progress)
@@ -88,7 +89,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     connected_before = joined_warm_head()  # a caller that joined the warm head itself (ensure_ray) stays joined
     try:
         with display, _cancel_on_signals(session.cancel):
-            grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None)
+            grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None, cancelled=was_cancelled)
         return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
                             rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
     finally:
@@ -174,7 +175,7 @@ def _tune_environ() -> dict[str, str]:
             **{name: os.environ.get(name, value) for name, value in defaults.items()}}
 
 
-def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> Any:
+def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cancelled: bool = False) -> Any:
     from ray import tune
 
     from .points import PointSearcher
@@ -191,8 +192,10 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool) -> An
         if resume:
             if not tune.Tuner.can_restore(str(experiment)):
                 raise ExecutionError(f"sweep {plan.sweep_id} has no Tune state to resume from ({experiment}).")
+            # a cancelled sweep's state says "all done": reopen_cancelled puts its search and its stopped trials back
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
+                                       resume_errored=False, restart_errored=False,
+                                       _resume_config=reopen_cancelled(experiment) if cancelled else None)
         else:
             config = _tune_config(spec)
             listed = isinstance(config.search_alg, PointSearcher)  # it gives whole trials: no space for Tune to sample

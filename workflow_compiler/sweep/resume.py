@@ -39,3 +39,36 @@ def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: s
         if distinct is not None:
             results.setdefault(tracking.point_key({name: run.data.params.get(name) for name in distinct}), results[trial_id])
     return results
+
+
+#: Where Tune keeps its search state in the experiment folder, and the key that says "finished".
+_SEARCH_STATES = (("search_gen_state-{}.json", "finished"), ("basic-variant-state-{}.json", "_finished"))
+
+
+def reopen_cancelled(experiment: Path) -> Any:
+    """Make a cancelled sweep's saved Tune state resumable; the ``ResumeConfig`` to restore it with.
+
+    A cancel ends the experiment through the stopper's ``stop_all``: Tune then marks its search
+    finished and the stopped trials TERMINATED, like completed ones, and saves that, so a plain
+    restore finds nothing left to run. Here the search is marked unfinished again (Tune has no
+    public way to do it: its own state files are rewritten with its own helpers), and finished
+    trials are resumed under their ids: a completed one hands Tune its recorded result from
+    ``completed_trials`` without running its notebook; a cancelled one runs again.
+    """
+    import ray.cloudpickle as cloudpickle
+    from ray.tune import ResumeConfig
+    from ray.tune.utils.util import _atomic_save
+
+    for pattern, key in _SEARCH_STATES:
+        paths = sorted(experiment.glob(pattern.format("*")))
+        if not paths:
+            continue
+        newest = paths[-1]  # the file Tune restores (``_load_newest_checkpoint`` takes the greatest name)
+        with newest.open("rb") as file:
+            state = cloudpickle.load(file)
+        if isinstance(state, dict) and state.get(key):
+            state[key] = False
+            _atomic_save(state, str(experiment), newest.name, f"tmp-{newest.name}")
+    resume, skip = ResumeConfig.ResumeType.RESUME, ResumeConfig.ResumeType.SKIP
+    # Tune annotates these fields str but compares them with its enum, as Tuner.restore passes them
+    return ResumeConfig(finished=resume, unfinished=resume, errored=skip)  # type: ignore[arg-type]
