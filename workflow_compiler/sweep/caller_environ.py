@@ -30,3 +30,14 @@ def start_environ(pid: int) -> dict[str, str]:
         entries = handle.read().split(b"\0")
     pairs = (os.fsdecode(e).partition("=") for e in entries if e)
     return {name: value for name, sep, value in pairs if sep}
+
+
+def take_on_environ(pid: int, changed: dict[str, str], removed: list[str]) -> None:
+    """Make this process's environment that of process ``pid``: its start-up environment from ``/proc``
+    (its secrets never cross a socket), then what it sent as changed (``environ_changes``)."""
+    environ = start_environ(pid)
+    environ.update(changed)
+    for name in removed:
+        environ.pop(name, None)
+    os.environ.clear()
+    os.environ.update(environ)

@@ -48,7 +48,7 @@ from typing import IO, Any
 
 from ..private_files import connect_own, peer_credentials
 from ..tracking.daemon import ForkingServer
-from .caller_environ import environ_changes, start_environ
+from .caller_environ import environ_changes, take_on_environ
 from .trial_metrics import ReportThrottle, active_run
 from .worker import FAILED, TrialOutcome, TrialStopped
 
@@ -284,12 +284,7 @@ def _serve_worker(reader: IO[str], writer: IO[str], hello: dict[str, Any], worke
     """In a forked child: take on the worker's environment, then run its trials until it disconnects."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
-    environ = start_environ(worker_pid)  # the worker's, as the kernel keeps it: its secrets never cross the socket
-    environ.update(hello["environ_changed"])
-    for name in hello["environ_removed"]:
-        environ.pop(name, None)
-    os.environ.clear()
-    os.environ.update(environ)
+    take_on_environ(worker_pid, hello["environ_changed"], hello["environ_removed"])
     sys.path[:] = hello["path"]
     os.chdir(hello["cwd"])
     _send(writer, {"ok": True, "pid": os.getpid()})

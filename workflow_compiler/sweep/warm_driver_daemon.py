@@ -137,14 +137,9 @@ def take_scheduling(request: dict[str, Any]) -> None:
 
 def take_place(request: dict[str, Any], client_pid: int) -> None:
     """The client's environment, working directory, umask, ``sys.path`` and ``sys.argv``."""
-    from .caller_environ import start_environ
+    from .caller_environ import take_on_environ
 
-    environ = start_environ(client_pid)  # the client's, as the kernel keeps it: its secrets never cross the socket
-    environ.update(request["environ_changed"])
-    for name in request["environ_removed"]:
-        environ.pop(name, None)
-    os.environ.clear()
-    os.environ.update(environ)
+    take_on_environ(client_pid, request["environ_changed"], request["environ_removed"])
     time.tzset()
     os.chdir(request["cwd"])
     os.umask(int(request["umask"]))
