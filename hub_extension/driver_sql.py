@@ -264,8 +264,7 @@ class DriverSQL:
     def _send_writes(self) -> None:
         """The waiting writes, in one call whose answer comes with the next one (pipeline)."""
         if self._writes:
-            writes, self._writes = self._writes, []
-            self._call(STEP_FUNCTION, (writes, []))
+            self._call(STEP_FUNCTION, (self._writes_taken(), []))
 
     def query(self, name: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """The rows of one read."""

@@ -141,7 +141,7 @@ class QuotaStore:
         """The Python half of an admission Postgres decided: the answer, and its ledger entry."""
         caller, req, decided, now = op.caller, op.req, op.decided or {}, op.now
         if decided["outcome"] == "known":
-            self._check_samerequest_of(decided["lease"], req)
+            self._check_same_request(decided["lease"], req)
             return Admission(lease=lease_to_dict(decided["lease"]), replayed=True)
         if decided["outcome"] == "admitted":
             return self._admitted(sql, now, caller, req, op.lease)
@@ -159,7 +159,7 @@ class QuotaStore:
                                          self._policies_read(sql, caller.name, caller.groups))
         known = next((row for row in leases if row["request_id"] == req.request_id), None)
         if known is not None:
-            self._check_samerequest_of(known, req)
+            self._check_same_request(known, req)
             return Admission(lease=lease_to_dict(known), replayed=True)
         limits = resolve_policy_rows(caller.name, caller.groups, policies)
         # the window's width comes from the policies just read (then its sum, after any reclaim)
@@ -200,7 +200,7 @@ class QuotaStore:
         sql.write("lock_user", {"user": user})  # the reads sent after it run once it holds the lock
 
     @staticmethod
-    def _check_samerequest_of(known: Mapping[str, Any], req: AdmissionRequest) -> None:
+    def _check_same_request(known: Mapping[str, Any], req: AdmissionRequest) -> None:
         same = (known["gpus"], known["pool"], known["concurrency"]) == (req.gpus, req.pool, req.concurrency)
         if not same:
             raise RequestIdConflict(
@@ -321,11 +321,9 @@ class QuotaStore:
         return "policies_for", {"user": user, "groups": sql.name_list(groups)}
 
     def _usage(self, sql: DriverSQL, user: str, now: datetime, window_hours: float, *,
-               active: Sequence[Mapping[str, Any]] | None = None, ended: float | None = None,
-               reclaim: bool) -> Usage:
+               active: Sequence[Mapping[str, Any]] | None = None, reclaim: bool) -> Usage:
         """What ``user`` holds and used in the window; overdue leases are reclaimed, or left out on reads.
 
-        ``ended`` is the window's GPU-seconds of ended leases if already read (before any reclaim).
         Bounded by the user's active leases and the window's hours, never by history (``UsageHour``).
         """
         if active is None:
@@ -333,10 +331,8 @@ class QuotaStore:
         active = [row for row in active if row["status"] == ACTIVE]
         overdue = [row for row in active if row["expires_at"] < now]
         if reclaim and overdue:
-            self._reclaim(sql, now, user, overdue=overdue)
-            ended = None  # read again: the reclaimed leases now count as ended
-        if ended is None:
-            ended = first_value(sql.query(*self._ended_read(user, now, window_hours)))
+            self._reclaim(sql, now, user, overdue=overdue)  # before the read: the reclaimed leases now count as ended
+        ended = first_value(sql.query(*self._ended_read(user, now, window_hours)))
         live = [row for row in active if row["expires_at"] >= now]
         running = sum(row["gpus_total"] * max(0.0, (now - row["created_at"]).total_seconds()) for row in live)
         # a read counts an overdue lease's GPU-time until its expiry, as its reclaim will charge it
