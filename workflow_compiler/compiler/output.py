@@ -80,9 +80,9 @@ def compile_to_file(
     Returns the YAML text. Raises ``ManifestInvalid`` when validation fails (nothing is written),
     and whatever ``compile_workflow`` raises. ``fanout`` as in ``compile_workflow`` (sweeps).
     """
-    manifest = checked_manifest(spec, validate=validate, cluster=cluster, pools=pools, notebook_root=notebook_root,
-                                fanout=fanout)
     with collector_paused():
+        manifest = checked_manifest(spec, validate=validate, cluster=cluster, pools=pools, notebook_root=notebook_root,
+                                    fanout=fanout)
         text = to_yaml(manifest)
     if out is not None:
         _write_atomically(Path(out), text)
