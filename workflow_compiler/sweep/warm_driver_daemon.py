@@ -164,7 +164,6 @@ def preload() -> None:
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - the embedded default's store
     import ray.tune  # noqa: F401
     from mlflow.tracking import MlflowClient  # noqa: F401
-    from ray.tune.logger import JsonLoggerCallback  # noqa: F401
     from ray.tune.schedulers import ASHAScheduler  # noqa: F401
     from ray.tune.search import BasicVariantGenerator  # noqa: F401
 
