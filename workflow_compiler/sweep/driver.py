@@ -178,7 +178,6 @@ def _tune_environ() -> dict[str, str]:
 def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cancelled: bool = False) -> Any:
     from ray import tune
 
-    from .points import PointSearcher
     from .runtime_env import default_runtime_env
 
     assert spec.sweep is not None  # noqa: S101
@@ -197,10 +196,9 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cance
                                        resume_errored=False, restart_errored=False,
                                        _resume_config=reopen_cancelled(experiment) if cancelled else None)
         else:
-            config = _tune_config(spec)
-            listed = isinstance(config.search_alg, PointSearcher)  # it gives whole trials: no space for Tune to sample
+            listed = spec.sweep.draws_points  # a PointSearcher gives whole trials: no space for Tune to sample
             tuner = tune.Tuner(trainable, param_space={} if listed else {k: d.to_tune() for k, d in spec.sweep.space.items()},
-                               tune_config=config, run_config=_run_config(spec, plan, sweep_dir))
+                               tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
         return tuner.fit()
 
 
