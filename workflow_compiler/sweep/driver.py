@@ -89,9 +89,9 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     connected_before = joined_warm_head()  # a caller that joined the warm head itself (ensure_ray) stays joined
     try:
         with display, _cancel_on_signals(session.cancel):
-            grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None, cancelled=was_cancelled)
-        return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
-                            rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
+            _fit(spec, plan, sweep_dir, resume=resume_id is not None, cancelled=was_cancelled)
+        return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, rows=session.rows,
+                            cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
     finally:
         SESSIONS.pop(sweep_id, None)
         if not connected_before:
@@ -175,7 +175,7 @@ def _tune_environ() -> dict[str, str]:
             **{name: os.environ.get(name, value) for name, value in defaults.items()}}
 
 
-def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cancelled: bool = False) -> Any:
+def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cancelled: bool = False) -> None:
     from ray import tune
 
     from .runtime_env import default_runtime_env
@@ -185,7 +185,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cance
     if plan.trial_host:
         plan = _with_peers(spec, plan, sweep_dir)
     # default_runtime_env: trial actors may then start on Ray's idle workers
-    with scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG):
+    with scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG), _no_result_files_read():
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
         experiment = sweep_dir / "tune" / plan.sweep_id
         if resume:
@@ -199,7 +199,37 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cance
             listed = spec.sweep.draws_points  # a PointSearcher gives whole trials: no space for Tune to sample
             tuner = tune.Tuner(trainable, param_space={} if listed else {k: d.to_tune() for k, d in spec.sweep.space.items()},
                                tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
-        return tuner.fit()
+        tuner.fit()  # its result grid is left unread: the session's rows and MLflow hold every result
+
+
+_UNREAD = threading.Lock()
+_unread: list[Any] = []  # Tune's own loader, while sweeps run; one entry per running sweep after the first
+
+
+@contextmanager
+def _no_result_files_read() -> Iterator[None]:
+    """While Tune runs, the result grid it builds at the end reads no trial's result files.
+
+    A sweep writes none (MLflow holds the results: ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``), yet
+    ``tune.run`` always ends by building an ``ExperimentAnalysis``, which looks for two files per
+    trial and logs a warning for each trial that has none. Tune has no switch for it, so its
+    loader is replaced while sweeps run in this process (counted: a warm driver runs several).
+    """
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    with _UNREAD:
+        _unread.append(ExperimentAnalysis._fetch_trial_dataframes)
+        ExperimentAnalysis._fetch_trial_dataframes = _no_dataframes  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        with _UNREAD:
+            ExperimentAnalysis._fetch_trial_dataframes = _unread.pop()  # type: ignore[method-assign]
+
+
+def _no_dataframes(analysis: Any) -> dict[str, Any]:
+    """``ExperimentAnalysis._fetch_trial_dataframes`` for a sweep: no trial has result files to read."""
+    return {}
 
 
 def _with_peers(spec: RunSpec, plan: TrialPlan, sweep_dir: Path) -> TrialPlan:
