@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +46,23 @@ def _children(home: Path, sweep_id: str) -> list[Any]:
     return tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"])
 
 
-def _completed_runs(home: Path, sweep_id: str) -> list[Any]:
+def _completed_runs(home: Path, sweep_id: str, status: str = "COMPLETED") -> list[Any]:
     from workflow_compiler.sweep import tracking
 
     if not (home / "sweeps" / sweep_id / "sweep.json").is_file():
         return []
     # FINISHED too: a run whose worker died between its status tag and its end is closed KILLED by the resume
-    return [r for r in _children(home, sweep_id) if r.data.tags.get(tracking.TAG_STATUS) == "COMPLETED" and r.info.status == "FINISHED"]
+    return [r for r in _children(home, sweep_id) if r.data.tags.get(tracking.TAG_STATUS) == status and r.info.status == "FINISHED"]
+
+
+def _two_completed(home: Path, sweep_id: str) -> bool:
+    return len(_completed_runs(home, sweep_id)) >= 2
 
 
 def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: str, env: dict[str, str],
-                          interrupt: bool = False) -> list[Any]:
-    """Run the sweep's driver in a process of its own and kill it once two trials' runs completed; those runs.
+                          interrupt: bool = False, until: Callable[[Path, str], bool] = _two_completed) -> list[Any]:
+    """Run the sweep's driver in a process of its own and kill it once two trials' runs completed (or ``until``
+    says so); the runs that completed.
 
     With ``interrupt``, send it SIGINT instead (a user's Ctrl-C) and wait for it to end KILLED (exit 130)."""
     driver = subprocess.Popen([sys.executable, "-m", "workflow_compiler.sweep", "--spec-json", spec.model_dump_json(),
@@ -65,7 +71,7 @@ def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: 
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while len(_completed_runs(home, sweep_id)) < 2:
+        while not until(home, sweep_id):
             assert driver.poll() is None and time.monotonic() < deadline, "the driver ended or took too long"
             time.sleep(0.2)
         if interrupt:
@@ -124,6 +130,8 @@ def test_a_sweep_cancelled_by_ctrl_c_is_finished_by_its_resume(ray_cluster: str,
     assert sorted(float(r.data.params["x"]) for r in runs) == sorted(t.params["x"] for t in result.trials)  # one run a point
     assert len({t.params["x"] for t in result.trials}) == 6
     assert {r.info.run_id for r in before} <= {r.info.run_id for r in runs}  # those that completed did not run again
+    by_run = {t.run_id: t for t in result.trials}
+    assert [by_run[r.info.run_id].steps for r in before] == [2] * len(before)  # a replayed row: the two steps its run logged
     others = [r for r in _children(home, sweep_id) if r.info.run_id not in {c.info.run_id for c in runs}]
     assert all(r.info.status == "KILLED" and r.data.tags.get(tracking.TAG_STATUS) != "COMPLETED" for r in others)  # cancelled attempts
 
@@ -170,3 +178,35 @@ def test_a_resumed_random_search_over_listed_values_goes_on_where_it_was(ray_clu
     result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
     xs = [t.params["x"] for t in result.trials]
     assert result.counts["COMPLETED"] == 5 and len(xs) == len(set(xs)) == 5, xs  # five different values, none twice
+
+
+def test_a_cancelled_asha_sweep_resumes_with_its_early_stopped_trials_still_stopped(ray_cluster: str, home: Path,
+                                                                                   workspace: Path) -> None:
+    """Falling values under ASHA (max): the first trial completes, the next ones stop at their first step. Ctrl-C,
+    then ``--resume``: a trial stopped early keeps its one run and its row, with the step it logged; only the
+    trials the cancel killed, and those never started, run."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = "nbs-00000ashac"
+    values = [float(x) for x in range(12, 0, -1)]
+    spec = _spec({"x": f"grid({', '.join(map(str, values))})"}, search="grid", scheduler="asha")
+
+    def stopped_some(home: Path, sweep_id: str) -> bool:
+        return len(_completed_runs(home, sweep_id, "EARLY_STOPPED")) >= 2
+
+    _kill_after_completed(workspace, home, spec, sweep_id, {}, interrupt=True, until=stopped_some)
+    stopped = _completed_runs(home, sweep_id, "EARLY_STOPPED")
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+
+    assert result.status == "SUCCEEDED" and result.counts["total"] == 12, result.counts
+    assert sorted(t.params["x"] for t in result.trials) == sorted(values)  # one row a point
+    rows = {t.trial_id: t for t in result.trials}
+    for run in stopped:  # still stopped early: its row is its run, and its notebook did not run again
+        row = rows[run.data.tags[tracking.TAG_TRIAL]]
+        assert (row.status, row.run_id, row.value, row.steps) == ("EARLY_STOPPED", run.info.run_id, run.data.metrics["score"], 1)
+        assert [p.name for p in (home / "sweeps" / sweep_id / "trials" / row.trial_id).iterdir()] == ["attempt-1"]
+    ended = Counter(float(r.data.params["x"]) for r in _children(home, sweep_id)
+                    if r.data.tags.get(tracking.TAG_STATUS) in ("COMPLETED", "EARLY_STOPPED"))
+    assert ended == Counter(dict.fromkeys(values, 1)), ended  # every point ended once, none twice
+    assert all(t.status in ("COMPLETED", "EARLY_STOPPED") for t in result.trials), result.counts

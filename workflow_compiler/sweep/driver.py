@@ -69,7 +69,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                                          status="KILLED")
             mc.update_run(state["parent_run_id"], status="RUNNING")
             completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
-                                         trials_dir=str(sweep_dir / "trials"),
+                                         trials_dir=str(sweep_dir / "trials"), metric=spec.sweep.metric,
                                          distinct=list(spec.sweep.space) if spec.sweep.draws_points else None)
         agent_socket, host_socket = helpers()
     plan = TrialPlan(sweep_id=sweep_id, notebook=state["notebook_path"], workdir=state["workdir"],
