@@ -111,7 +111,8 @@ def test_a_trial_that_completed_after_tunes_last_save_is_not_run_again(ray_clust
 @pytest.mark.parametrize(("space", "sweep"), [
     ({"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0, 6.0)"}, {"search": "grid"}),  # PointSearcher under Tune's SearchGenerator
     ({"x": "uniform(0.0, 1.0)"}, {"samples": 6, "seed": 4}),  # Tune's BasicVariantGenerator
-], ids=["grid", "random"])
+    ({"x": "uniform(0.0, 1.0)"}, {"search": "optuna", "samples": 6, "seed": 4}),  # Tune's OptunaSearch under its SearchGenerator
+], ids=["grid", "random", "optuna"])
 def test_a_sweep_cancelled_by_ctrl_c_is_finished_by_its_resume(ray_cluster: str, home: Path, workspace: Path,
                                                               space: dict[str, str], sweep: dict[str, Any]) -> None:
     """Ctrl-C ends the sweep KILLED part-way; ``--resume`` then runs the killed trials again and the ones
@@ -134,6 +135,18 @@ def test_a_sweep_cancelled_by_ctrl_c_is_finished_by_its_resume(ray_cluster: str,
     assert [by_run[r.info.run_id].steps for r in before] == [2] * len(before)  # a replayed row: the two steps its run logged
     others = [r for r in _children(home, sweep_id) if r.info.run_id not in {c.info.run_id for c in runs}]
     assert all(r.info.status == "KILLED" and r.data.tags.get(tracking.TAG_STATUS) != "COMPLETED" for r in others)  # cancelled attempts
+    if sweep.get("search") == "optuna":  # the study learnt every trial's final value, the rerun ones' too
+        assert sorted(_optuna_told(Path(result.sweep_dir))) == sorted(t.value for t in result.trials)
+
+
+def _optuna_told(sweep_dir: Path) -> list[float]:
+    """The values Tune's OptunaSearch told its study, as the newest searcher state Tune saved holds them."""
+    import pickle
+
+    (state,) = sorted((sweep_dir / "tune").glob("*/searcher-state-*.pkl"))[-1:]
+    with state.open("rb") as file:
+        study = pickle.load(file)["_ot_study"]  # noqa: S301 - the test's own sweep folder
+    return [t.value for t in study.trials if t.state.name == "COMPLETE"]
 
 
 def test_a_drawn_trial_tune_had_not_created_at_its_last_save_finds_its_run_by_its_parameters(ray_cluster: str, home: Path,
