@@ -223,3 +223,38 @@ def test_a_cancelled_asha_sweep_resumes_with_its_early_stopped_trials_still_stop
                     if r.data.tags.get(tracking.TAG_STATUS) in ("COMPLETED", "EARLY_STOPPED"))
     assert ended == Counter(dict.fromkeys(values, 1)), ended  # every point ended once, none twice
     assert all(t.status in ("COMPLETED", "EARLY_STOPPED") for t in result.trials), result.counts
+
+
+def _a_trial_started(home: Path, sweep_id: str) -> bool:
+    return (home / "sweeps" / sweep_id / "sweep.json").is_file() and bool(_children(home, sweep_id))
+
+
+@pytest.mark.parametrize(("space", "sweep", "kept"), [
+    ({"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0)"}, {"search": "grid"}, ["tuner.pkl"]),  # killed after Tune began, before its first save
+    ({"x": "choice(1.0, 2.0, 3.0, 4.0, 5.0, 6.0)"}, {"samples": 5, "seed": 4}, ["tuner.pkl"]),  # drawn points
+    ({"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0)"}, {"search": "grid"}, []),  # killed before Tune began
+], ids=["grid", "drawn", "grid-before-tune"])
+def test_a_sweep_killed_before_tunes_first_save_runs_every_trial_on_resume(ray_cluster: str, home: Path, workspace: Path,
+                                                                         space: dict[str, str], sweep: dict[str, Any],
+                                                                         kept: list[str]) -> None:
+    """SIGKILL, and the sweep's Tune folder as a kill before Tune's first save leaves it (Tune saves in its first step, so
+    the test takes the save away): ``--resume`` begins Tune afresh and runs every point once; Tune's own restore ran one
+    trial without parameters."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = f"nbs-0000kill{len(sweep)}{len(kept)}"
+    spec = _spec(space, **sweep).model_copy(update={"parameters": {"sleep": 1.0}})  # none ends before the kill, as before a save
+    _kill_after_completed(workspace, home, spec, sweep_id, {}, until=_a_trial_started)
+    for path in (home / "sweeps" / sweep_id / "tune").rglob("*"):
+        if path.is_file() and path.name not in kept:
+            path.unlink()
+    killed = {r.info.run_id for r in _children(home, sweep_id)} - {r.info.run_id for r in _completed_runs(home, sweep_id)}
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+
+    assert result.status == "SUCCEEDED" and result.counts["COMPLETED"] == result.counts["total"] == 5, result.counts
+    xs = sorted(t.params["x"] for t in result.trials)
+    assert len(set(xs)) == 5, xs  # five different points
+    assert sorted(float(r.data.params["x"]) for r in _completed_runs(home, sweep_id)) == xs  # each COMPLETED once
+    runs = {r.info.run_id: r for r in _children(home, sweep_id)}
+    assert all(runs[run_id].data.tags.get(tracking.TAG_STATUS) != "COMPLETED" for run_id in killed)  # the killed attempt stays so

@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExecutionError, SpecError
+from ..errors import SpecError
 from ..spec import RunSpec, check_run_spec, saved_run_spec
 from ..tracking_uri import tracking_uri
 from . import tracking, trial_host
@@ -34,7 +34,7 @@ from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .ray_connect import ensure_ray, joined_warm_head, release_warm_ray, scoped_environ
 from .results import SweepResult
-from .resume import completed_trials, reopen_cancelled
+from .resume import completed_trials, reopen_cancelled, tune_saved
 from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
 from .trial import TrialPlan, patient_trainable, run_trial
@@ -188,9 +188,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cance
     with scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG), _no_result_files_read():
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
         experiment = sweep_dir / "tune" / plan.sweep_id
-        if resume:
-            if not tune.Tuner.can_restore(str(experiment)):
-                raise ExecutionError(f"sweep {plan.sweep_id} has no Tune state to resume from ({experiment}).")
+        if resume and tune_saved(experiment):  # else it was killed before Tune's first save, when no trial had started: begin afresh
             # a cancelled sweep's state says "all done": reopen_cancelled puts its search and its stopped trials back
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False,

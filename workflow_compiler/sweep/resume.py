@@ -49,6 +49,18 @@ def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: s
     return results
 
 
+def tune_saved(experiment: Path) -> bool:
+    """Whether Tune saved its experiment state (its trials and search) in ``experiment``.
+
+    Tune first saves it in its first step, before any trial's notebook starts. A sweep killed before
+    that has no trial to take up, and Tune's restore of it would start an experiment of its own
+    without the sweep's search space (one trial, no parameters): its resume begins the sweep afresh.
+    """
+    from ray.tune.execution.tune_controller import TuneController
+
+    return any(experiment.glob(TuneController.CKPT_FILE_TMPL.format("*")))
+
+
 #: Where Tune keeps its search state in the experiment folder, and the key that says "finished".
 _SEARCH_STATES = (("search_gen_state-{}.json", "finished"), ("basic-variant-state-{}.json", "_finished"))
 
