@@ -59,7 +59,8 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
     """Keep the record of a sweep this process drives (``nbscale sweep``) current, from start to end.
 
     A new sweep gets a RUNNING record under ``run_id`` (also the driver's sweep id); a resumed one
-    (``spec`` None) has its record set RUNNING again. While the block runs its progress is copied
+    (``spec`` None) has its record set RUNNING again, its first start kept: ``nbscale runs`` shows
+    the sweep's whole time, from that start to the end of its last resume. While the block runs its progress is copied
     in every ``PUBLISH_INTERVAL`` s; the block's end writes the outcome from ``result.json``, and an
     exception ends the record FAILED (KILLED for Ctrl-C). The record's pid is this process, so
     ``nbscale cancel`` stops the sweep as the driver's own SIGTERM handler does.
@@ -70,7 +71,7 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
     sweep_dir = nbscale_home() / "sweeps" / run_id
     running = {"status": "RUNNING", "started": utcnow(), "finished": None, "error": None, "pid": os.getpid()}
     if spec is None:
-        record = store.update(run_id, **running)
+        record = store.update(run_id, **{**running, "started": store.get(run_id).started or running["started"]})
     else:
         run_dir = private_folder(private_folder(nbscale_home() / "runs") / run_id)
         write_private(run_dir / "log.txt", f"nbscale sweep {run_id} runs in the terminal that started it; each trial's output "

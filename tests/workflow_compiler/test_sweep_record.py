@@ -68,3 +68,17 @@ def test_a_failed_sweep_says_why_in_its_record(home: Path) -> None:
             "counts": {"FAILED": 1, "total": 1}, "trials": [trial]})
     assert RunStore().get("nbs-00000000a3").error == (
         "no trial completed (1 of 1 failed; trial t_00000: the notebook never logged the metric 'scor' (mlflow.log_metric))")
+
+
+def test_a_resumed_sweep_keeps_its_first_start(home: Path) -> None:
+    """`nbscale runs` shows a resumed sweep's whole time, from its first start, not the last resume's alone."""
+    store = RunStore()
+    with pytest.raises(KeyboardInterrupt), recorded_sweep(SPEC, run_id="nbs-00000000a4"):
+        raise KeyboardInterrupt
+    cancelled = store.get("nbs-00000000a4")
+    store.update(cancelled.id, started="2026-01-01T00:00:00+00:00", finished="2026-01-01T00:01:00+00:00")  # its first start, long ago
+    with recorded_sweep(None, run_id=cancelled.id):
+        assert store.get(cancelled.id).status == "RUNNING" and store.get(cancelled.id).finished is None
+    resumed = store.get(cancelled.id)
+    assert resumed.started == "2026-01-01T00:00:00+00:00" and resumed.finished is not None
+    assert resumed.duration is not None and resumed.duration > 3600

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +46,23 @@ def _children(home: Path, sweep_id: str) -> list[Any]:
     return tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"])
 
 
-def _completed_runs(home: Path, sweep_id: str) -> list[Any]:
+def _completed_runs(home: Path, sweep_id: str, status: str = "COMPLETED") -> list[Any]:
     from workflow_compiler.sweep import tracking
 
     if not (home / "sweeps" / sweep_id / "sweep.json").is_file():
         return []
     # FINISHED too: a run whose worker died between its status tag and its end is closed KILLED by the resume
-    return [r for r in _children(home, sweep_id) if r.data.tags.get(tracking.TAG_STATUS) == "COMPLETED" and r.info.status == "FINISHED"]
+    return [r for r in _children(home, sweep_id) if r.data.tags.get(tracking.TAG_STATUS) == status and r.info.status == "FINISHED"]
+
+
+def _two_completed(home: Path, sweep_id: str) -> bool:
+    return len(_completed_runs(home, sweep_id)) >= 2
 
 
 def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: str, env: dict[str, str],
-                          interrupt: bool = False) -> list[Any]:
-    """Run the sweep's driver in a process of its own and kill it once two trials' runs completed; those runs.
+                          interrupt: bool = False, until: Callable[[Path, str], bool] = _two_completed) -> list[Any]:
+    """Run the sweep's driver in a process of its own and kill it once two trials' runs completed (or ``until``
+    says so); the runs that completed.
 
     With ``interrupt``, send it SIGINT instead (a user's Ctrl-C) and wait for it to end KILLED (exit 130)."""
     driver = subprocess.Popen([sys.executable, "-m", "workflow_compiler.sweep", "--spec-json", spec.model_dump_json(),
@@ -65,7 +71,7 @@ def _kill_after_completed(workspace: Path, home: Path, spec: RunSpec, sweep_id: 
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
-        while len(_completed_runs(home, sweep_id)) < 2:
+        while not until(home, sweep_id):
             assert driver.poll() is None and time.monotonic() < deadline, "the driver ended or took too long"
             time.sleep(0.2)
         if interrupt:
@@ -105,7 +111,8 @@ def test_a_trial_that_completed_after_tunes_last_save_is_not_run_again(ray_clust
 @pytest.mark.parametrize(("space", "sweep"), [
     ({"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0, 6.0)"}, {"search": "grid"}),  # PointSearcher under Tune's SearchGenerator
     ({"x": "uniform(0.0, 1.0)"}, {"samples": 6, "seed": 4}),  # Tune's BasicVariantGenerator
-], ids=["grid", "random"])
+    ({"x": "uniform(0.0, 1.0)"}, {"search": "optuna", "samples": 6, "seed": 4}),  # Tune's OptunaSearch under its SearchGenerator
+], ids=["grid", "random", "optuna"])
 def test_a_sweep_cancelled_by_ctrl_c_is_finished_by_its_resume(ray_cluster: str, home: Path, workspace: Path,
                                                               space: dict[str, str], sweep: dict[str, Any]) -> None:
     """Ctrl-C ends the sweep KILLED part-way; ``--resume`` then runs the killed trials again and the ones
@@ -124,8 +131,22 @@ def test_a_sweep_cancelled_by_ctrl_c_is_finished_by_its_resume(ray_cluster: str,
     assert sorted(float(r.data.params["x"]) for r in runs) == sorted(t.params["x"] for t in result.trials)  # one run a point
     assert len({t.params["x"] for t in result.trials}) == 6
     assert {r.info.run_id for r in before} <= {r.info.run_id for r in runs}  # those that completed did not run again
+    by_run = {t.run_id: t for t in result.trials}
+    assert [by_run[r.info.run_id].steps for r in before] == [2] * len(before)  # a replayed row: the two steps its run logged
     others = [r for r in _children(home, sweep_id) if r.info.run_id not in {c.info.run_id for c in runs}]
     assert all(r.info.status == "KILLED" and r.data.tags.get(tracking.TAG_STATUS) != "COMPLETED" for r in others)  # cancelled attempts
+    if sweep.get("search") == "optuna":  # the study learnt every trial's final value, the rerun ones' too
+        assert sorted(_optuna_told(Path(result.sweep_dir))) == sorted(t.value for t in result.trials)
+
+
+def _optuna_told(sweep_dir: Path) -> list[float]:
+    """The values Tune's OptunaSearch told its study, as the newest searcher state Tune saved holds them."""
+    import pickle
+
+    (state,) = sorted((sweep_dir / "tune").glob("*/searcher-state-*.pkl"))[-1:]
+    with state.open("rb") as file:
+        study = pickle.load(file)["_ot_study"]  # noqa: S301 - the test's own sweep folder
+    return [t.value for t in study.trials if t.state.name == "COMPLETE"]
 
 
 def test_a_drawn_trial_tune_had_not_created_at_its_last_save_finds_its_run_by_its_parameters(ray_cluster: str, home: Path,
@@ -170,3 +191,70 @@ def test_a_resumed_random_search_over_listed_values_goes_on_where_it_was(ray_clu
     result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
     xs = [t.params["x"] for t in result.trials]
     assert result.counts["COMPLETED"] == 5 and len(xs) == len(set(xs)) == 5, xs  # five different values, none twice
+
+
+def test_a_cancelled_asha_sweep_resumes_with_its_early_stopped_trials_still_stopped(ray_cluster: str, home: Path,
+                                                                                   workspace: Path) -> None:
+    """Falling values under ASHA (max): the first trial completes, the next ones stop at their first step. Ctrl-C,
+    then ``--resume``: a trial stopped early keeps its one run and its row, with the step it logged; only the
+    trials the cancel killed, and those never started, run."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = "nbs-00000ashac"
+    values = [float(x) for x in range(12, 0, -1)]
+    spec = _spec({"x": f"grid({', '.join(map(str, values))})"}, search="grid", scheduler="asha")
+
+    def stopped_some(home: Path, sweep_id: str) -> bool:
+        return len(_completed_runs(home, sweep_id, "EARLY_STOPPED")) >= 2
+
+    _kill_after_completed(workspace, home, spec, sweep_id, {}, interrupt=True, until=stopped_some)
+    stopped = _completed_runs(home, sweep_id, "EARLY_STOPPED")
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+
+    assert result.status == "SUCCEEDED" and result.counts["total"] == 12, result.counts
+    assert sorted(t.params["x"] for t in result.trials) == sorted(values)  # one row a point
+    rows = {t.trial_id: t for t in result.trials}
+    for run in stopped:  # still stopped early: its row is its run, and its notebook did not run again
+        row = rows[run.data.tags[tracking.TAG_TRIAL]]
+        assert (row.status, row.run_id, row.value, row.steps) == ("EARLY_STOPPED", run.info.run_id, run.data.metrics["score"], 1)
+        assert [p.name for p in (home / "sweeps" / sweep_id / "trials" / row.trial_id).iterdir()] == ["attempt-1"]
+    ended = Counter(float(r.data.params["x"]) for r in _children(home, sweep_id)
+                    if r.data.tags.get(tracking.TAG_STATUS) in ("COMPLETED", "EARLY_STOPPED"))
+    assert ended == Counter(dict.fromkeys(values, 1)), ended  # every point ended once, none twice
+    assert all(t.status in ("COMPLETED", "EARLY_STOPPED") for t in result.trials), result.counts
+
+
+def _a_trial_started(home: Path, sweep_id: str) -> bool:
+    return (home / "sweeps" / sweep_id / "sweep.json").is_file() and bool(_children(home, sweep_id))
+
+
+@pytest.mark.parametrize(("space", "sweep", "kept"), [
+    ({"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0)"}, {"search": "grid"}, ["tuner.pkl"]),  # killed after Tune began, before its first save
+    ({"x": "choice(1.0, 2.0, 3.0, 4.0, 5.0, 6.0)"}, {"samples": 5, "seed": 4}, ["tuner.pkl"]),  # drawn points
+    ({"x": "grid(1.0, 2.0, 3.0, 4.0, 5.0)"}, {"search": "grid"}, []),  # killed before Tune began
+], ids=["grid", "drawn", "grid-before-tune"])
+def test_a_sweep_killed_before_tunes_first_save_runs_every_trial_on_resume(ray_cluster: str, home: Path, workspace: Path,
+                                                                         space: dict[str, str], sweep: dict[str, Any],
+                                                                         kept: list[str]) -> None:
+    """SIGKILL, and the sweep's Tune folder as a kill before Tune's first save leaves it (Tune saves in its first step, so
+    the test takes the save away): ``--resume`` begins Tune afresh and runs every point once; Tune's own restore ran one
+    trial without parameters."""
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = f"nbs-0000kill{len(sweep)}{len(kept)}"
+    spec = _spec(space, **sweep).model_copy(update={"parameters": {"sleep": 1.0}})  # none ends before the kill, as before a save
+    _kill_after_completed(workspace, home, spec, sweep_id, {}, until=_a_trial_started)
+    for path in (home / "sweeps" / sweep_id / "tune").rglob("*"):
+        if path.is_file() and path.name not in kept:
+            path.unlink()
+    killed = {r.info.run_id for r in _children(home, sweep_id)} - {r.info.run_id for r in _completed_runs(home, sweep_id)}
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+
+    assert result.status == "SUCCEEDED" and result.counts["COMPLETED"] == result.counts["total"] == 5, result.counts
+    xs = sorted(t.params["x"] for t in result.trials)
+    assert len(set(xs)) == 5, xs  # five different points
+    assert sorted(float(r.data.params["x"]) for r in _completed_runs(home, sweep_id)) == xs  # each COMPLETED once
+    runs = {r.info.run_id: r for r in _children(home, sweep_id)}
+    assert all(runs[run_id].data.tags.get(tracking.TAG_STATUS) != "COMPLETED" for run_id in killed)  # the killed attempt stays so

@@ -184,6 +184,21 @@ def test_random_search_over_listed_values_runs_each_combination_at_most_once(swe
     assert points == spec.distinct_points(random.Random(7))  # a seed gives the same trials
 
 
+@pytest.mark.parametrize(("ask", "calls"), [
+    (lambda spec: spec.distinct_points(__import__("random").Random(7)), 1),
+    (lambda spec: parse_sweep(spec.model_dump()), 1),  # validation
+    (lambda spec: spec.draws_points, 1),
+], ids=["distinct_points", "validation", "draws_points"])
+def test_the_choice_combinations_are_counted_once_per_question(monkeypatch: pytest.MonkeyPatch, ask: object, calls: int) -> None:
+    """Counting them lists every choice(...)'s values: once per question, not once per grid point and helper."""
+    spec = parse_sweep({"space": {"a": "grid(1, 2, 3, 4)", "b": "choice('x', 'y', 'z')"}, "metric": "m", "samples": 2})
+    counted = SweepSpec.choice_combinations
+    seen: list[int | None] = []
+    monkeypatch.setattr(SweepSpec, "choice_combinations", lambda self: seen.append(counted(self)) or seen[-1])
+    ask(spec)  # type: ignore[operator]
+    assert len(seen) == calls, seen
+
+
 @pytest.mark.parametrize(("sweep", "fragment"), [
     ({"space": {"a": "choice(1, 2)", "b": "choice(3, 4)"}, "samples": 10},
      "samples 10 would repeat trials: the values listed for a, b make only 4 different combinations. Use samples 4 or fewer"),

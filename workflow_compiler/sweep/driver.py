@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import ExecutionError, SpecError
+from ..errors import SpecError
 from ..spec import RunSpec, check_run_spec, saved_run_spec
 from ..tracking_uri import tracking_uri
 from . import tracking, trial_host
@@ -34,7 +34,7 @@ from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .ray_connect import ensure_ray, joined_warm_head, release_warm_ray, scoped_environ
 from .results import SweepResult
-from .resume import completed_trials, reopen_cancelled
+from .resume import completed_trials, reopen_cancelled, tune_saved
 from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
 from .trial import TrialPlan, patient_trainable, run_trial
@@ -69,7 +69,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
                                          status="KILLED")
             mc.update_run(state["parent_run_id"], status="RUNNING")
             completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
-                                         trials_dir=str(sweep_dir / "trials"),
+                                         trials_dir=str(sweep_dir / "trials"), metric=spec.sweep.metric,
                                          distinct=list(spec.sweep.space) if spec.sweep.draws_points else None)
         agent_socket, host_socket = helpers()
     plan = TrialPlan(sweep_id=sweep_id, notebook=state["notebook_path"], workdir=state["workdir"],
@@ -89,9 +89,9 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     connected_before = joined_warm_head()  # a caller that joined the warm head itself (ensure_ray) stays joined
     try:
         with display, _cancel_on_signals(session.cancel):
-            grid = _fit(spec, plan, sweep_dir, resume=resume_id is not None, cancelled=was_cancelled)
-        return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, grid=grid,
-                            rows=session.rows, cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
+            _fit(spec, plan, sweep_dir, resume=resume_id is not None, cancelled=was_cancelled)
+        return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, rows=session.rows,
+                            cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
     finally:
         SESSIONS.pop(sweep_id, None)
         if not connected_before:
@@ -175,10 +175,9 @@ def _tune_environ() -> dict[str, str]:
             **{name: os.environ.get(name, value) for name, value in defaults.items()}}
 
 
-def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cancelled: bool = False) -> Any:
+def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cancelled: bool = False) -> None:
     from ray import tune
 
-    from .points import PointSearcher
     from .runtime_env import default_runtime_env
 
     assert spec.sweep is not None  # noqa: S101
@@ -186,22 +185,49 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cance
     if plan.trial_host:
         plan = _with_peers(spec, plan, sweep_dir)
     # default_runtime_env: trial actors may then start on Ray's idle workers
-    with scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG):
+    with scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG), _no_result_files_read():
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
         experiment = sweep_dir / "tune" / plan.sweep_id
-        if resume:
-            if not tune.Tuner.can_restore(str(experiment)):
-                raise ExecutionError(f"sweep {plan.sweep_id} has no Tune state to resume from ({experiment}).")
+        if resume and tune_saved(experiment):  # else it was killed before Tune's first save, when no trial had started: begin afresh
             # a cancelled sweep's state says "all done": reopen_cancelled puts its search and its stopped trials back
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False,
                                        _resume_config=reopen_cancelled(experiment) if cancelled else None)
         else:
-            config = _tune_config(spec)
-            listed = isinstance(config.search_alg, PointSearcher)  # it gives whole trials: no space for Tune to sample
+            listed = spec.sweep.draws_points  # a PointSearcher gives whole trials: no space for Tune to sample
             tuner = tune.Tuner(trainable, param_space={} if listed else {k: d.to_tune() for k, d in spec.sweep.space.items()},
-                               tune_config=config, run_config=_run_config(spec, plan, sweep_dir))
-        return tuner.fit()
+                               tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
+        tuner.fit()  # its result grid is left unread: the session's rows and MLflow hold every result
+
+
+_UNREAD = threading.Lock()
+_unread: list[Any] = []  # Tune's own loader, while sweeps run; one entry per running sweep after the first
+
+
+@contextmanager
+def _no_result_files_read() -> Iterator[None]:
+    """While Tune runs, the result grid it builds at the end reads no trial's result files.
+
+    A sweep writes none (MLflow holds the results: ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``), yet
+    ``tune.run`` always ends by building an ``ExperimentAnalysis``, which looks for two files per
+    trial and logs a warning for each trial that has none. Tune has no switch for it, so its
+    loader is replaced while sweeps run in this process (counted: a warm driver runs several).
+    """
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    with _UNREAD:
+        _unread.append(ExperimentAnalysis._fetch_trial_dataframes)
+        ExperimentAnalysis._fetch_trial_dataframes = _no_dataframes  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        with _UNREAD:
+            ExperimentAnalysis._fetch_trial_dataframes = _unread.pop()  # type: ignore[method-assign]
+
+
+def _no_dataframes(analysis: Any) -> dict[str, Any]:
+    """``ExperimentAnalysis._fetch_trial_dataframes`` for a sweep: no trial has result files to read."""
+    return {}
 
 
 def _with_peers(spec: RunSpec, plan: TrialPlan, sweep_dir: Path) -> TrialPlan:

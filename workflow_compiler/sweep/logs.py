@@ -15,21 +15,11 @@ from pathlib import Path
 #: In a sweep's folder: what Ray Tune logged while the sweep ran.
 DRIVER_LOG = "driver.log"
 _TUNE_LOGGER = "ray.tune"
-#: Tune's closing summary, which reads every trial's ``result.json``; a sweep writes none (MLflow holds the results).
-_ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
-
-
-class _NoResultFiles(logging.Filter):
-    """Drops Tune's warning that the trials have no result files: a sweep runs without Tune's JSON logger."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Failed to fetch metrics for")
 
 
 @contextmanager
 def tune_logs_to(path: Path) -> Iterator[None]:
-    """While the block runs, ``ray.tune``'s records go to ``path`` (appended) and not to Ray's console handler;
-    Tune's warning that the trials wrote no result files is dropped."""
+    """While the block runs, ``ray.tune``'s records go to ``path`` (appended) and not to Ray's console handler."""
     logger = logging.getLogger(_TUNE_LOGGER)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
@@ -37,12 +27,9 @@ def tune_logs_to(path: Path) -> Iterator[None]:
     propagate = logger.propagate
     logger.addHandler(handler)
     logger.propagate = False
-    quiet = _NoResultFiles()
-    logging.getLogger(_ANALYSIS_LOGGER).addFilter(quiet)
     try:
         yield
     finally:
-        logging.getLogger(_ANALYSIS_LOGGER).removeFilter(quiet)
         logger.propagate = propagate
         logger.removeHandler(handler)
         handler.close()

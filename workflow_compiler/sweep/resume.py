@@ -1,11 +1,12 @@
-"""A resumed sweep reruns no trial that completed: what it takes from MLflow before Tune restores.
+"""A resumed sweep reruns no trial that completed or was stopped early: what it takes from MLflow before Tune restores.
 
 Tune saves its experiment state at most every ``TUNE_GLOBAL_CHECKPOINT_S`` (1 s here). A trial that
 completed after the last save (its worker ended the child run COMPLETED, then reported to Tune) is
 RUNNING or PENDING in the state a resume restores, and Tune starts it again: its notebook would run
 twice and its trial would have two COMPLETED runs. MLflow is the record that was written first, so
 the driver lists those runs before Tune restores (``completed_trials``), and a trial given one hands
-Tune the recorded result instead of running the notebook (``trial.run_trial``).
+Tune the recorded result instead of running the notebook (``trial.run_trial``). A trial the
+scheduler (ASHA) had stopped early is the same: its record is replayed, so it stays stopped.
 
 A trial Tune had not created yet at its last save comes back with a new id. When the sweep's trials
 are drawn points (``points.PointSearcher``: no two alike), its parameters still find its run
@@ -19,26 +20,45 @@ from typing import Any
 
 from . import tracking
 from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, STATUS_KEY
-from .worker import COMPLETED
+from .worker import COMPLETED, EARLY_STOPPED
+
+#: Tune's count of a trial's reports, which the table shows as its steps.
+_STEPS_KEY = "training_iteration"
 
 
-def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, trials_dir: str,
+def completed_trials(mlflow_client: Any, *, experiment_id: str, parent_run_id: str, trials_dir: str, metric: str,
                      distinct: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """Trial id -> the final report of its first COMPLETED child run, as the trial made it to Tune;
-    with ``distinct`` (the swept names of a sweep whose trials never repeat), also ``point_key`` -> it."""
+    """Trial id -> the last report of its first child run that COMPLETED or was EARLY_STOPPED (by the
+    scheduler, before the interruption), as the trial made it to Tune, its steps the objective's
+    values the run logged; with ``distinct`` (the swept names of a sweep whose trials never
+    repeat), also ``point_key`` -> it."""
     results: dict[str, dict[str, Any]] = {}
     for run in tracking.child_runs(mlflow_client, experiment_id=experiment_id, parent_run_id=parent_run_id):
-        trial_id = run.data.tags.get(tracking.TAG_TRIAL)
-        if (not trial_id or trial_id in results or run.info.status != "FINISHED"
-                or run.data.tags.get(tracking.TAG_STATUS) != COMPLETED):
+        trial_id, status = run.data.tags.get(tracking.TAG_TRIAL), run.data.tags.get(tracking.TAG_STATUS)
+        if not trial_id or trial_id in results or run.info.status != "FINISHED" or status not in (COMPLETED, EARLY_STOPPED):
             continue
         attempt = (run.info.run_name or "").removeprefix(f"{trial_id}-")  # trial.run_trial names it <trial id>-attempt-N
-        seconds = (run.info.end_time - run.info.start_time) / 1000 if run.info.end_time and run.info.start_time else None
-        results[trial_id] = {**run.data.metrics, STATUS_KEY: COMPLETED, RUN_KEY: run.info.run_id, SECONDS_KEY: seconds,
-                             OUTPUT_KEY: str(Path(trials_dir) / trial_id / attempt / "output.ipynb"), "step": -1}
+        results[trial_id] = {**run.data.metrics, STATUS_KEY: status, RUN_KEY: run.info.run_id,
+                             OUTPUT_KEY: str(Path(trials_dir) / trial_id / attempt / "output.ipynb"), "step": -1,
+                             _STEPS_KEY: len(mlflow_client.get_metric_history(run.info.run_id, metric))}
+        if status == COMPLETED:  # a trial stopped early reported no time of its own
+            end, start = run.info.end_time, run.info.start_time
+            results[trial_id][SECONDS_KEY] = (end - start) / 1000 if end and start else None
         if distinct is not None:
             results.setdefault(tracking.point_key({name: run.data.params.get(name) for name in distinct}), results[trial_id])
     return results
+
+
+def tune_saved(experiment: Path) -> bool:
+    """Whether Tune saved its experiment state (its trials and search) in ``experiment``.
+
+    Tune first saves it in its first step, before any trial's notebook starts. A sweep killed before
+    that has no trial to take up, and Tune's restore of it would start an experiment of its own
+    without the sweep's search space (one trial, no parameters): its resume begins the sweep afresh.
+    """
+    from ray.tune.execution.tune_controller import TuneController
+
+    return any(experiment.glob(TuneController.CKPT_FILE_TMPL.format("*")))
 
 
 #: Where Tune keeps its search state in the experiment folder, and the key that says "finished".
@@ -52,8 +72,9 @@ def reopen_cancelled(experiment: Path) -> Any:
     finished and the stopped trials TERMINATED, like completed ones, and saves that, so a plain
     restore finds nothing left to run. Here the search is marked unfinished again (Tune has no
     public way to do it: its own state files are rewritten with its own helpers), and finished
-    trials are resumed under their ids: a completed one hands Tune its recorded result from
-    ``completed_trials`` without running its notebook; a cancelled one runs again.
+    trials are resumed under their ids: a completed one, or one the scheduler had stopped early,
+    hands Tune its recorded result from ``completed_trials`` without running its notebook; a
+    cancelled one runs again.
     """
     import ray.cloudpickle as cloudpickle
     from ray.tune import ResumeConfig

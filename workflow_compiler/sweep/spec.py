@@ -114,7 +114,7 @@ class SweepSpec(BaseModel):
     @model_validator(mode="after")
     def _samples_fit_listed_values(self, info: ValidationInfo) -> SweepSpec:
         combinations = self.choice_combinations()
-        if not self.repeats_combinations or info.context == SAVED:  # saved: it ran with Tune's repeats, --resume finishes it so
+        if not self._repeats(combinations) or info.context == SAVED:  # saved: it ran with Tune's repeats, --resume finishes it so
             return self
         chosen = [n for n, d in self.space.items() if d.kind == "choice"]
         if not chosen:
@@ -133,17 +133,21 @@ class SweepSpec(BaseModel):
     def repeats_combinations(self) -> bool:
         """``samples`` above the different ``choice(...)`` combinations (not grid): refused now, so only a sweep saved
         by an earlier nbscale has it (``SAVED``). Its trials were Tune's draws, repeats and all, not ``distinct_points``."""
-        combinations = self.choice_combinations()
+        return self._repeats(self.choice_combinations())
+
+    def _repeats(self, combinations: int | None) -> bool:
         return combinations is not None and self.search != "grid" and self.samples is not None and self.samples > combinations
 
     @property
     def effective_samples(self) -> int:
         """``samples`` with its default filled in: at most the different ``choice(...)`` combinations when every parameter lists its values."""
+        return self._samples(None if self.samples or self.search == "grid" else self.choice_combinations())
+
+    def _samples(self, combinations: int | None) -> int:
         if self.samples:
             return self.samples
         if self.search == "grid":
             return 1
-        combinations = self.choice_combinations()
         return DEFAULT_SAMPLES if combinations is None else min(DEFAULT_SAMPLES, combinations)
 
     def choice_combinations(self) -> int | None:
@@ -156,19 +160,23 @@ class SweepSpec(BaseModel):
     @property
     def draws_points(self) -> bool:
         """True for a random search whose every parameter lists its values: its trials are ``distinct_points``."""
-        return self.search == "random" and self.choice_combinations() is not None and not self.repeats_combinations
+        return self._draws(self.choice_combinations())
+
+    def _draws(self, combinations: int | None) -> bool:
+        return self.search == "random" and combinations is not None and not self._repeats(combinations)
 
     def distinct_points(self, rng: random.Random) -> list[dict[str, Any]] | None:
         """A random search's trials over listed values only, drawn without replacement: each grid point
         with ``effective_samples`` different combinations of the ``choice(...)`` values. None for any
         other sweep: Tune samples it (a range never repeats a point; Optuna chooses its own)."""
-        combinations = self.choice_combinations()
-        if not self.draws_points or combinations is None:
+        combinations = self.choice_combinations()  # once: each use below would list every choice's values again
+        if not self._draws(combinations) or combinations is None:
             return None
         axes = [(name, distinct_values(d.values or [])) for name, d in self.space.items() if d.kind == "choice"]
+        draws = min(self._samples(combinations), combinations)
         points = []
         for grid_point in self.grid_points():
-            for index in rng.sample(range(combinations), min(self.effective_samples, combinations)):
+            for index in rng.sample(range(combinations), draws):
                 chosen = dict(grid_point)
                 for name, values in reversed(axes):  # the index in mixed radix: the last axis varies fastest
                     index, digit = divmod(index, len(values))

@@ -53,7 +53,7 @@ def _error_text(trial: Any) -> str | None:
     return lines[-1].removeprefix(_TRIAL_FAILED)[:2000] if lines else None
 
 
-def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], sweep_dir: Path, grid: Any,
+def finish_sweep(*, session_client: Any, spec: RunSpec, state: dict[str, Any], sweep_dir: Path,
                  rows: dict[str, TrialRow], cancelled: bool, seconds: float) -> SweepResult:
     """Close dangling child runs, summarise, and end the parent run with table, plots and best trial."""
     sweep = spec.sweep

@@ -63,7 +63,7 @@ class TrialPlan:
     #: Trial workers expected at once, and a folder where each announces its first trial (``_meet_peers``).
     peers: int = 1
     peers_dir: str | None = None
-    #: A resumed sweep's trials whose runs completed before it was interrupted: their final reports (resume.py).
+    #: A resumed sweep's trials whose runs completed or were stopped early before it was interrupted: their last reports (resume.py).
     completed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -107,7 +107,7 @@ def run_trial(config: dict[str, Any], plan: TrialPlan) -> None:
 
     os.environ["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = str(STOPPED_THREAD_WAIT_S)  # time to close the run after an early stop
     trial_id = tune.get_context().get_trial_id()
-    if plan.completed:  # a resumed sweep: a trial that completed before the interruption reports its result again
+    if plan.completed:  # a resumed sweep: a trial that completed or was stopped early reports its record again
         recorded = plan.completed.get(trial_id) or plan.completed.get(
             tracking.point_key({name: tracking.param_text(value) for name, value in config.items()}))
         if recorded is not None:
