@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from sqlalchemy import Engine
 
 from hub_extension import store as store_module
 from hub_extension.admin import set_policy
-from hub_extension.db import alembic_config, make_engine, upgrade_database
+from hub_extension.db import downgrade_database, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
 
@@ -143,10 +142,7 @@ def test_migration_0003_creates_the_functions_and_downgrades_without_them(engine
     functions = "SELECT count(*) FROM pg_proc WHERE proname IN ('quota_step', 'quota_admit_batch')"
     with engine.connect() as conn:
         assert conn.exec_driver_sql(functions).scalar() == 2
-    cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
+    downgrade_database(engine, "0002")
     with engine.connect() as conn:
         assert conn.exec_driver_sql(functions).scalar() == 0
     upgrade_database(engine)  # and back: the store works again

@@ -15,13 +15,12 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
 from hub_extension import store as store_module
 from hub_extension.admin import set_policy
-from hub_extension.db import alembic_config, make_engine, upgrade_database
+from hub_extension.db import alembic_config, downgrade_database, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
 from hub_extension.driver_sql import DriverSQL
 from hub_extension.errors import CommitOutcomeUnknown
@@ -102,10 +101,7 @@ def test_a_migrated_database_decides_in_the_server(postgres: Engine, decided_in_
 
 
 def _downgrade(engine: Engine) -> None:
-    cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
+    downgrade_database(engine, "0002")
 
 
 def _older_step(engine: Engine) -> None:
