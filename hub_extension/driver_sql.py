@@ -105,6 +105,11 @@ def _for_dialect(dialect: str) -> dict[str, str]:
 _TEXTS = {dialect: _for_dialect(dialect) for dialect in _IN_LIST}
 
 
+def statement_with(name: str, **values: str) -> str:
+    """Statement ``name`` with SQL expressions in place of its parameters (inside a server function)."""
+    return _PARAM.sub(lambda match: values[match[1]], STATEMENTS[name])
+
+
 def sqlite_statement(name: str) -> str:
     """Statement ``name`` as sqlite3 runs it (``:name`` parameters; timestamps given as stored text)."""
     return _TEXTS["sqlite"][name]
