@@ -19,7 +19,10 @@ from hub_extension import store as store_module
 from hub_extension.admin import set_policy
 from hub_extension.db import downgrade_database, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
+from hub_extension.pg_admission import window_edges_plpgsql
+from hub_extension.policy import DEFAULT_WINDOW_HOURS
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
+from hub_extension.store_values import window_edges
 
 START = datetime(2026, 3, 10, 12, 0, 0)
 ALICE = Caller(name="alice", groups=("ml", "vision"))
@@ -147,3 +150,23 @@ def test_migration_0003_creates_the_functions_and_downgrades_without_them(engine
         assert conn.exec_driver_sql(functions).scalar() == 0
     upgrade_database(engine)  # and back: the store works again
     assert QuotaStore(engine).admit(ALICE, ask("after")).lease is not None
+
+
+@pytest.mark.parametrize(("now", "hours"), [
+    (datetime(2026, 3, 10, 12, 0, 0), 168.0),  # the window starts on a whole hour
+    (datetime(2026, 3, 10, 12, 0, 0, 1), 168.0),  # a microsecond into the hour: the next one is the first whole
+    (datetime(2026, 3, 10, 12, 59, 59, 999999), 1.0),
+    (datetime(2026, 3, 10, 12, 30, 0), 0.5),
+    (datetime(2026, 3, 10, 12, 10, 0), 1.25),
+    (datetime(2026, 3, 10, 0, 0, 0), None),  # no policy sets it: the default window
+])
+def test_the_window_s_edges_are_the_same_in_python_and_in_the_server(engines: dict[str, Engine], now: datetime,
+                                                                      hours: float | None) -> None:
+    edges = window_edges_plpgsql("now_", "hours", "since", "first_whole")
+    function = (f"CREATE FUNCTION pg_temp.edges(now_ timestamp, hours double precision) RETURNS timestamp[] "
+                f"LANGUAGE plpgsql AS $$ DECLARE since timestamp; first_whole timestamp; BEGIN\n      {edges}\n"
+                f"      RETURN ARRAY[since, first_whole]; END $$")
+    with engines["postgresql"].connect() as conn:
+        conn.exec_driver_sql(function)
+        found = conn.exec_driver_sql("SELECT pg_temp.edges(%(now)s, %(hours)s)", {"now": now, "hours": hours}).scalar()
+    assert tuple(found) == window_edges(now, DEFAULT_WINDOW_HOURS if hours is None else hours)
