@@ -93,6 +93,7 @@ class QuotaStore:
         self._lanes = [GroupCommit(WriteConnection(engine, step=server).transaction, prepare=prepare,
                                    lock=self._write_lock if i == 0 else threading.Lock()) for i in range(lanes)]
         self._writes = self._lanes[0]
+        self._lane_of: dict[str, int] = {}
         # the periodic reclaim, off the event loop: its own thread and connection, behind the same
         # mutex as the first lane (on SQLite, the database's only writer in this process)
         self._maintenance: GroupCommit[DriverSQL] = GroupCommit(WriteConnection(engine, step=server).transaction,
@@ -104,7 +105,10 @@ class QuotaStore:
 
     def _lane(self, user: str) -> GroupCommit[DriverSQL]:
         """The group commit that runs ``user``'s writes (the same one every time, in this process)."""
-        return self._lanes[hash(user) % len(self._lanes)]
+        lane = self._lane_of.get(user)
+        if lane is None:  # users take the lanes in turn as they first come: balanced, whatever their names
+            lane = self._lane_of.setdefault(user, len(self._lane_of) % len(self._lanes))
+        return self._lanes[lane]
 
     @contextmanager
     def _write(self) -> Iterator[Session]:

@@ -195,6 +195,12 @@ def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaSto
         conn.execute(text("DELETE FROM quota_ledger"))
 
 
+def test_users_take_the_postgres_lanes_in_turn_and_keep_theirs(pg_store: QuotaStore) -> None:
+    lanes = [pg_store._lane(f"user-{i}") for i in range(8)]  # any names: five users once shared two of four
+    assert [lanes.count(lane) for lane in pg_store._lanes] == [2, 2, 2, 2]
+    assert all(pg_store._lane(f"user-{i}") is lane for i, lane in enumerate(lanes))
+
+
 def test_the_periodic_reclaim_runs_in_the_background_and_logs_a_failure(db_url: str,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
