@@ -154,7 +154,7 @@ class QuotaStore:
             op.decided = decided
 
     def _admit_decided(self, op: _AdmitOp, sql: DriverSQL) -> Admission:
-        """The Python half of an admission Postgres decided: the answer, and its ledger entry."""
+        """The Python half of an admission Postgres decided: the answer, and a refusal's ledger entry."""
         caller, req, decided, now = op.caller, op.req, op.decided or {}, op.now
         if decided["outcome"] == "known":
             check_same_request(decided["lease"], req)
