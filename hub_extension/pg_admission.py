@@ -84,7 +84,8 @@ LANGUAGE plpgsql VOLATILE AS $decide$
 DECLARE
   r jsonb; p jsonb; u text; cur_user text; cur text; r_pool text; now_ timestamp; since timestamp;
   first_whole timestamp; slow boolean; known jsonb; lim record; n_runs integer; n_gpus integer;
-  used_seconds double precision; policies jsonb; fits boolean; answers jsonb := '[]';
+  used_seconds double precision; policies jsonb; fits boolean;
+  answers jsonb[] := '{{}}';  -- appended in place (a jsonb array would be copied whole at each answer)
 BEGIN
   -- every user of the batch, in name order: the order every transaction takes them in (no deadlock)
   INSERT INTO quota_user_locks ("user") SELECT value FROM jsonb_array_elements_text(users) ORDER BY 1
@@ -96,12 +97,12 @@ BEGIN
       slow := EXISTS ({overdue});
     END IF;
     IF slow THEN  -- leases to reclaim: Python does it, and runs this user's operations after it
-      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'slow'));
+      answers := array_append(answers, jsonb_build_object('outcome', 'slow'));
       CONTINUE;
     END IF;
     IF r ? 'lease_id' THEN  -- a heartbeat or a release: Python does it, with the lease read here
       SELECT to_jsonb(l) INTO known FROM ({lease_by_id}) l;
-      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'lease', 'lease', known));
+      answers := array_append(answers, jsonb_build_object('outcome', 'lease', 'lease', known));
       CONTINUE;
     END IF;
     r_pool := r ->> 'pool';
@@ -120,7 +121,7 @@ BEGIN
     SELECT to_jsonb(l) INTO known FROM (SELECT {LEASE_COLUMNS} FROM quota_leases
       WHERE "user" = u AND request_id = r ->> 'request_id') l;
     IF known IS NOT NULL THEN
-      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'known', 'lease', known));
+      answers := array_append(answers, jsonb_build_object('outcome', 'known', 'lease', known));
       CONTINUE;
     END IF;
     -- check_request's conditions, all of them (which one failed is Python's to say)
@@ -139,17 +140,17 @@ BEGIN
       {step_statement("insert_ledger", types)}
       n_runs := n_runs + 1;  -- its GPU-time so far is nothing: created now
       n_gpus := n_gpus + (r ->> 'gpus_total')::integer;
-      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'admitted'));
+      answers := array_append(answers, jsonb_build_object('outcome', 'admitted'));
     ELSE
       IF policies IS NULL THEN
         SELECT coalesce(jsonb_agg(to_jsonb(policy)), '[]') INTO policies FROM (SELECT {POLICY_COLUMNS}
           {_POLICIES_OF_REQUEST}) policy;
       END IF;
-      answers := answers || jsonb_build_array(jsonb_build_object('outcome', 'refused', 'policies', policies,
+      answers := array_append(answers, jsonb_build_object('outcome', 'refused', 'policies', policies,
         'usage', jsonb_build_object('gpus_in_use', n_gpus, 'runs_active', n_runs, 'gpu_seconds_in_window', used_seconds)));
     END IF;
   END LOOP;
-  RETURN answers;
+  RETURN to_jsonb(answers);
 END
 $decide$"""
 
