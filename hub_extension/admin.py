@@ -11,6 +11,7 @@ from .errors import QuotaServiceError
 from .models import Lease, LedgerEntry, Policy
 from .policy import LIMIT_FIELDS
 from .store import ACTIVE, QuotaStore, policy_values
+from .store_values import window_edges
 
 POLICY_KINDS = ("default", "group", "user")
 POLICY_FIELDS = (*LIMIT_FIELDS, "allowed_pools")
@@ -124,7 +125,7 @@ def usage_overview(store: QuotaStore, window_hours: float = 168.0) -> dict[str, 
     """
     with store._read() as s:
         now = store.clock()
-        bounds = QuotaStore._ended_read("", now, window_hours)[1]  # the window's edges, as admission reads them
+        since, first_whole = window_edges(now, window_hours)  # the window's edges, as admission reads them
         users: dict[str, dict[str, Any]] = defaultdict(_new_usage_row)
         live = s.scalars(select(Lease).where(Lease.status == ACTIVE, Lease.expires_at >= now))
         for lease in live:
@@ -133,7 +134,7 @@ def usage_overview(store: QuotaStore, window_hours: float = 168.0) -> dict[str, 
             row["runs_active"] += 1
             row["gpu_hours_in_window"] += lease.gpus_total * (now - lease.created_at).total_seconds() / 3600
             row["groups"] = sorted(set(row["groups"]) | set(lease.groups))
-        ended = s.execute(_ENDED_IN_WINDOW, {"since": bounds["since"], "first_whole_hour": bounds["first_whole_hour"]})
+        ended = s.execute(_ENDED_IN_WINDOW, {"since": since, "first_whole_hour": first_whole})
         for user, whole_hours, first_hour, last_groups in ended:
             if whole_hours is None and last_groups is None:
                 continue  # nothing ended in the window

@@ -63,3 +63,12 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
     log.info("quota database at revision %s (%s)", revision, engine.url.render_as_string(hide_password=True))
+
+
+def downgrade_database(engine: Engine, revision: str) -> None:
+    """Take the schema back to ``revision`` (tests of a migration's downgrade; an admin undoing an upgrade)."""
+    cfg = alembic_config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+    log.info("quota database downgraded to revision %s", revision)

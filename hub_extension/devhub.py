@@ -88,7 +88,8 @@ def drop_quota_schema(engine: Any) -> None:
         conn.exec_driver_sql("DROP TABLE IF EXISTS quota_ledger, quota_leases, quota_policies, quota_user_locks, "
                              "quota_usage_hours, alembic_version CASCADE")
         conn.exec_driver_sql("DROP FUNCTION IF EXISTS quota_ledger_append_only() CASCADE")
-        conn.exec_driver_sql("DROP FUNCTION IF EXISTS quota_step(jsonb, jsonb), quota_admit_batch(jsonb, jsonb)")
+        conn.exec_driver_sql("DROP FUNCTION IF EXISTS quota_step(jsonb, jsonb), quota_admit_batch(jsonb, jsonb), "
+                             "quota_decide_batch(jsonb, jsonb)")
 
 
 def find_proxy() -> str:

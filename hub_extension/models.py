@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -45,8 +45,9 @@ class Lease(Base):
     __table_args__ = (
         UniqueConstraint("user", "request_id", name="uq_lease_request"),
         # admission reads a user's active leases and the edge of their window: never their whole history
-        Index("ix_quota_leases_user_status", "user", "status"),
-        Index("ix_quota_leases_user_ended_at", "user", "ended_at"),
+        # (on Postgres only those rows, so that no plan can pick them for another read: migration 0004)
+        Index("ix_quota_leases_user_status", "user", "status", postgresql_where=text("status = 'active'")),
+        Index("ix_quota_leases_user_ended_at", "user", "ended_at", postgresql_where=text("ended_at IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)

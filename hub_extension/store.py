@@ -15,7 +15,8 @@ Atomicity (no over-admission, ever) comes from serialising every write that read
   UPDATE``); limits are per user, so admissions of different users still run in parallel, and a
   shared transaction takes all its users' locks first, in name order, as the periodic reclaim does,
   so two replicas cannot deadlock. Its admissions are then decided inside Postgres, in order, each
-  after the leases of those before it (:mod:`hub_extension.pg_admission`).
+  after the leases of those before it, in the same call that reads the lease of each of its
+  heartbeats and releases (:mod:`hub_extension.pg_admission`).
 
 Every read on the admission path is bounded: a user's active leases (index ``user, status``), the
 replayed request (unique ``user, request_id``), and the GPU-hour window, summed from
@@ -32,14 +33,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, WriteConnection
-from .errors import LeaseGone, LeaseNotFound, RequestIdConflict
+from .errors import LeaseGone
 from .group_commit import GroupCommit, SharedLock
 from .pg_admission import decide_batch, use_server_functions
 from .policy import Refusal, Usage, check_request
@@ -47,13 +47,17 @@ from .store_values import (
     Admission,
     AdmissionRequest,
     Caller,
+    check_same_request,
     first_value,
     hour_start,
     lease_to_dict,
+    ledger_entry,
+    owned,
     remaining,
     request_of,
     resolve_policy_rows,
     utcnow,
+    window_edges,
 )
 from .store_values import policy_values as policy_values  # re-exported: admin.py's import
 
@@ -89,6 +93,7 @@ class QuotaStore:
         self._lanes = [GroupCommit(WriteConnection(engine, step=server).transaction, prepare=prepare,
                                    lock=self._write_lock if i == 0 else threading.Lock()) for i in range(lanes)]
         self._writes = self._lanes[0]
+        self._lane_of: dict[str, int] = {}
         # the periodic reclaim, off the event loop: its own thread and connection, behind the same
         # mutex as the first lane (on SQLite, the database's only writer in this process)
         self._maintenance: GroupCommit[DriverSQL] = GroupCommit(WriteConnection(engine, step=server).transaction,
@@ -100,7 +105,10 @@ class QuotaStore:
 
     def _lane(self, user: str) -> GroupCommit[DriverSQL]:
         """The group commit that runs ``user``'s writes (the same one every time, in this process)."""
-        return self._lanes[hash(user) % len(self._lanes)]
+        lane = self._lane_of.get(user)
+        if lane is None:  # users take the lanes in turn as they first come: balanced, whatever their names
+            lane = self._lane_of.setdefault(user, len(self._lane_of) % len(self._lanes))
+        return self._lanes[lane]
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
@@ -123,28 +131,36 @@ class QuotaStore:
         return self._lane(caller.name).submit(_AdmitOp(self, caller, req), order=caller.name)
 
     def _decide_in_postgres(self, sql: DriverSQL, batch: list[tuple[str, Callable[[DriverSQL], Any]]]) -> None:
-        """Postgres: lock the batch's users and decide its admissions in one call (:mod:`.pg_admission`)."""
-        admissions = [op for _, op in batch if isinstance(op, _AdmitOp)]
-        if not admissions:
-            return
+        """Postgres: lock the batch's users, decide its admissions and read the lease of each heartbeat
+        and release, in one call (:mod:`.pg_admission`)."""
+        ops: list[_AdmitOp | _LeaseOp] = []
+        requests: list[dict[str, Any]] = []
         now = self.clock()
-        requests = []
-        for op in admissions:
-            op.now, op.lease = now, self._new_lease(op.caller, op.req, now)
-            requests.append({"user": op.caller.name, "groups": list(op.caller.groups), "request_id": op.req.request_id,
-                             "pool": op.req.pool, "gpus": op.req.gpus, "gpus_total": op.lease["gpus_total"],
-                             "estimated_seconds": op.req.estimated_seconds, "now": now, "lease": op.lease})
-        for op, decided in zip(admissions, decide_batch(sql, [user for user, _ in batch], requests), strict=True):
+        for _, op in batch:
+            if isinstance(op, _AdmitOp):
+                op.lease = self._new_lease(op.caller, op.req, now)  # the request: the lease it would be
+                requests.append({**op.lease, "now": now})
+            elif isinstance(op, _LeaseOp) and all(op.lease_id != seen.lease_id for seen in ops
+                                                  if isinstance(seen, _LeaseOp)):
+                # (a second operation on one lease reads it in Python, after the first one's writes)
+                requests.append({"user": op.caller.name, "lease_id": op.lease_id, "now": now})
+            else:
+                continue
+            op.now = now
+            ops.append(op)
+        if not ops:
+            return
+        for op, decided in zip(ops, decide_batch(sql, [user for user, _ in batch], requests), strict=True):
             op.decided = decided
 
     def _admit_decided(self, op: _AdmitOp, sql: DriverSQL) -> Admission:
-        """The Python half of an admission Postgres decided: the answer, and its ledger entry."""
+        """The Python half of an admission Postgres decided: the answer, and a refusal's ledger entry."""
         caller, req, decided, now = op.caller, op.req, op.decided or {}, op.now
         if decided["outcome"] == "known":
-            self._check_same_request(decided["lease"], req)
+            check_same_request(decided["lease"], req)
             return Admission(lease=lease_to_dict(decided["lease"]), replayed=True)
-        if decided["outcome"] == "admitted":
-            return self._admitted(sql, now, caller, req, op.lease)
+        if decided["outcome"] == "admitted":  # its lease and ledger entry were written by Postgres
+            return Admission(lease=lease_to_dict(op.lease))
         limits = resolve_policy_rows(caller.name, caller.groups, decided["policies"])
         refusal = check_request(limits, Usage(**decided["usage"]), request_of(req))
         if refusal is None:  # the two checks disagree: a bug, never an admission nobody checked
@@ -159,7 +175,7 @@ class QuotaStore:
                                          self._policies_read(sql, caller.name, caller.groups))
         known = next((row for row in leases if row["request_id"] == req.request_id), None)
         if known is not None:
-            self._check_same_request(known, req)
+            check_same_request(known, req)
             return Admission(lease=lease_to_dict(known), replayed=True)
         limits = resolve_policy_rows(caller.name, caller.groups, policies)
         # the window's width comes from the policies just read (then its sum, after any reclaim)
@@ -183,14 +199,14 @@ class QuotaStore:
 
     def _refused(self, sql: DriverSQL, now: datetime, caller: Caller, req: AdmissionRequest,
                  refusal: Refusal) -> Admission:
-        sql.write("insert_ledger", self._entry(sql, now, "refused", caller.name, caller.name, req, detail={
+        sql.write("insert_ledger", ledger_entry(sql.json, now, "refused", caller.name, caller.name, req, detail={
             "limit": refusal.limit, "limit_value": refusal.limit_value, "message": refusal.message,
         }, gpus_total=req.gpus * req.concurrency))
         return Admission(refusal=refusal)
 
     def _admitted(self, sql: DriverSQL, now: datetime, caller: Caller, req: AdmissionRequest,
                   lease: dict[str, Any]) -> Admission:
-        sql.write("insert_ledger", self._entry(sql, now, "admitted", caller.name, caller.name, req,
+        sql.write("insert_ledger", ledger_entry(sql.json, now, "admitted", caller.name, caller.name, req,
                                                gpus_total=lease["gpus_total"], lease_id=lease["id"]))
         return Admission(lease=lease_to_dict(lease))
 
@@ -199,38 +215,19 @@ class QuotaStore:
             return  # BEGIN IMMEDIATE already holds the database write lock
         sql.write("lock_user", {"user": user})  # the reads sent after it run once it holds the lock
 
-    @staticmethod
-    def _check_same_request(known: Mapping[str, Any], req: AdmissionRequest) -> None:
-        same = (known["gpus"], known["pool"], known["concurrency"]) == (req.gpus, req.pool, req.concurrency)
-        if not same:
-            raise RequestIdConflict(
-                f"Request id '{req.request_id}' was already used for a different request "
-                f"({known['gpus']} GPU(s) × {known['concurrency']} on pool '{known['pool']}'). "
-                "Use a new request id for a new submission."
-            )
-
-    @staticmethod
-    def _entry(sql: DriverSQL, now: datetime, event: str, actor: str, user: str, req: AdmissionRequest | None = None,
-               **fields: Any) -> dict[str, Any]:
-        row = dict.fromkeys(("lease_id", "request_id", "label", "pool", "gpus_total", "gpu_seconds", "detail"))
-        if req is not None:
-            row.update(request_id=req.request_id, label=req.label, pool=req.pool)
-        row.update(fields)
-        return {**row, "detail": sql.json(row["detail"]), "at": now, "event": event, "actor": actor, "user": user}
-
     # leases ----------------------------------------------------------------------------------
 
     def heartbeat(self, caller: Caller, lease_id: str) -> dict[str, Any]:
         """Extend the caller's active lease by its TTL; an expired or released lease is gone (410)."""
-        return self._lane(caller.name).run(partial(self._heartbeat, caller, lease_id), order=caller.name)
+        return self._lane(caller.name).run(_LeaseOp(self, caller, lease_id), order=caller.name)
 
     def submit_heartbeat(self, caller: Caller, lease_id: str) -> Future[dict[str, Any]]:
         """:meth:`heartbeat` for an event loop (see :meth:`submit_admit`)."""
-        return self._lane(caller.name).submit(partial(self._heartbeat, caller, lease_id), order=caller.name)
+        return self._lane(caller.name).submit(_LeaseOp(self, caller, lease_id), order=caller.name)
 
-    def _heartbeat(self, caller: Caller, lease_id: str, sql: DriverSQL) -> dict[str, Any]:
-        now = self.clock()
-        lease = self._own_lease(sql, caller, lease_id, now)
+    @staticmethod
+    def _heartbeat(sql: DriverSQL, now: datetime, lease: dict[str, Any]) -> dict[str, Any]:
+        lease_id = lease["id"]
         if lease["status"] != ACTIVE:
             raise LeaseGone(
                 f"Lease {lease_id} is {lease['status']}; its GPUs are no longer reserved. "
@@ -246,15 +243,16 @@ class QuotaStore:
         Releasing twice answers the same lease again (idempotent); releasing an expired lease keeps
         the expiry record.
         """
-        return self._lane(caller.name).run(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
+        return self._lane(caller.name).run(_LeaseOp(self, caller, lease_id, release=True, gpu_seconds=gpu_seconds),
+                                           order=caller.name)
 
     def submit_release(self, caller: Caller, lease_id: str, gpu_seconds: float | None = None) -> Future[dict[str, Any]]:
         """:meth:`release` for an event loop (see :meth:`submit_admit`)."""
-        return self._lane(caller.name).submit(partial(self._release, caller, lease_id, gpu_seconds), order=caller.name)
+        return self._lane(caller.name).submit(
+            _LeaseOp(self, caller, lease_id, release=True, gpu_seconds=gpu_seconds), order=caller.name)
 
-    def _release(self, caller: Caller, lease_id: str, gpu_seconds: float | None, sql: DriverSQL) -> dict[str, Any]:
-        now = self.clock()
-        lease = self._own_lease(sql, caller, lease_id, now)
+    def _release(self, sql: DriverSQL, now: datetime, caller: Caller, lease: dict[str, Any],
+                 gpu_seconds: float | None) -> dict[str, Any]:
         if lease["status"] != ACTIVE:
             return lease_to_dict(lease)
         most = lease["gpus_total"] * max(0.0, (now - lease["created_at"]).total_seconds())
@@ -269,8 +267,8 @@ class QuotaStore:
         sql.write("end_lease", {"lease_id": lease["id"], **ended})
         sql.write("add_to_hour", {
             "user": lease["user"], "hour": hour_start(ended["ended_at"]), "gpu_seconds": ended["gpu_seconds"]})
-        sql.write("insert_ledger", self._entry(
-            sql, now, event, actor, lease["user"], lease_id=lease["id"], request_id=lease["request_id"],
+        sql.write("insert_ledger", ledger_entry(
+            sql.json, now, event, actor, lease["user"], lease_id=lease["id"], request_id=lease["request_id"],
             label=lease["label"], pool=lease["pool"], gpus_total=lease["gpus_total"],
             gpu_seconds=ended["gpu_seconds"], detail=detail))
 
@@ -280,9 +278,7 @@ class QuotaStore:
         overdue, found = sql.query_all(("overdue_of_user", {"now": now, "user": caller.name}),
                                        ("lease_by_id", {"lease_id": lease_id}))
         self._reclaim(sql, now, caller.name, overdue=overdue)
-        if not found or found[0]["user"] != caller.name:
-            raise LeaseNotFound(f"You have no lease '{lease_id}'.")
-        lease = found[0]
+        lease = owned(found[0] if found else None, caller, lease_id)
         if any(row["id"] == lease_id for row in overdue):  # reclaimed just now: read it as it is now
             lease = sql.query("lease_by_id", {"lease_id": lease_id})[0]
         return lease
@@ -332,7 +328,8 @@ class QuotaStore:
         overdue = [row for row in active if row["expires_at"] < now]
         if reclaim and overdue:
             self._reclaim(sql, now, user, overdue=overdue)  # before the read: the reclaimed leases now count as ended
-        ended = first_value(sql.query(*self._ended_read(user, now, window_hours)))
+        since, first_whole = window_edges(now, window_hours)  # whole hours from UsageHour, the first from leases
+        ended = first_value(sql.query("ended_since", {"user": user, "since": since, "first_whole_hour": first_whole}))
         live = [row for row in active if row["expires_at"] >= now]
         running = sum(row["gpus_total"] * max(0.0, (now - row["created_at"]).total_seconds()) for row in live)
         # a read counts an overdue lease's GPU-time until its expiry, as its reclaim will charge it
@@ -344,15 +341,6 @@ class QuotaStore:
             gpu_seconds_in_window=ended + running + pending,
         )
 
-    @staticmethod
-    def _ended_read(user: str, now: datetime, window_hours: float) -> tuple[str, dict[str, Any]]:
-        """The read of GPU-seconds of ``user``'s leases ended in the window: whole hours from
-        ``UsageHour``, the part of the first hour from the leases themselves (an index range over one hour)."""
-        since = now - timedelta(hours=window_hours)
-        first_whole = hour_start(since)
-        if first_whole < since:
-            first_whole += timedelta(hours=1)
-        return "ended_since", {"user": user, "since": since, "first_whole_hour": first_whole}
 
     def quota_for(self, user: str, groups: tuple[str, ...]) -> dict[str, Any]:
         """Limits, usage and what is left for ``user`` (expired leases count as released)."""
@@ -397,3 +385,27 @@ class _AdmitOp:
         if self.decided is None or self.decided["outcome"] == "slow":
             return self.store._admit(self.caller, self.req, sql)
         return self.store._admit_decided(self, sql)
+
+
+class _LeaseOp:
+    """A heartbeat, or a release, in a group commit: on the lease read with its batch in Postgres
+    (``decided``), else on the one :meth:`QuotaStore._own_lease` reads."""
+
+    __slots__ = ("caller", "decided", "gpu_seconds", "lease_id", "now", "release", "store")
+
+    def __init__(self, store: QuotaStore, caller: Caller, lease_id: str, *, release: bool = False,
+                 gpu_seconds: float | None = None) -> None:
+        self.store, self.caller, self.lease_id = store, caller, lease_id
+        self.release, self.gpu_seconds = release, gpu_seconds
+        self.decided: dict[str, Any] | None = None
+        self.now = datetime.min
+
+    def __call__(self, sql: DriverSQL) -> dict[str, Any]:
+        if self.decided is None or self.decided["outcome"] == "slow":
+            now = self.store.clock()
+            lease = self.store._own_lease(sql, self.caller, self.lease_id, now)
+        else:  # the batch holds the caller's lock, and they had no lease to reclaim
+            now, lease = self.now, owned(self.decided["lease"], self.caller, self.lease_id)
+        if self.release:
+            return self.store._release(sql, now, self.caller, lease, self.gpu_seconds)
+        return self.store._heartbeat(sql, now, lease)

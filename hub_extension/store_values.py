@@ -3,12 +3,13 @@ database rows and :mod:`hub_extension.policy`'s types (no database access here).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from .errors import LeaseNotFound, RequestIdConflict
 from .models import Policy
 from .policy import Limits, PolicyValues, Refusal, Request, Usage, resolve_limits
 
@@ -65,9 +66,47 @@ LEASE_FIELDS = ("id", "user", "request_id", "label", "pool", "gpus", "concurrenc
                 "estimated_seconds", "ttl_seconds", "status")
 
 
+def check_same_request(known: Mapping[str, Any], req: AdmissionRequest) -> None:
+    """A request id used again must ask for the same thing (409 otherwise)."""
+    same = (known["gpus"], known["pool"], known["concurrency"]) == (req.gpus, req.pool, req.concurrency)
+    if not same:
+        raise RequestIdConflict(
+            f"Request id '{req.request_id}' was already used for a different request "
+            f"({known['gpus']} GPU(s) × {known['concurrency']} on pool '{known['pool']}'). "
+            "Use a new request id for a new submission."
+        )
+
+
+def ledger_entry(json_value: Callable[[Any], Any], now: datetime, event: str, actor: str, user: str,
+                 req: AdmissionRequest | None = None, **fields: Any) -> dict[str, Any]:
+    """The parameters of one ``insert_ledger`` (``json_value``: the connection's form of the JSON detail)."""
+    row = dict.fromkeys(("lease_id", "request_id", "label", "pool", "gpus_total", "gpu_seconds", "detail"))
+    if req is not None:
+        row.update(request_id=req.request_id, label=req.label, pool=req.pool)
+    row.update(fields)
+    return {**row, "detail": json_value(row["detail"]), "at": now, "event": event, "actor": actor, "user": user}
+
+
+def owned(lease: dict[str, Any] | None, caller: Caller, lease_id: str) -> dict[str, Any]:
+    """``lease`` (the row of ``lease_id``, ``None`` if there is none) if it is ``caller``'s: else 404."""
+    if lease is None or lease["user"] != caller.name:
+        raise LeaseNotFound(f"You have no lease '{lease_id}'.")
+    return lease
+
+
 def hour_start(at: datetime) -> datetime:
     """The start of ``at``'s clock hour: the key of its ``quota_usage_hours`` row."""
     return at.replace(minute=0, second=0, microsecond=0)
+
+
+def window_edges(now: datetime, window_hours: float) -> tuple[datetime, datetime]:
+    """The GPU-hour window ending at ``now``: its start, and the first whole clock hour in it (from which
+    ``quota_usage_hours`` rows count whole; the leases that ended before it count one by one)."""
+    since = now - timedelta(hours=window_hours)
+    first_whole = hour_start(since)
+    if first_whole < since:
+        first_whole += timedelta(hours=1)
+    return since, first_whole
 
 
 def request_of(req: AdmissionRequest) -> Request:

@@ -7,20 +7,23 @@ the answers (outcome, refusal limit, message, usage) with each other and with th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic import command
 from sqlalchemy import Engine
 
 from hub_extension import store as store_module
 from hub_extension.admin import set_policy
-from hub_extension.db import alembic_config, make_engine, upgrade_database
+from hub_extension.db import downgrade_database, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
+from hub_extension.pg_admission import window_edges_plpgsql
+from hub_extension.policy import DEFAULT_WINDOW_HOURS
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
+from hub_extension.store_values import window_edges
 
 START = datetime(2026, 3, 10, 12, 0, 0)
 ALICE = Caller(name="alice", groups=("ml", "vision"))
@@ -143,11 +146,63 @@ def test_migration_0003_creates_the_functions_and_downgrades_without_them(engine
     functions = "SELECT count(*) FROM pg_proc WHERE proname IN ('quota_step', 'quota_admit_batch')"
     with engine.connect() as conn:
         assert conn.exec_driver_sql(functions).scalar() == 2
-    cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
+    downgrade_database(engine, "0002")
     with engine.connect() as conn:
         assert conn.exec_driver_sql(functions).scalar() == 0
     upgrade_database(engine)  # and back: the store works again
     assert QuotaStore(engine).admit(ALICE, ask("after")).lease is not None
+
+
+@pytest.mark.parametrize(("now", "hours"), [
+    (datetime(2026, 3, 10, 12, 0, 0), 168.0),  # the window starts on a whole hour
+    (datetime(2026, 3, 10, 12, 0, 0, 1), 168.0),  # a microsecond into the hour: the next one is the first whole
+    (datetime(2026, 3, 10, 12, 59, 59, 999999), 1.0),
+    (datetime(2026, 3, 10, 12, 30, 0), 0.5),
+    (datetime(2026, 3, 10, 12, 10, 0), 1.25),
+    (datetime(2026, 3, 10, 0, 0, 0), None),  # no policy sets it: the default window
+])
+def test_the_window_s_edges_are_the_same_in_python_and_in_the_server(engines: dict[str, Engine], now: datetime,
+                                                                      hours: float | None) -> None:
+    edges = window_edges_plpgsql("now_", "hours", "since", "first_whole")
+    function = (f"CREATE FUNCTION pg_temp.edges(now_ timestamp, hours double precision) RETURNS timestamp[] "
+                f"LANGUAGE plpgsql AS $$ DECLARE since timestamp; first_whole timestamp; BEGIN\n      {edges}\n"
+                f"      RETURN ARRAY[since, first_whole]; END $$")
+    with engines["postgresql"].connect() as conn:
+        conn.exec_driver_sql(function)
+        found = conn.exec_driver_sql("SELECT pg_temp.edges(%(now)s, %(hours)s)", {"now": now, "hours": hours}).scalar()
+    assert tuple(found) == window_edges(now, DEFAULT_WINDOW_HOURS if hours is None else hours)
+
+
+def _ledger_of_a_day(engine: Engine) -> list[tuple[Any, ...]]:
+    """Admit, refuse, replay, heartbeat, release twice and let a lease expire; the ledger (lease ids as
+    their request ids: they are random)."""
+    clock = Clock()
+    store = QuotaStore(engine, clock=clock)
+    set_policy(store, "admin", "user", "alice", {"max_gpus": 2, "gpu_hours_budget": 10})
+    first = store.admit(ALICE, ask("a", estimated_seconds=60)).lease
+    second = store.admit(ALICE, ask("b", ttl=30)).lease
+    assert first is not None and second is not None
+    assert store.admit(ALICE, ask("c")).refusal is not None
+    assert store.admit(ALICE, ask("a", estimated_seconds=60)).replayed
+    clock.now += timedelta(seconds=20)
+    store.heartbeat(ALICE, first["id"])
+    store.release(ALICE, first["id"], gpu_seconds=7.25)
+    store.release(ALICE, first["id"])
+    clock.now += timedelta(seconds=3600)
+    assert store.admit(ALICE, ask("d", gpus=2)).lease is not None  # after reclaiming "b"
+    ids = {first["id"]: "a", second["id"]: "b"}
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT at, event, actor, \"user\", lease_id, request_id, label, pool, gpus_total, "
+                                    "gpu_seconds, detail FROM quota_ledger WHERE event <> 'policy' ORDER BY id").all()
+    text_json = engine.dialect.name == "sqlite"  # psycopg parses a json column itself
+    return [(*row[:4], ids.get(row[4], row[4] and "new"), *row[5:10],
+             json.loads(row[10]) if text_json and row[10] is not None else row[10]) for row in rows]
+
+
+def test_the_ledger_reads_the_same_written_by_postgres_or_by_python(engines: dict[str, Engine]) -> None:
+    ledgers = {name: _ledger_of_a_day(engine) for name, engine in engines.items()}
+    assert [row[1] for row in ledgers["sqlite"]] == ["admitted", "admitted", "refused", "released", "expired",
+                                                     "admitted"]
+    at = {name: [datetime.fromisoformat(str(row[0])) for row in rows] for name, rows in ledgers.items()}
+    assert at["sqlite"] == at["postgresql"]
+    assert [row[1:] for row in ledgers["sqlite"]] == [row[1:] for row in ledgers["postgresql"]]

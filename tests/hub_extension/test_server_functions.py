@@ -15,16 +15,15 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
 from hub_extension import store as store_module
 from hub_extension.admin import set_policy
-from hub_extension.db import alembic_config, make_engine, upgrade_database
+from hub_extension.db import alembic_config, downgrade_database, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
 from hub_extension.driver_sql import DriverSQL
-from hub_extension.errors import CommitOutcomeUnknown
+from hub_extension.errors import CommitOutcomeUnknown, LeaseNotFound
 from hub_extension.pg_admission import function_body, server_functions, stale_functions
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
 
@@ -75,7 +74,7 @@ def postgres(postgres_url: str) -> Iterator[Engine]:
 
 @pytest.fixture
 def decided_in_server(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many requests each call of ``quota_admit_batch`` decided."""
+    """How many operations each call of ``quota_decide_batch`` decided (or read the lease of)."""
     calls: list[int] = []
     decide = store_module.decide_batch
 
@@ -101,11 +100,29 @@ def test_a_migrated_database_decides_in_the_server(postgres: Engine, decided_in_
     assert "functions" not in caplog.text
 
 
+def test_heartbeats_and_releases_read_their_lease_in_the_batch_call(postgres: Engine, decided_in_server: list[int]) -> None:
+    store = QuotaStore(postgres)
+    lease = store.admit(ALICE, ask("r")).lease
+    assert lease is not None
+    beat = store.heartbeat(ALICE, lease["id"])
+    ended = store.release(ALICE, lease["id"], gpu_seconds=1.5)
+    again = store.release(ALICE, lease["id"])  # idempotent: the same lease, read in the server
+    assert decided_in_server == [1, 1, 1, 1]
+    assert beat["status"] == "active" and beat["expires_at"] >= lease["expires_at"]
+    assert ended["status"] == again["status"] == "released" and ended["gpu_seconds"] == again["gpu_seconds"]
+    with pytest.raises(LeaseNotFound):
+        store.heartbeat(Caller(name="bob"), lease["id"])  # not bob's: found, and refused
+    with postgres.connect() as conn:
+        events = conn.execute(text("SELECT event, actor FROM quota_ledger ORDER BY id")).all()
+    assert [tuple(row) for row in events] == [("admitted", "alice"), ("released", "alice")]
+
+
 def _downgrade(engine: Engine) -> None:
-    cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0002")
+    downgrade_database(engine, "0002")
+
+
+def _before_decide_batch(engine: Engine) -> None:
+    downgrade_database(engine, "0004")  # quota_admit_batch only, as the last version left it
 
 
 def _older_step(engine: Engine) -> None:
@@ -117,7 +134,8 @@ def _older_step(engine: Engine) -> None:
 
 
 @pytest.mark.parametrize(("database", "make_it", "stale"), [
-    ("unmigrated (at 0002)", _downgrade, "quota_step, quota_admit_batch"),
+    ("unmigrated (at 0002)", _downgrade, "quota_step, quota_decide_batch"),
+    ("at 0004", _before_decide_batch, "quota_decide_batch"),
     ("an older quota_step", _older_step, "quota_step"),
 ])
 def test_other_functions_are_logged_and_admission_takes_the_python_path(
@@ -132,7 +150,7 @@ def test_other_functions_are_logged_and_admission_takes_the_python_path(
     answers = [store.admit(ALICE, ask(rid)) for rid in ("a", "b", "a")]
     assert [a.lease is not None for a in answers] == [True, False, True] and answers[2].replayed
     assert answers[1].refusal is not None and answers[1].refusal.limit == "max_gpus"
-    assert decided_in_server == []  # nothing went through quota_admit_batch
+    assert decided_in_server == []  # nothing went through quota_decide_batch
     assert _ledger(postgres) == [("admitted", "a"), ("refused", "b")]
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import exc, text
 
 from hub_extension.admin import ledger_page, set_policy, usage_overview
-from hub_extension.db import make_engine, upgrade_database
+from hub_extension.db import alembic_config, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
 from hub_extension.errors import LeaseGone, LeaseNotFound, RequestIdConflict
 from hub_extension.models import Base
@@ -45,9 +46,10 @@ def test_migrations_create_exactly_the_model_schema_and_rerun_cleanly(db_url: st
     engine = make_engine(db_url)
     upgrade_database(engine)
     upgrade_database(engine)  # the service runs this at every start
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == head
     engine.dispose()
 
 
@@ -191,6 +193,12 @@ def test_postgres_row_locks_alone_admit_exactly_four_of_fifty(pg_store: QuotaSto
             pg_store.release(ALICE, lease["id"])
     with pg_store.engine.begin() as conn, pytest.raises(exc.DatabaseError, match="append-only"):
         conn.execute(text("DELETE FROM quota_ledger"))
+
+
+def test_users_take_the_postgres_lanes_in_turn_and_keep_theirs(pg_store: QuotaStore) -> None:
+    lanes = [pg_store._lane(f"user-{i}") for i in range(8)]  # any names: five users once shared two of four
+    assert [lanes.count(lane) for lane in pg_store._lanes] == [2, 2, 2, 2]
+    assert all(pg_store._lane(f"user-{i}") is lane for i, lane in enumerate(lanes))
 
 
 def test_the_periodic_reclaim_runs_in_the_background_and_logs_a_failure(db_url: str,

@@ -16,7 +16,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, insert, select, text
 
 from hub_extension.admin import set_policy
-from hub_extension.db import make_engine, upgrade_database
+from hub_extension.db import downgrade_database, make_engine, upgrade_database
 from hub_extension.errors import LeaseNotFound
 from hub_extension.group_commit import GroupCommit
 from hub_extension.models import Base, Lease, UsageHour
@@ -88,14 +88,9 @@ def test_migration_0002_fills_hourly_usage_from_history_and_downgrades(old_datab
         expected[key] = expected.get(key, 0.0) + float(h["gpu_seconds"])  # type: ignore[arg-type]
     assert {(user, hour): pytest.approx(seconds) for user, hour, seconds in rows} == expected
     upgrade_database(old_database)  # idempotent at head
-    from alembic import command
 
-    from hub_extension.db import alembic_config
 
-    cfg = alembic_config()
-    with old_database.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0001")
+    downgrade_database(old_database, "0001")
     with old_database.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
         assert "quota_usage_hours" not in {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
