@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from workflow_compiler.executors.local import LocalExecutor
 from workflow_compiler.store import RunRecord, RunStore, pid_alive, process_start
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
@@ -97,3 +98,13 @@ def test_cancel_of_an_old_record_still_stops_its_worker(tmp_path: Path, unrelate
     assert done.returncode == 0, done.stderr
     assert unrelated.wait(timeout=10) == -signal.SIGTERM
     assert "KILLED" in done.stdout
+
+
+def test_a_cancel_through_the_api_leaves_a_reused_pid_alone_and_records_why(tmp_path: Path, unrelated: subprocess.Popen[bytes],
+                                                                           gone_start: str) -> None:
+    """What the REST API and the magics call: no ``get`` first, so ``cancel`` itself must tell."""
+    run_id = _record(tmp_path / "home", unrelated.pid, gone_start)
+    record = LocalExecutor(store=RunStore(tmp_path / "home" / "runs.db")).cancel(run_id, wait=5)
+    assert record.status == "KILLED"
+    assert record.error == f"cancelled: its worker (pid {unrelated.pid}) was already gone, nothing was signalled"
+    assert unrelated.poll() is None

@@ -113,6 +113,8 @@ class LocalExecutor(Executor):
             record = self.store.get(run_id)
             if record.done or pid_alive(pid, started):  # still alive after the grace period: not ours to call KILLED
                 return record
+        elif record.pid:
+            return self._end_orphan(record, "KILLED", f"cancelled: its worker (pid {record.pid}) was already gone, nothing was signalled")
         # stopped before it could record anything (e.g. still starting up)
         return self._end_orphan(record, "KILLED", "cancelled")
 
