@@ -187,6 +187,7 @@ def record_from_row(text: str) -> RunRecord:
     other row (written by an older nbscale, or imported) is validated, which fills in what it lacks.
     """
     data = json.loads(text)
+    data.setdefault("pid_start", None)  # rows from before it: still the fast path (``runs`` reads every row)
     if not _has_fields(data, RunRecord) or not _has_fields(data["progress"], Progress) or not isinstance(data["steps"], list) \
             or not all(_has_fields(s, StepState) and _has_fields(s["progress"], Progress) for s in data["steps"]):
         return RunRecord.model_validate(data)
