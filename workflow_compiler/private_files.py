@@ -118,11 +118,26 @@ def _check_entry(entry: Path, info: os.stat_result, parent: os.stat_result, *, s
 
 
 def _check_ancestor(folder: Path, info: os.stat_result, *, shown: Path) -> None:
-    """A folder above the home: the caller's or root's (as ssh asks of ``~/.ssh``'s), and writable by others only when sticky."""
+    """A folder above the home: the caller's or root's (as ssh asks of ``~/.ssh``'s), and writable by others only when
+    sticky; a group may write to it when no one else is in that group (a pod's volume under its fsGroup)."""
     if info.st_uid not in (os.geteuid(), 0):
         raise _unsafe(shown, f"lies under {folder}, which belongs to uid {info.st_uid}")
-    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+    if info.st_mode & stat.S_ISVTX or not info.st_mode & 0o022:
+        return
+    if info.st_mode & 0o002 or _has_other_members(info.st_gid):
         raise _unsafe(shown, f"lies under {folder}, which other users can write to (mode {stat.S_IMODE(info.st_mode):04o})")
+
+
+def _has_other_members(gid: int) -> bool:
+    """Whether a user other than the caller is in group ``gid``, as a listed member or by their primary group."""
+    import grp
+    import pwd
+
+    uid, users = os.geteuid(), pwd.getpwall()
+    with contextlib.suppress(KeyError):
+        if set(grp.getgrgid(gid).gr_mem) - {p.pw_name for p in users if p.pw_uid == uid}:
+            return True
+    return any(p.pw_gid == gid and p.pw_uid != uid for p in users)
 
 
 def _unsafe(shown: Path, problem: str) -> UnsafeFolder:

@@ -102,13 +102,7 @@ def test_a_home_swapped_for_a_symlink_later_is_refused_then(other_user, shared: 
     assert victim.stat().st_mode & 0o777 == 0o755
 
 
-def _group_writable_parent(tmp_path: Path) -> tuple[Path, str]:
-    (tmp_path / "team").mkdir()
-    (tmp_path / "team").chmod(0o775)
-    return tmp_path / "team" / "home", f"lies under {tmp_path / 'team'}, which other users can write to (mode 0775)"
-
-
-def _a_folder_not_meant_as_a_home(tmp_path: Path) -> tuple[Path, str]:
+def _a_folder_not_meant_as_a_home(tmp_path: Path, gid: int) -> tuple[Path, str]:
     folder = tmp_path / "etc"  # as /etc would be to root
     folder.mkdir()
     folder.chmod(0o755)
@@ -116,9 +110,24 @@ def _a_folder_not_meant_as_a_home(tmp_path: Path) -> tuple[Path, str]:
     return folder, f"is readable by other users (mode 0755) and holds files nbscale did not make (passwd): run `chmod 700 {folder}`"
 
 
-@pytest.mark.parametrize("prepare", [_group_writable_parent, _a_folder_not_meant_as_a_home], ids=["group-writable-parent", "not-a-home"])
-def test_an_own_path_that_is_not_safe_is_refused_and_left_as_it_is(tmp_path: Path, prepare: Callable[[Path], tuple[Path, str]]) -> None:
-    home, problem = prepare(tmp_path)
+def _group_writable_parent(tmp_path: Path, gid: int) -> tuple[Path, str]:
+    (tmp_path / "team").mkdir()
+    os.chown(tmp_path / "team", -1, gid)
+    (tmp_path / "team").chmod(0o775)
+    return tmp_path / "team" / "home", f"lies under {tmp_path / 'team'}, which other users can write to (mode 0775)"
+
+
+def _world_writable_parent(tmp_path: Path, gid: int) -> tuple[Path, str]:
+    (tmp_path / "all").mkdir()
+    (tmp_path / "all").chmod(0o777)
+    return tmp_path / "all" / "home", f"lies under {tmp_path / 'all'}, which other users can write to (mode 0777)"
+
+
+@pytest.mark.parametrize("prepare", [_group_writable_parent, _world_writable_parent, _a_folder_not_meant_as_a_home],
+                         ids=["parent-writable-by-a-group-of-others", "parent-writable-by-all", "not-a-home"])
+def test_an_own_path_that_is_not_safe_is_refused_and_left_as_it_is(other_user, tmp_path: Path,
+                                                                     prepare: Callable[[Path, int], tuple[Path, str]]) -> None:
+    home, problem = prepare(tmp_path, other_user.gid)
     before = [(p, p.stat().st_mode) for p in tmp_path.rglob("*")]
     done = _nbscale_runs(home)
     message = " ".join(done.stderr.split())
@@ -139,6 +148,13 @@ def _directly_in_the_shared_folder(tmp_path: Path, shared: Path) -> Path:
     return shared / "home"
 
 
+def _under_a_folder_only_the_caller_s_group_may_write(tmp_path: Path, shared: Path) -> Path:
+    """A pod's volume under its fsGroup (mode 2775): the group has no one else in it."""
+    (tmp_path / "volume").mkdir()
+    (tmp_path / "volume").chmod(0o2775)
+    return tmp_path / "volume" / "home"
+
+
 def _an_older_home_others_may_read(tmp_path: Path, shared: Path) -> Path:
     (tmp_path / "old").mkdir()
     (tmp_path / "old").chmod(0o755)
@@ -147,8 +163,8 @@ def _an_older_home_others_may_read(tmp_path: Path, shared: Path) -> Path:
 
 
 @pytest.mark.parametrize("prepare", [_own_symlink_to_a_new_folder, _own_folder_in_the_shared_folder, _directly_in_the_shared_folder,
-                                     _an_older_home_others_may_read],
-                         ids=["own-symlink", "own-folder-in-sticky-folder", "in-sticky-folder", "older-home"])
+                                     _under_a_folder_only_the_caller_s_group_may_write, _an_older_home_others_may_read],
+                         ids=["own-symlink", "own-folder-in-sticky-folder", "in-sticky-folder", "own-group-writable", "older-home"])
 def test_own_homes_still_work_and_end_private(tmp_path: Path, shared: Path, prepare: Callable[[Path, Path], Path]) -> None:
     home = prepare(tmp_path, shared)
     done = _nbscale_runs(home)
