@@ -345,11 +345,10 @@ def pid_alive(pid: int | None, started: str | None = None) -> bool:
         pass
     try:
         fields = _stat_fields(pid)
+        now = _start_of(fields)
     except (OSError, IndexError):
         return True
-    if fields[0] == "Z":
-        return False
-    return started is None or _start_of(fields) == started
+    return fields[0] != "Z" and (started is None or now == started)
 
 
 def process_start(pid: int | None) -> str | None:
