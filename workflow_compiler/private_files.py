@@ -7,26 +7,31 @@ overwrite files of the attacker's choice, and a planted socket received root's e
 
 - ``private_home`` refuses a home folder that the current user does not own or that others can
   write to (``UnsafeFolder``, with what to do), creates a missing one 0700 and tightens an own one
-  that others may read; ``private_folder`` does the same for a folder inside it (``agent/``).
+  that others may read when it is empty or holds nbscale's files (never a folder such as /etc);
+  ``private_folder`` does the same for a folder inside it (``agent/``). Both open the folder with
+  ``O_NOFOLLOW`` and check and ``fchmod`` that descriptor, so nothing is changed through a symlink.
 - Files there are opened with ``O_NOFOLLOW`` (and ``O_EXCL`` where they are created), mode 0600,
   and processes nbscale starts under the home run with ``PRIVATE_UMASK``.
 - Every daemon socket checks its peer with ``SO_PEERCRED``, on both sides: a server accepts only
   its own user, a client talks only to a server of its own user (``connect_own``, ``is_own_peer``).
 
-The folders above the home are not checked: a home under another user's writable folder is
-refused because that user could have created it, and ``/tmp``'s sticky bit keeps others from
-renaming a folder they do not own.
+The way to the home is checked too, one entry at a time from ``/`` (as ssh checks ``~/.ssh``'s):
+every folder above it must be the user's or root's and writable by no one else, unless it is
+sticky like ``/tmp``, whose entry below must then be the user's own folder, not a symlink; a
+symlink is followed only when the user or root owns it. Whoever else could change a step could
+otherwise put a folder of their choice (the user's own ``~``, ``/etc``) where the home should be.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -41,38 +46,155 @@ _NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def private_home(path: Path) -> Path:
-    """``path`` as nbscale's home: created 0700 when missing; refused (UnsafeFolder) when it is not private."""
-    return _private(path, what="NBSCALE_HOME", follow=True)
+    """``path`` as nbscale's home: created 0700 when missing; refused (UnsafeFolder) when it is not private,
+    or when another user could swap it or any folder or symlink on the way to it (``_walk``)."""
+    real, missing = _walk(path)
+    if missing:
+        _make(real, missing)
+        real, missing = _walk(path)  # what exists now is checked again: another user may have won a race in a sticky folder
+    _check_folder(real, shown=path, what="NBSCALE_HOME", may_tighten=_looks_like_a_home)
+    return path
 
 
 def private_folder(path: Path) -> Path:
     """A folder inside the home (``agent/``, ``runs/<id>``): created 0700, refused like the home when it is not private."""
-    return _private(path, what=f"{path.name}/ in NBSCALE_HOME", follow=False)
-
-
-def _private(path: Path, *, what: str, follow: bool) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileExistsError):
         os.mkdir(path, FOLDER_MODE)
-    info = os.stat(path) if follow else os.lstat(path)  # a home may be a symlink the user made; a folder inside it may not
-    uid = os.geteuid()
-    problem, remedy = None, "Remove it"
-    if not stat.S_ISDIR(info.st_mode):
-        problem = "is not a folder (a symlink or a file took its place)"
-    elif info.st_uid != uid:
-        problem = f"belongs to uid {info.st_uid}, not to you (uid {uid})"
-    elif info.st_mode & 0o022:
-        problem = f"can be written by other users (mode {stat.S_IMODE(info.st_mode):04o})"
-        remedy = f"If only you have written there (an older nbscale, a umask of 002), run `chmod 700 {path}`; otherwise remove it"
-    if problem:
-        raise UnsafeFolder(
-            f"{what} {path} {problem}: another user could plant files there that nbscale would trust. "
-            f"{remedy} (after checking what is inside) or set NBSCALE_HOME to a folder of your own; "
-            f"nbscale creates it private (0700).", path=str(path))
-    if stat.S_IMODE(info.st_mode) & 0o077:  # ours and not writable by others: only reading is left to close
-        log.info("making %s private (mode %04o -> 0700)", path, stat.S_IMODE(info.st_mode))
-        os.chmod(path, FOLDER_MODE)
+    _check_folder(path, shown=path, what=f"{path.name}/ in NBSCALE_HOME", may_tighten=lambda _fd: True)
     return path
+
+
+#: What nbscale keeps in a home: an existing folder others may read is tightened only when it is empty or holds one.
+_HOME_ENTRIES = frozenset({"runs.db", "mlflow.db", "agent", "runs", "sweeps", "cache"})
+_MAX_SYMLINKS = 40  # as the kernel's own limit on a path's symlinks (ELOOP)
+
+
+def _walk(path: Path) -> tuple[Path, list[str]]:
+    """``path`` resolved one entry at a time from ``/``, each checked (``_check_entry``): (the real path of what
+    exists, the names still to create). Written here because ``os.path.realpath`` tells nothing of who owns each step."""
+    todo = list(reversed(Path(os.getcwd(), path).parts[1:]))
+    current, links = Path("/"), 0
+    _check_ancestor(current, os.lstat(current), shown=path)
+    while todo:
+        name = todo.pop()
+        if name in ("", "."):
+            continue
+        if name == "..":
+            current = current.parent
+            continue
+        entry = current / name
+        try:
+            info = os.lstat(entry)
+        except FileNotFoundError:
+            return current, [name, *reversed(todo)]
+        _check_entry(entry, info, os.lstat(current), shown=path, last=not todo)
+        if stat.S_ISLNK(info.st_mode):
+            links += 1
+            if links > _MAX_SYMLINKS:
+                raise _unsafe(path, f"goes through more than {_MAX_SYMLINKS} symlinks")
+            target = Path(os.readlink(entry))
+            todo.extend(reversed(target.parts[1:] if target.is_absolute() else target.parts))
+            current = Path("/") if target.is_absolute() else current
+            continue
+        current = entry
+    return current, []
+
+
+def _check_entry(entry: Path, info: os.stat_result, parent: os.stat_result, *, shown: Path, last: bool) -> None:
+    """One step on the way to the home: in a shared sticky folder only the caller's own folder; a symlink only the
+    caller's or root's; a folder above the home only the caller's or root's, and writable by its owner alone."""
+    uid, is_link = os.geteuid(), stat.S_ISLNK(info.st_mode)
+    if parent.st_mode & 0o022 and parent.st_mode & stat.S_ISVTX and (is_link or (info.st_uid != uid and not last)):
+        owner = "a symlink" if is_link else f"which belongs to uid {info.st_uid},"
+        raise _unsafe(shown, f"goes through {entry}, {owner} in {entry.parent}, which other users can write to")
+    if is_link and info.st_uid not in (uid, 0):
+        raise _unsafe(shown, f"goes through the symlink {entry}, which belongs to uid {info.st_uid}")
+    if not is_link and not last:
+        if not stat.S_ISDIR(info.st_mode):
+            raise UnsafeFolder(f"NBSCALE_HOME {shown} goes through {entry}, which is not a folder: set NBSCALE_HOME to a folder "
+                               f"of your own.", path=str(shown))
+        _check_ancestor(entry, info, shown=shown)
+
+
+def _check_ancestor(folder: Path, info: os.stat_result, *, shown: Path) -> None:
+    """A folder above the home: the caller's or root's (as ssh asks of ``~/.ssh``'s), and writable by others only when
+    sticky; a group may write to it when no one else is in that group (a pod's volume under its fsGroup)."""
+    if info.st_uid not in (os.geteuid(), 0):
+        raise _unsafe(shown, f"lies under {folder}, which belongs to uid {info.st_uid}")
+    if info.st_mode & stat.S_ISVTX or not info.st_mode & 0o022:
+        return
+    if info.st_mode & 0o002 or _has_other_members(info.st_gid):
+        raise _unsafe(shown, f"lies under {folder}, which other users can write to (mode {stat.S_IMODE(info.st_mode):04o})")
+
+
+def _has_other_members(gid: int) -> bool:
+    """Whether a user other than the caller is in group ``gid``, as a listed member or by their primary group."""
+    import grp
+    import pwd
+
+    uid, users = os.geteuid(), pwd.getpwall()
+    with contextlib.suppress(KeyError):
+        if set(grp.getgrgid(gid).gr_mem) - {p.pw_name for p in users if p.pw_uid == uid}:
+            return True
+    return any(p.pw_gid == gid and p.pw_uid != uid for p in users)
+
+
+def _unsafe(shown: Path, problem: str) -> UnsafeFolder:
+    return UnsafeFolder(
+        f"NBSCALE_HOME {shown} {problem}: another user could put a folder of their choice in its place. "
+        f"Set NBSCALE_HOME to a folder of your own whose parents only you and root can change (~/.nbscale, the default, is one).",
+        path=str(shown))
+
+
+def _make(real: Path, missing: list[str]) -> None:
+    """Create the missing folders below ``real`` (which ``_walk`` checked): the home 0700, the ones above it 0755."""
+    for i, name in enumerate(missing):
+        real = real / name
+        with contextlib.suppress(FileExistsError):  # made meanwhile: the next walk checks whose it is
+            os.mkdir(real, FOLDER_MODE if i == len(missing) - 1 else 0o755)
+
+
+def _looks_like_a_home(fd: int) -> bool:
+    """Whether an existing folder others may read is nbscale's to tighten: empty, or holding what nbscale keeps there."""
+    names = set(os.listdir(fd))
+    return not names or bool(names & _HOME_ENTRIES)
+
+
+def _check_folder(path: Path, *, shown: Path, what: str, may_tighten: Callable[[int], bool]) -> None:
+    """``path`` is a folder of this user's that no one else can write to, opened without following a symlink;
+    one others may only read is made 0700 when ``may_tighten`` agrees, else refused."""
+    uid = os.geteuid()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        raise _not_private(shown, what, "is not a folder (a symlink or a file took its place)") from None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != uid:
+            raise _not_private(shown, what, f"belongs to uid {info.st_uid}, not to you (uid {uid})")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o022:
+            raise _not_private(shown, what, f"can be written by other users (mode {mode:04o})", remedy=(
+                f"If only you have written there (an older nbscale, a umask of 002), run `chmod 700 {shown}`; otherwise remove it"))
+        if mode & 0o077:  # ours and not writable by others: only reading is left to close
+            if not may_tighten(fd):  # a folder of the user's that is no home (/etc to root) keeps its mode
+                kept = ", ".join(sorted(os.listdir(fd))[:3])
+                raise UnsafeFolder(f"{what} {shown} is readable by other users (mode {mode:04o}) and holds files nbscale did not make "
+                                   f"({kept}): run `chmod 700 {shown}` if it is meant as nbscale's home, or set NBSCALE_HOME to a "
+                                   f"folder of your own; nbscale creates it private (0700).", path=str(shown))
+            log.info("making %s private (mode %04o -> 0700)", shown, mode)
+            os.fchmod(fd, FOLDER_MODE)
+    finally:
+        os.close(fd)
+
+
+def _not_private(shown: Path, what: str, problem: str, *, remedy: str = "Remove it") -> UnsafeFolder:
+    return UnsafeFolder(
+        f"{what} {shown} {problem}: another user could plant files there that nbscale would trust. "
+        f"{remedy} (after checking what is inside) or set NBSCALE_HOME to a folder of your own; nbscale creates it private (0700).", path=str(shown))
 
 
 def open_private(path: Path, flags: int, *, create_new: bool = False) -> int:

@@ -9,6 +9,7 @@ the Jupyter data dir; it imports that file's records once, with ``import_records
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import math
 import os
@@ -113,6 +114,8 @@ class RunRecord(BaseModel):
     links: dict[str, str] = Field(default_factory=dict)
     error: str | None = None
     pid: int | None = None
+    #: Who ``pid`` was when the run started (``process_start``): a pid that names another process since is gone.
+    pid_start: str | None = None
     run_dir: str = ""
     steps: list[StepState] = Field(default_factory=list)
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -164,13 +167,16 @@ class RunRecord(BaseModel):
     def to_api(self) -> dict[str, Any]:
         """The JSON form the REST API and ``--json`` print (with the derived duration)."""
         try:
-            data = {name: _as_json(getattr(self, name)) for name in RunRecord.model_fields if name != "pid"}
+            data = {name: _as_json(getattr(self, name)) for name in RunRecord.model_fields if name not in _PROCESS}
         except _NotPlainJson:
-            data = self.model_dump(mode="json", exclude={"pid"})
+            data = self.model_dump(mode="json", exclude=_PROCESS)
         data["duration"] = self.duration
         data["status_label"] = self.status_label
         data["phase"] = self.phase
         return data
+
+
+_PROCESS = {"pid", "pid_start"}  # this machine's process identity: not shown to API clients
 
 
 def record_from_row(text: str) -> RunRecord:
@@ -181,6 +187,7 @@ def record_from_row(text: str) -> RunRecord:
     other row (written by an older nbscale, or imported) is validated, which fills in what it lacks.
     """
     data = json.loads(text)
+    data.setdefault("pid_start", None)  # rows from before it: still the fast path (``runs`` reads every row)
     if not _has_fields(data, RunRecord) or not _has_fields(data["progress"], Progress) or not isinstance(data["steps"], list) \
             or not all(_has_fields(s, StepState) and _has_fields(s["progress"], Progress) for s in data["steps"]):
         return RunRecord.model_validate(data)
@@ -318,15 +325,16 @@ class RunStore:
         for status in ("PENDING", "RUNNING"):
             records, _ = self.list(status=status, limit=10_000)
             for record in records:
-                if record.executor == "local" and not pid_alive(record.pid):
+                if record.executor == "local" and not pid_alive(record.pid, record.pid_start):
                     self.update(record.id, status="FAILED", finished=utcnow(),
                                 error="lost: its worker process ended without recording a result (machine or server restart?)")
                     lost.append(record.id)
         return lost
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True when a process with this pid exists and is not a zombie."""
+def pid_alive(pid: int | None, started: str | None = None) -> bool:
+    """True when a process with this pid exists and is not a zombie; and, given ``started`` (``process_start``
+    when the pid was recorded), when it is still that process rather than a later one the pid was reused for."""
     if not pid:
         return False
     try:
@@ -334,12 +342,42 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        fields = _stat_fields(pid)
+        now = _start_of(fields)
     except (OSError, IndexError):
         return True
+    return fields[0] != "Z" and (started is None or now == started)
+
+
+def process_start(pid: int | None) -> str | None:
+    """Which process ``pid`` names now: the boot's id and its start time (field 22 of ``/proc/<pid>/stat``,
+    in clock ticks since boot); None when there is no such process or no ``/proc`` to ask."""
+    if not pid:
+        return None
+    try:
+        return _start_of(_stat_fields(pid))
+    except (OSError, IndexError):
+        return None
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """``/proc/<pid>/stat`` from its third field (the state) on: the name before may hold spaces and parentheses."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _start_of(fields: list[str]) -> str:
+    return f"{_boot_id()}:{fields[19]}"  # field 22 is the 20th from the state
+
+
+@functools.cache
+def _boot_id() -> str:
+    """This boot's random id: start times count from boot, so a record from before a reboot matches nothing."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
 
 
 def wait_until(predicate: Any, *, timeout: float | None, interval: float = 0.2) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .mlflow_ui import mlflow_run_link
 from .private_files import private_folder, write_private
 from .runtime.files import read_json
-from .store import Progress, RunRecord, RunStore, nbscale_home, utcnow
+from .store import Progress, RunRecord, RunStore, nbscale_home, process_start, utcnow
 from .sweep.results import TrialRow, failure_reason
 
 if TYPE_CHECKING:
@@ -69,7 +69,8 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
 
     store = store or RunStore()
     sweep_dir = nbscale_home() / "sweeps" / run_id
-    running = {"status": "RUNNING", "started": utcnow(), "finished": None, "error": None, "pid": os.getpid()}
+    running = {"status": "RUNNING", "started": utcnow(), "finished": None, "error": None, "pid": os.getpid(),
+               "pid_start": process_start(os.getpid())}
     if spec is None:
         record = store.update(run_id, **{**running, "started": store.get(run_id).started or running["started"]})
     else:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from workflow_compiler.store import RunStore, process_start
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
@@ -98,7 +100,7 @@ def test_cell_error_fails_with_the_cell_named_and_keeps_partial_output(work, mlf
     assert run.info.status == "FAILED" and run.data.tags["nbscale.error.ename"] == "ValueError"
 
 
-def test_detached_run_can_be_followed_listed_and_cancelled(work, mlflow_client):
+def test_detached_run_can_be_followed_listed_and_cancelled(work, mlflow_client, nbscale_home):
     started = nbscale("run", "behave.ipynb", "-p", "mode=sleep", "--detach", "--json", cwd=work)
     assert started.returncode == 0, started.stderr
     run_id = json.loads(started.stdout)["id"]
@@ -108,6 +110,8 @@ def test_detached_run_can_be_followed_listed_and_cancelled(work, mlflow_client):
         time.sleep(1)
     listed = json.loads(nbscale("runs", "--json", cwd=work).stdout)
     assert any(r["id"] == run_id and r["status"] == "RUNNING" for r in listed["runs"])
+    record = RunStore(nbscale_home / "runs.db").get(run_id)
+    assert record.pid_start and record.pid_start == process_start(record.pid)  # who the pid names, kept for status and cancel
     cancelled = nbscale("cancel", run_id, cwd=work)
     assert cancelled.returncode == 0 and "KILLED" in cancelled.stdout
     status = json.loads(nbscale("status", run_id, "--json", cwd=work).stdout)

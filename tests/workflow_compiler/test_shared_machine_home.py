@@ -34,15 +34,6 @@ UNTOUCHED = b"only root writes this\n"
 
 
 @pytest.fixture
-def shared_tmp() -> Iterator[Path]:
-    """A folder every user may create things in, like /tmp (sticky)."""
-    folder = Path(tempfile.mkdtemp(prefix="nbs-shared-"))
-    folder.chmod(0o1777)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
 def home(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A path for NBSCALE_HOME (not created), short enough for a socket; its daemons are stopped afterwards."""
     parent = Path(tempfile.mkdtemp(prefix="nbs-sec-"))

@@ -10,7 +10,7 @@ import pytest
 
 from workflow_compiler.errors import ExecutionError
 from workflow_compiler.spec import RunSpec
-from workflow_compiler.store import RunStore
+from workflow_compiler.store import RunStore, process_start
 from workflow_compiler.sweep_record import recorded_sweep
 
 SPEC = RunSpec.model_validate({"notebook": "objective.ipynb", "parameters": {"steps": 3},
@@ -33,6 +33,7 @@ def test_a_sweep_is_running_then_ends_with_the_drivers_result(home: Path) -> Non
     with recorded_sweep(SPEC, run_id="nbs-00000000a1") as record:
         running = store.get(record.id)
         assert (running.kind, running.status, running.pid, running.progress.unit) == ("sweep", "RUNNING", os.getpid(), "trials")
+        assert running.pid_start and running.pid_start == process_start(os.getpid())  # `cancel` checks it before signalling
         _write(home / "sweeps" / record.id / "progress.json", {"counts": {"COMPLETED": 1, "RUNNING": 1}, "total": 2})
         _write(home / "sweeps" / record.id / "result.json", {
             "status": "SUCCEEDED", "metric": "score", "best": {"params": {"x": 3.0}, "value": 9.0},

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ExecutionError
 from ..private_files import FOLDER_MODE, PRIVATE_UMASK, append_private, private_folder, write_private
-from ..store import RunRecord, nbscale_home, pid_alive, utcnow
+from ..store import RunRecord, nbscale_home, pid_alive, process_start, utcnow
 from ..tracking_uri import credentials_out_of_uri, tracking_uri, without_telemetry
 from .base import Executor
 
@@ -73,7 +73,7 @@ class LocalExecutor(Executor):
                                     stderr=subprocess.STDOUT, start_new_session=True, umask=PRIVATE_UMASK)
         log.info("run %s: worker pid %s in %s", record.id, proc.pid, run_dir)
         self.__dict__.setdefault("_exits", {})[record.id] = _reap_later(proc)
-        return self.store.update(record.id, pid=proc.pid)
+        return self.store.update(record.id, pid=proc.pid, pid_start=process_start(proc.pid))
 
     def pause(self, run_id: str, seconds: float) -> None:
         """Until ``seconds`` pass, or at once when a worker this executor started exits: it records the run's end
@@ -87,10 +87,10 @@ class LocalExecutor(Executor):
     def get(self, run_id: str) -> RunRecord:
         """The record; a run whose worker died without a word is marked FAILED (lost)."""
         record = self.store.get(run_id)
-        if not record.done and record.pid and not pid_alive(record.pid):
+        if not record.done and record.pid and not pid_alive(record.pid, record.pid_start):
             record = self.store.get(run_id)  # the worker may have just finished
             if not record.done:
-                record = self._end_orphan(record, "FAILED", "lost: the worker process ended without recording a result")
+                record = self._end_orphan(record, "FAILED", f"lost: its worker (pid {record.pid}) is gone without recording a result")
         return record
 
     def cancel(self, run_id: str, *, wait: float = 60.0) -> RunRecord:
@@ -102,17 +102,19 @@ class LocalExecutor(Executor):
         record = self.store.get(run_id)
         if record.done:
             return record
-        if record.pid and pid_alive(record.pid):
+        if record.pid and pid_alive(record.pid, record.pid_start):  # a reused pid names another process: left alone
             try:
                 os.kill(record.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            pid, deadline = record.pid, time.monotonic() + wait
-            while not self.store.get(run_id).done and pid_alive(pid) and (left := deadline - time.monotonic()) > 0:
+            pid, started, deadline = record.pid, record.pid_start, time.monotonic() + wait
+            while not self.store.get(run_id).done and pid_alive(pid, started) and (left := deadline - time.monotonic()) > 0:
                 self.pause(run_id, min(CANCEL_LOOK, left))
             record = self.store.get(run_id)
-            if record.done or pid_alive(pid):  # still alive after the grace period: not ours to call KILLED
+            if record.done or pid_alive(pid, started):  # still alive after the grace period: not ours to call KILLED
                 return record
+        elif record.pid:
+            return self._end_orphan(record, "KILLED", f"cancelled: its worker (pid {record.pid}) was already gone, nothing was signalled")
         # stopped before it could record anything (e.g. still starting up)
         return self._end_orphan(record, "KILLED", "cancelled")
 
