@@ -183,13 +183,14 @@ class ForkingServer:
         raise NotImplementedError
 
     def on_stopping(self) -> None:
-        """Called in each round of the loop once ``stopping`` is set."""
+        """Called once, in the first round of the loop after ``stopping`` is set."""
 
     def serve_forever(self) -> None:
         """Accept and handle connections until stopped or idle."""
-        last_seen = time.monotonic()
+        last_seen, stop_seen = time.monotonic(), False
         while not (self.stopping and not (self.wait_for_children and self.children)):
-            if self.stopping:
+            if self.stopping and not stop_seen:
+                stop_seen = True
                 self.on_stopping()
             self.reap()
             if self.children:
