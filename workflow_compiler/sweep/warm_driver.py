@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..private_files import connect_own
+from .ray_head import SET_IN_RAY_DRIVERS
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ START_TIMEOUT_S = 120.0  # a driver that has just started imports Ray Tune and M
 IMPORT_TIME_PREFIXES = ("RAY_", "TUNE_", "PYTHON", "LANG", "LC_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 #: Of those, what is read later, and set by Ray in its drivers (a sweep command started from one has them).
 #: PYTHONUNBUFFERED is read at start-up, but a child takes on its caller's stream buffering (``streams`` in the request).
-_READ_LATER = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT", "PYTHONUNBUFFERED"})
+_READ_LATER = SET_IN_RAY_DRIVERS | {"PYTHONUNBUFFERED"}
 STREAMS = (0, 1, 2)
 
 #: True in a child of the daemon (``warm_driver_daemon.py``): the command it runs must not ask the daemon again.
