@@ -109,7 +109,7 @@ def test_unbuffered_and_buffered_callers_share_one_driver() -> None:
 
 def test_the_child_takes_on_the_callers_warning_options(monkeypatch: pytest.MonkeyPatch) -> None:
     request = _callers_request("-W", "error::UserWarning", "-B")
-    assert warm_driver_daemon.other_interpreter(request) is None
+    assert warm_driver_daemon.other_interpreter(request, warm_driver.interpreter_options()) is None
     monkeypatch.setattr(sys, "warnoptions", [])
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     with warnings.catch_warnings():
@@ -121,7 +121,14 @@ def test_the_child_takes_on_the_callers_warning_options(monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("options", [("-O",), ("-X", "dev"), ("-s",)])
 def test_a_caller_whose_python_options_a_child_cannot_take_on_runs_the_command_itself(options: tuple[str, ...]) -> None:
-    assert "other options" in str(warm_driver_daemon.other_interpreter(_callers_request(*options)))
+    assert "other options" in str(warm_driver_daemon.other_interpreter(_callers_request(*options), warm_driver.interpreter_options()))
+
+
+def test_a_caller_without_the_drivers_own_warning_filters_runs_the_command_itself() -> None:
+    """The daemon's options are taken once, at its start: its ``-W`` filters come first in every child, so a caller must have them."""
+    own = {**warm_driver.interpreter_options(), "warnoptions": ["ignore::DeprecationWarning"]}
+    assert "(warnings)" in str(warm_driver_daemon.other_interpreter(_callers_request(), own))
+    assert warm_driver_daemon.other_interpreter(_callers_request("-W", "ignore::DeprecationWarning", "-W", "error"), own) is None
 
 
 def test_a_password_in_the_tracking_uri_does_not_cross_the_socket() -> None:
