@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from workflow_compiler.tracking import daemon
 
 
@@ -42,3 +44,27 @@ def test_a_stopped_forking_server_releases_once_while_its_children_finish(tmp_pa
     assert not loop.children
     assert loop.stops == 1
     child.wait()  # already reaped by the loop: Popen takes that as ended
+
+
+@pytest.mark.parametrize(("case", "by_inode", "socket_left", "pid_left"), [
+    ("ours", False, False, False),
+    ("ours", True, False, False),
+    ("a successor's pid", False, True, True),  # it has bound since: both are its own now
+    ("a successor's socket, our pid", True, True, False),  # it has linked its socket and not yet written its pid
+    ("no pid file", True, False, False),
+])
+def test_a_daemon_leaving_releases_only_what_is_still_its_own(tmp_path: Path, case: str, by_inode: bool, socket_left: bool,
+                                                                pid_left: bool) -> None:
+    path, pid_file = tmp_path / "d.sock", tmp_path / "d.pid"
+    server = daemon.listen_on(path, pid_file)
+    inode = path.stat().st_ino
+    if case == "a successor's pid":
+        pid_file.write_text("1")
+    elif case == "a successor's socket, our pid":
+        path.unlink()
+        path.write_text("")  # another file at the path: another inode
+    elif case == "no pid file":
+        pid_file.unlink()
+    daemon.close_and_release(server, path, pid_file, inode=inode if by_inode else None)
+    assert server.fileno() == -1, "the listening socket stays open"
+    assert (path.exists(), pid_file.exists()) == (socket_left, pid_left)

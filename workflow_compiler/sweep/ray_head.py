@@ -345,7 +345,7 @@ class Head:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the head's daemon (started by a sweep's driver)."""
-    from ..tracking.daemon import daemon_arguments, listen_on
+    from ..tracking.daemon import close_and_release, daemon_arguments, listen_on
 
     args = daemon_arguments(argv, name="nbscale-ray-head", description="nbscale's warm Ray head (started by a sweep's driver)")
     try:
@@ -359,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         head.start_ray()
         head.serve_forever()
     finally:
-        head._unlink_socket()
+        close_and_release(server, args.socket, args.socket.with_name(PID_NAME))
         for conn in [*head.leases, *head.waiting]:
             conn.close()
         if hasattr(head, "ray"):

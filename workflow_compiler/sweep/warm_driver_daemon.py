@@ -219,11 +219,9 @@ class Driver(ForkingServer):
             self.children.add(pid)
 
     def _release(self) -> None:
-        from ..tracking.daemon import release_files
+        from ..tracking.daemon import close_and_release
 
-        release_files(self.path, self.path.with_name(PID_NAME))
-        with contextlib.suppress(OSError):
-            self.server.close()
+        close_and_release(self.server, self.path, self.path.with_name(PID_NAME))
 
 
 def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], fds: list[int], client_pid: int) -> int:

@@ -142,12 +142,29 @@ def listen_on(path: Path, pid_file: Path) -> socket.socket:
     return server
 
 
-def release_files(path: Path, pid_file: Path) -> None:
-    """Remove the socket and pid file ``listen_on`` made, unless a newer daemon has taken them over since."""
+def release_files(path: Path, pid_file: Path, *, inode: int | None = None) -> None:
+    """Remove the socket and pid file ``listen_on`` made, unless a newer daemon has taken them over since.
+
+    Each is ours while ``pid_file`` holds our pid; with ``inode`` (the socket's, read after ``listen_on``)
+    the socket is ours only while the path still has it: a successor links its socket before it
+    writes its pid.
+    """
+    try:
+        ours = pid_file.read_text().strip() == str(os.getpid())
+    except FileNotFoundError:
+        ours = False
     with contextlib.suppress(FileNotFoundError):
-        if pid_file.read_text().strip() == str(os.getpid()):
+        if ours if inode is None else path.stat().st_ino == inode:
             path.unlink()
-            pid_file.unlink()
+    if ours:
+        pid_file.unlink(missing_ok=True)
+
+
+def close_and_release(server: socket.socket, path: Path, pid_file: Path, *, inode: int | None = None) -> None:
+    """A daemon's end of listening: close ``server``, then ``release_files``; the daemons' one way to leave their socket."""
+    with contextlib.suppress(OSError):
+        server.close()
+    release_files(path, pid_file, inode=inode)
 
 
 def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> argparse.Namespace:
