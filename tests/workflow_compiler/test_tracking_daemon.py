@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,20 @@ def test_a_daemon_leaving_releases_only_what_is_still_its_own(tmp_path: Path, ca
     daemon.close_and_release(server, path, pid_file, inode=inode if by_inode else None)
     assert server.fileno() == -1, "the listening socket stays open"
     assert (path.exists(), pid_file.exists()) == (socket_left, pid_left)
+
+
+@pytest.mark.parametrize(("case", "found"), [("bound", True), ("exited", False), ("silent", False)])
+def test_a_started_daemons_socket_is_waited_for_until_it_is_there_or_the_daemon_has_exited(tmp_path: Path, case: str,
+                                                                                           found: bool) -> None:
+    """The tracking agent's start and the sweep driver's client share this wait; a daemon that died is not waited for."""
+    path = tmp_path / "d.sock"
+    script = {"bound": f"import pathlib; pathlib.Path({str(path)!r}).touch()", "exited": "raise SystemExit(3)",
+              "silent": "import time; time.sleep(5)"}[case]
+    process = subprocess.Popen([sys.executable, "-c", script])
+    started = time.monotonic()
+    try:
+        assert daemon.wait_for_socket(path, process, 2.0 if case == "silent" else 20.0) is found
+    finally:
+        process.kill()
+        process.wait()
+    assert time.monotonic() - started < (2.5 if case == "silent" else 10.0)

@@ -38,7 +38,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,6 +51,7 @@ log = logging.getLogger(__name__)
 ENV_WARM_DRIVER = "NBSCALE_WARM_DRIVER"  # "0": every sweep command imports and drives in its own process, as before
 SOCKET_NAME, PID_NAME, LOG_NAME = "driver.sock", "sweep-driver.pid", "sweep-driver.log"
 DAEMON_MODULE = f"{__package__}.warm_driver_daemon"
+BIND_TIMEOUT_S = 30.0  # until a driver that has just started has bound its socket (before its imports)
 START_TIMEOUT_S = 120.0  # a driver that has just started imports Ray Tune and MLflow first (~3 s; longer on a loaded machine)
 #: Variables read when the preloaded modules are imported (Ray's and Tune's settings, Python's
 #: own, the C locale): a child cannot take them on afterwards, so they name the daemon's version.
@@ -131,7 +131,7 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     if not wanted() or not all(_is_open(fd) for fd in STREAMS):
         return None
     from ..private_files import private_home
-    from ..tracking.daemon import launch_daemon
+    from ..tracking.daemon import launch_daemon, wait_for_socket
     from ..tracking_uri import nbscale_home
 
     path = socket_path(private_home(nbscale_home()))  # a home that is not private is refused, as the command would
@@ -140,7 +140,9 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     version = code_version(os.environ)
     try:
         process = launch_daemon(path, DAEMON_MODULE, version, lock="driver-start.lock", log_name=LOG_NAME)
-        _wait_for(path, process)
+        # launch_daemon waits 5 s, too short for a new driver's start on a heavily loaded machine
+        if not wait_for_socket(path, process, BIND_TIMEOUT_S) and process is not None and process.poll() is not None:
+            raise OSError(f"the sweep driver exited at start-up (exit code {process.returncode}); see {path.with_name(LOG_NAME)}")
         sock = connect_own(path, timeout=START_TIMEOUT_S)
     except OSError as exc:
         log.debug("no warm sweep driver: %s", exc)
@@ -150,18 +152,6 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
         if child is None:
             return None
         return _follow(sock, child, path.with_name(LOG_NAME))
-
-
-def _wait_for(path: Path, process: subprocess.Popen[bytes] | None, seconds: float = 30) -> None:
-    """Until the socket is there: ``launch_daemon`` waits 5 s for it, too short for a new driver's start-up
-    on a heavily loaded machine. Raises OSError at once if the driver we started has exited without it."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not path.exists() and time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise OSError(f"the sweep driver exited at start-up (exit code {process.returncode}); see {path.with_name(LOG_NAME)}")
-        time.sleep(0.05)
 
 
 def _request(entry: str, argv: list[str], version: str) -> dict[str, Any]:

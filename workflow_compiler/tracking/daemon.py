@@ -75,10 +75,19 @@ def launch_daemon(path: Path, module: str, version: str, *, lock: str, log_name:
                                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
                                    cwd=path.parent, env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
         log_file.close()
-        deadline = time.monotonic() + 5
-        while not path.exists() and process.poll() is None and time.monotonic() < deadline:  # bound before its heavy imports
-            time.sleep(0.01)
+        wait_for_socket(path, process, 5)  # bound before its heavy imports
     return process
+
+
+def wait_for_socket(path: Path, process: subprocess.Popen[bytes] | None, seconds: float) -> bool:
+    """Whether ``path`` is there within ``seconds``; False at once when ``process`` (the daemon started for it) has exited."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if (process is not None and process.poll() is not None) or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
 
 def probe(path: Path, version: str) -> str:
     """``current`` (a daemon of ``version`` answers at ``path``), ``other`` (another version answers) or ``none``."""
