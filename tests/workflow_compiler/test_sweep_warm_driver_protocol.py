@@ -260,14 +260,55 @@ def test_a_signal_the_caller_ignores_is_not_passed_on(ignored: bool, forwarded: 
     assert (b'"signal": 2' in sent) is forwarded
 
 
-def test_an_upgraded_ray_mlflow_or_pandas_is_another_version(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture()
+def fresh_key() -> Iterator[None]:
+    """``installed_key`` read anew (it is read once a process), and again after the test."""
+    warm_driver.installed_key.cache_clear()
+    yield
+    warm_driver.installed_key.cache_clear()
+
+
+@pytest.mark.parametrize("change", ["upgrade", "reinstall of the same version"])
+def test_an_upgraded_or_reinstalled_ray_mlflow_or_pandas_is_another_version(fresh_key: None, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch, change: str) -> None:
     """The driver holds them imported: after ``pip install -U mlflow`` the next sweep must not run the old one."""
     from importlib import metadata
 
+    installed = tmp_path / "mlflow-3.0.dist-info"
+    installed.mkdir()
+    (installed / "METADATA").write_text("Metadata-Version: 2.1\nName: mlflow\nVersion: 3.0\n")
+    real = metadata.distribution
+    monkeypatch.setattr(metadata, "distribution", lambda name: metadata.PathDistribution(installed) if name == "mlflow" else real(name))
     before = warm_driver.code_version({})
-    real = metadata.version
-    monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "mlflow" else real(name))
+    assert warm_driver.code_version({}) == before  # read once
+    if change == "upgrade":  # pip removes the old .dist-info folder and writes the new one
+        installed = installed.rename(tmp_path / "mlflow-99.0.dist-info")
+    else:
+        time.sleep(0.02)  # past the clock tick of the first write
+        (installed / "METADATA").write_text("Metadata-Version: 2.1\nName: mlflow\nVersion: 3.0\n")
+    warm_driver.installed_key.cache_clear()  # a new process
     assert warm_driver.code_version({}) != before
+
+
+@pytest.mark.parametrize("change", ["edited, same size and mtime", "added", "removed"])
+def test_a_changed_package_file_is_another_version(tmp_path: Path, change: str) -> None:
+    """The key is the files' stats: an edit that keeps size and mtime (``cp -p``, a tool that sets mtime back) still changes the ctime."""
+    shutil.copytree(Path(warm_driver.__file__).parent, tmp_path / "sweep")
+    source = tmp_path / "sweep" / "warm_driver.py"
+    before = warm_driver.files_key(tmp_path)
+    assert warm_driver.files_key(tmp_path) == before
+    time.sleep(0.02)  # past the clock tick of the copy
+    if change == "added":
+        (tmp_path / "sweep" / "extra.py").write_text("")
+    elif change == "removed":
+        source.unlink()
+    else:
+        stat = source.stat()
+        text = source.read_text()
+        source.write_text(text.replace("True", "Tru3", 1))
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    assert warm_driver.files_key(tmp_path) != before
 
 
 def test_a_driver_dying_at_start_up_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
