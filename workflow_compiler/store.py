@@ -343,10 +343,10 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float | None, interval: float = 0.2,
-               sleep: Callable[[float], object] = time.sleep) -> bool:
+               sleep: Callable[[float], object] | None = None) -> bool:
     """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False).
 
-    Between two looks, ``sleep(seconds)``: ``interval``, or what is left before the deadline if less.
+    Between two looks, ``sleep(seconds)`` (``time.sleep`` by default): ``interval``, or what is left before the deadline if less.
     A ``sleep`` that may return early (an executor's ``pause``, an event's ``wait``) only brings the next look sooner.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -354,5 +354,5 @@ def wait_until(predicate: Callable[[], object], *, timeout: float | None, interv
         left = interval if deadline is None else min(interval, deadline - time.monotonic())
         if left <= 0:
             return False
-        sleep(left)
+        (sleep or time.sleep)(left)
     return True

@@ -73,8 +73,14 @@ class Executor(ABC):
 
     def wait(self, run_id: str, *, timeout: float | None = None, interval: float = 0.3) -> RunRecord:
         """Block until the run reaches a final status (or ``timeout`` seconds pass); looks again after each ``pause``."""
-        wait_until(lambda: self.get(run_id).done, timeout=timeout, interval=interval, sleep=lambda seconds: self.pause(run_id, seconds))
-        return self.get(run_id)
+        looked: list[RunRecord] = []  # the last look is the answer: no extra read (for argo, a request)
+
+        def done() -> bool:
+            looked[:] = [self.get(run_id)]
+            return looked[-1].done
+
+        wait_until(done, timeout=timeout, interval=interval, sleep=lambda seconds: self.pause(run_id, seconds))
+        return looked[-1]
 
     def updates(self, run_id: str, *, interval: float = 0.3) -> Iterator[RunRecord]:
         """The record now and as it changes, until the run ends (here: after each ``pause``)."""
