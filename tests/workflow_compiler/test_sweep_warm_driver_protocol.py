@@ -277,8 +277,8 @@ def test_an_upgraded_or_reinstalled_ray_mlflow_or_pandas_is_another_version(fres
     installed = tmp_path / "mlflow-3.0.dist-info"
     installed.mkdir()
     (installed / "METADATA").write_text("Metadata-Version: 2.1\nName: mlflow\nVersion: 3.0\n")
-    real = metadata.distribution
-    monkeypatch.setattr(metadata, "distribution", lambda name: metadata.PathDistribution(installed) if name == "mlflow" else real(name))
+    monkeypatch.syspath_prepend(str(tmp_path))  # found first, as importlib.metadata finds it
+    assert metadata.version("mlflow") == "3.0" and str(installed) in " ".join(warm_driver.distributions_key(("mlflow",)))
     before = warm_driver.code_version({})
     assert warm_driver.code_version({}) == before  # read once
     if change == "upgrade":  # pip removes the old .dist-info folder and writes the new one
