@@ -87,6 +87,7 @@ setup(
         "jupyterhub>=5.0",
         "httpx>=0.27",
         "jinja2>=3.1",  # hub_extension admin page (autoescaped templates)
+        "psutil>=5.9",  # hub_extension/devhub: a local hub's proxy and service ended by PID (ipykernel needs it too)
     ],
     extras_require={
         "test": [

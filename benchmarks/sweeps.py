@@ -21,6 +21,7 @@ For development, ``--only b2nbscale`` runs only nbscale's side of B2 (and its co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -142,6 +143,11 @@ def _rounds(root: Path, notebook: str, n: int, fixed: dict[str, Any], names: lis
     return runs
 
 
+def _overhead_per_trial(run: dict[str, Any], n: int) -> float:
+    """B2's figure: what ``n`` trials cost beyond their own work, a trial: (cores x wall - sum(useful)) / n."""
+    return round((CORES * run["wall_s"] - run["useful_s"]) / n, 4)
+
+
 def _median(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
 
@@ -174,7 +180,7 @@ def bench_b2(root: Path, n: int, repeats: int, *, names: tuple[str, ...] = ("nbs
     runs = _rounds(root, "trivial.ipynb", n, {}, list(names), repeats, "b2")
     for per in runs.values():
         for r in per:
-            r["overhead_per_trial_s"] = round((CORES * r["wall_s"] - r["useful_s"]) / n, 4)
+            r["overhead_per_trial_s"] = _overhead_per_trial(r, n)
     overhead = {name: _median(per, "overhead_per_trial_s") for name, per in runs.items()}
     steady = {name: _median(per, "steady_overhead_per_trial_s") for name, per in runs.items()
               if all("steady_overhead_per_trial_s" in r for r in per)}
@@ -199,7 +205,7 @@ def _b2_cold(root: Path, n: int) -> dict[str, Any]:
     trial_host.stop(root / "home")
     record = root / f"b2-nbscale-cold-agent-{time.time_ns()}.jsonl"
     cold = _measure(_contenders(root, "trivial.ipynb", n, {}, record, ["nbscale"])["nbscale"], record)
-    cold["overhead_per_trial_s"] = round((CORES * cold["wall_s"] - cold["useful_s"]) / n, 4)
+    cold["overhead_per_trial_s"] = _overhead_per_trial(cold, n)
     print(f"  b2 nbscale, cold tracking agent and trial host: {cold['wall_s']:.1f} s, "
           f"{cold['overhead_per_trial_s']:.3f} s a trial (load {cold['load_1m_after']})", flush=True)
     return cold
@@ -218,17 +224,18 @@ def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
     env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}, "RAY_AUTH_MODE": "disabled"}
     modes = {"warm_driver": env, "warm_head": {**env, warm_driver.ENV_WARM_DRIVER: "0"}, "own_ray": {**env, ray_head.ENV_WARM_RAY: "0"}}
     runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    home = Path(os.environ["NBSCALE_HOME"])
+    own_daemons = _own_daemons(home)  # the Ray head, agent and trial host that B1-B3 started from this process
 
     def once(mode: str, tag: str) -> dict[str, Any]:
         record = root / f"b2cli-{tag}.jsonl"
-        _reap_finished_children()
+        _reap(own_daemons)
         run = {"load_1m_before": round(os.getloadavg()[0], 2), **setup.cli_sweep(root, "trivial.ipynb", n, record, modes[mode])}
-        run["overhead_per_trial_s"] = round((CORES * run["wall_s"] - run["useful_s"]) / n, 4)
+        run["overhead_per_trial_s"] = _overhead_per_trial(run, n)
         print(f"  b2 end to end, {mode:11s}: {run['wall_s']:.1f} s, first trial done after {run['first_trial_done_s']:.1f} s "
               f"(CLI CPU {run['cli_cpu_s']:.1f} s, load {run['load_1m_before']})", flush=True)
         return run
 
-    home = Path(os.environ["NBSCALE_HOME"])
     once("warm_driver", "warm-up")  # the driver and head of this home are up for the timed runs, as for a second sweep
     for repeat in range(repeats):
         for mode in modes:
@@ -245,16 +252,31 @@ def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
             "runs": runs, "median": summary, "cold_head_run": cold, "idle_driver_pss_mb": idle_driver_mb}
 
 
-def _reap_finished_children() -> None:
-    """Reap this process's children that have ended (the Ray head it started for B1-B3, once stopped):
-    else their CPU, and their Ray's, lands in the next sweep's ``cli_cpu_s`` when ``subprocess`` reaps them."""
-    while True:
+def _own_daemons(home: Path) -> set[int]:
+    """The daemons of ``home`` (by their pid files) that are children of this process."""
+    pids = set()
+    for pid_file in (home / "agent").glob("*.pid"):
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid = int(pid_file.read_text())
+            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid():
+            pids.add(pid)
+    return pids
+
+
+def _reap(pids: set[int]) -> None:
+    """Reap those of ``pids`` that have ended (the Ray head B1-B3 started, once stopped), and forget them: else
+    their CPU, and their Ray's, lands in the next sweep's ``cli_cpu_s`` when ``subprocess`` reaps them.
+    Only these: another child (a server this process runs, a command being timed) is its owner's to wait for."""
+    for pid in list(pids):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            return
-        if pid == 0:
-            return
+            done = pid
+        if done:
+            pids.discard(pid)
 
 
 def _pss_mb(pid_file: Path) -> float | None:
@@ -348,8 +370,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"--only takes {', '.join(PARTS)}; got {args.only!r}")
     n1, n2 = (6, 10) if args.quick else (40, 100)
     result: dict[str, Any] = {"benchmark": "sweeps", "quick": args.quick, "repeats": repeats, "machine": machine(), "targets": TARGETS}
-    with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, contextlib.ExitStack() as cleanup:
         root = Path(tmp)
+        cleanup.callback(_stop_helpers, root / "home")  # first thing on the way out, crash or not: else they idle on for their window
         _prepare_environment(root)
         for make, name in ((setup.compute_notebook, "compute"), (setup.trivial_notebook, "trivial"), (setup.steps_notebook, "steps")):
             make(root / f"{name}.ipynb")
@@ -370,19 +393,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["b3"] = bench_b3(root, repeats)
         if "b2cli" in chosen:
             result["b2_cli"] = bench_b2_cli(root, args.cli_trials, repeats)
-        from workflow_compiler.sweep import ray_head, trial_host, warm_driver
-        from workflow_compiler.sweep.driver import release_warm_ray
-        from workflow_compiler.tracking import agent
-
-        release_warm_ray()
-        for stop in (warm_driver.stop, agent.stop, trial_host.stop, ray_head.stop):  # the helpers the sweeps started, by their pid files
-            stop(root / "home")
     result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(exist_ok=True)
     part = "" if set(chosen) == {"b1", "b2", "b3", "b2cli"} else "." + "-".join(chosen)  # a subset keeps the full run's file
     (RESULTS / f"sweeps{'.quick' if args.quick else ''}{part}.json").write_text(json.dumps(result, indent=2))
     _print_summary(result)
     return result
+
+
+def _stop_helpers(home: Path) -> None:
+    """This process's lease on the warm Ray head, then every daemon the sweeps started in ``home``, by their pid files."""
+    from workflow_compiler.sweep import ray_head, trial_host, warm_driver
+    from workflow_compiler.sweep.driver import release_warm_ray
+    from workflow_compiler.tracking import agent
+
+    stops: list[Callable[[Path], object]] = [lambda _home: release_warm_ray(), warm_driver.stop, agent.stop, trial_host.stop, ray_head.stop]
+    for stop in stops:
+        try:
+            stop(home)
+        except Exception as exc:  # noqa: BLE001 - on the way out, perhaps of a crash: the others are still stopped
+            print(f"  could not stop a helper of {home}: {exc!r}", flush=True)
 
 
 def _print_b2(b2: dict[str, Any]) -> None:

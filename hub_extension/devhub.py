@@ -10,6 +10,7 @@ A private API-only service (``nbscale-devhub-admin``) creates users, groups and 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -126,6 +127,7 @@ class LocalHub:
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "jupyterhub.log"
+        self._descendants: dict[int, Any] = {}  # psutil.Process by pid: the proxy, the quota service, spawned servers
 
     def config_text(self) -> str:
         """The jupyterhub_config.py this hub runs with: the shipped example plus test-only settings."""
@@ -177,22 +179,40 @@ class LocalHub:
                 [str(Path(sys.executable).with_name("jupyterhub")), "-f", str(config)],
                 cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, env=env,
             )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:  # a set-up that fails or times out (or Ctrl-C) leaves no hub, proxy or service running
+            self.stop()
+            raise
         return self
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
+            self._note_descendants()
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"jupyterhub exited with {self.process.returncode}; see {self.log_path}:\n{self.log_tail()}")
-            try:
-                answer = httpx.get(self.service_url + "api/v1/me", timeout=2)
-                if answer.status_code == 403 and answer.headers.get("content-type", "").startswith("application/json"):
-                    return
-            except httpx.HTTPError:
-                pass
+            if self._service_answers():
+                return
             time.sleep(0.25)
         raise RuntimeError(f"hub or quota service not ready after {self.start_timeout} s; see {self.log_path}:\n{self.log_tail()}")
+
+    def _service_answers(self) -> bool:
+        """The quota service answers through the proxy (403 in JSON: its own answer to a caller without a token)."""
+        try:
+            answer = httpx.get(self.service_url + "api/v1/me", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return answer.status_code == 403 and answer.headers.get("content-type", "").startswith("application/json")
+
+    def _note_descendants(self) -> None:
+        """Remember the hub's processes while it runs: ``stop`` ends, by PID, any that outlive it (a hub killed or crashed)."""
+        import psutil
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(psutil.Error):
+            self._descendants.update({child.pid: child for child in psutil.Process(self.process.pid).children(recursive=True)})
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines of the hub's log (hub, proxy and service share it)."""
@@ -201,15 +221,31 @@ class LocalHub:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """SIGTERM the hub (it stops the proxy, the service and spawned servers) and wait for it."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        """SIGTERM the hub (it stops the proxy, the service and spawned servers) and wait for it; then end what it left."""
+        if self.process is not None and self.process.poll() is None:
+            self._note_descendants()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._end_left_behind()
+
+    def _end_left_behind(self) -> None:
+        """SIGTERM, then SIGKILL, the hub's processes still running (psutil checks each one's start time: no recycled PID is hit)."""
+        import psutil
+
+        left = [child for child in self._descendants.values() if child.is_running()]
+        self._descendants.clear()
+        for child in left:
+            with contextlib.suppress(psutil.Error):
+                child.terminate()
+        _, alive = psutil.wait_procs(left, timeout=10)
+        for child in alive:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(alive, timeout=5)
 
     def __enter__(self) -> LocalHub:
         return self.start()

@@ -15,7 +15,7 @@ import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -380,11 +380,17 @@ def _boot_id() -> str:
         return ""
 
 
-def wait_until(predicate: Any, *, timeout: float | None, interval: float = 0.2) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
+def wait_until(predicate: Callable[[], object], *, timeout: float | None, interval: float = 0.2,
+               sleep: Callable[[float], object] | None = None) -> bool:
+    """Poll ``predicate`` until it is true (True) or ``timeout`` seconds pass (False).
+
+    Between two looks, ``sleep(seconds)`` (``time.sleep`` by default): ``interval``, or what is left before the deadline if less.
+    A ``sleep`` that may return early (an executor's ``pause``, an event's ``wait``) only brings the next look sooner.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     while not predicate():
-        if deadline is not None and time.monotonic() > deadline:
+        left = interval if deadline is None else min(interval, deadline - time.monotonic())
+        if left <= 0:
             return False
-        time.sleep(interval)
+        (sleep or time.sleep)(left)
     return True

@@ -22,8 +22,8 @@ from hub_extension.devhub import QUOTA_ADMIN_USER, LocalHub, throwaway_postgres
 def quota_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalHub]:
     """A running JupyterHub on 127.0.0.1 with the quota service (lease TTL 60 s, reclaim every 1 s)."""
     hub = LocalHub(tmp_path_factory.mktemp("quota-hub"), service_args=["--default-ttl=60", "--reclaim-interval=1"])
-    hub.start()
-    try:
+    try:  # a failed or timed-out start is stopped too (start does it as well): no service outlives the session
+        hub.start()
         yield hub
     finally:
         hub.stop()

@@ -142,3 +142,31 @@ def test_to_api_is_pydantics_json_dump(fields):
                     "phase": candidate.phase}
         api = candidate.to_api()
         assert api.pop("duration") is not None and api == expected and json.dumps(api) == json.dumps(expected)
+
+
+@pytest.mark.parametrize(("true_after", "early_wake", "expected"), [
+    (3, False, True),  # true at the third look
+    (None, False, False),  # never: gives up at the deadline, not an interval past it
+    (None, True, False),  # a waiter that wakes at once (an exited worker's event) looks again, still until the deadline only
+])
+def test_wait_until_sleeps_through_the_given_waiter_never_past_its_deadline(true_after: int | None, early_wake: bool,
+                                                                            expected: bool) -> None:
+    """``Executor.wait`` and ``LocalExecutor.cancel`` pass their ``pause``: its wake-ups must not stretch the timeout."""
+    import time
+
+    from workflow_compiler.store import wait_until
+
+    looks: list[float] = []
+    naps: list[float] = []
+
+    def nap(seconds: float) -> None:
+        naps.append(seconds)
+        time.sleep(0.001 if early_wake else seconds)
+
+    started = time.monotonic()
+    found = wait_until(lambda: looks.append(time.monotonic()) or len(looks) == true_after, timeout=0.5, interval=0.2, sleep=nap)
+    assert found is expected
+    assert naps and all(0 < seconds <= 0.2 for seconds in naps)
+    if not expected:
+        assert 0.5 <= time.monotonic() - started < 0.65
+        assert sum(naps) <= 0.5 + 1e-6 or early_wake  # the last nap is cut to what was left

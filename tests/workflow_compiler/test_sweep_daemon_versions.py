@@ -79,3 +79,11 @@ def test_the_sweep_driver_serves_any_caller_whose_import_time_variables_match() 
                                     {"LANG": "C"}, {"MLFLOW_DISABLE_TELEMETRY": "false"}])
 def test_a_variable_read_when_the_driver_imports_gets_a_driver_of_its_own(change: dict[str, str]) -> None:
     assert warm_driver.code_version({**CLI, **change}) != warm_driver.code_version(CLI)
+
+
+@pytest.mark.parametrize("name", sorted(ray_head.SET_IN_RAY_DRIVERS))
+def test_what_ray_sets_in_its_drivers_parts_neither_the_head_nor_the_driver(name: str) -> None:
+    """One list for both daemons: a process that has run a sweep finds the same head and the same driver again."""
+    after_a_sweep = {**CLI, name: "set-by-ray"}
+    assert ray_head.code_version(after_a_sweep) == ray_head.code_version(CLI)
+    assert warm_driver.code_version(after_a_sweep) == warm_driver.code_version(CLI)

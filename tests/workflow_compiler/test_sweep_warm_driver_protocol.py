@@ -109,7 +109,7 @@ def test_unbuffered_and_buffered_callers_share_one_driver() -> None:
 
 def test_the_child_takes_on_the_callers_warning_options(monkeypatch: pytest.MonkeyPatch) -> None:
     request = _callers_request("-W", "error::UserWarning", "-B")
-    assert warm_driver_daemon.other_interpreter(request) is None
+    assert warm_driver_daemon.other_interpreter(request, warm_driver.interpreter_options()) is None
     monkeypatch.setattr(sys, "warnoptions", [])
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
     with warnings.catch_warnings():
@@ -121,7 +121,14 @@ def test_the_child_takes_on_the_callers_warning_options(monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize("options", [("-O",), ("-X", "dev"), ("-s",)])
 def test_a_caller_whose_python_options_a_child_cannot_take_on_runs_the_command_itself(options: tuple[str, ...]) -> None:
-    assert "other options" in str(warm_driver_daemon.other_interpreter(_callers_request(*options)))
+    assert "other options" in str(warm_driver_daemon.other_interpreter(_callers_request(*options), warm_driver.interpreter_options()))
+
+
+def test_a_caller_without_the_drivers_own_warning_filters_runs_the_command_itself() -> None:
+    """The daemon's options are taken once, at its start: its ``-W`` filters come first in every child, so a caller must have them."""
+    own = {**warm_driver.interpreter_options(), "warnoptions": ["ignore::DeprecationWarning"]}
+    assert "(warnings)" in str(warm_driver_daemon.other_interpreter(_callers_request(), own))
+    assert warm_driver_daemon.other_interpreter(_callers_request("-W", "ignore::DeprecationWarning", "-W", "error"), own) is None
 
 
 def test_a_password_in_the_tracking_uri_does_not_cross_the_socket() -> None:
@@ -253,14 +260,55 @@ def test_a_signal_the_caller_ignores_is_not_passed_on(ignored: bool, forwarded: 
     assert (b'"signal": 2' in sent) is forwarded
 
 
-def test_an_upgraded_ray_mlflow_or_pandas_is_another_version(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture()
+def fresh_key() -> Iterator[None]:
+    """``installed_key`` read anew (it is read once a process), and again after the test."""
+    warm_driver.installed_key.cache_clear()
+    yield
+    warm_driver.installed_key.cache_clear()
+
+
+@pytest.mark.parametrize("change", ["upgrade", "reinstall of the same version"])
+def test_an_upgraded_or_reinstalled_ray_mlflow_or_pandas_is_another_version(fresh_key: None, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch, change: str) -> None:
     """The driver holds them imported: after ``pip install -U mlflow`` the next sweep must not run the old one."""
     from importlib import metadata
 
+    installed = tmp_path / "mlflow-3.0.dist-info"
+    installed.mkdir()
+    (installed / "METADATA").write_text("Metadata-Version: 2.1\nName: mlflow\nVersion: 3.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # found first, as importlib.metadata finds it
+    assert metadata.version("mlflow") == "3.0" and str(installed) in " ".join(warm_driver.distributions_key(("mlflow",)))
     before = warm_driver.code_version({})
-    real = metadata.version
-    monkeypatch.setattr(metadata, "version", lambda name: "99.0" if name == "mlflow" else real(name))
+    assert warm_driver.code_version({}) == before  # read once
+    if change == "upgrade":  # pip removes the old .dist-info folder and writes the new one
+        installed = installed.rename(tmp_path / "mlflow-99.0.dist-info")
+    else:
+        time.sleep(0.02)  # past the clock tick of the first write
+        (installed / "METADATA").write_text("Metadata-Version: 2.1\nName: mlflow\nVersion: 3.0\n")
+    warm_driver.installed_key.cache_clear()  # a new process
     assert warm_driver.code_version({}) != before
+
+
+@pytest.mark.parametrize("change", ["edited, same size and mtime", "added", "removed"])
+def test_a_changed_package_file_is_another_version(tmp_path: Path, change: str) -> None:
+    """The key is the files' stats: an edit that keeps size and mtime (``cp -p``, a tool that sets mtime back) still changes the ctime."""
+    shutil.copytree(Path(warm_driver.__file__).parent, tmp_path / "sweep")
+    source = tmp_path / "sweep" / "warm_driver.py"
+    before = warm_driver.files_key(tmp_path)
+    assert warm_driver.files_key(tmp_path) == before
+    time.sleep(0.02)  # past the clock tick of the copy
+    if change == "added":
+        (tmp_path / "sweep" / "extra.py").write_text("")
+    elif change == "removed":
+        source.unlink()
+    else:
+        stat = source.stat()
+        text = source.read_text()
+        source.write_text(text.replace("True", "Tru3", 1))
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+        assert source.stat().st_size == stat.st_size and source.stat().st_mtime_ns == stat.st_mtime_ns
+    assert warm_driver.files_key(tmp_path) != before
 
 
 def test_a_driver_dying_at_start_up_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:

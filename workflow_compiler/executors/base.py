@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import NbscaleError, RunNotFound
-from ..store import RunRecord, RunStore
+from ..store import RunRecord, RunStore, wait_until
 
 #: The entry-point group executors register under, and the distribution that ships local and argo.
 ENTRY_POINT_GROUP, DISTRIBUTION = "nbscale.executors", "nbscale"
@@ -73,13 +73,14 @@ class Executor(ABC):
 
     def wait(self, run_id: str, *, timeout: float | None = None, interval: float = 0.3) -> RunRecord:
         """Block until the run reaches a final status (or ``timeout`` seconds pass); looks again after each ``pause``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            record = self.get(run_id)
-            left = interval if deadline is None else min(interval, deadline - time.monotonic())
-            if record.done or left <= 0:
-                return record
-            self.pause(run_id, left)
+        looked: list[RunRecord] = []  # the last look is the answer: no extra read (for argo, a request)
+
+        def done() -> bool:
+            looked[:] = [self.get(run_id)]
+            return looked[-1].done
+
+        wait_until(done, timeout=timeout, interval=interval, sleep=lambda seconds: self.pause(run_id, seconds))
+        return looked[-1]
 
     def updates(self, run_id: str, *, interval: float = 0.3) -> Iterator[RunRecord]:
         """The record now and as it changes, until the run ends (here: after each ``pause``)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import ExecutionError
 from ..private_files import FOLDER_MODE, PRIVATE_UMASK, append_private, private_folder, write_private
-from ..store import RunRecord, nbscale_home, pid_alive, process_start, utcnow
+from ..store import RunRecord, nbscale_home, pid_alive, process_start, utcnow, wait_until
 from ..tracking_uri import credentials_out_of_uri, tracking_uri, without_telemetry
 from .base import Executor
 
@@ -107,9 +107,9 @@ class LocalExecutor(Executor):
                 os.kill(record.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-            pid, started, deadline = record.pid, record.pid_start, time.monotonic() + wait
-            while not self.store.get(run_id).done and pid_alive(pid, started) and (left := deadline - time.monotonic()) > 0:
-                self.pause(run_id, min(CANCEL_LOOK, left))
+            pid, started = record.pid, record.pid_start
+            wait_until(lambda: self.store.get(run_id).done or not pid_alive(pid, started), timeout=wait, interval=CANCEL_LOOK,
+                       sleep=lambda seconds: self.pause(run_id, seconds))
             record = self.store.get(run_id)
             if record.done or pid_alive(pid, started):  # still alive after the grace period: not ours to call KILLED
                 return record

@@ -53,16 +53,18 @@ ENV_WARM_RAY = "NBSCALE_WARM_RAY"  # "0": each sweep starts and stops a Ray of i
 SOCKET_NAME, PID_NAME, TOKEN_NAME = "ray.sock", "ray-head.pid", "ray-token"
 LEASE_TIMEOUT_S = 300.0  # Ray's start on a loaded 2-core machine (its raylet may wait 180 s for its agent)
 _MAX_TEMP_DIR = 44  # Ray's socket paths add ~63 bytes (session_<date>_<time>_<us>_<pid>/sockets/plasma_store) within sun_path's 107
+#: Set in a Ray driver: Ray's token settings (the head sets them for its Ray itself) and the debugger
+#: hook that ``ray.init`` sets. A process that has run a sweep has them; they say nothing of its caller.
+#: Left out of both daemons' versions (here and ``warm_driver.code_version``).
+SET_IN_RAY_DRIVERS = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
 # Variables that describe the caller, not what its trials see: a shell's per-command ones, the
 # terminal's, those ipykernel and jupyter-server set in a kernel (colours, pager, matplotlib's inline
-# backend, the parent's pid), the local executor's per-run sweep id, the sweep driver's switch, Ray's
-# token settings, which the head sets for its Ray itself, and the debugger hook that ``ray.init`` sets
-# in its driver (else a process's second sweep found a head of another environment). Left out of the
+# backend, the parent's pid), the local executor's per-run sweep id, the sweep driver's switch, and
+# SET_IN_RAY_DRIVERS (else a process's second sweep found a head of another environment). Left out of the
 # digest, so that a CLI sweep and a kernel's share one head, and out of the head's (so Ray's workers')
 # environment (``head_environ``): else a kernel's ``JPY_API_TOKEN`` (a credential) or colours reached later callers' trials.
 _VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "TERM", "COLORTERM", "CLICOLOR", "CLICOLOR_FORCE",
-                       "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER",
-                       "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT"})
+                       "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER"}) | SET_IN_RAY_DRIVERS
 _VOLATILE_PREFIXES = ("JPY_", "PYDEVD_")
 #: How long the raylet waits for its metrics agent: Ray's 30 s is too short on a busy 2-core machine.
 AGENT_REGISTER_TIMEOUT = ("RAY_agent_register_timeout_ms", "180000")
@@ -343,7 +345,7 @@ class Head:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the head's daemon (started by a sweep's driver)."""
-    from ..tracking.daemon import daemon_arguments, listen_on
+    from ..tracking.daemon import close_and_release, daemon_arguments, listen_on
 
     args = daemon_arguments(argv, name="nbscale-ray-head", description="nbscale's warm Ray head (started by a sweep's driver)")
     try:
@@ -357,7 +359,7 @@ def main(argv: list[str] | None = None) -> None:
         head.start_ray()
         head.serve_forever()
     finally:
-        head._unlink_socket()
+        close_and_release(server, args.socket, args.socket.with_name(PID_NAME))
         for conn in [*head.leases, *head.waiting]:
             conn.close()
         if hasattr(head, "ray"):

@@ -244,10 +244,9 @@ class Host(ForkingServer):
     def serve_forever(self) -> None:
         """Serve workers until stopped or idle; then the socket is released (children finish on their own)."""
         super().serve_forever()
-        from ..tracking.daemon import release_files
+        from ..tracking.daemon import close_and_release
 
-        self.server.close()
-        release_files(self.path, self.path.with_name(PID_NAME))
+        close_and_release(self.server, self.path, self.path.with_name(PID_NAME))
 
     def handle(self, conn: socket.socket) -> None:
         """A worker's greeting: ``ping``, ``stop`` or ``hello`` (a child forked to serve it)."""

@@ -32,32 +32,34 @@ ends with ``{"exit": code}``. Meanwhile the client may send ``{"signal": n}``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ..private_files import connect_own
+from .ray_head import SET_IN_RAY_DRIVERS
 
 log = logging.getLogger(__name__)
 
 ENV_WARM_DRIVER = "NBSCALE_WARM_DRIVER"  # "0": every sweep command imports and drives in its own process, as before
 SOCKET_NAME, PID_NAME, LOG_NAME = "driver.sock", "sweep-driver.pid", "sweep-driver.log"
 DAEMON_MODULE = f"{__package__}.warm_driver_daemon"
+BIND_TIMEOUT_S = 30.0  # until a driver that has just started has bound its socket (before its imports)
 START_TIMEOUT_S = 120.0  # a driver that has just started imports Ray Tune and MLflow first (~3 s; longer on a loaded machine)
 #: Variables read when the preloaded modules are imported (Ray's and Tune's settings, Python's
 #: own, the C locale): a child cannot take them on afterwards, so they name the daemon's version.
 IMPORT_TIME_PREFIXES = ("RAY_", "TUNE_", "PYTHON", "LANG", "LC_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 #: Of those, what is read later, and set by Ray in its drivers (a sweep command started from one has them).
 #: PYTHONUNBUFFERED is read at start-up, but a child takes on its caller's stream buffering (``streams`` in the request).
-_READ_LATER = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONBREAKPOINT", "PYTHONUNBUFFERED"})
+_READ_LATER = SET_IN_RAY_DRIVERS | {"PYTHONUNBUFFERED"}
 STREAMS = (0, 1, 2)
 
 #: True in a child of the daemon (``warm_driver_daemon.py``): the command it runs must not ask the daemon again.
@@ -72,14 +74,11 @@ def wanted() -> bool:
 
 
 def code_version(environ: Mapping[str, str]) -> str:
-    """This package's code and place, the Python, and the import-time variables of ``environ``."""
-    package = Path(__file__).resolve().parent.parent
+    """This package's code and place, the Python, the preloaded distributions, and the import-time variables of ``environ``."""
     from ..tracking_uri import without_telemetry
 
     environ = without_telemetry(environ)  # as the daemon is started
-    digest = hashlib.sha256(f"{sys.prefix}\n{sys.version}\n{package}\n{preloaded_versions()}\n".encode())
-    for source in sorted(package.rglob("*.py")):
-        digest.update(source.read_bytes())
+    digest = hashlib.sha256(installed_key().encode())
     for name in sorted(n for n in environ if n.startswith(IMPORT_TIME_PREFIXES) and n not in _READ_LATER):
         digest.update(f"{name}={environ[name]}\0".encode())
     return digest.hexdigest()[:16]
@@ -89,17 +88,53 @@ def code_version(environ: Mapping[str, str]) -> str:
 PRELOADED_DISTRIBUTIONS = ("ray", "mlflow", "pandas")
 
 
-def preloaded_versions() -> str:
-    """The installed versions of ``PRELOADED_DISTRIBUTIONS`` (from their metadata: nothing is imported)."""
-    from importlib import metadata
+@functools.cache
+def installed_key() -> str:
+    """The Python, this package's files and the preloaded distributions' metadata, by their stats; read once a process.
 
-    versions = []
-    for name in PRELOADED_DISTRIBUTIONS:
+    Stats, not contents (~2.5 ms of CPU against ~23 ms of hashing and version parsing, paid by every sweep command):
+    a write changes a file's ctime, which no tool sets back, and an upgrade renames the ``.dist-info`` folder.
+    The daemon reads it at its start, before its imports, and keeps it.
+    """
+    package = Path(__file__).resolve().parent.parent
+    lines = [sys.prefix, sys.version, str(package), *files_key(package), *distributions_key(PRELOADED_DISTRIBUTIONS)]
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def files_key(folder: Path) -> list[str]:
+    """Each ``.py`` file under ``folder`` with its size, mtime, ctime and inode, in a stable order."""
+    found: list[str] = []
+    for parent, folders, names in os.walk(folder):
+        folders.sort()
+        found.extend(_stat_line(Path(parent, name)) for name in sorted(names) if name.endswith(".py"))
+    return found
+
+
+def distributions_key(names: tuple[str, ...]) -> list[str]:
+    """Each distribution's ``.dist-info/METADATA`` with its stats: the first on ``sys.path``, as ``importlib.metadata`` finds it.
+
+    Looked up by hand: importing ``importlib.metadata`` (email, zipfile, csv) would cost every sweep
+    command ~10 ms of CPU, most of what this key saves. An upgrade renames the folder (its version is in the name).
+    """
+    found: dict[str, str] = {}
+    for entry in sys.path:
         try:
-            versions.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{name} missing")
-    return " ".join(versions)
+            listing = sorted(os.listdir(entry or "."))
+        except OSError:  # a zip, or a folder that is gone
+            continue
+        for item in listing:
+            project = item.partition("-")[0].lower()  # {name}-{version}.dist-info, '-' in a name written '_'
+            if item.endswith(".dist-info") and project in names and project not in found:
+                found[project] = _stat_line(Path(entry or ".", item, "METADATA"))
+    return [f"{name} {found.get(name, 'missing')}" for name in names]
+
+
+def _stat_line(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path} missing"
+    return f"{path} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns} {st.st_ino}"
 
 
 def socket_path(home: Path) -> Path | None:
@@ -130,7 +165,7 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     if not wanted() or not all(_is_open(fd) for fd in STREAMS):
         return None
     from ..private_files import private_home
-    from ..tracking.daemon import launch_daemon
+    from ..tracking.daemon import launch_daemon, wait_for_socket
     from ..tracking_uri import nbscale_home
 
     path = socket_path(private_home(nbscale_home()))  # a home that is not private is refused, as the command would
@@ -139,7 +174,9 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     version = code_version(os.environ)
     try:
         process = launch_daemon(path, DAEMON_MODULE, version, lock="driver-start.lock", log_name=LOG_NAME)
-        _wait_for(path, process)
+        # launch_daemon waits 5 s, too short for a new driver's start on a heavily loaded machine
+        if not wait_for_socket(path, process, BIND_TIMEOUT_S) and process is not None and process.poll() is not None:
+            raise OSError(f"the sweep driver exited at start-up (exit code {process.returncode}); see {path.with_name(LOG_NAME)}")
         sock = connect_own(path, timeout=START_TIMEOUT_S)
     except OSError as exc:
         log.debug("no warm sweep driver: %s", exc)
@@ -149,18 +186,6 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
         if child is None:
             return None
         return _follow(sock, child, path.with_name(LOG_NAME))
-
-
-def _wait_for(path: Path, process: subprocess.Popen[bytes] | None, seconds: float = 30) -> None:
-    """Until the socket is there: ``launch_daemon`` waits 5 s for it, too short for a new driver's start-up
-    on a heavily loaded machine. Raises OSError at once if the driver we started has exited without it."""
-    import time
-
-    deadline = time.monotonic() + seconds
-    while not path.exists() and time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise OSError(f"the sweep driver exited at start-up (exit code {process.returncode}); see {path.with_name(LOG_NAME)}")
-        time.sleep(0.05)
 
 
 def _request(entry: str, argv: list[str], version: str) -> dict[str, Any]:

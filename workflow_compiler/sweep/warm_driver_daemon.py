@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from ..tracking.daemon import ForkingServer
 from . import warm_driver
-from .warm_driver import PID_NAME, START_TIMEOUT_S, STREAMS, code_version, read_line
+from .warm_driver import PID_NAME, START_TIMEOUT_S, STREAMS, code_version, interpreter_options, read_line
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +97,13 @@ APPLIED_FLAGS = frozenset({"dont_write_bytecode", "int_max_str_digits"})
 APPLIED_XOPTIONS = frozenset({"faulthandler"})
 
 
-def other_interpreter(request: dict[str, Any]) -> str | None:
-    """Why a child of this daemon cannot take on the client's interpreter options (``-O``, ``-X dev``...); None when it can."""
-    from .warm_driver import interpreter_options
-
-    own = interpreter_options()
+def other_interpreter(request: dict[str, Any], own: dict[str, Any]) -> str | None:
+    """Why a child of this daemon, whose options are ``own`` (``interpreter_options()``), cannot take on the
+    client's (``-O``, ``-X dev``...); None when it can."""
     flags = {name for name, value in request.get("flags", {}).items() if own["flags"].get(name) != value} - APPLIED_FLAGS
     xoptions = {name for name in set(own["xoptions"]) | set(request.get("xoptions", {}))
                 if own["xoptions"].get(name) != request.get("xoptions", {}).get(name)} - APPLIED_XOPTIONS
-    if request.get("warnoptions", [])[:len(sys.warnoptions)] != sys.warnoptions:
+    if request.get("warnoptions", [])[:len(own["warnoptions"])] != own["warnoptions"]:
         flags.add("warnings")
     if flags or xoptions:
         return f"the sweep driver's Python runs with other options ({', '.join(sorted(flags | xoptions))})"
@@ -184,6 +182,7 @@ class Driver(ForkingServer):
         super().__init__(path, idle)
         self.server = server
         self.version = code_version(os.environ)
+        self.interpreter = interpreter_options()  # the daemon's own, as they stay
 
     def on_stopping(self) -> None:
         """No new sweeps here: the next one starts a new driver."""
@@ -208,7 +207,7 @@ class Driver(ForkingServer):
             send_line(conn, {"ok": True})
         elif op != "run" or request.get("version") != self.version or len(fds) != len(STREAMS):
             send_line(conn, {"ok": False, "error": f"the sweep driver runs code version {self.version}"})
-        elif (other := other_interpreter(request)) is not None:
+        elif (other := other_interpreter(request, self.interpreter)) is not None:
             send_line(conn, {"ok": False, "error": other})
         else:
             from ..private_files import peer_credentials
@@ -220,11 +219,9 @@ class Driver(ForkingServer):
             self.children.add(pid)
 
     def _release(self) -> None:
-        from ..tracking.daemon import release_files
+        from ..tracking.daemon import close_and_release
 
-        release_files(self.path, self.path.with_name(PID_NAME))
-        with contextlib.suppress(OSError):
-            self.server.close()
+        close_and_release(self.server, self.path, self.path.with_name(PID_NAME))
 
 
 def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], fds: list[int], client_pid: int) -> int:

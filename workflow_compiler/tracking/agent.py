@@ -39,7 +39,7 @@ from typing import IO, Any, Protocol
 
 from ..errors import ExecutionError
 from ..private_files import ForeignPeer, accept_own, connect_own
-from .daemon import daemon_arguments, listen_on, probe, start_daemon, stop_daemon
+from .daemon import close_and_release, daemon_arguments, listen_on, probe, start_daemon, stop_daemon
 
 log = logging.getLogger(__name__)
 
@@ -221,21 +221,10 @@ class Agent:
             with self.lock:
                 self.active += 1
             threading.Thread(target=self._connection, args=(conn, warm), name="step", daemon=True).start()
-        self.server.close()
-        self._cleanup()
+        close_and_release(self.server, self.path, self.path.parent / "agent.pid", inode=self.inode)
         deadline = time.monotonic() + 60
         while self.active and time.monotonic() < deadline:  # let connected steps finish their runs
             time.sleep(0.05)
-
-    def _cleanup(self) -> None:
-        """Remove the socket and pid file if they are still ours (a successor may have bound the path)."""
-        with contextlib.suppress(FileNotFoundError):
-            if self.path.stat().st_ino == self.inode:
-                self.path.unlink()
-        pid_file = self.path.parent / "agent.pid"
-        with contextlib.suppress(FileNotFoundError):
-            if pid_file.read_text().strip() == str(os.getpid()):
-                pid_file.unlink()
 
     def _connection(self, conn: socket.socket, warm: threading.Thread) -> None:
         reader = conn.makefile("r", encoding="utf-8")

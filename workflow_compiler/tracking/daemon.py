@@ -75,10 +75,19 @@ def launch_daemon(path: Path, module: str, version: str, *, lock: str, log_name:
                                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
                                    cwd=path.parent, env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
         log_file.close()
-        deadline = time.monotonic() + 5
-        while not path.exists() and process.poll() is None and time.monotonic() < deadline:  # bound before its heavy imports
-            time.sleep(0.01)
+        wait_for_socket(path, process, 5)  # bound before its heavy imports
     return process
+
+
+def wait_for_socket(path: Path, process: subprocess.Popen[bytes] | None, seconds: float) -> bool:
+    """Whether ``path`` is there within ``seconds``; False at once when ``process`` (the daemon started for it) has exited."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        if (process is not None and process.poll() is not None) or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
 
 def probe(path: Path, version: str) -> str:
     """``current`` (a daemon of ``version`` answers at ``path``), ``other`` (another version answers) or ``none``."""
@@ -142,12 +151,29 @@ def listen_on(path: Path, pid_file: Path) -> socket.socket:
     return server
 
 
-def release_files(path: Path, pid_file: Path) -> None:
-    """Remove the socket and pid file ``listen_on`` made, unless a newer daemon has taken them over since."""
+def release_files(path: Path, pid_file: Path, *, inode: int | None = None) -> None:
+    """Remove the socket and pid file ``listen_on`` made, unless a newer daemon has taken them over since.
+
+    Each is ours while ``pid_file`` holds our pid; with ``inode`` (the socket's, read after ``listen_on``)
+    the socket is ours only while the path still has it: a successor links its socket before it
+    writes its pid.
+    """
+    try:
+        ours = pid_file.read_text().strip() == str(os.getpid())
+    except FileNotFoundError:
+        ours = False
     with contextlib.suppress(FileNotFoundError):
-        if pid_file.read_text().strip() == str(os.getpid()):
+        if ours if inode is None else path.stat().st_ino == inode:
             path.unlink()
-            pid_file.unlink()
+    if ours:
+        pid_file.unlink(missing_ok=True)
+
+
+def close_and_release(server: socket.socket, path: Path, pid_file: Path, *, inode: int | None = None) -> None:
+    """A daemon's end of listening: close ``server``, then ``release_files``; the daemons' one way to leave their socket."""
+    with contextlib.suppress(OSError):
+        server.close()
+    release_files(path, pid_file, inode=inode)
 
 
 def daemon_arguments(argv: list[str] | None, *, name: str, description: str) -> argparse.Namespace:
@@ -183,13 +209,14 @@ class ForkingServer:
         raise NotImplementedError
 
     def on_stopping(self) -> None:
-        """Called in each round of the loop once ``stopping`` is set."""
+        """Called once, in the first round of the loop after ``stopping`` is set."""
 
     def serve_forever(self) -> None:
         """Accept and handle connections until stopped or idle."""
-        last_seen = time.monotonic()
+        last_seen, stop_seen = time.monotonic(), False
         while not (self.stopping and not (self.wait_for_children and self.children)):
-            if self.stopping:
+            if self.stopping and not stop_seen:
+                stop_seen = True
                 self.on_stopping()
             self.reap()
             if self.children:

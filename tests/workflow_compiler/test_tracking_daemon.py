@@ -1,0 +1,88 @@
+"""The daemons' shared parts (``tracking/daemon.py``): the forking loop's stop, releasing a daemon's files, waiting for its socket.
+
+Real sockets and real child processes, nothing heavy imported: each test takes well under a second.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from workflow_compiler.tracking import daemon
+
+
+class _Counting(daemon.ForkingServer):
+    """A forking server whose listening socket is already closed (as after a stop), counting its stop calls."""
+
+    wait_for_children = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, idle=60)
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.close()
+        self.stops = 0
+
+    def on_stopping(self) -> None:
+        self.stops += 1
+
+
+def test_a_stopped_forking_server_releases_once_while_its_children_finish(tmp_path: Path) -> None:
+    """The warm driver released its files again in every round of the loop until its last sweep ended."""
+    loop = _Counting(tmp_path / "d.sock")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.2)"])
+    loop.children.add(child.pid)  # reaped by the loop (os.waitpid), as a forked child is
+    loop.stopping = True
+    runner = threading.Thread(target=loop.serve_forever)
+    runner.start()
+    runner.join(timeout=20)
+    assert not runner.is_alive(), "the loop did not leave once its child ended"
+    assert not loop.children
+    assert loop.stops == 1
+    child.wait()  # already reaped by the loop: Popen takes that as ended
+
+
+@pytest.mark.parametrize(("case", "by_inode", "socket_left", "pid_left"), [
+    ("ours", False, False, False),
+    ("ours", True, False, False),
+    ("a successor's pid", False, True, True),  # it has bound since: both are its own now
+    ("a successor's socket, our pid", True, True, False),  # it has linked its socket and not yet written its pid
+    ("no pid file", True, False, False),
+])
+def test_a_daemon_leaving_releases_only_what_is_still_its_own(tmp_path: Path, case: str, by_inode: bool, socket_left: bool,
+                                                                pid_left: bool) -> None:
+    path, pid_file = tmp_path / "d.sock", tmp_path / "d.pid"
+    server = daemon.listen_on(path, pid_file)
+    inode = path.stat().st_ino
+    if case == "a successor's pid":
+        pid_file.write_text("1")
+    elif case == "a successor's socket, our pid":
+        path.unlink()
+        path.write_text("")  # another file at the path: another inode
+    elif case == "no pid file":
+        pid_file.unlink()
+    daemon.close_and_release(server, path, pid_file, inode=inode if by_inode else None)
+    assert server.fileno() == -1, "the listening socket stays open"
+    assert (path.exists(), pid_file.exists()) == (socket_left, pid_left)
+
+
+@pytest.mark.parametrize(("case", "found"), [("bound", True), ("exited", False), ("silent", False)])
+def test_a_started_daemons_socket_is_waited_for_until_it_is_there_or_the_daemon_has_exited(tmp_path: Path, case: str,
+                                                                                           found: bool) -> None:
+    """The tracking agent's start and the sweep driver's client share this wait; a daemon that died is not waited for."""
+    path = tmp_path / "d.sock"
+    script = {"bound": f"import pathlib; pathlib.Path({str(path)!r}).touch()", "exited": "raise SystemExit(3)",
+              "silent": "import time; time.sleep(5)"}[case]
+    process = subprocess.Popen([sys.executable, "-c", script])
+    started = time.monotonic()
+    try:
+        assert daemon.wait_for_socket(path, process, 2.0 if case == "silent" else 20.0) is found
+    finally:
+        process.kill()
+        process.wait()
+    assert time.monotonic() - started < (2.5 if case == "silent" else 10.0)
