@@ -10,6 +10,8 @@ overwrite files of the attacker's choice, and a planted socket received root's e
   that others may read when it is empty or holds nbscale's files (never a folder such as /etc);
   ``private_folder`` does the same for a folder inside it (``agent/``). Both open the folder with
   ``O_NOFOLLOW`` and check and ``fchmod`` that descriptor, so nothing is changed through a symlink.
+  "Others" is one rule, ``shared_bits``: a group counts only when someone but the caller is in it
+  (a pod's volume under its ``fsGroup``, which kubelet makes group-writable at each pod start).
 - Files there are opened with ``O_NOFOLLOW`` (and ``O_EXCL`` where they are created), mode 0600,
   and processes nbscale starts under the home run with ``PRIVATE_UMASK``.
 - Every daemon socket checks its peer with ``SO_PEERCRED``, on both sides: a server accepts only
