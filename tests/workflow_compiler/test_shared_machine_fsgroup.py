@@ -29,6 +29,7 @@ from workflow_compiler.tracking import agent
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 LONE_GROUP, SHARED_GROUP, MEMBER = "nbscale-fsgroup", "nbscale-fsshared", "nbscale-fsmember"
+JOVYAN_GROUP, JOVYAN = "nbscale-fsusers", "nbscale-jovyan"  # as users (100) and jovyan in the docker-stacks image
 
 
 def _kubelet_fs_group(volume: Path, gid: int) -> None:
@@ -52,14 +53,17 @@ def groups() -> Iterator[dict[str, int]]:
     """Two throwaway groups: one nobody is in (a pod's fsGroup), one with another user in it; removed afterwards."""
     if os.geteuid() != 0:
         pytest.skip("making groups and users needs root (groupadd, useradd); these tests run as root in CI")
-    for name in (LONE_GROUP, SHARED_GROUP):
+    names = (LONE_GROUP, SHARED_GROUP, JOVYAN_GROUP)
+    for name in names:
         subprocess.run(["groupadd", name], check=False, capture_output=True)
-    subprocess.run(["useradd", "-M", "-N", "-g", SHARED_GROUP, "-s", "/usr/sbin/nologin", MEMBER], check=False, capture_output=True)
+    for user, group in ((MEMBER, SHARED_GROUP), (JOVYAN, JOVYAN_GROUP)):
+        subprocess.run(["useradd", "-M", "-N", "-g", group, "-s", "/usr/sbin/nologin", user], check=False, capture_output=True)
     try:
-        yield {name: grp.getgrnam(name).gr_gid for name in (LONE_GROUP, SHARED_GROUP)}
+        yield {name: grp.getgrnam(name).gr_gid for name in names}
     finally:
-        subprocess.run(["userdel", MEMBER], check=False, capture_output=True)
-        for name in (LONE_GROUP, SHARED_GROUP):
+        for user in (MEMBER, JOVYAN):
+            subprocess.run(["userdel", user], check=False, capture_output=True)
+        for name in names:
             subprocess.run(["groupdel", name], check=False, capture_output=True)
 
 
@@ -142,3 +146,36 @@ def test_one_rule_for_the_home_and_its_folders(groups: dict[str, int], volume: P
     check(folder)
     shared = 0o007 if group == LONE_GROUP else 0o077
     assert stat.S_IMODE(folder.stat().st_mode) & shared == 0  # what another user could read was closed
+
+
+def _check_home(home: Path) -> int:
+    """As the pod's user: the home and its agent folder checked as every command checks them; the home's mode after."""
+    private_folder(private_home(home) / "agent")
+    return stat.S_IMODE(os.stat(home).st_mode)
+
+
+@pytest.mark.parametrize(("group", "refused"), [(JOVYAN_GROUP, False), (SHARED_GROUP, True)], ids=["own-primary-group", "group-of-another"])
+def test_the_pod_user_s_own_primary_group_is_a_group_of_one(groups: dict[str, int], other_user, group: str, refused: bool) -> None:
+    """The docker-stacks case: jovyan's primary group is the fsGroup (users, 100), and no one else is in it."""
+    import pwd
+
+    jovyan = pwd.getpwnam(JOVYAN)
+    parent = Path(tempfile.mkdtemp(prefix="nbs-pod-"))
+    try:
+        parent.chmod(0o755)
+        os.chown(parent, jovyan.pw_uid, jovyan.pw_gid)  # in the sticky /tmp, the user's own folder (as /home/jovyan's parent is root's in a pod)
+        volume = parent / "jovyan"
+        volume.mkdir()
+        (volume / ".nbscale").mkdir(mode=0o700)
+        (volume / ".nbscale" / "agent").mkdir(mode=0o700)
+        _kubelet_fs_group(volume, groups[group])
+        for path in (volume, volume / ".nbscale", volume / ".nbscale" / "agent"):
+            os.chown(path, jovyan.pw_uid, -1)
+        as_jovyan = type(other_user)(jovyan.pw_uid, jovyan.pw_gid)  # conftest's OtherUser: a forked child running as that user
+        if refused:
+            with pytest.raises(UnsafeFolder, match=f"lies under {volume}, which other users can write to \\(mode 2775\\)"):
+                as_jovyan.run(_check_home, volume / ".nbscale")
+        else:
+            assert as_jovyan.run(_check_home, volume / ".nbscale") == 0o2770
+    finally:
+        shutil.rmtree(parent, ignore_errors=True)
