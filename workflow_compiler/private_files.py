@@ -10,6 +10,8 @@ overwrite files of the attacker's choice, and a planted socket received root's e
   that others may read when it is empty or holds nbscale's files (never a folder such as /etc);
   ``private_folder`` does the same for a folder inside it (``agent/``). Both open the folder with
   ``O_NOFOLLOW`` and check and ``fchmod`` that descriptor, so nothing is changed through a symlink.
+  "Others" is one rule, ``shared_bits``: a group counts only when someone but the caller is in it
+  (a pod's volume under its ``fsGroup``, which kubelet makes group-writable at each pod start).
 - Files there are opened with ``O_NOFOLLOW`` (and ``O_EXCL`` where they are created), mode 0600,
   and processes nbscale starts under the home run with ``PRIVATE_UMASK``.
 - Every daemon socket checks its peer with ``SO_PEERCRED``, on both sides: a server accepts only
@@ -105,7 +107,7 @@ def _check_entry(entry: Path, info: os.stat_result, parent: os.stat_result, *, s
     """One step on the way to the home: in a shared sticky folder only the caller's own folder; a symlink only the
     caller's or root's; a folder above the home only the caller's or root's, and writable by its owner alone."""
     uid, is_link = os.geteuid(), stat.S_ISLNK(info.st_mode)
-    if parent.st_mode & 0o022 and parent.st_mode & stat.S_ISVTX and (is_link or (info.st_uid != uid and not last)):
+    if shared_bits(parent) & 0o022 and parent.st_mode & stat.S_ISVTX and (is_link or (info.st_uid != uid and not last)):
         owner = "a symlink" if is_link else f"which belongs to uid {info.st_uid},"
         raise _unsafe(shown, f"goes through {entry}, {owner} in {entry.parent}, which other users can write to")
     if is_link and info.st_uid not in (uid, 0):
@@ -119,13 +121,20 @@ def _check_entry(entry: Path, info: os.stat_result, parent: os.stat_result, *, s
 
 def _check_ancestor(folder: Path, info: os.stat_result, *, shown: Path) -> None:
     """A folder above the home: the caller's or root's (as ssh asks of ``~/.ssh``'s), and writable by others only when
-    sticky; a group may write to it when no one else is in that group (a pod's volume under its fsGroup)."""
+    sticky (``shared_bits``)."""
     if info.st_uid not in (os.geteuid(), 0):
         raise _unsafe(shown, f"lies under {folder}, which belongs to uid {info.st_uid}")
-    if info.st_mode & stat.S_ISVTX or not info.st_mode & 0o022:
-        return
-    if info.st_mode & 0o002 or _has_other_members(info.st_gid):
+    if not info.st_mode & stat.S_ISVTX and shared_bits(info) & 0o022:
         raise _unsafe(shown, f"lies under {folder}, which other users can write to (mode {stat.S_IMODE(info.st_mode):04o})")
+
+
+def shared_bits(info: os.stat_result) -> int:
+    """The permission bits of ``info`` that let a user other than the caller in: "other"'s, and the group's unless no one
+    but the caller is in the group. The one rule for what is private: a pod's volume under ``fsGroup`` (kubelet adds group
+    rw, folders rwx, at each start) holds a group of the user alone, as ``users`` in the docker-stacks image is jovyan's."""
+    mode = stat.S_IMODE(info.st_mode)
+    group = mode & 0o070 if mode & 0o070 and _has_other_members(info.st_gid) else 0
+    return mode & 0o007 | group
 
 
 def _has_other_members(gid: int) -> bool:
@@ -175,11 +184,11 @@ def _check_folder(path: Path, *, shown: Path, what: str, may_tighten: Callable[[
         info = os.fstat(fd)
         if info.st_uid != uid:
             raise _not_private(shown, what, f"belongs to uid {info.st_uid}, not to you (uid {uid})")
-        mode = stat.S_IMODE(info.st_mode)
-        if mode & 0o022:
+        mode, shared = stat.S_IMODE(info.st_mode), shared_bits(info)
+        if shared & 0o022:
             raise _not_private(shown, what, f"can be written by other users (mode {mode:04o})", remedy=(
                 f"If only you have written there (an older nbscale, a umask of 002), run `chmod 700 {shown}`; otherwise remove it"))
-        if mode & 0o077:  # ours and not writable by others: only reading is left to close
+        if shared:  # ours and not writable by others: only reading is left to close
             if not may_tighten(fd):  # a folder of the user's that is no home (/etc to root) keeps its mode
                 kept = ", ".join(sorted(os.listdir(fd))[:3])
                 raise UnsafeFolder(f"{what} {shown} is readable by other users (mode {mode:04o}) and holds files nbscale did not make "

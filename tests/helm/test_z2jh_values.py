@@ -99,3 +99,20 @@ def test_example_makes_the_single_user_server_submit_to_argo() -> None:
     configs = [f["data"] for f in files if f["mountPath"].startswith("/etc/jupyter/jupyter_server_config.d/")]
     assert len(configs) == 1, configs
     assert NbscaleExtension(config=Config(configs[0])).executor_class is ArgoExecutor
+
+
+def test_the_single_user_pod_gives_its_volume_to_the_fs_group_only_on_a_root_mismatch() -> None:
+    """KubeSpawner merges pod_security_context over ``{fsGroup: fs_gid}``; the result must be a valid pod securityContext."""
+    import kubernetes_validate
+
+    from tests.helm.chart import KUBE_VERSION
+
+    values = deep_merge(z2jh_defaults(), load_example())
+    context = {"fsGroup": values["singleuser"]["fsGid"], **values["hub"]["config"]["KubeSpawner"]["pod_security_context"]}
+    assert context == {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "jupyter-jovyan"},
+           "spec": {"securityContext": context, "containers": [{"name": "notebook", "image": "nbscale/singleuser:0.1.0"}]}}
+    kubernetes_validate.validate(pod, KUBE_VERSION, strict=True)
+    with pytest.raises(kubernetes_validate.ValidationError):  # the check would catch a misspelt policy
+        kubernetes_validate.validate({**pod, "spec": {**pod["spec"], "securityContext": {**context, "fsGroupChangePolicyy": "x"}}},
+                                     KUBE_VERSION, strict=True)
