@@ -170,6 +170,7 @@ def test_ctrl_c_or_sigterm_reaches_the_sweep_which_ends_killed_with_exit_130_and
     assert client.returncode == 130, err[-3000:]
     summary = json.loads(out)
     assert summary["status"] == "KILLED" and summary["counts"]["COMPLETED"] == 0, summary
+    assert f"nbscale sweep --resume {summary['sweep_id']}" in " ".join(err.split()), err[-3000:]  # how to finish it
     assert _killed_with_its_runs(state)
 
 
