@@ -58,6 +58,8 @@ def test_grid_sweep_on_the_embedded_default_prints_the_best_trial(work):
          "samples 5 would repeat trials: the values listed for x, steps make only 4 different combinations. Use samples 4 or fewer"),
         (["--param", "x=__import__('os').system('id')", "--metric", "score", "--mode", "max"],
          "--param x: \"__import__('os').system('id')\" is not a search space: write it as a call"),
+        (["--param", "x=uniform(0, 1)", "--metric", "loss"],  # never guessed: max would pick the worst loss
+         "error: --metric loss: is a higher or a lower metric better? Choose max (accuracy) or min (loss): --mode max or --mode min"),
     ],
 )
 def test_bad_search_spaces_exit_2_before_ray_starts(work, args, message):
