@@ -190,7 +190,7 @@ def cli_sweep(root: Path, notebook: str, n: int, record: Path, env: dict[str, st
     import time
 
     command = [str(Path(sys.executable).with_name("nbscale")), "sweep", notebook, "--param",
-               f"seed=grid({', '.join(map(str, range(n)))})", "--search", "grid", "--metric", "useful", "--concurrency", "2",
+               f"seed=grid({', '.join(map(str, range(n)))})", "--search", "grid", "--metric", "useful", "--mode", "max", "--concurrency", "2",
                "-p", f"record={record}", "--json"]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started_epoch, started = time.time(), time.perf_counter()

@@ -112,7 +112,7 @@ def _nbscale(root: Path, notebook: str, n: int, fixed: dict[str, Any], metric: s
 
     seeds = ", ".join(str(i) for i in range(n))
     spec = parse_model(RunSpec, {"notebook": notebook, "parameters": fixed, "sweep": {
-        "space": {"seed": f"grid({seeds})"}, "search": "grid", "metric": metric, "concurrency": 2}}, what="benchmark sweep")
+        "space": {"seed": f"grid({seeds})"}, "search": "grid", "metric": metric, "mode": "max", "concurrency": 2}}, what="benchmark sweep")
 
     def run() -> dict[str, Any]:
         result = run_sweep(spec, root=root, progress=False)

@@ -31,7 +31,7 @@ from .client import LocalRunClient, RunClient, connect
 from .handle import RunHandle, records_html
 
 USAGE = """%nbscale run NOTEBOOK [-p NAME=VALUE ...] [--gpus N] [--detach]
-%%nbscale sweep NOTEBOOK --metric NAME [--mode max] [--samples N]   (cell: one `name: space` per line)
+%%nbscale sweep NOTEBOOK --metric NAME --mode {min,max} [--samples N]   (cell: one `name: space` per line)
 %nbscale status [RUN_ID]     %nbscale logs RUN_ID [-f]     %nbscale cancel RUN_ID     %nbscale quota"""
 
 

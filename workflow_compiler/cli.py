@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 # tests/workflow_compiler/test_cli_imports.py holds each light command to that.
 
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+#: What ``nbscale --help`` says first: plain text (the module docstring's RST markup would show as typed).
+DESCRIPTION = "nbscale: inspect, run, sweep, compile and follow notebooks at scale."
 
 
 def _console(*, stderr: bool = False) -> Console:
@@ -49,7 +51,7 @@ def _err() -> Console:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    parser = ThrowingParser(prog="nbscale", description=__doc__)
+    parser = ThrowingParser(prog="nbscale", description=DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens underneath")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ThrowingParser)
 
@@ -141,6 +143,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         render.print_json(signature.to_api())
     else:
         _console().print(render.signature_table(signature))
+        if not signature.has_parameters_cell:
+            _console().print(render.NO_PARAMETERS_CELL, highlight=False)
     return 0
 
 
@@ -212,6 +216,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         print_result(result)
     if result.status == "KILLED":
+        _err().print(f"interrupted: finish it with `nbscale sweep --resume {result.sweep_id}` (completed trials are kept)", highlight=False)
         return EXIT_INTERRUPTED
     return 0 if result.status == "SUCCEEDED" else EXIT_FAILED
 
@@ -228,7 +233,10 @@ def _ensure_sweep_record(sweep_id: str) -> None:
     if not sweep_id.replace("-", "").isalnum():
         return  # run_sweep refuses it with its own message
     try:
-        store.get(sweep_id)
+        kind = store.get(sweep_id).kind
+        if kind != "sweep":
+            raise SpecError(f"{sweep_id} is a {kind}, not a sweep: --resume takes a sweep's id (`nbscale runs` lists them, "
+                            f"kind sweep). To run the {kind} again, start it anew with `nbscale run`.")
     except RunNotFound:
         state = read_json(sweeps_dir() / sweep_id / "sweep.json")
         if state.get("spec"):  # else run_sweep says there is no such sweep

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 from .mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
 
 if TYPE_CHECKING:  # the CLI imports this module for every command: models and rich load where used
+    from pathlib import Path
+
     from rich.console import Console, Group
     from rich.progress import Progress
     from rich.table import Table
@@ -90,6 +92,9 @@ def summary(record: RunRecord, console: Console) -> None:
         table.add_row("error", Text(record.error))
     for name, value in sorted(record.metrics.items()):
         table.add_row(Text(name), f"{value:.4g}")
+    if record.kind == "sweep" and not record.done:
+        p = record.progress
+        table.add_row("trials", f"{p.done} done, {p.running} running, {p.total} in all" + (f" ({p.failed} failed)" if p.failed else ""))
     if record.kind == "pipeline":
         for step in record.steps:
             table.add_row(Text(f"step {step.name}"), Text.assemble((step.status, _STYLE.get(step.status, "")),
@@ -103,6 +108,16 @@ def summary(record: RunRecord, console: Console) -> None:
     for key in ("output_notebook", "html"):
         if key in record.links:
             _whole_line(console, key.replace("_", " "), record.links[key])
+    if record.kind == "sweep" and sweep_driver_log(record.id).is_file():  # a sweep on a cluster logs there
+        _whole_line(console, "driver log", str(sweep_driver_log(record.id)))
+
+
+def sweep_driver_log(sweep_id: str) -> Path:
+    """A sweep's driver log (Ray Tune's messages, failed trials' tracebacks): ``$NBSCALE_HOME/sweeps/<id>/driver.log``."""
+    from .store import nbscale_home
+    from .sweep.logs import DRIVER_LOG
+
+    return nbscale_home() / "sweeps" / sweep_id / DRIVER_LOG
 
 
 def _whole_line(console: Console, label: str, value: str | None) -> None:
@@ -166,6 +181,15 @@ def signature_table(sig: NotebookSignature) -> Table:
         ptype = p.type + (" | None" if p.nullable and p.type != "any" else "")
         table.add_row(p.name, ptype, p.default_source, p.help)
     return table
+
+
+#: How to give a notebook a parameters cell, in the editors a user has (``nbscale inspect`` prints it when none is tagged).
+NO_PARAMETERS_CELL = (
+    "No cell is tagged 'parameters', so nbscale sees no parameters to set. Put your defaults (lr = 0.1) in one "
+    "cell and add the tag 'parameters' to it. JupyterLab: select the cell, open the Property Inspector (the gear "
+    "icon in the right sidebar), and under Common Tools > Cell Tags add 'parameters'. Notebook 7: View > Right "
+    "Sidebar > Show Notebook Tools, then the same Common Tools > Cell Tags."
+)
 
 
 def print_json(data: Any) -> None:

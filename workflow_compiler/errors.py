@@ -107,6 +107,16 @@ def _plain_message(error: Mapping[str, Any], patterns: Mapping[str, str]) -> str
     return str(error["msg"])
 
 
+class TrackingUnreachable(NbscaleError):
+    """No MLflow tracking server answers at the tracking URI; ``host`` names it (never its password)."""
+
+    http_status = 503
+
+    def __init__(self, message: str, *, host: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.host = host
+
+
 class UnsafeFolder(NbscaleError):
     """NBSCALE_HOME, or a folder in it, is not private: another user owns it or can write to it."""
 

@@ -37,4 +37,7 @@ def resolve_notebook_path(path: str | os.PathLike[str], root: str | os.PathLike[
             path=str(path), http_status=403,
             errors=[{"loc": ["notebook"], "msg": "hidden path"}],
         )
+    if not resolved.exists():  # named as typed, like every other message here, not by the absolute path
+        raise NotebookError(f"{path}: no such file. Check the path (it is relative to {root_label or 'the working directory'}).",
+                            path=str(path), http_status=404, errors=[{"loc": ["notebook"], "msg": "no such file"}])
     return resolved, str(relative)

@@ -20,6 +20,7 @@ from .mlflow_ui import mlflow_run_link
 from .private_files import private_folder, write_private
 from .runtime.files import read_json
 from .store import Progress, RunRecord, RunStore, nbscale_home, process_start, utcnow
+from .sweep.logs import DRIVER_LOG
 from .sweep.results import TrialRow, failure_reason
 
 if TYPE_CHECKING:
@@ -75,8 +76,9 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
         record = store.update(run_id, **{**running, "started": store.get(run_id).started or running["started"]})
     else:
         run_dir = private_folder(private_folder(nbscale_home() / "runs") / run_id)
-        write_private(run_dir / "log.txt", f"nbscale sweep {run_id} runs in the terminal that started it; each trial's output "
-                      f"notebook is under {sweep_dir / 'trials'}.\n".encode())
+        write_private(run_dir / "log.txt", f"nbscale sweep {run_id} shows its progress in the terminal that started it.\n"
+                      f"Its driver's log (Ray Tune's messages, failed trials' tracebacks): {sweep_dir / DRIVER_LOG}\n"
+                      f"Each trial's output notebook: under {sweep_dir / 'trials'}\n".encode())
         record = store.create(record_for(spec, run_id=run_id).model_copy(
             update={**running, "run_dir": str(run_dir), "lease_id": lease_id, "lease_gpus": lease_gpus}))
     stop = threading.Event()

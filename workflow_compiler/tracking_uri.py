@@ -124,8 +124,16 @@ def store_init_lock(uri: str) -> Iterator[None]:
 
 
 def open_client(uri: str) -> Any:
-    """An ``MlflowClient`` on ``uri``, built under ``store_init_lock`` (the constructor creates the schema)."""
+    """An ``MlflowClient`` on ``uri``, built under ``store_init_lock`` (the constructor creates the schema).
+
+    A tracking server is asked first, briefly (``check_tracking_server``): a wrong or stopped one is an
+    error in seconds rather than MLflow's minutes of retries.
+    """
     from mlflow.tracking import MlflowClient  # ~2 s to import: only callers that log pay for it
+
+    from .tracking_server import check_tracking_server
+
+    check_tracking_server(uri)
 
     db = sqlite_path(uri)
     if db is not None:

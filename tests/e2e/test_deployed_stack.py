@@ -66,7 +66,7 @@ def test_example_pipeline_succeeds(user: HubUser) -> None:
 
 def test_a_sweep_runs_as_a_rayjob(user: HubUser) -> None:
     spec = {"notebook": "train.ipynb", "parameters": {"n_estimators": 10},
-            "sweep": {"space": {"n_estimators": "grid(10, 20)"}, "search": "grid", "metric": "val_accuracy", "concurrency": 1}}
+            "sweep": {"space": {"n_estimators": "grid(10, 20)"}, "search": "grid", "metric": "val_accuracy", "mode": "max", "concurrency": 1}}
     record = user.submit(spec).json()
     time.sleep(30)
     assert "rayjob" in _kubectl("get", "rayjobs", "-o", "name")

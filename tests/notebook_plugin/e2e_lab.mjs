@@ -82,6 +82,11 @@ try {
   const metricError = dialog.locator('.jp-nbscale-field.jp-mod-invalid[data-field="sweep.metric"] .jp-nbscale-error');
   await metricError.waitFor({ timeout: 30000 });
   result.requiredError = (await metricError.innerText()).trim();
+  // The mode has no default: its select starts blank and the server asks for it at the field.
+  const modeError = dialog.locator('.jp-nbscale-field.jp-mod-invalid[data-field="sweep.mode"] .jp-nbscale-error');
+  await modeError.waitFor({ timeout: 30000 });
+  result.modeError = (await modeError.innerText()).trim();
+  result.modeInitial = await dialog.locator('#nbscale-sweep-mode').inputValue();
   await dialog.locator('#nbscale-sweep-metric').fill('accuracy');
   result.requiredErrorAfterFill = await metricError.count();
   await dialog.locator('#nbscale-sweep-metric').fill('');

@@ -70,6 +70,7 @@ def test_run_at_scale_from_the_toolbar(lab: JupyterProcess) -> None:
     assert result["memoryErrorAfterFix"] == 0
     assert "1.5 is not a whole number" in result["intError"] and result["intErrorAfterFix"] == 0
     assert result["requiredError"] == "required" and result["requiredErrorAfterFill"] == 0
+    assert result["modeInitial"] == "" and "--mode max or --mode min" in result["modeError"]  # never guessed
     assert result["fontSizes"][0] == result["fontSizes"][1], result["fontSizes"]
     labels = [a["label"] for a in result["actions"]]
     assert {"Logs", "Output notebook", "HTML", "MLflow"} <= set(labels), labels

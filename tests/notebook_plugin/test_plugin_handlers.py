@@ -74,7 +74,8 @@ async def test_a_symlink_inside_the_root_is_followed(api: Any, notebook_root: Pa
         ({"notebook": "train.ipynb", "resources": {"gpus": 1.5}}, ["resources", "gpus"]),
         ({"notebook": "train.ipynb", "surprise": True}, ["surprise"]),
         ({"notebook": "train.ipynb", "sweep": {"space": {"n_estimators": "randint(50, 400)"}}}, ["sweep", "metric"]),
-        ({"notebook": "train.ipynb", "sweep": {"space": {"n_estimators": "randint(400, 50)"}, "metric": "val_accuracy"}},
+        ({"notebook": "train.ipynb", "sweep": {"space": {"n_estimators": "randint(50, 400)"}, "metric": "loss"}}, ["sweep", "mode"]),
+        ({"notebook": "train.ipynb", "sweep": {"space": {"n_estimators": "randint(400, 50)"}, "metric": "val_accuracy", "mode": "max"}},
          ["sweep", "space"]),
         ({"notebook": "notes.txt"}, ["notebook"]),
         ({"notebook": "missing.ipynb"}, ["notebook"]),
@@ -127,7 +128,7 @@ async def test_quota_outside_a_hub_is_off(api: Any, monkeypatch: pytest.MonkeyPa
 
 async def test_a_valid_sweep_runs_as_a_sweep_record_and_can_be_cancelled(api: Any) -> None:
     """A RunSpec with ``sweep`` becomes a sweep (counted in trials), never a silent single run."""
-    body = {"notebook": "quick.ipynb", "sweep": {"space": {"times": "randint(1, 3)"}, "metric": "m", "samples": 2}}
+    body = {"notebook": "quick.ipynb", "sweep": {"space": {"times": "randint(1, 3)"}, "metric": "m", "mode": "max", "samples": 2}}
     status, answer = await api("POST", "runs", body=body)
     assert status == 201 and answer["kind"] == "sweep", answer
     assert answer["progress"]["unit"] == "trials" and answer["progress"]["total"] == 2

@@ -84,8 +84,9 @@ def test_the_handle_waits_reports_and_cancels(kernel: LocalKernel) -> None:
         ("%nbscale run quick.ipynb --gpus lots", "invalid int value"),
         ("%nbscale launch quick.ipynb", "invalid choice"),
         ("%%nbscale run quick.ipynb\nx: 1", "for sweeps"),
-        ("%%nbscale sweep quick.ipynb --metric m\nnot a space line", "is not 'name: space'"),
-        ("%%nbscale sweep quick.ipynb --metric m\ntimes: randint(9, 1)", "swap them"),
+        ("%%nbscale sweep quick.ipynb --metric m --mode max\nnot a space line", "is not 'name: space'"),
+        ("%%nbscale sweep quick.ipynb --metric m --mode max\ntimes: randint(9, 1)", "swap them"),
+        ("%%nbscale sweep quick.ipynb --metric m\ntimes: randint(1, 3)", "--mode max or --mode min"),  # never guessed
     ],
 )
 def test_bad_input_is_a_usage_error(kernel: LocalKernel, line: str, expected: str) -> None:

@@ -12,7 +12,7 @@ from workflow_compiler.spec import RunSpec, build_run_spec
 from workflow_compiler.sweep.spec import SweepSpec
 
 REPO = Path(__file__).resolve().parents[2]
-GRID = {"space": {"n_estimators": "grid(50, 100)"}, "metric": "val_accuracy", "search": "grid", "concurrency": 2}
+GRID = {"space": {"n_estimators": "grid(50, 100)"}, "metric": "val_accuracy", "mode": "max", "search": "grid", "concurrency": 2}
 
 
 @pytest.fixture(autouse=True)

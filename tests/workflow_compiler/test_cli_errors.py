@@ -35,7 +35,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["run", "broken.ipynb"], "broken.ipynb is not valid JSON (line 1"),
         (["run", "notes.txt"], "is neither a notebook (.ipynb) nor a pipeline"),
         (["inspect", "notes.txt"], "notes.txt is not a notebook"),
-        (["run", "missing.ipynb"], "missing.ipynb: no such file"),
+        (["run", "missing.ipynb"], "error: missing.ipynb: no such file"),
+        (["inspect", "sub/missing.ipynb"], "error: sub/missing.ipynb: no such file"),  # as typed, like the other messages
+        (["sweep", "missing.ipynb", "--param", "x=grid(1)", "--metric", "m", "--mode", "max"], "error: missing.ipynb: no such file"),
         (["run", "train.ipynb", "-p", "n_trees=5"], "unknown parameter 'n_trees'"),
         (["run", "train.ipynb", "-p", "n_estimators=many"], "parameter 'n_estimators' expects int, got 'many'"),
         (["run", "train.ipynb", "-p", "seed"], "is not NAME=VALUE"),
@@ -55,3 +57,25 @@ def test_bad_input_exits_non_zero_with_a_specific_message(workdir, args, message
     assert result.returncode != 0
     assert message in " ".join(result.stderr.split()), result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["sweep"], ["inspect"], ["compile"], ["status"], ["logs"], ["daemons"]])
+def test_help_is_plain_text(workdir: Path, command: list[str]) -> None:
+    """--help shows no reStructuredText markup (``nbscale``) copied from a docstring."""
+    result = nbscale(*command, "--help", cwd=workdir)
+    assert result.returncode == 0 and "usage: nbscale" in result.stdout, result.stderr
+    assert "``" not in result.stdout and ":class:" not in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(("tagged", "hint"), [(True, False), (False, True)])
+def test_inspect_says_how_to_tag_a_parameters_cell_when_none_is(workdir: Path, tagged: bool, hint: bool) -> None:
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell("lr = 0.1", metadata={"tags": ["parameters"]} if tagged else {})
+    name = f"tagged-{tagged}.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell, nbformat.v4.new_code_cell("print(lr)")]), workdir / name)
+    result = nbscale("inspect", name, cwd=workdir)
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 0, result.stderr
+    assert ("No cell is tagged 'parameters'" in said) is hint
+    assert ("Property Inspector" in said and "Notebook 7: View > Right Sidebar > Show Notebook Tools" in said) is hint

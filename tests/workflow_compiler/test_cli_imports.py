@@ -66,7 +66,7 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copy(EXAMPLE, tmp_path / "train.ipynb")
     for name in ("prepare.ipynb", "pipeline.yaml"):
         shutil.copy(EXAMPLE.parent / name, tmp_path / name)
-    (tmp_path / "grid.yaml").write_text("sweep:\n  space:\n    n_estimators: grid(20, 60)\n  metric: val_accuracy\n  search: grid\n",
+    (tmp_path / "grid.yaml").write_text("sweep:\n  space:\n    n_estimators: grid(20, 60)\n  metric: val_accuracy\n  mode: max\n  search: grid\n",
                                         encoding="utf-8")
     return tmp_path
 

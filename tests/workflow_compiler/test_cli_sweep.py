@@ -52,12 +52,14 @@ def test_grid_sweep_on_the_embedded_default_prints_the_best_trial(work):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--param", "x=uniform(5, 1)", "--metric", "score"], "swap them"),
-        (["--param", "nope=choice(1, 2)", "--metric", "score"], "sweep parameter 'nope' is not a parameter"),
-        (["--param", "x=choice(1.0, 2.0)", "--param", "steps=choice(1, 2)", "--samples", "5", "--metric", "score"],
+        (["--param", "x=uniform(5, 1)", "--metric", "score", "--mode", "max"], "swap them"),
+        (["--param", "nope=choice(1, 2)", "--metric", "score", "--mode", "max"], "sweep parameter 'nope' is not a parameter"),
+        (["--param", "x=choice(1.0, 2.0)", "--param", "steps=choice(1, 2)", "--samples", "5", "--metric", "score", "--mode", "max"],
          "samples 5 would repeat trials: the values listed for x, steps make only 4 different combinations. Use samples 4 or fewer"),
-        (["--param", "x=__import__('os').system('id')", "--metric", "score"],
+        (["--param", "x=__import__('os').system('id')", "--metric", "score", "--mode", "max"],
          "--param x: \"__import__('os').system('id')\" is not a search space: write it as a call"),
+        (["--param", "x=uniform(0, 1)", "--metric", "loss"],  # never guessed: max would pick the worst loss
+         "error: --metric loss: is a higher or a lower metric better? Choose max (accuracy) or min (loss): --mode max or --mode min"),
     ],
 )
 def test_bad_search_spaces_exit_2_before_ray_starts(work, args, message):

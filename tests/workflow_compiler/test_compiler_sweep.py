@@ -56,14 +56,14 @@ def _hostile_spec(search: str = "grid") -> RunSpec:
     return RunSpec(notebook="odd dir/{{workflow.name}} $(id).ipynb", user="Ève {{x}}@example.com",
                    parameters={"cmd": '"; rm -rf /', "expr": "{{workflow.uid}}"},
                    tracking={"experiment": "exp {{workflow.uid}}", "tags": {"{{k}}": "$(v)\n"}},
-                   sweep={"space": space, "metric": "acc", "search": search})
+                   sweep={"space": space, "metric": "acc", "mode": "max", "search": search})
 
 
-GRID = {"space": {"n_estimators": "grid(50, 100)", "model": "grid('logistic', 'boosting')"}, "metric": "val_accuracy",
+GRID = {"space": {"n_estimators": "grid(50, 100)", "model": "grid('logistic', 'boosting')"}, "metric": "val_accuracy", "mode": "max",
         "search": "grid", "concurrency": 2}
 GOLDEN_CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "train-rayjob-asha-half-gpu": lambda: compile_workflow(_train_sweep(
-        {"space": {"n_estimators": "randint(50, 400)", "learning_rate": "loguniform(1e-3, 0.3)"}, "metric": "val_accuracy",
+        {"space": {"n_estimators": "randint(50, 400)", "learning_rate": "loguniform(1e-3, 0.3)"}, "metric": "val_accuracy", "mode": "max",
          "samples": 24, "concurrency": 4, "search": "optuna", "scheduler": "asha", "gpus_per_trial": 0.5,
          "time_budget_s": 3600, "max_failures": 2}, "model=boosting", resources={"pool": "a100", "memory": "3Gi"})),
     "train-rayjob-custom-cluster-amd": lambda: compile_workflow(
@@ -247,7 +247,7 @@ def test_embedded_rayjob_is_checked_strictly() -> None:
     ({"concurrency": 8, "samples": 3}, (3, 1, 1.0, 0, "2Gi")),  # never more slots than trials
 ])
 def test_worker_layout(sweep: dict[str, Any], expected: tuple[Any, ...]) -> None:
-    spec = SweepSpec.model_validate({"space": {"x": "uniform(0, 1)"}, "metric": "m", **sweep})
+    spec = SweepSpec.model_validate({"space": {"x": "uniform(0, 1)"}, "metric": "m", "mode": "max", **sweep})
     layout = worker_layout(spec, "2Gi")
     assert (layout.replicas, layout.trials_per_worker, layout.cpus, layout.gpus, layout.memory) == expected
 
@@ -278,6 +278,14 @@ def test_fanout_items_are_the_grid_as_step_json_at_concurrency() -> None:
     assert "--parent-run-id" in trial["container"]["args"]
 
 
+def test_fanout_crosses_choice_in_a_grid_search() -> None:
+    """search 'grid' enumerates choice(...) like grid(...): fan-out runs every combination."""
+    crossed = {**GRID, "space": {"n_estimators": "grid(50, 100)", "model": "choice('logistic', 'boosting')"}}
+    trials = _template(compile_workflow(_train_sweep(crossed), fanout=True), "main")["dag"]["tasks"][1]
+    points = [(json.loads(i["n_estimators"]), json.loads(i["model"])) for i in trials["withItems"]]
+    assert points == [(n, m) for n in (50, 100) for m in ("logistic", "boosting")]
+
+
 def test_fanout_is_chosen_by_the_cluster_config() -> None:
     spec = _train_sweep(GRID)
     manifest = compile_workflow(spec, cluster=ClusterConfig(sweep_fanout=True))
@@ -289,17 +297,17 @@ def test_fanout_is_chosen_by_the_cluster_config() -> None:
     ({"space": {"n_estimators": "randint(50, 400)"}, "search": "random"}, "search 'random' samples, which needs Ray"),
     ({**GRID, "scheduler": "asha"}, "early stopping (asha) needs Ray Tune"),
     ({**GRID, "gpus_per_trial": 0.5}, "each fan-out trial is a pod, which takes whole GPUs"),
-    ({**GRID, "space": {"n_estimators": "grid(50, 100)", "model": "choice('logistic', 'boosting')"}},
-     "space: choice(...) is sampled for each trial, which needs Ray (model); write grid(...) to try every value"),
+    ({**GRID, "space": {"n_estimators": "grid(50, 100)", "model": "choice('logistic', 'boosting')"}, "search": "random", "samples": 1},
+     "space: model is sampled for each trial, which needs Ray; write grid(...) (or choice(...) with search 'grid')"),
 ])
 def test_fanout_refuses_what_argo_cannot_do(sweep: dict[str, Any], message: str) -> None:
     with pytest.raises(CompileError, match=re.escape(message)):
-        compile_workflow(_train_sweep({"metric": "val_accuracy", **sweep}), fanout=True)
+        compile_workflow(_train_sweep({"metric": "val_accuracy", "mode": "max", **sweep}), fanout=True)
 
 
 def test_a_huge_grid_is_refused_for_fanout() -> None:
     big = {"space": {"a": f"grid({', '.join(map(str, range(100)))})", "b": f"grid({', '.join(map(str, range(100)))})"},
-           "metric": "m", "search": "grid"}
+           "metric": "m", "mode": "max", "search": "grid"}
     spec = RunSpec(notebook="nb.ipynb", user="u", sweep=big)
     with pytest.raises(CompileError, match="10000 trials; fan-out takes at most 5000"):
         compile_workflow(spec, fanout=True)

@@ -70,7 +70,7 @@ def test_success_params_kernel_metrics_tags_and_artifacts(runtime_workspace: Pat
     assert proc.returncode == 0, proc.stderr
     assert result["status"] == "SUCCEEDED" and result["mlflow_status"] == "FINISHED" and result["error"] is None
     assert result["metrics"] == {"count_seen": 7.0, "text_length": 5.0}
-    assert json.loads((out / "progress.json").read_text()) == {"cells_done": 5, "cells_total": 5, "status": "SUCCEEDED"}
+    assert json.loads((out / "progress.json").read_text()) == {"cells_done": 4, "cells_total": 4, "status": "SUCCEEDED"}  # the user's 4: not the injected one
     nb = nbformat.read(out / "output.ipynb", as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected) == 1 and nb.cells.index(injected[0]) == 2  # right after the parameters cell
@@ -208,8 +208,8 @@ def test_cancel_and_timeout_end_killed_with_partial_notebook(runtime_workspace: 
     nb = nbformat.read(out / "output.ipynb", as_version=4)
     assert any(marker in o.get("text", "") for o in nb.cells[3].outputs)  # the running cell's partial output
     assert not any("after" in o.get("text", "") for o in nb.cells[4].outputs)
-    # the cells that ran to their end: the parameters, the injected parameters and the first code cell; not the stopped one
-    assert json.loads((out / "progress.json").read_text()) == {"cells_done": 3, "cells_total": 5, "status": "KILLED"}
+    # the user's cells that ran to their end: the parameters cell and the first code cell; not the stopped one
+    assert json.loads((out / "progress.json").read_text()) == {"cells_done": 2, "cells_total": 4, "status": "KILLED"}
     run = client().get_run(result["mlflow_run_id"])
     assert run.info.status == "KILLED"
     assert artifacts(client(), run.info.run_id) == {"output.ipynb", "output.html"}

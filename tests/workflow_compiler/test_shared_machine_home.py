@@ -66,7 +66,7 @@ def _plant_agent_folder(agent_dir: Path, pid_target: Path, log_target: Path) -> 
 
 
 @pytest.mark.parametrize("command", [["run", "echo.ipynb", "-p", "count=1"],
-                                     ["sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0)", "--search", "grid", "--metric", "score"]],
+                                     ["sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0)", "--search", "grid", "--metric", "score", "--mode", "max"]],
                          ids=["run", "sweep"])
 def test_a_home_another_user_made_with_symlinked_agent_files_is_refused_by_the_cli(other_user, shared_tmp: Path, tmp_path: Path,
                                                                                   command: list[str]) -> None:

@@ -35,7 +35,7 @@ def _closed_port() -> int:
                          ids=["user-password", "quoted-password", "token-as-user"])
 @pytest.mark.parametrize("command", [
     ["run", "echo.ipynb", "-p", "count=1"],
-    ["sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0)", "--search", "grid", "--metric", "score", "--concurrency", "1"],
+    ["sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0)", "--search", "grid", "--metric", "score", "--mode", "max", "--concurrency", "1"],
 ], ids=["run", "sweep"])
 def test_a_tracking_uris_credentials_reach_no_file_and_no_output(tmp_path: Path, userinfo: str, command: list[str]) -> None:
     home, work = tmp_path / "home", tmp_path / "work"

@@ -208,7 +208,7 @@ def test_an_unknown_cli_parameter_names_the_notebook_as_typed(tmp_path):
         ({"notebook": "a.ipynb", "resources": {"pool": "A100"}}, ["resources", "pool"], "must be lowercase letters, digits and '-'"),
         ({"notebook": "a.ipynb", "image": "two words"}, ["image"], "must be one word without spaces"),
         ({}, ["notebook"], "required"),
-        ({"notebook": "a.ipynb", "sweep": {"space": {}, "metric": "m"}}, ["sweep", "space"], "must have at least 1 item"),
+        ({"notebook": "a.ipynb", "sweep": {"space": {}, "metric": "m", "mode": "max"}}, ["sweep", "space"], "must have at least 1 item"),
     ],
 )
 def test_field_messages_are_plain_words(body, loc, msg):

@@ -19,7 +19,7 @@ from workflow_compiler.store import RunRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
-SWEEP = {"parameters": {"steps": 2}, "space": {"x": "grid(1.0, 3.0)"}, "metric": "score", "search": "grid", "concurrency": 2}
+SWEEP = {"parameters": {"steps": 2}, "space": {"x": "grid(1.0, 3.0)"}, "metric": "score", "mode": "max", "search": "grid", "concurrency": 2}
 
 
 def nbscale(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -112,7 +112,7 @@ def test_submit_runs_a_sweep_spec_as_a_sweep_record(work: Path) -> None:
     from workflow_compiler.submit import submit
 
     spec = parse_model(RunSpec, {"notebook": "objective.ipynb", "parameters": {"steps": 2},
-                                 "sweep": {"space": {"x": "grid(1.0, 3.0)"}, "search": "grid", "metric": "score", "concurrency": 2}},
+                                 "sweep": {"space": {"x": "grid(1.0, 3.0)"}, "search": "grid", "metric": "score", "mode": "max", "concurrency": 2}},
                        what="sweep")
     executor = get_executor("local", root=str(work))
     record = submit(spec, executor=executor, root=str(work))

@@ -89,7 +89,7 @@ def sweeps(ray_cluster: str, workspace: Path, tmp_path_factory: pytest.TempPathF
         for path in PATHS:
             os.environ[trial_host.ENV_HOST] = "0" if path == "in-worker" else "1"
             spec = parse_model(RunSpec, {"notebook": "user.ipynb", "sweep": {
-                "space": {"case": f"grid({grid})"}, "search": "grid", "metric": "ok", "concurrency": 2,
+                "space": {"case": f"grid({grid})"}, "search": "grid", "metric": "ok", "mode": "max", "concurrency": 2,
                 "fresh_kernel": path == "fresh-kernel"}}, what="parity sweep")
             results[path] = run_sweep(spec, root=workspace, progress=False)
         yield results

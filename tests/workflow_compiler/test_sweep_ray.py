@@ -38,7 +38,7 @@ def test_asha_stops_poor_trials_part_way_and_mlflow_nests_them(ray_cluster: str,
     from workflow_compiler.sweep import tracking
     from workflow_compiler.sweep.driver import run_sweep
 
-    spec = _spec("objective.ipynb", {"x": "grid(4.0, 3.0, 2.0, 1.0)"}, metric="score", scheduler="asha",
+    spec = _spec("objective.ipynb", {"x": "grid(4.0, 3.0, 2.0, 1.0)"}, metric="score", mode="max", scheduler="asha",
                  concurrency=1, fixed={"sleep": 0.1, "steps": 4})
     result = run_sweep(spec, root=REPO, progress=False)
     by_x = {t.params["x"]: t for t in result.trials}
@@ -100,7 +100,7 @@ def test_optuna_search_reuses_one_warm_worker_and_nothing_leaks_between_trials(r
     warm_up = plots.warm_up
     monkeypatch.setattr(plots, "warm_up", lambda: (warmed_after.append([r.status for s in session.SESSIONS.values() for r in s.rows.values()]),
                                                    warm_up()))
-    spec = _spec("leak.ipynb", {"trial": "choice(1, 2, 3)"}, metric="ok", search="optuna", samples=3, concurrency=1, seed=7)
+    spec = _spec("leak.ipynb", {"trial": "choice(1, 2, 3)"}, metric="ok", mode="max", search="optuna", samples=3, concurrency=1, seed=7)
     result = run_sweep(spec, root=REPO, progress=False)
     # once, and only after a trial ended: not while the trial workers start and need every core
     assert warmed_after == [["COMPLETED"]], warmed_after
@@ -119,7 +119,7 @@ def test_fresh_kernel_runs_each_trial_in_its_own_process(ray_cluster: str, home:
     from workflow_compiler.sweep.driver import run_sweep
     from workflow_compiler.sweep.trial import TAG_WORKER_PID
 
-    spec = _spec("leak.ipynb", {"trial": "grid(1)"}, metric="ok", concurrency=1, fresh_kernel=True)
+    spec = _spec("leak.ipynb", {"trial": "grid(1)"}, metric="ok", mode="max", concurrency=1, fresh_kernel=True)
     tune_settings = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "TUNE_DISABLE_SIGINT_HANDLER", "TUNE_GLOBAL_CHECKPOINT_S", "RAY_AIR_NEW_OUTPUT")
     for name in tune_settings:
         monkeypatch.delenv(name, raising=False)
@@ -152,7 +152,7 @@ def test_leak_notebook_does_detect_a_shared_namespace(tmp_path: Path) -> None:
 def test_half_gpu_trials_pack_two_per_gpu(ray_cluster: str, home: Path) -> None:
     from workflow_compiler.sweep.driver import run_sweep
 
-    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0)"}, metric="score", concurrency=3,
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0)"}, metric="score", mode="max", concurrency=3,
                  cpus_per_trial=0.25, gpus_per_trial=0.5, fixed={"sleep": 0.6, "steps": 3})
     result = run_sweep(spec, root=REPO, progress=False)
     assert result.counts["COMPLETED"] == 3
@@ -168,7 +168,7 @@ def test_failures_are_retried_and_marked_and_the_sweep_goes_on(ray_cluster: str,
 
     once, die_once = str(tmp_path / "raise-marker"), str(tmp_path / "die-marker")
     space = {"fail": f"grid('raise', 'once:{once}', 'die-once:{die_once}')"}
-    result = run_sweep(_spec("objective.ipynb", space, metric="score", concurrency=2, max_failures=1), root=REPO, progress=False)
+    result = run_sweep(_spec("objective.ipynb", space, metric="score", mode="max", concurrency=2, max_failures=1), root=REPO, progress=False)
     by_fail = {t.params["fail"]: t for t in result.trials}
     assert by_fail["raise"].status == "FAILED" and "fails on purpose" in (by_fail["raise"].error or "")
     assert by_fail["raise"].attempts == 2  # retried once, then failed for good
@@ -215,7 +215,7 @@ def _saved_as_finished(home: Path, sweep_id: str) -> set[str]:
 def test_resume_after_the_driver_is_killed_does_not_rerun_completed_trials(ray_cluster: str, home: Path) -> None:
     from workflow_compiler.sweep.driver import run_sweep
 
-    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0, 4.0)"}, metric="score", concurrency=1,
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0, 4.0)"}, metric="score", mode="max", concurrency=1,
                  fixed={"sleep": 0.3, "steps": 2})
     driver = _driver(home, spec, "nbs-0000000aaa")
     _wait_for(lambda: len(_saved_as_finished(home, "nbs-0000000aaa")) >= 2)
@@ -232,7 +232,7 @@ def test_resume_after_the_driver_is_killed_does_not_rerun_completed_trials(ray_c
 def test_ctrl_c_stops_every_trial_and_marks_runs_killed(ray_cluster: str, home: Path) -> None:
     from workflow_compiler.sweep import tracking
 
-    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0, 4.0)"}, metric="score", concurrency=2,
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0, 4.0)"}, metric="score", mode="max", concurrency=2,
                  fixed={"sleep": 1.0, "steps": 30})
     driver = _driver(home, spec, "nbs-0000000bbb")
     _wait_for(lambda: any((home / "sweeps" / "nbs-0000000bbb" / "trials").glob("*/attempt-1")) if (home / "sweeps" / "nbs-0000000bbb").exists() else False)
@@ -256,7 +256,7 @@ def test_every_trial_of_many_asha_sweeps_names_its_run_and_the_run_keeps_its_dat
     from workflow_compiler.sweep.driver import run_sweep
 
     xs = ", ".join(str(float(x)) for x in range(8, 0, -1))  # worse and worse: ASHA stops most at their first rung
-    spec = _spec("objective.ipynb", {"x": f"grid({xs})"}, metric="score", scheduler="asha", concurrency=2,
+    spec = _spec("objective.ipynb", {"x": f"grid({xs})"}, metric="score", mode="max", scheduler="asha", concurrency=2,
                  fixed={"sleep": 0.05, "steps": 4})
     stopped = 0
     for _ in range(4):
@@ -278,7 +278,7 @@ def test_every_trial_of_many_asha_sweeps_names_its_run_and_the_run_keeps_its_dat
 
 
 def test_one_sweep_file_is_one_trial_set_locally_in_the_rayjob_and_in_fanout(ray_cluster: str, home: Path) -> None:
-    """grid(...) axes are crossed and choice(...) is sampled, on every target (issue 17, item 3)."""
+    """grid(...) axes are crossed, and choice(...) too in a grid search, on every target (issue 17, item 3)."""
     import yaml
 
     from workflow_compiler.compiler import compile_workflow
@@ -289,7 +289,7 @@ def test_one_sweep_file_is_one_trial_set_locally_in_the_rayjob_and_in_fanout(ray
     def trial_set(params: list[dict]) -> list[str]:
         return sorted(json.dumps(p, sort_keys=True) for p in params)
 
-    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0)", "steps": "grid(1, 2)"}, metric="score", samples=2, seed=7, concurrency=2)
+    spec = _spec("objective.ipynb", {"x": "grid(1.0, 2.0)", "steps": "grid(1, 2)"}, metric="score", mode="max", samples=2, seed=7, concurrency=2)
     local = run_sweep(spec, root=REPO, progress=False)
     fanout = compile_workflow(spec, fanout=True)
     (trials,) = [t for t in next(t for t in fanout["spec"]["templates"] if t["name"] == "main")["dag"]["tasks"] if "withItems" in t]
@@ -300,11 +300,13 @@ def test_one_sweep_file_is_one_trial_set_locally_in_the_rayjob_and_in_fanout(ray
     expected = trial_set([{"x": x, "steps": s} for x in (1.0, 2.0) for s in (1, 2)] * 2)
     assert trial_set([t.params for t in local.trials]) == trial_set(items) == trial_set([t.params for t in in_rayjob.trials]) == expected
 
-    sampled = _spec("objective.ipynb", {"x": "grid(1.0, 2.0)", "sleep": "choice(0.0, 0.01)"}, metric="score", seed=7)
-    result = run_sweep(sampled, root=REPO, progress=False)
-    assert len(result.trials) == sampled.sweep.total_trials() == 2  # choice() sampled once per grid point, not crossed
-    assert sorted(t.params["x"] for t in result.trials) == [1.0, 2.0] and {t.params["sleep"] for t in result.trials} <= {0.0, 0.01}
-    with pytest.raises(CompileError, match=r"choice\(\.\.\.\) is sampled for each trial, which needs Ray \(sleep\)"):
+    crossed = _spec("objective.ipynb", {"x": "grid(1.0, 2.0)", "sleep": "choice(0.0, 0.01)"}, metric="score", mode="max", seed=7)
+    result = run_sweep(crossed, root=REPO, progress=False)
+    assert len(result.trials) == crossed.sweep.total_trials() == 4  # a grid search crosses choice(...) too
+    assert trial_set([t.params for t in result.trials]) == trial_set([{"x": x, "sleep": s} for x in (1.0, 2.0) for s in (0.0, 0.01)])
+    sampled = crossed.model_copy(update={"sweep": crossed.sweep.model_copy(update={"search": "random", "samples": 1})})
+    assert sampled.sweep.total_trials() == 2  # a random search samples choice(...) once per grid point
+    with pytest.raises(CompileError, match=r"sleep is sampled for each trial, which needs Ray"):
         compile_workflow(sampled, fanout=True)
 
 
@@ -312,7 +314,7 @@ def test_a_seeded_sweep_keeps_its_concurrency() -> None:
     """Tune ignores max_concurrent_trials when the search is a generator (BasicVariantGenerator with a seed)."""
     from workflow_compiler.sweep.driver import _tune_config
 
-    config = _tune_config(_spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0)"}, metric="score", seed=7, concurrency=1))
+    config = _tune_config(_spec("objective.ipynb", {"x": "grid(1.0, 2.0, 3.0)"}, metric="score", mode="max", seed=7, concurrency=1))
     assert config.search_alg.max_concurrent == 1
 
 
@@ -343,7 +345,7 @@ def test_nbscale_sweep_resume_keeps_its_parent_run_and_reruns_no_completed_trial
     nbscale = str(Path(PY).parent / "nbscale")
     env = {**os.environ, "NBSCALE_HOME": str(home), "COLUMNS": "200"}
     first = subprocess.Popen([nbscale, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0, 3.0, 4.0)", "--search", "grid",
-                              "--metric", "score", "--concurrency", "1", "-p", "sleep=0.3", "-p", "steps=2", "--json", "--no-progress"],
+                              "--metric", "score", "--mode", "max", "--concurrency", "1", "-p", "sleep=0.3", "-p", "steps=2", "--json", "--no-progress"],
                              cwd=work, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _wait_for(lambda: (home / "sweeps").is_dir() and any((home / "sweeps").iterdir()), timeout=180)

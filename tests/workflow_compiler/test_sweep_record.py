@@ -14,7 +14,7 @@ from workflow_compiler.store import RunStore, process_start
 from workflow_compiler.sweep_record import recorded_sweep
 
 SPEC = RunSpec.model_validate({"notebook": "objective.ipynb", "parameters": {"steps": 3},
-                               "sweep": {"space": {"x": "grid(1.0, 3.0)"}, "metric": "score", "search": "grid"}})
+                               "sweep": {"space": {"x": "grid(1.0, 3.0)"}, "metric": "score", "mode": "max", "search": "grid"}})
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _spec(space: dict[str, str], **sweep: Any) -> RunSpec:
     return parse_model(RunSpec, {"notebook": "objective.ipynb", "parameters": {"sleep": 0.3},
-                                 "sweep": {"space": space, "metric": "score", "concurrency": 1, **sweep}}, what="test sweep")
+                                 "sweep": {"space": space, "metric": "score", "mode": "max", "concurrency": 1, **sweep}}, what="test sweep")
 
 
 def _children(home: Path, sweep_id: str) -> list[Any]:

@@ -70,32 +70,32 @@ def test_bad_spaces_say_how_to_fix(text: str, fragment: str) -> None:
 
 def test_infinite_bound_in_json_form_is_refused() -> None:
     with pytest.raises(SpecError, match="finite"):
-        parse_sweep({"space": {"x": {"kind": "uniform", "low": 0, "high": float("inf")}}, "metric": "m"})
+        parse_sweep({"space": {"x": {"kind": "uniform", "low": 0, "high": float("inf")}}, "metric": "m", "mode": "max"})
 
 
 def test_sweep_spec_rules() -> None:
     ok = parse_sweep({"space": {"a": "grid(1, 2, 3)", "b": "choice('x', 'y')"}, "metric": "loss", "mode": "min", "search": "grid"})
-    # grid(...) axes are crossed; choice(...) is sampled once per trial, whatever the search
-    assert ok.total_trials() == 3 and ok.effective_samples == 1
-    assert ok.grid_points() == [{"a": 1}, {"a": 2}, {"a": 3}]
-    rnd = parse_sweep({"space": {"a": "grid(1, 2)", "b": "uniform(0, 1)"}, "metric": "m", "samples": 3})
+    # a grid search crosses grid(...) and choice(...) axes alike (the last parameter varies fastest)
+    assert ok.total_trials() == 6 and ok.effective_samples == 1
+    assert ok.grid_points() == [{"a": a, "b": b} for a in (1, 2, 3) for b in ("x", "y")]
+    rnd = parse_sweep({"space": {"a": "grid(1, 2)", "b": "uniform(0, 1)"}, "metric": "m", "mode": "max", "samples": 3})
     assert rnd.total_trials() == 6
     with pytest.raises(SpecError, match="b is continuous"):
-        parse_sweep({"space": {"b": "uniform(0, 1)"}, "metric": "m", "search": "grid"})
+        parse_sweep({"space": {"b": "uniform(0, 1)"}, "metric": "m", "mode": "max", "search": "grid"})
     with pytest.raises(SpecError, match="Optuna cannot take grid"):
-        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "m", "search": "optuna"})
+        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "m", "mode": "max", "search": "optuna"})
     with pytest.raises(SpecError, match="use 1 or 2"):
-        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "m", "gpus_per_trial": 1.5})
+        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "m", "mode": "max", "gpus_per_trial": 1.5})
     with pytest.raises(SpecError, match="sweep.metric"):
-        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "bad{metric}"})
+        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "bad{metric}", "mode": "max"})
     with pytest.raises(SpecError, match="sweep.space"):
-        parse_sweep({"space": {}, "metric": "m"})
-    assert parse_sweep({"space": {"a": "grid(1)"}, "metric": "m", "gpus_per_trial": 0.25}).gpus_per_trial == 0.25
+        parse_sweep({"space": {}, "metric": "m", "mode": "max"})
+    assert parse_sweep({"space": {"a": "grid(1)"}, "metric": "m", "mode": "max", "gpus_per_trial": 0.25}).gpus_per_trial == 0.25
 
 
 def test_runspec_carries_a_sweep_and_checks_it_against_the_notebook() -> None:
     spec = parse_model(RunSpec, {"notebook": "examples/train.ipynb", "sweep": {
-        "space": {"n_estimators": "randint(50, 400)", "learning_rate": "choice(1, 0.1)"}, "metric": "val_accuracy"}}, what="run")
+        "space": {"n_estimators": "randint(50, 400)", "learning_rate": "choice(1, 0.1)"}, "metric": "val_accuracy", "mode": "max"}}, what="run")
     checked = check_run_spec(spec, root=REPO)
     assert checked.sweep is not None
     assert checked.sweep.space["learning_rate"].values == [1.0, 0.1]  # ints become the float the notebook declares
@@ -115,7 +115,7 @@ def test_runspec_carries_a_sweep_and_checks_it_against_the_notebook() -> None:
 ])
 def test_space_is_checked_against_declared_types(param: str, fragment: str) -> None:
     with pytest.raises(SpecError) as info:
-        sweep_from_args(_args("examples/train.ipynb", "--metric", "val_accuracy", "--param", param), REPO)
+        sweep_from_args(_args("examples/train.ipynb", "--metric", "val_accuracy", "--mode", "max", "--param", param), REPO)
     assert fragment in info.value.message
 
 
@@ -138,7 +138,7 @@ def test_the_issue_command_line_builds_the_spec() -> None:
 
 def test_sweep_file_with_cli_overrides(tmp_path: Path) -> None:
     file = tmp_path / "sweep.yaml"
-    file.write_text("metric: val_accuracy\nsamples: 4\nparameters: {seed: 1}\nspace:\n"
+    file.write_text("metric: val_accuracy\nmode: max\nsamples: 4\nparameters: {seed: 1}\nspace:\n"
                     "  n_estimators: randint(10, 20)\n  max_depth: {choice: [3, null]}\n", encoding="utf-8")
     spec = sweep_from_args(_args("examples/train.ipynb", "--sweep", str(file), "--samples", "6", "--param", "seed=3"), REPO)
     assert spec.sweep is not None and spec.sweep.samples == 6 and spec.parameters == {"seed": 3}
@@ -150,7 +150,7 @@ def test_sweep_file_with_cli_overrides(tmp_path: Path) -> None:
 
 def test_cli_needs_something_to_sweep_and_a_metric() -> None:
     with pytest.raises(SpecError, match="nothing to sweep"):
-        sweep_from_args(_args("examples/train.ipynb", "--metric", "m"), REPO)
+        sweep_from_args(_args("examples/train.ipynb", "--metric", "m", "--mode", "max"), REPO)
     with pytest.raises(SpecError, match="--metric"):
         sweep_from_args(_args("examples/train.ipynb", "--param", "seed=randint(1, 3)"), REPO)
     with pytest.raises(SpecError, match="NAME=SPACE"):
@@ -172,7 +172,7 @@ def test_cli_needs_something_to_sweep_and_a_metric() -> None:
 def test_random_search_over_listed_values_runs_each_combination_at_most_once(sweep: dict, samples: int | None, trials: int) -> None:
     import random
 
-    spec = parse_sweep({"space": sweep, "metric": "m", **({"samples": samples} if samples else {})})
+    spec = parse_sweep({"space": sweep, "metric": "m", "mode": "max", **({"samples": samples} if samples else {})})
     assert spec.total_trials() == trials
     points = spec.distinct_points(random.Random(7))
     if "uniform" in str(sweep):
@@ -191,7 +191,7 @@ def test_random_search_over_listed_values_runs_each_combination_at_most_once(swe
 ], ids=["distinct_points", "validation", "draws_points"])
 def test_the_choice_combinations_are_counted_once_per_question(monkeypatch: pytest.MonkeyPatch, ask: object, calls: int) -> None:
     """Counting them lists every choice(...)'s values: once per question, not once per grid point and helper."""
-    spec = parse_sweep({"space": {"a": "grid(1, 2, 3, 4)", "b": "choice('x', 'y', 'z')"}, "metric": "m", "samples": 2})
+    spec = parse_sweep({"space": {"a": "grid(1, 2, 3, 4)", "b": "choice('x', 'y', 'z')"}, "metric": "m", "mode": "max", "samples": 2})
     counted = SweepSpec.choice_combinations
     seen: list[int | None] = []
     monkeypatch.setattr(SweepSpec, "choice_combinations", lambda self: seen.append(counted(self)) or seen[-1])
@@ -210,15 +210,15 @@ def test_the_choice_combinations_are_counted_once_per_question(monkeypatch: pyte
 ])
 def test_samples_beyond_the_listed_combinations_are_refused_with_what_to_do(sweep: dict, fragment: str) -> None:
     with pytest.raises(SpecError) as info:
-        parse_sweep({"metric": "m", **sweep})
+        parse_sweep({"metric": "m", "mode": "max", **sweep})
     assert fragment in info.value.message
-    assert parse_sweep({"metric": "m", **sweep, "search": "grid"}).total_trials() >= 2  # grid's samples repeats it on purpose
+    assert parse_sweep({"metric": "m", "mode": "max", **sweep, "search": "grid"}).total_trials() >= 2  # grid's samples repeats it on purpose
 
 
 def test_values_the_notebook_types_alike_count_once() -> None:
     """learning_rate is a float in the notebook: choice(1, 1.0, 0.1) lists two values once checked."""
     spec = parse_model(RunSpec, {"notebook": "examples/train.ipynb", "sweep": {
-        "space": {"learning_rate": "choice(1, 1.0, 0.1)"}, "metric": "val_accuracy", "samples": 3}}, what="run")
+        "space": {"learning_rate": "choice(1, 1.0, 0.1)"}, "metric": "val_accuracy", "mode": "max", "samples": 3}}, what="run")
     with pytest.raises(SpecError, match="only 2 different combinations"):
         check_run_spec(spec, root=REPO)
     default = spec.model_copy(update={"sweep": spec.sweep.model_copy(update={"samples": None})})  # type: ignore[union-attr]
@@ -237,7 +237,7 @@ def test_a_sweep_saved_before_samples_were_checked_still_resumes(sweep: dict, ho
     from workflow_compiler.store import RunStore
     from workflow_compiler.sweep.driver import _load_state, sweeps_dir
 
-    saved = {"notebook": "objective.ipynb", "sweep": {"metric": "m", **sweep}}
+    saved = {"notebook": "objective.ipynb", "sweep": {"metric": "m", "mode": "max", **sweep}}
     with pytest.raises(SpecError, match="would"):
         parse_model(RunSpec, saved, what="run")  # a new sweep like it is still refused
     folder = sweeps_dir() / "nbs-0123456789"
@@ -248,3 +248,43 @@ def test_a_sweep_saved_before_samples_were_checked_still_resumes(sweep: dict, ho
     assert spec.sweep.total_trials() == sweep["samples"] * len(spec.sweep.grid_points())
     _ensure_sweep_record("nbs-0123456789")  # a sweep saved before sweeps had records gets one
     assert RunStore().get("nbs-0123456789").kind == "sweep"
+
+
+# --- a grid search enumerates choice(...) as it does grid(...) --------------------------------------
+@pytest.mark.parametrize(("space", "samples", "trials"), [
+    ({"name": 'choice("a,b", "c)", "$(id)", "{{x}}")'}, None, 4),  # the values as listed, shell and Argo syntax and all
+    ({"a": "choice(1, 2)", "b": "grid('x', 'y', 'z')"}, None, 6),  # crossed with the grid(...) axes
+    ({"a": "choice(1, 2)", "b": "choice(3, 4)"}, 3, 12),  # samples repeats the grid, as Tune's grid_search does
+])
+def test_a_grid_search_runs_every_choice(space: dict[str, str], samples: int | None, trials: int) -> None:
+    sweep = parse_sweep({"space": space, "metric": "loss", "mode": "min", "search": "grid", "samples": samples})
+    points = sweep.grid_points() * sweep.effective_samples
+    assert sweep.total_trials() == len(points) == trials
+    for name, domain in sweep.space.items():
+        assert {json.dumps(p[name]) for p in points} == {json.dumps(v) for v in domain.values or []}
+    if "name" in space:
+        assert [p["name"] for p in points] == ["a,b", "c)", "$(id)", "{{x}}"]
+
+
+def test_tune_gets_a_grid_search_for_choice_only_in_a_grid_search() -> None:
+    space = {"a": "choice(1, 2)", "b": "grid(3, 4)"}
+    grid = parse_sweep({"space": space, "metric": "loss", "mode": "min", "search": "grid"}).tune_space()
+    assert grid == {"a": {"grid_search": [1, 2]}, "b": {"grid_search": [3, 4]}}
+    sampled = parse_sweep({"space": space, "metric": "loss", "mode": "min", "samples": 2}).tune_space()
+    assert sampled["b"] == {"grid_search": [3, 4]} and sampled["a"].categories == [1, 2]
+
+
+# --- the mode is never guessed: a loss maximised picks the worst trial ------------------------------
+def test_a_metric_without_a_mode_is_refused_with_both_flags() -> None:
+    asked = r"--metric loss: is a higher or a lower metric better\? Choose max \(accuracy\) or min \(loss\): --mode max or --mode min"
+    with pytest.raises(SpecError, match=asked) as caught:
+        sweep_from_args(_args("examples/train.ipynb", "--metric", "loss", "--param", "n_estimators=randint(50, 400)"), REPO)
+    assert caught.value.errors == [{"loc": ["sweep", "mode"], "msg": caught.value.errors[0]["msg"]}]
+    with pytest.raises(SpecError, match=r"sweep\.mode: is a higher or a lower metric better\?.*'mode: min' in a sweep file"):
+        parse_sweep({"space": {"a": "grid(1, 2)"}, "metric": "loss"})
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_the_mode_given_is_the_mode_used(mode: str) -> None:
+    args = _args("examples/train.ipynb", "--metric", "loss", "--mode", mode, "--param", "n_estimators=randint(50, 400)")
+    assert sweep_from_args(args, REPO).sweep.mode == mode

@@ -31,7 +31,7 @@ class _Trial:
 @pytest.fixture
 def sweep_session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SweepSession:
     monkeypatch.setenv("NBSCALE_HOME", str(tmp_path))
-    spec = parse_model(RunSpec, {"notebook": "nb.ipynb", "sweep": {"space": {"x": "grid(1, 2)"}, "metric": "score"}}, what="test")
+    spec = parse_model(RunSpec, {"notebook": "nb.ipynb", "sweep": {"space": {"x": "grid(1, 2)"}, "metric": "score", "mode": "max"}}, what="test")
     session = SweepSession("s1", spec, None, "1", "p", SweepProgress(sweep_id="s1", metric="score", mode="max", total=2, enabled=False))
     SESSIONS["s1"] = session
     yield session

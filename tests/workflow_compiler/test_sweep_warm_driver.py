@@ -99,8 +99,8 @@ def test_a_sweep_runs_in_a_child_of_the_driver_with_the_callers_environment_fold
 
 
 @pytest.mark.parametrize(("args", "code", "shown"), [
-    (["sweep", "objective.ipynb", "--param", "x=grid(1.0,", "--metric", "score"], 2, "error:"),
-    (["sweep", "missing.ipynb", "--param", "x=grid(1.0, 2.0)", "--metric", "score"], 2, "missing.ipynb"),
+    (["sweep", "objective.ipynb", "--param", "x=grid(1.0,", "--metric", "score", "--mode", "max"], 2, "error:"),
+    (["sweep", "missing.ipynb", "--param", "x=grid(1.0, 2.0)", "--metric", "score", "--mode", "max"], 2, "missing.ipynb"),
     (["sweep", "--help"], 0, "usage: nbscale sweep"),
 ])
 def test_messages_and_exit_codes_are_those_of_the_command_on_its_own(work: Path, args: list[str], code: int, shown: str) -> None:
@@ -111,7 +111,7 @@ def test_messages_and_exit_codes_are_those_of_the_command_on_its_own(work: Path,
 
 
 def _sampled(work: Path, *extra: str) -> list[float]:
-    done = _nbscale(work, "sweep", "objective.ipynb", "--param", "x=uniform(0, 100)", "--metric", "score", "--samples", "2",
+    done = _nbscale(work, "sweep", "objective.ipynb", "--param", "x=uniform(0, 100)", "--metric", "score", "--mode", "max", "--samples", "2",
                     "--json", *extra)
     return sorted(trial["params"]["x"] for trial in _succeeded(done)["trials"])
 
@@ -124,14 +124,14 @@ def test_each_sweep_samples_afresh_unless_seeded(work: Path) -> None:
 
 def test_a_sweep_whose_trials_all_fail_exits_1(work: Path) -> None:
     done = _nbscale(work, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 3.0)", "-p", "fail=raise", "--search", "grid",
-                    "--metric", "score", "--json")
+                    "--metric", "score", "--mode", "max", "--json")
     assert done.returncode == 1, done.stderr[-3000:]
     assert json.loads(done.stdout)["status"] == "FAILED"
 
 
 def _slow_sweep(work: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0, 3.0, 4.0)", "-p", "sleep=1.0",
-                             "-p", "steps=30", "--search", "grid", "--metric", "score", "--concurrency", "2", "--json"],
+                             "-p", "steps=30", "--search", "grid", "--metric", "score", "--mode", "max", "--concurrency", "2", "--json"],
                             cwd=work, env=_environ(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -170,6 +170,7 @@ def test_ctrl_c_or_sigterm_reaches_the_sweep_which_ends_killed_with_exit_130_and
     assert client.returncode == 130, err[-3000:]
     summary = json.loads(out)
     assert summary["status"] == "KILLED" and summary["counts"]["COMPLETED"] == 0, summary
+    assert f"nbscale sweep --resume {summary['sweep_id']}" in " ".join(err.split()), err[-3000:]  # how to finish it
     assert _killed_with_its_runs(state)
 
 

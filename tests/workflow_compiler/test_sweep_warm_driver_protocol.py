@@ -140,7 +140,7 @@ def test_a_password_in_the_tracking_uri_does_not_cross_the_socket() -> None:
              "    print(json.dumps(warm_driver._request(entry, argv, 'v')))\n"
              "    return 0\n"
              "warm_driver.run_in_driver = sent\n"
-             "sys.exit(cli.main(['sweep', 'objective.ipynb', '--metric', 'score']))\n")
+             "sys.exit(cli.main(['sweep', 'objective.ipynb', '--metric', 'score', '--mode', 'max']))\n")
     env = {**os.environ, "PYTHONPATH": ":".join(sys.path), "MLFLOW_TRACKING_URI": "https://alice:hunter2-secret@mlflow.example"}
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env, check=True)
     request = json.loads(done.stdout)

@@ -130,7 +130,7 @@ def test_a_sweep_from_another_environment_gets_a_head_of_its_own_while_the_old_o
 
 def _environ_sweep(home: Path, x: float, env: dict[str, str]) -> dict[str, str | None]:
     """Run ``environ.ipynb`` as a one-trial sweep with ``env``: what its trial saw of the variables it records."""
-    sweep = subprocess.run([NBSCALE, "sweep", "environ.ipynb", "--param", f"x=grid({x})", "--search", "grid", "--metric", "score",
+    sweep = subprocess.run([NBSCALE, "sweep", "environ.ipynb", "--param", f"x=grid({x})", "--search", "grid", "--metric", "score", "--mode", "max",
                             "--json"], cwd=home.parent, env=env, capture_output=True, text=True, timeout=600)
     assert sweep.returncode == 0 and json.loads(sweep.stdout)["status"] == "SUCCEEDED", sweep.stderr[-3000:]
     return dict(json.loads((home.parent / f"environ-{x}.json").read_text()))

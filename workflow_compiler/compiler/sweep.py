@@ -109,10 +109,10 @@ def check_fanout(sweep: SweepSpec) -> None:
     if sweep.search != "grid":
         problems.append(("search", f"fan-out enumerates a grid; search {sweep.search!r} samples, which needs Ray "
                                    "(compile without --fanout, or use search 'grid' with grid(...) values)"))
-    sampled = [name for name, domain in sweep.space.items() if domain.kind == "choice"]
+    sampled = [name for name, domain in sweep.space.items() if not sweep.enumerates(domain)]
     if sampled:
-        problems.append(("space", f"choice(...) is sampled for each trial, which needs Ray ({', '.join(sampled)}); "
-                                  "write grid(...) to try every value, or compile without --fanout"))
+        problems.append(("space", f"{', '.join(sampled)} {'is' if len(sampled) == 1 else 'are'} sampled for each trial, which needs Ray; "
+                                  "write grid(...) (or choice(...) with search 'grid') to try every value, or compile without --fanout"))
     if sweep.scheduler != "fifo":
         problems.append(("scheduler", f"early stopping ({sweep.scheduler}) needs Ray Tune; compile without --fanout or drop it"))
     if sweep.gpus_per_trial and not float(sweep.gpus_per_trial).is_integer():

@@ -66,7 +66,7 @@ class StepExecutionManager(NotebookExecutionManager):
     def notebook_start(self, **kwargs: Any) -> None:
         """Reset the notebook's metadata and count the code cells to run."""
         super().notebook_start(**kwargs)
-        total = sum(1 for c in self.nb.cells if c.cell_type == "code")
+        total = sum(1 for c in self.nb.cells if _users_code(c))
         self.progress.write(status="RUNNING", cells_done=0, cells_total=total)
 
     def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
@@ -80,9 +80,14 @@ class StepExecutionManager(NotebookExecutionManager):
         papermill calls this in a ``finally`` after every cell, the one a stop interrupted included.
         """
         super().cell_complete(cell, cell_index, **kwargs)
-        if cell.cell_type == "code" and cell_index != self.stopped_cell:
+        if _users_code(cell) and cell_index != self.stopped_cell:
             self.progress.write(cells_done=self.progress.cells_done + 1)
             log.info("cell %s/%s done", self.progress.cells_done, self.progress.cells_total)
+
+
+def _users_code(cell: Any) -> bool:
+    """A code cell the user wrote: papermill's injected parameters are not counted (2 cells show as 2/2, not 3/3)."""
+    return bool(cell.cell_type == "code" and "injected-parameters" not in cell.get("metadata", {}).get("tags", []))
 
 
 class StepNotebookClient(PapermillNotebookClient):

@@ -17,7 +17,7 @@ from ..params import check_parameters, coerce_text, lookup_parameter, split_assi
 from ..paths import resolve_notebook_path
 from ..spec import RunSpec, TrackingSpec, check_sweep, parse_model
 from .space import Domain, parse_space_item
-from .spec import CLI_KEYS, load_sweep_file, parse_sweep, split_sweep_file
+from .spec import CLI_KEYS, MODE_MISSING, load_sweep_file, parse_sweep, split_sweep_file
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +34,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
                                                      "is grid(...)/choice(...), which a random search never repeats) or grid repeats (default 1)")
     search.add_argument("--concurrency", type=int, help="trials at once (default 2)")
     search.add_argument("--metric", help="objective metric the notebook logs with mlflow.log_metric")
-    search.add_argument("--mode", choices=["max", "min"], help="maximise or minimise the metric (default max)")
+    search.add_argument("--mode", choices=["max", "min"], help="max if a higher metric is better, min if lower is (required with --metric)")
     search.add_argument("--search", choices=["random", "grid", "optuna"], help="search algorithm (default random)")
     search.add_argument("--early-stop", choices=["fifo", "asha"], help="asha stops poor trials part-way (default fifo: none)")
     search.add_argument("--grace-period", type=int, help="ASHA: reports before a trial may be stopped (default 1)")
@@ -80,6 +80,9 @@ def sweep_from_args(args: argparse.Namespace, root: str | os.PathLike[str]) -> R
         raise SpecError("nothing to sweep: give at least one --param NAME=SPACE, e.g. --param 'n_estimators=randint(50, 400)'.")
     if "metric" not in sweep:
         raise SpecError("which metric decides? Add --metric NAME (a metric the notebook logs with mlflow.log_metric).")
+    if "mode" not in sweep:
+        raise SpecError(f"--metric {sweep['metric']}: {MODE_MISSING}.",
+                        errors=[{"loc": ["sweep", "mode"], "msg": MODE_MISSING}])
     if args.experiment:
         tracking["experiment"] = args.experiment
     fields: dict[str, Any] = {"notebook": relative, "parameters": fixed, "tracking": tracking, "sweep": parse_sweep(sweep)}

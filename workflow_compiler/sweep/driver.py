@@ -195,7 +195,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cance
                                        _resume_config=reopen_cancelled(experiment) if cancelled else None)
         else:
             listed = spec.sweep.draws_points  # a PointSearcher gives whole trials: no space for Tune to sample
-            tuner = tune.Tuner(trainable, param_space={} if listed else {k: d.to_tune() for k, d in spec.sweep.space.items()},
+            tuner = tune.Tuner(trainable, param_space={} if listed else spec.sweep.tune_space(),
                                tune_config=_tune_config(spec), run_config=_run_config(spec, plan, sweep_dir))
         tuner.fit()  # its result grid is left unread: the session's rows and MLflow hold every result
 

@@ -33,3 +33,15 @@ def tune_logs_to(path: Path) -> Iterator[None]:
         logger.propagate = propagate
         logger.removeHandler(handler)
         handler.close()
+
+
+@contextmanager
+def logger_level(name: str, level: int) -> Iterator[None]:
+    """While the block runs, logger ``name`` passes records of ``level`` and above only (a chatty library's INFO or retries)."""
+    logger = logging.getLogger(name)
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

@@ -71,16 +71,17 @@ class Domain(BaseModel):
         return f"{self.kind}({', '.join(repr(a) for a in args)})"
 
     def grid_values(self) -> list[Any]:
-        """The values a ``grid(...)`` axis enumerates (``choice(...)`` is sampled, not enumerated)."""
+        """The values a ``grid(...)`` axis enumerates (and a ``choice(...)`` axis, in a grid search)."""
         if self.kind not in _VALUE_KINDS:
             raise SpecError(f"{self.to_text()} is continuous; a grid search needs grid(...) or choice(...) for every parameter.")
         return list(self.values or [])
 
-    def to_tune(self) -> Any:
-        """The Ray Tune sampler for this domain (imported lazily: ray is heavy)."""
+    def to_tune(self, *, enumerate_values: bool = False) -> Any:
+        """The Ray Tune sampler for this domain (imported lazily: ray is heavy); ``enumerate_values``
+        makes a ``choice(...)`` a ``grid_search`` too (a grid search crosses it, ``SweepSpec.enumerates``)."""
         from ray import tune
 
-        if self.kind == "grid":
+        if self.kind == "grid" or (enumerate_values and self.kind == "choice"):
             return tune.grid_search(list(self.values or []))
         if self.kind == "choice":
             return tune.choice(list(self.values or []))

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 SAVED = {"nbscale.saved": True}
 #: Default number of trials of a random or Optuna search; a grid search runs each point once.
 DEFAULT_SAMPLES = 10
+#: Why a sweep without ``mode`` is refused, and how to say it (flag, magic and file alike).
+MODE_MISSING = ("is a higher or a lower metric better? Choose max (accuracy) or min (loss): "
+                "--mode max or --mode min on the command line, 'mode: min' in a sweep file")
 _METRIC_NAME = r"^[A-Za-z0-9_\-. /]{1,250}$"  # the characters MLflow accepts in a metric name
 #: ``nbscale sweep``'s flag names (argparse dests) -> SweepSpec fields: a sweep file may use either spelling.
 CLI_KEYS = {
@@ -35,6 +38,11 @@ CLI_KEYS = {
     "gpus_per_trial": "gpus_per_trial", "time_budget": "time_budget_s", "max_failures": "max_failures",
     "fresh_kernel": "fresh_kernel", "grace_period": "grace_period", "seed": "seed",
 }
+
+
+def _without_default(schema: dict[str, Any]) -> None:
+    """The JSON schema shows no default for ``mode``: a form then starts blank instead of showing one as chosen."""
+    schema.pop("default", None)
 
 
 def canonical_sweep_keys(data: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +69,10 @@ class SweepSpec(BaseModel):
 
     space: dict[str, Domain] = Field(..., min_length=1, description="Search space per parameter, e.g. {'n_estimators': 'randint(50, 400)'}")
     metric: str = Field(..., pattern=_METRIC_NAME, description="The objective: a metric the notebook logs with mlflow.log_metric; its last value counts")
-    mode: Literal["max", "min"] = Field("max", description="Maximise or minimise the metric")
+    # None only until _mode_said refuses it: a missing field would read "required", this says how to answer
+    mode: Literal["max", "min"] = Field(None, validate_default=True, json_schema_extra=_without_default,  # type: ignore[assignment]
+                                        description="max if a higher metric is better (accuracy), min if lower is (loss); "
+                                                    "no default: a wrong guess picks the worst trial")
     samples: int | None = Field(None, ge=1, le=100_000,
                                 description="Trials to run (random, optuna); repeats of the grid (grid). Default 10 for random/optuna, 1 for grid. "
                                             "When every parameter is grid(...)/choice(...), at most their combinations: a random search never repeats one")
@@ -82,6 +93,13 @@ class SweepSpec(BaseModel):
     @classmethod
     def _cli_spellings(cls, data: Any) -> Any:
         return canonical_sweep_keys(data) if isinstance(data, dict) else data
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode_said(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError(MODE_MISSING)
+        return value
 
     @field_validator("space")
     @classmethod
@@ -184,17 +202,26 @@ class SweepSpec(BaseModel):
                 points.append({name: chosen[name] for name in self.space})
         return points
 
+    def enumerates(self, domain: Domain) -> bool:
+        """True when ``domain`` is an axis crossed into every combination: ``grid(...)`` always,
+        ``choice(...)`` too in a grid search (which enumerates values, as its name says); else sampled."""
+        return domain.kind == "grid" or (self.search == "grid" and domain.kind == "choice")
+
     def grid_points(self) -> list[dict[str, Any]]:
-        """Every point of the ``grid(...)`` axes, crossed, in order (the last parameter varies fastest).
+        """Every point of the enumerated axes (``enumerates``), crossed, in order (the last parameter varies fastest).
 
         One meaning everywhere (Ray Tune, Argo fan-out, the trial count): ``grid(...)`` axes are
-        crossed, and ``choice(...)`` is sampled for each trial, like the ranges.
+        crossed; ``choice(...)`` is crossed in a grid search and sampled for each trial in the others, like the ranges.
         """
         points: list[dict[str, Any]] = [{}]
         for name, domain in self.space.items():
-            if domain.kind == "grid":
+            if self.enumerates(domain):
                 points = [{**p, name: v} for p in points for v in domain.grid_values()]
         return points
+
+    def tune_space(self) -> dict[str, Any]:
+        """Ray Tune's ``param_space``: enumerated axes as ``grid_search``, the others as Tune's samplers."""
+        return {name: domain.to_tune(enumerate_values=self.enumerates(domain)) for name, domain in self.space.items()}
 
     def total_trials(self) -> int:
         """How many trials this sweep runs (before retries): the grid's points, ``samples`` times each."""

@@ -384,10 +384,7 @@ def _reset_if_changed(name: str, options: dict[str, Any] | None, reset: Callable
 @contextmanager
 def quiet_papermill() -> Iterator[None]:
     """papermill logs every input/output path at INFO; a sweep with 1000 trials does not need that."""
-    logger = logging.getLogger("papermill")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
+    from .logs import logger_level
+
+    with logger_level("papermill", logging.WARNING):
         yield
-    finally:
-        logger.setLevel(level)

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ..errors import NbscaleError
 from ..redaction import redact, redact_logs
 from ..tracking_uri import without_telemetry
 from .agent import ENV_SOCKET, connect, serves
@@ -199,6 +200,8 @@ def serve(requests: IO[str], answers: IO[str], *, uri: str) -> None:
     for line in requests:
         request = json.loads(line)
         try:
+            if isinstance(startup_error, NbscaleError):  # says what is wrong and what to do (an unreachable server)
+                raise TrackingError(startup_error.message)
             if helper is None or startup_error is not None:
                 raise TrackingError(f"MLflow store {uri!r} is not usable: {startup_error}")
             if request["op"] not in ("open", "finish", "abort"):
@@ -207,7 +210,8 @@ def serve(requests: IO[str], answers: IO[str], *, uri: str) -> None:
             answer["ok"] = True
         except Exception as exc:
             log.debug("request %s failed", request.get("op"), exc_info=True)
-            answer = {"ok": False, "error": redact(f"{type(exc).__name__}: {' '.join(str(exc).split())[:500]}")}
+            said = str(exc) if isinstance(exc, TrackingError) else f"{type(exc).__name__}: {exc}"  # ours need no type name
+            answer = {"ok": False, "error": redact(' '.join(said.split())[:500])}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
     if helper is not None and helper.run_id is not None:

@@ -116,6 +116,13 @@ export function schemaField(key: string, root: IJsonSchema, property: IJsonSchem
   let input: HTMLInputElement | HTMLSelectElement;
   if (schema.enum) {
     const select = document.createElement('select');
+    if ((schema.default ?? property.default) === undefined) {
+      // No default (a sweep's mode): start blank, or the first option would be sent as if chosen.
+      const blank = document.createElement('option');
+      blank.value = '';
+      blank.textContent = 'choose…';
+      select.appendChild(blank);
+    }
     for (const choice of schema.enum) {
       const option = document.createElement('option');
       option.value = String(choice);
