@@ -53,7 +53,7 @@ from benchmarks.quota_clients import latency_figures, run_clients
 from benchmarks.quota_store import BENCH_USERS, LIMIT, open_store, run_store_only, seed_history
 from hub_extension import SERVICE_NAME
 from hub_extension.devhub import QUOTA_ADMIN_USER, LocalHub, free_port, throwaway_postgres
-from hub_extension.handlers.api import BENCHMARK_ENV
+from hub_extension.handlers.benchmark import BENCHMARK_ENV
 
 RESULTS = Path(__file__).parent / "results" / "quota_admission.json"
 
@@ -133,11 +133,28 @@ def _with_service_cpu(pid: int | None, measure: Callable[[], dict[str, Any]]) ->
                 name: round(1000 * seconds / requests, 3) if requests else None for name, seconds in threads.items()}}
 
 
+def service_timings(url: str, token: str) -> dict[str, Any]:
+    """The service's own timings since the last call (``api/v1/benchmark/timings``; each call starts anew):
+    request times inside the service, the event loop's busy stretches and the GC's pauses."""
+    answer = httpx.get(url + "api/v1/benchmark/timings", headers={"Authorization": f"token {token}"}, timeout=60)
+    if answer.status_code == 404:  # a service from before the endpoint (a baseline)
+        return {}
+    answer.raise_for_status()
+    return dict(answer.json())
+
+
+def _with_service_timings(url: str, token: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    service_timings(url, token)  # starts the service's measurement with this one
+    figures = measure()
+    return {**figures, "inside_the_service": service_timings(url, token)}
+
+
 def measure_http(url: str, tokens: list[str], args: argparse.Namespace, pid: int | None = None) -> dict[str, Any]:
     """The load generator's ceiling (no-op endpoint) and admission, back to back on the same server."""
-    ceiling = _with_service_cpu(pid, lambda: run_clients([url], tokens, args.clients, args.seconds, args.hold,
-                                                         path="benchmark/noop"))
-    admission = _with_service_cpu(pid, lambda: run_clients([url], tokens, args.clients, args.seconds, args.hold))
+    ceiling = _with_service_timings(url, tokens[0], lambda: _with_service_cpu(pid, lambda: run_clients(
+        [url], tokens, args.clients, args.seconds, args.hold, path="benchmark/noop")))
+    admission = _with_service_timings(url, tokens[0], lambda: _with_service_cpu(pid, lambda: run_clients(
+        [url], tokens, args.clients, args.seconds, args.hold)))
     return {
         "ceiling_noop": ceiling,
         "admission": admission,

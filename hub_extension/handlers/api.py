@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from functools import partial
 
 from tornado.escape import url_escape
@@ -15,13 +14,10 @@ from ..errors import UserNotFound
 from ..schemas import AdmissionBody, PolicyBody, ReleaseBody
 from ..store import AdmissionRequest, Caller
 from .base import APIHandler
+from .benchmark import benchmark_routes
 from .thread_results import in_database_thread, thread_result
 
 log = logging.getLogger(__name__)
-
-#: serves ``api/v1/benchmark/...`` (the load generator's ceiling); never set in production
-BENCHMARK_ENV = "NBSCALE_QUOTA_BENCHMARK_ENDPOINTS"
-
 
 class LeasesHandler(APIHandler):
     """POST: ask for admission (201 lease, 200 replay of a known request id, 409 refusal). GET: own leases."""
@@ -144,18 +140,6 @@ class LedgerHandler(APIHandler):
         self.write_json({"entries": entries})
 
 
-class BenchmarkNoopHandler(APIHandler):
-    """POST ``benchmark/noop``: an admission request checked like a real one (token, scope, body) and
-    refused without touching the database. Its rate is the load generator's ceiling in
-    ``benchmarks.quota_admission``; served only when ``$NBSCALE_QUOTA_BENCHMARK_ENDPOINTS`` is ``1``."""
-
-    def post(self) -> None:
-        self.require_user()
-        self.body_as(AdmissionBody)
-        self.write_json({"message": "benchmark no-op: nothing was admitted", "errors": [], "limit": "none"},
-                        status=409)
-
-
 def api_routes(prefix: str) -> list[tuple[str, type, dict[str, object]]]:
     """URL table of the REST API under ``prefix`` (the service prefix)."""
     api = prefix + "api/v1/"
@@ -171,9 +155,7 @@ def api_routes(prefix: str) -> list[tuple[str, type, dict[str, object]]]:
         (api + r"policies/(default|group|user)/([^/]+)", PolicyHandler, {}),
         (api + "ledger", LedgerHandler, {}),
     ]
-    if os.environ.get(BENCHMARK_ENV) == "1":
-        routes.append((api + "benchmark/noop", BenchmarkNoopHandler, {}))
-    return routes
+    return routes + benchmark_routes(api)
 
 
 __all__ = ["Caller", "api_routes"]
