@@ -141,30 +141,46 @@ def _own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _worker(base_url: str, path: str, tokens: list[str], seconds: float, hold: float,
+def _worker(base_url: str, path: str, tokens: list[str], seconds: float, hold: float, nice: int,
             ready: Any, start: Any, queue: Any) -> None:
-    out, cpu = asyncio.run(_run_worker(base_url, path, tokens, seconds, hold, ready, start))
+    if nice:
+        os.nice(nice)
+    try:
+        out, cpu = asyncio.run(_run_worker(base_url, path, tokens, seconds, hold, ready, start))
+    except Exception as exc:  # the parent stops waiting at once, and says why
+        ready.put(f"a load generator process failed: {exc!r}")
+        queue.put(f"a load generator process failed: {exc!r}")
+        raise
     queue.put((out.latencies, out.counts, cpu))
 
 
+def _unless_failed(item: Any, procs: list[Any]) -> Any:
+    if isinstance(item, str):
+        for p in procs:
+            p.terminate()
+        raise RuntimeError(item)
+    return item
+
+
 def run_clients(base_urls: list[str], tokens: list[str], clients: int, seconds: float, hold: float,
-                path: str = "leases", processes: int = 2) -> dict[str, Any]:
+                path: str = "leases", processes: int = 2, nice: int = 0) -> dict[str, Any]:
     """Run ``clients`` concurrent closed-loop clients (coroutines spread over ``processes`` processes;
-    process ``i`` asks ``base_urls[i % n]``; client ``j`` holds ``tokens[j % len(tokens)]``) for ``seconds`` against ``path``; decision counts, latencies
-    and the load generator's own CPU per request."""
+    process ``i`` asks ``base_urls[i % n]``; client ``j`` holds ``tokens[j % len(tokens)]``) for
+    ``seconds`` against ``path``; decision counts, latencies and the load generator's own CPU per request. ``nice`` lowers the clients' CPU priority (a harness
+    choice: clients on other machines would not compete with the service for its cores)."""
     ctx = multiprocessing.get_context("spawn")
     queue, ready, start = ctx.Queue(), ctx.Queue(), ctx.Event()
     # client j holds token j mod len(tokens) wherever it runs: every user has as many clients as before
     client_tokens = [tokens[j % len(tokens)] for j in range(clients)]
     procs = [ctx.Process(target=_worker, args=(base_urls[i % len(base_urls)], path, client_tokens[i::processes],
-                                               seconds, hold, ready, start, queue))
+                                               seconds, hold, nice, ready, start, queue))
              for i in range(min(processes, clients))]
     for p in procs:
         p.start()
     for _ in procs:  # the clock starts when every client of every worker is connected and waits
-        ready.get(timeout=120)
+        _unless_failed(ready.get(timeout=120), procs)
     start.set()
-    results = [queue.get(timeout=seconds + 120) for _ in procs]
+    results = [_unless_failed(queue.get(timeout=seconds + 120), procs) for _ in procs]
     for p in procs:
         p.join(timeout=30)
     latencies = [x for lat, _, _ in results for x in lat]
@@ -172,5 +188,5 @@ def run_clients(base_urls: list[str], tokens: list[str], clients: int, seconds: 
     cpu = sum(seconds_used for _, _, seconds_used in results)
     figures = latency_figures(latencies, counts["admitted"] + counts["refused"], seconds)
     return {**counts, **figures, "requests_per_s": round(counts["requests"] / seconds, 1),
-            "load_generator_processes": len(procs),
+            "load_generator_processes": len(procs), "load_generator_nice": nice,
             "load_generator_cpu_ms_per_request": round(1000 * cpu / counts["requests"], 3) if counts["requests"] else None}
