@@ -6,6 +6,7 @@ import gc
 import os
 import secrets
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -53,12 +54,18 @@ def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub
     )
 
 
-def freeze_start_up_heap() -> None:
-    """Leave what start-up allocated (the hub's, SQLAlchemy's and pydantic's modules and objects) out of
-    every later garbage collection: a full one walked it all and held the event loop for 0.1-0.3 s under
-    load, the admission benchmark's worst tail (issue 19)."""
+#: how long a thread may keep the GIL while another waits for it (Python's default: 5 ms); see README "The HTTP side"
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
+def prepare_interpreter_for_serving() -> None:
+    """Once started: leave what start-up allocated (the hub's, SQLAlchemy's and pydantic's modules and
+    objects) out of every later garbage collection, whose full runs walked it all and held the event
+    loop for 0.1-0.3 s under load; and let the loop and the group commit's thread take turns with the
+    GIL every millisecond, as the group commit's thread waits for it after each SQLite call (issue 19)."""
     gc.collect()
     gc.freeze()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 class QuotaServiceApp(Application):
@@ -130,7 +137,7 @@ class QuotaServiceApp(Application):
             loop.asyncio_loop.add_signal_handler(sig, loop.stop)  # type: ignore[attr-defined]
         self.log.info("nbscale quota service on %s%s (database %s)", url.geturl(), prefix,
                       engine.url.render_as_string(hide_password=True))
-        freeze_start_up_heap()
+        prepare_interpreter_for_serving()
         loop.start()
         reclaim.stop()
         engine.dispose()

@@ -4,7 +4,8 @@
   and refused without touching the database;
 * ``GET benchmark/timings``: where a request's time goes inside the service, measured since the last
   call (which starts a new measurement): each request's time from its parsed headers to its answer
-  written, the event loop's busy stretches between two polls (a request that arrives meanwhile waits
+  written; of an admission, the wait from handing it to the group commit to its result back on the
+  loop; the event loop's busy stretches between two polls (a request that arrives meanwhile waits
   that long before it is even read) and the garbage collector's pauses.
 
 Never served in production: the timings would cost every request a little, and say nothing a user needs.
@@ -45,6 +46,7 @@ class ServiceTimings:
 
     def __init__(self) -> None:
         self.requests: list[float] = []
+        self.decisions: list[float] = []
         self.busy: list[float] = []
         self.gc_pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
         self._gc_started = 0.0
@@ -72,9 +74,10 @@ class ServiceTimings:
 
     def take(self) -> dict[str, Any]:
         """The figures since the last call, and a new measurement started."""
-        figures = {"request_ms": _percentiles(self.requests), "event_loop_busy_ms": _percentiles(self.busy),
+        figures = {"request_ms": _percentiles(self.requests), "decision_wait_ms": _percentiles(self.decisions),
+                   "event_loop_busy_ms": _percentiles(self.busy),
                    "gc_pause_ms": {f"generation_{gen}": _percentiles(p) for gen, p in self.gc_pauses.items()}}
-        self.requests, self.busy = [], []
+        self.requests, self.decisions, self.busy = [], [], []
         self.gc_pauses = {0: [], 1: [], 2: []}
         return figures
 
