@@ -20,6 +20,7 @@ from .thread_results import in_database_thread, thread_result
 
 log = logging.getLogger(__name__)
 
+
 class LeasesHandler(APIHandler):
     """POST: ask for admission (201 lease, 200 replay of a known request id, 409 refusal). GET: own leases."""
 
