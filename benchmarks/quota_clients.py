@@ -3,10 +3,11 @@
 Each client is one keep-alive HTTP/1.1 connection that asks, waits for the answer, and asks again
 (releasing what it was given). The clients are spread over a few processes, each running them on
 one asyncio loop, with h11 (the sans-I/O HTTP/1.1 library httpcore is built on) for the protocol.
-The previous generator (httpx's sync client, one thread per client) spent about 0.7 ms of CPU a
-request on the same 2 cores the service runs on, more than the service itself: the figures then
-measured the clients as much as the service. Each worker now reports its own CPU per request
-(``load_generator_cpu_ms_per_request``).
+The previous generator (httpx's sync client, one thread per client, 5 processes) spent 2.1-2.7 ms
+of CPU a request against 0.4-0.8 ms for this one (side by side against one service, start-up
+included; this one's measured stretch alone: 0.13-0.2 ms), on the same 2 cores the service runs
+on and several times the service's own 0.3-0.6 ms: the figures then measured the clients as much
+as the service. Each worker reports its own CPU per request (``load_generator_cpu_ms_per_request``).
 
 Kept apart, with only light imports, because every worker process imports this module before its
 clients start.
