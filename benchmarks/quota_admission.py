@@ -14,16 +14,25 @@ Measures, in one run, on a shared machine:
 * two service replicas on one Postgres, 50 clients spread over both, in 20 rounds of 50 requests
   fired at once at one user's limit (exactly the limit must be admitted every round).
 
+The load generator is 50 closed-loop clients: coroutines on keep-alive HTTP/1.1 connections (h11)
+in 2 processes (:mod:`benchmarks.quota_clients`), each asking, waiting for its answer, and releasing
+what it was given before asking again; it reports its own CPU per request. ``--client-nice N``
+also measures each path with the clients at nice level N, as clients on other machines would
+not compete with the service for its cores: a harness choice, reported beside the plain figure
+(under its own key), never instead of it.
+
 Each HTTP measurement also reports the service process's CPU per request (``/proc``), which the
 shared machine distorts less than the rates, split into the event loop's thread and the others
-(the database's). With ``--baseline DIR`` (a source tree such as ``git archive`` of main, with its
+(the database's), and what the service measured itself (``inside_the_service``, from
+``api/v1/benchmark/timings``): each request's time from its parsed headers to its answer, the event
+loop's busy stretches between two polls, and the garbage collector's pauses. With ``--baseline DIR`` (a source tree such as ``git archive`` of main, with its
 ``node_modules``) the HTTP part also runs from DIR, before each of ``--rounds`` rounds of this tree.
 
 5 users with a limit of 4 GPUs; a client asks for 1 GPU, holds it briefly when admitted and releases
 it. Over-admissions are counted by replaying the service's ledger in commit order (must be 0).
 
     python -m benchmarks.quota_admission [--seconds 10] [--clients 50] [--parts store,http,replicas]
-        [--baseline DIR] [--rounds N]
+        [--baseline DIR] [--rounds N] [--client-nice N]
 
 ``--parts`` runs some of the measurements only (while working on one of them); the results file
 then holds only those.
@@ -43,17 +52,17 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from benchmarks.quota_clients import latency_figures, run_clients
+from benchmarks.quota_service_figures import service_pid, with_service_cpu, with_service_timings
 from benchmarks.quota_store import BENCH_USERS, LIMIT, open_store, run_store_only, seed_history
 from hub_extension import SERVICE_NAME
 from hub_extension.devhub import QUOTA_ADMIN_USER, LocalHub, free_port, throwaway_postgres
-from hub_extension.handlers.api import BENCHMARK_ENV
+from hub_extension.handlers.benchmark import BENCHMARK_ENV
 
 RESULTS = Path(__file__).parent / "results" / "quota_admission.json"
 
@@ -84,60 +93,13 @@ def over_admissions(base_url: str, admin_token: str, users: list[str]) -> int:
     return over
 
 
-def service_pid(hub: LocalHub) -> int | None:
-    """The hub-managed quota service's process id (a child of the hub whose command names it)."""
-    assert hub.process is not None
-    for children in Path(f"/proc/{hub.process.pid}/task").glob("*/children"):
-        for pid in children.read_text().split():
-            if b"hub_extension" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return int(pid)
-    return None
-
-
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU seconds of process ``pid`` so far (0 where /proc cannot tell)."""
-    return _stat_cpu(Path(f"/proc/{pid}/stat"))
-
-
-def _stat_cpu(stat: Path) -> float:
-    try:
-        fields = stat.read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu_seconds(pid: int | None) -> dict[str, float]:
-    """CPU seconds of ``pid``'s event loop (its main thread) and of all its other threads together
-    (the database: the group commit's and the store's threads)."""
-    loop = other = 0.0
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        if task.name == str(pid):
-            loop += _stat_cpu(task / "stat")
-        else:
-            other += _stat_cpu(task / "stat")
-    return {"event_loop": loop, "other_threads": other}
-
-
-def _with_service_cpu(pid: int | None, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    before, threads_before = cpu_seconds(pid), thread_cpu_seconds(pid)
-    figures = measure()
-    used = cpu_seconds(pid) - before
-    threads = {name: seconds - threads_before[name] for name, seconds in thread_cpu_seconds(pid).items()}
-    requests = figures["requests"]
-    # the service's CPU per request: what a loaded machine distorts least
-    return {**figures, "service_cpu_s": round(used, 2),
-            "service_cpu_ms_per_request": round(1000 * used / requests, 3) if requests else None,
-            # threads that ended during the run (a pool's) are missing here, not in the total
-            "service_cpu_ms_per_request_by_thread": {
-                name: round(1000 * seconds / requests, 3) if requests else None for name, seconds in threads.items()}}
-
-
-def measure_http(url: str, tokens: list[str], args: argparse.Namespace, pid: int | None = None) -> dict[str, Any]:
+def measure_http(url: str, tokens: list[str], args: argparse.Namespace, pid: int | None = None,
+                 nice: int = 0) -> dict[str, Any]:
     """The load generator's ceiling (no-op endpoint) and admission, back to back on the same server."""
-    ceiling = _with_service_cpu(pid, lambda: run_clients([url], tokens, args.clients, args.seconds, args.hold,
-                                                         path="benchmark/noop"))
-    admission = _with_service_cpu(pid, lambda: run_clients([url], tokens, args.clients, args.seconds, args.hold))
+    ceiling = with_service_timings(url, tokens[0], lambda: with_service_cpu(pid, lambda: run_clients(
+        [url], tokens, args.clients, args.seconds, args.hold, path="benchmark/noop", nice=nice)))
+    admission = with_service_timings(url, tokens[0], lambda: with_service_cpu(pid, lambda: run_clients(
+        [url], tokens, args.clients, args.seconds, args.hold, nice=nice)))
     return {
         "ceiling_noop": ceiling,
         "admission": admission,
@@ -164,6 +126,10 @@ def bench_hub(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
         for path, url in (("through the proxy", hub.service_url), ("direct to the service", hub.service_direct_url)):
             runs[path] = measure_http(url, tokens, args, service_pid(hub))
             print(f"{path}: {json.dumps(runs[path])}", flush=True)
+            if args.client_nice:  # beside the plain figure, never instead of it
+                niced = f"{path}, clients at nice {args.client_nice}"
+                runs[niced] = measure_http(url, tokens, args, service_pid(hub), nice=args.client_nice)
+                print(f"{niced}: {json.dumps(runs[niced])}", flush=True)
         runs["over_admissions"] = over_admissions(hub.service_url, admin, BENCH_USERS)
     return runs
 
@@ -311,6 +277,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--baseline", type=Path, help="also run the HTTP part from this source tree (its own "
                         "node_modules included), alternating with this one round by round")
     parser.add_argument("--rounds", type=int, default=1, help="HTTP measurements of each side")
+    parser.add_argument("--client-nice", type=int, default=0, help="also measure each HTTP path with the load "
+                        "generator at this nice level (a harness choice, reported beside the plain figure)")
     parser.add_argument("--parts", type=_parts, default=PARTS, help="comma-separated, of: " + ",".join(PARTS))
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, contextlib.ExitStack() as stack:
@@ -331,7 +299,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             "proxy, the hub, the service and Postgres all run on the same 2 cores"},
         "parts": list(args.parts),
         "setup": {"clients": args.clients, "users": len(BENCH_USERS), "max_gpus_per_user": LIMIT,
-                  "seconds_per_run": args.seconds, "hold_seconds": args.hold,
+                  "seconds_per_run": args.seconds, "hold_seconds": args.hold, "client_nice": args.client_nice,
                   "http_database": "SQLite (WAL, synchronous=NORMAL, BEGIN IMMEDIATE)"},
         "store_alone": store,
         "http": http,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import secrets
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,6 +22,7 @@ from . import SERVICE_NAME
 from .db import make_engine, upgrade_database
 from .handlers.api import api_routes
 from .handlers.base import AllowedModels
+from .handlers.benchmark import ServiceTimings, benchmark_endpoints_enabled
 from .handlers.health import health_routes
 from .handlers.pages import PolicyFormHandler, QuotaPageHandler
 from .store import QuotaStore
@@ -30,8 +33,9 @@ COOKIE_SAMESITE = "Lax"
 
 
 def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub_auth: HubOAuth,
-                 cookie_secret: bytes) -> WebApplication:
-    """The tornado application: REST API, admin page and OAuth callback under ``service_prefix``."""
+                 cookie_secret: bytes, benchmark_timings: ServiceTimings | None = None) -> WebApplication:
+    """The tornado application: REST API, admin page and OAuth callback under ``service_prefix``
+    (``benchmark_timings`` collects request times for ``benchmark/timings``, with the benchmark endpoints)."""
     jinja_env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True))
     routes: list[Any] = [
         (service_prefix, QuotaPageHandler, {}),
@@ -46,7 +50,22 @@ def make_web_app(store: QuotaStore, *, service_prefix: str, hub_prefix: str, hub
     return WebApplication(
         routes, hub_auth=hub_auth, allowed_models=AllowedModels(), cookie_secret=cookie_secret, jinja_env=jinja_env, service_prefix=service_prefix,
         hub_prefix=hub_prefix, xsrf_cookie_kwargs={"path": service_prefix, "samesite": COOKIE_SAMESITE},
+        benchmark_timings=benchmark_timings,
     )
+
+
+#: how long a thread may keep the GIL while another waits for it (Python's default: 5 ms); see README "The HTTP side"
+GIL_SWITCH_INTERVAL_S = 0.001
+
+
+def prepare_interpreter_for_serving() -> None:
+    """Once started: leave what start-up allocated (the hub's, SQLAlchemy's and pydantic's modules and
+    objects) out of every later garbage collection, whose full runs walked it all and held the event
+    loop for 0.1-0.3 s under load; and let the loop and the group commit's thread take turns with the
+    GIL every millisecond, as the group commit's thread waits for it after each SQLite call (issue 19)."""
+    gc.collect()
+    gc.freeze()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
 class QuotaServiceApp(Application):
@@ -103,17 +122,22 @@ class QuotaServiceApp(Application):
         secret = os.environ.get("NBSCALE_QUOTA_COOKIE_SECRET")
         # the singleton: HubOAuthCallbackHandler looks up the same instance (PKCE verifier, OAuth state)
         hub_auth = HubOAuth.instance(cache_max_age=60, parent=self)
+        loop = IOLoop.current()
+        timings = ServiceTimings() if benchmark_endpoints_enabled() else None
+        if timings is not None:
+            timings.install(loop.asyncio_loop)  # type: ignore[attr-defined]
         web = make_web_app(store, service_prefix=prefix, hub_prefix=hub_prefix, hub_auth=hub_auth,
-                           cookie_secret=bytes.fromhex(secret) if secret else secrets.token_bytes(32))
+                           cookie_secret=bytes.fromhex(secret) if secret else secrets.token_bytes(32),
+                           benchmark_timings=timings)
         web.listen(url.port or 80, url.hostname or "127.0.0.1", xheaders=True)
         reclaim = PeriodicCallback(store.reclaim_in_background, self.reclaim_interval_seconds * 1000)
         reclaim.start()
-        loop = IOLoop.current()
         for sig in (signal.SIGTERM, signal.SIGINT):
             # without these the hub waits ~27 s for the service at shutdown (MACHINE-NOTES)
             loop.asyncio_loop.add_signal_handler(sig, loop.stop)  # type: ignore[attr-defined]
         self.log.info("nbscale quota service on %s%s (database %s)", url.geturl(), prefix,
                       engine.url.render_as_string(hide_password=True))
+        prepare_interpreter_for_serving()
         loop.start()
         reclaim.stop()
         engine.dispose()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import time
 from functools import partial
 
 from tornado.escape import url_escape
@@ -15,12 +15,10 @@ from ..errors import UserNotFound
 from ..schemas import AdmissionBody, PolicyBody, ReleaseBody
 from ..store import AdmissionRequest, Caller
 from .base import APIHandler
+from .benchmark import benchmark_routes
 from .thread_results import in_database_thread, thread_result
 
 log = logging.getLogger(__name__)
-
-#: serves ``api/v1/benchmark/...`` (the load generator's ceiling); never set in production
-BENCHMARK_ENV = "NBSCALE_QUOTA_BENCHMARK_ENDPOINTS"
 
 
 class LeasesHandler(APIHandler):
@@ -29,7 +27,10 @@ class LeasesHandler(APIHandler):
     async def post(self) -> None:
         caller = self.require_user()
         body = self.body_as(AdmissionBody)
+        started = time.perf_counter()
         result = await thread_result(self.store.submit_admit(caller, AdmissionRequest(**body.model_dump())))
+        if (timings := self.settings.get("benchmark_timings")) is not None:  # only with the benchmark endpoints
+            timings.decisions.append(time.perf_counter() - started)
         if result.refusal is not None:
             self.write_json(result.refusal.to_dict(), status=409)
         else:
@@ -144,18 +145,6 @@ class LedgerHandler(APIHandler):
         self.write_json({"entries": entries})
 
 
-class BenchmarkNoopHandler(APIHandler):
-    """POST ``benchmark/noop``: an admission request checked like a real one (token, scope, body) and
-    refused without touching the database. Its rate is the load generator's ceiling in
-    ``benchmarks.quota_admission``; served only when ``$NBSCALE_QUOTA_BENCHMARK_ENDPOINTS`` is ``1``."""
-
-    def post(self) -> None:
-        self.require_user()
-        self.body_as(AdmissionBody)
-        self.write_json({"message": "benchmark no-op: nothing was admitted", "errors": [], "limit": "none"},
-                        status=409)
-
-
 def api_routes(prefix: str) -> list[tuple[str, type, dict[str, object]]]:
     """URL table of the REST API under ``prefix`` (the service prefix)."""
     api = prefix + "api/v1/"
@@ -171,9 +160,7 @@ def api_routes(prefix: str) -> list[tuple[str, type, dict[str, object]]]:
         (api + r"policies/(default|group|user)/([^/]+)", PolicyHandler, {}),
         (api + "ledger", LedgerHandler, {}),
     ]
-    if os.environ.get(BENCHMARK_ENV) == "1":
-        routes.append((api + "benchmark/noop", BenchmarkNoopHandler, {}))
-    return routes
+    return routes + benchmark_routes(api)
 
 
 __all__ = ["Caller", "api_routes"]

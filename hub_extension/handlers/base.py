@@ -86,6 +86,11 @@ class QuotaHandler(HubOAuthenticated, RequestHandler):
         self.set_header(SERVICE_HEADER, "1")
         self.set_header("X-Content-Type-Options", "nosniff")  # pages and JSON are read as what they say they are
 
+    def on_finish(self) -> None:
+        timings = self.settings.get("benchmark_timings")  # only with the benchmark endpoints (handlers/benchmark.py)
+        if timings is not None:
+            timings.requests.append(self.request.request_time())
+
     @property
     def hub_auth(self) -> Any:
         return self.settings["hub_auth"]

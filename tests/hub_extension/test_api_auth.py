@@ -134,12 +134,14 @@ def test_admins_see_limits_from_hub_groups_of_users_who_never_ran(quota_hub, adm
 
 
 @pytest.mark.parametrize(("setting", "served"), [(None, False), ("0", False), ("1", True)])
-def test_the_benchmark_noop_endpoint_is_served_only_when_asked(monkeypatch, setting, served) -> None:
-    from hub_extension.handlers.api import BENCHMARK_ENV, api_routes
+def test_the_benchmark_endpoints_are_served_only_when_asked(monkeypatch, setting, served) -> None:
+    from hub_extension.handlers.api import api_routes
+    from hub_extension.handlers.benchmark import BENCHMARK_ENV
 
     if setting is None:
         monkeypatch.delenv(BENCHMARK_ENV, raising=False)
     else:
         monkeypatch.setenv(BENCHMARK_ENV, setting)
     urls = [url for url, _, _ in api_routes("/services/nbscale-quotas/")]
-    assert ("/services/nbscale-quotas/api/v1/benchmark/noop" in urls) is served
+    for endpoint in ("noop", "timings"):
+        assert (f"/services/nbscale-quotas/api/v1/benchmark/{endpoint}" in urls) is served
