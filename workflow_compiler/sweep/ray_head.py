@@ -144,6 +144,8 @@ def lease(home: Path) -> Lease | None:
 
     path = socket_path(home)
     if path is None:
+        log.warning("no warm Ray head: the path of its socket in %s/agent is too long for a Unix socket; "
+                    "this sweep starts a Ray of its own (a shorter NBSCALE_HOME keeps one warm)", home)
         return None
     try:
         start_daemon(path, __name__, code_version(without_telemetry(os.environ)), lock="ray-start.lock", log_name="ray-head.log")
@@ -189,7 +191,15 @@ def _temp_dir(agent_dir: Path) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
         inside.mkdir(mode=0o700, exist_ok=True)
         return inside
-    return Path(tempfile.mkdtemp(prefix="nbs-ray-"))  # mkdtemp's folder is 0700 and this user's
+    return private_temp_dir()
+
+
+def private_temp_dir() -> Path:
+    """A new 0700 folder of this user's (``mkdtemp``) whose path leaves room for Ray's socket paths: in ``/tmp`` when ``TMPDIR`` is long."""
+    parent = tempfile.gettempdir()
+    if len(os.fsencode(parent)) > _MAX_TEMP_DIR - len("/nbs-ray-12345678/ray"):
+        parent = "/tmp"  # noqa: S108 - mkdtemp makes a private folder in it
+    return Path(tempfile.mkdtemp(prefix="nbs-ray-", dir=parent))
 
 
 def _tighten(folder: Path) -> None:
