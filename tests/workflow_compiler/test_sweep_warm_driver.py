@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from workflow_compiler.store import pid_alive
@@ -214,6 +215,46 @@ def test_a_killed_driver_is_replaced_by_the_next_sweep(work: Path) -> None:
         time.sleep(0.05)
     _succeeded(_nbscale(work, *SWEEP))
     assert _driver_pid(work) != pid
+
+
+def _short_sweep(work: Path, **popen: Any) -> subprocess.Popen[str]:
+    """Three trials of ~2 s, one at a time."""
+    return subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0, 3.0)", "-p", "sleep=0.5", "-p", "steps=4",
+                             "--search", "grid", "--metric", "score", "--concurrency", "1", "--json"],
+                            cwd=work, env=_environ(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _trial_runs(state: dict[str, Any]) -> int:
+    from workflow_compiler.sweep import tracking
+
+    mc = tracking.client(state["tracking_uri"])
+    return len(tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"]))
+
+
+def _wait_for_status(process: psutil.Process, status: str) -> None:
+    deadline = time.monotonic() + 30
+    while process.status() != status:
+        assert time.monotonic() < deadline, f"{process.pid} is {process.status()}, not {status}"
+        time.sleep(0.05)
+
+
+def test_ctrl_z_stops_the_sweep_with_its_command_and_fg_continues_both(work: Path) -> None:
+    _succeeded(_nbscale(work, *SWEEP))  # the driver up, so that its children can be told apart
+    known = set((work / "home" / "sweeps").glob("*"))
+    before = {p.pid for p in psutil.Process(_driver_pid(work)).children()}
+    client = _short_sweep(work, process_group=0)  # a job of its own, as a shell starts it: its Ctrl-Z is not discarded
+    state = _wait_for_trial_runs(work, known, client)
+    child = psutil.Process(({p.pid for p in psutil.Process(_driver_pid(work)).children()} - before).pop())
+    client.send_signal(signal.SIGTSTP)
+    _wait_for_status(psutil.Process(client.pid), psutil.STATUS_STOPPED)
+    _wait_for_status(child, psutil.STATUS_STOPPED)
+    started = _trial_runs(state)
+    time.sleep(8)  # long enough for the rest of the trials, were the sweep going on
+    assert _trial_runs(state) == started < 3
+    assert (psutil.Process(client.pid).status(), child.status()) == (psutil.STATUS_STOPPED, psutil.STATUS_STOPPED)
+    client.send_signal(signal.SIGCONT)
+    out, err = client.communicate(timeout=300)
+    _succeeded(subprocess.CompletedProcess(client.args, client.returncode, out, err), trials=3)
 
 
 def test_daemons_stop_ends_the_driver_and_the_next_sweep_starts_it_again(work: Path) -> None:
