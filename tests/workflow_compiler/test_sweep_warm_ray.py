@@ -167,7 +167,7 @@ def test_daemons_stop_ends_the_head_and_its_ray_and_a_sweep_starts_it_again(warm
     assert any(p.name() == "raylet" for p in ray_processes)
     stopped = subprocess.run([NBSCALE, "daemons", "stop", "--json"], env=_environ(warm_home), capture_output=True, text=True,
                              timeout=120, check=True)
-    assert {"name": "ray head", "pid": pid} in json.loads(stopped.stdout)
+    assert {"name": "ray head", "pid": pid, "state": "stopped"} in json.loads(stopped.stdout)
     assert not pid_alive(pid)
     _, alive = psutil.wait_procs(ray_processes, timeout=30)
     assert alive == []

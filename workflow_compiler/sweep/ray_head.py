@@ -171,6 +171,13 @@ def stop(home: Path, timeout: float = 30) -> int | None:
     return None if path is None else stop_daemon(path, path.with_name(PID_NAME), timeout)
 
 
+def lease_count(path: Path) -> int:
+    """How many sweeps hold (or wait for) a lease on the head at ``path``; 0 when none answers."""
+    from ..tracking.daemon import ping
+
+    return int(ping(path).get("leases", 0))
+
+
 # -- the daemon --------------------------------------------------------------------------------
 
 
@@ -327,7 +334,7 @@ class Head:
         conn.settimeout(5)  # one request line: a silent client must not hold the daemon
         op = json.loads(conn.makefile("r", encoding="utf-8").readline() or "{}").get("op")
         if op == "ping":
-            self._answer(conn, {"ok": True, "version": self.version, "pid": os.getpid()})
+            self._answer(conn, {"ok": True, "version": self.version, "pid": os.getpid(), "leases": len(self.leases) + len(self.waiting)})
         elif op == "stop":
             self.stopping = True
             self._unlink_socket()  # new sweeps start a new head; the leases running here finish first
