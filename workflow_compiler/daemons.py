@@ -67,7 +67,7 @@ def _leases(_pid: int, path: Path) -> str:
     from .sweep import ray_head
 
     count = ray_head.lease_count(path)
-    return f"{count} sweep{'s' if count != 1 else ''} using the Ray head" if count else ""
+    return f"{count} sweep{'s' if count != 1 else ''} connected to it" if count else ""
 
 
 def _kinds() -> list[_Kind]:

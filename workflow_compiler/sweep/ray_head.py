@@ -8,7 +8,7 @@ authentication on (a fresh token per start in a 0600 file, ``RAY_AUTH_TOKEN_PATH
 files under the 0700 ``agent/`` folder. A driver connects to it as to any cluster (~1.3 s).
 
 Protocol, one JSON object per line between processes of one user (``SO_PEERCRED`` both ends):
-``ping`` and ``stop`` as the other daemons'; ``lease`` is answered, once Ray is up, with
+``ping`` (its answer also counts the leases, for ``nbscale daemons stop``) and ``stop`` as the other daemons'; ``lease`` is answered, once Ray is up, with
 ``{"address", "token_path"}``, and the lease lasts while the driver keeps that connection open.
 The daemon stops Ray and leaves after ``NBSCALE_TRACKING_AGENT_IDLE`` seconds with no lease, on
 ``stop`` (once the leases end), on SIGTERM, and when its Ray dies (``ray start --block`` ends
