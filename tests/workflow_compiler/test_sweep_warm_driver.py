@@ -235,9 +235,12 @@ def _trial_runs(state: dict[str, Any]) -> int:
 
 def _wait_for_status(process: psutil.Process, status: str) -> None:
     deadline = time.monotonic() + 30
-    while process.status() != status:
-        assert time.monotonic() < deadline, f"{process.pid} is {process.status()}, not {status}"
-        time.sleep(0.05)
+    try:
+        while process.status() != status:
+            assert time.monotonic() < deadline, f"{process.pid} is {process.status()}, not {status}"
+            time.sleep(0.05)
+    except psutil.NoSuchProcess:
+        pytest.fail(f"{process.pid} ended instead of being {status}")
 
 
 def test_ctrl_z_stops_the_sweep_with_its_command_and_fg_continues_both(work: Path) -> None:
@@ -245,16 +248,18 @@ def test_ctrl_z_stops_the_sweep_with_its_command_and_fg_continues_both(work: Pat
     known = set((work / "home" / "sweeps").glob("*"))
     before = {p.pid for p in psutil.Process(_driver_pid(work)).children()}
     client = _short_sweep(work, process_group=0)  # a job of its own, as a shell starts it: its Ctrl-Z is not discarded
-    state = _wait_for_trial_runs(work, known, client)
-    child = psutil.Process(({p.pid for p in psutil.Process(_driver_pid(work)).children()} - before).pop())
-    client.send_signal(signal.SIGTSTP)
-    _wait_for_status(psutil.Process(client.pid), psutil.STATUS_STOPPED)
-    _wait_for_status(child, psutil.STATUS_STOPPED)
-    started = _trial_runs(state)
-    time.sleep(8)  # long enough for the rest of the trials, were the sweep going on
-    assert _trial_runs(state) == started < 3
-    assert (psutil.Process(client.pid).status(), child.status()) == (psutil.STATUS_STOPPED, psutil.STATUS_STOPPED)
-    client.send_signal(signal.SIGCONT)
+    try:
+        state = _wait_for_trial_runs(work, known, client)
+        child = psutil.Process(({p.pid for p in psutil.Process(_driver_pid(work)).children()} - before).pop())
+        client.send_signal(signal.SIGTSTP)
+        _wait_for_status(psutil.Process(client.pid), psutil.STATUS_STOPPED)
+        _wait_for_status(child, psutil.STATUS_STOPPED)
+        started = _trial_runs(state)
+        time.sleep(8)  # long enough for the rest of the trials, were the sweep going on
+        assert _trial_runs(state) == started < 3
+        assert (psutil.Process(client.pid).status(), child.status()) == (psutil.STATUS_STOPPED, psutil.STATUS_STOPPED)
+    finally:
+        client.send_signal(signal.SIGCONT)  # a failed check must not leave a stopped sweep behind
     out, err = client.communicate(timeout=300)
     _succeeded(subprocess.CompletedProcess(client.args, client.returncode, out, err), trials=3)
 
