@@ -372,21 +372,30 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_daemons(args: argparse.Namespace) -> int:
-    from .daemons import list_daemons, stop_daemons
+    from .daemons import list_daemons
 
     if args.action == "stop":
-        stopped = stop_daemons()
-        if args.json:
-            render.print_json([{"name": name, "pid": pid} for name, pid in stopped])
-        else:
-            _console().print("\n".join(f"stopped the {name} (pid {pid})" for name, pid in stopped) or "no daemon was running")
-        return 0
+        return _stop_daemons(as_json=args.json)
     daemons = list_daemons()
     if args.json:
         render.print_json([{**vars(d), "pid_file": str(d.pid_file)} for d in daemons])
     else:
         _console().print(render.daemons_lines(daemons), soft_wrap=True)
     return 0
+
+
+def _stop_daemons(*, as_json: bool) -> int:
+    """``daemons stop``: what it waits for on stderr at once, each helper's outcome once known; 130 after Ctrl-C, 1 if one did not exit."""
+    from .daemons import stop_daemons
+
+    errors = _console(stderr=True)
+    outcomes = stop_daemons(on_wait=lambda text: errors.print(text, soft_wrap=True))
+    if as_json:
+        render.print_json([{"name": o.name, "pid": o.pid, "state": o.state} for o in outcomes])
+    else:
+        _console().print(render.daemons_stop_lines(outcomes), soft_wrap=True)
+    states = {o.state for o in outcomes}
+    return 130 if "leaving" in states else 1 if "running" in states else 0
 
 
 def cmd_quota(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ if TYPE_CHECKING:  # the CLI imports this module for every command: models and r
     from rich.progress import Progress
     from rich.table import Table
 
-    from .daemons import Daemon
+    from .daemons import Daemon, StopOutcome
     from .executors import Executor
     from .inspection import NotebookSignature
     from .store import RunRecord
@@ -168,6 +168,14 @@ def daemons_lines(daemons: list[Daemon]) -> Group:
     lines.append(Text("They leave by themselves when idle; `nbscale daemons stop` ends them now.",
                       style="dim"))
     return Group(*lines)
+
+
+def daemons_stop_lines(outcomes: list[StopOutcome]) -> str:
+    """One line per helper ``daemons stop`` asked to leave: stopped (its process has exited), or why not."""
+    said = {"stopped": "stopped the {name} (pid {pid})",
+            "running": "the {name} (pid {pid}) did not exit in time; it leaves once idle, or `kill {pid}` ends it now",
+            "leaving": "left running: the {name} (pid {pid}) leaves once its sweeps end; the helpers after it were not asked to stop"}
+    return "\n".join(said[o.state].format(name=o.name, pid=o.pid) for o in outcomes) or "no daemon was running"
 
 
 def signature_table(sig: NotebookSignature) -> Table:

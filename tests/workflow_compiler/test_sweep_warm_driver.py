@@ -4,7 +4,9 @@ Real ``nbscale sweep`` and ``python -m workflow_compiler.sweep`` processes again
 one home for the module, in order: the child takes on the caller's environment, working folder,
 umask and stdout; exit codes and messages are those of the command run on its own
 (``NBSCALE_WARM_DRIVER=0``); Ctrl-C and SIGTERM reach the sweep, which ends KILLED with exit 130,
-as it does when its command is killed; two
+as it does when its command is killed; Ctrl-Z stops the sweep with its command and ``fg`` continues
+both; ``nbscale daemons stop`` during a sweep says what it waits for and reports each daemon only
+once it has exited; two
 sweeps at once share the driver; a driver of another version, a killed one and one stopped by
 ``nbscale daemons stop`` are replaced by the next sweep; another user cannot reach it.
 """
@@ -26,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from workflow_compiler.store import pid_alive
@@ -217,10 +220,93 @@ def test_a_killed_driver_is_replaced_by_the_next_sweep(work: Path) -> None:
     assert _driver_pid(work) != pid
 
 
+def _short_sweep(work: Path, **popen: Any) -> subprocess.Popen[str]:
+    """Three trials of ~2 s, one at a time."""
+    return subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0, 3.0)", "-p", "sleep=0.5", "-p", "steps=4",
+                             "--search", "grid", "--metric", "score", "--concurrency", "1", "--json"],
+                            cwd=work, env=_environ(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _trial_runs(state: dict[str, Any]) -> int:
+    from workflow_compiler.sweep import tracking
+
+    mc = tracking.client(state["tracking_uri"])
+    return len(tracking.child_runs(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"]))
+
+
+def _wait_for_status(process: psutil.Process, status: str) -> None:
+    deadline = time.monotonic() + 30
+    try:
+        while process.status() != status:
+            assert time.monotonic() < deadline, f"{process.pid} is {process.status()}, not {status}"
+            time.sleep(0.05)
+    except psutil.NoSuchProcess:
+        pytest.fail(f"{process.pid} ended instead of being {status}")
+
+
+def test_ctrl_z_stops_the_sweep_with_its_command_and_fg_continues_both(work: Path) -> None:
+    _succeeded(_nbscale(work, *SWEEP))  # the driver up, so that its children can be told apart
+    known = set((work / "home" / "sweeps").glob("*"))
+    before = {p.pid for p in psutil.Process(_driver_pid(work)).children()}
+    client = _short_sweep(work, process_group=0)  # a job of its own, as a shell starts it: its Ctrl-Z is not discarded
+    try:
+        state = _wait_for_trial_runs(work, known, client)
+        child = psutil.Process(({p.pid for p in psutil.Process(_driver_pid(work)).children()} - before).pop())
+        client.send_signal(signal.SIGTSTP)
+        _wait_for_status(psutil.Process(client.pid), psutil.STATUS_STOPPED)
+        _wait_for_status(child, psutil.STATUS_STOPPED)
+        started = _trial_runs(state)
+        time.sleep(8)  # long enough for the rest of the trials, were the sweep going on
+        assert _trial_runs(state) == started < 3
+        assert (psutil.Process(client.pid).status(), child.status()) == (psutil.STATUS_STOPPED, psutil.STATUS_STOPPED)
+    finally:
+        client.send_signal(signal.SIGCONT)  # a failed check must not leave a stopped sweep behind
+    out, err = client.communicate(timeout=300)
+    _succeeded(subprocess.CompletedProcess(client.args, client.returncode, out, err), trials=3)
+
+
+def test_daemons_stop_says_at_once_it_waits_for_a_running_sweep_and_ctrl_c_leaves_it_running(work: Path) -> None:
+    known = set((work / "home" / "sweeps").glob("*"))
+    client = _short_sweep(work)
+    _wait_for_trial_runs(work, known, client)
+    pid = _driver_pid(work)
+    stopper = subprocess.Popen([NBSCALE, "daemons", "stop", "--json"], cwd=work, env=_environ(work), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert stopper.stderr is not None
+    said = stopper.stderr.readline()
+    assert f"waiting for the sweep driver (pid {pid}) to finish its 1 running sweep (Ctrl-C to leave it running)" in said, said
+    assert stopper.poll() is None and pid_alive(pid)
+    stopper.send_signal(signal.SIGINT)
+    out, err = stopper.communicate(timeout=60)
+    assert stopper.returncode == 130, err
+    assert json.loads(out) == [{"name": "sweep driver", "pid": pid, "state": "leaving"}]
+    out, err = client.communicate(timeout=300)
+    _succeeded(subprocess.CompletedProcess(client.args, client.returncode, out, err), trials=3)  # the sweep went on to its end
+    deadline = time.monotonic() + 60
+    while pid_alive(pid):  # and the driver, asked to stop, left after it
+        assert time.monotonic() < deadline, "the driver did not leave after its sweep"
+        time.sleep(0.1)
+
+
+def test_daemons_stop_during_a_sweep_reports_each_stopped_only_once_it_has_exited(work: Path) -> None:
+    known = set((work / "home" / "sweeps").glob("*"))
+    client = _short_sweep(work)
+    _wait_for_trial_runs(work, known, client)
+    stopped = _nbscale(work, "daemons", "stop")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "to finish its 1 running sweep" in stopped.stderr
+    pids = [int(line.rsplit("pid ", 1)[1].rstrip(")")) for line in stopped.stdout.splitlines() if line.startswith("stopped the ")]
+    assert len(pids) == len(stopped.stdout.splitlines()) >= 3, stopped.stdout  # the driver, the Ray head, the host (and the agent if up)
+    assert not any(pid_alive(p) for p in pids)
+    out, err = client.communicate(timeout=60)
+    _succeeded(subprocess.CompletedProcess(client.args, client.returncode, out, err), trials=3)
+    _succeeded(_nbscale(work, *SWEEP))  # the next sweep starts them again (the tests after this one use the driver)
+
+
 def test_daemons_stop_ends_the_driver_and_the_next_sweep_starts_it_again(work: Path) -> None:
     pid = _driver_pid(work)
     stopped = json.loads(_nbscale(work, "daemons", "stop", "--json", check=True).stdout)
-    assert {"name": "sweep driver", "pid": pid} in stopped
+    assert {"name": "sweep driver", "pid": pid, "state": "stopped"} in stopped
     assert not pid_alive(pid)
     _succeeded(_nbscale(work, *SWEEP))
     assert _driver_pid(work) != pid

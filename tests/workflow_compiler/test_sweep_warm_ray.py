@@ -5,7 +5,8 @@ sweeps at once share one head that stays up afterwards and refuses a driver with
 a sweep from another environment gets a head of its own while the old one stops; a CLI sweep
 after a kernel-started head sees none of the kernel's variables; a killed Ray
 is noticed and the next sweep starts another; ``nbscale daemons stop`` ends the head
-and its Ray, and the next sweep starts it again.
+and its Ray, and the next sweep starts it again; during a sweep run outside the warm driver, it
+says that it waits for that sweep's lease.
 """
 
 from __future__ import annotations
@@ -167,9 +168,30 @@ def test_daemons_stop_ends_the_head_and_its_ray_and_a_sweep_starts_it_again(warm
     assert any(p.name() == "raylet" for p in ray_processes)
     stopped = subprocess.run([NBSCALE, "daemons", "stop", "--json"], env=_environ(warm_home), capture_output=True, text=True,
                              timeout=120, check=True)
-    assert {"name": "ray head", "pid": pid} in json.loads(stopped.stdout)
+    assert {"name": "ray head", "pid": pid, "state": "stopped"} in json.loads(stopped.stdout)
     assert not pid_alive(pid)
     _, alive = psutil.wait_procs(ray_processes, timeout=30)
     assert alive == []
     _finished(_start_sweep(warm_home))
     assert _head_pid(warm_home) != pid
+
+
+def test_daemons_stop_says_it_waits_for_a_sweep_that_holds_the_head_outside_the_driver(warm_home: Path) -> None:
+    env = {**_environ(warm_home), warm_driver.ENV_WARM_DRIVER: "0"}  # the sweep's own process leases the head
+    sweep = subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0)", "-p", "sleep=0.5", "-p", "steps=6",
+                              "--search", "grid", "--metric", "score", "--concurrency", "1", "--json"], cwd=warm_home.parent, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    path = ray_head.socket_path(warm_home)
+    assert path is not None
+    deadline = time.monotonic() + 240
+    while ray_head.lease_count(path) == 0:
+        assert time.monotonic() < deadline and sweep.poll() is None, "the sweep never leased the head"
+        time.sleep(0.2)
+    pid = _head_pid(warm_home)
+    stopped = subprocess.run([NBSCALE, "daemons", "stop", "--json"], env=_environ(warm_home), capture_output=True, text=True,
+                             timeout=300, check=True)
+    assert f"waiting for the ray head (pid {pid}) to finish its 1 sweep connected to it" in stopped.stderr, stopped.stderr
+    assert {"name": "ray head", "pid": pid, "state": "stopped"} in json.loads(stopped.stdout)
+    assert not pid_alive(pid)
+    out, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 0, err[-3000:]  # the head left once the sweep was done with it, not before

@@ -6,12 +6,16 @@ lease) when this process made it. The head itself is ``ray_head.py``.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import secrets
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
 from . import ray_head
@@ -61,9 +65,9 @@ def _connect() -> None:
         ray_constants.ENABLE_RAY_CLUSTER = False
     if ray_head.wanted() and _join_warm_head(kwargs):
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     address = os.environ.get("RAY_ADDRESS")
     if address:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         if address.startswith("127.0.0.1:"):  # a loopback-only head: this driver is on that node
             kwargs["_node_ip_address"] = "127.0.0.1"
         ray.init(address=address, **kwargs)
@@ -72,9 +76,16 @@ def _connect() -> None:
 
 
 def _start_own_ray(kwargs: dict[str, Any]) -> None:
-    """A Ray of this process's own (``NBSCALE_WARM_RAY=0``, or no warm head to use): it ends with the process."""
+    """A Ray of this process's own (``NBSCALE_WARM_RAY=0``, or no warm head to use): it ends with the process.
+
+    Private as the warm head's: token authentication with a fresh token, and its session files in a
+    0700 folder of its own (removed at exit), not a shared ``/tmp/ray`` whose folders Ray makes 0777."""
     import ray
 
+    folder = _own_ray_folder()
+    _set_ray_auth({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(folder / ray_head.TOKEN_NAME)})
+    kwargs = {**kwargs, "_temp_dir": str(folder / "ray")}
+    log.info("starting a Ray of this process's own, its session files in %s", folder)
     gpus = os.environ.get("NBSCALE_LOCAL_GPUS")  # declare logical GPUs on a machine Ray cannot inspect
     # address="local" starts our own Ray: a bare ray.init() would join whatever cluster a stale
     # /tmp/ray/ray_current_cluster names, and hang if that cluster is gone.
@@ -89,6 +100,24 @@ def _start_own_ray(kwargs: dict[str, Any]) -> None:
                 raise
             log.warning("local Ray did not start in time (%s); trying again", exc)
             ray.shutdown()
+
+
+def _own_ray_folder() -> Path:
+    """A new 0700 folder of this user's with a fresh 0600 token in it, removed when the process exits."""
+    from ..private_files import write_private
+
+    folder = ray_head.private_temp_dir()
+    write_private(folder / ray_head.TOKEN_NAME, secrets.token_hex(32).encode())
+    atexit.register(_remove_own_ray, folder)
+    return folder
+
+
+def _remove_own_ray(folder: Path) -> None:
+    """At exit: stop this process's Ray (Ray's own exit handler runs after ours), then remove its folder."""
+    import ray
+
+    ray.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 #: This process's lease on the warm Ray head while it is connected to it, and Ray's auth settings

@@ -8,7 +8,7 @@ authentication on (a fresh token per start in a 0600 file, ``RAY_AUTH_TOKEN_PATH
 files under the 0700 ``agent/`` folder. A driver connects to it as to any cluster (~1.3 s).
 
 Protocol, one JSON object per line between processes of one user (``SO_PEERCRED`` both ends):
-``ping`` and ``stop`` as the other daemons'; ``lease`` is answered, once Ray is up, with
+``ping`` (its answer also counts the leases, for ``nbscale daemons stop``) and ``stop`` as the other daemons'; ``lease`` is answered, once Ray is up, with
 ``{"address", "token_path"}``, and the lease lasts while the driver keeps that connection open.
 The daemon stops Ray and leaves after ``NBSCALE_TRACKING_AGENT_IDLE`` seconds with no lease, on
 ``stop`` (once the leases end), on SIGTERM, and when its Ray dies (``ray start --block`` ends
@@ -144,6 +144,8 @@ def lease(home: Path) -> Lease | None:
 
     path = socket_path(home)
     if path is None:
+        log.warning("no warm Ray head: the path of its socket in %s/agent is too long for a Unix socket; "
+                    "this sweep starts a Ray of its own (a shorter NBSCALE_HOME keeps one warm)", home)
         return None
     try:
         start_daemon(path, __name__, code_version(without_telemetry(os.environ)), lock="ray-start.lock", log_name="ray-head.log")
@@ -169,6 +171,13 @@ def stop(home: Path, timeout: float = 30) -> int | None:
     return None if path is None else stop_daemon(path, path.with_name(PID_NAME), timeout)
 
 
+def lease_count(path: Path) -> int:
+    """How many sweeps hold (or wait for) a lease on the head at ``path``; 0 when none answers."""
+    from ..tracking.daemon import ping
+
+    return int(ping(path).get("leases", 0))
+
+
 # -- the daemon --------------------------------------------------------------------------------
 
 
@@ -189,7 +198,15 @@ def _temp_dir(agent_dir: Path) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
         inside.mkdir(mode=0o700, exist_ok=True)
         return inside
-    return Path(tempfile.mkdtemp(prefix="nbs-ray-"))  # mkdtemp's folder is 0700 and this user's
+    return private_temp_dir()
+
+
+def private_temp_dir() -> Path:
+    """A new 0700 folder of this user's (``mkdtemp``) whose path leaves room for Ray's socket paths: in ``/tmp`` when ``TMPDIR`` is long."""
+    parent = tempfile.gettempdir()
+    if len(os.fsencode(parent)) > _MAX_TEMP_DIR - len("/nbs-ray-12345678/ray"):
+        parent = "/tmp"  # noqa: S108 - mkdtemp makes a private folder in it
+    return Path(tempfile.mkdtemp(prefix="nbs-ray-", dir=parent))
 
 
 def _tighten(folder: Path) -> None:
@@ -317,7 +334,7 @@ class Head:
         conn.settimeout(5)  # one request line: a silent client must not hold the daemon
         op = json.loads(conn.makefile("r", encoding="utf-8").readline() or "{}").get("op")
         if op == "ping":
-            self._answer(conn, {"ok": True, "version": self.version, "pid": os.getpid()})
+            self._answer(conn, {"ok": True, "version": self.version, "pid": os.getpid(), "leases": len(self.leases) + len(self.waiting)})
         elif op == "stop":
             self.stopping = True
             self._unlink_socket()  # new sweeps start a new head; the leases running here finish first

@@ -14,7 +14,8 @@ would have, in the caller's place:
   terminal, so progress, colours and messages look as they do without the driver.
 
 The client passes SIGINT and SIGTERM on (unless it ignores them) (a cancelled sweep still ends KILLED, exit 130, results
-kept) and exits with the child's exit code; a client that dies is a SIGTERM to its child.
+kept) and exits with the child's exit code; a client that dies is a SIGTERM to its child. Ctrl-Z stops
+the child's process group and then the client; ``fg`` continues both.
 
 The daemon imports only, never connects: Ray's gRPC threads, MLflow's database connections and
 any other thread would be copied half-held into every child. Each child joins the warm Ray head
@@ -225,7 +226,7 @@ def _start_child(sock: socket.socket, request: dict[str, Any]) -> int | None:
 
 
 def _follow(sock: socket.socket, child: int, log_path: Path) -> int:
-    """Pass SIGINT and SIGTERM on to the child until it reports its exit code."""
+    """Pass SIGINT and SIGTERM on to the child, and Ctrl-Z and ``fg`` (``_pause_with``), until it reports its exit code."""
     forwarded: list[int] = []
 
     def forward(signum: int, _frame: Any) -> None:
@@ -234,7 +235,9 @@ def _follow(sock: socket.socket, child: int, log_path: Path) -> int:
             sock.sendall((json.dumps({"signal": signum}) + "\n").encode())
 
     # not those we ignore: a script's `nbscale sweep &` ignores SIGINT, and so must its sweep
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(sig) is not signal.SIG_IGN}
+    previous: dict[int, Any] = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)
+                                if signal.getsignal(sig) is not signal.SIG_IGN}
+    previous.update(_pause_with(child))
     try:
         line = read_line(sock)
     finally:
@@ -246,6 +249,32 @@ def _follow(sock: socket.socket, child: int, log_path: Path) -> int:
         return 128 + forwarded[-1]
     print(f"error: the sweep's process (pid {child}) ended without an exit code; its driver's log is {log_path}", file=sys.stderr)
     return 1
+
+
+def _pause_with(child: int) -> dict[int, Any]:
+    """Ctrl-Z (SIGTSTP) stops the child's process group, then this client; SIGCONT (``fg``, ``bg``) continues both.
+
+    The child leads a session of its own, away from the terminal, so it gets no Ctrl-Z of its own, and
+    a SIGTSTP would be discarded there (its group is orphaned): it gets SIGSTOP, from here, as it is
+    this user's. Returns the handlers replaced. A SIGSTOP of the client cannot be caught: the sweep
+    goes on until the client is continued.
+    """
+    if signal.getsignal(signal.SIGTSTP) is signal.SIG_IGN:  # job control is off for us: so it is for the sweep
+        return {}
+
+    def pause(_signum: int, _frame: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(child, signal.SIGSTOP)
+        signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTSTP)  # stops here (the shell sees a stopped job) until SIGCONT
+        signal.signal(signal.SIGTSTP, pause)
+        resume(signal.SIGCONT, None)
+
+    def resume(_signum: int, _frame: Any) -> None:
+        with contextlib.suppress(OSError):
+            os.killpg(child, signal.SIGCONT)
+
+    return {signal.SIGTSTP: signal.signal(signal.SIGTSTP, pause), signal.SIGCONT: signal.signal(signal.SIGCONT, resume)}
 
 
 def read_line(sock: socket.socket) -> str:

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from ..private_files import (
     PRIVATE_UMASK,
@@ -91,18 +92,21 @@ def wait_for_socket(path: Path, process: subprocess.Popen[bytes] | None, seconds
 
 def probe(path: Path, version: str) -> str:
     """``current`` (a daemon of ``version`` answers at ``path``), ``other`` (another version answers) or ``none``."""
-    try:
-        sock = connect_own(path, timeout=5)
-    except OSError:  # none there, or another user's: a daemon of ours is started (and binds, or says why not)
+    answer = ping(path)
+    if not answer:  # none there, or another user's: a daemon of ours is started (and binds, or says why not)
         return "none"
-    try:
-        sock.sendall((json.dumps({"op": "ping"}) + "\n").encode())
-        answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")
-    except (OSError, ValueError):
-        return "none"
-    finally:
-        sock.close()
     return "current" if answer.get("version") == version else "other"
+
+
+def ping(path: Path) -> dict[str, Any]:
+    """The answer of the daemon at ``path`` to ``{"op": "ping"}`` (its version, pid...); empty when none answers."""
+    try:
+        with connect_own(path, timeout=5) as sock:
+            sock.sendall((json.dumps({"op": "ping"}) + "\n").encode())
+            answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return answer if isinstance(answer, dict) else {}
 
 
 def ask_to_stop(path: Path) -> None:
