@@ -16,7 +16,8 @@ thread of its own, so a fork copies no lock that another thread holds. It leaves
 no connection and no child for ``NBSCALE_TRACKING_AGENT_IDLE`` seconds.
 
 The host is a speed-up, never a dependency: a worker that cannot use it (none running, another
-code version or Python, a Ray node on another machine, ``NBSCALE_TRIAL_HOST=0``) runs its trials
+code version or Python, a Ray node on another machine, ``NBSCALE_TRIAL_HOST=0``, a worker in another
+namespace, cgroup or group set, or with limits the child cannot take on: ``tracking/caller_context.py``) runs its trials
 in its own process.
 
 Protocol, one JSON object per line on a Unix socket in the user's 0700 agent folder, between
