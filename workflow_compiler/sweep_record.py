@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,12 +64,16 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
     (``spec`` None) has its record set RUNNING again, its first start kept: ``nbscale runs`` shows
     the sweep's whole time, from that start to the end of its last resume. While the block runs its progress is copied
     in every ``PUBLISH_INTERVAL`` s; the block's end writes the outcome from ``result.json``, and an
-    exception ends the record FAILED (KILLED for Ctrl-C). The record's pid is this process, so
+    exception ends the record FAILED (KILLED for Ctrl-C and SIGTERM). The record's pid is this process, so
     ``nbscale cancel`` stops the sweep as the driver's own SIGTERM handler does.
     """
+    with _terminated_as_exit():  # from before the record exists: SIGTERM then ends it KILLED
+        yield from _recorded(spec, run_id=run_id, store=store or RunStore(), lease_id=lease_id, lease_gpus=lease_gpus)
+
+
+def _recorded(spec: RunSpec | None, *, run_id: str, store: RunStore, lease_id: str | None, lease_gpus: int) -> Iterator[RunRecord]:
     from .submit import record_for
 
-    store = store or RunStore()
     sweep_dir = nbscale_home() / "sweeps" / run_id
     running = {"status": "RUNNING", "started": utcnow(), "finished": None, "error": None, "pid": os.getpid(),
                "pid_start": process_start(os.getpid())}
@@ -90,7 +95,7 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
         summary = read_json(sweep_dir / "result.json")
         if summary:
             outcome = {"status": summary.get("status", "FAILED"), "error": _error(summary), **sweep_outcome(summary)}
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (`nbscale cancel`) exits through Ray's own handler
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C; SIGTERM (`timeout`, `nbscale cancel`) before the sweep's own handler
         outcome = {"status": "KILLED", "error": "cancelled"}
         raise
     except Exception as exc:
@@ -101,6 +106,33 @@ def recorded_sweep(spec: RunSpec | None, *, run_id: str, store: RunStore | None 
         publisher.join()
         _publish(store, run_id, sweep_dir)
         store.update(run_id, finished=utcnow(), **outcome)
+
+
+#: The exit code of a command that SIGTERM ended, as a shell reports one the signal killed.
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+@contextmanager
+def _terminated_as_exit() -> Iterator[None]:
+    """SIGTERM raises ``SystemExit(143)`` in this block, where it was the default (the process ended at once).
+
+    Before the sweep's own handler is set (while MLflow is reached, before Ray connects), a
+    ``timeout`` or a closed terminal killed the command outright: its record stayed RUNNING until a
+    later look called it lost (FAILED) and ended it then. Raised, it ends the record KILLED, now.
+    A handler someone else set (the sweep's, a caller's ``SIG_IGN``) and threads other than the main one are left alone.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def terminated(signum: int, _frame: Any) -> None:
+        raise SystemExit(EXIT_TERMINATED)
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _error(summary: dict[str, Any]) -> str | None:

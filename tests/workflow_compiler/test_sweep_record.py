@@ -10,7 +10,7 @@ import pytest
 
 from workflow_compiler.errors import ExecutionError
 from workflow_compiler.spec import RunSpec
-from workflow_compiler.store import RunStore, process_start
+from workflow_compiler.store import RunRecord, RunStore, process_start
 from workflow_compiler.sweep_record import recorded_sweep
 
 SPEC = RunSpec.model_validate({"notebook": "objective.ipynb", "parameters": {"steps": 3},
@@ -83,3 +83,52 @@ def test_a_resumed_sweep_keeps_its_first_start(home: Path) -> None:
     resumed = store.get(cancelled.id)
     assert resumed.started == "2026-01-01T00:00:00+00:00" and resumed.finished is not None
     assert resumed.duration is not None and resumed.duration > 3600
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("driver", ["own-process", "warm-driver"])
+def test_sigterm_before_ray_connects_ends_the_sweep_killed_at_once(tmp_path: Path, driver: str) -> None:
+    """``timeout 10 nbscale sweep`` with a tracking server that does not answer: FAILED "lost", its duration running on."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from datetime import UTC, datetime
+
+    from workflow_compiler.sweep import ray_head, trial_host, warm_driver
+    from workflow_compiler.tracking import agent
+
+    home = Path(tempfile.mkdtemp(prefix="nbs-term-"))  # short: the daemons' socket paths have ~100 bytes
+    shutil.copy(Path(__file__).parent / "sweep_notebooks" / "objective.ipynb", tmp_path / "objective.ipynb")
+    env = {**os.environ, "NBSCALE_HOME": str(home), "MLFLOW_TRACKING_URI": "http://alice:pw@127.0.0.1:9/", "RAY_AUTH_MODE": "disabled",
+           warm_driver.ENV_WARM_DRIVER: "0" if driver == "own-process" else "1", "PYTHONPATH": ":".join(sys.path)}
+    for name in ("RAY_ADDRESS", "NBSCALE_WARM_RAY"):
+        env.pop(name, None)
+    command = [str(Path(sys.executable).parent / "nbscale"), "sweep", "objective.ipynb", "--param", "x=grid(1.0, 3.0)",
+               "--metric", "score", "--no-progress"]
+    try:
+        with subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+            deadline = time.monotonic() + 120
+            while not _runs(home) and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert [r.status for r in _runs(home)] == ["RUNNING"], process.stderr.read() if process.poll() is not None else ""
+            time.sleep(1.0)  # within MLflow's retries of the silent server, before Ray is reached
+            signalled = datetime.now(UTC)
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=120)
+        record = RunStore(home / "runs.db").get(_runs(home)[0].id)
+        assert (process.returncode, record.status, record.error) == (143, "KILLED", "cancelled"), err[-2000:]
+        assert record.finished is not None
+        assert (datetime.fromisoformat(record.finished) - signalled).total_seconds() < 30  # its real end, not a later look's
+    finally:
+        for stop in (warm_driver.stop, ray_head.stop, trial_host.stop, agent.stop):
+            stop(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _runs(home: Path) -> list[RunRecord]:
+    if not (home / "runs.db").exists():
+        return []
+    return list(RunStore(home / "runs.db").list()[0])

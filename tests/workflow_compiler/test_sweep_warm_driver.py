@@ -85,8 +85,10 @@ def _driver_pid(work: Path) -> int:
 def test_a_sweep_runs_in_a_child_of_the_driver_with_the_callers_environment_folder_umask_and_stdout(work: Path) -> None:
     spec = {"notebook": "objective.ipynb", "sweep": {"space": {"x": "grid(1.0, 3.0)"}, "search": "grid", "metric": "score", "mode": "max"}}
     env = _environ(work, NBS_TEST_SPEC=json.dumps(spec), MLFLOW_TRACKING_URI=f"sqlite:///{work / 'caller.db'}")
-    _succeeded(_nbscale(work, *SWEEP))  # the driver (and Ray's head) up: the sweep below runs in a child of it
+    starter = _environ(work, AWS_SECRET_ACCESS_KEY="AKSECRETOFTHESTARTER")
+    _succeeded(_nbscale(work, *SWEEP, env=starter))  # the driver (and Ray's head) up: the sweep below runs in a child of it
     pid = _driver_pid(work)
+    assert b"AKSECRETOFTHESTARTER" not in Path(f"/proc/{pid}/environ").read_bytes()  # the driver keeps no caller's secret
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run([sys.executable, "-m", "workflow_compiler.sweep", "--spec-env", "NBS_TEST_SPEC", "--no-progress", "--json"],
                           cwd=work, env=env, capture_output=True, text=True, timeout=600, umask=0o027)

@@ -86,3 +86,44 @@ def test_a_started_daemons_socket_is_waited_for_until_it_is_there_or_the_daemon_
         process.kill()
         process.wait()
     assert time.monotonic() - started < (2.5 if case == "silent" else 10.0)
+
+
+SECRETS = {"MLFLOW_TRACKING_URI": "http://alice:S3CRETPW@127.0.0.1:9/", "AWS_SECRET_ACCESS_KEY": "AKSECRET",
+           "MLFLOW_TRACKING_PASSWORD": "S3CRETPW", "NBSCALE_QUOTA_COOKIE_SECRET": "COOKIESECRET"}
+
+
+@pytest.mark.parametrize("module", ["workflow_compiler.tracking", "workflow_compiler.sweep.trial_host",
+                                    "workflow_compiler.sweep.warm_driver_daemon"], ids=["agent", "trial-host", "sweep-driver"])
+def test_a_daemon_keeps_none_of_its_starters_secrets(monkeypatch: pytest.MonkeyPatch, module: str) -> None:
+    """Started by a caller with a password, the daemons kept it in ``/proc/<pid>/environ`` long after it was rotated."""
+    import os
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="nbs-env-"))  # short: a Unix socket's path has ~100 bytes
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("NBSCALE_HOME", str(folder))
+    process = daemon.launch_daemon(folder / "d.sock", module, "v", lock="d.lock", log_name="d.log")
+    assert process is not None
+    try:
+        environ = Path(f"/proc/{process.pid}/environ").read_bytes().decode()
+    finally:
+        process.kill()  # ours, by its pid: it has not finished its imports yet
+        process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+    assert [value for value in SECRETS.values() if value in environ] == []
+    assert f"NBSCALE_HOME={folder}\0" in environ and f"PATH={os.environ['PATH']}\0" in environ
+
+
+@pytest.mark.parametrize("extra", [{}, {"RAY_DEDUP_LOGS": "0", "PYTHONHASHSEED": "1", "LC_ALL": "C.UTF-8"},
+                                   {**SECRETS, "JPY_API_TOKEN": "tok3nvalue", "NBSCALE_WARM_RAY": "1"}],
+                         ids=["plain", "import-time-variables", "secrets-and-per-caller-variables"])
+def test_a_daemon_with_the_reduced_environment_runs_the_sweep_drivers_version_of_its_starter(extra: dict[str, str]) -> None:
+    """Else every sweep command would find the driver of another version, and start a new one."""
+    import os
+
+    from workflow_compiler.sweep import warm_driver
+
+    environ = {**os.environ, **extra}
+    assert warm_driver.code_version(daemon.daemon_environ(environ)) == warm_driver.code_version(environ)

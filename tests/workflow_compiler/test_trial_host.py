@@ -77,11 +77,12 @@ def _host(home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_a_child_runs_trials_warm_isolated_and_in_the_workers_environment(short_home: Path, notebook: Path, tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBSCALE_TEST_MARKER", "from-the-worker")  # the host keeps none of its starter's variables but those of imports
     path = _host(short_home, monkeypatch)
-    monkeypatch.setenv("NBSCALE_TEST_MARKER", "from-the-worker")  # set after the host started: it comes with the hello
     child = trial_host.HostChild.connect(path)
     assert child is not None
     host_pid = int((short_home / "agent" / trial_host.PID_NAME).read_text())
+    assert b"NBSCALE_TEST_MARKER" not in Path(f"/proc/{host_pid}/environ").read_bytes()
     seen: list[tuple[str, float, int | None]] = []
     # a NumPy value, as a search algorithm may sample one, travels as the number it holds
     outcomes = [child.run(_request(notebook, tmp_path, n, value=np.int64(n)), on_metric=lambda *m: seen.append(m),

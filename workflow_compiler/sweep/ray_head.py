@@ -148,7 +148,8 @@ def lease(home: Path) -> Lease | None:
                     "this sweep starts a Ray of its own (a shorter NBSCALE_HOME keeps one warm)", home)
         return None
     try:
-        start_daemon(path, __name__, code_version(without_telemetry(os.environ)), lock="ray-start.lock", log_name="ray-head.log")
+        start_daemon(path, __name__, code_version(without_telemetry(os.environ)), lock="ray-start.lock", log_name="ray-head.log",
+                     environ=os.environ)  # its Ray workers, and so the trials, inherit it
         sock = connect_own(path, timeout=LEASE_TIMEOUT_S)
         sock.sendall(b'{"op": "lease"}\n')
         answer = json.loads(sock.makefile("r", encoding="utf-8").readline() or "{}")

@@ -16,7 +16,8 @@ thread of its own, so a fork copies no lock that another thread holds. It leaves
 no connection and no child for ``NBSCALE_TRACKING_AGENT_IDLE`` seconds.
 
 The host is a speed-up, never a dependency: a worker that cannot use it (none running, another
-code version or Python, a Ray node on another machine, ``NBSCALE_TRIAL_HOST=0``) runs its trials
+code version or Python, a Ray node on another machine, ``NBSCALE_TRIAL_HOST=0``, a worker in another
+namespace, cgroup or group set, or with limits the child cannot take on: ``tracking/caller_context.py``) runs its trials
 in its own process.
 
 Protocol, one JSON object per line on a Unix socket in the user's 0700 agent folder, between
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..private_files import connect_own, peer_credentials
+from ..tracking.caller_context import become_caller
 from ..tracking.daemon import ForkingServer
 from .caller_environ import environ_changes, take_on_environ
 from .trial_metrics import ReportThrottle, active_run
@@ -283,6 +285,11 @@ def _serve_worker(reader: IO[str], writer: IO[str], hello: dict[str, Any], worke
     """In a forked child: take on the worker's environment, then run its trials until it disconnects."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
+    try:
+        become_caller(worker_pid)  # else paths would be the host's, or a sandboxed worker let out
+    except OSError as exc:  # the worker runs its trials in its own process
+        _send(writer, {"ok": False, "error": f"the trial host cannot act for your process: {exc}"})
+        return 0
     take_on_environ(worker_pid, hello["environ_changed"], hello["environ_removed"])
     sys.path[:] = hello["path"]
     os.chdir(hello["cwd"])

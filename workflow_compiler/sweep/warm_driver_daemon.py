@@ -127,6 +127,15 @@ def take_interpreter(request: dict[str, Any]) -> None:
         faulthandler.enable()
 
 
+def take_caller(request: dict[str, Any], client_pid: int) -> None:
+    """What the client's process is that a child must be too: its namespaces, root, groups and cgroup (else OSError),
+    its resource limits and its scheduling (OSError when they cannot be taken on)."""
+    from ..tracking.caller_context import become_caller
+
+    become_caller(client_pid)
+    take_scheduling(request)
+
+
 def take_scheduling(request: dict[str, Any]) -> None:
     """The client's nice level and CPU affinity (``nice -n 10 nbscale sweep``, ``taskset``). Raises OSError when not allowed."""
     os.setpriority(os.PRIO_PROCESS, 0, int(request["nice"]))
@@ -233,9 +242,9 @@ def _child(conn: socket.socket, server: socket.socket, request: dict[str, Any], 
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         try:
-            take_scheduling(request)
-        except OSError as exc:  # a lower nice than the daemon's, or CPUs outside its set: the client runs it itself
-            send_line(conn, {"ok": False, "error": f"the sweep driver cannot take on your scheduling: {exc}"})
+            take_caller(request, client_pid)
+        except OSError as exc:  # another namespace, higher limits, a lower nice...: the client runs it itself
+            send_line(conn, {"ok": False, "error": f"the sweep driver cannot act for your process: {exc}"})
             return 0
         send_line(conn, {"ok": True, "pid": os.getpid()})
         conn.settimeout(START_TIMEOUT_S)

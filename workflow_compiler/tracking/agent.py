@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from ..errors import ExecutionError
-from ..private_files import ForeignPeer, accept_own, connect_own
+from ..private_files import ForeignPeer, accept_own, connect_own, peer_credentials
+from .caller_context import unlike_caller
 from .daemon import close_and_release, daemon_arguments, listen_on, probe, start_daemon, stop_daemon
 
 log = logging.getLogger(__name__)
@@ -241,6 +242,8 @@ class Agent:
                 _answer(writer, {"ok": False, "error": f"agent runs code version {self.version}"})
             elif not serves(str(first.get("uri", ""))):
                 _answer(writer, {"ok": False, "error": "the agent serves local SQLite stores only"})
+            elif (unlike := unlike_caller(peer_credentials(conn)[0])) is not None:  # its store's path would be ours, not its
+                _answer(writer, {"ok": False, "error": f"the agent cannot act for your process: {unlike}"})
             else:
                 self._serve(first, reader, writer, warm)
         except ConnectionResetError:  # a sweep's trial worker that Tune ended before it read its last answer

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +43,38 @@ log = logging.getLogger(__name__)
 ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
 
 
-def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str) -> Path:
+#: What a daemon keeps of its starter's environment: what its imports read, and where things are. Its children take on
+#: their caller's whole environment, and the agent is told its store per connection, so no credential is needed:
+#: one kept would outlive its rotation, and sit in ``/proc/<pid>/environ`` for as long as the daemon runs.
+DAEMON_VARIABLES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
+                              "MPLCONFIGDIR", "IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_PATH",
+                              "JUPYTER_PLATFORM_DIRS", "NBSCALE_HOME", ENV_IDLE})
+#: Prefixes of the same: the sweep driver's version digests the variables its imports read (``warm_driver.IMPORT_TIME_PREFIXES``).
+DAEMON_PREFIXES = ("PYTHON", "LANG", "LC_", "RAY_", "TUNE_", "XDG_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+
+
+def daemon_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """What a daemon started from ``environ`` runs with: ``DAEMON_VARIABLES`` and ``DAEMON_PREFIXES``, MLflow's telemetry as set."""
+    return without_telemetry({name: value for name, value in environ.items()
+                              if name in DAEMON_VARIABLES or name.startswith(DAEMON_PREFIXES)})
+
+
+def start_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str,
+                 environ: Mapping[str, str] | None = None) -> Path:
     """Start ``python -m module --socket path`` unless a daemon of ``version`` answers there; returns ``path``.
 
     One per socket: ``lock`` (a file beside it) serialises the starts. A daemon of another version
     is asked to leave (it finishes what it serves first). Waits only until the socket is bound,
     which the daemons do before their heavy imports. Shared by the tracking agent and the trial
-    host (sweep/trial_host.py), whose module paths are in the started processes' argv.
+    host (sweep/trial_host.py), whose module paths are in the started processes' argv. The daemon gets
+    ``environ`` when given (the Ray head's workers inherit it), else ``daemon_environ(os.environ)``.
     """
-    launch_daemon(path, module, version, lock=lock, log_name=log_name)
+    launch_daemon(path, module, version, lock=lock, log_name=log_name, environ=environ)
     return path
 
 
-def launch_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str) -> subprocess.Popen[bytes] | None:
+def launch_daemon(path: Path, module: str, version: str, *, lock: str, log_name: str,
+                  environ: Mapping[str, str] | None = None) -> subprocess.Popen[bytes] | None:
     """``start_daemon``, returning the process it started (None when a daemon of ``version`` answered already).
 
     Stops waiting for the socket as soon as that process has exited (a daemon dying at start-up), so
@@ -74,7 +94,7 @@ def launch_daemon(path: Path, module: str, version: str, *, lock: str, log_name:
         log_file = append_private(path.parent / log_name)
         process = subprocess.Popen([sys.executable, "-m", module, "--socket", str(path), "--idle", idle],
                                    stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True,
-                                   cwd=path.parent, env=without_telemetry(os.environ), umask=PRIVATE_UMASK)
+                                   cwd=path.parent, env=daemon_environ(os.environ) if environ is None else without_telemetry(environ), umask=PRIVATE_UMASK)
         log_file.close()
         wait_for_socket(path, process, 5)  # bound before its heavy imports
     return process
