@@ -165,7 +165,9 @@ def _an_older_home_others_may_read(tmp_path: Path, shared: Path) -> Path:
 @pytest.mark.parametrize("prepare", [_own_symlink_to_a_new_folder, _own_folder_in_the_shared_folder, _directly_in_the_shared_folder,
                                      _under_a_folder_only_the_caller_s_group_may_write, _an_older_home_others_may_read],
                          ids=["own-symlink", "own-folder-in-sticky-folder", "in-sticky-folder", "own-group-writable", "older-home"])
-def test_own_homes_still_work_and_end_private(tmp_path: Path, shared: Path, prepare: Callable[[Path, Path], Path]) -> None:
+def test_own_homes_still_work_and_end_private(tmp_path: Path, shared: Path, prepare: Callable[[Path, Path], Path],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBSCALE_PRIVATE_GROUP", str(os.getegid()))  # the group-writable case's group, named private
     home = prepare(tmp_path, shared)
     done = _nbscale_runs(home)
     assert done.returncode == 0, done.stderr
