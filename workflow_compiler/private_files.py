@@ -18,10 +18,11 @@ overwrite files of the attacker's choice, and a planted socket received root's e
 - Every daemon socket checks its peer with ``SO_PEERCRED``, on both sides: a server accepts only
   its own user, a client talks only to a server of its own user (``connect_own``, ``is_own_peer``).
 
-The way to the home is checked too, one entry at a time from ``/`` (as ssh checks ``~/.ssh``'s):
-every folder above it must be the user's or root's and writable by no one else, unless it is
-sticky like ``/tmp``, whose entry below must then be the user's own folder, not a symlink; a
-symlink is followed only when the user or root owns it. Whoever else could change a step could
+The way to the home is checked too, one entry at a time from ``/`` (all the way, not only up to
+``~`` as ssh's StrictModes does): every folder above it must be the user's or root's and writable
+by no one else, unless it is sticky like ``/tmp`` (and itself the user's or root's), whose entries
+on the way must then be the user's or root's too, folders or symlinks: no one else can rename
+those. A symlink is followed only when the user or root owns it. Whoever else could change a step could
 otherwise put a folder of their choice (the user's own ``~``, ``/etc``) where the home should be.
 """
 
@@ -106,10 +107,12 @@ def _walk(path: Path) -> tuple[Path, list[str]]:
 
 
 def _check_entry(entry: Path, info: os.stat_result, parent: os.stat_result, *, shown: Path, last: bool) -> None:
-    """One step on the way to the home: in a shared sticky folder only the caller's own folder; a symlink only the
-    caller's or root's; a folder above the home only the caller's or root's, and writable by its owner alone."""
+    """One step on the way to the home: in a shared sticky folder (whose owner ``_check_ancestor`` asked to be the caller
+    or root) only an entry of the caller's or root's, which only they can rename; a symlink only the caller's or root's;
+    a folder above the home only the caller's or root's, and writable by its owner alone."""
     uid, is_link = os.geteuid(), stat.S_ISLNK(info.st_mode)
-    if shared_bits(parent) & 0o022 and parent.st_mode & stat.S_ISVTX and (is_link or (info.st_uid != uid and not last)):
+    sticky_shared = shared_bits(parent) & 0o022 and parent.st_mode & stat.S_ISVTX
+    if sticky_shared and info.st_uid not in (uid, 0) and (is_link or not last):
         owner = "a symlink" if is_link else f"which belongs to uid {info.st_uid},"
         raise _unsafe(shown, f"goes through {entry}, {owner} in {entry.parent}, which other users can write to")
     if is_link and info.st_uid not in (uid, 0):
@@ -122,8 +125,7 @@ def _check_entry(entry: Path, info: os.stat_result, parent: os.stat_result, *, s
 
 
 def _check_ancestor(folder: Path, info: os.stat_result, *, shown: Path) -> None:
-    """A folder above the home: the caller's or root's (as ssh asks of ``~/.ssh``'s), and writable by others only when
-    sticky (``shared_bits``)."""
+    """A folder above the home: the caller's or root's, and writable by others only when sticky (``shared_bits``)."""
     if info.st_uid not in (os.geteuid(), 0):
         raise _unsafe(shown, f"lies under {folder}, which belongs to uid {info.st_uid}")
     if not info.st_mode & stat.S_ISVTX and shared_bits(info) & 0o022:
