@@ -160,6 +160,7 @@ def _is_private_group(gid: int) -> bool:
     return bool(named) and _named_gid(named) == gid and _group_of_one(os.geteuid(), gid)
 
 
+@functools.cache  # the warning once per process, not at every step of every path
 def _named_gid(named: str) -> int | None:
     """The gid a setting names (a number or a group name); None for a name the group database does not know."""
     import grp
