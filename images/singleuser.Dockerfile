@@ -12,6 +12,10 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     MPLBACKEND=Agg \
     MLFLOW_DISABLE_TELEMETRY=true
+# users (100) is jovyan's primary group and a pod's fsGroup (z2jh singleuser.fsGid, the chart's runner pods): kubelet
+# makes the home volume group-writable, and nbscale counts that group as private only when named. A gid, not a secret:
+# hadolint ignore=DL3064
+ENV NBSCALE_PRIVATE_GROUP=100
 
 USER 0
 # owned by the notebook user: pip builds the package in place (build/, *.egg-info)

@@ -10,17 +10,19 @@ overwrite files of the attacker's choice, and a planted socket received root's e
   that others may read when it is empty or holds nbscale's files (never a folder such as /etc);
   ``private_folder`` does the same for a folder inside it (``agent/``). Both open the folder with
   ``O_NOFOLLOW`` and check and ``fchmod`` that descriptor, so nothing is changed through a symlink.
-  "Others" is one rule, ``shared_bits``: a group counts only when someone but the caller is in it
-  (a pod's volume under its ``fsGroup``, which kubelet makes group-writable at each pod start).
+  "Others" is one rule, ``shared_bits``: a group counts as others unless ``NBSCALE_PRIVATE_GROUP`` names
+  it and it holds the caller alone (a pod's volume under its ``fsGroup``, which kubelet makes
+  group-writable at each pod start; the image sets the setting to that gid).
 - Files there are opened with ``O_NOFOLLOW`` (and ``O_EXCL`` where they are created), mode 0600,
   and processes nbscale starts under the home run with ``PRIVATE_UMASK``.
 - Every daemon socket checks its peer with ``SO_PEERCRED``, on both sides: a server accepts only
   its own user, a client talks only to a server of its own user (``connect_own``, ``is_own_peer``).
 
-The way to the home is checked too, one entry at a time from ``/`` (as ssh checks ``~/.ssh``'s):
-every folder above it must be the user's or root's and writable by no one else, unless it is
-sticky like ``/tmp``, whose entry below must then be the user's own folder, not a symlink; a
-symlink is followed only when the user or root owns it. Whoever else could change a step could
+The way to the home is checked too, one entry at a time from ``/`` (all the way, not only up to
+``~`` as ssh's StrictModes does): every folder above it must be the user's or root's and writable
+by no one else, unless it is sticky like ``/tmp`` (and itself the user's or root's), whose entries
+on the way must then be the user's or root's too, folders or symlinks: no one else can rename
+those. A symlink is followed only when the user or root owns it. Whoever else could change a step could
 otherwise put a folder of their choice (the user's own ``~``, ``/etc``) where the home should be.
 """
 
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import socket
@@ -104,10 +107,12 @@ def _walk(path: Path) -> tuple[Path, list[str]]:
 
 
 def _check_entry(entry: Path, info: os.stat_result, parent: os.stat_result, *, shown: Path, last: bool) -> None:
-    """One step on the way to the home: in a shared sticky folder only the caller's own folder; a symlink only the
-    caller's or root's; a folder above the home only the caller's or root's, and writable by its owner alone."""
+    """One step on the way to the home: in a shared sticky folder (whose owner ``_check_ancestor`` asked to be the caller
+    or root) only an entry of the caller's or root's, which only they can rename; a symlink only the caller's or root's;
+    a folder above the home only the caller's or root's, and writable by its owner alone."""
     uid, is_link = os.geteuid(), stat.S_ISLNK(info.st_mode)
-    if shared_bits(parent) & 0o022 and parent.st_mode & stat.S_ISVTX and (is_link or (info.st_uid != uid and not last)):
+    sticky_shared = shared_bits(parent) & 0o022 and parent.st_mode & stat.S_ISVTX
+    if sticky_shared and info.st_uid not in (uid, 0) and (is_link or not last):
         owner = "a symlink" if is_link else f"which belongs to uid {info.st_uid},"
         raise _unsafe(shown, f"goes through {entry}, {owner} in {entry.parent}, which other users can write to")
     if is_link and info.st_uid not in (uid, 0):
@@ -120,33 +125,73 @@ def _check_entry(entry: Path, info: os.stat_result, parent: os.stat_result, *, s
 
 
 def _check_ancestor(folder: Path, info: os.stat_result, *, shown: Path) -> None:
-    """A folder above the home: the caller's or root's (as ssh asks of ``~/.ssh``'s), and writable by others only when
-    sticky (``shared_bits``)."""
+    """A folder above the home: the caller's or root's, and writable by others only when sticky (``shared_bits``)."""
     if info.st_uid not in (os.geteuid(), 0):
         raise _unsafe(shown, f"lies under {folder}, which belongs to uid {info.st_uid}")
     if not info.st_mode & stat.S_ISVTX and shared_bits(info) & 0o022:
-        raise _unsafe(shown, f"lies under {folder}, which other users can write to (mode {stat.S_IMODE(info.st_mode):04o})")
+        raise _unsafe(shown, f"lies under {folder}, which other users can write to (mode {stat.S_IMODE(info.st_mode):04o}){_group_hint(info)}")
+
+
+#: The one group whose write bits may count as private: a gid or name, set where a pod's ``fsGroup`` is the user's alone.
+PRIVATE_GROUP_SETTING = "NBSCALE_PRIVATE_GROUP"
 
 
 def shared_bits(info: os.stat_result) -> int:
-    """The permission bits of ``info`` that let a user other than the caller in: "other"'s, and the group's unless no one
-    but the caller is in the group. The one rule for what is private: a pod's volume under ``fsGroup`` (kubelet adds group
-    rw, folders rwx, at each start) holds a group of the user alone, as ``users`` in the docker-stacks image is jovyan's."""
+    """The permission bits of ``info`` that let a user other than the caller in: "other"'s, and the group's unless the
+    group is opted in (``PRIVATE_GROUP_SETTING``) and holds the caller alone (``_group_of_one``). Fails closed: a group
+    that is not named, or whose members cannot all be seen, shares. Why the opt-in: kubelet makes a pod's volume under
+    ``fsGroup`` group-writable at each start, and there the group is the user's alone (``users`` in docker-stacks)."""
     mode = stat.S_IMODE(info.st_mode)
-    group = mode & 0o070 if mode & 0o070 and _has_other_members(info.st_gid) else 0
+    group = mode & 0o070 if mode & 0o070 and not _is_private_group(info.st_gid) else 0
     return mode & 0o007 | group
 
 
-def _has_other_members(gid: int) -> bool:
-    """Whether a user other than the caller is in group ``gid``, as a listed member or by their primary group."""
+def _group_hint(info: os.stat_result) -> str:
+    """What to set when only the group may write (a pod's fsGroup): nothing is said when others may write anyway."""
+    if info.st_mode & 0o002 or not info.st_mode & 0o020:
+        return ""
+    return (f" by its group (gid {info.st_gid}), which counts as other users unless {PRIVATE_GROUP_SETTING} names it and "
+            f"you alone are in it")
+
+
+def _is_private_group(gid: int) -> bool:
+    """Whether ``gid`` is the group the setting names and it holds the caller alone."""
+    named = os.environ.get(PRIVATE_GROUP_SETTING, "").strip()
+    return bool(named) and _named_gid(named) == gid and _group_of_one(os.geteuid(), gid)
+
+
+@functools.cache  # the warning once per process, not at every step of every path
+def _named_gid(named: str) -> int | None:
+    """The gid a setting names (a number or a group name); None for a name the group database does not know."""
+    import grp
+
+    if named.isdigit():
+        return int(named)
+    try:
+        return grp.getgrnam(named).gr_gid
+    except KeyError:
+        log.warning("%s=%s names no known group: group-writable folders count as shared", PRIVATE_GROUP_SETTING, named)
+        return None
+
+
+@functools.cache  # per (uid, gid) for the process: a 6-level path asks a dozen times, and getpwall() reads every user
+def _group_of_one(uid: int, gid: int) -> bool:
+    """``gid`` is the caller's own group, the group database knows it, and no other user is a listed or primary member.
+    Users the passwd database does not enumerate (LDAP, SSSD) are why the opt-in is needed at all."""
     import grp
     import pwd
 
-    uid, users = os.geteuid(), pwd.getpwall()
-    with contextlib.suppress(KeyError):
-        if set(grp.getgrgid(gid).gr_mem) - {p.pw_name for p in users if p.pw_uid == uid}:
-            return True
-    return any(p.pw_gid == gid and p.pw_uid != uid for p in users)
+    if gid != os.getegid() and gid not in os.getgroups():
+        return False
+    try:
+        listed = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return False
+    try:
+        own_name = {pwd.getpwuid(uid).pw_name}
+    except KeyError:
+        own_name = set()
+    return not listed - own_name and not any(p.pw_gid == gid and p.pw_uid != uid for p in pwd.getpwall())
 
 
 def _unsafe(shown: Path, problem: str) -> UnsafeFolder:
@@ -186,7 +231,7 @@ def _check_folder(path: Path, *, shown: Path, what: str, may_tighten: Callable[[
             raise _not_private(shown, what, f"belongs to uid {info.st_uid}, not to you (uid {uid})")
         mode, shared = stat.S_IMODE(info.st_mode), shared_bits(info)
         if shared & 0o022:
-            raise _not_private(shown, what, f"can be written by other users (mode {mode:04o})", remedy=(
+            raise _not_private(shown, what, f"can be written by other users (mode {mode:04o}){_group_hint(info)}", remedy=(
                 f"If only you have written there (an older nbscale, a umask of 002), run `chmod 700 {shown}`; otherwise remove it"))
         if shared:  # ours and not writable by others: only reading is left to close
             if not may_tighten(fd):  # a folder of the user's that is no home (/etc to root) keeps its mode

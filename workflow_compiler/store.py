@@ -333,16 +333,14 @@ class RunStore:
 
 
 def pid_alive(pid: int | None, started: str | None = None) -> bool:
-    """True when a process with this pid exists and is not a zombie; and, given ``started`` (``process_start``
+    """True when a process of this user's with this pid exists and is not a zombie; and, given ``started`` (``process_start``
     when the pid was recorded), when it is still that process rather than a later one the pid was reused for."""
     if not pid:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):  # another user's process is no worker of ours, whatever /proc shows
         return False
-    except PermissionError:
-        pass
     try:
         fields = _stat_fields(pid)
         now = _start_of(fields)

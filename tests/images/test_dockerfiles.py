@@ -45,3 +45,13 @@ def test_the_image_provides_what_the_chart_and_steps_use() -> None:
     assert values["clusterConfig"]["default_image"] == IMAGE
     z2jh = yaml.safe_load((ROOT / "helm" / "nbscale" / "examples" / "z2jh-values.yaml").read_text())
     assert f"{z2jh['singleuser']['image']['name']}:{z2jh['singleuser']['image']['tag']}" == IMAGE
+
+
+def test_the_private_group_is_the_pods_fs_group_wherever_our_image_runs() -> None:
+    """A home on a pod's volume is group-writable under fsGroup: the image names that group private (nbscale counts
+    no group private otherwise), and it must be the gid the chart's pods and the z2jh example give the volume."""
+    (named,) = re.findall(r"NBSCALE_PRIVATE_GROUP=(\d+)", SINGLEUSER.read_text())
+    z2jh = yaml.safe_load((ROOT / "helm" / "nbscale" / "examples" / "z2jh-values.yaml").read_text())
+    assert z2jh["singleuser"]["extraEnv"]["NBSCALE_PRIVATE_GROUP"] == named == str(z2jh["singleuser"].get("fsGid", 100))  # z2jh's default
+    fs_groups = re.findall(r"^\s*fsGroup: (\d+)", (ROOT / "helm" / "nbscale" / "values.yaml").read_text(), flags=re.M)
+    assert fs_groups and set(fs_groups) == {named}

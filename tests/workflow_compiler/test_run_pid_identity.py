@@ -108,3 +108,40 @@ def test_a_cancel_through_the_api_leaves_a_reused_pid_alone_and_records_why(tmp_
     assert record.status == "KILLED"
     assert record.error == f"cancelled: its worker (pid {unrelated.pid}) was already gone, nothing was signalled"
     assert unrelated.poll() is None
+
+
+def _cancel_as_this_user(home: Path, pid: int) -> tuple[str, str | None]:
+    """In a child running as another user: a record of ``pid`` (no start time, as an old record) cancelled."""
+    home.mkdir(mode=0o700)
+    run_id = _record(home, pid, None)
+    record = LocalExecutor(store=RunStore(home / "runs.db")).cancel(run_id, wait=5)
+    return record.status, record.error
+
+
+def test_another_user_s_process_is_no_worker_of_ours_and_cancel_leaves_it_alone(other_user, shared_tmp: Path,
+                                                                                unrelated: subprocess.Popen[bytes]) -> None:
+    """``kill(pid, 0)`` says EPERM: the pid is not this user's, so not a worker this user started (``/proc`` may even show it)."""
+    assert not other_user.run(pid_alive, unrelated.pid)
+    status, error = other_user.run(_cancel_as_this_user, shared_tmp / "home", unrelated.pid)
+    assert (status, error) == ("KILLED", f"cancelled: its worker (pid {unrelated.pid}) was already gone, nothing was signalled")
+    assert unrelated.poll() is None
+
+
+@pytest.mark.parametrize("call", ["cancel", "get"])
+def test_a_worker_that_records_its_end_just_as_it_is_found_gone_keeps_that_end(tmp_path: Path, gone_start: str,
+                                                                               monkeypatch: pytest.MonkeyPatch, call: str) -> None:
+    """The worker writes SUCCEEDED and exits between the caller's read of the record and its look at the pid."""
+    from workflow_compiler.executors import local
+
+    run_id = _record(tmp_path / "home", os.getpid(), gone_start)
+    store = RunStore(tmp_path / "home" / "runs.db")
+
+    def finishes_then_gone(pid: int | None, started: str | None = None) -> bool:
+        store.update(run_id, status="SUCCEEDED")
+        return False
+
+    monkeypatch.setattr(local, "pid_alive", finishes_then_gone)
+    executor = LocalExecutor(store=store)
+    record = executor.cancel(run_id, wait=5) if call == "cancel" else executor.get(run_id)
+    assert record.status == "SUCCEEDED" and not record.error
+    assert store.get(run_id).status == "SUCCEEDED"

@@ -8,7 +8,9 @@ user's part is played by ``nbscale-attacker`` (conftest's ``other_user``, root o
 
 from __future__ import annotations
 
+import grp  # noqa: F401 - imported here: the child running as the user cannot read the interpreter's modules under /root
 import os
+import pwd  # noqa: F401 - as grp
 import subprocess
 import sys
 from collections.abc import Callable
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from workflow_compiler.store import RunStore
 
 NBSCALE = str(Path(sys.executable).parent / "nbscale")
 WHAT_TO_DO = "et NBSCALE_HOME to a folder of your own"  # "Set ..." or "... or set ..."
@@ -71,10 +75,18 @@ def _other_user_s_folder_in_the_shared_folder(shared: Path, victim: Path, other:
     return shared / "q" / "home", f"goes through {shared / 'q'}, which belongs to uid {other.uid}, in {shared}"
 
 
+def _root_s_folder_in_the_other_user_s_sticky_folder(shared: Path, victim: Path, other: Any) -> tuple[Path, str]:
+    """A sticky folder's owner may rename every entry in it, root's too."""
+    theirs = _own_folder_given_to(victim.parent / "theirs", other)
+    theirs.chmod(0o1777)
+    (theirs / "users").mkdir(mode=0o755)
+    return theirs / "users" / "home", f"lies under {theirs}, which belongs to uid {other.uid}"
+
+
 @pytest.mark.parametrize("plant", [_symlink_in_the_shared_folder, _folder_of_the_other_user, _symlink_of_the_other_user,
-                                   _other_user_s_folder_in_the_shared_folder],
+                                   _other_user_s_folder_in_the_shared_folder, _root_s_folder_in_the_other_user_s_sticky_folder],
                          ids=["symlink-in-sticky-folder", "under-other-users-folder", "other-users-symlink",
-                              "other-users-folder-in-sticky-folder"])
+                              "other-users-folder-in-sticky-folder", "in-other-users-sticky-folder"])
 def test_a_home_reached_through_another_user_s_symlink_or_folder_is_refused(other_user, shared: Path, victim: Path,
                                                                             plant: Callable[..., tuple[Path, str]]) -> None:
     home, problem = plant(shared, victim, other_user)
@@ -135,39 +147,66 @@ def test_an_own_path_that_is_not_safe_is_refused_and_left_as_it_is(other_user, t
     assert [(p, p.stat().st_mode) for p in tmp_path.rglob("*")] == before  # nothing chmodded, nothing created
 
 
-def _own_symlink_to_a_new_folder(tmp_path: Path, shared: Path) -> Path:
-    (tmp_path / "link").symlink_to(tmp_path / "real")
-    return tmp_path / "link"
+def _own_symlink_to_a_new_folder(base: Path, shared: Path) -> Path:
+    (base / "link").symlink_to(base / "real")
+    return base / "link"
 
 
-def _own_folder_in_the_shared_folder(tmp_path: Path, shared: Path) -> Path:
+def _own_symlink_in_the_shared_folder(base: Path, shared: Path) -> Path:
+    """Only its owner (and root, and the sticky folder's owner, root here) can remove or replace it."""
+    (shared / "mylink").symlink_to(base / "real")
+    return shared / "mylink"
+
+
+def _own_folder_in_the_shared_folder(base: Path, shared: Path) -> Path:
     return shared / "mine" / "home"
 
 
-def _directly_in_the_shared_folder(tmp_path: Path, shared: Path) -> Path:
+def _directly_in_the_shared_folder(base: Path, shared: Path) -> Path:
     return shared / "home"
 
 
-def _under_a_folder_only_the_caller_s_group_may_write(tmp_path: Path, shared: Path) -> Path:
-    """A pod's volume under its fsGroup (mode 2775): the group has no one else in it."""
-    (tmp_path / "volume").mkdir()
-    (tmp_path / "volume").chmod(0o2775)
-    return tmp_path / "volume" / "home"
+def _under_root_s_folder_in_the_shared_folder(base: Path, shared: Path) -> Path:
+    """/scratch (1777) -> /scratch/users (root's, 0755) -> /scratch/users/alice (the user's): only root can rename users."""
+    return shared / "users" / "alice" / "home"
 
 
-def _an_older_home_others_may_read(tmp_path: Path, shared: Path) -> Path:
-    (tmp_path / "old").mkdir()
-    (tmp_path / "old").chmod(0o755)
-    (tmp_path / "old" / "runs.db").touch()
-    return tmp_path / "old"
+def _under_a_folder_only_the_caller_s_group_may_write(base: Path, shared: Path) -> Path:
+    """A pod's volume under its fsGroup (mode 2775): the user's own group, no one else in it, named private."""
+    (base / "volume").mkdir()
+    (base / "volume").chmod(0o2775)
+    os.environ["NBSCALE_PRIVATE_GROUP"] = str(os.getegid())  # in the child running as the user only
+    return base / "volume" / "home"
 
 
-@pytest.mark.parametrize("prepare", [_own_symlink_to_a_new_folder, _own_folder_in_the_shared_folder, _directly_in_the_shared_folder,
-                                     _under_a_folder_only_the_caller_s_group_may_write, _an_older_home_others_may_read],
-                         ids=["own-symlink", "own-folder-in-sticky-folder", "in-sticky-folder", "own-group-writable", "older-home"])
-def test_own_homes_still_work_and_end_private(tmp_path: Path, shared: Path, prepare: Callable[[Path, Path], Path]) -> None:
-    home = prepare(tmp_path, shared)
-    done = _nbscale_runs(home)
-    assert done.returncode == 0, done.stderr
+def _an_older_home_others_may_read(base: Path, shared: Path) -> Path:
+    (base / "old").mkdir()
+    (base / "old").chmod(0o755)
+    (base / "old" / "runs.db").touch()
+    return base / "old"
+
+
+def _prepare_and_list(prepare: Callable[[Path, Path], Path], base: Path, shared: Path) -> tuple[int, bool]:
+    """As the user: the case prepared, and its runs listed as ``nbscale runs`` does, in this process (the user cannot run
+    the test's interpreter, which lies under root's home); (the home's mode, a runs.db in it)."""
+    home = prepare(base, shared)
+    os.environ["NBSCALE_HOME"] = str(home)
+    RunStore().list()
     real = home.resolve()
-    assert real.stat().st_mode & 0o777 == 0o700 and (real / "runs.db").is_file()
+    return real.stat().st_mode & 0o777, (real / "runs.db").is_file()
+
+
+@pytest.mark.parametrize("prepare", [_own_symlink_to_a_new_folder, _own_symlink_in_the_shared_folder, _own_folder_in_the_shared_folder,
+                                     _directly_in_the_shared_folder, _under_root_s_folder_in_the_shared_folder,
+                                     _under_a_folder_only_the_caller_s_group_may_write, _an_older_home_others_may_read],
+                         ids=["own-symlink", "own-symlink-in-sticky-folder", "own-folder-in-sticky-folder", "in-sticky-folder",
+                              "under-root-s-folder-in-sticky-folder", "own-group-writable", "older-home"])
+def test_own_homes_still_work_and_end_private(other_user, shared: Path, prepare: Callable[[Path, Path], Path]) -> None:
+    """As a real user who is not root, for whom root's folders are not their own."""
+    base = shared / "base"
+    base.mkdir(mode=0o755)
+    os.chown(base, other_user.uid, other_user.gid)
+    (shared / "users").mkdir(mode=0o755)  # the admin's
+    (shared / "users" / "alice").mkdir(mode=0o755)
+    os.chown(shared / "users" / "alice", other_user.uid, other_user.gid)
+    assert other_user.run(_prepare_and_list, prepare, base, shared) == (0o700, True)

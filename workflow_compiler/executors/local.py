@@ -88,9 +88,7 @@ class LocalExecutor(Executor):
         """The record; a run whose worker died without a word is marked FAILED (lost)."""
         record = self.store.get(run_id)
         if not record.done and record.pid and not pid_alive(record.pid, record.pid_start):
-            record = self.store.get(run_id)  # the worker may have just finished
-            if not record.done:
-                record = self._end_orphan(record, "FAILED", f"lost: its worker (pid {record.pid}) is gone without recording a result")
+            record = self._end_orphan(record, "FAILED", f"lost: its worker (pid {record.pid}) is gone without recording a result")
         return record
 
     def cancel(self, run_id: str, *, wait: float = 60.0) -> RunRecord:
@@ -123,7 +121,11 @@ class LocalExecutor(Executor):
         return f"Check again with `nbscale status {record.id}`, or end it with `kill -9 {record.pid}`."
 
     def _end_orphan(self, record: RunRecord, status: str, error: str) -> RunRecord:
-        """Record the end of a run whose worker is gone, and give its GPU lease back now, not at expiry."""
+        """Record the end of a run whose worker is gone, and give its GPU lease back now, not at expiry; a run whose worker
+        recorded its own end meanwhile (it may have exited just after the caller looked) keeps that end."""
+        latest = self.store.get(record.id)
+        if latest.done:
+            return latest
         record = self.store.update(record.id, status=status, finished=utcnow(), error=error)
         if record.lease_id:
             from .. import quota  # imports the spec models: only a leased run's end pays
