@@ -326,6 +326,8 @@ class RunStore:
             records, _ = self.list(status=status, limit=10_000)
             for record in records:
                 if record.executor == "local" and not pid_alive(record.pid, record.pid_start):
+                    if self.get(record.id).done:  # it recorded its end just before it exited: that end stands
+                        continue
                     self.update(record.id, status="FAILED", finished=utcnow(),
                                 error="lost: its worker process ended without recording a result (machine or server restart?)")
                     lost.append(record.id)

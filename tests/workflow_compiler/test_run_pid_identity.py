@@ -145,3 +145,20 @@ def test_a_worker_that_records_its_end_just_as_it_is_found_gone_keeps_that_end(t
     record = executor.cancel(run_id, wait=5) if call == "cancel" else executor.get(run_id)
     assert record.status == "SUCCEEDED" and not record.error
     assert store.get(run_id).status == "SUCCEEDED"
+
+
+def test_reconcile_keeps_the_end_a_worker_recorded_just_before_it_exited(tmp_path: Path, gone_start: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``reconcile`` lists RUNNING records, then looks at each pid: a worker may finish in between."""
+    from workflow_compiler import store as store_module
+
+    run_id = _record(tmp_path / "home", os.getpid(), gone_start)
+    store = RunStore(tmp_path / "home" / "runs.db")
+
+    def finishes_then_gone(pid: int | None, started: str | None = None) -> bool:
+        store.update(run_id, status="SUCCEEDED")
+        return False
+
+    monkeypatch.setattr(store_module, "pid_alive", finishes_then_gone)
+    assert store.reconcile() == []
+    assert store.get(run_id).status == "SUCCEEDED" and not store.get(run_id).error
