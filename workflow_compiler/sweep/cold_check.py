@@ -35,6 +35,6 @@ def refused_while_starting(precheck: Precheck) -> int | None:
             return None
     if refusal is None:
         return None
-    for item in held:
-        warnings.showwarning(item.message, item.category, item.filename, item.lineno, item.file, item.line)
+    for item in held:  # through the caller's filters and showwarning again, as when they were first issued
+        warnings.warn_explicit(item.message, item.category, item.filename, item.lineno, source=item.source)
     return refusal()
