@@ -56,16 +56,18 @@ def _driver_log(work: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
-@pytest.mark.parametrize(("command", "shown"), [
-    ([*NBSCALE, "objective.ipynb", *SPACE], "is a higher or a lower metric better"),  # no --mode
-    ([*NBSCALE, "objective.ipynb", "--param", "x=choice(1.0,", "--metric", "score", "--mode", "max"], "error:"),
-    ([*NBSCALE, "missing.ipynb", *SPACE, "--mode", "max"], "missing.ipynb"),
-    ([*MODULE, "objective.ipynb", *SPACE, "--mode", "max", "--samples", "5"], "only 2 different combinations"),
+@pytest.mark.parametrize(("command", "code", "shown"), [
+    ([*NBSCALE, "objective.ipynb", *SPACE], 2, "is a higher or a lower metric better"),  # no --mode
+    ([*NBSCALE, "objective.ipynb", "--param", "x=choice(1.0,", "--metric", "score", "--mode", "max"], 2, "error:"),
+    ([*NBSCALE, "missing.ipynb", *SPACE, "--mode", "max"], 2, "missing.ipynb"),
+    ([*NBSCALE, "--help"], 0, "usage: nbscale sweep"),  # argparse's own exits end the command there too
+    ([*MODULE, "objective.ipynb", *SPACE, "--mode", "max", "--samples", "5"], 2, "only 2 different combinations"),
+    ([*MODULE, "objective.ipynb", *SPACE, "--samples", "five"], 2, "invalid int value: 'five'"),
 ])
 def test_a_refused_sweep_answers_before_a_cold_driver_is_up_with_the_warm_drivers_message(
-        work: Path, command: list[str], shown: str) -> None:
+        work: Path, command: list[str], code: int, shown: str) -> None:
     cold = _run(work, command)
-    assert cold.returncode == 2 and shown in cold.stderr, cold.stderr
+    assert cold.returncode == code and shown in cold.stdout + cold.stderr, cold.stderr
     assert SERVING not in _driver_log(work), "the command waited for the driver's start instead of refusing the sweep itself"
     deadline = time.monotonic() + 180
     while SERVING not in _driver_log(work):  # the driver went on starting
