@@ -416,7 +416,27 @@ def _sweep_in_warm_driver(argv: list[str]) -> int | None:
         return None
     from .sweep.warm_driver import run_in_driver
 
-    return run_in_driver("cli", argv)
+    return run_in_driver("cli", argv, precheck=functools.partial(_sweep_refusal, argv))
+
+
+def _sweep_refusal(argv: list[str]) -> Callable[[], int] | None:
+    """While a cold sweep driver starts: how the command refuses ``argv`` (None: it does not), by ``cmd_sweep``'s own
+    parse and spec building, so that a usage error need not wait for the driver (``sweep/cold_check.py``)."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.handler is cmd_sweep and not args.resume:
+            from .sweep.cli_args import sweep_from_args
+
+            sweep_from_args(args, os.getcwd())
+    except (SpecError, NotebookError) as exc:
+        return functools.partial(_usage_error, exc)
+    return None
+
+
+def _usage_error(exc: SpecError | NotebookError) -> int:
+    """Print a usage error as every command does; its exit code."""
+    _err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
+    return EXIT_USAGE
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -437,8 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except (SpecError, NotebookError) as exc:
-        _err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
-        return EXIT_USAGE
+        return _usage_error(exc)
     except NbscaleError as exc:
         _err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
         return EXIT_FAILED

@@ -22,7 +22,7 @@ HEAVY = ["pydantic", "ray", "mlflow", "rich", "nbformat", "pandas", "yaml"]
 def test_the_client_imports_nothing_the_driver_holds(tmp_path: Path) -> None:
     probe = ("import json, sys\n"
              "from workflow_compiler import cli\n"
-             "from workflow_compiler.sweep import warm_driver\n"
+             "from workflow_compiler.sweep import __main__, warm_driver  # python -m workflow_compiler.sweep's client too\n"
              "from workflow_compiler.private_files import private_home\n"
              "from workflow_compiler.tracking.daemon import start_daemon\n"
              "from workflow_compiler.tracking_uri import nbscale_home\n"

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..private_files import connect_own
+from .cold_check import Precheck, refused_while_starting
 from .ray_head import SET_IN_RAY_DRIVERS
 
 log = logging.getLogger(__name__)
@@ -157,12 +158,13 @@ def stop(home: Path, timeout: float = 30) -> int | None:
 # -- client side -------------------------------------------------------------------------------
 
 
-def run_in_driver(entry: str, argv: list[str]) -> int | None:
+def run_in_driver(entry: str, argv: list[str], precheck: Precheck | None = None) -> int | None:
     """Run ``entry`` (``cli`` or ``sweep``) with ``argv`` in a child of the warm driver; its exit code.
 
     None when there is no driver to use (the caller then runs the command itself, as before):
     nothing has been run or printed then (why goes to the debug log: no handler is set up yet, and
-    Python's last-resort one would print a warning on the caller's stderr)."""
+    Python's last-resort one would print a warning on the caller's stderr). When the driver has to
+    be started, ``precheck`` runs while it starts (``cold_check.py``): a usage error is answered here."""
     if not wanted() or not all(_is_open(fd) for fd in STREAMS):
         return None
     from ..private_files import private_home
@@ -175,6 +177,13 @@ def run_in_driver(entry: str, argv: list[str]) -> int | None:
     version = code_version(os.environ)
     try:
         process = launch_daemon(path, DAEMON_MODULE, version, lock="driver-start.lock", log_name=LOG_NAME)
+    except OSError as exc:
+        log.debug("no warm sweep driver: %s", exc)
+        return None
+    refused = None if process is None or precheck is None else refused_while_starting(precheck)  # None: a driver answered already
+    if refused is not None:
+        return refused
+    try:
         # launch_daemon waits 5 s, too short for a new driver's start on a heavily loaded machine
         if not wait_for_socket(path, process, BIND_TIMEOUT_S) and process is not None and process.poll() is not None:
             raise OSError(f"the sweep driver exited at start-up (exit code {process.returncode}); see {path.with_name(LOG_NAME)}")
