@@ -300,3 +300,26 @@ def test_a_ray_without_tunes_state_file_name_is_an_error_naming_its_version(tmp_
     with pytest.raises(ExecutionError, match=rf"with Ray {ray.__version__}: .*Start the sweep again \(without --resume\)"):
         tune_saved(tmp_path)
 
+
+def test_a_sweep_completes_on_a_ray_whose_result_loader_has_another_name(ray_cluster: str, home: Path, workspace: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_no_result_files_read`` swaps a private Tune method only to hide a warning: on a Ray that renamed it (here
+    the class no longer has it, while Tune's own calls still find it), the sweep runs as ever."""
+    import types
+
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    from workflow_compiler.sweep.driver import run_sweep
+
+    renamed = ExperimentAnalysis._fetch_trial_dataframes
+
+    def instance_only(self: Any, name: str) -> Any:
+        if name == "_fetch_trial_dataframes":
+            return types.MethodType(renamed, self)
+        raise AttributeError(name)
+
+    monkeypatch.delattr(ExperimentAnalysis, "_fetch_trial_dataframes")
+    monkeypatch.setattr(ExperimentAnalysis, "__getattr__", instance_only, raising=False)
+    result = run_sweep(_spec({"x": "grid(1.0, 2.0)"}, search="grid").model_copy(update={"parameters": {}}), root=workspace, progress=False)
+    assert result.status == "SUCCEEDED" and result.counts["COMPLETED"] == 2, result.counts
+    assert not hasattr(ExperimentAnalysis, "_fetch_trial_dataframes")  # nothing was put back in its place

@@ -206,6 +206,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, restore: bool, canc
 
 
 _UNREAD = threading.Lock()
+_LOADER = "_fetch_trial_dataframes"  # Tune's private loader of every trial's result files
 _unread: list[Any] = []  # Tune's own loader, while sweeps run; one entry per running sweep after the first
 
 
@@ -216,18 +217,23 @@ def _no_result_files_read() -> Iterator[None]:
     A sweep writes none (MLflow holds the results: ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``), yet
     ``tune.run`` always ends by building an ``ExperimentAnalysis``, which looks for two files per
     trial and logs a warning for each trial that has none. Tune has no switch for it, so its
-    loader is replaced while sweeps run in this process (counted: a warm driver runs several).
+    loader is replaced while sweeps run in this process (counted: a warm driver runs several). The
+    loader is private to Tune: on a Ray without it the sweep runs as ever, with Tune's warnings.
     """
     from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
 
+    if getattr(ExperimentAnalysis, _LOADER, None) is None:
+        log.debug("this Ray's ExperimentAnalysis has no %s: its result grid may warn of missing result files", _LOADER)
+        yield
+        return
     with _UNREAD:
-        _unread.append(ExperimentAnalysis._fetch_trial_dataframes)
-        ExperimentAnalysis._fetch_trial_dataframes = _no_dataframes  # type: ignore[method-assign,assignment]
+        _unread.append(getattr(ExperimentAnalysis, _LOADER))
+        setattr(ExperimentAnalysis, _LOADER, _no_dataframes)
     try:
         yield
     finally:
         with _UNREAD:
-            ExperimentAnalysis._fetch_trial_dataframes = _unread.pop()  # type: ignore[method-assign]
+            setattr(ExperimentAnalysis, _LOADER, _unread.pop())
 
 
 def _no_dataframes(analysis: Any) -> dict[str, Any]:
