@@ -258,3 +258,68 @@ def test_a_sweep_killed_before_tunes_first_save_runs_every_trial_on_resume(ray_c
     assert sorted(float(r.data.params["x"]) for r in _completed_runs(home, sweep_id)) == xs  # each COMPLETED once
     runs = {r.info.run_id: r for r in _children(home, sweep_id)}
     assert all(runs[run_id].data.tags.get(tracking.TAG_STATUS) != "COMPLETED" for run_id in killed)  # the killed attempt stays so
+
+
+def test_a_resume_that_finds_no_tune_state_but_ended_trials_stops_and_reruns_nothing(ray_cluster: str, home: Path,
+                                                                                  workspace: Path) -> None:
+    """Tune's state moved away (as a Ray that renamed its state file would miss it) after trials completed: the
+    resume stops with what to do and changes no run; with the files back, it finishes and reruns none."""
+    from workflow_compiler.errors import ExecutionError
+    from workflow_compiler.sweep import tracking
+    from workflow_compiler.sweep.driver import run_sweep
+
+    sweep_id = "nbs-0000moved1"
+    before = _kill_after_completed(workspace, home, _spec({"x": "grid(1.0, 2.0, 3.0, 4.0)"}, search="grid"), sweep_id, {})
+    experiment = home / "sweeps" / sweep_id / "tune" / sweep_id
+    moved = experiment.rename(experiment.with_name("moved"))
+    runs = {r.info.run_id: (r.info.status, r.data.tags.get(tracking.TAG_STATUS)) for r in _children(home, sweep_id)}
+    with pytest.raises(ExecutionError, match=rf"sweep {sweep_id}: MLflow holds {len(before)} ended trial\(s\).*without --resume"):
+        run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+    assert {r.info.run_id: (r.info.status, r.data.tags.get(tracking.TAG_STATUS)) for r in _children(home, sweep_id)} == runs
+
+    moved.rename(experiment)
+    result = run_sweep(None, root=workspace, progress=False, resume_id=sweep_id)
+    assert result.status == "SUCCEEDED" and result.counts["COMPLETED"] == 4, result.counts
+    assert Counter(r.data.tags[tracking.TAG_TRIAL] for r in _completed_runs(home, sweep_id)) == Counter({t.trial_id: 1 for t in result.trials})
+
+
+@pytest.mark.parametrize("missing", ["attribute", "module"])
+def test_a_ray_without_tunes_state_file_name_is_an_error_naming_its_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                          missing: str) -> None:
+    """Where Tune keeps its state is Ray's own (``TuneController.CKPT_FILE_TMPL``): a Ray without it is not "nothing saved"."""
+    import ray
+    from ray.tune.execution.tune_controller import TuneController
+
+    from workflow_compiler.errors import ExecutionError
+    from workflow_compiler.sweep.resume import tune_saved
+
+    if missing == "attribute":
+        monkeypatch.delattr(TuneController, "CKPT_FILE_TMPL")
+    else:
+        monkeypatch.setitem(sys.modules, "ray.tune.execution.tune_controller", None)  # the import raises ImportError
+    with pytest.raises(ExecutionError, match=rf"with Ray {ray.__version__}: .*Start the sweep again \(without --resume\)"):
+        tune_saved(tmp_path)
+
+
+def test_a_sweep_completes_on_a_ray_whose_result_loader_has_another_name(ray_cluster: str, home: Path, workspace: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_no_result_files_read`` swaps a private Tune method only to hide a warning: on a Ray that renamed it (here
+    the class no longer has it, while Tune's own calls still find it), the sweep runs as ever."""
+    import types
+
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    from workflow_compiler.sweep.driver import run_sweep
+
+    renamed = ExperimentAnalysis._fetch_trial_dataframes
+
+    def instance_only(self: Any, name: str) -> Any:
+        if name == "_fetch_trial_dataframes":
+            return types.MethodType(renamed, self)
+        raise AttributeError(name)
+
+    monkeypatch.delattr(ExperimentAnalysis, "_fetch_trial_dataframes")
+    monkeypatch.setattr(ExperimentAnalysis, "__getattr__", instance_only, raising=False)
+    result = run_sweep(_spec({"x": "grid(1.0, 2.0)"}, search="grid").model_copy(update={"parameters": {}}), root=workspace, progress=False)
+    assert result.status == "SUCCEEDED" and result.counts["COMPLETED"] == 2, result.counts
+    assert not hasattr(ExperimentAnalysis, "_fetch_trial_dataframes")  # nothing was put back in its place

@@ -34,7 +34,7 @@ from .logs import DRIVER_LOG, tune_logs_to
 from .progress import SweepProgress
 from .ray_connect import ensure_ray, joined_warm_head, release_warm_ray, scoped_environ
 from .results import SweepResult
-from .resume import completed_trials, reopen_cancelled, tune_saved
+from .resume import completed_trials, reopen_cancelled, tune_state_to_restore
 from .session import SESSIONS, SweepSession, cancel_sweep, sweeps_dir
 from .summary import finish_sweep, row_from_trial
 from .trial import TrialPlan, patient_trainable, run_trial
@@ -64,13 +64,17 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
         state = state or _create_state(spec, sweep_id, Path(root), uri)
         mc = tracking.client(uri)
         completed: dict[str, dict[str, Any]] = {}
+        restore = False  # whether Tune restores its saved state
         if resume_id is not None:
-            tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
-                                         status="KILLED")
-            mc.update_run(state["parent_run_id"], status="RUNNING")
+            # a run still open is RUNNING, not one of these: closing it KILLED below changes nothing here
             completed = completed_trials(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
                                          trials_dir=str(sweep_dir / "trials"), metric=spec.sweep.metric,
                                          distinct=list(spec.sweep.space) if spec.sweep.draws_points else None)
+            # before the sweep's runs change: a resume that cannot keep its ended trials leaves them as they were
+            restore = tune_state_to_restore(sweep_dir / "tune" / sweep_id, sweep_id=sweep_id, completed=completed)
+            tracking.close_open_children(mc, experiment_id=state["experiment_id"], parent_run_id=state["parent_run_id"],
+                                         status="KILLED")
+            mc.update_run(state["parent_run_id"], status="RUNNING")
         agent_socket, host_socket = helpers()
     plan = TrialPlan(sweep_id=sweep_id, notebook=state["notebook_path"], workdir=state["workdir"],
                      trials_dir=str(sweep_dir / "trials"), fixed=spec.parameters, metric=spec.sweep.metric,
@@ -89,7 +93,7 @@ def run_sweep(spec: RunSpec | None, *, root: str | os.PathLike[str], progress: b
     connected_before = joined_warm_head()  # a caller that joined the warm head itself (ensure_ray) stays joined
     try:
         with display, _cancel_on_signals(session.cancel):
-            _fit(spec, plan, sweep_dir, resume=resume_id is not None, cancelled=was_cancelled)
+            _fit(spec, plan, sweep_dir, restore=restore, cancelled=was_cancelled)
         return finish_sweep(session_client=mc, spec=spec, state=state, sweep_dir=sweep_dir, rows=session.rows,
                             cancelled=session.cancel.is_set(), seconds=time.monotonic() - started)
     finally:
@@ -175,7 +179,8 @@ def _tune_environ() -> dict[str, str]:
             **{name: os.environ.get(name, value) for name, value in defaults.items()}}
 
 
-def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cancelled: bool = False) -> None:
+def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, restore: bool, cancelled: bool = False) -> None:
+    """Run Tune over the sweep; with ``restore``, from its saved state (``tune_state_to_restore``)."""
     from ray import tune
 
     from .runtime_env import default_runtime_env
@@ -188,7 +193,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cance
     with scoped_environ(_tune_environ()), default_runtime_env(), tune_logs_to(sweep_dir / DRIVER_LOG), _no_result_files_read():
         trainable = tune.with_resources(_trainable(plan), {"cpu": spec.sweep.cpus_per_trial, "gpu": spec.sweep.gpus_per_trial})
         experiment = sweep_dir / "tune" / plan.sweep_id
-        if resume and tune_saved(experiment):  # else it was killed before Tune's first save, when no trial had started: begin afresh
+        if restore:  # else a new sweep, or one killed before Tune's first save, when no trial had started: begin afresh
             # a cancelled sweep's state says "all done": reopen_cancelled puts its search and its stopped trials back
             tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=True,
                                        resume_errored=False, restart_errored=False,
@@ -201,6 +206,7 @@ def _fit(spec: RunSpec, plan: TrialPlan, sweep_dir: Path, *, resume: bool, cance
 
 
 _UNREAD = threading.Lock()
+_LOADER = "_fetch_trial_dataframes"  # Tune's private loader of every trial's result files
 _unread: list[Any] = []  # Tune's own loader, while sweeps run; one entry per running sweep after the first
 
 
@@ -211,18 +217,23 @@ def _no_result_files_read() -> Iterator[None]:
     A sweep writes none (MLflow holds the results: ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS``), yet
     ``tune.run`` always ends by building an ``ExperimentAnalysis``, which looks for two files per
     trial and logs a warning for each trial that has none. Tune has no switch for it, so its
-    loader is replaced while sweeps run in this process (counted: a warm driver runs several).
+    loader is replaced while sweeps run in this process (counted: a warm driver runs several). The
+    loader is private to Tune: on a Ray without it the sweep runs as ever, with Tune's warnings.
     """
     from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
 
+    if getattr(ExperimentAnalysis, _LOADER, None) is None:
+        log.debug("this Ray's ExperimentAnalysis has no %s: its result grid may warn of missing result files", _LOADER)
+        yield
+        return
     with _UNREAD:
-        _unread.append(ExperimentAnalysis._fetch_trial_dataframes)
-        ExperimentAnalysis._fetch_trial_dataframes = _no_dataframes  # type: ignore[method-assign,assignment]
+        _unread.append(getattr(ExperimentAnalysis, _LOADER))
+        setattr(ExperimentAnalysis, _LOADER, _no_dataframes)
     try:
         yield
     finally:
         with _UNREAD:
-            ExperimentAnalysis._fetch_trial_dataframes = _unread.pop()  # type: ignore[method-assign]
+            setattr(ExperimentAnalysis, _LOADER, _unread.pop())
 
 
 def _no_dataframes(analysis: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import ExecutionError
 from . import tracking
 from .trial import OUTPUT_KEY, RUN_KEY, SECONDS_KEY, STATUS_KEY
 from .worker import COMPLETED, EARLY_STOPPED
@@ -55,10 +56,40 @@ def tune_saved(experiment: Path) -> bool:
     Tune first saves it in its first step, before any trial's notebook starts. A sweep killed before
     that has no trial to take up, and Tune's restore of it would start an experiment of its own
     without the sweep's search space (one trial, no parameters): its resume begins the sweep afresh.
+    The state file's name is Tune's own (no public API names it): a Ray without it is an
+    ``ExecutionError``, not a silent "nothing saved".
     """
-    from ray.tune.execution.tune_controller import TuneController
+    import ray
 
-    return any(experiment.glob(TuneController.CKPT_FILE_TMPL.format("*")))
+    try:
+        from ray.tune.execution.tune_controller import TuneController
+
+        pattern = TuneController.CKPT_FILE_TMPL.format("*")
+    except (ImportError, AttributeError) as error:
+        raise ExecutionError(
+            f"cannot resume this sweep with Ray {ray.__version__}: nbscale cannot find where this Ray's Tune "
+            f"saves its experiment state ({error}). Start the sweep again (without --resume), or resume it "
+            "with the Ray version that started it.") from error
+    return any(experiment.glob(pattern))
+
+
+def tune_state_to_restore(experiment: Path, *, sweep_id: str, completed: dict[str, dict[str, Any]]) -> bool:
+    """Whether a resume restores Tune's saved state (else it begins Tune afresh); an ``ExecutionError``
+    when no state is found yet ``completed`` (``completed_trials``) holds trials that ended.
+
+    A sweep killed before Tune's first save has no ended trial (that save comes before any notebook
+    starts), so both at once mean the state is where this Ray does not look: beginning afresh would
+    run every ended trial's notebook again, with a second MLflow run each.
+    """
+    if tune_saved(experiment):
+        return True
+    if completed:
+        ended = len({result[RUN_KEY] for result in completed.values()})
+        raise ExecutionError(
+            f"cannot resume sweep {sweep_id}: MLflow holds {ended} ended trial(s) of it, but Tune's saved state "
+            f"is not in {experiment} (moved or deleted, or a Ray upgrade renamed it). Resuming would run those "
+            "trials again. Put the folder's files back, or start the sweep again (without --resume).")
+    return False
 
 
 #: Where Tune keeps its search state in the experiment folder, and the key that says "finished".
