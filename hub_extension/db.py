@@ -59,7 +59,7 @@ def alembic_config(url: str | None = None) -> Config:
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (the service runs this at every start; it is idempotent)."""
     cfg = alembic_config()
-    with engine.begin() as connection:
+    with engine.connect() as connection:  # not in a transaction: each migration runs in its own (env.py)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
     log.info("quota database at revision %s (%s)", revision, engine.url.render_as_string(hide_password=True))
@@ -68,7 +68,7 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
 def downgrade_database(engine: Engine, revision: str) -> None:
     """Take the schema back to ``revision`` (tests of a migration's downgrade; an admin undoing an upgrade)."""
     cfg = alembic_config()
-    with engine.begin() as connection:
+    with engine.connect() as connection:  # not in a transaction: each migration runs in its own (env.py)
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
     log.info("quota database downgraded to revision %s", revision)

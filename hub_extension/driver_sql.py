@@ -10,7 +10,8 @@ database of each dialect and compares what it reads and writes with what SQLAlch
 On Postgres a write transaction's statements run inside the server, in :data:`STEP_FUNCTION` (a
 plpgsql function built from :data:`STATEMENTS`, whose SQL migration 0003 holds as text): writes wait in
 :class:`DriverSQL` and go, in order, with the next read, so a decision costs one call and one round
-trip (psycopg's own per-statement cost was most of a decision's CPU). The function runs them one
+trip (psycopg's own per-statement cost was most of a decision's CPU); no statement reads the ledger,
+so its entries wait for the commit and go in one insert. The function runs them one
 after the other; being ``VOLATILE``, each statement takes a fresh snapshot (READ COMMITTED), so a
 read that follows the user's lock sees every commit before it, as separate statements would.
 """
@@ -273,10 +274,12 @@ class DriverSQL:
         return cursor
 
     def _send_writes(self) -> None:
-        """The waiting writes, in one call whose answer comes with the next one (pipeline), and the
-        waiting ledger entries in one insert beside it."""
+        """The waiting writes, in one call whose answer comes with the next one (pipeline)."""
         if self._writes:
             self._call(STEP_FUNCTION, (self._writes_taken(), []))
+
+    def _send_ledger(self) -> None:
+        """The transaction's ledger entries, in one insert (in the commit's round trip)."""
         if self._ledger:
             rows, self._ledger = self._ledger, []
             self._driver.cursor().execute(_LEDGER_ROWS, [json.dumps(rows, default=json_default)])
@@ -294,7 +297,7 @@ class DriverSQL:
 
     def write(self, name: str, params: Mapping[str, Any]) -> None:
         """One write; through the step function, it goes with the next read or the commit."""
-        if self.step and name == "insert_ledger":  # nothing reads the ledger in a transaction: at the end, together
+        if self.step and name == "insert_ledger":  # no statement reads the ledger: all at the commit, together
             self._ledger.append(params)
         elif self.step:
             self._writes.append((name, params))
@@ -306,8 +309,10 @@ class DriverSQL:
         return writes
 
     def commit(self) -> None:
-        """Send the waiting writes and commit (one round trip in the pipeline; their errors raise here)."""
+        """Send the waiting writes and ledger entries and commit (one round trip in the pipeline; their
+        errors raise here)."""
         self._send_writes()
+        self._send_ledger()
         self._driver.commit()
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -41,7 +42,8 @@ from sqlalchemy.orm import Session
 from .driver_sql import ACTIVE, EXPIRED, RELEASED, DriverSQL, WriteConnection
 from .errors import LeaseGone
 from .group_commit import GroupCommit, SharedLock
-from .pg_admission import decide_batch, use_server_functions
+from .group_ops import AdmitOp, LeaseOp, decide_in_postgres
+from .pg_admission import use_server_functions
 from .policy import Refusal, Usage, check_request
 from .store_values import (
     Admission,
@@ -89,7 +91,7 @@ class QuotaStore:
         lanes = POSTGRES_LANES if self._postgres else 1
         # inside the server only with the functions this code expects (else the Python path, logged)
         server = self._postgres and self._has_server_functions()
-        prepare = self._decide_in_postgres if server else None
+        prepare = partial(decide_in_postgres, self) if server else None
         self._lanes = [GroupCommit(WriteConnection(engine, step=server).transaction, prepare=prepare,
                                    lock=self._write_lock if i == 0 else threading.Lock()) for i in range(lanes)]
         self._writes = self._lanes[0]
@@ -124,36 +126,13 @@ class QuotaStore:
 
     def admit(self, caller: Caller, req: AdmissionRequest) -> Admission:
         """Admit ``req`` for ``caller`` atomically, or refuse it with the reason (both go to the ledger)."""
-        return self._lane(caller.name).run(_AdmitOp(self, caller, req), order=caller.name)
+        return self._lane(caller.name).run(AdmitOp(self, caller, req), order=caller.name)
 
     def submit_admit(self, caller: Caller, req: AdmissionRequest) -> Future[Admission]:
         """:meth:`admit` for an event loop: queued at once, decided in the group commit's thread."""
-        return self._lane(caller.name).submit(_AdmitOp(self, caller, req), order=caller.name)
+        return self._lane(caller.name).submit(AdmitOp(self, caller, req), order=caller.name)
 
-    def _decide_in_postgres(self, sql: DriverSQL, batch: list[tuple[str, Callable[[DriverSQL], Any]]]) -> None:
-        """Postgres: lock the batch's users, decide its admissions and read the lease of each heartbeat
-        and release, in one call (:mod:`.pg_admission`)."""
-        ops: list[_AdmitOp | _LeaseOp] = []
-        requests: list[dict[str, Any]] = []
-        now = self.clock()
-        for _, op in batch:
-            if isinstance(op, _AdmitOp):
-                op.lease = self._new_lease(op.caller, op.req, now)  # the request: the lease it would be
-                requests.append({**op.lease, "now": now})
-            elif isinstance(op, _LeaseOp) and all(op.lease_id != seen.lease_id for seen in ops
-                                                  if isinstance(seen, _LeaseOp)):
-                # (a second operation on one lease reads it in Python, after the first one's writes)
-                requests.append({"user": op.caller.name, "lease_id": op.lease_id, "now": now})
-            else:
-                continue
-            op.now = now
-            ops.append(op)
-        if not ops:
-            return
-        for op, decided in zip(ops, decide_batch(sql, [user for user, _ in batch], requests), strict=True):
-            op.decided = decided
-
-    def _admit_decided(self, op: _AdmitOp, sql: DriverSQL) -> Admission:
+    def _admit_decided(self, op: AdmitOp, sql: DriverSQL) -> Admission:
         """The Python half of an admission Postgres decided: the answer, and a refusal's ledger entry."""
         caller, req, decided, now = op.caller, op.req, op.decided or {}, op.now
         if decided["outcome"] == "known":
@@ -219,11 +198,11 @@ class QuotaStore:
 
     def heartbeat(self, caller: Caller, lease_id: str) -> dict[str, Any]:
         """Extend the caller's active lease by its TTL; an expired or released lease is gone (410)."""
-        return self._lane(caller.name).run(_LeaseOp(self, caller, lease_id), order=caller.name)
+        return self._lane(caller.name).run(LeaseOp(self, caller, lease_id), order=caller.name)
 
     def submit_heartbeat(self, caller: Caller, lease_id: str) -> Future[dict[str, Any]]:
         """:meth:`heartbeat` for an event loop (see :meth:`submit_admit`)."""
-        return self._lane(caller.name).submit(_LeaseOp(self, caller, lease_id), order=caller.name)
+        return self._lane(caller.name).submit(LeaseOp(self, caller, lease_id), order=caller.name)
 
     @staticmethod
     def _heartbeat(sql: DriverSQL, now: datetime, lease: dict[str, Any]) -> dict[str, Any]:
@@ -243,13 +222,13 @@ class QuotaStore:
         Releasing twice answers the same lease again (idempotent); releasing an expired lease keeps
         the expiry record.
         """
-        return self._lane(caller.name).run(_LeaseOp(self, caller, lease_id, release=True, gpu_seconds=gpu_seconds),
+        return self._lane(caller.name).run(LeaseOp(self, caller, lease_id, release=True, gpu_seconds=gpu_seconds),
                                            order=caller.name)
 
     def submit_release(self, caller: Caller, lease_id: str, gpu_seconds: float | None = None) -> Future[dict[str, Any]]:
         """:meth:`release` for an event loop (see :meth:`submit_admit`)."""
         return self._lane(caller.name).submit(
-            _LeaseOp(self, caller, lease_id, release=True, gpu_seconds=gpu_seconds), order=caller.name)
+            LeaseOp(self, caller, lease_id, release=True, gpu_seconds=gpu_seconds), order=caller.name)
 
     def _release(self, sql: DriverSQL, now: datetime, caller: Caller, lease: dict[str, Any],
                  gpu_seconds: float | None) -> dict[str, Any]:
@@ -368,44 +347,3 @@ class QuotaStore:
 def _log_reclaim_failure(done: Future[int]) -> None:
     if done.exception() is not None:
         log.error("reclaiming expired leases failed (tried again at the next interval): %s", done.exception())
-
-
-class _AdmitOp:
-    """One admission in a group commit: decided in Postgres with its batch (``decided``), else in Python."""
-
-    __slots__ = ("caller", "decided", "lease", "now", "req", "store")
-
-    def __init__(self, store: QuotaStore, caller: Caller, req: AdmissionRequest) -> None:
-        self.store, self.caller, self.req = store, caller, req
-        self.decided: dict[str, Any] | None = None
-        self.lease: dict[str, Any] = {}
-        self.now = datetime.min
-
-    def __call__(self, sql: DriverSQL) -> Admission:
-        if self.decided is None or self.decided["outcome"] == "slow":
-            return self.store._admit(self.caller, self.req, sql)
-        return self.store._admit_decided(self, sql)
-
-
-class _LeaseOp:
-    """A heartbeat, or a release, in a group commit: on the lease read with its batch in Postgres
-    (``decided``), else on the one :meth:`QuotaStore._own_lease` reads."""
-
-    __slots__ = ("caller", "decided", "gpu_seconds", "lease_id", "now", "release", "store")
-
-    def __init__(self, store: QuotaStore, caller: Caller, lease_id: str, *, release: bool = False,
-                 gpu_seconds: float | None = None) -> None:
-        self.store, self.caller, self.lease_id = store, caller, lease_id
-        self.release, self.gpu_seconds = release, gpu_seconds
-        self.decided: dict[str, Any] | None = None
-        self.now = datetime.min
-
-    def __call__(self, sql: DriverSQL) -> dict[str, Any]:
-        if self.decided is None or self.decided["outcome"] == "slow":
-            now = self.store.clock()
-            lease = self.store._own_lease(sql, self.caller, self.lease_id, now)
-        else:  # the batch holds the caller's lock, and they had no lease to reclaim
-            now, lease = self.now, owned(self.decided["lease"], self.caller, self.lease_id)
-        if self.release:
-            return self.store._release(sql, now, self.caller, lease, self.gpu_seconds)
-        return self.store._heartbeat(sql, now, lease)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -13,8 +14,10 @@ from sqlalchemy.orm import Session
 from hub_extension.admin import set_policy
 from hub_extension.db import make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
+from hub_extension.driver_sql import WriteConnection
 from hub_extension.models import Lease, LedgerEntry, UsageHour
 from hub_extension.store import AdmissionRequest, Caller, QuotaStore
+from hub_extension.store_values import ledger_entry
 
 # on the hour, to the microsecond: SQLite compares timestamps as text, so ".000000" must be written too
 START = datetime(2026, 3, 10, 12, 0, 0)
@@ -89,3 +92,49 @@ def test_a_changed_window_is_read_again_not_taken_from_the_last_decision(engine:
     assert store.admit(bob, big).refusal is not None
     set_policy(store, "admin", "user", "bob", {"gpu_hours_budget": 1.0, "window_hours": 1.0})
     assert store.admit(bob, big).lease is not None  # within 1 h the earlier use no longer counts
+
+
+class _Recording:
+    """The DB-API connection, with every statement its cursors execute recorded (to count them)."""
+
+    def __init__(self, driver: Any, sent: list[str]) -> None:
+        self._driver, self._sent = driver, sent
+
+    def cursor(self) -> Any:
+        return _RecordingCursor(self._driver.cursor(), self._sent)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._driver, name)
+
+
+class _RecordingCursor:
+    def __init__(self, cursor: Any, sent: list[str]) -> None:
+        self._cursor, self._sent = cursor, sent
+
+    def execute(self, query: str, *args: Any) -> Any:
+        self._sent.append(query)
+        return self._cursor.execute(query, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def test_a_transactions_ledger_entries_go_in_one_insert_at_the_commit(postgres_url: str) -> None:
+    engine = make_engine(postgres_url)
+    drop_quota_schema(engine)
+    upgrade_database(engine)
+    sent: list[str] = []
+    try:
+        with WriteConnection(engine, step=True).transaction() as sql:
+            sql._driver = _Recording(sql._driver, sent)
+            for rid in ("first", "second"):  # ledger, write, read, ledger, write, read: as a batch of two
+                sql.write("insert_ledger", ledger_entry(sql.json, START, "refused", "alice", "alice", ask(rid)))
+                sql.write("lock_user", {"user": "alice"})
+                assert sql.query("active_of_user", {"user": "alice"}) == []
+        with engine.connect() as conn:
+            written = conn.exec_driver_sql("SELECT request_id FROM quota_ledger WHERE event = 'refused' ORDER BY id")
+            assert [row[0] for row in written] == ["first", "second"]
+    finally:
+        engine.dispose()
+    assert [query.split(" (")[0] for query in sent if "quota_ledger" in query] == ["INSERT INTO quota_ledger"]
+    assert sent.index(next(q for q in sent if "quota_ledger" in q)) == len(sent) - 1  # after the last read: at the commit

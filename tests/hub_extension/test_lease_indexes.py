@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -83,3 +85,41 @@ def test_migration_0004_downgrades_to_whole_indexes(history: Engine) -> None:
     downgrade_database(history, "0003")
     with history.connect() as conn:
         assert conn.exec_driver_sql(partial).scalar() == 0
+
+
+def _waiting_backends(engine: Engine) -> int:
+    """Backends of this database waiting for a lock (the migration, once it waits for the writer)."""
+    with engine.connect() as conn:
+        return conn.exec_driver_sql("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock'").scalar() or 0
+
+
+@pytest.mark.parametrize("direction", ["upgrade", "downgrade"])
+def test_migration_0004_lets_an_old_replica_keep_writing_leases(history: Engine, direction: str) -> None:
+    if direction == "upgrade":
+        downgrade_database(history, "0003")
+    migrate = (lambda: upgrade_database(history, "0004")) if direction == "upgrade" else (
+        lambda: downgrade_database(history, "0003"))
+    insert = ("INSERT INTO quota_leases VALUES (%(id)s, 'bob', '[]', %(id)s, '', 'a100', 1, 1, 1, 60, 120, "
+              "'active', %(t)s, %(t)s, NULL, NULL)")
+    # the pool outermost: on a failure the writers roll back first, and the migration can end
+    with ThreadPoolExecutor(1) as pool, history.connect() as first, history.connect() as second:
+        first.exec_driver_sql(insert, {"id": "mid-admission", "t": NOW})  # an old replica's open transaction
+        migrating = pool.submit(migrate)
+        deadline = time.monotonic() + 30
+        while not _waiting_backends(history) and time.monotonic() < deadline and not migrating.done():
+            time.sleep(0.05)
+        assert not migrating.done(), migrating.exception()
+        # the next admission of the old replica, while the migration waits for the first one
+        second.exec_driver_sql("SET lock_timeout = '3s'")
+        second.exec_driver_sql(insert, {"id": "next-admission", "t": NOW})
+        second.commit()
+        first.commit()
+        migrating.result(timeout=60)
+    with history.connect() as conn:
+        partial = conn.exec_driver_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'quota_leases' "
+                                       "AND indexdef LIKE '%% WHERE %%' ORDER BY 1").scalars().all()
+        invalid = conn.exec_driver_sql("SELECT count(*) FROM pg_index WHERE NOT indisvalid").scalar()
+    assert partial == (["ix_quota_leases_user_ended_at", "ix_quota_leases_user_status"]
+                       if direction == "upgrade" else [])
+    assert invalid == 0

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from hub_extension import store as store_module
+from hub_extension import group_ops
 from hub_extension.admin import set_policy
 from hub_extension.db import downgrade_database, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
@@ -124,14 +124,14 @@ def test_postgres_decides_as_the_python_check(engines: dict[str, Engine], monkey
                                               policies: Any, before: Any, request_: AdmissionRequest,
                                               expected: str) -> None:
     outcomes: list[str] = []
-    decide = store_module.decide_batch
+    decide = group_ops.decide_batch
 
     def spy(*args: Any) -> list[dict[str, Any]]:
         answers = decide(*args)
         outcomes.extend(answer["outcome"] for answer in answers)
         return answers
 
-    monkeypatch.setattr(store_module, "decide_batch", spy)
+    monkeypatch.setattr(group_ops, "decide_batch", spy)
     python = _play(engines["sqlite"], policies, before, request_)
     postgres = _play(engines["postgresql"], policies, before, request_)
     assert python["outcome"] == expected, python

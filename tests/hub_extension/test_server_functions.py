@@ -18,7 +18,7 @@ import pytest
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
-from hub_extension import store as store_module
+from hub_extension import group_ops
 from hub_extension.admin import set_policy
 from hub_extension.db import alembic_config, downgrade_database, make_engine, upgrade_database
 from hub_extension.devhub import drop_quota_schema
@@ -76,13 +76,13 @@ def postgres(postgres_url: str) -> Iterator[Engine]:
 def decided_in_server(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many operations each call of ``quota_decide_batch`` decided (or read the lease of)."""
     calls: list[int] = []
-    decide = store_module.decide_batch
+    decide = group_ops.decide_batch
 
     def spy(sql: Any, users: Any, requests: Any) -> Any:
         calls.append(len(requests))
         return decide(sql, users, requests)
 
-    monkeypatch.setattr(store_module, "decide_batch", spy)
+    monkeypatch.setattr(group_ops, "decide_batch", spy)
     return calls
 
 

@@ -14,7 +14,6 @@ Revises: 0003
 Create Date: 2026-12-02
 """
 
-import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
@@ -29,17 +28,25 @@ INDEXES = {
 }
 
 
-def _recreate(partial: bool) -> None:
+def _rebuild(partial: bool) -> None:
+    """Postgres: each index built again (partial or whole) without blocking the table's writers."""
     if op.get_bind().dialect.name != "postgresql":
         return
-    for name, (columns, rows) in INDEXES.items():
-        op.drop_index(name, table_name="quota_leases")
-        op.create_index(name, "quota_leases", columns, postgresql_where=sa.text(rows) if partial else None)
+    with op.get_context().autocommit_block():  # CONCURRENTLY cannot run inside a transaction
+        for name, (columns, rows) in INDEXES.items():
+            building = f"{name}_new"
+            quoted = ", ".join(f'"{column}"' for column in columns)  # "user" is reserved
+            where = f" WHERE {rows}" if partial else ""
+            # a build that failed half-way leaves an INVALID index under the new name: never keep it
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {building}")
+            op.execute(f"CREATE INDEX CONCURRENTLY {building} ON quota_leases ({quoted}){where}")
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+            op.execute(f"ALTER INDEX {building} RENAME TO {name}")
 
 
 def upgrade() -> None:
-    _recreate(partial=True)
+    _rebuild(partial=True)
 
 
 def downgrade() -> None:
-    _recreate(partial=False)
+    _rebuild(partial=False)
