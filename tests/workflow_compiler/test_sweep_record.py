@@ -88,9 +88,10 @@ def test_a_resumed_sweep_keeps_its_first_start(home: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("driver", ["own-process", "warm-driver"])
 def test_sigterm_before_ray_connects_ends_the_sweep_killed_at_once(tmp_path: Path, driver: str) -> None:
-    """``timeout 10 nbscale sweep`` with a tracking server that does not answer: FAILED "lost", its duration running on."""
+    """``timeout 10 nbscale sweep`` while it waits for a tracking server that does not answer: KILLED at once (it was FAILED "lost")."""
     import shutil
     import signal
+    import socket
     import subprocess
     import sys
     import tempfile
@@ -102,19 +103,21 @@ def test_sigterm_before_ray_connects_ends_the_sweep_killed_at_once(tmp_path: Pat
 
     home = Path(tempfile.mkdtemp(prefix="nbs-term-"))  # short: the daemons' socket paths have ~100 bytes
     shutil.copy(Path(__file__).parent / "sweep_notebooks" / "objective.ipynb", tmp_path / "objective.ipynb")
-    env = {**os.environ, "NBSCALE_HOME": str(home), "MLFLOW_TRACKING_URI": "http://alice:pw@127.0.0.1:9/", "RAY_AUTH_MODE": "disabled",
+    silent = socket.create_server(("127.0.0.1", 0), backlog=16)  # connects (the kernel's backlog) and never answers
+    server = f"http://alice:pw@127.0.0.1:{silent.getsockname()[1]}/"
+    env = {**os.environ, "NBSCALE_HOME": str(home), "MLFLOW_TRACKING_URI": server, "RAY_AUTH_MODE": "disabled",
            warm_driver.ENV_WARM_DRIVER: "0" if driver == "own-process" else "1", "PYTHONPATH": ":".join(sys.path)}
     for name in ("RAY_ADDRESS", "NBSCALE_WARM_RAY"):
         env.pop(name, None)
     command = [str(Path(sys.executable).parent / "nbscale"), "sweep", "objective.ipynb", "--param", "x=grid(1.0, 3.0)",
-               "--metric", "score", "--no-progress"]
+               "--metric", "score", "--mode", "max", "--no-progress"]
     try:
         with subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
             deadline = time.monotonic() + 120
             while not _runs(home) and process.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert [r.status for r in _runs(home)] == ["RUNNING"], process.stderr.read() if process.poll() is not None else ""
-            time.sleep(1.0)  # within MLflow's retries of the silent server, before Ray is reached
+            time.sleep(1.0)  # within the first look at the silent server (5 s), before Ray is reached
             signalled = datetime.now(UTC)
             process.send_signal(signal.SIGTERM)
             _out, err = process.communicate(timeout=120)
@@ -123,6 +126,7 @@ def test_sigterm_before_ray_connects_ends_the_sweep_killed_at_once(tmp_path: Pat
         assert record.finished is not None
         assert (datetime.fromisoformat(record.finished) - signalled).total_seconds() < 30  # its real end, not a later look's
     finally:
+        silent.close()
         for stop in (warm_driver.stop, ray_head.stop, trial_host.stop, agent.stop):
             stop(home)
         shutil.rmtree(home, ignore_errors=True)
