@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,9 @@ from sqlalchemy import Engine, create_engine, event
 log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+#: The Postgres advisory lock key that replicas migrating one database take in turn ("nbsq" in ASCII).
+MIGRATION_LOCK_KEY = 0x6E627371
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -59,7 +65,7 @@ def alembic_config(url: str | None = None) -> Config:
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (the service runs this at every start; it is idempotent)."""
     cfg = alembic_config()
-    with engine.connect() as connection:  # not in a transaction: each migration runs in its own (env.py)
+    with _migrations_one_at_a_time(engine), engine.connect() as connection:  # each migration in its own transaction (env.py)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
     log.info("quota database at revision %s (%s)", revision, engine.url.render_as_string(hide_password=True))
@@ -68,7 +74,31 @@ def upgrade_database(engine: Engine, revision: str = "head") -> None:
 def downgrade_database(engine: Engine, revision: str) -> None:
     """Take the schema back to ``revision`` (tests of a migration's downgrade; an admin undoing an upgrade)."""
     cfg = alembic_config()
-    with engine.connect() as connection:  # not in a transaction: each migration runs in its own (env.py)
+    with _migrations_one_at_a_time(engine), engine.connect() as connection:  # each migration in its own transaction (env.py)
         cfg.attributes["connection"] = connection
         command.downgrade(cfg, revision)
     log.info("quota database downgraded to revision %s", revision)
+
+
+@contextmanager
+def _migrations_one_at_a_time(engine: Engine) -> Iterator[None]:
+    """On Postgres, hold a session advisory lock while migrating: replicas that start together take turns, and
+    the later ones find the schema at head (each migration commits on its own, so nothing else serialises them).
+
+    The waiting replicas poll ``pg_try_advisory_lock`` with no transaction open rather than block in
+    ``pg_advisory_lock``: a session blocked in a statement holds a snapshot, which 0004's CREATE INDEX
+    CONCURRENTLY in the migrating replica waits for, and neither would ever move."""
+    if engine.dialect.name != "postgresql":
+        yield  # SQLite: BEGIN IMMEDIATE already takes the database's write lock
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as holder:
+        waited = 0
+        while not holder.exec_driver_sql(f"SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY})").scalar():
+            if waited % 50 == 0:
+                log.info("waiting for another replica's schema migration to finish")
+            waited += 1
+            time.sleep(0.2)
+        try:
+            yield
+        finally:
+            holder.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
