@@ -45,7 +45,7 @@ def test_daemons_lists_and_stops_the_tracking_agent(short_home: Path) -> None:
     assert listed["trial host"]["running"] is False
     pid = int(str(listed["tracking agent"]["pid"]))
 
-    assert nbscale("stop", home=short_home) == [{"name": "tracking agent", "pid": pid}]
+    assert nbscale("stop", home=short_home) == [{"name": "tracking agent", "pid": pid, "state": "stopped"}]
     assert not pid_alive(pid)
     assert nbscale("stop", home=short_home) == []
     assert {d["name"]: d["running"] for d in nbscale(home=short_home)} == {"sweep driver": False, "tracking agent": False,

@@ -225,7 +225,7 @@ def test_a_killed_driver_is_replaced_by_the_next_sweep(work: Path) -> None:
 def _short_sweep(work: Path, **popen: Any) -> subprocess.Popen[str]:
     """Three trials of ~2 s, one at a time."""
     return subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0, 3.0)", "-p", "sleep=0.5", "-p", "steps=4",
-                             "--search", "grid", "--metric", "score", "--concurrency", "1", "--json"],
+                             "--search", "grid", "--metric", "score", "--mode", "max", "--concurrency", "1", "--json"],
                             cwd=work, env=_environ(work), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 

@@ -179,7 +179,7 @@ def test_daemons_stop_ends_the_head_and_its_ray_and_a_sweep_starts_it_again(warm
 def test_daemons_stop_says_it_waits_for_a_sweep_that_holds_the_head_outside_the_driver(warm_home: Path) -> None:
     env = {**_environ(warm_home), warm_driver.ENV_WARM_DRIVER: "0"}  # the sweep's own process leases the head
     sweep = subprocess.Popen([NBSCALE, "sweep", "objective.ipynb", "--param", "x=grid(1.0, 2.0)", "-p", "sleep=0.5", "-p", "steps=6",
-                              "--search", "grid", "--metric", "score", "--concurrency", "1", "--json"], cwd=warm_home.parent, env=env,
+                              "--search", "grid", "--metric", "score", "--mode", "max", "--concurrency", "1", "--json"], cwd=warm_home.parent, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     path = ray_head.socket_path(warm_home)
     assert path is not None
