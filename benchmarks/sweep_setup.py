@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -22,6 +23,9 @@ from typing import Any
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
+
+#: Cores of this machine: B2's overhead counts every core's time over the wall.
+CORES = os.cpu_count() or 1
 
 #: One unit of the B1 workload: a decision tree fitted on a pandas frame (single-threaded).
 WORK_SOURCE = """\
@@ -202,3 +206,13 @@ def cli_sweep(root: Path, notebook: str, n: int, record: Path, env: dict[str, st
     stamps = sorted(r["t"] for r in read_records(record))
     return {"wall_s": round(wall, 3), "cli_cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3),
             "first_trial_done_s": round(stamps[0] - started_epoch, 3), "useful_s": round(sum(r["useful"] for r in read_records(record)), 3)}
+
+
+def overhead_per_trial(run: dict[str, Any], n: int) -> float:
+    """B2's figure: what ``n`` trials cost beyond their own work, a trial: (cores x wall - sum(useful)) / n."""
+    return round((CORES * run["wall_s"] - run["useful_s"]) / n, 4)
+
+
+def median(runs: list[dict[str, Any]], key: str) -> float:
+    """The median of ``key`` over ``runs``."""
+    return float(statistics.median(r[key] for r in runs))

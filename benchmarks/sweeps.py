@@ -15,7 +15,9 @@ Contenders run side by side, alternating, in one process that starts Ray once; t
     python -m benchmarks.sweeps [--quick] [--repeats 3] [--only b1,b2,b3,b2cli]
 
 For development, ``--only b2nbscale`` runs only nbscale's side of B2 (and its cold run), and
-``--only b2cold`` only that cold run; neither starts the Tune + papermill baseline.
+``--only b2cold`` only that cold run; neither starts the Tune + papermill baseline. ``--only b2cli``
+(B2 end to end, ``nbscale sweep`` as a process) and the care of the helpers' daemons live in
+``sweep_cli.py``; the notebooks, baselines and B2's arithmetic in ``sweep_setup.py``.
 """
 
 from __future__ import annotations
@@ -25,17 +27,17 @@ import contextlib
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import sweep_cli
 from . import sweep_setup as setup
+from .sweep_cli import bench_b2_cli
 
 RESULTS = Path(__file__).parent / "results"
-CORES = os.cpu_count() or 1
 PARTS = ("b1", "b2", "b3", "b2cli", "b2nbscale", "b2cold")
 TARGETS = {"b1_vs_papermill_loop": 3.0, "b1_vs_tune_papermill": 1.7, "b1_eta": 0.75,
            "b2_overhead_s": 0.1, "b2_cold_overhead_s": 0.15, "b2_vs_tune_papermill": 8.0, "b3_added_s": 2.0}
@@ -44,7 +46,7 @@ TARGETS = {"b1_vs_papermill_loop": 3.0, "b1_vs_tune_papermill": 1.7, "b1_eta": 0
 def machine() -> dict[str, Any]:
     """The machine the figures belong to, and how loaded it was."""
     mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cores": CORES, "memory_gb": round(mem_gb, 1), "python": platform.python_version(),
+    return {"cores": setup.CORES, "memory_gb": round(mem_gb, 1), "python": platform.python_version(),
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "note": "shared with other engineers' processes while measured; load averages are recorded per run"}
 
@@ -103,7 +105,7 @@ def _steady_state(records: list[dict[str, Any]]) -> dict[str, Any]:
     window = stamps[-1] - stamps[0]
     useful = sum(sorted(r["useful"] for r in records)[1:])  # the trials that completed inside the window, about
     return {"steady_window_s": round(window, 3),
-            "steady_overhead_per_trial_s": round((CORES * window - useful) / (len(stamps) - 1), 4)}
+            "steady_overhead_per_trial_s": round((setup.CORES * window - useful) / (len(stamps) - 1), 4)}
 
 
 def _nbscale(root: Path, notebook: str, n: int, fixed: dict[str, Any], metric: str = "useful") -> Callable[[], dict[str, Any]]:
@@ -143,15 +145,6 @@ def _rounds(root: Path, notebook: str, n: int, fixed: dict[str, Any], names: lis
     return runs
 
 
-def _overhead_per_trial(run: dict[str, Any], n: int) -> float:
-    """B2's figure: what ``n`` trials cost beyond their own work, a trial: (cores x wall - sum(useful)) / n."""
-    return round((CORES * run["wall_s"] - run["useful_s"]) / n, 4)
-
-
-def _median(runs: list[dict[str, Any]], key: str) -> float:
-    return float(statistics.median(r[key] for r in runs))
-
-
 def bench_b1(root: Path, n: int, repeats: int) -> dict[str, Any]:
     """B1: N trials of ~2 s of pandas/scikit-learn compute."""
     reps, per_rep = setup.calibrate_reps(2.0)
@@ -159,15 +152,15 @@ def bench_b1(root: Path, n: int, repeats: int) -> dict[str, Any]:
     runs = _rounds(root, "compute.ipynb", n, {"reps": reps}, names, repeats, "b1")
     for per in runs.values():
         for r in per:
-            r["eta"] = round(r["useful_s"] / (CORES * r["wall_s"]), 3)
-            r["eta_cpu"] = round(r["useful_cpu_s"] / (CORES * r["wall_s"]), 3)
-    wall = {name: _median(per, "wall_s") for name, per in runs.items()}
+            r["eta"] = round(r["useful_s"] / (setup.CORES * r["wall_s"]), 3)
+            r["eta_cpu"] = round(r["useful_cpu_s"] / (setup.CORES * r["wall_s"]), 3)
+    wall = {name: setup.median(per, "wall_s") for name, per in runs.items()}
     return {"setup": {"trials": n, "tree_fits_per_trial": reps, "calibrated_fit_s": round(per_rep, 4), "concurrency": 2},
-            "runs": runs, "median_wall_s": wall, "median_useful_per_trial_s": round(_median(runs["nbscale"], "useful_s") / n, 3),
+            "runs": runs, "median_wall_s": wall, "median_useful_per_trial_s": round(setup.median(runs["nbscale"], "useful_s") / n, 3),
             "speedup_vs_papermill_loop": round(wall["papermill_loop"] / wall["nbscale"], 2),
             "speedup_vs_tune_papermill": round(wall["tune_papermill"] / wall["nbscale"], 2),
-            "eta": {name: _median(per, "eta") for name, per in runs.items()},
-            "eta_cpu": {name: _median(per, "eta_cpu") for name, per in runs.items()}}
+            "eta": {name: setup.median(per, "eta") for name, per in runs.items()},
+            "eta_cpu": {name: setup.median(per, "eta_cpu") for name, per in runs.items()}}
 
 
 def bench_b2(root: Path, n: int, repeats: int, *, names: tuple[str, ...] = ("nbscale", "tune_papermill"),
@@ -180,9 +173,9 @@ def bench_b2(root: Path, n: int, repeats: int, *, names: tuple[str, ...] = ("nbs
     runs = _rounds(root, "trivial.ipynb", n, {}, list(names), repeats, "b2")
     for per in runs.values():
         for r in per:
-            r["overhead_per_trial_s"] = _overhead_per_trial(r, n)
-    overhead = {name: _median(per, "overhead_per_trial_s") for name, per in runs.items()}
-    steady = {name: _median(per, "steady_overhead_per_trial_s") for name, per in runs.items()
+            r["overhead_per_trial_s"] = setup.overhead_per_trial(r, n)
+    overhead = {name: setup.median(per, "overhead_per_trial_s") for name, per in runs.items()}
+    steady = {name: setup.median(per, "steady_overhead_per_trial_s") for name, per in runs.items()
               if all("steady_overhead_per_trial_s" in r for r in per)}
     result: dict[str, Any] = {"setup": {"trials": n, "concurrency": 2}, "runs": runs, "median_overhead_per_trial_s": overhead,
                               "median_steady_overhead_per_trial_s": steady}
@@ -205,88 +198,10 @@ def _b2_cold(root: Path, n: int) -> dict[str, Any]:
     trial_host.stop(root / "home")
     record = root / f"b2-nbscale-cold-agent-{time.time_ns()}.jsonl"
     cold = _measure(_contenders(root, "trivial.ipynb", n, {}, record, ["nbscale"])["nbscale"], record)
-    cold["overhead_per_trial_s"] = _overhead_per_trial(cold, n)
+    cold["overhead_per_trial_s"] = setup.overhead_per_trial(cold, n)
     print(f"  b2 nbscale, cold tracking agent and trial host: {cold['wall_s']:.1f} s, "
           f"{cold['overhead_per_trial_s']:.3f} s a trial (load {cold['load_1m_after']})", flush=True)
     return cold
-
-
-def bench_b2_cli(root: Path, n: int, repeats: int) -> dict[str, Any]:
-    """B2 end to end: ``nbscale sweep`` of N near-empty trials as a process, the wall a user waits for;
-    with the warm sweep driver and Ray head (a sweep of the idle window before it), with the head
-    alone (``NBSCALE_WARM_DRIVER=0``, as before the driver) and with a Ray of the sweep's own
-    (``NBSCALE_WARM_RAY=0``, as before issue 19), alternating; then one whose driver and head start
-    cold. ``cli_cpu_s`` is the command's own process: with the driver, only its thin client."""
-    from workflow_compiler.sweep import ray_head, warm_driver
-    from workflow_compiler.sweep.driver import release_warm_ray
-
-    # this process joined the head (B1-B3): its token settings are not the sweeps' (a Ray of their own runs without)
-    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}, "RAY_AUTH_MODE": "disabled"}
-    modes = {"warm_driver": env, "warm_head": {**env, warm_driver.ENV_WARM_DRIVER: "0"}, "own_ray": {**env, ray_head.ENV_WARM_RAY: "0"}}
-    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
-    home = Path(os.environ["NBSCALE_HOME"])
-    own_daemons = _own_daemons(home)  # the Ray head, agent and trial host that B1-B3 started from this process
-
-    def once(mode: str, tag: str) -> dict[str, Any]:
-        record = root / f"b2cli-{tag}.jsonl"
-        _reap(own_daemons)
-        run = {"load_1m_before": round(os.getloadavg()[0], 2), **setup.cli_sweep(root, "trivial.ipynb", n, record, modes[mode])}
-        run["overhead_per_trial_s"] = _overhead_per_trial(run, n)
-        print(f"  b2 end to end, {mode:11s}: {run['wall_s']:.1f} s, first trial done after {run['first_trial_done_s']:.1f} s "
-              f"(CLI CPU {run['cli_cpu_s']:.1f} s, load {run['load_1m_before']})", flush=True)
-        return run
-
-    once("warm_driver", "warm-up")  # the driver and head of this home are up for the timed runs, as for a second sweep
-    for repeat in range(repeats):
-        for mode in modes:
-            runs[mode].append(once(mode, f"{mode}-{repeat}"))
-    time.sleep(2)  # the driver's last child has ended
-    idle_driver_mb = _pss_mb(home / "agent" / warm_driver.PID_NAME)
-    release_warm_ray()  # this process's own lease (B1-B3), then the driver and the head: the next sweep starts them
-    warm_driver.stop(home)
-    ray_head.stop(home)
-    cold = once("warm_driver", "cold-head")
-    summary = {mode: {key: _median(per, key) for key in ("wall_s", "first_trial_done_s", "cli_cpu_s", "overhead_per_trial_s")}
-               for mode, per in runs.items()}
-    return {"setup": {"trials": n, "concurrency": 2, "command": "nbscale sweep trivial.ipynb --param seed=grid(...)"},
-            "runs": runs, "median": summary, "cold_head_run": cold, "idle_driver_pss_mb": idle_driver_mb}
-
-
-def _own_daemons(home: Path) -> set[int]:
-    """The daemons of ``home`` (by their pid files) that are children of this process."""
-    pids = set()
-    for pid_file in (home / "agent").glob("*.pid"):
-        try:
-            pid = int(pid_file.read_text())
-            parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == os.getpid():
-            pids.add(pid)
-    return pids
-
-
-def _reap(pids: set[int]) -> None:
-    """Reap those of ``pids`` that have ended (the Ray head B1-B3 started, once stopped), and forget them: else
-    their CPU, and their Ray's, lands in the next sweep's ``cli_cpu_s`` when ``subprocess`` reaps them.
-    Only these: another child (a server this process runs, a command being timed) is its owner's to wait for."""
-    for pid in list(pids):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            pids.discard(pid)
-
-
-def _pss_mb(pid_file: Path) -> float | None:
-    """The proportional set size of the daemon named by ``pid_file`` (its share of pages it shares), in MB."""
-    try:
-        rollup = Path(f"/proc/{int(pid_file.read_text())}/smaps_rollup").read_text()
-    except (OSError, ValueError):
-        return None
-    kilobytes = next(int(line.split()[1]) for line in rollup.splitlines() if line.startswith("Pss:"))
-    return round(kilobytes / 1024, 1)
 
 
 def bench_b3(root: Path, repeats: int, steps: int = 1000) -> dict[str, Any]:
@@ -308,8 +223,8 @@ def bench_b3(root: Path, repeats: int, steps: int = 1000) -> dict[str, Any]:
         finally:
             os.environ["MLFLOW_TRACKING_URI"] = previous
             mlflow.set_tracking_uri(previous)
-    med = {name: _median(per, "wall_s") for name, per in runs.items()}
-    trial = {name: _median(runs[name], "trial_seconds") for name in ("nbscale_log", "nbscale_nolog")}
+    med = {name: setup.median(per, "wall_s") for name, per in runs.items()}
+    trial = {name: setup.median(runs[name], "trial_seconds") for name in ("nbscale_log", "nbscale_nolog")}
     return {"setup": {"steps": steps, "store": "mlflow server --workers 1 on 127.0.0.1 (SQLite backend)"}, "runs": runs,
             "median_wall_s": med, "nbscale_added_s": round(med["nbscale_log"] - med["nbscale_nolog"], 3),
             "nbscale_added_in_trial_s": round(trial["nbscale_log"] - trial["nbscale_nolog"], 3),
@@ -372,7 +287,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"benchmark": "sweeps", "quick": args.quick, "repeats": repeats, "machine": machine(), "targets": TARGETS}
     with tempfile.TemporaryDirectory(prefix="nbscale-bench-") as tmp, contextlib.ExitStack() as cleanup:
         root = Path(tmp)
-        cleanup.callback(_stop_helpers, root / "home")  # first thing on the way out, crash or not: else they idle on for their window
+        cleanup.callback(sweep_cli.stop_helpers, root / "home")  # first thing on the way out, crash or not: else they idle on for their window
         _prepare_environment(root)
         for make, name in ((setup.compute_notebook, "compute"), (setup.trivial_notebook, "trivial"), (setup.steps_notebook, "steps")):
             make(root / f"{name}.ipynb")
@@ -399,20 +314,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     (RESULTS / f"sweeps{'.quick' if args.quick else ''}{part}.json").write_text(json.dumps(result, indent=2))
     _print_summary(result)
     return result
-
-
-def _stop_helpers(home: Path) -> None:
-    """This process's lease on the warm Ray head, then every daemon the sweeps started in ``home``, by their pid files."""
-    from workflow_compiler.sweep import ray_head, trial_host, warm_driver
-    from workflow_compiler.sweep.driver import release_warm_ray
-    from workflow_compiler.tracking import agent
-
-    stops: list[Callable[[Path], object]] = [lambda _home: release_warm_ray(), warm_driver.stop, agent.stop, trial_host.stop, ray_head.stop]
-    for stop in stops:
-        try:
-            stop(home)
-        except Exception as exc:  # noqa: BLE001 - on the way out, perhaps of a crash: the others are still stopped
-            print(f"  could not stop a helper of {home}: {exc!r}", flush=True)
 
 
 def _print_b2(b2: dict[str, Any]) -> None:

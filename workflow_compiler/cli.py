@@ -14,13 +14,17 @@ from typing import TYPE_CHECKING
 from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
 from .cli_cluster import add_cluster_commands, add_show_env_option
-from .errors import NbscaleError, NotebookError, RunNotFound, SpecError
+from .cli_render import EXIT_FAILED, EXIT_INTERRUPTED, usage_error
+from .cli_render import EXIT_USAGE as EXIT_USAGE  # the exit codes stay part of the command's interface
+from .cli_render import console as _console
+from .cli_render import err as _err
+from .cli_sweep import add_sweep_command, sweep_in_warm_driver
+from .errors import NbscaleError, NotebookError, SpecError
 from .gc_pause import collector_paused
 from .redaction import redact, redact_logs
 from .tracking_uri import TELEMETRY_SWITCH, credentials_out_of_uri, telemetry_switch
 
 if TYPE_CHECKING:
-    from rich.console import Console
 
     from .executors import Executor
     from .store import RunRecord, RunStore
@@ -31,22 +35,8 @@ if TYPE_CHECKING:
 # rich only to print for people (not for `--help` or `--json`).
 # tests/workflow_compiler/test_cli_imports.py holds each light command to that.
 
-EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 #: What ``nbscale --help`` says first: plain text (the module docstring's RST markup would show as typed).
 DESCRIPTION = "nbscale: inspect, run, sweep, compile and follow notebooks at scale."
-
-
-def _console(*, stderr: bool = False) -> Console:
-    """A new rich console on stdout (or stderr)."""
-    from rich.console import Console
-
-    return Console(stderr=stderr)
-
-
-@functools.cache
-def _err() -> Console:
-    """The console for errors and warnings, made at its first use."""
-    return _console(stderr=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,9 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.defer_arguments(_add_run_arguments)
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("sweep", help="sweep a notebook's hyperparameters on Ray Tune (local Ray by default)")
-    p.defer_arguments(_add_sweep_arguments)
-    p.set_defaults(handler=cmd_sweep)
+    add_sweep_command(sub)
 
     p = sub.add_parser("compile", help="compile to an Argo Workflow manifest")
     add_spec_arguments(p)
@@ -127,12 +115,6 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
-def _add_sweep_arguments(p: argparse.ArgumentParser) -> None:
-    from .sweep.cli_args import add_sweep_arguments  # imports the spec models and nbformat
-
-    add_sweep_arguments(p)
-
-
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .inspection import inspect_notebook
     from .paths import resolve_notebook_path
@@ -184,63 +166,6 @@ def _submit_run(args: argparse.Namespace) -> tuple[Executor, RunRecord]:
     spec = spec_from_args(args, root=os.getcwd())
     executor = get_executor(args.executor or default_executor_name(), root=os.getcwd())
     return executor, submit(spec, executor=executor, root=os.getcwd())
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from . import quota
-    from .executors import new_run_id
-    from .private_files import private_umask
-    from .store import nbscale_home
-    from .sweep.cli_args import sweep_from_args
-    from .sweep.driver import run_sweep
-    from .sweep.progress import print_result
-    from .sweep_record import recorded_sweep
-
-    show = args.progress and not args.json
-    nbscale_home()  # a home that is not private is refused before the sweep writes anything there
-    if args.resume:
-        _ensure_sweep_record(args.resume)
-        with recorded_sweep(None, run_id=args.resume), private_umask():  # the sweep's files are the user's alone
-            result = run_sweep(None, root=os.getcwd(), progress=show, resume_id=args.resume)
-    else:
-        spec = sweep_from_args(args, os.getcwd())
-        run_id = new_run_id()  # also the driver's sweep id, as when the local executor drives it
-        request = quota.lease_request(spec) or {}
-        gpus = int(request.get("gpus", 0))
-        lease_id = quota.admit(spec, request_id=run_id)  # refused or unreachable: nothing starts
-        with quota.hold_lease(lease_id, gpus=gpus), recorded_sweep(spec, run_id=run_id, lease_id=lease_id, lease_gpus=gpus), \
-                private_umask():  # the sweep's folder, its Ray workers' outputs and MLflow's store are the user's alone
-            result = run_sweep(spec, root=os.getcwd(), progress=show, sweep_id=run_id)
-    if args.json:
-        render.print_json(result.to_summary())
-    else:
-        print_result(result)
-    if result.status == "KILLED":
-        _err().print(f"interrupted: finish it with `nbscale sweep --resume {result.sweep_id}` (completed trials are kept)", highlight=False)
-        return EXIT_INTERRUPTED
-    return 0 if result.status == "SUCCEEDED" else EXIT_FAILED
-
-
-def _ensure_sweep_record(sweep_id: str) -> None:
-    """A sweep started before sweeps were recorded gets its record on resume, from its saved spec."""
-    from .spec import saved_run_spec
-    from .store import RunStore
-    from .submit import record_for
-    from .sweep.driver import sweeps_dir
-    from .sweep_record import read_json
-
-    store = RunStore()
-    if not sweep_id.replace("-", "").isalnum():
-        return  # run_sweep refuses it with its own message
-    try:
-        kind = store.get(sweep_id).kind
-        if kind != "sweep":
-            raise SpecError(f"{sweep_id} is a {kind}, not a sweep: --resume takes a sweep's id (`nbscale runs` lists them, "
-                            f"kind sweep). To run the {kind} again, start it anew with `nbscale run`.")
-    except RunNotFound:
-        state = read_json(sweeps_dir() / sweep_id / "sweep.json")
-        if state.get("spec"):  # else run_sweep says there is no such sweep
-            store.create(record_for(saved_run_spec(state["spec"]), run_id=sweep_id))
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
@@ -409,42 +334,12 @@ def cmd_quota(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep_in_warm_driver(argv: list[str]) -> int | None:
-    """``nbscale sweep ...`` run whole by the warm sweep driver (``sweep/warm_driver.py``); None: run here."""
-    command = next((word for word in argv if not word.startswith("-")), None)
-    if command != "sweep":
-        return None
-    from .sweep.warm_driver import run_in_driver
-
-    return run_in_driver("cli", argv, precheck=functools.partial(_sweep_refusal, argv))
-
-
-def _sweep_refusal(argv: list[str]) -> Callable[[], int] | None:
-    """While a cold sweep driver starts: how the command refuses ``argv`` (None: it does not), by ``cmd_sweep``'s own
-    parse and spec building, so that a usage error need not wait for the driver (``sweep/cold_check.py``)."""
-    try:
-        args = build_parser().parse_args(argv)
-        if args.handler is cmd_sweep and not args.resume:
-            from .sweep.cli_args import sweep_from_args
-
-            sweep_from_args(args, os.getcwd())
-    except (SpecError, NotebookError) as exc:
-        return functools.partial(_usage_error, exc)
-    return None
-
-
-def _usage_error(exc: SpecError | NotebookError) -> int:
-    """Print a usage error as every command does; its exit code."""
-    _err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
-    return EXIT_USAGE
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nbscale`` console script."""
     # First, with os.environ as it started: what this process changes travels in the request, and a
     # password moved out of the tracking URI must not (the driver's child moves it again, from /proc).
     try:
-        forwarded = _sweep_in_warm_driver(sys.argv[1:] if argv is None else list(argv))
+        forwarded = sweep_in_warm_driver(sys.argv[1:] if argv is None else list(argv), build_parser)
         if forwarded is not None:
             return forwarded
         # Before MLflow is imported: it decides at import whether to start its telemetry client.
@@ -457,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
     except (SpecError, NotebookError) as exc:
-        return _usage_error(exc)
+        return usage_error(exc)
     except NbscaleError as exc:
         _err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
         return EXIT_FAILED

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import TYPE_CHECKING, Any
 
 from .mlflow_ui import MLFLOW_UI_DOWN, mlflow_ui_command, mlflow_ui_down
+from .redaction import redact
 
 if TYPE_CHECKING:  # the CLI imports this module for every command: models and rich load where used
     from pathlib import Path
@@ -15,9 +17,32 @@ if TYPE_CHECKING:  # the CLI imports this module for every command: models and r
     from rich.table import Table
 
     from .daemons import Daemon, StopOutcome
+    from .errors import NotebookError, SpecError
     from .executors import Executor
     from .inspection import NotebookSignature
     from .store import RunRecord
+
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def console(*, stderr: bool = False) -> Console:
+    """A new rich console on stdout (or stderr)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+@functools.cache
+def err() -> Console:
+    """The console for errors and warnings, made at its first use."""
+    return console(stderr=True)
+
+
+def usage_error(exc: SpecError | NotebookError) -> int:
+    """Print a usage error as every command does; its exit code."""
+    err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
+    return EXIT_USAGE
+
 
 _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}
 

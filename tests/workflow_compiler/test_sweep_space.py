@@ -233,7 +233,7 @@ def test_values_the_notebook_types_alike_count_once() -> None:
 def test_a_sweep_saved_before_samples_were_checked_still_resumes(sweep: dict, home: Path) -> None:
     """A sweep saved (or queued) by an earlier nbscale with more samples than combinations is loaded as it ran:
     its trials were Tune's draws, repeats and all, so ``--resume`` neither refuses it nor drops repeats."""
-    from workflow_compiler.cli import _ensure_sweep_record
+    from workflow_compiler.cli_sweep import ensure_sweep_record
     from workflow_compiler.store import RunStore
     from workflow_compiler.sweep.driver import _load_state, sweeps_dir
 
@@ -246,7 +246,7 @@ def test_a_sweep_saved_before_samples_were_checked_still_resumes(sweep: dict, ho
     spec, _ = _load_state("nbs-0123456789")
     assert spec.sweep is not None and spec.sweep.samples == sweep["samples"] and not spec.sweep.draws_points
     assert spec.sweep.total_trials() == sweep["samples"] * len(spec.sweep.grid_points())
-    _ensure_sweep_record("nbs-0123456789")  # a sweep saved before sweeps had records gets one
+    ensure_sweep_record("nbs-0123456789")  # a sweep saved before sweeps had records gets one
     assert RunStore().get("nbs-0123456789").kind == "sweep"
 
 
