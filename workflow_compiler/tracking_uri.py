@@ -19,9 +19,10 @@ from urllib.parse import unquote, urlparse
 from .private_files import open_private, touch_private
 
 
-def nbscale_home() -> Path:
-    """Where nbscale keeps local state: ``$NBSCALE_HOME``, default ``~/.nbscale``."""
-    return Path(os.environ.get("NBSCALE_HOME") or Path.home() / ".nbscale").expanduser()
+def nbscale_home(environ: Mapping[str, str] | None = None) -> Path:
+    """Where nbscale keeps local state: ``$NBSCALE_HOME``, default ``~/.nbscale`` (of ``environ``, default this process's)."""
+    env = os.environ if environ is None else environ
+    return Path(env.get("NBSCALE_HOME") or Path(env.get("HOME") or Path.home()) / ".nbscale").expanduser()
 
 
 def default_tracking_uri() -> str:

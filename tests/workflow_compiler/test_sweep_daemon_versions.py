@@ -32,6 +32,16 @@ def test_a_cli_and_a_kernel_environment_share_one_ray_head() -> None:
     assert ray_head.code_version(CLI) == ray_head.code_version(KERNEL)
 
 
+def test_a_terminal_that_leaves_home_and_store_to_their_defaults_shares_the_head_of_a_kernels_sweep(tmp_path: Path) -> None:
+    """A terminal rarely sets NBSCALE_HOME or MLFLOW_TRACKING_URI; the local executor that runs a kernel's sweep spells both out."""
+    bare = {name: value for name, value in CLI.items() if name not in ("NBSCALE_HOME", "MLFLOW_TRACKING_URI")}
+    executor = {**KERNEL, "MLFLOW_TRACKING_URI": "sqlite:////home/ada/.nbscale/mlflow.db"}
+    assert ray_head.code_version(bare) == ray_head.code_version(executor)
+    token = tmp_path / "token"
+    assert ray_head.head_environ(bare, token) == ray_head.head_environ(executor, token)
+    assert ray_head.code_version({**bare, "NBSCALE_HOME": "/home/ada/other"}) != ray_head.code_version(bare)
+
+
 def test_a_head_gives_ray_the_same_environment_whichever_caller_started_it(tmp_path: Path) -> None:
     """A head started from a kernel once gave every later sweep's trials the kernel's token, colours and sweep id."""
     token = tmp_path / "ray-token"
@@ -62,10 +72,16 @@ def test_a_process_that_has_run_a_sweep_finds_the_same_head_again() -> None:
     assert ray_head.code_version({**CLI, "PYTHONBREAKPOINT": "ray.util.rpdb._driver_set_trace"}) == ray_head.code_version(CLI)
 
 
-@pytest.mark.parametrize("change", [{"MY_DATA": "/data/v2"}, {"PYTHONPATH": "/home/ada/lib2"},
-                                    {"MLFLOW_TRACKING_URI": "sqlite:////tmp/other.db"}, {"OMP_NUM_THREADS": "1"}])
+@pytest.mark.parametrize("change", [{"MY_DATA": "/data/v2"}, {"PYTHONPATH": "/home/ada/lib2"}, {"OMP_NUM_THREADS": "1"},
+                                    {"MLFLOW_TRACKING_USERNAME": "ada"}])
 def test_a_variable_trials_may_read_gets_a_head_of_its_own(change: dict[str, str]) -> None:
     assert ray_head.code_version({**CLI, **change}) != ray_head.code_version(CLI)
+
+
+def test_another_tracking_store_shares_the_head_since_each_trial_gets_its_sweeps_store_with_its_plan(tmp_path: Path) -> None:
+    other = {**CLI, "MLFLOW_TRACKING_URI": "sqlite:////tmp/other.db"}
+    assert ray_head.code_version(other) == ray_head.code_version(CLI)
+    assert "MLFLOW_TRACKING_URI" not in ray_head.head_environ(other, tmp_path / "token")
 
 
 def test_the_sweep_driver_serves_any_caller_whose_import_time_variables_match() -> None:

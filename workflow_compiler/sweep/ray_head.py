@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ..private_files import accept_own, connect_own, write_private
-from ..tracking_uri import TELEMETRY_SWITCH, telemetry_switch, without_telemetry
+from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, telemetry_switch, without_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +63,24 @@ SET_IN_RAY_DRIVERS = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONB
 # SET_IN_RAY_DRIVERS (else a process's second sweep found a head of another environment). Left out of the
 # digest, so that a CLI sweep and a kernel's share one head, and out of the head's (so Ray's workers')
 # environment (``head_environ``): else a kernel's ``JPY_API_TOKEN`` (a credential) or colours reached later callers' trials.
+# MLFLOW_TRACKING_URI is the caller's too: each trial gets its sweep's store with its plan (``trial.py``), and the local
+# executor spells out the default store where a terminal leaves it unset.
 _VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "TERM", "COLORTERM", "CLICOLOR", "CLICOLOR_FORCE",
-                       "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER"}) | SET_IN_RAY_DRIVERS
+                       "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER",
+                       "MLFLOW_TRACKING_URI"}) | SET_IN_RAY_DRIVERS
 _VOLATILE_PREFIXES = ("JPY_", "PYDEVD_")
 #: How long the raylet waits for its metrics agent: Ray's 30 s is too short on a busy 2-core machine.
 AGENT_REGISTER_TIMEOUT = ("RAY_agent_register_timeout_ms", "180000")
 
 
 def _shared(environ: Mapping[str, str]) -> dict[str, str]:
-    """``environ`` without the variables that describe its caller (``_VOLATILE``): what every caller of one head has alike."""
-    return {n: v for n, v in environ.items() if n not in _VOLATILE and not n.startswith(_VOLATILE_PREFIXES)}
+    """``environ`` without the variables that describe its caller (``_VOLATILE``): what every caller of one head has alike.
+
+    The home is named whether the caller spelt it out (the local executor, so a kernel's sweep) or left it to its
+    default (a terminal): one home, one head."""
+    shared = {n: v for n, v in environ.items() if n not in _VOLATILE and not n.startswith(_VOLATILE_PREFIXES)}
+    shared["NBSCALE_HOME"] = str(nbscale_home(environ))
+    return shared
 
 
 def code_version(environ: Mapping[str, str]) -> str:
