@@ -13,14 +13,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .driver_sql import DriverSQL
 from .pg_admission import decide_batch
 from .store_values import Admission, AdmissionRequest, Caller, owned
 
-if TYPE_CHECKING:  # the store builds these operations: a run-time import would be circular
-    from .store import QuotaStore
+
+class QuotaStore(Protocol):
+    """What these operations use of :class:`hub_extension.store.QuotaStore`, which builds them (an import of it,
+    even for typing, would make the two modules import each other)."""
+
+    def clock(self) -> datetime: ...
+    def _new_lease(self, caller: Caller, req: AdmissionRequest, now: datetime) -> dict[str, Any]: ...
+    def _admit(self, caller: Caller, req: AdmissionRequest, sql: DriverSQL) -> Admission: ...
+    def _admit_decided(self, op: AdmitOp, sql: DriverSQL) -> Admission: ...
+    def _own_lease(self, sql: DriverSQL, caller: Caller, lease_id: str, now: datetime) -> dict[str, Any]: ...
+    def _release(self, sql: DriverSQL, now: datetime, caller: Caller, lease: dict[str, Any], gpu_seconds: float | None) -> dict[str, Any]: ...
+    def _heartbeat(self, sql: DriverSQL, now: datetime, lease: dict[str, Any]) -> dict[str, Any]: ...
 
 
 def decide_in_postgres(store: QuotaStore, sql: DriverSQL, batch: list[tuple[str, Callable[[DriverSQL], Any]]]) -> None:
