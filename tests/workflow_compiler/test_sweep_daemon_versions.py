@@ -8,6 +8,7 @@ driver's modules are imported, must still part them.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -103,3 +104,11 @@ def test_what_ray_sets_in_its_drivers_parts_neither_the_head_nor_the_driver(name
     after_a_sweep = {**CLI, name: "set-by-ray"}
     assert ray_head.code_version(after_a_sweep) == ray_head.code_version(CLI)
     assert warm_driver.code_version(after_a_sweep) == warm_driver.code_version(CLI)
+
+
+def test_two_sweeps_the_local_executor_hands_their_specs_share_one_head() -> None:
+    """A kernel's sweep (magics, Lab dialog) gets its spec in the environment: one spec per sweep, one head for all."""
+    from workflow_compiler.compiler.rayjob import SPEC_ENV
+
+    first, second = ({**KERNEL, SPEC_ENV: json.dumps({"notebook": f"{name}.ipynb"})} for name in ("a", "b"))
+    assert ray_head.code_version(first) == ray_head.code_version(second) == ray_head.code_version(KERNEL)

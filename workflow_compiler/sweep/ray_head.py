@@ -64,10 +64,11 @@ SET_IN_RAY_DRIVERS = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH", "PYTHONB
 # digest, so that a CLI sweep and a kernel's share one head, and out of the head's (so Ray's workers')
 # environment (``head_environ``): else a kernel's ``JPY_API_TOKEN`` (a credential) or colours reached later callers' trials.
 # MLFLOW_TRACKING_URI is the caller's too: each trial gets its sweep's store with its plan (``trial.py``), and the local
-# executor spells out the default store where a terminal leaves it unset.
+# executor spells out the default store where a terminal leaves it unset; so is the sweep's spec, which the local executor
+# hands a kernel's sweep in compiler.rayjob.SPEC_ENV (else a new head for every sweep of the magics and the Lab dialog).
 _VOLATILE = frozenset({"PWD", "OLDPWD", "SHLVL", "_", "COLUMNS", "LINES", "TERM", "COLORTERM", "CLICOLOR", "CLICOLOR_FORCE",
                        "FORCE_COLOR", "PAGER", "GIT_PAGER", "MPLBACKEND", "NBSCALE_SWEEP_ID", "NBSCALE_WARM_DRIVER",
-                       "MLFLOW_TRACKING_URI"}) | SET_IN_RAY_DRIVERS
+                       "MLFLOW_TRACKING_URI", "NBSCALE_SWEEP_SPEC"}) | SET_IN_RAY_DRIVERS
 _VOLATILE_PREFIXES = ("JPY_", "PYDEVD_")
 #: How long the raylet waits for its metrics agent: Ray's 30 s is too short on a busy 2-core machine.
 AGENT_REGISTER_TIMEOUT = ("RAY_agent_register_timeout_ms", "180000")
