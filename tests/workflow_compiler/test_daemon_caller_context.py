@@ -128,6 +128,28 @@ def test_the_tracking_agent_refuses_a_step_it_cannot_be(serve_one: tuple[Path, C
     thread.join(10)
 
 
+@pytest.mark.parametrize(("wrapper", "differs"), [*OTHER_CALLERS, ([], None)], ids=[*IDS, "alike"])
+def test_the_ray_head_leases_only_to_a_caller_whose_trials_it_can_run(serve_one: tuple[Path, Callable[..., threading.Thread]],
+                                                                      wrapper: list[str], differs: str | None) -> None:
+    """A lease's trials run in the head's Ray workers: a caller in other namespaces or groups starts a Ray of its own."""
+    from workflow_compiler.sweep import ray_head
+
+    path, serve = serve_one
+    head = ray_head.Head(path, 60, server=None)  # type: ignore[arg-type]
+    thread = serve(head.handle)
+    code = ("import json, socket\ns = socket.socket(socket.AF_UNIX)\n"
+            f"s.connect({str(path)!r})\ns.sendall(b'{{\"op\": \"lease\"}}\\n')\ns.settimeout(5)\n"
+            "try:\n    print(s.makefile().readline().strip() or 'closed')\nexcept TimeoutError:\n    print('waiting')\n")
+    answer = _caller(wrapper, code)
+    thread.join(10)
+    if differs is None:
+        # queued, to be answered with Ray's address once it is up (the fixture closes it after the handler)
+        assert answer in ("waiting", "closed") and len(head.waiting) == 1
+    else:
+        refused = json.loads(answer)
+        assert refused["ok"] is False and differs in refused["error"] and head.waiting == []
+
+
 @pytest.mark.parametrize(("wrapper", "differs"), OTHER_CALLERS, ids=IDS)
 def test_what_differs_is_named(wrapper: list[str], differs: str) -> None:
     with subprocess.Popen([*wrapper, "sleep", "60"]) as caller:

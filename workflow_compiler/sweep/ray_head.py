@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..private_files import accept_own, connect_own, write_private
+from ..private_files import accept_own, connect_own, peer_credentials, write_private
 from ..tracking_uri import TELEMETRY_SWITCH, nbscale_home, telemetry_switch, without_telemetry
 
 log = logging.getLogger(__name__)
@@ -342,6 +342,12 @@ class Head:
     def _accept(self) -> None:
         conn = accept_own(self.server)
         conn.settimeout(5)  # one request line: a silent client must not hold the daemon
+        self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        """One request of an own-user connection: ping, stop, or a lease (answered once Ray is up)."""
+        from ..tracking.caller_context import unlike_caller
+
         op = json.loads(conn.makefile("r", encoding="utf-8").readline() or "{}").get("op")
         if op == "ping":
             self._answer(conn, {"ok": True, "version": self.version, "pid": os.getpid(), "leases": len(self.leases) + len(self.waiting)})
@@ -350,7 +356,11 @@ class Head:
             self._unlink_socket()  # new sweeps start a new head; the leases running here finish first
             self._answer(conn, {"ok": True})
         elif op == "lease" and not self.stopping:
-            self.waiting.append(conn)
+            # its trials would run in Ray's workers, in the head's namespaces and cgroup: not for a caller in others
+            if (unlike := unlike_caller(peer_credentials(conn)[0])) is not None:
+                self._answer(conn, {"ok": False, "error": f"the Ray head cannot run this process's trials: {unlike}"})
+            else:
+                self.waiting.append(conn)
         else:
             self._answer(conn, {"ok": False, "error": f"the Ray head does not serve {op!r} now"})
 
