@@ -12,6 +12,7 @@ what it waits for, and reports each as stopped only once its process has exited.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,6 +87,18 @@ def _pid_in(pid_file: Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def _is_helper(pid: int | None, path: Path | None) -> bool:
+    """``pid`` is alive and is the helper started for the socket ``path`` (its command line names it): a pid file a
+    killed helper left may name an unrelated process of the user's now, which must be neither listed nor waited for."""
+    if pid is None or path is None or not pid_alive(pid):
+        return False
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return os.fsencode(str(path)) in argv
+
+
 def list_daemons(home: Path | None = None) -> list[Daemon]:
     """Every kind of helper of ``home`` (default ``$NBSCALE_HOME``), running or not."""
     home = home or nbscale_home()
@@ -93,7 +106,7 @@ def list_daemons(home: Path | None = None) -> list[Daemon]:
     for kind in _kinds():
         pid_file = home / "agent" / kind.pid_name
         pid = _pid_in(pid_file)
-        daemons.append(Daemon(name=kind.name, pid_file=pid_file, pid=pid, running=pid_alive(pid)))
+        daemons.append(Daemon(name=kind.name, pid_file=pid_file, pid=pid, running=_is_helper(pid, kind.socket_path(home))))
     return daemons
 
 
@@ -111,7 +124,7 @@ def stop_daemons(home: Path | None = None, *, on_wait: Callable[[str], None] = l
     outcomes = []
     for kind in _kinds():
         pid, path = _pid_in(home / "agent" / kind.pid_name), kind.socket_path(home)
-        if pid is None or path is None or not pid_alive(pid):
+        if pid is None or path is None or not _is_helper(pid, path):
             continue
         serving = kind.serving(pid, path)
         try:

@@ -76,3 +76,24 @@ def test_nothing_running_is_said_so() -> None:
         assert cli_render.daemons_stop_lines([]) == "no daemon was running"
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_pid_file_naming_another_process_of_the_users_is_neither_listed_nor_waited_for(tmp_path: Path) -> None:
+    """A helper killed with SIGKILL leaves its pid file; the pid may soon be another process's (here one with a child)."""
+    from workflow_compiler.daemons import list_daemons
+
+    home = Path(tempfile.mkdtemp(prefix="nbs-stale-"))
+    (home / "agent").mkdir(mode=0o700)
+    other = subprocess.Popen(["sh", "-c", "sleep 60 & wait"])
+    try:
+        for name in ("sweep-driver.pid", "agent.pid", "trial-host.pid", "ray-head.pid"):
+            (home / "agent" / name).write_text(str(other.pid))
+        assert [d.running for d in list_daemons(home)] == [False] * 4
+        started = time.monotonic()
+        assert stop_daemons(home, timeout=30) == []
+        assert time.monotonic() - started < 10  # not waited for as a sweep driver with a running sweep
+        assert other.poll() is None  # and left alone
+    finally:
+        other.kill()
+        other.wait()
+        shutil.rmtree(home, ignore_errors=True)
