@@ -65,25 +65,24 @@ def alembic_config(url: str | None = None) -> Config:
 def upgrade_database(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (the service runs this at every start; it is idempotent)."""
     cfg = alembic_config()
-    with _migrations_one_at_a_time(engine), engine.connect() as connection:  # each migration in its own transaction (env.py)
-        cfg.attributes["connection"] = connection
-        command.upgrade(cfg, revision)
+    cfg.attributes["engine"] = engine  # env.py migrates with it, one replica at a time
+    command.upgrade(cfg, revision)
     log.info("quota database at revision %s (%s)", revision, engine.url.render_as_string(hide_password=True))
 
 
 def downgrade_database(engine: Engine, revision: str) -> None:
     """Take the schema back to ``revision`` (tests of a migration's downgrade; an admin undoing an upgrade)."""
     cfg = alembic_config()
-    with _migrations_one_at_a_time(engine), engine.connect() as connection:  # each migration in its own transaction (env.py)
-        cfg.attributes["connection"] = connection
-        command.downgrade(cfg, revision)
+    cfg.attributes["engine"] = engine  # env.py migrates with it, one replica at a time
+    command.downgrade(cfg, revision)
     log.info("quota database downgraded to revision %s", revision)
 
 
 @contextmanager
-def _migrations_one_at_a_time(engine: Engine) -> Iterator[None]:
+def migrations_one_at_a_time(engine: Engine) -> Iterator[None]:
     """On Postgres, hold a session advisory lock while migrating: replicas that start together take turns, and
     the later ones find the schema at head (each migration commits on its own, so nothing else serialises them).
+    Taken in ``migrations/env.py``, so an admin's ``alembic ... upgrade head`` waits its turn too.
 
     The waiting replicas poll ``pg_try_advisory_lock`` with no transaction open rather than block in
     ``pg_advisory_lock``: a session blocked in a statement holds a snapshot, which 0004's CREATE INDEX

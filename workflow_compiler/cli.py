@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 from . import cli_render as render
 from .cli_args import ThrowingParser, add_spec_arguments, spec_from_args
 from .cli_cluster import add_cluster_commands, add_show_env_option
-from .cli_render import EXIT_FAILED, EXIT_INTERRUPTED, usage_error
+from .cli_render import EXIT_FAILED, EXIT_INTERRUPTED
 from .cli_render import EXIT_USAGE as EXIT_USAGE  # the exit codes stay part of the command's interface
 from .cli_render import console as _console
 from .cli_render import err as _err
 from .cli_sweep import add_sweep_command, sweep_in_warm_driver
-from .errors import NbscaleError, NotebookError, SpecError
+from .errors import NbscaleError, SpecError
 from .gc_pause import collector_paused
 from .redaction import redact, redact_logs
 from .tracking_uri import TELEMETRY_SWITCH, credentials_out_of_uri, telemetry_switch
@@ -351,11 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         redact_logs()
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
-    except (SpecError, NotebookError) as exc:
-        return usage_error(exc)
     except NbscaleError as exc:
-        _err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
-        return EXIT_FAILED
+        return render.error_exit(exc)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

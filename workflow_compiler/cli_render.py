@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the CLI imports this module for every command: models and r
     from rich.table import Table
 
     from .daemons import Daemon, StopOutcome
-    from .errors import NotebookError, SpecError
+    from .errors import NbscaleError, NotebookError, SpecError
     from .executors import Executor
     from .inspection import NotebookSignature
     from .store import RunRecord
@@ -42,6 +42,16 @@ def usage_error(exc: SpecError | NotebookError) -> int:
     """Print a usage error as every command does; its exit code."""
     err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
     return EXIT_USAGE
+
+
+def error_exit(exc: NbscaleError) -> int:
+    """Print the error that ended a command; its exit code (``EXIT_USAGE`` for a bad spec or notebook, else ``EXIT_FAILED``)."""
+    from .errors import NotebookError, SpecError
+
+    if isinstance(exc, (SpecError, NotebookError)):
+        return usage_error(exc)
+    err().print(f"[red]error:[/] {redact(exc.message)}", highlight=False)
+    return EXIT_FAILED
 
 
 _STYLE = {"SUCCEEDED": "green", "FAILED": "red", "KILLED": "yellow", "RUNNING": "cyan", "PENDING": "dim"}

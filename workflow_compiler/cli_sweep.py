@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 from . import cli_render as render
-from .cli_render import EXIT_FAILED, EXIT_INTERRUPTED, err, usage_error
-from .errors import NotebookError, RunNotFound, SpecError
+from .cli_render import EXIT_FAILED, EXIT_INTERRUPTED, err
+from .errors import RunNotFound, SpecError
 
 
 def add_sweep_command(sub: Any) -> None:
@@ -102,12 +102,12 @@ def sweep_in_warm_driver(argv: list[str], build_parser: Callable[[], argparse.Ar
 def _sweep_refusal(argv: list[str], build_parser: Callable[[], argparse.ArgumentParser]) -> Callable[[], int] | None:
     """While a cold sweep driver starts: how the command refuses ``argv`` (None: it does not), by ``cmd_sweep``'s own
     parse and spec building, so that a usage error need not wait for the driver (``sweep/cold_check.py``)."""
-    try:
+    from .sweep.cold_check import refusal
+
+    def check() -> None:
         args = build_parser().parse_args(argv)
         if args.handler is cmd_sweep and not args.resume:
             from .sweep.cli_args import sweep_from_args
 
             sweep_from_args(args, os.getcwd())
-    except (SpecError, NotebookError) as exc:
-        return functools.partial(usage_error, exc)
-    return None
+    return refusal(check, render.error_exit)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, inspect, text
 
-from hub_extension.db import alembic_config, make_engine
+import hub_extension
+from hub_extension.db import MIGRATION_LOCK_KEY, alembic_config, make_engine
 from hub_extension.devhub import drop_quota_schema
 
 
@@ -44,3 +47,32 @@ def test_replicas_upgrading_one_fresh_database_at_once_all_succeed(fresh_postgre
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     with fresh_postgres.connect() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
+
+
+def test_an_admins_alembic_upgrade_waits_for_a_migrating_replica(fresh_postgres: Engine) -> None:
+    """``alembic -x url=... upgrade head`` by hand takes the same lock as the service's start (it lives in env.py)."""
+    url = fresh_postgres.url.render_as_string(hide_password=False)
+    ini = Path(hub_extension.__file__).parent / "alembic.ini"
+    with fresh_postgres.connect().execution_options(isolation_level="AUTOCOMMIT") as replica:  # a replica migrating
+        assert replica.exec_driver_sql(f"SELECT pg_try_advisory_lock({MIGRATION_LOCK_KEY})").scalar()
+        admin = subprocess.Popen([sys.executable, "-m", "alembic", "-c", str(ini), "-x", f"url={url}", "upgrade", "head"],
+                                 stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not _polls_the_lock(replica):  # order, not time: the admin has asked for the lock and not got it
+                assert admin.poll() is None and time.monotonic() < deadline, admin.communicate()[1]
+                time.sleep(0.1)
+            assert admin.poll() is None and not inspect(replica).has_table("alembic_version")  # waiting, nothing migrated
+        finally:
+            replica.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+    _out, err = admin.communicate(timeout=120)
+    assert admin.returncode == 0, err
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with fresh_postgres.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
+
+
+def _polls_the_lock(connection: Connection) -> bool:
+    """Whether another session's last statement asked for the migration lock (``pg_try_advisory_lock``, polled)."""
+    return bool(connection.execute(text("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                                        "AND query LIKE 'SELECT pg_try_advisory_lock(%'")).scalar())

@@ -69,6 +69,25 @@ def _caller(wrapper: list[str], code: str) -> str:
     return done.stdout.strip()
 
 
+#: The caller logs at INFO on stderr: why a daemon was not used (``... not used: <the daemon's answer>``).
+LOGGED = "import logging, sys\nlogging.basicConfig(level=logging.INFO, stream=sys.stderr, format='%(message)s')\n"
+
+
+def _refused_for(wrapper: list[str], code: str, differs: str) -> str:
+    """Run ``code`` (which prints the connection) as a caller; its stdout, once its log shows the daemon named ``differs``.
+
+    ``connect`` returns None on any error: without the reason, a child that crashed would pass as a refusal.
+    """
+    env = {**os.environ, "PYTHONPATH": ":".join(sys.path)}
+    done = subprocess.run([*wrapper, sys.executable, "-c", LOGGED + code], capture_output=True, text=True, timeout=120,
+                          env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    [reason] = [line for line in done.stderr.splitlines() if " not used: " in line]
+    assert "your process differs from the daemon's (" in reason, reason
+    assert differs in reason.partition("differs from the daemon's (")[2].partition(")")[0].split(", "), reason
+    return done.stdout.strip()
+
+
 def _reap(children: set[int]) -> None:
     for pid in children:
         os.waitpid(pid, 0)
@@ -103,7 +122,7 @@ def test_the_trial_host_refuses_a_worker_it_cannot_be(serve_one: tuple[Path, Cal
     host.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     thread = serve(host.handle)
     code = f"from workflow_compiler.sweep import trial_host\nprint(trial_host.HostChild.connect({str(path)!r}))\n"
-    assert _caller(wrapper, code) == "None"  # the worker runs its trials itself
+    assert _refused_for(wrapper, code, differs) == "None"  # the worker runs its trials itself
     thread.join(10)
     _reap(host.children)
 
@@ -124,7 +143,7 @@ def test_the_tracking_agent_refuses_a_step_it_cannot_be(serve_one: tuple[Path, C
     thread = serve(lambda conn: daemon._connection(conn, warm))
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     code = f"from workflow_compiler.tracking import agent\nprint(agent.connect({str(path)!r}, {uri!r}))\n"
-    assert _caller(wrapper, code) == "None"  # the step writes to MLflow itself
+    assert _refused_for(wrapper, code, differs) == "None"  # the step writes to MLflow itself
     thread.join(10)
 
 

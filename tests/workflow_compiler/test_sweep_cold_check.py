@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 from collections.abc import Callable
 
 import pytest
 
-from workflow_compiler.sweep.cold_check import Refusal, refused_while_starting
+from workflow_compiler.errors import ExecutionError, NbscaleError, NotebookError, SpecError
+from workflow_compiler.sweep.cold_check import Refusal, refusal, refused_while_starting
 
 
 def _refuse() -> int:
@@ -54,3 +56,52 @@ def test_usage_errors_end_the_command_as_they_do_in_the_child() -> None:
 
     with pytest.raises(SystemExit):
         refused_while_starting(exits)
+
+
+def _cli_refuse(exc: NbscaleError) -> int:
+    from workflow_compiler import cli_render
+
+    return cli_render.error_exit(exc)
+
+
+def _module_refuse(exc: NbscaleError) -> int:
+    from workflow_compiler.sweep import __main__ as sweep_main
+
+    return sweep_main._refuse(exc)
+
+
+@pytest.mark.parametrize(("refuse", "error", "code"), [
+    (_cli_refuse, SpecError("no --mode"), 2),  # a usage error, as `nbscale sweep`'s child ends it
+    (_cli_refuse, NotebookError("missing.ipynb: no such notebook"), 2),
+    (_cli_refuse, ExecutionError("the run failed"), 1),  # not a usage error: the CLI's child ends it with 1
+    (_module_refuse, SpecError("no --mode"), 2),
+    (_module_refuse, ExecutionError("the run failed"), 2),  # python -m workflow_compiler.sweep ends every one with 2
+], ids=["cli-spec", "cli-notebook", "cli-other", "module-spec", "module-other"])
+def test_both_sweep_commands_refuse_every_nbscale_error_with_their_childs_code(
+        capsys: pytest.CaptureFixture[str], refuse: Callable[[NbscaleError], int], error: NbscaleError, code: int) -> None:
+    def check() -> None:
+        raise error
+
+    found = refusal(check, refuse)
+    assert found is not None
+    assert found() == code
+    assert f"error: {error.message}" in capsys.readouterr().err
+
+
+def test_the_cli_refuses_what_its_child_would_end_with_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """`nbscale sweep`'s early check once let any error but a spec's or notebook's through to wait for the driver."""
+    from workflow_compiler import cli_sweep
+
+    class Parser(argparse.ArgumentParser):
+        def parse_args(self, *args: object, **kwargs: object) -> argparse.Namespace:  # type: ignore[override]
+            raise ExecutionError("the store is unreadable")
+
+    found = cli_sweep._sweep_refusal(["objective.ipynb"], Parser)
+    assert found is not None and found() == 1
+    assert "error: the store is unreadable" in capsys.readouterr().err
+
+
+def test_a_passing_check_and_a_bug_are_no_refusal() -> None:
+    assert refusal(lambda: None, _cli_refuse) is None
+    with pytest.raises(RuntimeError):  # refused_while_starting leaves it to the driver's child
+        refusal(lambda: (_ for _ in ()).throw(RuntimeError("bug")), _cli_refuse)

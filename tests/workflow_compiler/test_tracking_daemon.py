@@ -127,3 +127,14 @@ def test_a_daemon_with_the_reduced_environment_runs_the_sweep_drivers_version_of
 
     environ = {**os.environ, **extra}
     assert warm_driver.code_version(daemon.daemon_environ(environ)) == warm_driver.code_version(environ)
+
+
+@pytest.mark.parametrize("prefix", [*daemon.IMPORT_TIME_PREFIXES, "XDG_"])
+def test_a_daemon_keeps_every_variable_the_sweep_drivers_imports_read(prefix: str) -> None:
+    """The sweep driver's version digests the import-time variables: a daemon started without one would be of another version."""
+    from workflow_compiler.sweep import warm_driver
+
+    name = f"{prefix}NBSCALE_PROBE"
+    assert daemon.daemon_environ({name: "1"}).get(name) == "1"
+    if prefix != "XDG_":  # where the user's files are: kept, but not read by the driver's imports
+        assert warm_driver.code_version({name: "1"}) != warm_driver.code_version({name: "2"})

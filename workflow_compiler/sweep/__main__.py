@@ -80,13 +80,10 @@ def _spec(args: argparse.Namespace) -> RunSpec:
 def _refusal(argv: list[str]) -> Callable[[], int] | None:
     """While a cold sweep driver starts: how this command refuses ``argv`` (None: it does not), by its own parse and
     spec building, so that a usage error need not wait for the driver (``cold_check.py``)."""
+    from .cold_check import refusal
+
     args = _parser().parse_args(argv)  # argparse's own errors and --help exit here, as in the child
-    try:
-        if not args.resume:
-            _spec(args)
-    except NbscaleError as exc:
-        return functools.partial(_refuse, exc)
-    return None
+    return refusal(lambda: None if args.resume else _spec(args), _refuse)
 
 
 def _refuse(exc: NbscaleError) -> int:

@@ -10,15 +10,31 @@ alone prints what the command prints. With the driver already up, nothing of thi
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from collections.abc import Callable
+
+from ..errors import NbscaleError
 
 log = logging.getLogger(__name__)
 
 #: A precheck returns None to go on, or how to refuse: a function that prints the message and returns the exit code.
 Refusal = Callable[[], int]
 Precheck = Callable[[], "Refusal | None"]
+
+
+def refusal(check: Callable[[], object], refuse: Callable[[NbscaleError], int]) -> Refusal | None:
+    """Run ``check`` (the command's own parse and spec building); None when it passes, else how the command refuses.
+
+    Any ``NbscaleError`` refuses, printed and ended by ``refuse`` with the code the command's child gives it: the
+    ``nbscale`` CLI and ``python -m workflow_compiler.sweep`` share this, each with its own ``refuse``.
+    """
+    try:
+        check()
+    except NbscaleError as exc:
+        return functools.partial(refuse, exc)
+    return None
 
 
 def refused_while_starting(precheck: Precheck) -> int | None:

@@ -58,11 +58,7 @@ def _connect() -> None:
 
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if not os.environ.get("RAY_ADDRESS"):
-        from ray._private import ray_constants
-
-        # Ray read the variable set above when it was imported, and a caller may have imported it first:
-        # this driver's copy of the flag decides the addresses it uses (127.0.0.1, not the first interface's).
-        ray_constants.ENABLE_RAY_CLUSTER = False
+        _keep_to_loopback()
     if ray_head.wanted() and _join_warm_head(kwargs):
         return
     address = os.environ.get("RAY_ADDRESS")
@@ -73,6 +69,20 @@ def _connect() -> None:
         ray.init(address=address, **kwargs)
         return
     _start_own_ray(kwargs)
+
+
+def _keep_to_loopback() -> None:
+    """Turn off Ray's multi-node flag in this driver's copy, or log a warning if this Ray has no such flag."""
+    import ray
+    from ray._private import ray_constants
+
+    # Ray read the variable set above when it was imported, and a caller may have imported it first:
+    # this driver's copy of the flag decides the addresses it uses (127.0.0.1, not the first interface's).
+    if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+        log.warning("Ray %s has no ray_constants.ENABLE_RAY_CLUSTER: its Ray may bind to the first network interface,"
+                    " not 127.0.0.1; check how this Ray version keeps a single-node cluster to loopback", ray.__version__)
+        return
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _start_own_ray(kwargs: dict[str, Any]) -> None:

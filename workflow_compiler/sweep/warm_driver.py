@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from ..private_files import connect_own
+from ..tracking.daemon import IMPORT_TIME_PREFIXES
 from .cold_check import Precheck, refused_while_starting
 from .ray_head import SET_IN_RAY_DRIVERS
 
@@ -56,9 +57,6 @@ SOCKET_NAME, PID_NAME, LOG_NAME = "driver.sock", "sweep-driver.pid", "sweep-driv
 DAEMON_MODULE = f"{__package__}.warm_driver_daemon"
 BIND_TIMEOUT_S = 30.0  # until a driver that has just started has bound its socket (before its imports)
 START_TIMEOUT_S = 120.0  # a driver that has just started imports Ray Tune and MLflow first (~3 s; longer on a loaded machine)
-#: Variables read when the preloaded modules are imported (Ray's and Tune's settings, Python's
-#: own, the C locale): a child cannot take them on afterwards, so they name the daemon's version.
-IMPORT_TIME_PREFIXES = ("RAY_", "TUNE_", "PYTHON", "LANG", "LC_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
 #: Of those, what is read later, and set by Ray in its drivers (a sweep command started from one has them).
 #: PYTHONUNBUFFERED is read at start-up, but a child takes on its caller's stream buffering (``streams`` in the request).
 _READ_LATER = SET_IN_RAY_DRIVERS | {"PYTHONUNBUFFERED"}

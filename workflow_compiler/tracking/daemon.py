@@ -49,8 +49,12 @@ ENV_IDLE = "NBSCALE_TRACKING_AGENT_IDLE"
 DAEMON_VARIABLES = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "TZ", "VIRTUAL_ENV", "LD_LIBRARY_PATH",
                               "MPLCONFIGDIR", "IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_PATH",
                               "JUPYTER_PLATFORM_DIRS", "NBSCALE_HOME", ENV_IDLE})
-#: Prefixes of the same: the sweep driver's version digests the variables its imports read (``warm_driver.IMPORT_TIME_PREFIXES``).
-DAEMON_PREFIXES = ("PYTHON", "LANG", "LC_", "RAY_", "TUNE_", "XDG_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+#: Variables read when the warm sweep driver's preloaded modules are imported (Ray's and Tune's settings, Python's
+#: own, the C locale): a child cannot take them on afterwards, so they name its version (``sweep/warm_driver.py``).
+#: Here, not there, so that every daemon keeps them without importing the sweep package.
+IMPORT_TIME_PREFIXES = ("RAY_", "TUNE_", "PYTHON", "LANG", "LC_", "MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")
+#: Prefixes of the same: what the imports read, and where the user's files are.
+DAEMON_PREFIXES = (*IMPORT_TIME_PREFIXES, "XDG_")
 
 
 def daemon_environ(environ: Mapping[str, str]) -> dict[str, str]:
